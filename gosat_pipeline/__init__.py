@@ -1,0 +1,55 @@
+"""gosat_pipeline: from public GOSAT-style L2 columns to checked emission estimates.
+
+The public API is imported lazily so that ``import gosat_pipeline`` stays fast and
+the CLI can start before heavy dependencies load. Every stage is a function on
+xarray objects; :func:`run` chains them from a configuration file.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+#: public name -> module that defines it
+_API: dict[str, str] = {
+    # configuration and orchestration
+    "load_config": "gosat_pipeline.config",
+    "run": "gosat_pipeline.pipeline",
+    # ingest and quality
+    "open_granule": "gosat_pipeline.io",
+    "open_granules": "gosat_pipeline.io",
+    "list_formats": "gosat_pipeline.io",
+    "apply_quality_filter": "gosat_pipeline.quality",
+    # gridding
+    "grid_soundings": "gosat_pipeline.gridding",
+    "GridSpec": "gosat_pipeline.grids",
+    # inventories, regions, winds
+    "open_prior_inventory": "gosat_pipeline.inventory",
+    "read_reported_totals": "gosat_pipeline.inventory",
+    "load_boundaries": "gosat_pipeline.regions",
+    "region_masks": "gosat_pipeline.regions",
+    "open_winds": "gosat_pipeline.winds",
+    # transport and inversion
+    "build_jacobian": "gosat_pipeline.transport",
+    "invert": "gosat_pipeline.inversion",
+    # comparison and reports
+    "compare_to_inventory": "gosat_pipeline.compare",
+    "write_report": "gosat_pipeline.report",
+}
+
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gosat_pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,348 @@
+"""Canonical names, units and CF attributes: the contracts between stages.
+
+This module is data (tables of names, units and attributes, in the manner of
+cf-xarray's ``criteria.py``) plus small validators. Stages exchange only
+datasets that pass these validators; see ``DESIGN.md`` section 4.
+
+The tables are the single source of truth for variable names. A stage that
+writes a variable takes its attributes from here with :func:`cf_attrs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from gosat_pipeline.errors import SchemaError
+
+__all__ = [
+    "GASES",
+    "GAS_UNITS",
+    "GAS_STANDARD_NAMES",
+    "SOUNDING_DIM",
+    "LEVEL_DIM",
+    "SOUNDING_VARIABLES",
+    "LEVEL_VARIABLES",
+    "GRIDDED_VARIABLES",
+    "POSTERIOR_VARIABLES",
+    "DISCREPANCY_COLUMNS",
+    "DISCREPANCY_SCHEMA_VERSION",
+    "VERDICTS",
+    "cf_attrs",
+    "gas_units",
+    "validate_soundings",
+    "validate_gridded",
+    "validate_posterior",
+    "global_attrs",
+]
+
+SOUNDING_DIM = "sounding"
+LEVEL_DIM = "level"
+
+GASES: tuple[str, ...] = ("CO2", "CH4")
+
+#: Canonical units of the column-averaged dry-air mole fraction per gas.
+GAS_UNITS: dict[str, str] = {"CO2": "ppm", "CH4": "ppb"}
+
+#: CF standard names of the column-averaged dry-air mole fraction (CF table v84+).
+GAS_STANDARD_NAMES: dict[str, str] = {
+    "CO2": "dry_atmosphere_mole_fraction_of_carbon_dioxide",
+    "CH4": "dry_atmosphere_mole_fraction_of_methane",
+}
+
+#: Molar masses in kg mol-1, used to turn column enhancements into fluxes.
+MOLAR_MASS: dict[str, float] = {"CO2": 44.0095e-3, "CH4": 16.0425e-3, "air": 28.9644e-3}
+
+#: Multiplier from canonical units to mol mol-1.
+GAS_UNIT_TO_MOLMOL: dict[str, float] = {"CO2": 1e-6, "CH4": 1e-9}
+
+# Soundings: variables on (sounding,). "gas" in units means the gas's canonical unit.
+SOUNDING_VARIABLES: dict[str, dict[str, Any]] = {
+    "xgas": {
+        "required": True,
+        "units": "gas",
+        "long_name": "column-averaged dry-air mole fraction",
+    },
+    "xgas_uncertainty": {
+        "required": True,
+        "units": "gas",
+        "long_name": "1-sigma retrieval uncertainty of the column-averaged mole fraction",
+    },
+    "xgas_apriori": {
+        "required": False,
+        "units": "gas",
+        "long_name": "a priori column-averaged dry-air mole fraction",
+    },
+    "quality_flag": {
+        "required": True,
+        "units": "1",
+        "long_name": "quality flag (0 = good after translating the product's convention)",
+        "flag_values": np.array([0, 1], dtype="int8"),
+        "flag_meanings": "good bad",
+    },
+    "surface_pressure": {
+        "required": False,
+        "units": "hPa",
+        "long_name": "surface pressure",
+        "standard_name": "surface_air_pressure",
+    },
+    "solar_zenith_angle": {
+        "required": False,
+        "units": "degree",
+        "long_name": "solar zenith angle",
+        "standard_name": "solar_zenith_angle",
+    },
+    "surface_type": {
+        "required": False,
+        "units": "1",
+        "long_name": "observation mode / surface type",
+        "flag_values": np.array([0, 1], dtype="int8"),
+        "flag_meanings": "land glint",
+    },
+    "sounding_id": {"required": False, "long_name": "product sounding identifier"},
+    "source_file": {"required": False, "long_name": "granule the sounding was read from"},
+}
+
+# Level variables on (sounding, level), surface first.
+LEVEL_VARIABLES: dict[str, dict[str, Any]] = {
+    "averaging_kernel": {
+        "units": "1",
+        "long_name": "column averaging kernel (normalised), surface first",
+    },
+    "pressure_weight": {
+        "units": "1",
+        "long_name": "pressure weighting function h (sums to 1), surface first",
+    },
+    "profile_apriori": {
+        "units": "gas",
+        "long_name": "a priori mole fraction profile, surface first",
+    },
+    "pressure": {
+        "units": "hPa",
+        "long_name": "pressure of the retrieval levels, surface first",
+        "standard_name": "air_pressure",
+    },
+}
+
+GRIDDED_VARIABLES: dict[str, dict[str, Any]] = {
+    "n_soundings": {
+        "units": "1",
+        "long_name": "number of soundings in the cell",
+        "cell_methods": "time: latitude: longitude: sum",
+    },
+    "xgas_mean": {
+        "units": "gas",
+        "long_name": "mean column-averaged dry-air mole fraction",
+        "cell_methods": "time: latitude: longitude: mean",
+        "ancillary_variables": "n_soundings xgas_std xgas_standard_error",
+    },
+    "xgas_weighted_mean": {
+        "units": "gas",
+        "long_name": "inverse-variance weighted mean column-averaged dry-air mole fraction",
+        "cell_methods": "time: latitude: longitude: mean (weighted by xgas_uncertainty**-2)",
+        "ancillary_variables": "n_soundings xgas_uncertainty_mean",
+    },
+    "xgas_std": {
+        "units": "gas",
+        "long_name": "standard deviation of soundings in the cell",
+        "cell_methods": "time: latitude: longitude: standard_deviation",
+    },
+    "xgas_standard_error": {
+        "units": "gas",
+        "long_name": "standard error of the cell mean",
+        "cell_methods": "time: latitude: longitude: standard_deviation",
+    },
+    "xgas_uncertainty_mean": {
+        "units": "gas",
+        "long_name": "mean retrieval uncertainty of soundings in the cell",
+        "cell_methods": "time: latitude: longitude: mean",
+    },
+    "averaging_kernel_pbl": {
+        "units": "1",
+        "long_name": "mean pressure-weighted boundary-layer column averaging kernel",
+        "cell_methods": "time: latitude: longitude: mean",
+    },
+}
+
+POSTERIOR_VARIABLES: tuple[str, ...] = (
+    "x_prior",
+    "x_posterior",
+    "S_prior",
+    "S_posterior",
+    "averaging_kernel",
+)
+
+DISCREPANCY_SCHEMA_VERSION = "1.0.0"
+
+#: Verdict vocabulary of the comparison (DESIGN.md 5.5).
+VERDICTS: tuple[str, ...] = (
+    "consistent",
+    "higher than reported",
+    "lower than reported",
+    "not constrained",
+    "no reported value",
+)
+
+#: Columns of discrepancies.csv, in order, with units (the JSON schema mirrors them).
+DISCREPANCY_COLUMNS: dict[str, str] = {
+    "region": "ISO 3166-1 alpha-3 code or aggregate name",
+    "region_name": "human-readable name",
+    "gas": "CO2 or CH4",
+    "period": "ISO 8601 period label",
+    "reference": "name of the reported inventory compared against",
+    "prior_total": "Tg yr-1",
+    "prior_sigma": "Tg yr-1",
+    "posterior_total": "Tg yr-1",
+    "posterior_sigma": "Tg yr-1",
+    "reported_total": "Tg yr-1",
+    "reported_sigma": "Tg yr-1",
+    "difference": "Tg yr-1 (posterior - reported)",
+    "relative_difference": "1 (difference / reported)",
+    "z_score": "1",
+    "z_form": "'shift' (prior is the reported inventory) or 'direct'",
+    "error_reduction": "1 (1 - sigma_post / sigma_prior)",
+    "sensitivity": "1 (region averaging-kernel sensitivity)",
+    "n_observations": "count",
+    "verdict": "one of VERDICTS",
+}
+
+
+def gas_units(gas: str) -> str:
+    """Return the canonical units of the column mole fraction of ``gas``.
+
+    Parameters
+    ----------
+    gas : {"CO2", "CH4"}
+
+    Returns
+    -------
+    str
+        ``"ppm"`` for CO2, ``"ppb"`` for CH4.
+    """
+    try:
+        return GAS_UNITS[gas.upper()]
+    except KeyError:
+        raise SchemaError(f"unknown gas {gas!r}; allowed: {list(GAS_UNITS)}") from None
+
+
+def cf_attrs(name: str, gas: str | None = None) -> dict[str, Any]:
+    """CF attributes of canonical variable ``name`` (units resolved for ``gas``).
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`SOUNDING_VARIABLES`, :data:`LEVEL_VARIABLES` or
+        :data:`GRIDDED_VARIABLES`.
+    gas : str, optional
+        Needed for variables whose units are those of the gas.
+
+    Returns
+    -------
+    dict
+        ``units``, ``long_name`` and, where they exist, ``standard_name``,
+        ``cell_methods``, ``ancillary_variables``, ``flag_values``, ``flag_meanings``.
+    """
+    for table in (SOUNDING_VARIABLES, LEVEL_VARIABLES, GRIDDED_VARIABLES):
+        if name in table:
+            spec = dict(table[name])
+            break
+    else:
+        raise SchemaError(f"{name!r} is not a canonical variable")
+    spec.pop("required", None)
+    if spec.get("units") == "gas":
+        if gas is None:
+            raise SchemaError(f"units of {name!r} depend on the gas; pass gas=")
+        spec["units"] = gas_units(gas)
+        if name in ("xgas", "xgas_mean", "xgas_weighted_mean", "xgas_apriori"):
+            spec["standard_name"] = GAS_STANDARD_NAMES[gas.upper()]
+    if gas is not None and "long_name" in spec:
+        spec["long_name"] = f"{gas.upper()} {spec['long_name']}"
+    return spec
+
+
+def global_attrs(title: str, source: str, history: str = "", **extra: Any) -> dict[str, Any]:
+    """Global attributes shared by every netCDF output of the package.
+
+    Parameters
+    ----------
+    title, source, history : str
+        CF global attributes.
+    **extra
+        Further attributes (values must be netCDF-serialisable).
+    """
+    from gosat_pipeline import __version__
+
+    attrs: dict[str, Any] = {
+        "Conventions": "CF-1.8",
+        "title": title,
+        "institution": "gosat_pipeline user",
+        "source": source,
+        "history": history,
+        "references": "https://github.com/gosat-pipeline/gosat_pipeline",
+        "gosat_pipeline_version": __version__,
+    }
+    attrs.update(extra)
+    return attrs
+
+
+def _require(ds: xr.Dataset, names: Iterable[str], what: str) -> None:
+    missing = [n for n in names if n not in ds.variables]
+    if missing:
+        raise SchemaError(f"{what} dataset is missing {missing}; has {sorted(map(str, ds.variables))}")
+
+
+def _check_units(ds: xr.Dataset, expected: Mapping[str, str], what: str) -> None:
+    wrong = {
+        n: ds[n].attrs.get("units")
+        for n, u in expected.items()
+        if n in ds.variables and ds[n].attrs.get("units") != u
+    }
+    if wrong:
+        raise SchemaError(f"{what} dataset has wrong units {wrong}; expected {dict(expected)}")
+
+
+def validate_soundings(ds: xr.Dataset) -> xr.Dataset:
+    """Check that ``ds`` is a canonical soundings dataset; return it unchanged.
+
+    Raises
+    ------
+    SchemaError
+        Naming the missing variable, wrong dimension or wrong unit.
+    """
+    gas = ds.attrs.get("gas")
+    if gas not in GASES:
+        raise SchemaError(f"soundings attribute 'gas' is {gas!r}; expected one of {GASES}")
+    if SOUNDING_DIM not in ds.dims and ds.sizes.get(SOUNDING_DIM, 0) != 0:
+        raise SchemaError(f"soundings dataset has no {SOUNDING_DIM!r} dimension: {dict(ds.sizes)}")
+    required = [k for k, v in SOUNDING_VARIABLES.items() if v.get("required")]
+    _require(ds, ["time", "latitude", "longitude", *required], "soundings")
+    units = gas_units(gas)
+    _check_units(ds, {"xgas": units, "xgas_uncertainty": units}, "soundings")
+    for name in LEVEL_VARIABLES:
+        if name in ds.variables and ds[name].dims != (SOUNDING_DIM, LEVEL_DIM):
+            raise SchemaError(
+                f"soundings variable {name!r} has dims {ds[name].dims}; "
+                f"expected ({SOUNDING_DIM!r}, {LEVEL_DIM!r})"
+            )
+    return ds
+
+
+def validate_gridded(ds: xr.Dataset) -> xr.Dataset:
+    """Check that ``ds`` is a canonical L3 dataset (dims time, latitude, longitude)."""
+    _require(ds, ["n_soundings", "xgas_mean", "xgas_weighted_mean", "xgas_std"], "gridded")
+    for name in ("n_soundings", "xgas_mean"):
+        if set(ds[name].dims) != {"time", "latitude", "longitude"}:
+            raise SchemaError(
+                f"gridded variable {name!r} has dims {ds[name].dims}; "
+                "expected ('time', 'latitude', 'longitude')"
+            )
+    return ds
+
+
+def validate_posterior(ds: xr.Dataset) -> xr.Dataset:
+    """Check that ``ds`` is a canonical posterior dataset (dims state, state2)."""
+    _require(ds, POSTERIOR_VARIABLES, "posterior")
+    return ds

@@ -1,0 +1,23 @@
+"""Seeded synthetic data factories, public so that tests and notebooks share them.
+
+Everything here is deterministic for a given ``seed``. Submodules:
+
+- :mod:`~gosat_pipeline.testing.soundings`: canonical soundings datasets.
+- :mod:`~gosat_pipeline.testing.granules`: writers of each L2 product's real file layout.
+- :mod:`~gosat_pipeline.testing.inventories`: prior inventories, reported totals,
+  boundaries and winds.
+- :mod:`~gosat_pipeline.testing.osse`: observing-system simulation cases.
+"""
+
+from __future__ import annotations
+
+from gosat_pipeline.testing.granules import *  # noqa: F403
+from gosat_pipeline.testing.granules import __all__ as _granules_all
+from gosat_pipeline.testing.inventories import *  # noqa: F403
+from gosat_pipeline.testing.inventories import __all__ as _inventories_all
+from gosat_pipeline.testing.osse import *  # noqa: F403
+from gosat_pipeline.testing.osse import __all__ as _osse_all
+from gosat_pipeline.testing.soundings import *  # noqa: F403
+from gosat_pipeline.testing.soundings import __all__ as _soundings_all
+
+__all__ = [*_soundings_all, *_granules_all, *_inventories_all, *_osse_all]
