@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if it is missing and installs the package with its extras.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench data-samples notebooks clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gosat-pipeline run configs/demo.yaml
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gosat_pipeline tests benchmarks
+
+test: $(STAMP) lint
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+data-samples: $(STAMP)
+	$(VENV)/bin/gosat-pipeline synth samples --out data_samples
+
+clean:
+	rm -rf outputs .pytest_cache .ruff_cache

@@ -1,0 +1,280 @@
+"""The ``gosat-pipeline`` command line: a thin shell over :mod:`gosat_pipeline.pipeline`.
+
+Only this module configures logging handlers and prints. A user error (any
+:class:`~gosat_pipeline.errors.GosatPipelineError`) exits non-zero with one clear
+line per problem; a traceback appears only with ``-v``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gosat_pipeline import __version__
+from gosat_pipeline.errors import ConfigError, GosatPipelineError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("gosat_pipeline.cli")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 3
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", type=Path, help="YAML run configuration (see configs/template.yaml)")
+    p.add_argument("--force", action="store_true", help="recompute every stage, even if up to date")
+    p.add_argument("--name", help="override run.name (the folder under run.output_dir)")
+    p.add_argument("--output-dir", type=Path, help="override run.output_dir")
+    p.add_argument(
+        "--cluster",
+        choices=["local", "threads", "synchronous"],
+        help="override cluster.type (use --scheduler for an existing dask.distributed scheduler)",
+    )
+    p.add_argument("--scheduler", metavar="ADDRESS", help="connect to an existing scheduler, e.g. tcp://host:8786")
+    p.add_argument("--workers", type=int, metavar="N", help="override cluster.n_workers of a local cluster")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad granule instead of skipping it")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="gosat-pipeline",
+        description="GOSAT-style XCO2/XCH4 granules -> emission estimates checked against reported inventories.",
+    )
+    parser.add_argument("--version", action="version", version=f"gosat-pipeline {__version__}")
+    verb = parser.add_mutually_exclusive_group()
+    verb.add_argument("-v", "--verbose", action="count", default=0, help="more output; tracebacks on errors")
+    verb.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run every stage (resuming completed ones)")
+    _add_run_options(p)
+    for stage, text in (
+        ("ingest", "read and screen the granules"),
+        ("grid", "ingest, then grid to L3"),
+        ("invert", "... up to the inversion (includes inventories, regions and winds)"),
+        ("compare", "... up to the comparison with reported totals"),
+    ):
+        p = sub.add_parser(stage, help=f"run stages up to '{stage}': {text}")
+        _add_run_options(p)
+
+    p = sub.add_parser("report", help="regenerate report.html from a run directory's stored outputs")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--title")
+
+    p = sub.add_parser("inspect", help="describe an L2 granule: format, version, gas, counts, ranges")
+    p.add_argument("file", type=Path)
+    p.add_argument("--format", help="reader name (default: auto-detect)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("validate", help="check a configuration file without running anything")
+    p.add_argument("config", type=Path)
+
+    sub.add_parser("formats", help="list the installed granule readers")
+
+    p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples")
+    ss = p.add_subparsers(dest="synth_command", required=True, metavar="KIND")
+    q = ss.add_parser("granules", help="write synthetic granules in a real product layout")
+    q.add_argument("--format", required=True, help="reader name, e.g. cci_ocpr, acos_lite")
+    q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--gas", default=None)
+    q.add_argument("--n-files", type=int, default=3)
+    q.add_argument("--n-per-file", type=int, default=500)
+    q.add_argument("--seed", type=int, default=0)
+    q = ss.add_parser("osse", help="run an observing-system simulation experiment and report what is resolved")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--out", type=Path, default=None, help="folder for the OSSE table (CSV)")
+    q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)")
+    q.add_argument("--out", type=Path, default=Path("data_samples"))
+    q.add_argument("--seed", type=int, default=2024)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("gosat_pipeline")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if not verbose:
+        import warnings
+
+        logging.captureWarnings(True)
+        warnings.simplefilter("default")
+
+
+def _say(args: argparse.Namespace, msg: str) -> None:
+    if not args.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from gosat_pipeline.config import load_config
+
+    cfg = load_config(args.config)
+    updates: dict[str, Any] = {}
+    run_upd: dict[str, Any] = {}
+    if getattr(args, "name", None):
+        run_upd["name"] = args.name
+    if getattr(args, "output_dir", None):
+        run_upd["output_dir"] = args.output_dir.resolve()
+    if getattr(args, "strict", False):
+        run_upd["strict"] = True
+    if run_upd:
+        updates["run"] = cfg.run.model_copy(update=run_upd)
+    cl: dict[str, Any] = {}
+    if getattr(args, "scheduler", None):
+        cl.update(type="address", address=args.scheduler)
+    elif getattr(args, "cluster", None):
+        cl["type"] = args.cluster
+    if getattr(args, "workers", None):
+        cl["n_workers"] = args.workers
+    if cl:
+        updates["cluster"] = cfg.cluster.model_copy(update=cl)
+    return cfg.model_copy(update=updates) if updates else cfg
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gosat_pipeline.pipeline import run
+
+    cfg = _load(args)
+    until = None if args.command == "run" else args.command
+    bar = None
+    if not args.quiet:
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar(minimum=2.0, out=sys.stderr)
+        bar.register()
+    try:
+        res = run(cfg, force=args.force, until=until, progress=lambda m: _say(args, f"[gosat-pipeline] {m}"),
+                  config_path=args.config)  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.unregister()
+    skipped = res.manifest.get("skipped_inputs", [])
+    if skipped:
+        _say(args, f"{len(skipped)} input(s) skipped; reasons in {res.run_dir / 'manifest.json'}")
+    _say(args, f"run directory: {res.run_dir}")
+    if (res.run_dir / "report.html").is_file() and until is None:
+        _say(args, f"report: {res.report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gosat_pipeline.report import write_report
+
+    if not args.run_dir.is_dir():
+        raise ConfigError(f"run directory not found: {args.run_dir}")
+    path = write_report(args.run_dir, title=args.title)
+    _say(args, f"report: {path}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from gosat_pipeline.io import inspect_granule
+
+    info = inspect_granule(args.file) if args.format is None else inspect_granule(args.file, format=args.format)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+    else:
+        width = max(len(k) for k in info)
+        for k, v in info.items():
+            print(f"{k:<{width}}  {v}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    print(f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
+          f"run directory {cfg.run_dir})")  # fmt: skip
+    return 0
+
+
+def _cmd_formats(args: argparse.Namespace) -> int:
+    from gosat_pipeline.io import list_formats
+
+    for name, desc in list_formats().items():
+        print(f"{name:<20} {desc}")
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    if args.synth_command == "granules":
+        from gosat_pipeline.testing import make_granule_files
+
+        paths = make_granule_files(args.out, args.format, n_files=args.n_files, n_per_file=args.n_per_file,
+                                   gas=args.gas, seed=args.seed)  # fmt: skip
+        for p in paths:
+            print(p)
+        return 0
+    if args.synth_command == "osse":
+        from gosat_pipeline.testing import make_osse_case, run_osse
+
+        summary = run_osse(make_osse_case(seed=args.seed))
+        table = summary.pop("table", None)
+        if args.out is not None and table is not None:
+            from gosat_pipeline.outputs import atomic_write_text
+
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(table.to_csv(index=False), args.out / "osse_elements.csv")
+            summary["table_csv"] = str(args.out / "osse_elements.csv")
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+    from gosat_pipeline.testing.demo import build_demo_samples
+
+    written = build_demo_samples(args.out, seed=args.seed)
+    for p in written:
+        print(p)
+    return 0
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "ingest": _cmd_run,
+    "grid": _cmd_run,
+    "invert": _cmd_run,
+    "compare": _cmd_run,
+    "report": _cmd_report,
+    "inspect": _cmd_inspect,
+    "validate": _cmd_validate,
+    "formats": _cmd_formats,
+    "synth": _cmd_synth,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gosat-pipeline`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return _COMMANDS[args.command](args)
+    except GosatPipelineError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"gosat-pipeline: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("gosat-pipeline: interrupted; completed stages are kept and a re-run resumes", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last-resort guard: one line, traceback with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"gosat-pipeline: internal error: {type(exc).__name__}: {exc} (re-run with -v for the traceback "
+            "and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""Run configuration: YAML files loaded into validated, frozen pydantic models.
+
+``load_config(path)`` parses the YAML once, at the edge; ``pipeline.py`` then passes
+plain keyword arguments to the stage functions, so no stage ever sees this module.
+
+Every problem in a file is reported at once, each with its key path, the value found
+and what is allowed; unknown keys are rejected with a did-you-mean suggestion where a
+known key is close. ``configs/template.yaml`` documents every key with its units and
+default; a test checks that the template and these models agree.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gosat_pipeline.errors import ConfigError
+
+__all__ = [
+    "RunConfig",
+    "load_config",
+    "config_from_dict",
+    "config_to_yaml",
+    "section_hash",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RunSection(_Model):
+    """Where outputs go and how faults are handled."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    output_dir: Path = Path("outputs")
+    strict: bool = False
+    synthetic: bool = False
+
+
+class PeriodSection(_Model):
+    """Time window of the run (UTC, end exclusive) and how it is split."""
+
+    start: date
+    end: date
+    time_bin: str | None = "MS"
+    split: str | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> PeriodSection:
+        if self.end <= self.start:
+            raise ValueError(f"end ({self.end}) must be after start ({self.start})")
+        return self
+
+    @field_validator("time_bin", "split")
+    @classmethod
+    def _freq(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        import pandas as pd
+
+        try:
+            pd.tseries.frequencies.to_offset(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a pandas frequency (e.g. '1D', 'MS', 'YS')") from None
+        return v
+
+
+class DomainSection(_Model):
+    """The inversion grid: a regular lat/lon box."""
+
+    bbox: tuple[float, float, float, float] = (-180.0, -90.0, 180.0, 90.0)
+    resolution: float = Field(1.0, gt=0.0, le=10.0)
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        w, s, e, n = v
+        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise ValueError(
+                f"{list(v)} is not [west, south, east, north] with -180<=west<east<=180 "
+                "and -90<=south<north<=90"
+            )
+        return v
+
+
+class ScreenSection(_Model):
+    """Screens applied after the product's own recommended screen."""
+
+    product_screen: bool = True
+    max_solar_zenith: float | None = Field(None, gt=0, le=90)
+    max_uncertainty: float | None = Field(None, gt=0)
+    surface: Literal["all", "land", "glint"] = "all"
+
+
+class PriorSection(_Model):
+    """Gridded prior inventory for one gas."""
+
+    path: Path
+    variable: str | None = None
+    year: int | None = None
+    sectors: Literal["sum", "keep"] = "sum"
+
+
+class GasSection(_Model):
+    """Observations, prior and error settings for one gas."""
+
+    gas: Literal["CO2", "CH4"]
+    granules: list[str] = Field(min_length=1)
+    format: str | None = None
+    bias_corrected: bool = True
+    screen: ScreenSection = ScreenSection()
+    prior: PriorSection
+    sigma_model: float = Field(gt=0)
+    background_prior_sigma: float = Field(gt=0)
+
+
+class ReportedSection(_Model):
+    """One reported-inventory table compared against."""
+
+    path: Path
+    name: str = "reported"
+    format: Literal["auto", "long", "primap"] = "auto"
+
+
+class RegionsSection(_Model):
+    """Region boundaries, the regions to solve for, and aggregates."""
+
+    boundaries: Path | None = None
+    iso3: list[str] | None = None
+    groups: dict[str, list[str]] = {}
+
+    @field_validator("iso3")
+    @classmethod
+    def _codes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        bad = [c for c in v if not (len(c) == 3 and c.isalpha() and c.isupper())]
+        if bad:
+            raise ValueError(f"{bad} are not ISO 3166-1 alpha-3 codes (three capital letters)")
+        return v
+
+
+class WindsSection(_Model):
+    """Winds for the transport operator: a file, or uniform values."""
+
+    path: Path | None = None
+    u: float = 0.0
+    v: float = 0.0
+    level: str = "pbl"
+
+
+class TransportSection(_Model):
+    """Forward-operator parameters, written into every output."""
+
+    type: Literal["simple", "footprints"] = "simple"
+    eddy_diffusivity: float = Field(5.0e4, gt=0)
+    ventilation_time: float = Field(2.0 * 86400.0, gt=0)
+    pbl_pressure_depth: float = Field(150.0, gt=0, le=1000)
+    surface_pressure: float = Field(1013.25, gt=0)
+    footprints: Path | None = None
+
+    @model_validator(mode="after")
+    def _fp(self) -> TransportSection:
+        if self.type == "footprints" and self.footprints is None:
+            raise ValueError("type 'footprints' needs footprints: PATH (netCDF (obs, lat, lon))")
+        return self
+
+
+class InversionSection(_Model):
+    """Analytic Bayesian inversion settings (DESIGN.md 5.3-5.4)."""
+
+    prior_error: float = Field(0.5, gt=0)
+    correlation_length_km: float | None = Field(None, gt=0)
+    lognormal: bool = False
+    gradient_tolerance: float = Field(1e-6, gt=0)
+    use_weighted_mean: bool = True
+
+
+class ChangeSection(_Model):
+    """Two period labels whose difference is tested."""
+
+    period_a: str
+    period_b: str
+
+
+class CompareSection(_Model):
+    """Verdict thresholds (DESIGN.md 5.5)."""
+
+    z_critical: float = Field(2.0, gt=0)
+    min_error_reduction: float = Field(0.2, ge=0, lt=1)
+    min_sensitivity: float = Field(0.1, ge=0, le=1)
+    min_observations: int = Field(5, ge=0)
+    prior_is_reported: bool = False
+    change: ChangeSection | None = None
+
+
+class ReportSection(_Model):
+    """The agency report."""
+
+    enabled: bool = True
+    title: str | None = None
+
+
+class JobqueueSection(_Model):
+    """An HPC queue through dask-jobqueue (optional extra ``[jobqueue]``)."""
+
+    system: Literal["slurm", "pbs", "sge", "lsf"] = "slurm"
+    queue: str | None = None
+    account: str | None = None
+    cores: int = Field(8, ge=1)
+    memory: str = "16GB"
+    walltime: str = "01:00:00"
+    jobs: int = Field(2, ge=1)
+
+
+class ClusterSection(_Model):
+    """Where Dask runs: local cluster, threads, an existing scheduler, or an HPC queue."""
+
+    type: Literal["local", "threads", "synchronous", "address", "jobqueue"] = "local"
+    n_workers: int | None = Field(None, ge=1)
+    threads_per_worker: int | None = Field(None, ge=1)
+    memory_limit: str | None = None
+    address: str | None = None
+    jobqueue: JobqueueSection | None = None
+    chunk_size: int = Field(200_000, ge=1000)
+    tiny_job_bytes: int = Field(32 * 1024 * 1024, ge=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ClusterSection:
+        if self.type == "address" and not self.address:
+            raise ValueError("type 'address' needs address: tcp://HOST:PORT")
+        if self.type == "jobqueue" and self.jobqueue is None:
+            raise ValueError("type 'jobqueue' needs a jobqueue: section")
+        return self
+
+
+class RunConfig(_Model):
+    """The whole run: every section of ``configs/template.yaml``."""
+
+    run: RunSection = RunSection()
+    period: PeriodSection
+    domain: DomainSection = DomainSection()
+    gases: list[GasSection] = Field(min_length=1)
+    reported: list[ReportedSection] = []
+    regions: RegionsSection = RegionsSection()
+    winds: WindsSection = WindsSection()
+    transport: TransportSection = TransportSection()
+    inversion: InversionSection = InversionSection()
+    compare: CompareSection = CompareSection()
+    report: ReportSection = ReportSection()
+    cluster: ClusterSection = ClusterSection()
+
+    @field_validator("gases")
+    @classmethod
+    def _unique_gases(cls, v: list[GasSection]) -> list[GasSection]:
+        names = [g.gas for g in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"each gas may appear once; found {names}")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        """``<output_dir>/<name>``."""
+        return self.run.output_dir / self.run.name
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _known_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """Field names allowed at ``path`` (a pydantic error location) in ``model``."""
+    import typing
+
+    current: Any = model
+    for part in path:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part) if hasattr(current, "model_fields") else None
+        if field is None:
+            return []
+        ann = field.annotation
+        current = None
+        for cand in (ann, *typing.get_args(ann)):
+            for inner in (cand, *typing.get_args(cand)):
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    current = inner
+                    break
+            if current is not None:
+                break
+    if current is None or not hasattr(current, "model_fields"):
+        return []
+    return list(current.model_fields)
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(err.get("loc", ()))
+    key = ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+    key = key or "<top level>"
+    typ = err.get("type", "")
+    found = err.get("input")
+    if typ == "extra_forbidden":
+        allowed = _known_keys(RunConfig, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key}: unknown key{hint} (allowed here: {', '.join(allowed)})"
+    if typ == "missing":
+        return f"{key}: required key is missing"
+    msg = err.get("msg", "invalid value")
+    msg = msg.removeprefix("Value error, ")
+    shown = json.dumps(found, default=str) if not isinstance(found, dict) else "{...}"
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"{key}: {msg} (found {shown})"
+
+
+def config_from_dict(data: Any, source: str | None = None) -> RunConfig:
+    """Validate a mapping into a :class:`RunConfig`; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"the file must hold a mapping of sections (run:, period:, gases: ...); found {type(data).__name__}",
+            source,
+        )
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [_format_error(e) for e in exc.errors(include_url=False)]
+        raise ConfigError(problems, source) from None
+
+
+def load_config(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[str] | None = None) -> RunConfig:
+    """Load and validate a YAML run configuration.
+
+    Relative paths in the file (granules, prior, reported tables, boundaries,
+    winds, output_dir) are taken relative to ``base_dir``, by default the current
+    working directory, which is how the CLI is used from the project root.
+
+    Parameters
+    ----------
+    path : path-like
+        The YAML file.
+    base_dir : path-like, optional
+        Folder that relative paths are resolved against.
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, is not YAML, or holds invalid values (all listed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", str(path)) from None
+    cfg = config_from_dict(data, str(path))
+    return _resolve_paths(cfg, Path(base_dir) if base_dir is not None else Path.cwd())
+
+
+def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
+    def p(x: Path | None) -> Path | None:
+        if x is None:
+            return None
+        x = Path(os.path.expanduser(x))
+        return x if x.is_absolute() else (base / x)
+
+    def g(pattern: str) -> str:
+        pattern = os.path.expanduser(pattern)
+        return pattern if os.path.isabs(pattern) else str(base / pattern)
+
+    gases = [
+        gs.model_copy(
+            update={
+                "granules": [g(x) for x in gs.granules],
+                "prior": gs.prior.model_copy(update={"path": p(gs.prior.path)}),
+            }
+        )
+        for gs in cfg.gases
+    ]
+    return cfg.model_copy(
+        update={
+            "run": cfg.run.model_copy(update={"output_dir": p(cfg.run.output_dir)}),
+            "gases": gases,
+            "reported": [r.model_copy(update={"path": p(r.path)}) for r in cfg.reported],
+            "regions": cfg.regions.model_copy(update={"boundaries": p(cfg.regions.boundaries)}),
+            "winds": cfg.winds.model_copy(update={"path": p(cfg.winds.path)}),
+            "transport": cfg.transport.model_copy(update={"footprints": p(cfg.transport.footprints)}),
+        }
+    )
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """The resolved configuration as YAML (every key, defaults filled in)."""
+    return yaml.safe_dump(json.loads(cfg.model_dump_json()), sort_keys=False)
+
+
+def section_hash(*parts: Any) -> str:
+    """A stable SHA-256 of JSON-serialisable parts (config sections, input hashes)."""
+
+    def norm(x: Any) -> Any:
+        if isinstance(x, BaseModel):
+            return json.loads(x.model_dump_json())
+        return x
+
+    blob = json.dumps([norm(x) for x in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()

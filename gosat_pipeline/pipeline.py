@@ -1,0 +1,614 @@
+"""Run the whole chain from a :class:`~gosat_pipeline.config.RunConfig`.
+
+This is the only module that knows every stage. It turns the configuration into
+plain keyword arguments, runs each stage, writes its outputs atomically into the
+run directory, and keeps ``manifest.json`` up to date after every stage, so that
+a run killed at any point resumes from the last completed stage.
+
+Stages and their outputs (``<GAS>`` is CO2 or CH4)::
+
+    ingest     soundings_<GAS>.nc        canonical soundings after screening
+    grid       gridded_<GAS>.nc          L3 super-observations
+    inventory  prior_<GAS>.nc, regions.nc, boundaries.geojson, winds.nc,
+               reported_totals.csv
+    invert     jacobian_<GAS>.nc, posterior_<GAS>.nc, emissions_<GAS>.nc,
+               mass_balance_<GAS>.csv
+    compare    discrepancies.csv, discrepancies.json [, changes.csv]
+    report     report.html
+
+A stage is skipped when its fingerprint (the SHA-256 of its configuration, its
+inputs' checksums and its upstream stages' fingerprints) matches the manifest
+and its outputs exist; ``force=True`` recomputes everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from gosat_pipeline import __version__
+from gosat_pipeline.config import RunConfig, config_to_yaml, section_hash
+from gosat_pipeline.errors import ConfigError, GosatPipelineError
+from gosat_pipeline.grids import GridSpec
+from gosat_pipeline.outputs import (
+    atomic_write_json,
+    atomic_write_netcdf,
+    atomic_write_text,
+    sha256_file,
+)
+
+__all__ = ["STAGES", "PipelineResult", "run", "dask_cluster", "Manifest"]
+
+logger = logging.getLogger(__name__)
+
+#: Stage names in execution order.
+STAGES: tuple[str, ...] = ("ingest", "grid", "inventory", "invert", "compare", "report")
+
+_VERSIONED = (
+    "numpy", "scipy", "pandas", "xarray", "dask", "distributed", "netCDF4", "h5py",
+    "cartopy", "pyproj", "pydantic", "pint", "regionmask", "geopandas", "shapely",
+    "numba", "flox", "jinja2", "matplotlib",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+@dataclass
+class Manifest:
+    """The run's ``manifest.json``: provenance, skipped inputs, stage fingerprints and timings."""
+
+    path: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        """Read an existing manifest, or start an empty one."""
+        data: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                logger.warning("%s is not valid JSON; starting a new manifest", path)
+        data.setdefault("stages", {})
+        return cls(path, data)
+
+    def save(self) -> None:
+        """Write atomically."""
+        atomic_write_json(self.data, self.path)
+
+    def stage_is_current(self, key: str, fingerprint: str, run_dir: Path) -> bool:
+        """True when ``key`` completed with ``fingerprint`` and all its outputs exist."""
+        rec = self.data["stages"].get(key)
+        if not rec or rec.get("status") != "done" or rec.get("fingerprint") != fingerprint:
+            return False
+        return all((run_dir / o).is_file() for o in rec.get("outputs", []))
+
+    def record_stage(self, key: str, fingerprint: str, outputs: list[str], seconds: float, **extra: Any) -> None:
+        """Store a completed stage and save."""
+        self.data["stages"][key] = {
+            "status": "done",
+            "fingerprint": fingerprint,
+            "outputs": outputs,
+            "wall_time_s": round(seconds, 3),
+            "finished": _now(),
+            **extra,
+        }
+        self.save()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "gosat_pipeline": __version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# --------------------------------------------------------------------------- dask
+
+
+@contextlib.contextmanager
+def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, Any]]:
+    """Start (or connect to) the Dask compute resource described by ``cluster``.
+
+    Parameters
+    ----------
+    cluster : ClusterSection
+        ``type`` is ``local`` (a :class:`distributed.LocalCluster` sized to the
+        machine, or the threaded scheduler when the input is smaller than
+        ``tiny_job_bytes``), ``threads``, ``synchronous``, ``address`` (an
+        existing ``dask.distributed`` scheduler) or ``jobqueue`` (SLURM, PBS, SGE
+        or LSF through dask-jobqueue).
+    input_bytes : int
+        Total size of the granules, used by ``local`` to pick threads for tiny jobs.
+
+    Yields
+    ------
+    dict
+        A description of the cluster for the manifest.
+    """
+    import dask
+
+    kind = cluster.type
+    if kind == "local" and input_bytes < cluster.tiny_job_bytes:
+        logger.info("input is %.1f MB (< tiny_job_bytes): using the threaded scheduler", input_bytes / 1e6)
+        kind = "threads"
+    if kind in ("threads", "synchronous"):
+        with dask.config.set(scheduler=kind):
+            yield {"type": kind, "workers": 1, "threads": os.cpu_count() if kind == "threads" else 1}
+        return
+
+    from distributed import Client, LocalCluster
+
+    if kind == "local":
+        n_cpu = os.cpu_count() or 1
+        n_workers = cluster.n_workers or max(1, min(n_cpu, 8))
+        threads = cluster.threads_per_worker or max(1, n_cpu // n_workers)
+        kwargs: dict[str, Any] = {
+            "n_workers": n_workers,
+            "threads_per_worker": threads,
+            "processes": True,
+            "dashboard_address": None,
+        }
+        if cluster.memory_limit:
+            kwargs["memory_limit"] = cluster.memory_limit
+        with LocalCluster(**kwargs) as lc, Client(lc) as client:
+            logger.info("started LocalCluster: %d workers x %d threads", n_workers, threads)
+            yield {"type": "local", "workers": n_workers, "threads_per_worker": threads,
+                   "scheduler": client.scheduler.address}  # fmt: skip
+        return
+    if kind == "address":
+        with Client(cluster.address, timeout=dask.config.get("distributed.comm.timeouts.connect")) as client:
+            info = client.scheduler_info()
+            yield {"type": "address", "scheduler": cluster.address, "workers": len(info.get("workers", {}))}
+        return
+    if kind == "jobqueue":
+        jq = cluster.jobqueue
+        try:
+            import dask_jobqueue
+        except ImportError:
+            raise ConfigError(
+                "cluster.type: 'jobqueue' needs dask-jobqueue; install with pip install 'gosat_pipeline[jobqueue]'"
+            ) from None
+        cls = {
+            "slurm": dask_jobqueue.SLURMCluster,
+            "pbs": dask_jobqueue.PBSCluster,
+            "sge": dask_jobqueue.SGECluster,
+            "lsf": dask_jobqueue.LSFCluster,
+        }[jq.system]
+        jkw: dict[str, Any] = {"cores": jq.cores, "memory": jq.memory, "walltime": jq.walltime}
+        if jq.queue:
+            jkw["queue"] = jq.queue
+        if jq.account:
+            jkw["account"] = jq.account
+        with cls(**jkw) as hpc:
+            hpc.scale(jobs=jq.jobs)
+            with Client(hpc) as client:
+                yield {"type": "jobqueue", "system": jq.system, "jobs": jq.jobs,
+                       "scheduler": client.scheduler.address, "job_script": hpc.job_script()}  # fmt: skip
+        return
+    raise ConfigError(f"cluster.type: unknown {kind!r}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def expand_granules(patterns: list[str]) -> list[Path]:
+    """Expand glob patterns into a sorted, de-duplicated list of files."""
+    files: dict[str, None] = {}
+    for pat in patterns:
+        matches = sorted(glob.glob(pat, recursive=True)) if glob.has_magic(pat) else [pat]
+        for m in matches:
+            files[str(Path(m))] = None
+    return [Path(f) for f in files]
+
+
+def _file_record(path: Path, kind: str) -> dict[str, Any]:
+    if not path.is_file():
+        return {"path": str(path), "kind": kind, "sha256": None, "bytes": None}
+    return {"path": str(path), "kind": kind, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+@dataclass
+class PipelineResult:
+    """What :func:`run` returns: the run directory, its manifest and the stages run or skipped."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    ran: list[str]
+    skipped: list[str]
+
+    @property
+    def report(self) -> Path:
+        """Path of ``report.html``."""
+        return self.run_dir / "report.html"
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class _Runner:
+    """Holds the state of one run; one method per stage."""
+
+    def __init__(self, cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None) -> None:
+        self.cfg = cfg
+        self.force = force
+        self.progress = progress or (lambda msg: None)
+        self.run_dir = cfg.run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest = Manifest.load(self.run_dir / "manifest.json")
+        self.grid = GridSpec.from_resolution(cfg.domain.resolution, cfg.domain.bbox)
+        self.fingerprints: dict[str, str] = {}
+        self.ran: list[str] = []
+        self.skipped: list[str] = []
+        self.inputs: dict[str, dict[str, Any]] = {}
+
+    # -- bookkeeping --------------------------------------------------------------
+    def register_inputs(self) -> int:
+        """Checksum every input file; return the total bytes of granules."""
+        cfg = self.cfg
+        total = 0
+        for gs in cfg.gases:
+            files = expand_granules(gs.granules)
+            if not files:
+                msg = f"gases[{gs.gas}].granules: no file matches {gs.granules}"
+                raise ConfigError(msg + "; check the paths (relative to the working directory)")
+            for f in files:
+                rec = _file_record(f, f"granule:{gs.gas}")
+                self.inputs[str(f)] = rec
+                total += rec["bytes"] or 0
+            self.inputs[str(gs.prior.path)] = _file_record(gs.prior.path, f"prior:{gs.gas}")
+        for r in cfg.reported:
+            self.inputs[str(r.path)] = _file_record(r.path, f"reported:{r.name}")
+        for p, kind in ((cfg.regions.boundaries, "boundaries"), (cfg.winds.path, "winds"),
+                        (cfg.transport.footprints, "footprints")):  # fmt: skip
+            if p is not None:
+                self.inputs[str(p)] = _file_record(p, kind)
+        missing = [r["path"] for r in self.inputs.values() if r["sha256"] is None and not r["kind"].startswith("granule")]
+        if missing:
+            raise ConfigError(f"input file(s) not found: {missing}")
+        return total
+
+    def _hash_inputs(self, kind_prefix: str) -> list[tuple[str, str | None]]:
+        return sorted((p, r["sha256"]) for p, r in self.inputs.items() if r["kind"].startswith(kind_prefix))
+
+    def stage(self, key: str, fingerprint: str, func: Callable[[], list[str]], **extra: Any) -> bool:
+        """Run ``func`` unless stage ``key`` is current; record its outputs and timing."""
+        self.fingerprints[key] = fingerprint
+        if not self.force and self.manifest.stage_is_current(key, fingerprint, self.run_dir):
+            logger.info("stage %s: up to date, skipped", key)
+            self.progress(f"{key}: up to date")
+            self.skipped.append(key)
+            return False
+        self.progress(f"{key}: running")
+        t0 = time.perf_counter()
+        self.manifest.data["stages"].pop(key, None)
+        self.manifest.save()
+        outputs = func()
+        dt = time.perf_counter() - t0
+        self.manifest.record_stage(key, fingerprint, outputs, dt, **extra)
+        logger.info("stage %s: done in %.1f s", key, dt)
+        self.progress(f"{key}: done in {dt:.1f} s")
+        self.ran.append(key)
+        return True
+
+    def write_nc(self, ds: xr.Dataset, name: str) -> str:
+        ds = ds.copy()
+        ds.attrs.setdefault("Conventions", "CF-1.8")
+        ds.attrs["history"] = f"{_now()} gosat_pipeline {__version__} run {self.cfg.run.name}"
+        if self.cfg.run.synthetic:
+            ds.attrs["synthetic"] = "true"
+        atomic_write_netcdf(ds, self.run_dir / name)
+        return name
+
+    def open_nc(self, name: str) -> xr.Dataset:
+        path = self.run_dir / name
+        with xr.open_dataset(path) as ds:
+            return ds.load()
+
+    # -- stages -------------------------------------------------------------------
+    def ingest(self, gs: Any) -> None:
+        from gosat_pipeline.io import open_granules
+        from gosat_pipeline.quality import apply_quality_filter
+
+        cfg = self.cfg
+        key = f"ingest:{gs.gas}"
+        fp = section_hash(key, gs, cfg.period, cfg.domain, self._hash_inputs(f"granule:{gs.gas}"))
+        name = f"soundings_{gs.gas}.nc"
+
+        def work() -> list[str]:
+            files = [str(p) for p in expand_granules(gs.granules)]
+            ds = open_granules(
+                files,
+                gas=gs.gas,
+                format=gs.format,
+                chunks={"sounding": cfg.cluster.chunk_size},
+                screen=gs.screen.product_screen,
+                bias_corrected=gs.bias_corrected,
+                errors="raise" if cfg.run.strict else "skip",
+            )
+            skipped = json.loads(ds.attrs.get("skipped_inputs", "[]"))
+            self._record_skipped(key, skipped)
+            ds = apply_quality_filter(
+                ds,
+                bbox=cfg.domain.bbox,
+                time_range=(str(cfg.period.start), str(cfg.period.end)),
+                max_solar_zenith=gs.screen.max_solar_zenith,
+                max_uncertainty=gs.screen.max_uncertainty,
+                surface=gs.screen.surface,
+            )
+            return [self.write_nc(ds, name)]
+
+        self.stage(key, fp, work)
+
+    def _record_skipped(self, stage: str, skipped: list[dict[str, Any]]) -> None:
+        allrec = [s for s in self.manifest.data.get("skipped_inputs", []) if s.get("stage") != stage]
+        allrec += [{**s, "stage": stage} for s in skipped]
+        self.manifest.data["skipped_inputs"] = allrec
+        for s in skipped:
+            logger.warning("skipped %s: %s", s.get("path"), s.get("reason"))
+
+    def grid_stage(self, gs: Any) -> None:
+        from gosat_pipeline.gridding import grid_soundings
+
+        key = f"grid:{gs.gas}"
+        fp = section_hash(key, self.fingerprints[f"ingest:{gs.gas}"], self.cfg.domain, self.cfg.period,
+                          self.cfg.transport.pbl_pressure_depth)  # fmt: skip
+        name = f"gridded_{gs.gas}.nc"
+
+        def work() -> list[str]:
+            with xr.open_dataset(self.run_dir / f"soundings_{gs.gas}.nc",
+                                 chunks={"sounding": self.cfg.cluster.chunk_size}) as snd:  # fmt: skip
+                l3 = grid_soundings(
+                    snd,
+                    grid=self.grid,
+                    time_bin=self.cfg.period.time_bin,
+                    pbl_pressure_depth=self.cfg.transport.pbl_pressure_depth,
+                )
+                return [self.write_nc(l3, name)]
+
+        self.stage(key, fp, work)
+
+    def inventory(self) -> None:
+        from gosat_pipeline.inventory import (
+            open_prior_inventory,
+            read_reported_totals,
+            regrid_conservative,
+        )
+        from gosat_pipeline.regions import load_boundaries, region_masks
+        from gosat_pipeline.winds import open_winds
+
+        cfg = self.cfg
+        key = "inventory"
+        fp = section_hash(key, cfg.domain, cfg.regions, cfg.winds, cfg.period, cfg.reported,
+                          [(g.gas, g.prior) for g in cfg.gases],
+                          self._hash_inputs("prior"), self._hash_inputs("reported"),
+                          self._hash_inputs("boundaries"), self._hash_inputs("winds"))  # fmt: skip
+
+        def work() -> list[str]:
+            outs: list[str] = []
+            bnd = load_boundaries(cfg.regions.boundaries, iso3=cfg.regions.iso3)
+            masks = region_masks(bnd, self.grid)
+            outs.append(self.write_nc(masks.to_dataset(name="region_fraction"), "regions.nc"))
+            # Aggregates are kept for the comparison; outlines for the report's maps.
+            atomic_write_text(bnd.to_json(drop_id=True), self.run_dir / "boundaries.geojson")
+            outs.append("boundaries.geojson")
+            for gs in cfg.gases:
+                flux = open_prior_inventory(gs.prior.path, gas=gs.gas, variable=gs.prior.variable,
+                                            sectors=gs.prior.sectors, year=gs.prior.year)  # fmt: skip
+                on_grid = regrid_conservative(flux, self.grid)
+                outs.append(self.write_nc(on_grid.to_dataset(name="flux"), f"prior_{gs.gas}.nc"))
+            winds = open_winds(cfg.winds.path, grid=self.grid, u=cfg.winds.u, v=cfg.winds.v,
+                               time_range=(str(cfg.period.start), str(cfg.period.end)),
+                               level=cfg.winds.level)  # fmt: skip
+            outs.append(self.write_nc(winds, "winds.nc"))
+            tables = []
+            for r in cfg.reported:
+                df = read_reported_totals(r.path, format=r.format)
+                df["reference"] = r.name
+                tables.append(df)
+            rep = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+            atomic_write_text(rep.to_csv(index=False), self.run_dir / "reported_totals.csv")
+            outs.append("reported_totals.csv")
+            return outs
+
+        self.stage(key, fp, work)
+
+    def invert(self, gs: Any) -> None:
+        from gosat_pipeline.inversion import invert, mass_balance, posterior_flux_maps
+        from gosat_pipeline.transport import build_jacobian
+
+        cfg = self.cfg
+        key = f"invert:{gs.gas}"
+        fp = section_hash(key, self.fingerprints[f"grid:{gs.gas}"], self.fingerprints["inventory"],
+                          cfg.transport, cfg.inversion, gs.sigma_model, gs.background_prior_sigma,
+                          self._hash_inputs("footprints"))  # fmt: skip
+
+        def work() -> list[str]:
+            l3 = self.open_nc(f"gridded_{gs.gas}.nc")
+            prior = self.open_nc(f"prior_{gs.gas}.nc")["flux"]
+            masks = self.open_nc("regions.nc")["region_fraction"]
+            winds = self.open_nc("winds.nc")
+            tp = cfg.transport
+            jac = build_jacobian(
+                l3, prior, masks, winds=winds,
+                eddy_diffusivity=tp.eddy_diffusivity, ventilation_time=tp.ventilation_time,
+                surface_pressure=tp.surface_pressure,
+                footprints=tp.footprints if tp.type == "footprints" else None,
+                sigma_model=gs.sigma_model,
+                use_weighted_mean=cfg.inversion.use_weighted_mean,
+                period_split=cfg.period.split,
+            )  # fmt: skip
+            post = invert(
+                jac,
+                prior_error=cfg.inversion.prior_error,
+                correlation_length_km=cfg.inversion.correlation_length_km,
+                background_prior_sigma=gs.background_prior_sigma,
+                lognormal=cfg.inversion.lognormal,
+                gradient_tolerance=cfg.inversion.gradient_tolerance,
+            )
+            maps = posterior_flux_maps(post, prior, masks)
+            mb = mass_balance(l3, masks, u=winds["u"], v=winds["v"],
+                              surface_pressure=tp.surface_pressure, gas=gs.gas)  # fmt: skip
+            mb_df = mb.to_dataframe().reset_index()
+            atomic_write_text(mb_df.to_csv(index=False), self.run_dir / f"mass_balance_{gs.gas}.csv")
+            return [
+                self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc"),
+                self.write_nc(post, f"posterior_{gs.gas}.nc"),
+                self.write_nc(maps, f"emissions_{gs.gas}.nc"),
+                f"mass_balance_{gs.gas}.csv",
+            ]
+
+        self.stage(key, fp, work)
+
+    def compare(self) -> None:
+        from gosat_pipeline.compare import compare_to_inventory, period_change, write_discrepancies
+
+        cfg = self.cfg
+        key = "compare"
+        fp = section_hash(key, cfg.compare, cfg.regions.groups,
+                          [self.fingerprints[f"invert:{g.gas}"] for g in cfg.gases])  # fmt: skip
+
+        def work() -> list[str]:
+            rep = pd.read_csv(self.run_dir / "reported_totals.csv") if cfg.reported else pd.DataFrame()
+            frames, changes = [], []
+            c = cfg.compare
+            for gs in cfg.gases:
+                post = self.open_nc(f"posterior_{gs.gas}.nc")
+                sub = rep[rep["gas"] == gs.gas] if len(rep) else rep
+                frames.append(
+                    compare_to_inventory(
+                        post, sub, z_critical=c.z_critical, min_error_reduction=c.min_error_reduction,
+                        min_sensitivity=c.min_sensitivity, min_observations=c.min_observations,
+                        prior_is_reported=c.prior_is_reported, aggregates=cfg.regions.groups or None,
+                    )  # fmt: skip
+                )
+                if c.change is not None:
+                    changes.append(period_change(post, sub, period_a=c.change.period_a,
+                                                 period_b=c.change.period_b, z_critical=c.z_critical))  # fmt: skip
+            df = pd.concat(frames, ignore_index=True)
+            df.attrs = frames[0].attrs
+            written = write_discrepancies(df, self.run_dir)
+            outs = [Path(p).name for p in written.values()]
+            if changes:
+                atomic_write_text(pd.concat(changes).to_csv(index=False), self.run_dir / "changes.csv")
+                outs.append("changes.csv")
+            return outs
+
+        self.stage(key, fp, work)
+
+    def report(self) -> None:
+        from gosat_pipeline.report import write_report
+
+        key = "report"
+        fp = section_hash(key, self.cfg.report, self.fingerprints["compare"])
+
+        def work() -> list[str]:
+            path = write_report(self.run_dir, title=self.cfg.report.title)
+            return [Path(path).name]
+
+        self.stage(key, fp, work)
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    force: bool = False,
+    until: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+) -> PipelineResult:
+    """Run the pipeline described by ``cfg``, resuming completed stages.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        From :func:`gosat_pipeline.load_config`.
+    force : bool
+        Recompute every stage even when its fingerprint is unchanged.
+    until : str, optional
+        Last stage to run (one of :data:`STAGES`); earlier stages run or resume.
+    progress : callable, optional
+        Receives one short line per stage event (the CLI prints them).
+    config_path : path-like, optional
+        Recorded in the manifest.
+
+    Returns
+    -------
+    PipelineResult
+    """
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage {until!r}; choose one of {list(STAGES)}")
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    r = _Runner(cfg, force=force, progress=progress)
+    t_start = time.perf_counter()
+    resolved = config_to_yaml(cfg)
+    atomic_write_text(resolved, r.run_dir / "config.resolved.yaml")
+    input_bytes = r.register_inputs()
+    m = r.manifest.data
+    m.update(
+        {
+            "gosat_pipeline_version": __version__,
+            "run_name": cfg.run.name,
+            "config_path": str(config_path) if config_path else None,
+            "config_sha256": section_hash(cfg),
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+            "synthetic": bool(cfg.run.synthetic),
+            "versions": _versions(),
+            "platform": {"system": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv},
+            "inputs": sorted(r.inputs.values(), key=lambda x: x["path"]),
+        }
+    )
+    m.setdefault("skipped_inputs", [])
+    r.manifest.save()
+    try:
+        with dask_cluster(cfg.cluster, input_bytes=input_bytes) as cluster_info:
+            m["cluster"] = cluster_info
+            r.manifest.save()
+            for gs in cfg.gases:
+                r.ingest(gs)
+            if last >= 1:
+                for gs in cfg.gases:
+                    r.grid_stage(gs)
+            if last >= 2:
+                r.inventory()
+            if last >= 3:
+                for gs in cfg.gases:
+                    r.invert(gs)
+            if last >= 4:
+                r.compare()
+            if last >= 5 and cfg.report.enabled:
+                r.report()
+    except GosatPipelineError:
+        m["status"] = "failed"
+        r.manifest.save()
+        raise
+    m["status"] = "complete" if last == len(STAGES) - 1 else f"complete up to {STAGES[last]}"
+    m["finished"] = _now()
+    m["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+    r.manifest.save()
+    return PipelineResult(r.run_dir, m, r.ran, r.skipped)

@@ -1,0 +1,81 @@
+"""The one-way import rule of STYLE.md section c, checked by scanning imports with ast.
+
+Layer 0 ``errors, schema, grids, outputs`` <- layer 1 stages (``io, quality, gridding,
+inventory, regions, winds, transport, inversion, compare, report``), which import only
+layer 0 <- layer 2 ``config`` <- layer 3 ``pipeline`` <- layer 4 ``cli``.
+``testing`` may import layers 0 and 1. Nothing but ``cli`` imports ``pipeline``.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "gosat_pipeline"
+
+LAYER0 = {"errors", "schema", "grids", "outputs"}
+STAGES = {"io", "quality", "gridding", "inventory", "regions", "winds", "transport", "inversion",
+          "compare", "report"}  # fmt: skip
+ALLOWED: dict[str, set[str]] = {
+    **{m: LAYER0 for m in LAYER0},
+    **{s: LAYER0 for s in STAGES},
+    "config": LAYER0,
+    "testing": LAYER0 | STAGES,
+    "pipeline": LAYER0 | STAGES | {"config"},
+    "cli": LAYER0 | STAGES | {"config", "pipeline", "testing"},
+}
+
+
+def _top_module(path: Path) -> str:
+    rel = path.relative_to(PKG).with_suffix("")
+    return rel.parts[0]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path}: relative import"
+            names = [node.module or ""]
+        for n in names:
+            parts = n.split(".")
+            if parts[0] == "gosat_pipeline" and len(parts) > 1:
+                found.add(parts[1])
+    return found
+
+
+def test_every_module_has_a_layer() -> None:
+    for path in PKG.rglob("*.py"):
+        top = _top_module(path)
+        if top == "__init__" or top == "__main__":
+            continue
+        assert top in ALLOWED, f"{path} belongs to no layer; add it to tests/test_architecture.py"
+
+
+def test_one_way_imports() -> None:
+    bad = []
+    for path in PKG.rglob("*.py"):
+        top = _top_module(path)
+        if top in ("__init__", "__main__"):
+            continue
+        for imp in _imports(path):
+            if imp == top:
+                continue
+            if imp not in ALLOWED[top]:
+                bad.append(f"{path.relative_to(PKG)} imports gosat_pipeline.{imp}")
+    assert not bad, "\n".join(bad)
+
+
+def test_library_never_prints() -> None:
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        if _top_module(path) == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "print":
+                offenders.append(str(path.relative_to(PKG)))
+    assert not offenders, offenders
