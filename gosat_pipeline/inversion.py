@@ -674,12 +674,19 @@ def _resolve_inputs(observations: Any, jacobian: Any) -> tuple[xr.DataArray, np.
         missing = [c for c in ("obs_value", "obs_sigma") if c not in jacobian.coords]
         if missing:
             raise SchemaError(f"jacobian lacks observation coords {missing}; pass observations= (observation_vector)")
-        return jacobian, jacobian["obs_value"].values, jacobian["obs_sigma"].values
+        return jacobian, jacobian["obs_value"].values - _reference(jacobian), jacobian["obs_sigma"].values
     if observations.sizes.get("obs", -1) != jacobian.sizes["obs"]:
         raise SchemaError(
             f"observations have {observations.sizes.get('obs')} obs, the jacobian {jacobian.sizes['obs']}"
         )
-    return jacobian, observations["y"].values, observations["sigma"].values
+    return jacobian, observations["y"].values - _reference(jacobian), observations["sigma"].values
+
+
+def _reference(jac: xr.DataArray) -> np.ndarray:
+    """Per-observation background reference (0 when the Jacobian carries none)."""
+    if "obs_background_reference" in jac.coords:
+        return jac["obs_background_reference"].values.astype("float64")
+    return np.zeros(jac.sizes["obs"])
 
 
 def invert(
@@ -814,13 +821,13 @@ def _invert_lognormal(
         ne = _chunk_normal(K, y, So)
     res = lognormal_map(ne, emis, za, Sa_z, gradient_tolerance=tol)
     z, Sz = res.x_hat, res.S_hat
-    mean = np.where(emis, np.exp(z + 0.5 * np.diag(Sz)), z)
+    mean = np.where(emis, np.exp(np.where(emis, z + 0.5 * np.diag(Sz), 0.0)), z)
     jac_d = np.where(emis, mean, 1.0)
     # exact lognormal covariance for the log block, linear elsewhere (cross terms by delta method)
     S_x = jac_d[:, None] * Sz * jac_d[None, :]
     both = emis[:, None] & emis[None, :]
-    S_x = np.where(both, mean[:, None] * mean[None, :] * np.expm1(Sz), S_x)
-    median = np.where(emis, np.exp(z), z)
+    S_x = np.where(both, mean[:, None] * mean[None, :] * np.expm1(np.where(both, Sz, 0.0)), S_x)
+    median = np.where(emis, np.exp(np.where(emis, z, 0.0)), z)
     return res, S_x, mean, {"x_posterior_median": median}
 
 

@@ -672,6 +672,36 @@ def _check_grid(da: xr.DataArray, grid: GridSpec, name: str) -> None:
         )
 
 
+def _background_columns(
+    background: str, tidx: np.ndarray, y: np.ndarray, starts: np.ndarray, ends: np.ndarray, units: str
+) -> tuple[list[np.ndarray], list[tuple[Any, ...]], np.ndarray, list[float]]:
+    """Background Jacobian columns, their state metadata, the per-obs reference and per-element reference.
+
+    Background elements are offsets from a per-time-bin reference (median of the bin's
+    super-observations), so their prior mean is 0 with a wide sigma.
+    """
+    m = y.size
+    ref = np.zeros(m)
+    cols: list[np.ndarray] = []
+    meta: list[tuple[Any, ...]] = []
+    bref: list[float] = []
+    if background == "per_time":
+        for t in np.unique(tidx):
+            ref[tidx == t] = np.median(y[tidx == t])
+        for t in range(starts.size):
+            sel = tidx == t
+            cols.append(sel.astype("float64"))
+            meta.append(("background", "", "", "total", period_label(starts[t], ends[t]), 0.0, units, np.nan, np.nan))
+            bref.append(float(ref[sel][0]) if sel.any() else 0.0)
+    elif background == "single":
+        ref[:] = np.median(y) if m else 0.0
+        cols.append(np.ones(m))
+        lab = period_label(pd.DatetimeIndex(starts).min(), pd.DatetimeIndex(ends).max()) if starts.size else "all"
+        meta.append(("background", "", "", "total", lab, 0.0, units, np.nan, np.nan))
+        bref.append(float(ref[0]) if m else 0.0)
+    return cols, meta, ref, bref
+
+
 def build_jacobian(
     obs: xr.Dataset,
     prior_flux: xr.DataArray,
@@ -787,15 +817,10 @@ def build_jacobian(
             meta.append(("emission", regions[r], names[r], sectors[s], plab, prior_kg_yr[k], "1",
                          cen_lat[k], cen_lon[k]))  # fmt: skip
     tidx = ov["time_index"].values
-    if background == "per_time":
-        for t in range(starts.size):
-            cols.append((tidx == t).astype("float64"))
-            meta.append(("background", "", "", "total", period_label(starts[t], ends[t]), 0.0, units,
-                         np.nan, np.nan))  # fmt: skip
-    elif background == "single":
-        cols.append(np.ones(m))
-        lab = period_label(pd.DatetimeIndex(starts).min(), pd.DatetimeIndex(ends).max()) if starts.size else "all"
-        meta.append(("background", "", "", "total", lab, 0.0, units, np.nan, np.nan))
+    bcols, bmeta, ref, bref = _background_columns(background, tidx, ov["y"].values, starts, ends, units)
+    cols += bcols
+    meta += bmeta
+    bref = [0.0] * (len(meta) - len(bmeta)) + bref
     kmat = np.column_stack(cols) if cols else np.zeros((m, 0))
     kind, reg, rname, sec, per, pe, sunits, slat, slon = (list(c) for c in zip(*meta, strict=True))
     coords = {
@@ -812,6 +837,10 @@ def build_jacobian(
         "state_longitude": ("state", np.array(slon, dtype="float64"),
                             {"units": "degrees_east", "long_name": "emission-weighted centroid longitude"}),
     }  # fmt: skip
+    coords["obs_background_reference"] = ("obs", ref, {"units": units, "long_name":
+                                          "reference background subtracted before the inversion (median of the bin)"})
+    coords["state_background_reference"] = ("state", np.array(bref), {"units": units, "long_name":
+                                            "reference the background offset is relative to (0 for emissions)"})
     for name in ("y", "sigma", "sigma_retrieval", "sigma_model", "n", "time", "latitude", "longitude",
                  "time_index", "cell", "column_sensitivity"):  # fmt: skip
         target = "obs_value" if name == "y" else f"obs_{name}"
