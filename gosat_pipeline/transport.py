@@ -317,7 +317,9 @@ class SimpleTransport:
             ``ventilation`` (sum of N c / tau A), ``advective_outflow`` and
             ``diffusive_outflow`` through the domain boundary, and ``convergence``
             (sum of N c_P times the net volume inflow of cell P, zero for a discretely
-            non-divergent wind). Emission = ventilation + outflows - convergence.
+            non-divergent wind). Emission = ventilation + outflows + convergence: the
+            advective form :math:`u \\cdot \\nabla c = \\nabla \\cdot (u c) - c \\nabla \\cdot u`
+            treats air converging into a cell as carrying its own enhancement away.
         """
         c = np.asarray(c, dtype="float64").reshape(self.grid.shape)
         fc = self._faces
