@@ -133,6 +133,8 @@ def _prior_result(xa: np.ndarray, Sa: np.ndarray, status: int, m: int) -> Invers
 def _whiten(K: Any, So: np.ndarray, y: np.ndarray | None = None) -> tuple[Any, np.ndarray | None]:
     """:math:`L^{-1} K` and :math:`L^{-1} y` with :math:`S_o = L L^T` (Cholesky), no inverse."""
     if So.ndim == 1:
+        if not np.all(So > 0):
+            raise np.linalg.LinAlgError("observation error variances must be > 0")
         w = 1.0 / np.sqrt(So)
         Kw = sp.diags(w) @ K if sp.issparse(K) else K * w[:, None]
         return Kw, (None if y is None else y * w)
