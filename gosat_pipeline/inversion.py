@@ -198,7 +198,10 @@ def accumulate_normal_equations(
     if da is not None and isinstance(chunks, da.Array):
         return _accumulate_dask(chunks, y, So)
     total: NormalEquations | None = None
+    work: list[np.ndarray] = []
     for Kc, yc, Soc in chunks:
+        if total is not None and _accumulate_dense(total, Kc, yc, Soc, work):
+            continue
         part = _chunk_normal(Kc, yc, Soc)
         if total is None:
             total = part
@@ -210,6 +213,33 @@ def accumulate_normal_equations(
     if total is None:
         raise InversionError("accumulate_normal_equations received no chunks")
     return total
+
+
+def _accumulate_dense(total: NormalEquations, Kc: Any, yc: Any, Soc: Any, work: list[np.ndarray]) -> bool:
+    """Add a dense, diagonal-S_o chunk to ``total`` in place, reusing one n x n work array.
+
+    ``K_w^T K_w`` of the whitened chunk goes through numpy's matmul (BLAS syrk for a
+    transposed self-product) into the work array. Returns False (nothing done) for sparse
+    chunks or full S_o blocks.
+    """
+    Soc = np.asarray(Soc, dtype="float64")
+    if sp.issparse(Kc) or Soc.ndim != 1:
+        return False
+    Kc = np.asarray(Kc, dtype="float64")
+    yc = np.asarray(yc, dtype="float64")
+    if not np.all(Soc > 0):
+        raise np.linalg.LinAlgError("observation error variances must be > 0")
+    w = 1.0 / np.sqrt(Soc)
+    Kw = Kc * w[:, None]
+    if not work:
+        work.append(np.empty_like(total.G))
+    np.matmul(Kw.T, Kw, out=work[0])
+    total.G += work[0]
+    yw = yc * w
+    total.b += Kw.T @ yw
+    total.c += float(yw @ yw)
+    total.m += yc.size
+    return True
 
 
 def _chunk_normal(Kc: Any, yc: Any, Soc: Any) -> NormalEquations:
@@ -254,7 +284,7 @@ def _add(a: NormalEquations, b: NormalEquations) -> NormalEquations:
     return a + b
 
 
-def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any) -> InversionResult:
+def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any, *, overwrite_G: bool = False) -> InversionResult:
     """Posterior from accumulated normal equations (state-space form).
 
     Parameters
@@ -262,6 +292,8 @@ def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any) -> InversionRe
     ne : NormalEquations
     xa : array (n,)
     Sa : array (n,) variances or (n, n)
+    overwrite_G : bool
+        Reuse ``ne.G`` as work space (saves one n x n array).
 
     Returns
     -------
@@ -282,7 +314,8 @@ def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any) -> InversionRe
     .. math:: A = \\hat S G = I - \\hat S S_a^{-1} \\qquad \\text{(eq. 4.27 / 3.10)}
 
     The cost :math:`J_o = (y - K\\hat x)^T S_o^{-1} (y - K\\hat x) = c - 2\\hat x^T b +
-    \\hat x^T G \\hat x` comes from the accumulated sums, so no second pass over K is needed.
+    \\hat x^T G \\hat x` comes from the accumulated sums, with :math:`G\\hat x = G x_a + A^T r`,
+    so neither a second pass over K nor G itself is needed after the solve.
     Memory: G is transformed in place; with diagonal :math:`S_a` the solve holds four
     n x n arrays (G/factor, :math:`\\hat S`, A and one work array).
     """
@@ -298,14 +331,16 @@ def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any) -> InversionRe
     if not np.any(G):
         logger.warning("the observations are insensitive to every state element: returning the prior")
         return _prior_result(xa, Sa, 2, ne.m)
-    r = b - G @ xa
+    Gxa = G @ xa
+    r = b - Gxa
     try:
-        S_hat, A = _posterior_from_G(G.copy(), Sa)
+        S_hat, A = _posterior_from_G(G if overwrite_G else G.copy(), Sa)
     except (np.linalg.LinAlgError, sla.LinAlgError) as exc:
         logger.warning("posterior covariance failed (%s): returning the prior (status 2)", exc)
         return _prior_result(xa, Sa, 2, ne.m)
     x_hat = xa + S_hat @ r
-    jo = ne.c - 2.0 * float(x_hat @ b) + float(x_hat @ (G @ x_hat))
+    # G x_hat = G x_a + G S_hat r = G x_a + A^T r  (A = S_hat G, both symmetric): G not needed
+    jo = ne.c - 2.0 * float(x_hat @ b) + float(x_hat @ (Gxa + A.T @ r))
     d = x_hat - xa
     ja = _quad_inv(Sa, d)
     return InversionResult(x_hat, S_hat, A, float(np.trace(A)), max(jo, 0.0) / ne.m, ja / n, 0, ne.m,
@@ -440,12 +475,8 @@ def analytic_inversion(
     except (np.linalg.LinAlgError, sla.LinAlgError) as exc:
         logger.warning("So is not positive definite (%s): returning the prior (status 2)", exc)
         return _prior_result(xa, Sa, 2, m)
-    res = solve_normal_equations(ne, xa, Sa)
-    if res.status != 0:
-        return res
-    resid = y - K @ res.x_hat
-    jo = _quad_inv(So, resid)
-    return InversionResult(res.x_hat, res.S_hat, res.A, res.dofs, jo / m, res.chi2_state, 0, m, "state")
+    res = solve_normal_equations(ne, xa, Sa, overwrite_G=True)
+    return res if res.status else InversionResult(**{**res.__dict__, "form": "state"})
 
 
 def _normal_in_chunks(K: Any, y: np.ndarray, So: np.ndarray, rows: int) -> NormalEquations:
