@@ -254,7 +254,9 @@ def _chunk_partial(
     lat, lon, x = _as_f64(lat), _as_f64(lon), _as_f64(x)
     n = x.size
     if not (lat.size == lon.size == n):
-        raise SchemaError(f"latitude ({lat.size}), longitude ({lon.size}) and values ({n}) differ in length")
+        raise SchemaError(
+            f"latitude ({lat.size}), longitude ({lon.size}) and values ({n}) differ in length"
+        )
     tt = _time_ns(t) if t is not None else np.zeros(0, dtype="int64")
     if t is not None and tt.size != n:
         raise SchemaError(f"time has {tt.size} values; expected {n}")
@@ -422,7 +424,9 @@ def grid_arrays(
             raise SchemaError("time_edges must be ascending with at least 2 values")
     else:
         t_edges, time = _single_bin_edges(), None
-    part = _chunk_partial(_grid_edges(grid), t_edges, lat, lon, values, time, weights, uncertainty, ak_pbl)
+    part = _chunk_partial(
+        _grid_edges(grid), t_edges, lat, lon, values, time, weights, uncertainty, ak_pbl
+    )
     stack = _finalize(part, t_edges.size - 1, grid.shape)
     out = {name: stack[k] for k, name in enumerate(_OUTPUTS)}
     out["n_soundings"] = out["n_soundings"].astype("int32")
@@ -519,11 +523,16 @@ def time_bin_edges(
     if time_bin is None:
         return pd.DatetimeIndex([start, end]).as_unit("ns")
     try:
-        labels = pd.Series([0, 0], index=pd.DatetimeIndex([start, last])).resample(
-            time_bin, closed="left", label="left"
-        ).sum().index
+        labels = (
+            pd.Series([0, 0], index=pd.DatetimeIndex([start, last]))
+            .resample(time_bin, closed="left", label="left")
+            .sum()
+            .index
+        )
     except ValueError as exc:
-        raise SchemaError(f"time_bin {time_bin!r} is not a pandas frequency (e.g. '1D', 'MS', '7D'): {exc}") from None
+        raise SchemaError(
+            f"time_bin {time_bin!r} is not a pandas frequency (e.g. '1D', 'MS', '7D'): {exc}"
+        ) from None
     edges = pd.date_range(labels[0], periods=labels.size + 1, freq=labels.freq or time_bin)
     if time_range is not None:
         edges = edges.where(edges > start, start).where(edges < end, end)
@@ -542,22 +551,30 @@ def _level_inputs(ds: xr.Dataset) -> dict[str, Any]:
             out[name] = var.data
         else:
             out[name] = None
-    out["surface_pressure"] = ds["surface_pressure"].data if "surface_pressure" in ds.variables else None
+    out["surface_pressure"] = (
+        ds["surface_pressure"].data if "surface_pressure" in ds.variables else None
+    )
     return out
 
 
 def _sounding_inputs(ds: xr.Dataset) -> dict[str, Any]:
     for name in ("xgas", "latitude", "longitude", "time"):
         if name not in ds.variables:
-            raise SchemaError(f"soundings dataset has no variable {name!r}; has {sorted(map(str, ds.variables))}")
+            raise SchemaError(
+                f"soundings dataset has no variable {name!r}; has {sorted(map(str, ds.variables))}"
+            )
         if ds[name].dims != ("sounding",):
-            raise SchemaError(f"soundings variable {name!r} has dims {ds[name].dims}; expected ('sounding',)")
+            raise SchemaError(
+                f"soundings variable {name!r} has dims {ds[name].dims}; expected ('sounding',)"
+            )
     if ds["time"].dtype.kind != "M":
         raise SchemaError(
             f"soundings 'time' has dtype {ds['time'].dtype}; expected datetime64 (open with decode_times=True)"
         )
     out = {k: ds[k].data for k in ("latitude", "longitude", "xgas", "time")}
-    out["xgas_uncertainty"] = ds["xgas_uncertainty"].data if "xgas_uncertainty" in ds.variables else None
+    out["xgas_uncertainty"] = (
+        ds["xgas_uncertainty"].data if "xgas_uncertainty" in ds.variables else None
+    )
     out.update(_level_inputs(ds))
     return out
 
@@ -615,7 +632,13 @@ def _lazy_stack(
     chunk_fn = dask.delayed(_soundings_partial, pure=True)
     token = dask.base.tokenize(x.name, t_edges, edges, depth)
     parts = [
-        chunk_fn(edges, t_edges, depth, *(c[k] for c in cols), dask_key_name=f"gosat-grid-chunk-{token}-{k}")
+        chunk_fn(
+            edges,
+            t_edges,
+            depth,
+            *(c[k] for c in cols),
+            dask_key_name=f"gosat-grid-chunk-{token}-{k}",
+        )
         for k in range(len(chunks))
     ]
     if not parts:
@@ -626,12 +649,20 @@ def _lazy_stack(
             for i in range(0, len(parts), split_every)
         ]
     final = dask.delayed(_finalize, pure=True)(parts[0], t_edges.size - 1, grid.shape)
-    return da.from_delayed(final, shape=(len(_OUTPUTS), t_edges.size - 1, *grid.shape), dtype="float64")
+    return da.from_delayed(
+        final, shape=(len(_OUTPUTS), t_edges.size - 1, *grid.shape), dtype="float64"
+    )
 
 
-def _eager_stack(inputs: dict[str, Any], grid: GridSpec, t_edges: np.ndarray, depth: float) -> np.ndarray:
+def _eager_stack(
+    inputs: dict[str, Any], grid: GridSpec, t_edges: np.ndarray, depth: float
+) -> np.ndarray:
     ak = boundary_layer_ak(
-        inputs["averaging_kernel"], inputs["pressure_weight"], inputs["pressure"], inputs["surface_pressure"], depth
+        inputs["averaging_kernel"],
+        inputs["pressure_weight"],
+        inputs["pressure"],
+        inputs["surface_pressure"],
+        depth,
     )
     part = _chunk_partial(
         _grid_edges(grid), t_edges, inputs["latitude"], inputs["longitude"], inputs["xgas"], inputs["time"],
@@ -658,7 +689,9 @@ def _time_extent(time: Any) -> tuple[Any, Any] | None:
         if time.size == 0:
             return None
         nb = time.numblocks[0]
-        mm = da.map_blocks(_minmax_block, time, chunks=((2,) * nb,), dtype="int64", name="gosat-time-extent")
+        mm = da.map_blocks(
+            _minmax_block, time, chunks=((2,) * nb,), dtype="int64", name="gosat-time-extent"
+        )
         arr = np.asarray(mm.compute()).reshape(nb, 2)
         lo, hi = int(arr[:, 0].min()), int(arr[:, 1].max())
     else:
@@ -685,20 +718,31 @@ def _build_dataset(
         time=(
             "time",
             edges[:-1].values,
-            {"standard_name": "time", "long_name": "start of time bin", "bounds": "time_bounds", "axis": "T"},
+            {
+                "standard_name": "time",
+                "long_name": "start of time bin",
+                "bounds": "time_bounds",
+                "axis": "T",
+            },
         )
     )
     ds["time_bounds"] = (("time", "nv"), np.column_stack([edges[:-1].values, edges[1:].values]))
     # One units encoding for time and its bounds, as CF requires.
-    ds["time"].encoding.update(units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian")
-    ds["time_bounds"].encoding.update(units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian")
+    ds["time"].encoding.update(
+        units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian"
+    )
+    ds["time_bounds"].encoding.update(
+        units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian"
+    )
     for k, name in enumerate(_OUTPUTS):
         data = stack[k]
         if name == "n_soundings":
             data = data.astype("int32")
         var_attrs = cf_attrs(name, None if GRIDDED_VARIABLES[name].get("units") != "gas" else gas)
         ds[name] = (dims, data, var_attrs)
-    ds["xgas_std"].attrs["comment"] = f"sample standard deviation (ddof={STD_DDOF}); NaN where n_soundings < 2"
+    ds["xgas_std"].attrs["comment"] = (
+        f"sample standard deviation (ddof={STD_DDOF}); NaN where n_soundings < 2"
+    )
     ds["xgas_standard_error"].attrs["comment"] = (
         "standard error of the unweighted cell mean xgas_mean: xgas_std / sqrt(n_soundings); NaN where n_soundings < 2"
     )
@@ -773,7 +817,9 @@ def grid_soundings(
     """
     gas = str(soundings.attrs.get("gas", "")).upper()
     if gas not in GASES:
-        raise SchemaError(f"soundings attribute 'gas' is {soundings.attrs.get('gas')!r}; expected one of {GASES}")
+        raise SchemaError(
+            f"soundings attribute 'gas' is {soundings.attrs.get('gas')!r}; expected one of {GASES}"
+        )
     if split_every < 2:
         raise SchemaError(f"split_every must be >= 2; got {split_every}")
     grid = grid if grid is not None else GridSpec.from_resolution(resolution, bbox)
