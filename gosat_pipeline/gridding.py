@@ -55,9 +55,12 @@ logger = logging.getLogger(__name__)
 #: Delta degrees of freedom of ``xgas_std`` (1: the sample standard deviation).
 STD_DDOF = 1
 
-# Columns of a partial-statistics array of shape (n_time_bins, n_cells, _NSTAT).
+# Columns of a partial-statistics array of shape (n_time_bins, n_cells, _NSTAT);
+# the last column is scratch space of the kernel (S1) and is zero in every partial.
 _N, _MEAN, _M2, _SW, _SWX, _NU, _SU, _NA, _SA = range(9)
-_NSTAT = 9
+_NSTAT = 10
+#: Largest number of (time bin, cell) pairs gridded (the dense output alone is 56 bytes a bin).
+_MAX_BINS = 2**31 - 1
 
 #: Output variables in the order of the finalized stack.
 _OUTPUTS: tuple[str, ...] = (
@@ -100,8 +103,16 @@ def _edge_locate(x: float, edges: np.ndarray, inv_d: float) -> int:  # pragma: n
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _wrap(lon: float, west: float) -> float:  # pragma: no cover - numba
-    """``grids.wrap_longitude`` followed by the shift above the western edge."""
-    out = np.mod(lon + 180.0, 360.0) - 180.0
+    """``grids.wrap_longitude`` followed by the shift above the western edge.
+
+    Bit-identical to numpy: for ``lon + 180`` in [0, 360) ``np.mod`` returns it
+    unchanged, so the common case skips the (slow) modulo but keeps its rounding.
+    """
+    y = lon + 180.0
+    if y >= 0.0 and y < 360.0:
+        out = y - 180.0
+    else:
+        out = np.mod(y, 360.0) - 180.0
     if out >= 180.0:
         out -= 360.0
     if out < west:
@@ -113,7 +124,10 @@ def _wrap(lon: float, west: float) -> float:  # pragma: no cover - numba
 def _bin_index(lat, lon, t, lat_e, lon_e, t_e, wrap):  # pragma: no cover - numba
     """Flat (time bin, row, column) index of each sounding, -1 when dropped.
 
-    Returns the index array and the first and last time bin used (-1, -1 if none).
+    The same lookup as the accumulation kernel (kept as straight-line code in
+    both: a shared helper function made numba's loop ~6x slower), exposed for
+    tests and for callers that need the cell of each sounding. ``t`` is int64 ns,
+    or empty for no time binning.
     """
     n = lat.size
     ny = lat_e.size - 1
@@ -122,33 +136,26 @@ def _bin_index(lat, lon, t, lat_e, lon_e, t_e, wrap):  # pragma: no cover - numb
     inv_lat = ny / (lat_e[ny] - lat_e[0])
     inv_lon = nx / (lon_e[nx] - lon_e[0])
     out = np.empty(n, dtype=np.int64)
-    tlo = nt
-    thi = -1
     for k in range(n):
         out[k] = -1
         i = _edge_locate(lat[k], lat_e, inv_lat)
         if i < 0:
             continue
-        x = lon[k]
+        xl = lon[k]
         if wrap:
-            x = _wrap(x, lon_e[0])
-        j = _edge_locate(x, lon_e, inv_lon)
+            xl = _wrap(xl, lon_e[0])
+        j = _edge_locate(xl, lon_e, inv_lon)
         if j < 0:
             continue
         tb = 0
-        if nt > 1 or t.size == n:
+        if t.size == n:
             tk = t[k]
             if tk < t_e[0] or tk >= t_e[nt]:
                 continue
-            tb = np.searchsorted(t_e, tk, side="right") - 1
+            if nt > 1:
+                tb = np.searchsorted(t_e, tk, side="right") - 1
         out[k] = (tb * ny + i) * nx + j
-        if tb < tlo:
-            tlo = tb
-        if tb > thi:
-            thi = tb
-    if thi < 0:
-        tlo = -1
-    return out, tlo, thi
+    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -164,27 +171,51 @@ def _weight(wmode, w, u, k):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(idx, x, w, u, a, wmode, has_u, has_a, offset, nbins):  # pragma: no cover
-    """Partial statistics (nbins, 9) of one chunk; ``idx - offset`` indexes the rows.
+def _accumulate(idx, x, w, u, a, wmode, has_u, has_a, slot, ncell):  # pragma: no cover - numba
+    """Sparse partial statistics of one chunk from the bin of each sounding.
+
+    ``idx`` (from :func:`_bin_index`, -1 = dropped) indexes ``slot`` (zeros, one
+    int32 per (time bin, cell)), which maps each touched bin to a compact row
+    (stored as row + 1): the memory touched scales with the soundings, not with
+    the grid; allocate ``slot`` with ``np.zeros`` so untouched pages are never
+    faulted in. (Two passes, index then accumulate, measured faster than one
+    fused pass: the random accesses of the second pass overlap better.)
 
     Mean and M2 use the shifted-data algorithm with the first value seen in each
-    bin as the shift K: S1 = sum(x - K), S2 = sum((x - K)^2), then
-    mean = K + S1/n and M2 = S2 - S1^2/n, which is accurate because K is a
-    sample of the same cell (Chan, Golub & LeVeque 1983, section 3).
+    bin as the shift K: S1 = sum(x - K), S2 = sum((x - K)^2), mean = K + S1/n,
+    M2 = S2 - S1^2/n, accurate because K is a sample of the same cell (Chan,
+    Golub & LeVeque 1983, section 3). Column 9 holds S1 while accumulating.
+
+    Returns
+    -------
+    bins : int64 (m,), flat (time bin, cell) index of each row
+    rows : float64 (m, 10), columns n, mean, M2, sum w, sum w x, n_u, sum u,
+        n_a, sum a, 0
+    tlo, thi : first and last time bin touched (-1, -1 if none)
     """
-    out = np.zeros((nbins, 9))
-    s1 = np.zeros(nbins)
+    cap = min(idx.size, slot.size)
+    bins = np.empty(cap, dtype=np.int64)
+    out = np.zeros((cap, 10))
+    m = 0
+    bmin = slot.size
+    bmax = -1
     for k in range(idx.size):
         b = idx[k]
         xv = x[k]
         if b < 0 or not np.isfinite(xv):
             continue
-        r = b - offset
-        if out[r, 0] == 0.0:
+        r = np.int64(slot[b]) - 1
+        if r < 0:
+            r = m
+            m += 1
+            slot[b] = m
+            bins[r] = b
             out[r, 1] = xv  # the shift K while accumulating
+            bmin = min(bmin, b)
+            bmax = max(bmax, b)
         d = xv - out[r, 1]
         out[r, 0] += 1.0
-        s1[r] += d
+        out[r, 9] += d
         out[r, 2] += d * d
         wk = _weight(wmode, w, u, k)
         out[r, 3] += wk
@@ -194,36 +225,70 @@ def _accumulate(idx, x, w, u, a, wmode, has_u, has_a, offset, nbins):  # pragma:
             if np.isfinite(uk):
                 out[r, 5] += 1.0
                 out[r, 6] += uk
-        if has_a:
-            ak = a[k]
-            if np.isfinite(ak):
-                out[r, 7] += 1.0
-                out[r, 8] += ak
-        else:
+        ak = a[k] if has_a else 1.0
+        if np.isfinite(ak):
             out[r, 7] += 1.0
-            out[r, 8] += 1.0
-    for r in range(nbins):
+            out[r, 8] += ak
+    for r in range(m):
         nr = out[r, 0]
-        if nr > 0.0:
-            m2 = out[r, 2] - s1[r] * s1[r] / nr
-            out[r, 1] += s1[r] / nr
-            out[r, 2] = m2 if m2 > 0.0 else 0.0
-    return out
+        s1 = out[r, 9]
+        m2 = out[r, 2] - s1 * s1 / nr
+        out[r, 1] += s1 / nr
+        out[r, 2] = m2 if m2 > 0.0 else 0.0
+        out[r, 9] = 0.0
+    if m == 0:
+        return bins[:0], out[:0], -1, -1
+    return bins[:m], out[:m], bmin // ncell, bmax // ncell
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_rows(dst, rows, bins, dense, offset):  # pragma: no cover - numba
+    """Merge partial ``rows`` into ``dst`` at ``bins + offset`` (or row + offset if dense).
+
+    Mean and M2 by the pairwise update of Chan, Golub & LeVeque (1979):
+    n = na + nb, delta = mean_b - mean_a, mean = mean_a + delta nb / n,
+    M2 = M2a + M2b + delta^2 na nb / n; the other columns are sums.
+    """
+    for r in range(rows.shape[0]):
+        nb = rows[r, 0]
+        if nb == 0.0:
+            continue
+        b = (r if dense else bins[r]) + offset
+        na = dst[b, 0]
+        if na == 0.0:
+            for c in range(10):
+                dst[b, c] = rows[r, c]
+            continue
+        n = na + nb
+        frac = nb / n
+        delta = rows[r, 1] - dst[b, 1]
+        dst[b, 2] += rows[r, 2] + delta * delta * na * frac
+        dst[b, 1] += delta * frac
+        dst[b, 0] = n
+        for c in range(3, 10):
+            dst[b, c] += rows[r, c]
 
 
 # ---------------------------------------------------------------------------- partials
 class _Partial:
-    """Partial statistics over time bins ``tlo .. tlo + data.shape[0] - 1``."""
+    """Partial statistics of the bins of time bins ``tlo .. tlo + ntr - 1``.
 
-    __slots__ = ("tlo", "data")
+    ``rows`` has shape (k, _NSTAT). Sparse form: ``bins`` (k,) gives each row's
+    flat bin (time bin times the number of cells plus the cell).
+    Dense form: ``bins`` is None and ``rows`` covers all ``ntr * ncell`` bins.
+    """
 
-    def __init__(self, tlo: int, data: np.ndarray) -> None:
+    __slots__ = ("tlo", "ntr", "bins", "rows")
+
+    def __init__(self, tlo: int, ntr: int, bins: np.ndarray | None, rows: np.ndarray) -> None:
         self.tlo = tlo
-        self.data = data  # (n_time_bins_covered, n_cells, _NSTAT), float64
+        self.ntr = ntr
+        self.bins = bins
+        self.rows = rows
 
-    @property
-    def thi(self) -> int:
-        return self.tlo + self.data.shape[0] - 1
+    @classmethod
+    def empty(cls) -> _Partial:
+        return cls(0, 0, np.zeros(0, dtype="int64"), np.zeros((0, _NSTAT)))
 
 
 def _as_f64(x: Any) -> np.ndarray:
@@ -257,64 +322,67 @@ def _chunk_partial(
         raise SchemaError(
             f"latitude ({lat.size}), longitude ({lon.size}) and values ({n}) differ in length"
         )
+    for name, arr in (("time", t), ("weights", w), ("uncertainty", u), ("ak_pbl", a)):
+        if arr is not None and np.size(arr) != n:
+            raise SchemaError(f"{name} has {np.size(arr)} values; expected {n}")
     tt = _time_ns(t) if t is not None else np.zeros(0, dtype="int64")
-    if t is not None and tt.size != n:
-        raise SchemaError(f"time has {tt.size} values; expected {n}")
-    idx, tlo, thi = _bin_index(lat, lon, tt, lat_e, lon_e, t_edges, wrap)
     ncell = (lat_e.size - 1) * (lon_e.size - 1)
-    if thi < 0:
-        return _Partial(0, np.zeros((0, ncell, _NSTAT)))
+    nbins = (t_edges.size - 1) * ncell
+    if nbins > _MAX_BINS:
+        raise SchemaError(
+            f"{t_edges.size - 1} time bins x {ncell} cells = {nbins} bins is too large a dense L3 grid "
+            f"(limit {_MAX_BINS}); use a coarser resolution, a regional bbox or longer time bins"
+        )
     dummy = np.zeros(1)
     wmode = _W_GIVEN if w is not None else (_W_FROM_UNC if u is not None else _W_ONE)
     ww = _as_f64(w) if w is not None else dummy
     uu = _as_f64(u) if u is not None else dummy
     aa = _as_f64(a) if a is not None else dummy
-    for name, arr in (("weights", w), ("uncertainty", u), ("ak_pbl", a)):
-        if arr is not None and np.size(arr) != n:
-            raise SchemaError(f"{name} has {np.size(arr)} values; expected {n}")
-    nbins = (thi - tlo + 1) * ncell
-    out = _accumulate(idx, x, ww, uu, aa, wmode, u is not None, a is not None, tlo * ncell, nbins)
-    return _Partial(tlo, out.reshape(thi - tlo + 1, ncell, _NSTAT))
+    slot = np.zeros(nbins, dtype=np.int32)  # calloc: pages never touched cost nothing
+    idx = _bin_index(lat, lon, tt, lat_e, lon_e, t_edges, wrap)
+    bins, rows, tlo, thi = _accumulate(
+        idx, x, ww, uu, aa, wmode, u is not None, a is not None, slot, ncell
+    )
+    del slot
+    if thi < 0:
+        return _Partial.empty()
+    if 4 * rows.shape[0] < min(n, nbins):  # do not keep a mostly empty work array alive
+        bins, rows = bins.copy(), rows.copy()
+    return _Partial(tlo, thi - tlo + 1, bins, rows)
 
 
-def _merge_into(dst: np.ndarray, src: np.ndarray) -> None:
-    """Combine partial ``src`` into ``dst`` in place (Chan et al. 1979 for mean/M2)."""
-    na = dst[..., _N]
-    nb = src[..., _N]
-    n = na + nb
-    frac = np.divide(nb, n, out=np.zeros_like(n), where=n > 0)
-    delta = src[..., _MEAN] - dst[..., _MEAN]
-    dst[..., _M2] += src[..., _M2] + delta * delta * na * frac
-    dst[..., _MEAN] += delta * frac
-    dst[..., _N] = n
-    dst[..., _SW:] += src[..., _SW:]
+def _combine(*parts: _Partial, ncell: int) -> _Partial:
+    """Merge partials in the order given (the *combine* step of the tree).
 
-
-def _combine(*parts: _Partial) -> _Partial:
-    """Merge partials in the order given (the *combine* step of the tree)."""
-    parts_ = [p for p in parts if p.data.shape[0] > 0]
+    The result is dense over the union of the time ranges, or sparse again when
+    fewer than a quarter of its bins are occupied.
+    """
+    parts_ = [p for p in parts if p.ntr > 0]
     if not parts_:
-        return parts[0]
+        return _Partial.empty()
     tlo = min(p.tlo for p in parts_)
-    thi = max(p.thi for p in parts_)
-    first = parts_[0]
-    if first.tlo == tlo and first.thi == thi:
-        data = first.data.copy()
-        rest = parts_[1:]
-    else:
-        data = np.zeros((thi - tlo + 1, *first.data.shape[1:]))
-        rest = parts_
-    for p in rest:
-        _merge_into(data[p.tlo - tlo : p.thi - tlo + 1], p.data)
-    return _Partial(tlo, data)
+    ntr = max(p.tlo + p.ntr for p in parts_) - tlo
+    dst = np.zeros((ntr * ncell, _NSTAT))
+    nobins = np.zeros(0, dtype="int64")
+    for p in parts_:
+        if p.bins is None:
+            _merge_rows(dst, p.rows, nobins, True, (p.tlo - tlo) * ncell)
+        else:
+            _merge_rows(dst, p.rows, p.bins, False, -tlo * ncell)
+    occupied = np.flatnonzero(dst[:, _N])
+    if 4 * occupied.size < dst.shape[0]:
+        return _Partial(tlo, ntr, occupied + tlo * ncell, dst[occupied])
+    return _Partial(tlo, ntr, None, dst)
 
 
 def _finalize(part: _Partial, nt: int, shape: tuple[int, int]) -> np.ndarray:
     """Stack of the L3 statistics, shape (7, nt, ny, nx), in the order of ``_OUTPUTS``."""
     ny, nx = shape
-    full = np.zeros((nt, ny * nx, _NSTAT))
-    if part.data.shape[0]:
-        full[part.tlo : part.thi + 1] = part.data
+    full = np.zeros((nt * ny * nx, _NSTAT))
+    if part.ntr and part.bins is None:
+        _merge_rows(full, part.rows, np.zeros(0, dtype="int64"), True, part.tlo * ny * nx)
+    elif part.ntr:
+        _merge_rows(full, part.rows, part.bins, False, 0)
     s = full.reshape(nt, ny, nx, _NSTAT)
     n = s[..., _N]
     out = np.full((len(_OUTPUTS), nt, ny, nx), np.nan)
@@ -642,10 +710,10 @@ def _lazy_stack(
         for k in range(len(chunks))
     ]
     if not parts:
-        parts = [dask.delayed(_Partial(0, np.zeros((0, grid.size, _NSTAT))))]
+        parts = [dask.delayed(_Partial.empty())]
     while len(parts) > 1:
         parts = [
-            dask.delayed(_combine, pure=True)(*parts[i : i + split_every])
+            dask.delayed(_combine, pure=True)(*parts[i : i + split_every], ncell=grid.size)
             for i in range(0, len(parts), split_every)
         ]
     final = dask.delayed(_finalize, pure=True)(parts[0], t_edges.size - 1, grid.shape)

@@ -29,7 +29,7 @@ QUAD = GridSpec(np.array([-90.0, 0.0, 90.0]), np.array([-180.0, 0.0, 180.0]))  #
 def _cells(grid: GridSpec, lat, lon) -> np.ndarray:
     lat = np.asarray(lat, dtype="float64")
     lon = np.asarray(lon, dtype="float64")
-    idx, _, _ = _bin_index(lat, lon, np.zeros(0, dtype="int64"), *_grid_edges(grid)[:2],
+    idx = _bin_index(lat, lon, np.zeros(0, dtype="int64"), *_grid_edges(grid)[:2],
                            _single_bin_edges(), _grid_edges(grid)[2])  # fmt: skip
     return idx
 
