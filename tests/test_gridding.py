@@ -421,3 +421,34 @@ def test_bad_input_messages() -> None:
         grid_soundings(ds.drop_vars("xgas"))
     with pytest.raises(SchemaError, match="datetime64"):
         grid_soundings(ds.assign_coords(time=("sounding", np.arange(10.0))))
+
+
+def test_netcdf_opened_with_chunks_like_the_pipeline(tmp_path) -> None:
+    ds = make_soundings(6000, "CO2", seed=9, start="2020-01-01", end="2020-03-01")
+    path = tmp_path / "soundings.nc"
+    ds.to_netcdf(path)
+    eager = grid_soundings(ds, 10.0, time_bin="MS", pbl_pressure_depth=100.0)
+    with xr.open_dataset(path, chunks={"sounding": 1000}) as snd:
+        lazy = grid_soundings(snd, 10.0, time_bin="MS", pbl_pressure_depth=100.0)
+        assert isinstance(lazy.xgas_mean.data, da.Array)
+        out = lazy.compute()
+    assert out.attrs["n_input_soundings"] == 6000 and out.sizes["time"] == 2
+    for name in GRIDDED_VARIABLES:
+        np.testing.assert_allclose(
+            out[name].values, eager[name].values, rtol=1e-12, atol=0, err_msg=name
+        )
+
+
+def test_refuses_absurdly_large_grids() -> None:
+    edges = np.arange(
+        np.datetime64("2000-01-01"), np.datetime64("2030-01-01"), np.timedelta64(1, "D")
+    )
+    with pytest.raises(SchemaError, match="coarser resolution"):
+        grid_arrays(
+            [0.0],
+            [0.0],
+            [1.0],
+            grid=GridSpec.from_resolution(0.1),
+            time=edges[:1],
+            time_edges=edges,
+        )
