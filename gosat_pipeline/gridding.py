@@ -3,12 +3,13 @@
 The work is split the way flox splits a reduction into *chunk*, *combine* and
 *finalize* steps:
 
-* **chunk** -- a fused numba kernel walks the soundings of one chunk once, finds
+* **chunk** -- two numba passes over the soundings of one chunk: the first finds
   the (time bin, cell) of each sounding with exactly the semantics of
-  :meth:`gosat_pipeline.grids.GridSpec.locate` and accumulates float64 partial
-  statistics per bin: count, mean and sum of squared deviations (shifted-data
-  algorithm), sum of weights, sum of weighted values, the uncertainty and
-  averaging-kernel sums and their counts;
+  :meth:`gosat_pipeline.grids.GridSpec.locate`, the second accumulates float64
+  partial statistics into compact rows, one per bin the chunk touches: count,
+  mean and sum of squared deviations (shifted-data algorithm), sum of weights,
+  sum of weighted values, the uncertainty and averaging-kernel sums and their
+  counts. Memory per chunk scales with the soundings, not with the grid;
 * **combine** -- partials are merged pairwise with the parallel update of
   Chan, Golub & LeVeque (1979) for mean and variance and plain float64 sums for the
   rest, in a fixed tree (``split_every`` partials per node), so the result does not
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 #: Delta degrees of freedom of ``xgas_std`` (1: the sample standard deviation).
 STD_DDOF = 1
 
-# Columns of a partial-statistics array of shape (n_time_bins, n_cells, _NSTAT);
+# Columns of a partial-statistics row (one row per occupied (time bin, cell));
 # the last column is scratch space of the kernel (S1) and is zero in every partial.
 _N, _MEAN, _M2, _SW, _SWX, _NU, _SU, _NA, _SA = range(9)
 _NSTAT = 10
