@@ -207,6 +207,20 @@ DISCREPANCY_COLUMNS: dict[str, str] = {
     "sensitivity": "1 (region averaging-kernel sensitivity)",
     "n_observations": "count",
     "verdict": "one of VERDICTS",
+    # appended by the comparison stage (issue 7); order is the CSV column order
+    "reason": "plain-language reason for the verdict (which gate failed, or the z test)",
+    "members": "space-separated member codes of an aggregate; empty for a single region",
+    "reported_year": "year of the reported value matched to the period",
+    "reported_total_smoothed": "Tg yr-1 (reported inventory seen through the averaging kernel, "
+    "w^T (x_a + A (x_rep - x_a)))",
+    "uncertainty_source": "where reported_sigma comes from (reported, default model, none)",
+    "z_shift": "1 ((w^T x_hat - w^T x_a) / sqrt(w^T (S_a - S_hat) w)); valid when the prior is the reported inventory",
+    "z_direct": "1 ((posterior_total - reported_total_smoothed) / sqrt(posterior_sigma^2 + reported_sigma^2))",
+    "z_critical": "1 (threshold: |z| >= z_critical is a discrepancy)",
+    "min_error_reduction": "1 (threshold: below it the verdict is 'not constrained')",
+    "min_sensitivity": "1 (threshold: below it the verdict is 'not constrained')",
+    "min_observations": "count (threshold: below it the verdict is 'not constrained')",
+    "gosat_pipeline_version": "version of the package that made the comparison",
 }
 
 
