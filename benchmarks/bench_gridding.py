@@ -201,12 +201,12 @@ def diffs(ref: tuple, got: tuple) -> tuple[float, float]:
     return dn, dm
 
 
-def run_compare(n: int, repeat: int) -> int:
+def run_compare(n: int, repeat: int, chunk: int | None = None) -> int:
     """Compare every method on the same N soundings; print rates and ratios."""
     d = make_data(n)
     ours_numpy(make_data(1000))  # load the cached numba kernels before timing
     ours_dask(chunked_soundings(make_data(1000), 500))
-    chunk = max(n // 8, 250_000)
+    chunk = chunk or max(n // 8, 250_000)
     chunked = chunked_soundings(d, chunk)
     t_ref, ref = timed(lambda: bincount_mean(d), repeat)
     rows = [
@@ -332,12 +332,13 @@ def main(argv: list[str]) -> int:
         "--scale", action="store_true", help="1e8 lazily generated soundings, peak memory"
     )
     p.add_argument("-n", type=int, default=None, help="number of soundings")
-    p.add_argument("--chunk", type=int, default=2_000_000, help="scale mode chunk size")
+    p.add_argument("--chunk", type=int, default=None,
+                   help="dask chunk size (default: n/8, at least 250,000; 2,000,000 in --scale)")  # fmt: skip
     a = p.parse_args(argv)
     if a.scale:
-        return run_scale(a.n or 100_000_000, a.chunk)
+        return run_scale(a.n or 100_000_000, a.chunk or 2_000_000)
     n = a.n or (2_000_000 if a.quick else 10_000_000)
-    return run_compare(n, repeat=2 if a.quick else 3)
+    return run_compare(n, repeat=2 if a.quick else 3, chunk=a.chunk)
 
 
 if __name__ == "__main__":
