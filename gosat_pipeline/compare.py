@@ -231,8 +231,8 @@ def _state_from_posterior(posterior: xr.Dataset) -> _State:
 def _period_year(label: str) -> int | None:
     """Calendar year a period label is compared with: the year of its midpoint.
 
-    ``"2020"`` and ``"2020-03"`` give 2020; ``"2019-07-01/2020-07-01"`` gives 2020 (its
-    midpoint falls in 2019-12-31 / 2020 by half a day rounding: the midpoint decides).
+    ``"2020"`` and ``"2020-03"`` give 2020; ``"2019-10-01/2020-10-01"`` gives 2020 (its
+    midpoint is 2020-04-01); labels that are not dates (e.g. ``"all"``) give None.
     """
     label = str(label).strip()
     if re.fullmatch(r"\d{4}", label):
