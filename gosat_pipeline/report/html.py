@@ -1,0 +1,181 @@
+"""The self-contained HTML report (``report.html``) of a run directory.
+
+Everything comes from the stored outputs (see :mod:`gosat_pipeline.report.inputs`); the
+page embeds its images as base64 PNG data URIs, has its CSS inline and needs no
+JavaScript nor any external resource. The template is rendered by a jinja2
+Environment with ``autoescape=True``, so every string that comes from an input
+(region names, reference names, file names, configuration text, attributes) is
+HTML-escaped; the only markup is the template's own.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from gosat_pipeline.outputs import atomic_write_text
+from gosat_pipeline.report.inputs import RunData, is_synthetic_flag, load_run
+from gosat_pipeline.report.maps import bar_figures, map_figures
+from gosat_pipeline.report.tables import change_rows, detail_rows, fmt, headline_rows, provenance
+from gosat_pipeline.schema import DISCREPANCY_SCHEMA_VERSION, VERDICTS
+
+__all__ = ["write_report", "render_report"]
+
+logger = logging.getLogger(__name__)
+
+_THRESHOLD_TEXT = {
+    "z_critical": "A difference counts as a discrepancy when |z| is at least",
+    "min_error_reduction": "Minimum error reduction (1 - posterior sigma / prior sigma) for a verdict",
+    "min_sensitivity": "Minimum averaging-kernel sensitivity of the region for a verdict",
+    "min_observations": "Minimum number of observations seeing the region for a verdict",
+}
+
+_VERDICT_TEXT = {
+    "consistent": "the satellite estimate and the reported value agree within their combined uncertainty",
+    "higher than reported": "the satellite estimate is significantly higher than the reported value",
+    "lower than reported": "the satellite estimate is significantly lower than the reported value",
+    "not constrained": "the satellite data are too sparse or too weakly sensitive here to say anything",
+    "no reported value": "the reference inventory has no value for this region and period",
+}
+
+
+def _environment() -> jinja2.Environment:
+    templates = resources.files("gosat_pipeline.report") / "templates"
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _scalar(ds: Any, name: str) -> str:
+    if name not in ds.variables:
+        return "not recorded"
+    v = ds[name].values
+    try:
+        return fmt(float(v), 3) if np.issubdtype(np.asarray(v).dtype, np.floating) else str(v.item())
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _synthetic_sources(data: RunData) -> list[str]:
+    """Names of the inputs that say they are synthetic."""
+    found = []
+    if is_synthetic_flag(data.manifest.get("synthetic", False)):
+        found.append("manifest.json")
+    for name, ds in (("posterior.nc", data.posterior), ("emissions.nc", data.emissions),
+                     ("gridded.nc", data.gridded)):  # fmt: skip
+        if ds is not None and is_synthetic_flag(ds.attrs.get("synthetic", False)):
+            found.append(name)
+    if is_synthetic_flag((data.discrepancies.get("metadata") or {}).get("synthetic", False)):
+        found.append("discrepancies.json")
+    for item in data.manifest.get("inputs") or []:
+        if isinstance(item, Mapping) and is_synthetic_flag(item.get("synthetic", False)):
+            found.append(str(item.get("path", "an input")))
+    return found
+
+
+def _method(data: RunData, thresholds: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    post = data.posterior
+    attrs = post.attrs
+    keep = ("gas", "mode", "solver_form", "prior_error", "prior_correlation_length_km",
+            "obs_correlation_length_km", "background_prior_sigma", "sigma_model", "sensitivity_fraction")  # fmt: skip
+    params = [(k, str(attrs[k])) for k in keep if k in attrs]
+    params += [(str(k), str(v)) for k, v in attrs.items() if str(k).startswith(("transport", "footprints"))]
+    forms = sorted({str(r.get("z_form")) for r in rows if r.get("z_form")})
+    return {
+        "thresholds": [(_THRESHOLD_TEXT.get(k, k), k, str(v)) for k, v in thresholds.items()],
+        "parameters": params,
+        "diagnostics": [("Degrees of freedom for signal (DOFS)", _scalar(post, "dofs")),
+                        ("Observation chi-square per observation (ideal about 1)", _scalar(post, "chi2_obs")),
+                        ("State chi-square per element", _scalar(post, "chi2_state")),
+                        ("Observations used", _scalar(post, "n_observations")),
+                        ("Inversion status (0 = ok)", _scalar(post, "status"))],
+        "z_forms": forms,
+        "verdicts": [(v, _VERDICT_TEXT[v]) for v in VERDICTS],
+    }  # fmt: skip
+
+
+def _context(data: RunData, title: str | None) -> dict[str, Any]:
+    doc = data.discrepancies
+    rows = [r for r in doc.get("rows", []) if isinstance(r, Mapping)]
+    thresholds = doc.get("thresholds") if isinstance(doc.get("thresholds"), Mapping) else {}
+    gas = str(data.posterior.attrs.get("gas") or (rows[0].get("gas") if rows else "") or "")
+    changes = doc.get("period_changes") if isinstance(doc.get("period_changes"), Mapping) else None
+    counts = {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
+    figures_maps = map_figures(data.emissions, data.gridded, data.boundaries, gas)
+    missing = list(data.missing)
+    if data.emissions is None and data.gridded is None:
+        missing.append(("maps", "no emissions.nc or gridded.nc: no maps drawn"))
+    notes = list(data.notes)
+    if figures_maps and not data.boundaries and "boundaries.geojson" not in {m[0] for m in missing}:
+        notes.append("maps are drawn without region outlines (boundaries.geojson has no polygons)")
+    return {
+        "title": title or f"{gas} emissions seen from space: comparison with reported inventories",
+        "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_dir": data.run_dir.name,
+        "gas": gas,
+        "synthetic": _synthetic_sources(data),
+        "headline": headline_rows(rows),
+        "counts": [(v, counts[v]) for v in VERDICTS if counts[v]],
+        "detail": detail_rows(rows),
+        "changes": change_rows([r for r in changes.get("rows", []) if isinstance(r, Mapping)]) if changes else None,
+        "bars": bar_figures(rows, gas),
+        "maps": figures_maps,
+        "method": _method(data, thresholds, rows),
+        "provenance": provenance(data.manifest),
+        "config_text": data.config_text,
+        "missing": missing,
+        "notes": notes,
+        "schema_version": str(doc.get("schema_version", "unknown")),
+        "expected_schema": DISCREPANCY_SCHEMA_VERSION,
+        "threshold_line": ", ".join(f"{k} = {v}" for k, v in thresholds.items()),
+        "finite": math.isfinite,
+    }
+
+
+def render_report(run_dir: str | Path, *, title: str | None = None) -> str:
+    """The report HTML of a run directory as a string (see :func:`write_report`)."""
+    data = load_run(run_dir)
+    html = _environment().get_template("report.html").render(**_context(data, title))
+    return html
+
+
+def write_report(run_dir: str | Path, *, title: str | None = None) -> Path:
+    """Build ``report.html`` in ``run_dir`` from the stored outputs of the run.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A run directory with ``posterior.nc`` and ``discrepancies.json`` (required) and
+        optionally ``emissions.nc``, ``gridded.nc``, ``boundaries.geojson``,
+        ``manifest.json``, ``config.resolved.yaml``. A missing optional file becomes a
+        note in the report.
+    title : str, optional
+        Page title (default names the gas).
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir / "report.html"``, written atomically: self-contained (images as
+        base64 data URIs, inline CSS, no scripts, no external URLs).
+
+    Raises
+    ------
+    GosatPipelineError
+        When a required file is missing or unreadable (the message names it).
+    """
+    html = render_report(run_dir, title=title)
+    path = atomic_write_text(html, Path(run_dir) / "report.html")
+    logger.info("wrote %s (%d kB)", path, len(html) // 1024)
+    return path
