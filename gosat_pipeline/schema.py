@@ -360,3 +360,41 @@ def validate_posterior(ds: xr.Dataset) -> xr.Dataset:
     """Check that ``ds`` is a canonical posterior dataset (dims state, state2)."""
     _require(ds, POSTERIOR_VARIABLES, "posterior")
     return ds
+
+
+def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """netCDF encoding that keeps ``ds`` within the CF data types (appended for issue 7).
+
+    The IOOS compliance checker (CF 1.8, section 2.2) rejects 64-bit integers and
+    (2.5.1) a ``_FillValue`` on coordinate variables; xarray writes both by default
+    (int64 counts and indices, NaN fill on float coordinates, int64 time offsets).
+    Pass the result as ``encoding=`` to :func:`xarray.Dataset.to_netcdf` (or
+    ``outputs.atomic_write_netcdf``); existing ``encoding`` entries of a variable win.
+
+    Returns
+    -------
+    dict
+        variable name -> encoding: int64/uint64 -> int32 (float64 when out of range),
+        bool -> int8, datetime64 -> float64 offsets, no ``_FillValue`` on coordinates.
+    """
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        e: dict[str, Any] = {}
+        kind = var.dtype.kind
+        if kind in "iu" and var.dtype.itemsize == 8:
+            # lazy (dask) integers are not computed here: float64 holds them exactly up to 2**53
+            fits = var.chunks is None and (
+                var.size == 0
+                or (int(var.values.min()) >= np.iinfo("int32").min and int(var.values.max()) <= np.iinfo("int32").max)
+            )
+            e["dtype"] = "int32" if fits else "float64"
+        elif kind == "b":
+            e["dtype"] = "int8"
+        elif kind == "M":
+            e["dtype"] = "float64"
+        if name in ds.coords and kind in "fc":
+            e["_FillValue"] = None
+        e.update({k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")})
+        if e:
+            enc[str(name)] = e
+    return enc
