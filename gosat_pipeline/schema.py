@@ -392,7 +392,7 @@ def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             e["dtype"] = "int8"
         elif kind == "M":
             e["dtype"] = "float64"
-        if name in ds.coords and kind in "fc":
+        if name in ds.coords and kind in "fcMiu":
             e["_FillValue"] = None
         e.update({k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")})
         if e:
