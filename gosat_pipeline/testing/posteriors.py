@@ -29,7 +29,7 @@ from gosat_pipeline.compare import compare_to_inventory, write_discrepancies
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import region_totals
 from gosat_pipeline.outputs import atomic_write_netcdf, atomic_write_text
-from gosat_pipeline.schema import GAS_STANDARD_NAMES, cf_attrs, gas_units, global_attrs
+from gosat_pipeline.schema import GAS_STANDARD_NAMES, cf_attrs, cf_encoding, gas_units, global_attrs
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -38,6 +38,7 @@ __all__ = [
     "make_flux_maps",
     "make_gridded_l3",
     "boundaries_geojson",
+    "write_netcdf",
     "write_run_dir",
 ]
 
@@ -192,6 +193,8 @@ def make_posterior(
                                      "flag_meanings": "ok no_observations degenerate"})  # fmt: skip
     totals = region_totals(ds, K=K, region_names={c: regs[c][0] for c in codes})
     ds = xr.merge([ds, totals], combine_attrs="override")
+    if "total_status" in ds:
+        ds["total_status"].attrs.setdefault("long_name", "status of the regional total")
     ds.attrs = global_attrs(
         f"{gas} posterior emissions (synthetic)", source="gosat_pipeline.testing.make_posterior",
         gas=gas.upper(), prior_error=float(prior_error), obs_sigma=float(obs_sigma), seed=int(seed),
@@ -354,6 +357,11 @@ def boundaries_geojson(regions: Mapping[str, tuple] | None = None) -> dict[str, 
     return {"type": "FeatureCollection", "features": feats}
 
 
+def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
+    """Write ``ds`` atomically with the CF-safe encoding of :func:`gosat_pipeline.schema.cf_encoding`."""
+    return atomic_write_netcdf(ds, path, encoding=cf_encoding(ds))
+
+
 def write_run_dir(
     run_dir: str | Path,
     *,
@@ -395,10 +403,10 @@ def write_run_dir(
     if reported is None:
         reported = make_reported(posterior)
     files: dict[str, Any] = {
-        "posterior.nc": lambda p: atomic_write_netcdf(posterior, p),
-        "emissions.nc": lambda p: atomic_write_netcdf(make_flux_maps(posterior, regs), p),
-        "gridded.nc": lambda p: atomic_write_netcdf(make_gridded_l3(str(posterior.attrs.get("gas", "CH4")),
-                                                                    synthetic=synthetic), p),
+        "posterior.nc": lambda p: write_netcdf(posterior, p),
+        "emissions.nc": lambda p: write_netcdf(make_flux_maps(posterior, regs), p),
+        "gridded.nc": lambda p: write_netcdf(make_gridded_l3(str(posterior.attrs.get("gas", "CH4")),
+                                                             synthetic=synthetic), p),
         "boundaries.geojson": lambda p: atomic_write_text(json.dumps(boundaries_geojson(regs)), p),
         "config.resolved.yaml": lambda p: atomic_write_text(
             "run:\n  name: synthetic demo\ncompare:\n  z_critical: 2.0\n  min_error_reduction: 0.2\n", p),
