@@ -561,6 +561,11 @@ def compare_to_inventory(
     tables = _prepare_reported(reported, st.gas, reference)
     targets = _targets(st, aggregates)
     periods = list(dict.fromkeys(st.period[st.kind == "emission"]))
+    codes = {t[0] for t in targets}
+    for source, table in tables.items():
+        unused = sorted(set(table) - codes)
+        if unused:
+            logger.info("reference %r: reported areas %s are not regions of the posterior", source, unused)
     rows = []
     for source, table in tables.items():
         x_rep = _reported_state(st, table)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import math
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -140,7 +139,6 @@ def _context(data: RunData, title: str | None) -> dict[str, Any]:
         "schema_version": str(doc.get("schema_version", "unknown")),
         "expected_schema": DISCREPANCY_SCHEMA_VERSION,
         "threshold_line": ", ".join(f"{k} = {v}" for k, v in thresholds.items()),
-        "finite": math.isfinite,
     }
 
 

@@ -67,8 +67,9 @@ def no_cartopy_downloads() -> Iterator[None]:
 def _png(fig: Any, title: str, caption: str) -> Figure:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    w, h = (int(round(v)) for v in fig.get_size_inches() * 90)
-    return Figure(title, caption, base64.b64encode(buf.getvalue()).decode("ascii"), w, h)
+    png = buf.getvalue()
+    w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
+    return Figure(title, caption, base64.b64encode(png).decode("ascii"), w, h)
 
 
 def _extent(ds: xr.Dataset) -> list[float]:
@@ -219,7 +220,7 @@ def _bars(rows: Sequence[Mapping[str, Any]], period: str, gas: str) -> Figure:
     colours = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
     nser = len(series) + len(refs)
     h = 0.8 / nser
-    fig = MplFigure(figsize=(8.5, 0.5 + 0.55 * len(regions) * max(1.0, nser / 3)))
+    fig = MplFigure(figsize=(8.5, 1.2 + 0.55 * len(regions) * max(1.0, nser / 3)), layout="constrained")
     ax = fig.subplots()
     y = np.arange(len(regions), dtype=float)
 
@@ -243,11 +244,10 @@ def _bars(rows: Sequence[Mapping[str, Any]], period: str, gas: str) -> Figure:
     ax.set_yticklabels([mpl_text(g, 30) for g in regions])
     ax.invert_yaxis()
     ax.set_xlabel(mpl_text(f"Tg {gas}/yr"))
-    ax.legend(fontsize=8, loc="lower right")
+    fig.legend(fontsize=8, loc="outside lower center", ncol=min(nser, 4), frameon=False)
     ax.grid(axis="x", alpha=0.3)
     title = f"Reported and estimated totals, {period}"
     ax.set_title(mpl_text(title, 90))
-    fig.tight_layout()
     caption = ("Bars are totals with 1-sigma error bars. Missing bars: no reported value. "
                "See the table for the verdicts.")  # fmt: skip
     return _png(fig, title, caption)
