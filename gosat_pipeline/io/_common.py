@@ -1,0 +1,323 @@
+"""Shared reading machinery: file peeking, fill masking and the table-driven netCDF reader.
+
+The CCI (OCPR, OCFP, SRFP) and Lite (ACOS, OCO-2, OCO-3) readers are instances of
+:class:`NcTableReader`: their layouts are **data** (a variable map per gas), so a
+layout correction is a table edit. Each map entry is
+
+``canonical name -> {"path": file path, "level": bool, "factor": float, "transform": str,
+"required": bool}``
+
+with ``factor`` the multiplier to canonical units (ppm CO2, ppb CH4, hPa) and
+``transform`` one of ``"chars"`` (char array -> str), ``"layer_mid"`` (level edges
+-> layer mid-pressures), ``"glint_eq1"`` (integer -> int8, 1 where the file value is 1),
+``"time"`` (CF time offsets -> datetime64[ns]).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+import h5py
+import netCDF4
+import numpy as np
+import pandas as pd
+
+from gosat_pipeline.errors import GranuleError
+from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
+from gosat_pipeline.schema import LEVEL_VARIABLES
+
+__all__ = ["NcTableReader", "summarise_file", "open_nc", "mask_fill", "cf_time", "check_gas"]
+
+logger = logging.getLogger(__name__)
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.ndarray) and v.dtype.kind in "SO" and v.size == 1:
+        return _decode(v.reshape(-1)[0])
+    return v
+
+
+def check_readable(path: str) -> None:
+    """Raise :class:`GranuleError` for a missing or zero-byte file."""
+    p = Path(path)
+    if not p.exists():
+        raise GranuleError(path, "file does not exist")
+    if p.is_dir():
+        raise GranuleError(path, "is a directory, not a granule")
+    if p.stat().st_size == 0:
+        raise GranuleError(path, "zero-byte file (an interrupted download?)")
+
+
+def summarise_file(path: str) -> FileSummary:
+    """Variable paths and root attributes of an HDF5/netCDF file, for content detection.
+
+    Raises
+    ------
+    GranuleError
+        Zero-byte, truncated, corrupt, or not HDF5/netCDF at all.
+    """
+    check_readable(path)
+    if h5py.is_hdf5(path):
+        try:
+            with h5py.File(path, "r") as f:
+                names: list[str] = []
+                f.visit(names.append)
+                variables = {n for n in names if isinstance(f.get(n, getlink=False), h5py.Dataset)}
+                attrs = {k: _decode(v) for k, v in f.attrs.items()}
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise GranuleError(path, f"truncated or corrupt HDF5 file: {exc}") from None
+        return FileSummary(path, variables, attrs)
+    with open_nc(path) as ds:
+        variables = set(ds.variables)
+        attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+    return FileSummary(path, variables, attrs)
+
+
+def open_nc(path: str) -> netCDF4.Dataset:
+    """Open a netCDF file read-only, turning every library failure into a GranuleError."""
+    check_readable(path)
+    try:
+        return netCDF4.Dataset(path, "r")
+    except OSError as exc:
+        size = os.path.getsize(path)
+        raise GranuleError(path, f"not a readable netCDF/HDF5 file ({size} bytes; truncated or corrupt?): "
+                                 f"{exc}") from None  # fmt: skip
+
+
+def get_var(ds: netCDF4.Dataset, vpath: str, path: str) -> netCDF4.Variable:
+    """The variable at ``vpath`` (``"Group/name"``), or GranuleError naming it."""
+    try:
+        return ds[vpath]
+    except (KeyError, IndexError):
+        raise GranuleError(path, f"missing variable {vpath!r}") from None
+
+
+def read_raw(var: netCDF4.Variable, path: str) -> np.ndarray:
+    """The stored values of ``var`` (no masking, no scaling); GranuleError on I/O failure."""
+    var.set_auto_maskandscale(False)
+    try:
+        return np.asarray(var[...])
+    except (OSError, RuntimeError, IndexError) as exc:
+        raise GranuleError(path, f"cannot read variable {var.name!r} (truncated or corrupt?): {exc}") from None
+
+
+def mask_fill(values: np.ndarray, attrs: dict[str, Any], bare_fill: float | None) -> np.ndarray:
+    """Float copy of ``values`` with every fill convention turned into NaN.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+    attrs : dict
+        The variable's attributes; ``_FillValue`` and ``missing_value`` are honoured.
+    bare_fill : float or None
+        A fill written without any attribute (CCI: -9999.99); values at or below
+        ``bare_fill + 1`` are masked (the value is a float32 approximation).
+    """
+    out = values.astype(np.float64)
+    for key in ("_FillValue", "missing_value"):
+        if key in attrs:
+            for f in np.asarray(attrs[key]).reshape(-1):
+                out[values == np.asarray(f).astype(values.dtype)] = np.nan
+    if bare_fill is not None:
+        out[out <= bare_fill + 1.0] = np.nan
+    scale = attrs.get("scale_factor")
+    offset = attrs.get("add_offset")
+    if scale is not None:
+        out *= float(np.asarray(scale))
+    if offset is not None:
+        out += float(np.asarray(offset))
+    return out
+
+
+_TIME_UNITS = re.compile(r"\s*(seconds|milliseconds|minutes|hours|days)\s+since\s+(.+)")
+_UNIT_NS = {"seconds": 10**9, "milliseconds": 10**6, "minutes": 60 * 10**9, "hours": 3600 * 10**9,
+            "days": 86400 * 10**9}  # fmt: skip
+
+
+def cf_time(values: np.ndarray, units: str, path: str) -> np.ndarray:
+    """CF offsets (``"<unit> since <epoch>"``) -> UTC datetime64[ns]; NaN -> NaT."""
+    m = _TIME_UNITS.fullmatch(str(units))
+    if not m:
+        raise GranuleError(path, f"time units {units!r} are not '<unit> since <epoch>'")
+    epoch = pd.Timestamp(m.group(2).strip().rstrip("Z").replace("UTC", "").strip())
+    v = np.asarray(values, dtype=np.float64)
+    ns = np.round(v * _UNIT_NS[m.group(1)])
+    out = np.full(v.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+    ok = np.isfinite(ns)
+    out[ok] = (epoch.value + ns[ok].astype(np.int64)).astype("datetime64[ns]")
+    return out
+
+
+def check_gas(path: str, found: str, requested: str | None) -> str:
+    """The file's gas; GranuleError when the caller asked for another one."""
+    if requested is not None and requested.upper() != found:
+        raise GranuleError(path, f"file holds {found}, but gas={requested.upper()!r} was requested")
+    return found
+
+
+def wrap_longitude(lon: np.ndarray) -> np.ndarray:
+    """Longitude into [-180, 180)."""
+    return ((lon + 180.0) % 360.0) - 180.0
+
+
+def plan_from_flags(path: str, gas: str, xgas: np.ndarray, flag_bad: np.ndarray, *, screen: bool,
+                    n_levels: int, attrs: dict[str, Any], extra: dict[str, Any] | None = None) -> GranulePlan:  # fmt: skip
+    """Build a plan from the file's gas values and its translated quality flag.
+
+    A sounding whose gas value is a fill is flagged bad. A file with no valid gas
+    value at all is an all-fill file (GranuleError).
+    """
+    valid = np.isfinite(xgas)
+    if xgas.size and not valid.any():
+        raise GranuleError(path, f"all {xgas.size} soundings are fill values (no valid {gas} column)")
+    bad = np.asarray(flag_bad, dtype=bool) | ~valid
+    good = ~bad
+    index = np.flatnonzero(good) if screen else np.arange(xgas.size)
+    ex = {"bad": bad, **(extra or {})}
+    return GranulePlan(path, gas, index, int(xgas.size), int(good.sum()), n_levels, attrs, ex)
+
+
+class NcTableReader(GranuleReader):
+    """A netCDF reader whose layout is a variable map per gas (see the module docstring)."""
+
+    #: gas -> canonical name -> spec
+    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    #: gas -> path of the not-bias-corrected gas value (``bias_corrected=False``)
+    raw_variable: ClassVar[dict[str, str]] = {}
+    #: gas -> path of the product quality flag (0 = good)
+    flag_variable: ClassVar[dict[str, str]] = {}
+    level_order: ClassVar[str] = "surface_first"
+    bare_fill: ClassVar[float | None] = None
+    product: ClassVar[str] = ""
+    version_pattern: ClassVar[str] = r"fv([\d.]+)\.nc"
+
+    # -- scan -------------------------------------------------------------------------------
+    def file_gas(self, ds: netCDF4.Dataset, path: str) -> str:
+        """The gas whose xgas variable the file holds."""
+        for gas, vmap in self.variable_map.items():
+            try:
+                ds[vmap["xgas"]["path"]]
+            except (KeyError, IndexError):
+                continue
+            return gas
+        wanted = [v["xgas"]["path"] for v in self.variable_map.values()]
+        raise GranuleError(path, f"missing variable: none of {wanted} is present ({self.name} layout)")
+
+    def product_version(self, ds: netCDF4.Dataset, path: str) -> str:
+        """Product version from the global attribute, else from the file name."""
+        for key in ("product_version", "version", "ProductionVersion"):
+            if key in ds.ncattrs():
+                return str(ds.getncattr(key))
+        m = re.search(self.version_pattern, Path(path).name)
+        return m.group(1) if m else "unknown"
+
+    def scan(self, path: str, *, gas: str | None, screen: bool) -> GranulePlan:
+        """Open, check required variables and gas, read the gas value and flag."""
+        with open_nc(path) as ds:
+            found = check_gas(path, self.file_gas(ds, path), gas)
+            vmap = self.variable_map[found]
+            missing = [s["path"] for s in vmap.values() if s.get("required", True) and not _has(ds, s["path"])]
+            if missing:
+                raise GranuleError(path, f"missing variable(s) {missing} required by the {self.name} reader")
+            xv = get_var(ds, vmap["xgas"]["path"], path)
+            xgas = mask_fill(read_raw(xv, path), _attrs(xv), self.bare_fill)
+            fv = get_var(ds, self.flag_variable[found], path)
+            flag = mask_fill(read_raw(fv, path), _attrs(fv), None)
+            n_levels = 0
+            if "averaging_kernel" in vmap and _has(ds, vmap["averaging_kernel"]["path"]):
+                n_levels = int(get_var(ds, vmap["averaging_kernel"]["path"], path).shape[-1])
+            attrs = {"product": self.product, "product_version": self.product_version(ds, path),
+                     "reader": self.name}  # fmt: skip
+            variables = self._variables(ds, vmap)
+        plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs)
+        plan.variables = variables
+        return plan
+
+    @staticmethod
+    def _variables(ds: netCDF4.Dataset, vmap: dict[str, dict[str, Any]]) -> dict[str, str]:
+        """Canonical name -> dtype of what :meth:`read` returns for this file."""
+        out = {"quality_flag": "int8"}
+        for name, spec in vmap.items():
+            if _has(ds, spec["path"]):
+                out[name] = _DTYPES.get(spec.get("transform"), "float32" if name in LEVEL_VARIABLES else "float64")
+        if "xgas_apriori" not in out and {"profile_apriori", "pressure_weight"} <= set(out):
+            out["xgas_apriori"] = "float64"
+        return out
+
+    # -- read -------------------------------------------------------------------------------
+    def read(self, plan: GranulePlan, *, bias_corrected: bool) -> dict[str, np.ndarray]:
+        """Canonical arrays of the planned soundings."""
+        path = plan.path
+        vmap = dict(self.variable_map[plan.gas])
+        if not bias_corrected and plan.gas in self.raw_variable:
+            vmap["xgas"] = {**vmap["xgas"], "path": self.raw_variable[plan.gas]}
+        out: dict[str, np.ndarray] = {}
+        idx = plan.index
+        with open_nc(path) as ds:
+            for name, spec in vmap.items():
+                if not _has(ds, spec["path"]):
+                    if spec.get("required", True):
+                        raise GranuleError(path, f"missing variable {spec['path']!r}")
+                    continue
+                out[name] = self._read_one(ds, spec, idx, path)
+        out["quality_flag"] = plan.extra["bad"][idx].astype(np.int8)
+        if "longitude" in out:
+            out["longitude"] = wrap_longitude(out["longitude"])
+        if self.level_order == "toa_first":
+            for name, arr in out.items():
+                if arr.ndim == 2:
+                    out[name] = arr[:, ::-1]
+        return add_apriori_column(out)
+
+    def _read_one(self, ds: netCDF4.Dataset, spec: dict[str, Any], idx: np.ndarray, path: str) -> np.ndarray:
+        var = get_var(ds, spec["path"], path)
+        raw = read_raw(var, path)
+        transform = spec.get("transform")
+        if transform == "chars":
+            arr = raw[idx]
+            if arr.ndim == 2:
+                arr = arr.view(f"S{arr.shape[1]}").reshape(arr.shape[0])
+            return np.array([s.decode("ascii", "replace").strip("\x00 ") for s in arr], dtype=object)
+        if transform == "int":
+            return raw[idx].astype(np.int64)
+        if transform == "glint_eq1":
+            return (raw[idx] == 1).astype(np.int8)
+        attrs = _attrs(var)
+        if transform == "time":
+            return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units", ""), path)
+        vals = mask_fill(raw[idx], attrs, self.bare_fill) * spec.get("factor", 1.0)
+        if transform == "layer_mid":
+            vals = 0.5 * (vals[:, :-1] + vals[:, 1:])
+        if vals.ndim == 2:
+            return vals.astype(np.float32)
+        return vals
+
+
+_DTYPES = {"time": "datetime64[ns]", "chars": "object", "int": "int64", "glint_eq1": "int8"}
+
+
+def add_apriori_column(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Add ``xgas_apriori = sum_j h_j x_a,j`` (Form 1, L2_FORMATS.md) when the file has none."""
+    if "xgas_apriori" not in out and "profile_apriori" in out and "pressure_weight" in out:
+        h = out["pressure_weight"].astype(np.float64)
+        xa = out["profile_apriori"].astype(np.float64)
+        out["xgas_apriori"] = np.sum(h * xa, axis=1)
+    return out
+
+
+def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
+    try:
+        ds[vpath]
+    except (KeyError, IndexError):
+        return False
+    return True
+
+
+def _attrs(var: netCDF4.Variable) -> dict[str, Any]:
+    return {k: var.getncattr(k) for k in var.ncattrs()}

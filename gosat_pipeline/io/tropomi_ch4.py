@@ -1,0 +1,204 @@
+"""Sentinel-5P TROPOMI CH4 L2 (``S5P_*_L2__CH4____*.nc``), partial-column averaging kernel.
+
+Layout verified on a real (subsetted) OFFL v01.02.02 file (L2_FORMATS.md d): groups
+``PRODUCT`` and ``PRODUCT/SUPPORT_DATA/{GEOLOCATIONS,DETAILED_RESULTS,INPUT_DATA}``, dims
+``(time=1, scanline, ground_pixel)``, 12 ``layer`` profiles stored **top of atmosphere
+first** (flipped here, all together, to surface first), CF ``_FillValue`` 9.96921e36,
+``qa_value`` uint8 with ``scale_factor = 0.01`` (decoded before comparing).
+
+A *sounding* is a pixel with a methane retrieval (``methane_mixing_ratio`` not fill);
+pixels without one are not soundings, so ``screen=False`` returns every retrieved pixel.
+Recommended screen (``screen=True``): ``qa_value >= 0.5`` (the product's own comment).
+``bias_corrected=True`` reads ``methane_mixing_ratio_bias_corrected`` (its "known to be
+empty" comment is stale: it holds data); ``False`` reads ``methane_mixing_ratio``.
+
+Averaging kernel on the canonical ``level`` (= layer) grid. TROPOMI applies the
+partial-column form (Hasekamp et al. 2019, ATBD eq. 46; IMI ``apply_averaging_kernel``)
+
+.. math:: X = \\frac{\\sum_i [c_{a,i} + A_i (x_i d_i - c_{a,i})]}{\\sum_i d_i}
+
+with a-priori partial columns :math:`c_{a,i}` and dry-air sub-columns :math:`d_i`
+(mol m-2). The reader expresses it in the generic form used for every product,
+
+.. math:: X = X_a + \\sum_i h_i a_i (x_i - x_{a,i}),
+
+with ``pressure_weight`` :math:`h_i = d_i / \\sum_j d_j`, ``averaging_kernel``
+:math:`a_i = A_i`, ``profile_apriori`` :math:`x_{a,i} = 10^9 c_{a,i} / d_i` (ppb) and
+``xgas_apriori`` :math:`X_a = 10^9 \\sum_i c_{a,i} / \\sum_i d_i`; the two are identical
+term by term. ``pressure`` is the layer mid-pressure of the equidistant grid
+:math:`p_k = p_s - k \\Delta p` (k = 0 at the surface), in hPa. ``surface_type`` is 1
+for water pixels (``surface_classification & 3 == 1``; TROPOMI has no glint mode), else 0.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+import numpy as np
+
+from gosat_pipeline.errors import GranuleError
+from gosat_pipeline.io._common import (
+    cf_time,
+    check_gas,
+    get_var,
+    mask_fill,
+    open_nc,
+    plan_from_flags,
+    read_raw,
+    wrap_longitude,
+)
+from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
+
+__all__ = ["TropomiCh4Reader", "TROPOMI_VARIABLES"]
+
+_P = "PRODUCT/"
+_G = "PRODUCT/SUPPORT_DATA/GEOLOCATIONS/"
+_D = "PRODUCT/SUPPORT_DATA/DETAILED_RESULTS/"
+_I = "PRODUCT/SUPPORT_DATA/INPUT_DATA/"
+
+#: role -> path in the file (verified on the real sample).
+TROPOMI_VARIABLES: dict[str, str] = {
+    "latitude": _P + "latitude",
+    "longitude": _P + "longitude",
+    "time": _P + "time",
+    "delta_time": _P + "delta_time",
+    "qa_value": _P + "qa_value",
+    "xgas_raw": _P + "methane_mixing_ratio",
+    "xgas_bc": _P + "methane_mixing_ratio_bias_corrected",
+    "xgas_uncertainty": _P + "methane_mixing_ratio_precision",
+    "averaging_kernel": _D + "column_averaging_kernel",
+    "apriori_subcolumns": _I + "methane_profile_apriori",
+    "dry_air_subcolumns": _I + "dry_air_subcolumns",
+    "surface_pressure": _I + "surface_pressure",
+    "pressure_interval": _I + "pressure_interval",
+    "solar_zenith_angle": _G + "solar_zenith_angle",
+    "surface_classification": _I + "surface_classification",
+}
+_OPTIONAL = {"xgas_bc", "solar_zenith_angle", "surface_classification"}
+
+
+def _field(ds: netCDF4.Dataset, role: str, path: str) -> np.ndarray:
+    var = get_var(ds, TROPOMI_VARIABLES[role], path)
+    return mask_fill(read_raw(var, path), {k: var.getncattr(k) for k in var.ncattrs()}, None)
+
+
+class TropomiCh4Reader(GranuleReader):
+    """Sentinel-5P TROPOMI CH4 L2; see the module docstring for the AK form."""
+
+    name = "tropomi_ch4"
+    description = "Sentinel-5P TROPOMI CH4 L2 (OFFL/RPRO/NRTI), netCDF-4 groups, partial-column AK"
+    gases = ("CH4",)
+    filename_patterns = (r"S5P_(OFFL|RPRO|NRTI)_L2__CH4____\d{8}T\d{6}_\d{8}T\d{6}_\d{5}_\d{2}_\d{6}_\d{8}T\d{6}"
+                         r"(\.SUB)?\.nc4?",)  # fmt: skip
+    screen = "qa_value >= 0.5 (decoded) and a valid methane value"
+
+    def sniff(self, summary: FileSummary) -> bool:
+        """TROPOMI CH4: ``PRODUCT/methane_mixing_ratio`` and ``PRODUCT/qa_value``."""
+        return {TROPOMI_VARIABLES["xgas_raw"], TROPOMI_VARIABLES["qa_value"]} <= summary.variables
+
+    def scan(self, path: str, *, gas: str | None, screen: bool) -> GranulePlan:
+        """Check the variables; soundings = retrieved pixels; flag = qa_value < 0.5."""
+        with open_nc(path) as ds:
+            try:
+                ds[TROPOMI_VARIABLES["xgas_raw"]]
+            except (KeyError, IndexError):
+                raise GranuleError(path, f"missing variable {TROPOMI_VARIABLES['xgas_raw']!r}") from None
+            found = check_gas(path, "CH4", gas)
+            missing = [p for r, p in TROPOMI_VARIABLES.items() if r not in _OPTIONAL and not _has(ds, p)]
+            if missing:
+                raise GranuleError(path, f"missing variable(s) {missing} required by the {self.name} reader")
+            raw = _field(ds, "xgas_raw", path).reshape(-1)
+            cand = np.flatnonzero(np.isfinite(raw))
+            if raw.size and cand.size == 0:
+                raise GranuleError(path, f"all {raw.size} pixels are fill values (no methane retrieval)")
+            qa = _field(ds, "qa_value", path).reshape(-1)[cand]
+            bad = ~(qa >= 0.5)
+            n_levels = int(get_var(ds, TROPOMI_VARIABLES["averaging_kernel"], path).shape[-1])
+            attrs = {"product": "S5P TROPOMI CH4 L2", "reader": self.name,
+                     "product_version": str(ds.getncattr("processor_version")) if "processor_version" in ds.ncattrs()
+                     else _version_from_name(path)}  # fmt: skip
+            orbit = int(ds.getncattr("orbit")) if "orbit" in ds.ncattrs() else 0
+            variables = {n: "float64" for n in ("latitude", "longitude", "xgas", "xgas_uncertainty",
+                                                 "surface_pressure", "xgas_apriori")}  # fmt: skip
+            variables.update({n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori",
+                                                    "pressure")})  # fmt: skip
+            variables.update(time="datetime64[ns]", quality_flag="int8", sounding_id="int64")
+            if _has(ds, TROPOMI_VARIABLES["solar_zenith_angle"]):
+                variables["solar_zenith_angle"] = "float64"
+            if _has(ds, TROPOMI_VARIABLES["surface_classification"]):
+                variables["surface_type"] = "int8"
+        plan = plan_from_flags(path, found, raw[cand], bad, screen=screen, n_levels=n_levels, attrs=attrs,
+                               extra={"pixels": cand, "orbit": orbit})  # fmt: skip
+        plan.variables = variables
+        return plan
+
+    def read(self, plan: GranulePlan, *, bias_corrected: bool) -> dict[str, np.ndarray]:
+        """Canonical arrays of the planned pixels, in the generic AK form."""
+        path = plan.path
+        pix = plan.extra["pixels"][plan.index]
+        out: dict[str, np.ndarray] = {}
+        with open_nc(path) as ds:
+            shape = get_var(ds, TROPOMI_VARIABLES["qa_value"], path).shape  # (time, scanline, ground_pixel)
+            out["time"] = self._times(ds, path, shape)[pix]
+            out["latitude"] = _field(ds, "latitude", path).reshape(-1)[pix]
+            out["longitude"] = wrap_longitude(_field(ds, "longitude", path).reshape(-1)[pix])
+            role = "xgas_bc" if bias_corrected and _has(ds, TROPOMI_VARIABLES["xgas_bc"]) else "xgas_raw"
+            out["xgas"] = _field(ds, role, path).reshape(-1)[pix]
+            out["xgas_uncertainty"] = _field(ds, "xgas_uncertainty", path).reshape(-1)[pix]
+            layer = {r: _field(ds, r, path).reshape(-1, plan.n_levels)[pix][:, ::-1]
+                     for r in ("averaging_kernel", "apriori_subcolumns", "dry_air_subcolumns")}  # fmt: skip
+            ps = _field(ds, "surface_pressure", path).reshape(-1)[pix]
+            dp = _field(ds, "pressure_interval", path).reshape(-1)[pix]
+            if _has(ds, TROPOMI_VARIABLES["solar_zenith_angle"]):
+                out["solar_zenith_angle"] = _field(ds, "solar_zenith_angle", path).reshape(-1)[pix]
+            if _has(ds, TROPOMI_VARIABLES["surface_classification"]):
+                sc = read_raw(get_var(ds, TROPOMI_VARIABLES["surface_classification"], path), path).reshape(-1)[pix]
+                out["surface_type"] = ((sc & 0x03) == 1).astype(np.int8)
+        out.update(self._column_terms(layer, ps, dp))
+        out["quality_flag"] = plan.extra["bad"][plan.index].astype(np.int8)
+        gp = shape[-1]
+        out["sounding_id"] = (plan.extra["orbit"] * 10**8 + (pix // gp) * 1000 + pix % gp).astype(np.int64)
+        if np.isnan(out["xgas"]).any():
+            out["quality_flag"] = np.where(np.isnan(out["xgas"]), 1, out["quality_flag"]).astype(np.int8)
+        return out
+
+    @staticmethod
+    def _times(ds: netCDF4.Dataset, path: str, shape: tuple[int, ...]) -> np.ndarray:
+        tvar = get_var(ds, TROPOMI_VARIABLES["time"], path)
+        t0 = mask_fill(read_raw(tvar, path), {k: tvar.getncattr(k) for k in tvar.ncattrs()}, None).reshape(-1)
+        dt = _field(ds, "delta_time", path)  # (time, scanline) ms
+        secs = t0[:, None] + dt / 1000.0
+        per_line = cf_time(secs, tvar.getncattr("units"), path)  # (time, scanline)
+        return np.broadcast_to(per_line[..., None], shape).reshape(-1)
+
+    @staticmethod
+    def _column_terms(layer: dict[str, np.ndarray], ps: np.ndarray, dp: np.ndarray) -> dict[str, Any]:
+        d = layer["dry_air_subcolumns"]
+        ca = layer["apriori_subcolumns"]
+        dsum = d.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            h = d / dsum[:, None]
+            xa = 1e9 * ca / d
+            xa_col = 1e9 * ca.sum(axis=1) / dsum
+        k = np.arange(d.shape[1]) + 0.5
+        p_mid = (ps[:, None] - k[None, :] * dp[:, None]) / 100.0
+        return {"averaging_kernel": layer["averaging_kernel"].astype(np.float32),
+                "pressure_weight": h.astype(np.float32), "profile_apriori": xa.astype(np.float32),
+                "pressure": p_mid.astype(np.float32), "surface_pressure": ps / 100.0,
+                "xgas_apriori": xa_col}  # fmt: skip
+
+
+def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
+    try:
+        ds[vpath]
+    except (KeyError, IndexError):
+        return False
+    return True
+
+
+def _version_from_name(path: str) -> str:
+    m = re.search(r"_\d{5}_\d{2}_(\d{6})_", Path(path).name)
+    return m.group(1) if m else "unknown"
