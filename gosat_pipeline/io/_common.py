@@ -10,7 +10,8 @@ layout correction is a table edit. Each map entry is
 with ``factor`` the multiplier to canonical units (ppm CO2, ppb CH4, hPa) and
 ``transform`` one of ``"chars"`` (char array -> str), ``"layer_mid"`` (level edges
 -> layer mid-pressures), ``"glint_eq1"`` (integer -> int8, 1 where the file value is 1),
-``"time"`` (CF time offsets -> datetime64[ns]).
+``"time"`` (CF time offsets -> datetime64[ns]), ``"first"`` (the first level of a
+surface-first profile, e.g. surface pressure), ``"int"`` (-> int64).
 """
 
 from __future__ import annotations
@@ -294,6 +295,8 @@ class NcTableReader(GranuleReader):
         vals = mask_fill(raw[idx], attrs, self.bare_fill) * spec.get("factor", 1.0)
         if transform == "layer_mid":
             vals = 0.5 * (vals[:, :-1] + vals[:, 1:])
+        elif transform == "first":
+            return vals[:, 0]
         if vals.ndim == 2:
             return vals.astype(np.float32)
         return vals

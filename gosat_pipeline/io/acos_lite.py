@@ -58,12 +58,16 @@ class _LiteBase(NcTableReader):
     prefix: ClassVar[str] = ""
 
     def sniff(self, summary: FileSummary) -> bool:
-        """Lite files: ``xco2_quality_flag`` + ``xco2_averaging_kernel`` and the platform attribute."""
+        """Lite variables; ACOS has no footprint vertices [CODE HARP], OCO-2/3 told apart by attributes."""
         v = summary.variables
         if not {"xco2", "xco2_quality_flag", "xco2_averaging_kernel"} <= v:
             return False
-        text = " ".join(str(summary.attrs.get(k, "")) for k in ("platform", "title", "Platform", "ShortName"))
-        return self.platform_word.lower() in text.lower()
+        oco = "vertex_latitude" in v
+        if self.platform_word == "GOSAT":
+            return not oco
+        text = " ".join(str(a) for a in summary.attrs.values()).upper()
+        named = "OCO-3" if "OCO-3" in text or "OCO3" in text else "OCO-2"
+        return oco and named == self.platform_word
 
     platform_word: ClassVar[str] = ""
 

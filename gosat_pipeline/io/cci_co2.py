@@ -58,6 +58,7 @@ def _srfp_map(gas: str) -> dict[str, dict[str, Any]]:
         "pressure_weight": {"path": "pressure_weight"},
         "profile_apriori": {"path": f"{g}_profile_apriori"},
         "pressure": {"path": "pressure_levels", "transform": "layer_mid"},
+        "surface_pressure": {"path": "pressure_levels", "transform": "first"},  # "1st element = surface"
         "solar_zenith_angle": {"path": "solar_zenith_angle", "required": False},
         "surface_type": {"path": "flag_sunglint", "transform": "glint_eq1", "required": False},
         "sounding_id": {"path": "exposure_id", "transform": "int", "required": False},
