@@ -57,6 +57,7 @@ class CciOcprReader(NcTableReader):
     bare_fill = -9999.99
 
     def sniff(self, summary: FileSummary) -> bool:
-        """OCPR files hold ``xch4``, ``raw_xch4``, ``xch4_quality_flag`` and ``exposure_id``."""
-        return {"xch4", "raw_xch4", "xch4_quality_flag", "exposure_id"} <= summary.variables
+        """OCPR: ``xch4``, ``raw_xch4``, ``xch4_quality_flag``, ``retr_flag``; not SRFP (``flag_sunglint``)."""
+        v = summary.variables
+        return {"xch4", "raw_xch4", "xch4_quality_flag", "retr_flag"} <= v and "flag_sunglint" not in v
 

@@ -98,7 +98,7 @@ def granule_filename(format: str, date: Any, *, gas: str | None = None) -> str:
         "oco3_lite": f"oco3_LtCO2_{yymmdd}_B10400Br_220317000000s.nc4",
         "nies_gosat_l2": f"GOSATTFTS{ymd}_02{'C01S' if gas == 'CO2' else 'C02S'}V0295R{yymmdd}GU000.h5",
         "nies_gosat2_l2": f"GOSAT2TFTS2{ymd}_02SWFPV0220000018.h5",
-        "tropomi_ch4": (f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.dayofyear:05d}_03_020400_"
+        "tropomi_ch4": (f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_"
                         f"{ymd}T120000.nc"),  # fmt: skip
     }
     return names[format]
@@ -478,7 +478,7 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
         var(inp, "pressure_interval", dp, x3, "Pa")
         var(inp, "surface_classification", _surface(ds).astype(np.uint8), x3, None, "u1", np.uint8(255))
         nc.setncatts({"Conventions": "CF-1.7", "institution": "KNMI/SRON", "processor_version": "2.4.0",
-                      "product_version": "2.4.0", "orbit": np.int32(10000 + pd.Timestamp(day).dayofyear),
+                      "product_version": "2.4.0", "orbit": np.int32(10000 + pd.Timestamp(day).day_of_year),
                       "time_reference": f"{pd.Timestamp(day):%Y-%m-%d}T00:00:00Z",
                       "title": "TROPOMI/S5P Methane 1-Orbit L2 Swath", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
 
