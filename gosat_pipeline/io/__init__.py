@@ -19,6 +19,7 @@ from __future__ import annotations
 import glob as _glob
 import json
 import logging
+import operator
 import os
 import warnings
 from collections.abc import Iterable
@@ -29,10 +30,11 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from dask.utils import SerializableLock
+from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from gosat_pipeline.errors import GranuleError, UnknownFormatError
-from gosat_pipeline.io._common import summarise_file
+from gosat_pipeline.io._common import IO_LOCK, close_cached, summarise_file
 from gosat_pipeline.io._registry import (
     ENTRY_POINT_GROUP,
     FileSummary,
@@ -48,6 +50,7 @@ from gosat_pipeline.schema import LEVEL_DIM, LEVEL_VARIABLES, SOUNDING_DIM, cf_a
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FileSummary",
+    "close_cached",
     "GranulePlan",
     "GranuleReader",
     "detect_format",
@@ -60,9 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: netCDF-C / HDF5 are not thread-safe: reads in one process are serialised (as xarray does).
-_IO_LOCK = SerializableLock("gosat_pipeline.io")
 
 _COORDS = ("time", "latitude", "longitude")
 
@@ -124,16 +124,38 @@ def _scan_one(path: str, *, gas: str | None, fmt: str | None, screen: bool) -> t
 
 
 def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -> dict[str, np.ndarray]:
-    with _IO_LOCK:
+    with IO_LOCK:
         out = reader.read(plan, bias_corrected=bias_corrected)
     out["source_file"] = np.full(plan.n, plan.path, dtype=object)
     return out
 
 
-def _pick(d: dict[str, np.ndarray], name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    if name in d:
-        return np.asarray(d[name]).astype(dtype, copy=False)
-    return _fill(dtype, shape)
+def _read_group(
+    group: list[tuple[GranuleReader, GranulePlan]], bias_corrected: bool, variables: dict[str, str], n_levels: int
+) -> dict[str, np.ndarray]:
+    """Read consecutive files and concatenate them per variable (one task of the graph)."""
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in variables}
+    for reader, plan in group:
+        d = _read_task(reader, plan, bias_corrected)
+        for name, dtype in variables.items():
+            shape = (plan.n, n_levels) if name in LEVEL_VARIABLES else (plan.n,)
+            pieces[name].append(np.asarray(d[name]).astype(dtype, copy=False) if name in d else _fill(dtype, shape))
+    return {k: v[0] if len(v) == 1 else np.concatenate(v, axis=0) for k, v in pieces.items()}
+
+
+def _groups(live: list[tuple[GranuleReader, GranulePlan]], chunk: int | None) -> list[list[Any]]:
+    """Consecutive files grouped so that each group holds about ``chunk`` soundings (default: one file each)."""
+    if not chunk or chunk < 0:
+        return [[item] for item in live]
+    groups: list[list[Any]] = [[]]
+    count = 0
+    for item in live:
+        if groups[-1] and count + item[1].n > chunk:
+            groups.append([])
+            count = 0
+        groups[-1].append(item)
+        count += item[1].n
+    return groups
 
 
 def _fill(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -147,30 +169,45 @@ def _fill(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, -1, dtype=dtype)
 
 
-def _lazy_pieces(
-    parts: list[tuple[GranuleReader, GranulePlan]], variables: dict[str, str], n_levels: int, bias_corrected: bool
-) -> dict[str, list[da.Array]]:
-    pieces: dict[str, list[da.Array]] = {name: [] for name in [*variables, "source_file"]}
-    for reader, plan in parts:
-        if plan.n == 0:
-            continue
-        if plan.variables:
-            task = dask.delayed(_read_task, pure=True)(reader, plan, bias_corrected,
-                                                       dask_key_name=f"read-{plan.path}-{id(plan)}")  # fmt: skip
+def _lazy_arrays(
+    parts: list[tuple[GranuleReader, GranulePlan]], variables: dict[str, str], n_levels: int, bias_corrected: bool,
+    chunk: int | None,
+) -> dict[str, da.Array]:
+    """One dask array per variable; one read task per group of files feeds every variable.
+
+    The graph is written by hand (as xarray's backends do): building it through
+    ``dask.delayed`` + ``concatenate`` costs more than reading a small granule.
+    """
+    variables = {**variables, "source_file": "object"}
+    live = [(r, p) for r, p in parts if p.n > 0]
+    groups = _groups(live, chunk)
+    token = tokenize([(p.path, p.n, p.n_total, r.name) for r, p in live], bias_corrected, sorted(variables), chunk)
+    read_name = f"read-granules-{token}"
+    read_layer: dict[Any, Any] = {}
+    for i, group in enumerate(groups):
+        if all(p.variables for _, p in group):
+            read_layer[(read_name, i)] = (_read_group, group, bias_corrected, variables, n_levels)
         else:  # a plug-in without a declared variable list: read now
-            task = _read_task(reader, plan, bias_corrected)
-        for name, dtype in [*variables.items(), ("source_file", "object")]:
-            shape = (plan.n, n_levels) if name in LEVEL_VARIABLES else (plan.n,)
-            if isinstance(task, dict):
-                pieces[name].append(da.from_array(_pick(task, name, dtype, shape), chunks=-1))
-                continue
-            arr = dask.delayed(_pick, pure=True)(task, name, dtype, shape)
-            pieces[name].append(da.from_delayed(arr, shape=shape, dtype=dtype))
-    return pieces
+            read_layer[(read_name, i)] = _read_group(group, bias_corrected, variables, n_levels)
+    sizes = tuple(sum(p.n for _, p in g) for g in groups)
+    out: dict[str, da.Array] = {}
+    for name, dtype in variables.items():
+        level = name in LEVEL_VARIABLES
+        if not live:
+            out[name] = da.from_array(_fill(dtype, (0, n_levels) if level else (0,)), chunks=-1)
+            continue
+        vname = f"{name}-{token}"
+        layer = {((vname, i, 0) if level else (vname, i)): (operator.getitem, (read_name, i), name)
+                 for i in range(len(groups))}  # fmt: skip
+        graph = HighLevelGraph({read_name: read_layer, vname: layer}, {read_name: set(), vname: {read_name}})
+        chunks = (sizes, (n_levels,)) if level else (sizes,)
+        out[name] = da.Array(graph, vname, chunks, dtype=np.dtype(dtype))
+    return out
 
 
 def _assemble(
-    parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool, screen: bool
+    parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool, screen: bool,
+    chunk: int | None = None,
 ) -> xr.Dataset:
     variables: dict[str, str] = {}
     for _, plan in parts:
@@ -180,17 +217,11 @@ def _assemble(
         first = _read_task(parts[0][0], parts[0][1], bias_corrected)
         variables = {k: str(np.asarray(v).dtype) for k, v in first.items() if k != "source_file"}
     n_levels = max((p.n_levels for _, p in parts), default=0)
-    pieces = _lazy_pieces(parts, variables, n_levels, bias_corrected)
+    arrays = _lazy_arrays(parts, variables, n_levels, bias_corrected, chunk)
     data_vars: dict[str, Any] = {}
     coords: dict[str, Any] = {}
-    for name, plist in pieces.items():
-        dtype = variables.get(name, "object")
-        level = name in LEVEL_VARIABLES
-        dims = (SOUNDING_DIM, LEVEL_DIM) if level else (SOUNDING_DIM,)
-        if plist:
-            arr = da.concatenate(plist, axis=0)
-        else:
-            arr = da.from_array(_fill(dtype, (0, n_levels) if level else (0,)), chunks=-1)
+    for name, arr in arrays.items():
+        dims = (SOUNDING_DIM, LEVEL_DIM) if name in LEVEL_VARIABLES else (SOUNDING_DIM,)
         attrs = _var_attrs(name, gas)
         (coords if name in _COORDS else data_vars)[name] = (dims, arr, attrs)
     ds = xr.Dataset(data_vars, coords=coords)
@@ -257,7 +288,9 @@ def open_granules(
     format : str, optional
         Reader name (see :func:`list_formats`); default: detect per file.
     chunks : dict or int, optional
-        ``{"sounding": n}`` (or ``n``) to rechunk; default one chunk per file.
+        ``{"sounding": n}`` (or ``n``): consecutive files are grouped into one read
+        task and chunk of at most about ``n`` soundings (a larger single file is
+        rechunked to ``n``). Default: one chunk per file.
     screen : bool
         Apply each product's recommended screen (documented per reader). ``False``
         keeps every sounding, with ``quality_flag`` set (0 good, 1 bad).
@@ -307,10 +340,10 @@ def open_granules(
     if not parts:
         lines = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped)
         raise GranuleError(str(paths_or_glob), f"no readable granule among {len(paths)} file(s): {lines}")
-    ds = _assemble(parts, want or parts[0][1].gas, bias_corrected, screen)
-    if chunks is not None and ds.sizes[SOUNDING_DIM] > 0:
-        n = chunks if isinstance(chunks, int) else chunks.get(SOUNDING_DIM, -1)
-        ds = ds.chunk({SOUNDING_DIM: n})
+    n = None if chunks is None else chunks if isinstance(chunks, int) else chunks.get(SOUNDING_DIM)
+    ds = _assemble(parts, want or parts[0][1].gas, bias_corrected, screen, n)
+    if n and n > 0 and ds.sizes[SOUNDING_DIM] > 0 and max(ds.xgas.data.chunks[0]) > n:
+        ds = ds.chunk({SOUNDING_DIM: n})  # a single file larger than the chunk
     ds.attrs["input_files"] = json.dumps([p.path for _, p in parts])
     ds.attrs["skipped_inputs"] = json.dumps(skipped)
     logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts),

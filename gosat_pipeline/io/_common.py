@@ -19,6 +19,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,6 +84,39 @@ def summarise_file(path: str) -> FileSummary:
     return FileSummary(path, variables, attrs)
 
 
+#: Serialises netCDF-C/HDF5 calls in a process (neither library is thread-safe).
+IO_LOCK = threading.RLock()
+_CACHE: OrderedDict[tuple[str, int, int], netCDF4.Dataset] = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def close_cached(path: str | None = None) -> None:
+    """Close cached read handles (of ``path``, or all); call before rewriting a file."""
+    with IO_LOCK:
+        for key in [k for k in _CACHE if path is None or k[0] == str(Path(path).resolve())]:
+            _CACHE.pop(key).close()
+
+
+@contextmanager
+def cached_nc(path: str) -> Iterator[netCDF4.Dataset]:
+    """A read-only handle kept open between :meth:`scan` and :meth:`read` (LRU of 64).
+
+    Opening an HDF5-based netCDF file costs about as much as reading a small granule,
+    so a batch opens each file once. Keyed by path, size and mtime, so a rewritten
+    file is reopened. Holds :data:`IO_LOCK` while in use.
+    """
+    with IO_LOCK:
+        st = os.stat(path) if os.path.exists(path) else None
+        key = (str(Path(path).resolve()), st.st_mtime_ns if st else 0, st.st_size if st else 0)
+        ds = _CACHE.pop(key, None)
+        if ds is None:
+            ds = open_nc(path)
+        _CACHE[key] = ds
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)[1].close()
+        yield ds
+
+
 def open_nc(path: str) -> netCDF4.Dataset:
     """Open a netCDF file read-only, turning every library failure into a GranuleError."""
     check_readable(path)
@@ -120,7 +157,7 @@ def mask_fill(values: np.ndarray, attrs: dict[str, Any], bare_fill: float | None
         A fill written without any attribute (CCI: -9999.99); values at or below
         ``bare_fill + 1`` are masked (the value is a float32 approximation).
     """
-    out = values.astype(np.float64)
+    out = values.astype(np.float32 if values.dtype == np.float32 and values.ndim > 1 else np.float64)
     for key in ("_FillValue", "missing_value"):
         if key in attrs:
             for f in np.asarray(attrs[key]).reshape(-1):
@@ -220,7 +257,7 @@ class NcTableReader(GranuleReader):
 
     def scan(self, path: str, *, gas: str | None, screen: bool) -> GranulePlan:
         """Open, check required variables and gas, read the gas value and flag."""
-        with open_nc(path) as ds:
+        with cached_nc(path) as ds:
             found = check_gas(path, self.file_gas(ds, path), gas)
             vmap = self.variable_map[found]
             missing = [s["path"] for s in vmap.values() if s.get("required", True) and not _has(ds, s["path"])]
@@ -260,7 +297,7 @@ class NcTableReader(GranuleReader):
             vmap["xgas"] = {**vmap["xgas"], "path": self.raw_variable[plan.gas]}
         out: dict[str, np.ndarray] = {}
         idx = plan.index
-        with open_nc(path) as ds:
+        with cached_nc(path) as ds:
             for name, spec in vmap.items():
                 if not _has(ds, spec["path"]):
                     if spec.get("required", True):
@@ -283,8 +320,8 @@ class NcTableReader(GranuleReader):
         if transform == "chars":
             arr = raw[idx]
             if arr.ndim == 2:
-                arr = arr.view(f"S{arr.shape[1]}").reshape(arr.shape[0])
-            return np.array([s.decode("ascii", "replace").strip("\x00 ") for s in arr], dtype=object)
+                arr = np.ascontiguousarray(arr).view(f"S{arr.shape[1]}").reshape(arr.shape[0])
+            return np.char.strip(arr.astype("U"), "\x00 ").astype(object)
         if transform == "int":
             return raw[idx].astype(np.int64)
         if transform == "glint_eq1":
@@ -292,7 +329,9 @@ class NcTableReader(GranuleReader):
         attrs = _attrs(var)
         if transform == "time":
             return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units", ""), path)
-        vals = mask_fill(raw[idx], attrs, self.bare_fill) * spec.get("factor", 1.0)
+        vals = mask_fill(raw[idx], attrs, self.bare_fill)
+        if spec.get("factor", 1.0) != 1.0:
+            vals = vals * spec["factor"]
         if transform == "layer_mid":
             vals = 0.5 * (vals[:, :-1] + vals[:, 1:])
         elif transform == "first":

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gosat_pipeline.io._common import NcTableReader, open_nc
+from gosat_pipeline.io._common import NcTableReader, cached_nc
 from gosat_pipeline.io._registry import FileSummary, GranulePlan
 
 __all__ = ["AcosLiteReader", "Oco2LiteReader", "Oco3LiteReader", "LITE_VARIABLES"]
@@ -74,7 +74,7 @@ class _LiteBase(NcTableReader):
     def read(self, plan: GranulePlan, *, bias_corrected: bool) -> dict[str, np.ndarray]:
         """Canonical arrays (flipped to surface first)."""
         if not bias_corrected:
-            with open_nc(plan.path) as ds:
+            with cached_nc(plan.path) as ds:
                 try:
                     ds[self.raw_variable["CO2"]]
                 except (KeyError, IndexError):

@@ -41,11 +41,11 @@ import numpy as np
 
 from gosat_pipeline.errors import GranuleError
 from gosat_pipeline.io._common import (
+    cached_nc,
     cf_time,
     check_gas,
     get_var,
     mask_fill,
-    open_nc,
     plan_from_flags,
     read_raw,
     wrap_longitude,
@@ -101,7 +101,7 @@ class TropomiCh4Reader(GranuleReader):
 
     def scan(self, path: str, *, gas: str | None, screen: bool) -> GranulePlan:
         """Check the variables; soundings = retrieved pixels; flag = qa_value < 0.5."""
-        with open_nc(path) as ds:
+        with cached_nc(path) as ds:
             try:
                 ds[TROPOMI_VARIABLES["xgas_raw"]]
             except (KeyError, IndexError):
@@ -140,7 +140,7 @@ class TropomiCh4Reader(GranuleReader):
         path = plan.path
         pix = plan.extra["pixels"][plan.index]
         out: dict[str, np.ndarray] = {}
-        with open_nc(path) as ds:
+        with cached_nc(path) as ds:
             shape = get_var(ds, TROPOMI_VARIABLES["qa_value"], path).shape  # (time, scanline, ground_pixel)
             out["time"] = self._times(ds, path, shape)[pix]
             out["latitude"] = _field(ds, "latitude", path).reshape(-1)[pix]
@@ -176,8 +176,8 @@ class TropomiCh4Reader(GranuleReader):
 
     @staticmethod
     def _column_terms(layer: dict[str, np.ndarray], ps: np.ndarray, dp: np.ndarray) -> dict[str, Any]:
-        d = layer["dry_air_subcolumns"]
-        ca = layer["apriori_subcolumns"]
+        d = layer["dry_air_subcolumns"].astype(np.float64)
+        ca = layer["apriori_subcolumns"].astype(np.float64)
         dsum = d.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             h = d / dsum[:, None]

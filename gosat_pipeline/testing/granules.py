@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gosat_pipeline.io import close_cached
 from gosat_pipeline.schema import cf_attrs
 from gosat_pipeline.testing.soundings import make_soundings
 
@@ -508,6 +509,7 @@ def write_granule(ds: xr.Dataset, path: str | Path, format: str) -> Path:
     ds = ds.load()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    close_cached(p)  # a read handle the io cache keeps open would block rewriting the file
     if format in ("cci_ocpr", "cci_ocfp"):
         _write_cci_flat(ds, p, gas)
     elif format == "cci_srfp":

@@ -1,0 +1,110 @@
+"""Ingest throughput over many granules vs the bare cost of reading them with netCDF4.
+
+Writes N synthetic CCI OCPR-layout granules (the real v7.2 structure), then times, in
+the same run and on the same files:
+
+- ``bare``: a loop opening each file with netCDF4 and reading the variables the reader
+  uses (no masking, flipping, unit handling or Dataset building);
+- ``ingest``: ``open_granules(files).compute()`` with the synchronous scheduler
+  (screen=True, the pipeline default, and screen=False);
+- ``ingest parallel``: the same graph computed on a running ``dask.distributed``
+  LocalCluster of worker processes (and with threads, which the netCDF/HDF5 lock
+  serialises). The cluster start-up is not timed: a pipeline starts it once per run.
+
+Every ingest run first closes the reader's cached file handles, so each run pays every
+file open, like the bare loop.
+
+Prints soundings/s, MB/s and ratios to the bare read. Targets (issue 3): ingest within
+1.5x of the bare read; parallel faster than it.
+
+Usage: ``.venv/bin/python benchmarks/bench_ingest.py [--quick] [--files N] [--per-file N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dask
+import netCDF4
+import numpy as np
+from distributed import Client, LocalCluster
+
+from gosat_pipeline.io import close_cached, open_granules
+from gosat_pipeline.testing.granules import make_granule_files
+
+VARIABLES = ["time", "latitude", "longitude", "xch4", "xch4_uncertainty", "xch4_quality_flag",
+             "xch4_averaging_kernel", "ch4_profile_apriori", "pressure_levels", "pressure_weight",
+             "surface_air_pressure_apriori", "solar_zenith_angle", "retr_flag", "exposure_id"]  # fmt: skip
+
+
+def bare_read(files: list[Path]) -> int:
+    n = 0
+    for f in files:
+        with netCDF4.Dataset(f) as nc:
+            for v in VARIABLES:
+                a = nc[v][:]
+            n += a.shape[0]
+    return n
+
+
+def ingest(files: list[Path], scheduler: Any, screen: bool = True, workers: int | None = None) -> int:
+    close_cached()  # no handle reuse across repeats: every run pays every open
+    ds = open_granules(files, screen=screen)
+    kw: dict = {"num_workers": workers} if workers else {}
+    with dask.config.set(scheduler=scheduler, **kw):
+        out = ds.compute()
+    return int(out.sizes["sounding"])
+
+
+def best_of(fn, repeat: int) -> tuple[float, int]:
+    best, res = np.inf, 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10 files x 1000 soundings, 2 repeats")
+    ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--per-file", type=int, default=3000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    args = ap.parse_args()
+    if args.quick:
+        args.files, args.per_file, args.repeat = 10, 1000, 2
+    with tempfile.TemporaryDirectory() as tmp:
+        files = make_granule_files(tmp, "cci_ocpr", n_files=args.files, n_per_file=args.per_file, seed=1)
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        total = args.files * args.per_file
+        print(f"{args.files} OCPR-layout granules, {total} soundings, {mb:.1f} MB, {args.workers} workers")
+        bare_read(files)  # warm the page cache
+        t_bare, _ = best_of(lambda: bare_read(files), args.repeat)
+        rows = [("bare netCDF4 loop", t_bare, total)]
+        t, n = best_of(lambda: ingest(files, "synchronous"), args.repeat)
+        rows.append(("ingest (screen=True)", t, n))
+        t, n = best_of(lambda: ingest(files, "synchronous", screen=False), args.repeat)
+        rows.append(("ingest (screen=False)", t, n))
+        t, n = best_of(lambda: ingest(files, "threads", workers=args.workers), args.repeat)
+        rows.append((f"ingest threads x{args.workers}", t, n))
+        # a running dask.distributed cluster of worker processes, as the pipeline uses (startup not timed)
+        with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
+                Client(cl) as client:  # fmt: skip
+            client.run(lambda: None)
+            t, n = best_of(lambda: ingest(files, client.get), args.repeat)
+        rows.append((f"ingest distributed x{args.workers} proc", t, n))
+        print(f"{'mode':<28}{'time s':>9}{'kept':>9}{'soundings/s':>14}{'MB/s':>9}{'x bare':>9}")
+        for name, t, n in rows:
+            print(f"{name:<28}{t:>9.3f}{n:>9d}{total / t:>14.0f}{mb / t:>9.1f}{t / t_bare:>9.2f}")
+        print("target: ingest <= 1.5x bare; parallel < 1.0x bare (throughput counted over all soundings in files)")
+
+
+if __name__ == "__main__":
+    main()
