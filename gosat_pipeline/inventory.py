@@ -672,6 +672,9 @@ def regrid_conservative(flux: xr.DataArray, grid: GridSpec) -> xr.DataArray:
     if "latitude" not in flux.dims or "longitude" not in flux.dims:
         raise InventoryError(f"flux must have dims latitude and longitude; got {flux.dims}")
     flux = flux.transpose(..., "latitude", "longitude")
+    lon = flux["longitude"].values
+    if lon.min() < -180.0 or lon.max() >= 180.0 or np.any(np.diff(lon) <= 0) or np.any(np.diff(flux["latitude"]) <= 0):
+        flux = flux.assign_coords(longitude=wrap_longitude(lon)).sortby("longitude").sortby("latitude")
     src = _source_grid(flux)
     mass = np.nan_to_num(flux.values.astype("float64")) * src.cell_area()
     out = _regrid_mass(mass, src, grid) / grid.cell_area()
