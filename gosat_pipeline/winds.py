@@ -94,6 +94,9 @@ def _normalise(ds: xr.Dataset) -> xr.Dataset:
         if c not in ds.coords:
             raise WindError(f"wind file has no {c} coordinate; coordinates are {list(ds.coords)}")
     ds = ds.assign_coords(longitude=wrap_longitude(ds["longitude"].values)).sortby("longitude").sortby("latitude")
+    for name in ds.data_vars:  # MERRA-2 / GEOS-FP fill value 1e15 when it is not declared
+        if np.issubdtype(ds[name].dtype, np.floating):
+            ds[name] = ds[name].where(np.abs(ds[name]) < 1e14)
     return ds
 
 
@@ -107,7 +110,6 @@ def _check_units(da: xr.DataArray, want: str, name: str) -> xr.DataArray:
     except Exception as exc:  # pint raises several error types
         raise WindError(f"variable {name!r} has units {da.attrs.get('units')!r}, not convertible to {want}: "
                         f"{exc}") from None  # fmt: skip
-    da = da.where(np.abs(da) < 1e14)  # MERRA-2 / GEOS-FP fill value 1e15 when not decoded
     return da * factor if factor != 1.0 else da
 
 
