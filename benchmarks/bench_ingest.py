@@ -5,11 +5,14 @@ the same run and on the same files:
 
 - ``bare``: a loop opening each file with netCDF4 and reading the variables the reader
   uses (no masking, flipping, unit handling or Dataset building);
-- ``ingest``: ``open_granules(files).compute()`` with the synchronous scheduler
-  (screen=True, the pipeline default, and screen=False);
-- ``ingest parallel``: the same graph computed on a running ``dask.distributed``
-  LocalCluster of worker processes (and with threads, which the netCDF/HDF5 lock
-  serialises). The cluster start-up is not timed: a pipeline starts it once per run.
+- ``ingest``: ``open_granules(files).compute()`` with the synchronous scheduler, one
+  chunk per file (the default) and with the pipeline's default ``chunks`` of 200 000
+  soundings (files grouped into one read task), screen=True and screen=False;
+- ``ingest parallel``: the same graph persisted on a running ``dask.distributed``
+  LocalCluster of worker processes (files scanned and read on the workers; the data
+  stay in worker memory, where the pipeline's gridding runs), and computed with
+  threads (which the netCDF/HDF5 lock serialises). The cluster start-up is not timed:
+  a pipeline starts it once per run.
 
 Every ingest run first closes the reader's cached file handles, so each run pays every
 file open, like the bare loop.
@@ -32,7 +35,7 @@ from typing import Any
 import dask
 import netCDF4
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, wait
 
 from gosat_pipeline.io import close_cached, open_granules
 from gosat_pipeline.testing.granules import make_granule_files
@@ -52,12 +55,19 @@ def bare_read(files: list[Path]) -> int:
     return n
 
 
-def ingest(files: list[Path], scheduler: Any, screen: bool = True, workers: int | None = None) -> int:
+def ingest(files: list[Path], scheduler: Any, screen: bool = True, workers: int | None = None,
+           chunk: int | None = None, client: Any = None) -> int:  # fmt: skip
     close_cached()  # no handle reuse across repeats: every run pays every open
-    ds = open_granules(files, screen=screen)
+    if client is not None:
+        client.run(close_cached)
     kw: dict = {"num_workers": workers} if workers else {}
     with dask.config.set(scheduler=scheduler, **kw):
-        out = ds.compute()
+        ds = open_granules(files, screen=screen, chunks=None if chunk is None else {"sounding": chunk})
+        if client is not None:  # read into the workers' memory, where the pipeline's next stage runs
+            out = client.persist(ds)
+            wait(out)
+        else:
+            out = ds.compute()
     return int(out.sizes["sounding"])
 
 
@@ -89,16 +99,19 @@ def main() -> None:
         t_bare, _ = best_of(lambda: bare_read(files), args.repeat)
         rows = [("bare netCDF4 loop", t_bare, total)]
         t, n = best_of(lambda: ingest(files, "synchronous"), args.repeat)
-        rows.append(("ingest (screen=True)", t, n))
-        t, n = best_of(lambda: ingest(files, "synchronous", screen=False), args.repeat)
-        rows.append(("ingest (screen=False)", t, n))
-        t, n = best_of(lambda: ingest(files, "threads", workers=args.workers), args.repeat)
+        rows.append(("ingest, chunk per file", t, n))
+        t, n = best_of(lambda: ingest(files, "synchronous", chunk=200_000), args.repeat)
+        rows.append(("ingest, chunks 200k", t, n))
+        t, n = best_of(lambda: ingest(files, "synchronous", screen=False, chunk=200_000), args.repeat)
+        rows.append(("ingest, screen=False", t, n))
+        t, n = best_of(lambda: ingest(files, "threads", workers=args.workers, chunk=200_000), args.repeat)
         rows.append((f"ingest threads x{args.workers}", t, n))
         # a running dask.distributed cluster of worker processes, as the pipeline uses (startup not timed)
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
                 Client(cl) as client:  # fmt: skip
             client.run(lambda: None)
-            t, n = best_of(lambda: ingest(files, client.get), args.repeat)
+            per_task = -(-total // (2 * args.workers))
+            t, n = best_of(lambda: ingest(files, client.get, chunk=per_task, client=client), args.repeat)
         rows.append((f"ingest distributed x{args.workers} proc", t, n))
         print(f"{'mode':<28}{'time s':>9}{'kept':>9}{'soundings/s':>14}{'MB/s':>9}{'x bare':>9}")
         for name, t, n in rows:

@@ -28,6 +28,8 @@ from typing import Any
 
 import dask
 import dask.array as da
+import dask.local
+import dask.threaded
 import numpy as np
 import xarray as xr
 from dask.base import tokenize
@@ -112,15 +114,55 @@ def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[s
 
 
 def _scan_one(path: str, *, gas: str | None, fmt: str | None, screen: bool) -> tuple[GranuleReader, GranulePlan]:
-    name = fmt or detect_format(path)
-    reader = get_reader(name, path)
+    reader = get_reader(fmt or detect_format(path), path)
+    return reader, _scan_with(reader, path, gas, screen)
+
+
+def _scan_with(reader: GranuleReader, path: str, gas: str | None, screen: bool) -> GranulePlan:
     try:
-        plan = reader.scan(path, gas=gas, screen=screen)
+        return reader.scan(path, gas=gas, screen=screen)
     except GranuleError:
         raise
     except (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError) as exc:
-        raise GranuleError(path, f"reader {name} failed: {type(exc).__name__}: {exc}") from exc
-    return reader, plan
+        raise GranuleError(path, f"reader {reader.name} failed: {type(exc).__name__}: {exc}") from exc
+
+
+_ScanResult = tuple[GranuleReader | None, GranulePlan | None, tuple[str, str, str] | None]
+
+
+def _safe_scan(path: str, reader: GranuleReader | None, gas: str | None, screen: bool) -> _ScanResult:
+    """Scan one file, returning the error as data (exceptions with custom ``__init__`` do not pickle)."""
+    try:
+        if reader is None:
+            reader = get_reader(detect_format(path), path)
+        return reader, _scan_with(reader, path, gas, screen), None
+    except GranuleError as exc:
+        return None, None, (type(exc).__name__, exc.path, exc.reason)
+
+
+def _scan_all(paths: list[str], gas: str | None, fmt: str | None, screen: bool) -> list[_ScanResult]:
+    """Scan every file; as dask tasks when the active scheduler runs other processes.
+
+    Readers are resolved here by file name (cheap, and it sees readers registered at
+    run time); content detection, when needed, runs inside the task.
+    """
+    readers = available_readers()
+    if fmt is not None and fmt not in readers:
+        reason = f"unknown format {fmt!r}; installed readers: {sorted(readers)}"
+        return [(None, None, ("GranuleError", p, reason)) for p in paths]
+    resolved: list[GranuleReader | None] = []
+    for p in paths:
+        if fmt is not None:
+            resolved.append(readers[fmt])
+            continue
+        by_name = [r for r in readers.values() if r.guess_can_open(p)]
+        resolved.append(by_name[0] if len(by_name) == 1 else None)
+    sched = dask.base.get_scheduler()
+    if len(paths) == 1 or sched is None or sched in (dask.local.get_sync, dask.threaded.get):
+        # in-process: the netCDF/HDF5 lock serialises threads anyway, so a plain loop is cheapest
+        return [_safe_scan(p, r, gas, screen) for p, r in zip(paths, resolved)]
+    tasks = [dask.delayed(_safe_scan, pure=False)(p, r, gas, screen) for p, r in zip(paths, resolved)]
+    return list(dask.compute(*tasks))
 
 
 def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -> dict[str, np.ndarray]:
@@ -322,18 +364,23 @@ def open_granules(
     want = gas.upper() if gas else None
     parts: list[tuple[GranuleReader, GranulePlan]] = []
     skipped: list[dict[str, str]] = []
-    for path in paths:
+    for reader, plan, err in _scan_all(paths, want, format, screen):
         try:
-            reader, plan = _scan_one(path, gas=want, fmt=format, screen=screen)
+            if err is not None:
+                cls = UnknownFormatError if err[0] == "UnknownFormatError" else GranuleError
+                raise cls(err[1], err[2])
+            assert reader is not None and plan is not None
+            if want is not None and plan.gas != want:
+                raise GranuleError(plan.path, f"file holds {plan.gas}, but the batch is {want}")
             if parts and plan.n_levels != parts[0][1].n_levels and plan.n_levels and parts[0][1].n_levels:
-                raise GranuleError(path, f"has {plan.n_levels} levels; earlier files have {parts[0][1].n_levels}")
+                raise GranuleError(plan.path, f"has {plan.n_levels} levels; earlier files have "
+                                              f"{parts[0][1].n_levels}")  # fmt: skip
         except GranuleError as exc:
             if errors == "raise":
                 raise
-            reason = exc.reason if hasattr(exc, "reason") else str(exc)
-            warnings.warn(f"skipping {path}: {reason}", stacklevel=2)
-            logger.warning("skipping %s: %s", path, reason)
-            skipped.append({"path": path, "reason": reason})
+            warnings.warn(f"skipping {exc.path}: {exc.reason}", stacklevel=2)
+            logger.warning("skipping %s: %s", exc.path, exc.reason)
+            skipped.append({"path": exc.path, "reason": exc.reason})
             continue
         want = want or plan.gas
         parts.append((reader, plan))

@@ -151,13 +151,17 @@ def mask_fill(values: np.ndarray, attrs: dict[str, Any], bare_fill: float | None
     Parameters
     ----------
     values : numpy.ndarray
+        Modified in place when it is a float32 profile array that owns its data.
     attrs : dict
         The variable's attributes; ``_FillValue`` and ``missing_value`` are honoured.
     bare_fill : float or None
         A fill written without any attribute (CCI: -9999.99); values at or below
         ``bare_fill + 1`` are masked (the value is a float32 approximation).
     """
-    out = values.astype(np.float32 if values.dtype == np.float32 and values.ndim > 1 else np.float64)
+    if values.dtype == np.float32 and values.ndim > 1 and values.flags.owndata:
+        out = values  # a fresh array from the file (level profile): mask in place, keep float32
+    else:
+        out = values.astype(np.float64)
     for key in ("_FillValue", "missing_value"):
         if key in attrs:
             for f in np.asarray(attrs[key]).reshape(-1):
@@ -316,12 +320,15 @@ class NcTableReader(GranuleReader):
     def _read_one(self, ds: netCDF4.Dataset, spec: dict[str, Any], idx: np.ndarray, path: str) -> np.ndarray:
         var = get_var(ds, spec["path"], path)
         raw = read_raw(var, path)
+        if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
+            raw = raw[idx]
+        idx = slice(None)
         transform = spec.get("transform")
         if transform == "chars":
             arr = raw[idx]
             if arr.ndim == 2:
                 arr = np.ascontiguousarray(arr).view(f"S{arr.shape[1]}").reshape(arr.shape[0])
-            return np.char.strip(arr.astype("U"), "\x00 ").astype(object)
+            return arr.astype("U").astype(object)  # numpy drops the trailing NUL padding of S arrays
         if transform == "int":
             return raw[idx].astype(np.int64)
         if transform == "glint_eq1":
