@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -59,6 +59,12 @@ def _utc(t: Any) -> pd.Timestamp | None:
     return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
 
 
+def _is_date_only(t: Any) -> bool:
+    if isinstance(t, str):
+        return len(t.strip()) == 10
+    return isinstance(t, date) and not isinstance(t, datetime)
+
+
 def _time_mask(ds: xr.Dataset, time_range: Sequence[Any]) -> xr.DataArray:
     if len(time_range) != 2:
         raise SchemaError(f"time_range must be (start, end); got {time_range!r}")
@@ -68,7 +74,10 @@ def _time_mask(ds: xr.Dataset, time_range: Sequence[Any]) -> xr.DataArray:
     if start is not None:
         mask &= t >= np.datetime64(start, "ns")
     if end is not None:
-        mask &= t <= np.datetime64(end, "ns")
+        if _is_date_only(time_range[1]):  # a bare date as the end means "through that day"
+            mask &= t < np.datetime64(end + pd.Timedelta(days=1), "ns")
+        else:
+            mask &= t <= np.datetime64(end, "ns")
     return mask
 
 
@@ -132,7 +141,8 @@ def apply_quality_filter(
         Inclusive box; ``west > east`` (after wrapping to [-180, 180)) crosses the
         antimeridian.
     time_range : (start, end), optional
-        Inclusive UTC window; strings or datetimes; either end may be ``None``.
+        Inclusive UTC window; strings or datetimes; either end may be ``None``. An
+        end given as a bare date (``"2020-12-31"``) includes that whole day.
     max_solar_zenith : float, optional
         Degrees; needs ``solar_zenith_angle``.
     max_uncertainty : float, optional

@@ -51,9 +51,12 @@ def test_bbox_and_antimeridian(snd) -> None:
 
 
 def test_time_window_inclusive_and_utc(snd) -> None:
-    out = apply_quality_filter(snd, time_range=("2020-01-10", "2020-01-20"), drop_flagged=False)
+    out = apply_quality_filter(snd, time_range=("2020-01-10", "2020-01-20T00:00"), drop_flagged=False)
     t = out.time.values
     assert t.min() >= np.datetime64("2020-01-10") and t.max() <= np.datetime64("2020-01-20")
+    whole_day = apply_quality_filter(snd, time_range=("2020-01-10", "2020-01-20"), drop_flagged=False)
+    expected = int(((snd.time >= np.datetime64("2020-01-10")) & (snd.time < np.datetime64("2020-01-21"))).sum())
+    assert whole_day.sizes["sounding"] == expected > out.sizes["sounding"]
     shifted = apply_quality_filter(snd, time_range=("2020-01-10T02:00+02:00", "2020-01-20T02:00+02:00"),
                                    drop_flagged=False)  # fmt: skip
     assert shifted.sizes["sounding"] == out.sizes["sounding"]
