@@ -868,25 +868,41 @@ def _posterior_dataset(
     jac: xr.DataArray, xa: np.ndarray, Sa: np.ndarray, x_post: np.ndarray, S_x: np.ndarray,
     res: InversionResult, units: str, extra: dict[str, Any],
 ) -> xr.Dataset:  # fmt: skip
-    scoords = {c: jac[c] for c in jac.coords if jac[c].dims == ("state",)}
+    scoords = {c: jac[c].copy() for c in jac.coords if jac[c].dims == ("state",)}
+    for c, std in (("state_latitude", "latitude"), ("state_longitude", "longitude")):
+        if c in scoords:  # centroids of the elements: CF auxiliary latitude/longitude
+            scoords[c].attrs = {**scoords[c].attrs, "standard_name": std}
     su = jac["state_units"].values.astype(str) if "state_units" in jac.coords else np.full(xa.size, "1")
-    unit_note = f"1 for emission scale factors, {units} for background offsets (see state_units)"
+    # The elements have different units (scale factors "1", background offsets in gas units);
+    # a variable has one CF units string, so it says "1" and state_units gives each element's.
+    state_note = (f"units differ by element and are given by the state_units coordinate: 1 for emission "
+                  f"scale factors (relative to the prior), {units} for background offsets")  # fmt: skip
+    cov_note = (f"the units of element (i, j) are the product of the state_units of elements i and j: 1 between "
+                f"scale factors, {units} between a scale factor and an offset, {units}2 between offsets")  # fmt: skip
+
+    def state_attrs(long_name: str, **more: str) -> dict[str, str]:
+        return {"units": "1", "long_name": long_name, "comment": state_note, **more}
+
     sig = np.sqrt(np.clip(np.diag(S_x), 0.0, None))
     ds = xr.Dataset(coords=scoords)
-    ds["x_prior"] = ("state", xa, {"units": unit_note, "long_name": "prior state"})
-    ds["x_posterior"] = ("state", x_post, {"units": unit_note, "long_name": "posterior state (mean)"})
-    ds["x_posterior_sigma"] = ("state", sig, {"units": unit_note, "long_name": "posterior 1-sigma"})
-    ds["x_prior_sigma"] = ("state", np.sqrt(np.diag(Sa)), {"units": unit_note, "long_name": "prior 1-sigma"})
+    ds["x_prior"] = ("state", xa, state_attrs("prior state vector", ancillary_variables="x_prior_sigma"))
+    ds["x_posterior"] = ("state", x_post, state_attrs("posterior state vector (mean)",
+                                                      ancillary_variables="x_posterior_sigma"))  # fmt: skip
+    ds["x_posterior_sigma"] = ("state", sig, state_attrs("posterior 1-sigma uncertainty of the state vector"))
+    ds["x_prior_sigma"] = ("state", np.sqrt(np.diag(Sa)), state_attrs("prior 1-sigma uncertainty of the state vector"))
     for k, v in extra.items():
-        ds[k] = ("state", v, {"units": unit_note, "long_name": "posterior median (lognormal)"})
-    cov_units = "product of the two elements' units"
-    ds["S_prior"] = (("state", "state2"), Sa, {"units": cov_units, "long_name": "prior error covariance"})
-    ds["S_posterior"] = (("state", "state2"), S_x, {"units": cov_units, "long_name": "posterior error covariance"})
-    ds["averaging_kernel"] = (("state", "state2"), res.A,
-                              {"units": "1", "long_name": "averaging kernel d x_hat / d x_true"})  # fmt: skip
+        ds[k] = ("state", v, state_attrs("posterior state vector (median, lognormal)"))
+    ds["S_prior"] = (("state", "state2"), Sa, {"units": "1", "long_name": "prior error covariance of the state vector",
+                                               "comment": cov_note})  # fmt: skip
+    ds["S_posterior"] = (("state", "state2"), S_x, {"units": "1", "comment": cov_note,
+                                                    "long_name": "posterior error covariance of the state vector"})  # fmt: skip
+    ds["averaging_kernel"] = (("state", "state2"), res.A, {
+        "units": "1", "long_name": "averaging kernel d x_hat / d x_true",
+        "comment": "element (i, j) = d x_hat_i / d x_true_j (Rodgers 2000), in the units of element i divided by "
+                   "those of element j (see state_units): 1 within elements of the same kind"})  # fmt: skip
     ds["dofs"] = ((), res.dofs, {"units": "1", "long_name": "degrees of freedom for signal, tr(A)"})
-    ds["chi2_obs"] = ((), res.chi2_obs, {"units": "1", "long_name": "J_o / m"})
-    ds["chi2_state"] = ((), res.chi2_state, {"units": "1", "long_name": "J_a / n"})
+    ds["chi2_obs"] = ((), res.chi2_obs, {"units": "1", "long_name": "observation chi-square per observation, J_o / m"})
+    ds["chi2_state"] = ((), res.chi2_state, {"units": "1", "long_name": "state chi-square per element, J_a / n"})
     ds["n_observations"] = ((), np.int64(res.n_obs), {"units": "1", "long_name": "number of super-observations"})
     ds["status"] = ((), np.int8(res.status), {"units": "1", "long_name": "inversion status",
                                               "flag_values": np.array([0, 1, 2], dtype="int8"),
@@ -969,17 +985,25 @@ def region_totals(
     tg = "Tg yr-1"
     ds = xr.Dataset(
         {
-            "total_prior": ("total", W @ xa, {"units": tg, "long_name": "prior regional total"}),
+            "total_prior": ("total", W @ xa, {"units": tg, "long_name": "prior regional total",
+                                              "ancillary_variables": "total_prior_sigma"}),
             "total_prior_sigma": ("total", sa, {"units": tg, "long_name": "prior 1-sigma, sqrt(w^T S_a w)"}),
-            "total_posterior": ("total", W @ xp, {"units": tg, "long_name": "posterior regional total"}),
+            "total_posterior": ("total", W @ xp, {"units": tg, "long_name": "posterior regional total",
+                                                  "ancillary_variables": "total_posterior_sigma total_error_reduction "
+                                                  "total_sensitivity total_n_observations total_status"}),
             "total_posterior_sigma": ("total", spost, {"units": tg, "long_name": "posterior 1-sigma, sqrt(w^T S w)"}),
-            "total_prior_covariance": (("total", "total2"), Ca, {"units": "Tg2 yr-2", "long_name": "W S_a W^T"}),
-            "total_posterior_covariance": (("total", "total2"), Cp, {"units": "Tg2 yr-2", "long_name": "W S W^T"}),
-            "total_error_reduction": ("total", er, {"units": "1", "long_name": "1 - sigma_post / sigma_prior"}),
-            "total_sensitivity": ("total", sens, {"units": "1", "long_name": "w^T A w / w^T w"}),
+            "total_prior_covariance": (("total", "total2"), Ca, {"units": "Tg2 yr-2",
+                                   "long_name": "prior error covariance of the regional totals, W S_a W^T"}),
+            "total_posterior_covariance": (("total", "total2"), Cp, {"units": "Tg2 yr-2",
+                                       "long_name": "posterior error covariance of the regional totals, W S W^T"}),
+            "total_error_reduction": ("total", er, {"units": "1",
+                                    "long_name": "error reduction of the regional total, 1 - sigma_post / sigma_prior"}),
+            "total_sensitivity": ("total", sens, {"units": "1",
+                                      "long_name": "averaging-kernel sensitivity of the regional total, w^T A w / w^T w"}),
             "total_n_observations": ("total", nobs, {"units": "1", "long_name":
                                      "observations whose region column exceeds sensitivity_fraction of its max"}),
-            "total_status": ("total", status, {"units": "1", "flag_values": np.array([0, 1, 2], dtype="int8"),
+            "total_status": ("total", status, {"units": "1", "long_name": "status of the regional total",
+                                               "flag_values": np.array([0, 1, 2], dtype="int8"),
                                                "flag_meanings": "ok no_observations no_prior_emission"}),
         },
         coords={
@@ -1008,7 +1032,9 @@ def posterior_flux_maps(posterior: xr.Dataset, prior_flux: xr.DataArray, masks: 
     several emission periods
         ``prior_flux``, ``posterior_flux``, ``posterior_flux_sigma`` (kg m-2 s-1),
         ``scale_factor`` (1), ``averaging_kernel_sensitivity`` (1: the diagonal of A
-        mapped to cells by region fraction).
+        mapped to cells by region fraction). The fluxes carry the CF standard name of
+        the inventory's prior flux; the string ``period`` labels are encoded as a CF
+        character array when written (a CF coordinate variable must be numeric).
 
     Notes
     -----
@@ -1062,22 +1088,54 @@ def posterior_flux_maps(posterior: xr.Dataset, prior_flux: xr.DataArray, masks: 
     pick: Any = (lambda a: a[0]) if len(periods) == 1 else np.stack
     if len(periods) > 1:
         dims = ("period", *dims)
-        coords["period"] = ("period", np.array(periods, dtype=str))
-    fu = "kg m-2 s-1"
+        coords["period"] = ("period", np.array(periods, dtype=str), {"long_name": "ISO 8601 period"})
+    va = _flux_map_attrs(str(posterior.attrs.get("gas", "")))
     ds = xr.Dataset(
         {
-            "prior_flux": (("latitude", "longitude"), flux.sum(0), {"units": fu, "long_name": "prior emission flux"}),
-            "posterior_flux": (dims, pick(post), {"units": fu, "long_name": "posterior emission flux"}),
-            "posterior_flux_sigma": (dims, pick(sigma), {"units": fu, "long_name": "posterior 1-sigma flux"}),
-            "scale_factor": (dims, pick(scale), {"units": "1", "long_name": "posterior / prior flux"}),
-            "averaging_kernel_sensitivity": (dims, pick(aks), {"units": "1", "long_name":
-                                             "diagonal of the averaging kernel mapped to cells"}),
+            "prior_flux": (("latitude", "longitude"), flux.sum(0), va["prior_flux"]),
+            "posterior_flux": (dims, pick(post), va["posterior_flux"]),
+            "posterior_flux_sigma": (dims, pick(sigma), va["posterior_flux_sigma"]),
+            "scale_factor": (dims, pick(scale), va["scale_factor"]),
+            "averaging_kernel_sensitivity": (dims, pick(aks), va["averaging_kernel_sensitivity"]),
         },
         coords=coords,
         attrs={"gas": posterior.attrs.get("gas", ""), "Conventions": "CF-1.8",
                "title": "prior and posterior emission maps"},
     )  # fmt: skip
+    if "period" in ds.coords:
+        _char_encoding(ds["period"])
     return ds
+
+
+def _char_encoding(coord: xr.DataArray) -> None:
+    """Store a string dimension coordinate as a CF character array (``dtype="S1"``).
+
+    A CF coordinate variable (a variable named after its dimension) must be numeric, and
+    a netCDF-4 string variable of that kind is rejected by CF checkers. As a char array
+    ``(dim, string<n>)`` it is a label variable (CF 1.8 section 6.1) on disk, and xarray
+    decodes it back to the same string index. The encoding is kept by
+    :func:`gosat_pipeline.schema.cf_encoding`.
+    """
+    coord.encoding["dtype"] = "S1"
+
+
+def _flux_map_attrs(gas: str) -> dict[str, dict[str, str]]:
+    """CF attributes of the :func:`posterior_flux_maps` variables for ``gas``."""
+    fu = "kg m-2 s-1"
+    g = f"{gas} " if gas else ""
+    # the CF name the inventory stage gives the prior flux; the posterior is an estimate of the same quantity
+    std = {"CH4": "methane", "CO2": "carbon_dioxide"}.get(gas.upper())
+    name = {"standard_name": f"tendency_of_atmosphere_mass_content_of_{std}_due_to_emission"} if std else {}
+    sigma_name = {"standard_name": f"{name['standard_name']} standard_error"} if std else {}
+    return {
+        "prior_flux": {"units": fu, "long_name": f"prior {g}emission flux", **name},
+        "posterior_flux": {"units": fu, "long_name": f"posterior {g}emission flux", **name,
+                           "ancillary_variables": "posterior_flux_sigma averaging_kernel_sensitivity"},
+        "posterior_flux_sigma": {"units": fu, "long_name": f"posterior 1-sigma uncertainty of the {g}emission flux",
+                                 **sigma_name},
+        "scale_factor": {"units": "1", "long_name": "posterior / prior emission flux"},
+        "averaging_kernel_sensitivity": {"units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"},
+    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- mass balance
@@ -1155,15 +1213,17 @@ def mass_balance(
         u_r = float((speed * fr[r] * area).sum() / a_r)
         q = dx * GAS_UNIT_TO_MOLMOL[gas] * n_air * MOLAR_MASS[gas] * u_r * math.sqrt(a_r)  # kg s-1
         out[r] = q * _SECONDS_PER_YEAR / 1e9
-    coords: dict[str, Any] = {"region": masks["region"].values.astype(str)}
+    coords: dict[str, Any] = {"region": ("region", masks["region"].values.astype(str), {"long_name": "region code"})}
     if "region_name" in masks.coords:
-        coords["region_name"] = ("region", masks["region_name"].values.astype(str))
-    return xr.DataArray(
+        coords["region_name"] = ("region", masks["region_name"].values.astype(str), {"long_name": "region name"})
+    da = xr.DataArray(
         out, dims="region", coords=coords, name="mass_balance_emission",
         attrs={"units": "Tg yr-1", "long_name": f"{gas} mass-balance emission estimate",
                "method": "Q = dX N_air M U sqrt(A) (Varon et al. 2018; Buchwitz et al. 2017)",
                "background_percentile": background_percentile, "surface_pressure_hPa": surface_pressure},
     )  # fmt: skip
+    _char_encoding(da["region"])
+    return da
 
 
 def _field(value: Any, grid: GridSpec) -> np.ndarray:

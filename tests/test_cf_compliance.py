@@ -17,12 +17,16 @@ pytest.importorskip("compliance_checker")
 
 from compliance_checker.runner import CheckSuite  # noqa: E402
 
+from gosat_pipeline.inversion import invert, mass_balance, posterior_flux_maps  # noqa: E402
+from gosat_pipeline.schema import cf_encoding  # noqa: E402
+from gosat_pipeline.testing.osse import make_osse_case  # noqa: E402
 from gosat_pipeline.testing.posteriors import (  # noqa: E402
     make_flux_maps,
     make_gridded_l3,
     make_posterior,
     write_netcdf,
 )
+from gosat_pipeline.transport import build_jacobian  # noqa: E402
 
 _SUITE: CheckSuite | None = None
 
@@ -59,7 +63,9 @@ def check_cf(path: str | Path, checker: str = "cf:1.8") -> list[str]:
         if hasattr(ds, "close"):
             ds.close()
     if not groups:
-        raise RuntimeError(f"compliance checker {checker!r} not found; installed: {sorted(cs.checkers)}")
+        raise RuntimeError(
+            f"compliance checker {checker!r} not found; installed: {sorted(cs.checkers)}"
+        )
     failures = []
     for name, (results, errors) in groups.items():
         for check, err in (errors or {}).items():
@@ -109,3 +115,49 @@ def test_check_cf_finds_real_errors(tmp_path):
     failures = check_cf(tmp_path / "bad.nc")
     assert any("int64" in f for f in failures)
     assert any("_FillValue" in f for f in failures)
+
+
+# ---------------------------------------------------------------------------- real inversion outputs
+@pytest.fixture(scope="module")
+def osse() -> dict:
+    """A small real inversion: 2 regions, 2 monthly periods (so the maps have a period dim)."""
+    case = make_osse_case(seed=1, regions=2, n_months=2)
+    jac = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"],
+                         sigma_model=case["sigma_model"], period_split="MS")  # fmt: skip
+    return {**case, "posterior": invert(jac, prior_error=0.5, correlation_length_km=500.0)}
+
+
+def _write(ds: xr.Dataset, path: Path) -> Path:
+    ds.to_netcdf(path, encoding=cf_encoding(ds))
+    return path
+
+
+def test_inversion_posterior_is_cf_compliant(tmp_path, osse):
+    post = osse["posterior"]
+    assert_cf_compliant(_write(post, tmp_path / "posterior_CH4.nc"))
+    for name, var in post.variables.items():
+        assert "long_name" in var.attrs, name
+    # mixed-unit state: the variable says "1", state_units gives each element's units
+    attrs = post["x_posterior"].attrs
+    assert attrs["units"] == "1" and "state_units" in attrs["comment"]
+    assert set(post["state_units"].values) == {"1", "ppb"}
+    assert post["S_posterior"].attrs["units"] == "1"
+
+
+def test_inversion_flux_maps_are_cf_compliant(tmp_path, osse):
+    maps = posterior_flux_maps(osse["posterior"], osse["prior_flux"], osse["masks"])
+    assert maps.sizes["period"] == 2
+    path = _write(maps, tmp_path / "emissions_CH4.nc")
+    assert_cf_compliant(path)
+    std = "tendency_of_atmosphere_mass_content_of_methane_due_to_emission"
+    assert maps["posterior_flux"].attrs["standard_name"] == std
+    with xr.open_dataset(path) as back:  # the string period labels survive the char-array encoding
+        assert list(back["period"].values) == list(maps["period"].values)
+
+
+def test_mass_balance_is_cf_compliant(tmp_path, osse):
+    winds = osse["winds"]
+    mb = mass_balance(osse["obs"], osse["masks"], u=winds["u"], v=winds["v"], gas="CH4")
+    ds = mb.to_dataset()
+    ds.attrs.update(Conventions="CF-1.8", title="mass-balance cross-check")
+    assert_cf_compliant(_write(ds, tmp_path / "mass_balance_CH4.nc"))
