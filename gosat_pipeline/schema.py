@@ -391,7 +391,10 @@ def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
         elif kind == "b":
             e["dtype"] = "int8"
         elif kind == "M":
+            # xarray needs units with a prescribed dtype (lazy arrays cannot be scanned)
             e["dtype"] = "float64"
+            e["units"] = "seconds since 1970-01-01 00:00:00"
+            e["calendar"] = "standard"
         if name in ds.coords and kind in "fcMiu":
             e["_FillValue"] = None
         e.update({k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")})
