@@ -324,8 +324,12 @@ def region_masks(
         logger.warning("regions not resolvable on this grid (covered area < %g cell): %s", min_fraction, not_res)
     return xr.DataArray(
         frac, dims=("region", "latitude", "longitude"),
-        coords={"region": codes, "region_name": ("region", names), "region_cells": ("region", cells),
-                "resolvable": ("region", resolvable), "is_group": ("region", np.array(groups, dtype=bool)),
+        coords={"region": ("region", codes, {"long_name": "region code (ISO 3166-1 alpha-3 or group name)"}),
+                "region_name": ("region", names, {"long_name": "region name"}),
+                "region_cells": ("region", cells, {"long_name": "area inside the region in grid cells",
+                                                   "units": "1"}),
+                "resolvable": ("region", resolvable, {"long_name": "region covers at least min_fraction of a cell"}),
+                "is_group": ("region", np.array(groups, dtype=bool), {"long_name": "aggregate of member regions"}),
                 **grid.coords()},
         name="region_fraction",
         attrs={"units": "1", "long_name": "fraction of the cell area inside the region",

@@ -849,7 +849,9 @@ def build_jacobian(
         coords[target] = ("obs", ov[name].values, dict(ov[name].attrs))
     jac = xr.DataArray(kmat, dims=("obs", "state"), coords=coords, name="jacobian")
     jac.attrs = {
-        "units": f"{units} per state unit (scale factor 1 or background offset {units})",
+        "units": units,
+        "comment": f"d(observation)/d(state element): {units} per unit scale factor for emission elements; "
+        f"{units} per {units} (i.e. 1) for background-offset elements (see state_units)",
         "long_name": f"Jacobian of {gas} super-observations with respect to the state vector",
         "gas": gas,
         "obs_units": units,
