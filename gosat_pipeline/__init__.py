@@ -27,6 +27,8 @@ _API: dict[str, str] = {
     "GridSpec": "gosat_pipeline.grids",
     # inventories, regions, winds
     "open_prior_inventory": "gosat_pipeline.inventory",
+    "regrid_conservative": "gosat_pipeline.inventory",
+    "reported_for": "gosat_pipeline.inventory",
     "read_reported_totals": "gosat_pipeline.inventory",
     "load_boundaries": "gosat_pipeline.regions",
     "region_masks": "gosat_pipeline.regions",
@@ -34,8 +36,11 @@ _API: dict[str, str] = {
     # transport and inversion
     "build_jacobian": "gosat_pipeline.transport",
     "invert": "gosat_pipeline.inversion",
+    "posterior_flux_maps": "gosat_pipeline.inversion",
+    "mass_balance": "gosat_pipeline.inversion",
     # comparison and reports
     "compare_to_inventory": "gosat_pipeline.compare",
+    "period_change": "gosat_pipeline.compare",
     "write_report": "gosat_pipeline.report",
 }
 

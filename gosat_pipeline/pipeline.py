@@ -13,7 +13,8 @@ Stages and their outputs (``<GAS>`` is CO2 or CH4)::
                reported_totals.csv
     invert     jacobian_<GAS>.nc, posterior_<GAS>.nc, emissions_<GAS>.nc,
                mass_balance_<GAS>.csv
-    compare    discrepancies.csv, discrepancies.json [, changes.csv]
+    compare    discrepancies.csv, discrepancies.json, discrepancies.schema.json
+               [, period_changes.csv]
     report     report.html
 
 A stage is skipped when its fingerprint (the SHA-256 of its configuration, its
@@ -24,6 +25,7 @@ and its outputs exist; ``force=True`` recomputes everything.
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob
 import importlib.metadata
 import json
@@ -32,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +54,7 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
+from gosat_pipeline.schema import cf_encoding
 
 __all__ = ["STAGES", "PipelineResult", "run", "dask_cluster", "Manifest"]
 
@@ -99,7 +103,9 @@ class Manifest:
             return False
         return all((run_dir / o).is_file() for o in rec.get("outputs", []))
 
-    def record_stage(self, key: str, fingerprint: str, outputs: list[str], seconds: float, **extra: Any) -> None:
+    def record_stage(
+        self, key: str, fingerprint: str, outputs: list[str], seconds: float, **extra: Any
+    ) -> None:
         """Store a completed stage and save."""
         self.data["stages"][key] = {
             "status": "done",
@@ -110,6 +116,16 @@ class Manifest:
             **extra,
         }
         self.save()
+
+
+def _last_year(end: Any) -> int:
+    """Last calendar year inside a window whose ``end`` is exclusive."""
+    ts = pd.Timestamp(end)
+    return (
+        ts.year - 1
+        if (ts.month, ts.day, ts.hour, ts.minute, ts.second) == (1, 1, 0, 0, 0)
+        else ts.year
+    )
 
 
 def _now() -> str:
@@ -153,11 +169,17 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
 
     kind = cluster.type
     if kind == "local" and input_bytes < cluster.tiny_job_bytes:
-        logger.info("input is %.1f MB (< tiny_job_bytes): using the threaded scheduler", input_bytes / 1e6)
+        logger.info(
+            "input is %.1f MB (< tiny_job_bytes): using the threaded scheduler", input_bytes / 1e6
+        )
         kind = "threads"
     if kind in ("threads", "synchronous"):
         with dask.config.set(scheduler=kind):
-            yield {"type": kind, "workers": 1, "threads": os.cpu_count() if kind == "threads" else 1}
+            yield {
+                "type": kind,
+                "workers": 1,
+                "threads": os.cpu_count() if kind == "threads" else 1,
+            }
         return
 
     from distributed import Client, LocalCluster
@@ -180,9 +202,15 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
                    "scheduler": client.scheduler.address}  # fmt: skip
         return
     if kind == "address":
-        with Client(cluster.address, timeout=dask.config.get("distributed.comm.timeouts.connect")) as client:
+        with Client(
+            cluster.address, timeout=dask.config.get("distributed.comm.timeouts.connect")
+        ) as client:
             info = client.scheduler_info()
-            yield {"type": "address", "scheduler": cluster.address, "workers": len(info.get("workers", {}))}
+            yield {
+                "type": "address",
+                "scheduler": cluster.address,
+                "workers": len(info.get("workers", {})),
+            }
         return
     if kind == "jobqueue":
         jq = cluster.jobqueue
@@ -215,6 +243,25 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
 # --------------------------------------------------------------------------- helpers
 
 
+def _masks_to_dataset(masks: xr.DataArray) -> xr.Dataset:
+    """Region masks as a CF dataset: CF coordinate variables must be numeric, so the
+    region codes become the auxiliary coordinate ``region_code`` on dimension ``region``."""
+    ds = masks.to_dataset(name="region_fraction")
+    codes = ds["region"].values.astype(str)
+    attrs = dict(ds["region"].attrs)
+    return ds.drop_vars("region").assign_coords(region_code=("region", codes, attrs))
+
+
+def _masks_from_dataset(ds: xr.Dataset) -> xr.DataArray:
+    """Inverse of :func:`_masks_to_dataset`: masks indexed by region code."""
+    masks = ds["region_fraction"]
+    if "region_code" in masks.coords:
+        masks = masks.assign_coords(region=masks["region_code"].values.astype(str)).drop_vars(
+            "region_code"
+        )
+    return masks
+
+
 def expand_granules(patterns: list[str]) -> list[Path]:
     """Expand glob patterns into a sorted, de-duplicated list of files."""
     files: dict[str, None] = {}
@@ -228,7 +275,12 @@ def expand_granules(patterns: list[str]) -> list[Path]:
 def _file_record(path: Path, kind: str) -> dict[str, Any]:
     if not path.is_file():
         return {"path": str(path), "kind": kind, "sha256": None, "bytes": None}
-    return {"path": str(path), "kind": kind, "sha256": sha256_file(path), "bytes": path.stat().st_size}
+    return {
+        "path": str(path),
+        "kind": kind,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+    }
 
 
 @dataclass
@@ -252,7 +304,9 @@ class PipelineResult:
 class _Runner:
     """Holds the state of one run; one method per stage."""
 
-    def __init__(self, cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None) -> None:
+    def __init__(
+        self, cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None
+    ) -> None:
         self.cfg = cfg
         self.force = force
         self.progress = progress or (lambda msg: None)
@@ -286,16 +340,25 @@ class _Runner:
                         (cfg.transport.footprints, "footprints")):  # fmt: skip
             if p is not None:
                 self.inputs[str(p)] = _file_record(p, kind)
-        missing = [r["path"] for r in self.inputs.values() if r["sha256"] is None and not r["kind"].startswith("granule")]
+        missing = [
+            r["path"]
+            for r in self.inputs.values()
+            if r["sha256"] is None and not r["kind"].startswith("granule")
+        ]
         if missing:
             raise ConfigError(f"input file(s) not found: {missing}")
         return total
 
     def _hash_inputs(self, kind_prefix: str) -> list[tuple[str, str | None]]:
-        return sorted((p, r["sha256"]) for p, r in self.inputs.items() if r["kind"].startswith(kind_prefix))
+        return sorted(
+            (p, r["sha256"]) for p, r in self.inputs.items() if r["kind"].startswith(kind_prefix)
+        )
 
-    def stage(self, key: str, fingerprint: str, func: Callable[[], list[str]], **extra: Any) -> bool:
+    def stage(
+        self, key: str, fingerprint: str, func: Callable[[], list[str]], **extra: Any
+    ) -> bool:
         """Run ``func`` unless stage ``key`` is current; record its outputs and timing."""
+        fingerprint = section_hash(fingerprint, __version__)  # a new release recomputes
         self.fingerprints[key] = fingerprint
         if not self.force and self.manifest.stage_is_current(key, fingerprint, self.run_dir):
             logger.info("stage %s: up to date, skipped", key)
@@ -316,11 +379,15 @@ class _Runner:
 
     def write_nc(self, ds: xr.Dataset, name: str) -> str:
         ds = ds.copy()
+        for vname, var in ds.variables.items():
+            if var.dtype.kind == "O" and var.chunks is not None:
+                # strings (sounding ids, file names) are computed once here: netCDF needs their width
+                ds[vname] = ds[vname].load()
         ds.attrs.setdefault("Conventions", "CF-1.8")
         ds.attrs["history"] = f"{_now()} gosat_pipeline {__version__} run {self.cfg.run.name}"
         if self.cfg.run.synthetic:
             ds.attrs["synthetic"] = "true"
-        atomic_write_netcdf(ds, self.run_dir / name)
+        atomic_write_netcdf(ds, self.run_dir / name, encoding=cf_encoding(ds))
         return name
 
     def open_nc(self, name: str) -> xr.Dataset:
@@ -364,7 +431,9 @@ class _Runner:
         self.stage(key, fp, work)
 
     def _record_skipped(self, stage: str, skipped: list[dict[str, Any]]) -> None:
-        allrec = [s for s in self.manifest.data.get("skipped_inputs", []) if s.get("stage") != stage]
+        allrec = [
+            s for s in self.manifest.data.get("skipped_inputs", []) if s.get("stage") != stage
+        ]
         allrec += [{**s, "stage": stage} for s in skipped]
         self.manifest.data["skipped_inputs"] = allrec
         for s in skipped:
@@ -385,6 +454,7 @@ class _Runner:
                     snd,
                     grid=self.grid,
                     time_bin=self.cfg.period.time_bin,
+                    time_range=(str(self.cfg.period.start), str(self.cfg.period.end)),
                     pbl_pressure_depth=self.cfg.transport.pbl_pressure_depth,
                 )
                 return [self.write_nc(l3, name)]
@@ -411,7 +481,7 @@ class _Runner:
             outs: list[str] = []
             bnd = load_boundaries(cfg.regions.boundaries, iso3=cfg.regions.iso3)
             masks = region_masks(bnd, self.grid)
-            outs.append(self.write_nc(masks.to_dataset(name="region_fraction"), "regions.nc"))
+            outs.append(self.write_nc(_masks_to_dataset(masks), "regions.nc"))
             # Aggregates are kept for the comparison; outlines for the report's maps.
             atomic_write_text(bnd.to_json(drop_id=True), self.run_dir / "boundaries.geojson")
             outs.append("boundaries.geojson")
@@ -449,7 +519,7 @@ class _Runner:
         def work() -> list[str]:
             l3 = self.open_nc(f"gridded_{gs.gas}.nc")
             prior = self.open_nc(f"prior_{gs.gas}.nc")["flux"]
-            masks = self.open_nc("regions.nc")["region_fraction"]
+            masks = _masks_from_dataset(self.open_nc("regions.nc"))
             winds = self.open_nc("winds.nc")
             tp = cfg.transport
             jac = build_jacobian(
@@ -473,7 +543,9 @@ class _Runner:
             mb = mass_balance(l3, masks, u=winds["u"], v=winds["v"],
                               surface_pressure=tp.surface_pressure, gas=gs.gas)  # fmt: skip
             mb_df = mb.to_dataframe().reset_index()
-            atomic_write_text(mb_df.to_csv(index=False), self.run_dir / f"mass_balance_{gs.gas}.csv")
+            atomic_write_text(
+                mb_df.to_csv(index=False), self.run_dir / f"mass_balance_{gs.gas}.csv"
+            )
             return [
                 self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc"),
                 self.write_nc(post, f"posterior_{gs.gas}.nc"),
@@ -492,17 +564,26 @@ class _Runner:
                           [self.fingerprints[f"invert:{g.gas}"] for g in cfg.gases])  # fmt: skip
 
         def work() -> list[str]:
-            rep = pd.read_csv(self.run_dir / "reported_totals.csv") if cfg.reported else pd.DataFrame()
+            rep = (
+                pd.read_csv(self.run_dir / "reported_totals.csv")
+                if cfg.reported
+                else pd.DataFrame()
+            )
             frames, changes = [], []
             c = cfg.compare
             for gs in cfg.gases:
                 post = self.open_nc(f"posterior_{gs.gas}.nc")
-                sub = rep[rep["gas"] == gs.gas] if len(rep) else rep
+                sub = self._reported_by_year(rep, gs.gas)
                 frames.append(
                     compare_to_inventory(
-                        post, sub, z_critical=c.z_critical, min_error_reduction=c.min_error_reduction,
-                        min_sensitivity=c.min_sensitivity, min_observations=c.min_observations,
-                        prior_is_reported=c.prior_is_reported, aggregates=cfg.regions.groups or None,
+                        post,
+                        sub,
+                        z_critical=c.z_critical,
+                        min_error_reduction=c.min_error_reduction,
+                        min_sensitivity=c.min_sensitivity,
+                        min_observations=c.min_observations,
+                        prior_is_reported=c.prior_is_reported,
+                        aggregates=cfg.regions.groups or None,
                     )  # fmt: skip
                 )
                 if c.change is not None:
@@ -510,14 +591,34 @@ class _Runner:
                                                  period_b=c.change.period_b, z_critical=c.z_critical))  # fmt: skip
             df = pd.concat(frames, ignore_index=True)
             df.attrs = frames[0].attrs
-            written = write_discrepancies(df, self.run_dir)
-            outs = [Path(p).name for p in written.values()]
-            if changes:
-                atomic_write_text(pd.concat(changes).to_csv(index=False), self.run_dir / "changes.csv")
-                outs.append("changes.csv")
-            return outs
+            written = write_discrepancies(
+                df, self.run_dir, changes=pd.concat(changes) if changes else None
+            )
+            return [Path(p).name for p in written.values()]
 
         self.stage(key, fp, work)
+
+    def _reported_by_year(self, rep: pd.DataFrame, gas: str) -> pd.DataFrame:
+        """One reported total per (reference, area, year) of the run's period for ``gas``.
+
+        Each configured reference file keeps its own name as the comparison's
+        ``source``; within a file, per area, the total category is chosen by
+        :func:`gosat_pipeline.inventory.reported_for`.
+        """
+        from gosat_pipeline.inventory import reported_for
+
+        if rep.empty:
+            return rep
+        years = range(self.cfg.period.start.year, _last_year(self.cfg.period.end) + 1)
+        frames = []
+        for ref, table in rep.groupby("reference", sort=False):
+            for y in years:
+                one = reported_for(table, gas=gas, year=y)
+                if one.empty:
+                    continue
+                one = one.drop(columns="period").assign(year=y, source=str(ref))
+                frames.append(one)
+        return pd.concat(frames, ignore_index=True) if frames else rep.iloc[0:0]
 
     def report(self) -> None:
         from gosat_pipeline.report import write_report
@@ -589,20 +690,27 @@ def run(
         with dask_cluster(cfg.cluster, input_bytes=input_bytes) as cluster_info:
             m["cluster"] = cluster_info
             r.manifest.save()
-            for gs in cfg.gases:
-                r.ingest(gs)
-            if last >= 1:
+            try:
                 for gs in cfg.gases:
-                    r.grid_stage(gs)
-            if last >= 2:
-                r.inventory()
-            if last >= 3:
-                for gs in cfg.gases:
-                    r.invert(gs)
-            if last >= 4:
-                r.compare()
-            if last >= 5 and cfg.report.enabled:
-                r.report()
+                    r.ingest(gs)
+                if last >= 1:
+                    for gs in cfg.gases:
+                        r.grid_stage(gs)
+                if last >= 2:
+                    r.inventory()
+                if last >= 3:
+                    for gs in cfg.gases:
+                        r.invert(gs)
+                if last >= 4:
+                    r.compare()
+                if last >= 5 and cfg.report.enabled:
+                    r.report()
+            except BaseException as exc:
+                # Free the failed stage's lazy datasets (file handles holding distributed
+                # locks) while the cluster is still up, not at interpreter exit.
+                traceback.clear_frames(exc.__traceback__)
+                gc.collect()
+                raise
     except GosatPipelineError:
         m["status"] = "failed"
         r.manifest.save()
