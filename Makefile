@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# The demonstration inputs are generated (deterministically) rather than stored in git.
+SAMPLES = data_samples/truth.json
+SAMPLE_SOURCES = gosat_pipeline/testing/demo.py gosat_pipeline/testing/granules.py \
+                 gosat_pipeline/testing/inventories.py gosat_pipeline/testing/soundings.py
+
+$(SAMPLES): $(STAMP) $(SAMPLE_SOURCES)
+	$(VENV)/bin/gosat-pipeline synth samples --out data_samples
+
+demo: $(SAMPLES)
 	$(VENV)/bin/gosat-pipeline run configs/demo.yaml
 
 lint: $(STAMP)

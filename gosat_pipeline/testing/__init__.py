@@ -7,17 +7,30 @@ Everything here is deterministic for a given ``seed``. Submodules:
 - :mod:`~gosat_pipeline.testing.inventories`: prior inventories, reported totals,
   boundaries and winds.
 - :mod:`~gosat_pipeline.testing.osse`: observing-system simulation cases.
+- :mod:`~gosat_pipeline.testing.posteriors`: exact small posteriors and whole run directories.
+- :mod:`~gosat_pipeline.testing.demo`: the bundled demonstration inputs (``make data-samples``).
 """
 
 from __future__ import annotations
 
+from gosat_pipeline.testing.demo import *  # noqa: F403
+from gosat_pipeline.testing.demo import __all__ as _demo_all
 from gosat_pipeline.testing.granules import *  # noqa: F403
 from gosat_pipeline.testing.granules import __all__ as _granules_all
 from gosat_pipeline.testing.inventories import *  # noqa: F403
 from gosat_pipeline.testing.inventories import __all__ as _inventories_all
 from gosat_pipeline.testing.osse import *  # noqa: F403
 from gosat_pipeline.testing.osse import __all__ as _osse_all
+from gosat_pipeline.testing.posteriors import *  # noqa: F403
+from gosat_pipeline.testing.posteriors import __all__ as _posteriors_all
 from gosat_pipeline.testing.soundings import *  # noqa: F403
 from gosat_pipeline.testing.soundings import __all__ as _soundings_all
 
-__all__ = [*_soundings_all, *_granules_all, *_inventories_all, *_osse_all]
+__all__ = [
+    *_soundings_all,
+    *_granules_all,
+    *_inventories_all,
+    *_osse_all,
+    *_posteriors_all,
+    *_demo_all,
+]
