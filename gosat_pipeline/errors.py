@@ -54,6 +54,10 @@ class ConfigError(GosatPipelineError, ValueError):
             msg = f"{where}{len(self.problems)} problems:\n{lines}"
         super().__init__(msg)
 
+    def __reduce__(self) -> tuple[type, tuple[list[str], str | None]]:
+        # pickled by dask.distributed when raised on a worker: rebuild from the parts
+        return (type(self), (self.problems, self.source))
+
 
 class SchemaError(GosatPipelineError, ValueError):
     """A dataset does not follow the canonical schema of DESIGN.md section 4."""
@@ -74,6 +78,10 @@ class GranuleError(GosatPipelineError, ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # pickled by dask.distributed when raised on a worker: rebuild from the parts
+        return (type(self), (self.path, self.reason))
 
 
 class UnknownFormatError(GranuleError):
@@ -100,6 +108,10 @@ class ReportedTotalsError(GosatPipelineError, ValueError):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{path}: {len(self.problems)} bad row(s):\n{lines}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, list[str]]]:
+        # pickled by dask.distributed when raised on a worker: rebuild from the parts
+        return (type(self), (self.path, self.problems))
 
 
 class BoundaryError(GosatPipelineError, ValueError):
