@@ -16,6 +16,7 @@ are skipped and recorded (``errors="skip"``) or raise (``errors="raise"``).
 
 from __future__ import annotations
 
+import dataclasses
 import glob as _glob
 import json
 import logging
@@ -31,6 +32,7 @@ import dask.array as da
 import dask.local
 import dask.threaded
 import numpy as np
+import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -165,11 +167,90 @@ def _scan_all(paths: list[str], gas: str | None, fmt: str | None, screen: bool) 
     return list(dask.compute(*tasks))
 
 
+_READ_FAULTS = (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError, AttributeError)
+
+
 def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -> dict[str, np.ndarray]:
-    with IO_LOCK:
-        out = reader.read(plan, bias_corrected=bias_corrected)
+    try:
+        with IO_LOCK:
+            out = reader.read(plan, bias_corrected=bias_corrected)
+    except GranuleError:
+        raise
+    except _READ_FAULTS as exc:  # a fault scan() did not catch: still name the file, never a bare traceback
+        raise GranuleError(plan.path, f"reader {reader.name} failed while reading (after a successful scan): "
+                                      f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
     out["source_file"] = np.full(plan.n, plan.path, dtype=object)
     return out
+
+
+def _id_codes(plans: list[GranulePlan]) -> tuple[np.ndarray, int]:
+    """Integer code of each id over ``plans`` (equal ids, equal codes; hashing, O(n)) and the number of codes.
+
+    Ids are scalars per sounding (integers or strings) or integer rows (n, k), e.g.
+    TROPOMI's (time, latitude, longitude) key.
+    """
+    arrays = [np.asarray(p.ids) for p in plans]
+    ndims = {a.ndim for a in arrays}
+    if ndims == {2} and len({a.shape[1] for a in arrays}) == 1 and all(a.dtype.kind in "iu" for a in arrays):
+        rows = np.concatenate([a.astype(np.int64) for a in arrays])
+        codes, uniques = pd.MultiIndex.from_arrays(list(rows.T)).factorize()
+        return np.asarray(codes), len(uniques)
+    if ndims == {1} and all(a.dtype.kind in "iu" for a in arrays):
+        keys = np.concatenate([a.astype(np.int64) for a in arrays])
+    elif ndims == {1} and all(a.dtype.kind == "O" for a in arrays):
+        keys = np.concatenate(arrays)
+    else:  # products with different kinds of ids in one batch: compare as text
+        keys = np.concatenate([np.array([str(v) for v in a.tolist()], dtype=object) for a in arrays])
+    codes, uniques = pd.factorize(keys)
+    return np.asarray(codes), len(uniques)
+
+
+def _drop_duplicates(
+    parts: list[tuple[GranuleReader, GranulePlan]],
+) -> tuple[list[tuple[GranuleReader, GranulePlan]], list[dict[str, Any]], list[dict[str, str]]]:
+    """Keep the first sounding of each repeated ``sounding_id`` (in input order), drop the others.
+
+    The same sounding in two files (an overlapping download, a product delivered twice
+    under two names) must count once. Files without identifiers are not compared.
+
+    Returns
+    -------
+    parts : the plans narrowed to first occurrences (files left empty removed)
+    records : one ``{"path", "n_duplicates", "n_kept", "duplicates_of"}`` per file that lost soundings
+    skipped : ``{"path", "reason"}`` of files whose every sounding was a duplicate
+    """
+    with_ids = [k for k, (_, p) in enumerate(parts) if p.ids is not None and p.n > 0]
+    if not with_ids:
+        return parts, [], []
+    plans = [parts[k][1] for k in with_ids]
+    codes, n_unique = _id_codes(plans)
+    if n_unique == codes.size:
+        return parts, [], []
+    first = np.full(n_unique, codes.size, dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(codes.size))  # first position of each id
+    keep = first[codes] == np.arange(codes.size)
+    owner = np.repeat(np.arange(len(plans)), [p.n for p in plans])
+    bounds = np.concatenate([[0], np.cumsum([p.n for p in plans])])
+    out = list(parts)
+    records: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for j, k in enumerate(with_ids):
+        sl = slice(bounds[j], bounds[j + 1])
+        mine = keep[sl]
+        if mine.all():
+            continue
+        plan = plans[j]
+        dup = np.flatnonzero(~mine) + bounds[j]
+        sources = sorted({plans[i].path for i in owner[first[codes[dup]]]})
+        records.append({"path": plan.path, "n_duplicates": int(dup.size), "n_kept": int(mine.sum()),
+                        "duplicates_of": sources})  # fmt: skip
+        if not mine.any():
+            skipped.append({"path": plan.path, "reason": f"all {plan.n} soundings duplicate sounding_id values "
+                                                         f"already read from {sources}"})  # fmt: skip
+            out[k] = None  # type: ignore[call-overload]
+        else:
+            out[k] = (parts[k][0], dataclasses.replace(plan, index=plan.index[mine], ids=plan.ids[mine]))
+    return [p for p in out if p is not None], records, skipped
 
 
 def _read_group(
@@ -347,8 +428,18 @@ def open_granules(
     -------
     xarray.Dataset
         Canonical soundings (dims ``sounding``, ``level``; dask-backed). Attributes
-        ``skipped_inputs`` (JSON list of ``{"path", "reason"}``) and ``input_files``
-        (JSON list of paths read). Zero good soundings gives an empty dataset.
+        ``skipped_inputs`` (JSON list of ``{"path", "reason"}``), ``input_files``
+        (JSON list of paths read), ``duplicate_soundings`` (JSON list of
+        ``{"path", "n_duplicates", "n_kept", "duplicates_of"}``) and
+        ``n_duplicate_soundings``. Zero good soundings gives an empty dataset.
+
+    Notes
+    -----
+    A ``sounding_id`` seen more than once (within a file or across files, e.g. the
+    same day downloaded twice) is kept once: the first occurrence in input order
+    (sorted order within a glob) is read, later ones are dropped with a warning and
+    recorded in ``duplicate_soundings``; a file left with no sounding is also listed
+    in ``skipped_inputs``. Products without identifiers are not deduplicated.
 
     Raises
     ------
@@ -387,12 +478,21 @@ def open_granules(
     if not parts:
         lines = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped)
         raise GranuleError(str(paths_or_glob), f"no readable granule among {len(paths)} file(s): {lines}")
+    parts, duplicates, dup_skipped = _drop_duplicates(parts)
+    for rec in duplicates:
+        msg = (f"dropping {rec['n_duplicates']} soundings of {rec['path']} whose sounding_id was already read "
+               f"from {rec['duplicates_of']} (kept the first)")  # fmt: skip
+        warnings.warn(msg, stacklevel=2)
+        logger.warning(msg)
+    skipped += dup_skipped
     n = None if chunks is None else chunks if isinstance(chunks, int) else chunks.get(SOUNDING_DIM)
     ds = _assemble(parts, want or parts[0][1].gas, bias_corrected, screen, n)
     if n and n > 0 and ds.sizes[SOUNDING_DIM] > 0 and max(ds.xgas.data.chunks[0]) > n:
         ds = ds.chunk({SOUNDING_DIM: n})  # a single file larger than the chunk
     ds.attrs["input_files"] = json.dumps([p.path for _, p in parts])
     ds.attrs["skipped_inputs"] = json.dumps(skipped)
+    ds.attrs["duplicate_soundings"] = json.dumps(duplicates)
+    ds.attrs["n_duplicate_soundings"] = int(sum(r["n_duplicates"] for r in duplicates))
     logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts),
                 len(skipped))  # fmt: skip
     return ds

@@ -35,7 +35,8 @@ from gosat_pipeline.errors import GranuleError
 from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
 from gosat_pipeline.schema import LEVEL_VARIABLES
 
-__all__ = ["NcTableReader", "summarise_file", "open_nc", "mask_fill", "cf_time", "check_gas"]
+__all__ = ["NcTableReader", "summarise_file", "open_nc", "mask_fill", "cf_time", "time_epoch", "check_gas",
+           "check_plausible_units", "wrap_longitude"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,14 +183,31 @@ _UNIT_NS = {"seconds": 10**9, "milliseconds": 10**6, "minutes": 60 * 10**9, "hou
             "days": 86400 * 10**9}  # fmt: skip
 
 
-def cf_time(values: np.ndarray, units: str, path: str) -> np.ndarray:
-    """CF offsets (``"<unit> since <epoch>"``) -> UTC datetime64[ns]; NaN -> NaT."""
+def time_epoch(units: Any, path: str, vpath: str = "time") -> tuple[str, pd.Timestamp]:
+    """(unit, epoch) of CF time units ``"<unit> since <epoch>"``; GranuleError naming the variable.
+
+    Readers call this in ``scan`` so that a file with missing or wrong time units is
+    rejected (and skipped) at open time rather than failing the batch when read.
+    """
+    if units is None:
+        raise GranuleError(path, f"variable {vpath!r} has no units attribute; expected '<unit> since <epoch>'")
     m = _TIME_UNITS.fullmatch(str(units))
     if not m:
-        raise GranuleError(path, f"time units {units!r} are not '<unit> since <epoch>'")
-    epoch = pd.Timestamp(m.group(2).strip().rstrip("Z").replace("UTC", "").strip())
+        raise GranuleError(path, f"variable {vpath!r}: time units {units!r} are not '<unit> since <epoch>'")
+    try:
+        epoch = pd.Timestamp(m.group(2).strip().rstrip("Z").replace("UTC", "").strip())
+    except (ValueError, TypeError) as exc:
+        raise GranuleError(path, f"variable {vpath!r}: time units {units!r} have no valid epoch ({exc})") from None
+    if epoch is pd.NaT:
+        raise GranuleError(path, f"variable {vpath!r}: time units {units!r} have no valid epoch")
+    return m.group(1), epoch
+
+
+def cf_time(values: np.ndarray, units: str | None, path: str, vpath: str = "time") -> np.ndarray:
+    """CF offsets (``"<unit> since <epoch>"``) -> UTC datetime64[ns]; NaN -> NaT."""
+    unit, epoch = time_epoch(units, path, vpath)
     v = np.asarray(values, dtype=np.float64)
-    ns = np.round(v * _UNIT_NS[m.group(1)])
+    ns = np.round(v * _UNIT_NS[unit])
     out = np.full(v.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
     ok = np.isfinite(ns)
     out[ok] = (epoch.value + ns[ok].astype(np.int64)).astype("datetime64[ns]")
@@ -203,26 +221,71 @@ def check_gas(path: str, found: str, requested: str | None) -> str:
     return found
 
 
+#: Longitudes a product may use: [-180, 180] or [0, 360]. Anything else is not a position.
+LONGITUDE_VALID_RANGE = (-180.0, 360.0)
+
+
 def wrap_longitude(lon: np.ndarray) -> np.ndarray:
-    """Longitude into [-180, 180)."""
-    return ((lon + 180.0) % 360.0) - 180.0
+    """Longitude into [-180, 180); values outside [-180, 360] (not a longitude) become NaN.
+
+    Wrapping such a value (e.g. 500 -> 140) would invent a position; as NaN the
+    sounding is dropped and counted by the quality filter (``invalid_position``).
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    out = ((lon + 180.0) % 360.0) - 180.0
+    lo, hi = LONGITUDE_VALID_RANGE
+    with np.errstate(invalid="ignore"):
+        out[~((lon >= lo) & (lon <= hi))] = np.nan
+    return out
+
+
+#: Plausible range of a file's median column value in canonical units (ppm CO2, ppb CH4).
+#: Far wider than any real atmosphere, far narrower than a unit error (x1000 or /1000).
+PLAUSIBLE_XGAS = {"CO2": (150.0, 1500.0), "CH4": (500.0, 5000.0)}
+
+
+def check_plausible_units(path: str, gas: str, xgas: np.ndarray, variable: str) -> None:
+    """GranuleError when the file's median gas value cannot be in canonical units.
+
+    Readers take the units of each product from its documentation, not from the
+    (often wrong) units attribute (L2_FORMATS.md); this check catches a file whose
+    values are on another scale (ppm read as ppb, mol/mol, another quantity).
+    """
+    valid = xgas[np.isfinite(xgas)]
+    if valid.size == 0:
+        return
+    lo, hi = PLAUSIBLE_XGAS[gas]
+    med = float(np.median(valid))
+    if not lo <= med <= hi:
+        units = {"CO2": "ppm", "CH4": "ppb"}[gas]
+        raise GranuleError(path, f"variable {variable!r}: median {gas} value {med:.6g} is not plausible in {units} "
+                                 f"(expected {lo:g}-{hi:g} after the reader's unit conversion); wrong units "
+                                 "or another quantity in the file")  # fmt: skip
 
 
 def plan_from_flags(path: str, gas: str, xgas: np.ndarray, flag_bad: np.ndarray, *, screen: bool,
-                    n_levels: int, attrs: dict[str, Any], extra: dict[str, Any] | None = None) -> GranulePlan:  # fmt: skip
+                    n_levels: int, attrs: dict[str, Any], extra: dict[str, Any] | None = None,
+                    ids: np.ndarray | None = None, variable: str = "xgas") -> GranulePlan:  # fmt: skip
     """Build a plan from the file's gas values and its translated quality flag.
 
     A sounding whose gas value is a fill is flagged bad. A file with no valid gas
-    value at all is an all-fill file (GranuleError).
+    value at all is an all-fill file, and a file whose values are on another scale
+    fails :func:`check_plausible_units` (GranuleError). ``ids`` (one per sounding
+    of the file) become the plan's ``ids`` for the planned soundings.
     """
     valid = np.isfinite(xgas)
     if xgas.size and not valid.any():
-        raise GranuleError(path, f"all {xgas.size} soundings are fill values (no valid {gas} column)")
+        raise GranuleError(path, f"all {xgas.size} soundings are fill values or NaN (no valid {gas} column "
+                                 f"in {variable!r})")  # fmt: skip
+    check_plausible_units(path, gas, xgas, variable)
     bad = np.asarray(flag_bad, dtype=bool) | ~valid
     good = ~bad
     index = np.flatnonzero(good) if screen else np.arange(xgas.size)
     ex = {"bad": bad, **(extra or {})}
-    return GranulePlan(path, gas, index, int(xgas.size), int(good.sum()), n_levels, attrs, ex)
+    plan = GranulePlan(path, gas, index, int(xgas.size), int(good.sum()), n_levels, attrs, ex)
+    if ids is not None:
+        plan.ids = np.asarray(ids)[index]
+    return plan
 
 
 class NcTableReader(GranuleReader):
@@ -274,10 +337,17 @@ class NcTableReader(GranuleReader):
             n_levels = 0
             if "averaging_kernel" in vmap and _has(ds, vmap["averaging_kernel"]["path"]):
                 n_levels = int(get_var(ds, vmap["averaging_kernel"]["path"], path).shape[-1])
+            for spec in vmap.values():  # what read() would fail on must fail here, where a batch can skip it
+                if spec.get("transform") == "time":
+                    time_epoch(_attrs(get_var(ds, spec["path"], path)).get("units"), path, spec["path"])
             attrs = {"product": self.product, "product_version": self.product_version(ds, path),
                      "reader": self.name}  # fmt: skip
             variables = self._variables(ds, vmap)
-        plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs)
+            plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs,
+                                   variable=vmap["xgas"]["path"])  # fmt: skip
+            sid = vmap.get("sounding_id")
+            if sid is not None and _has(ds, sid["path"]):  # ids of the planned soundings (duplicate check)
+                plan.ids = self._read_one(ds, sid, plan.index, path)
         plan.variables = variables
         return plan
 
@@ -303,6 +373,9 @@ class NcTableReader(GranuleReader):
         idx = plan.index
         with cached_nc(path) as ds:
             for name, spec in vmap.items():
+                if name == "sounding_id" and plan.ids is not None:
+                    out[name] = plan.ids  # read at scan time (duplicate detection)
+                    continue
                 if not _has(ds, spec["path"]):
                     if spec.get("required", True):
                         raise GranuleError(path, f"missing variable {spec['path']!r}")
@@ -335,7 +408,7 @@ class NcTableReader(GranuleReader):
             return (raw[idx] == 1).astype(np.int8)
         attrs = _attrs(var)
         if transform == "time":
-            return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units", ""), path)
+            return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units"), path, spec["path"])
         vals = mask_fill(raw[idx], attrs, self.bare_fill)
         if spec.get("factor", 1.0) != 1.0:
             vals = vals * spec["factor"]

@@ -9,10 +9,12 @@ The contract is checked when a reader registers, not when it first fails.
 A reader works in two steps so that a batch can be opened lazily:
 
 1. :meth:`GranuleReader.scan` opens the file, checks that it is what the reader
-   expects (required variables, gas, not all fill) and returns a
-   :class:`GranulePlan`: the soundings to return (after the product screen when
-   ``screen=True``), their count, and the product attributes. Cheap: only 1-D
-   variables are read.
+   expects (required variables, gas, not all fill, units and time units that
+   ``read`` can decode) and returns a :class:`GranulePlan`: the soundings to return
+   (after the product screen when ``screen=True``), their count, their identifiers
+   and the product attributes. Cheap: only 1-D variables are read. Every fault of a
+   file must surface here, where a batch can skip the file and record why; ``read``
+   runs later inside a dask task, where a failure stops the whole computation.
 2. :meth:`GranuleReader.read` returns the canonical arrays of the planned
    soundings as a ``dict`` of numpy arrays (surface-first, NaN for fills, canonical
    units). :func:`gosat_pipeline.io.open_granules` calls it inside a dask task.
@@ -106,6 +108,13 @@ class GranulePlan:
         Canonical variable name -> numpy dtype string of what ``read`` will return
         (level variables are those of ``schema.LEVEL_VARIABLES``). Lets a batch be built
         lazily; a reader that leaves it empty is read eagerly at open time.
+    ids : numpy.ndarray or None
+        A key identifying each planned sounding across files (aligned with ``index``):
+        the product's sounding identifier (integers or strings, shape (n,)), or integer
+        rows (n, k) such as (time, latitude bits, longitude bits) when the product has
+        no global identifier; None to opt out. :func:`open_granules` keeps the first of
+        soundings whose key repeats (within or across files) and narrows ``index`` and
+        ``ids`` of the later files; ``read`` must honour ``index``.
     """
 
     path: str
@@ -117,6 +126,7 @@ class GranulePlan:
     attrs: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
     variables: dict[str, str] = field(default_factory=dict)
+    ids: np.ndarray | None = None
 
     @property
     def n(self) -> int:

@@ -207,15 +207,40 @@ class _NiesBase(GranuleReader):
             missing += [p for s in vmap.values() for p in s.get("paths", []) if p not in f]
             if missing:
                 raise GranuleError(path, f"missing variable(s) {missing} required by the {self.name} reader")
+            self._check_units(f, vmap, found, path)
             xgas = self._xgas(f, vmap, found, path, True)
             bad = self.flag_bad(f, vmap, path, xgas.size)
             ak = vmap["averaging_kernel"]["path"]
             n_levels = int(f[ak].shape[-1]) if ak in f else 0
             attrs = {"product": self.product, "product_version": self.product_version(f, path), "reader": self.name}
             variables = self._variables(f, vmap)
-        plan = plan_from_flags(path, found, xgas, bad, screen=screen, n_levels=n_levels, attrs=attrs)
+            ids = self._ids(f, vmap, path)
+            bc = vmap.get("xgas_bc")
+            xpath = bc["path"] if bc is not None and bc["path"] in f else vmap["xgas"]["path"]
+        plan = plan_from_flags(path, found, xgas, bad, screen=screen, n_levels=n_levels, attrs=attrs, ids=ids,
+                               variable=xpath)  # fmt: skip
         plan.variables = variables
         return plan
+
+    @staticmethod
+    def _check_units(f: h5py.File, vmap: dict[str, Any], gas: str, path: str) -> None:
+        """Every unit attribute ``read`` converts must be understood (else GranuleError now, not at read)."""
+        for spec in vmap.values():
+            if "gas_units" not in spec:
+                continue
+            for p in spec.get("paths", [spec.get("path")]):
+                if p is not None and p in f:
+                    _factor(gas, _attr_str(f[p], "unit"), spec["gas_units"], path, p)
+
+    @staticmethod
+    def _ids(f: h5py.File, vmap: dict[str, Any], path: str) -> np.ndarray | None:
+        sid = vmap["sounding_id"]["path"]
+        if sid not in f:
+            return None
+        raw = _values(f, sid, path)[0]
+        if raw.dtype.kind in "SOU":
+            return np.array([s.decode() if isinstance(s, bytes) else str(s) for s in raw], dtype=object)
+        return raw.astype(np.int64)
 
     @staticmethod
     def _variables(f: h5py.File, vmap: dict[str, Any]) -> dict[str, str]:
@@ -272,11 +297,9 @@ class _NiesBase(GranuleReader):
         lf = vmap["land_fraction"]["path"]
         if lf in f:
             out["surface_type"] = (_masked(f, lf, path)[idx] < 50.0).astype(np.int8)  # INF: water = glint mode
-        sid = vmap["sounding_id"]["path"]
-        if sid in f:
-            raw = _values(f, sid, path)[0][idx]
-            out["sounding_id"] = (np.array([s.decode() if isinstance(s, bytes) else str(s) for s in raw], dtype=object)
-                                  if raw.dtype.kind in "SOU" else raw.astype(np.int64))  # fmt: skip
+        ids = self._ids(f, vmap, path)
+        if ids is not None:
+            out["sounding_id"] = ids[idx]
 
     @staticmethod
     def _levels(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -113,7 +113,8 @@ class TropomiCh4Reader(GranuleReader):
             raw = _field(ds, "xgas_raw", path).reshape(-1)
             cand = np.flatnonzero(np.isfinite(raw))
             if raw.size and cand.size == 0:
-                raise GranuleError(path, f"all {raw.size} pixels are fill values (no methane retrieval)")
+                raise GranuleError(path, f"all {raw.size} pixels are fill values or NaN (no methane retrieval in "
+                                         f"{TROPOMI_VARIABLES['xgas_raw']!r})")  # fmt: skip
             qa = _field(ds, "qa_value", path).reshape(-1)[cand]
             bad = ~(qa >= 0.5)
             n_levels = int(get_var(ds, TROPOMI_VARIABLES["averaging_kernel"], path).shape[-1])
@@ -121,6 +122,7 @@ class TropomiCh4Reader(GranuleReader):
                      "product_version": str(ds.getncattr("processor_version")) if "processor_version" in ds.ncattrs()
                      else _version_from_name(path)}  # fmt: skip
             orbit = int(ds.getncattr("orbit")) if "orbit" in ds.ncattrs() else 0
+            keys = self._sounding_keys(ds, path, cand)
             variables = {n: "float64" for n in ("latitude", "longitude", "xgas", "xgas_uncertainty",
                                                  "surface_pressure", "xgas_apriori")}  # fmt: skip
             variables.update({n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori",
@@ -131,7 +133,8 @@ class TropomiCh4Reader(GranuleReader):
             if _has(ds, TROPOMI_VARIABLES["surface_classification"]):
                 variables["surface_type"] = "int8"
         plan = plan_from_flags(path, found, raw[cand], bad, screen=screen, n_levels=n_levels, attrs=attrs,
-                               extra={"pixels": cand, "orbit": orbit})  # fmt: skip
+                               extra={"pixels": cand, "orbit": orbit}, ids=keys,
+                               variable=TROPOMI_VARIABLES["xgas_raw"])  # fmt: skip
         plan.variables = variables
         return plan
 
@@ -159,11 +162,24 @@ class TropomiCh4Reader(GranuleReader):
                 out["surface_type"] = ((sc & 0x03) == 1).astype(np.int8)
         out.update(self._column_terms(layer, ps, dp))
         out["quality_flag"] = plan.extra["bad"][plan.index].astype(np.int8)
-        gp = shape[-1]
-        out["sounding_id"] = (plan.extra["orbit"] * 10**8 + (pix // gp) * 1000 + pix % gp).astype(np.int64)
+        out["sounding_id"] = _pixel_ids(plan.extra["orbit"], pix, shape[-1])
         if np.isnan(out["xgas"]).any():
             out["quality_flag"] = np.where(np.isnan(out["xgas"]), 1, out["quality_flag"]).astype(np.int8)
         return out
+
+    @classmethod
+    def _sounding_keys(cls, ds: netCDF4.Dataset, path: str, cand: np.ndarray) -> np.ndarray:
+        """Rows (time ns, latitude bits, longitude bits) of the retrieved pixels: the duplicate check key.
+
+        Pixel numbers restart in every subset of an orbit (``.SUB`` files), so they do not
+        identify a sounding across files; time and position do. Decoding the times here
+        also rejects bad time units at scan time.
+        """
+        shape = get_var(ds, TROPOMI_VARIABLES["qa_value"], path).shape
+        t = cls._times(ds, path, shape)[cand].view(np.int64)
+        lat = _field(ds, "latitude", path).reshape(-1)[cand].astype(np.float64).view(np.int64)
+        lon = _field(ds, "longitude", path).reshape(-1)[cand].astype(np.float64).view(np.int64)
+        return np.stack([t, lat, lon], axis=1)
 
     @staticmethod
     def _times(ds: netCDF4.Dataset, path: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -171,7 +187,8 @@ class TropomiCh4Reader(GranuleReader):
         t0 = mask_fill(read_raw(tvar, path), {k: tvar.getncattr(k) for k in tvar.ncattrs()}, None).reshape(-1)
         dt = _field(ds, "delta_time", path)  # (time, scanline) ms
         secs = t0[:, None] + dt / 1000.0
-        per_line = cf_time(secs, tvar.getncattr("units"), path)  # (time, scanline)
+        units = tvar.getncattr("units") if "units" in tvar.ncattrs() else None
+        per_line = cf_time(secs, units, path, TROPOMI_VARIABLES["time"])  # (time, scanline)
         return np.broadcast_to(per_line[..., None], shape).reshape(-1)
 
     @staticmethod
@@ -189,6 +206,11 @@ class TropomiCh4Reader(GranuleReader):
                 "pressure_weight": h.astype(np.float32), "profile_apriori": xa.astype(np.float32),
                 "pressure": p_mid.astype(np.float32), "surface_pressure": ps / 100.0,
                 "xgas_apriori": xa_col}  # fmt: skip
+
+
+def _pixel_ids(orbit: int, pix: np.ndarray, ground_pixels: int) -> np.ndarray:
+    """Sounding identifiers ``orbit * 1e8 + scanline * 1000 + ground_pixel``."""
+    return (orbit * 10**8 + (pix // ground_pixels) * 1000 + pix % ground_pixels).astype(np.int64)
 
 
 def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
