@@ -12,11 +12,13 @@ result stays dask-backed.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -24,7 +26,7 @@ import xarray as xr
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.schema import SOUNDING_DIM
 
-__all__ = ["quality_mask", "apply_quality_filter"]
+__all__ = ["quality_mask", "apply_quality_filter", "DROP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +83,73 @@ def _time_mask(ds: xr.Dataset, time_range: Sequence[Any]) -> xr.DataArray:
     return mask
 
 
+#: Reasons a sounding is dropped, in the order they are attributed (the first that applies).
+DROP_REASONS: tuple[str, ...] = (
+    "missing_value",
+    "invalid_time",
+    "invalid_position",
+    "flagged",
+    "outside_time_window",
+    "outside_bbox",
+    "solar_zenith",
+    "uncertainty",
+    "surface",
+)
+
+
+def _validity_screens(ds: xr.Dataset) -> list[tuple[str, xr.DataArray]]:
+    """Screens every sounding must pass: a value, a time, a position on the globe."""
+    lat, lon = ds["latitude"], ds["longitude"]
+    return [
+        ("missing_value", ds["xgas"].notnull()),
+        ("invalid_time", ds["time"].notnull()),
+        (
+            "invalid_position",
+            (lat >= -90.0) & (lat <= 90.0) & (lon >= -180.0) & (lon <= 360.0),
+        ),
+    ]
+
+
+def _screens(
+    ds: xr.Dataset,
+    *,
+    bbox: Sequence[float] | None,
+    time_range: Sequence[Any] | None,
+    max_solar_zenith: float | None,
+    max_uncertainty: float | None,
+    surface: str,
+    drop_flagged: bool,
+) -> list[tuple[str, xr.DataArray]]:
+    """(reason, pass mask) of every requested screen, in :data:`DROP_REASONS` order."""
+    if surface not in _SURFACES:
+        raise SchemaError(f"surface={surface!r}; allowed: {sorted(_SURFACES)}")
+    screens = _validity_screens(ds)
+    if drop_flagged:
+        screens.append(("flagged", ds["quality_flag"] == 0))
+    if time_range is not None:
+        screens.append(("outside_time_window", _time_mask(ds, time_range)))
+    if bbox is not None:
+        screens.append(("outside_bbox", _bbox_mask(ds, bbox)))
+    if max_solar_zenith is not None:
+        if "solar_zenith_angle" not in ds:
+            raise SchemaError(
+                f"max_solar_zenith={max_solar_zenith} needs 'solar_zenith_angle'; "
+                f"product {ds.attrs.get('product')!r} has none: drop that screen"
+            )
+        screens.append(("solar_zenith", ds["solar_zenith_angle"] <= max_solar_zenith))
+    if max_uncertainty is not None:
+        screens.append(("uncertainty", ds["xgas_uncertainty"] <= max_uncertainty))
+    code = _SURFACES[surface]
+    if code is not None:
+        if "surface_type" not in ds:
+            raise SchemaError(
+                f"surface={surface!r} needs 'surface_type'; product "
+                f"{ds.attrs.get('product')!r} has none: use surface='all'"
+            )
+        screens.append(("surface", ds["surface_type"] == code))
+    return screens
+
+
 def quality_mask(
     ds: xr.Dataset,
     *,
@@ -94,31 +163,38 @@ def quality_mask(
     """Boolean mask (dims ``sounding``) of the soundings that pass every requested screen.
 
     Parameters are those of :func:`apply_quality_filter`. Soundings with a NaN
-    ``xgas`` never pass.
+    ``xgas``, a NaT ``time``, a latitude outside [-90, 90] or a longitude outside
+    [-180, 360] (or NaN) never pass.
     """
-    if surface not in _SURFACES:
-        raise SchemaError(f"surface={surface!r}; allowed: {sorted(_SURFACES)}")
-    mask = ds["xgas"].notnull()
-    if drop_flagged:
-        mask &= ds["quality_flag"] == 0
-    if bbox is not None:
-        mask &= _bbox_mask(ds, bbox)
-    if time_range is not None:
-        mask &= _time_mask(ds, time_range)
-    if max_solar_zenith is not None:
-        if "solar_zenith_angle" not in ds:
-            raise SchemaError(f"max_solar_zenith={max_solar_zenith} needs 'solar_zenith_angle'; "
-                              f"product {ds.attrs.get('product')!r} has none: drop that screen")  # fmt: skip
-        mask &= ds["solar_zenith_angle"] <= max_solar_zenith
-    if max_uncertainty is not None:
-        mask &= ds["xgas_uncertainty"] <= max_uncertainty
-    code = _SURFACES[surface]
-    if code is not None:
-        if "surface_type" not in ds:
-            raise SchemaError(f"surface={surface!r} needs 'surface_type'; product "
-                              f"{ds.attrs.get('product')!r} has none: use surface='all'")  # fmt: skip
-        mask &= ds["surface_type"] == code
+    screens = _screens(
+        ds,
+        bbox=bbox,
+        time_range=time_range,
+        max_solar_zenith=max_solar_zenith,
+        max_uncertainty=max_uncertainty,
+        surface=surface,
+        drop_flagged=drop_flagged,
+    )
+    mask = screens[0][1]
+    for _, ok in screens[1:]:
+        mask = mask & ok
     return mask
+
+
+def _attribute_drops(
+    screens: list[tuple[str, xr.DataArray]], n: int
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Keep mask and, per reason, the soundings it drops (each charged to its first failed screen)."""
+    values = (
+        dask.compute(*[ok.data for _, ok in screens]) if n else [np.zeros(0, bool)] * len(screens)
+    )
+    keep = np.ones(n, dtype=bool)
+    dropped: dict[str, int] = {}
+    for (reason, _), ok in zip(screens, values, strict=True):
+        ok = np.asarray(ok, dtype=bool)
+        dropped[reason] = int(np.count_nonzero(keep & ~ok))
+        keep &= ok
+    return keep, dropped
 
 
 def apply_quality_filter(
@@ -131,7 +207,7 @@ def apply_quality_filter(
     surface: str = "all",
     drop_flagged: bool = True,
 ) -> xr.Dataset:
-    """Keep the soundings that pass every requested screen.
+    """Keep the soundings that pass every requested screen, and count why the others went.
 
     Parameters
     ----------
@@ -156,22 +232,53 @@ def apply_quality_filter(
     -------
     xarray.Dataset
         The kept soundings (still dask-backed when the input is), with attributes
-        ``n_soundings_before_filter`` and ``quality_filter`` (the screens applied).
+        ``n_soundings_before_filter``, ``quality_filter`` (the screens applied) and
+        ``quality_filter_dropped`` (JSON: soundings dropped per reason of
+        :data:`DROP_REASONS`, summing to the number dropped).
 
     Raises
     ------
     SchemaError
         A screen needs a variable the product does not have, or an argument is invalid.
+
+    Notes
+    -----
+    Whatever the screens requested, a sounding without a value (NaN ``xgas``), a time
+    (NaT) or a valid position (latitude outside [-90, 90], longitude outside
+    [-180, 360], NaN) is dropped: such a sounding cannot be gridded. Each dropped
+    sounding is charged to the first screen it fails, in :data:`DROP_REASONS` order.
     """
     n_before = int(ds.sizes.get(SOUNDING_DIM, 0))
-    mask = quality_mask(ds, bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
-                        max_uncertainty=max_uncertainty, surface=surface, drop_flagged=drop_flagged)  # fmt: skip
-    keep = np.asarray(mask.values, dtype=bool) if n_before else np.zeros(0, dtype=bool)
+    screens = _screens(
+        ds,
+        bbox=bbox,
+        time_range=time_range,
+        max_solar_zenith=max_solar_zenith,
+        max_uncertainty=max_uncertainty,
+        surface=surface,
+        drop_flagged=drop_flagged,
+    )
+    keep, dropped = _attribute_drops(screens, n_before)
     out = ds.isel({SOUNDING_DIM: np.flatnonzero(keep)})
-    screens = {"bbox": list(bbox) if bbox is not None else None,
-               "time_range": [str(t) for t in time_range] if time_range is not None else None,
-               "max_solar_zenith": max_solar_zenith, "max_uncertainty": max_uncertainty,
-               "surface": surface, "drop_flagged": drop_flagged}  # fmt: skip
-    out.attrs = {**ds.attrs, "n_soundings_before_filter": n_before, "quality_filter": repr(screens)}
-    logger.info("quality filter kept %d/%d soundings", int(keep.sum()), n_before)
+    screens_applied = {
+        "bbox": list(bbox) if bbox is not None else None,
+        "time_range": [str(t) for t in time_range] if time_range is not None else None,
+        "max_solar_zenith": max_solar_zenith,
+        "max_uncertainty": max_uncertainty,
+        "surface": surface,
+        "drop_flagged": drop_flagged,
+    }
+    out.attrs = {
+        **ds.attrs,
+        "n_soundings_before_filter": n_before,
+        "quality_filter": repr(screens_applied),
+        "quality_filter_dropped": json.dumps(dropped),
+    }
+    why = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)
+    logger.info(
+        "quality filter kept %d/%d soundings%s",
+        int(keep.sum()),
+        n_before,
+        f" (dropped: {why})" if why else "",
+    )
     return out
