@@ -30,7 +30,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -795,6 +795,7 @@ def _float_or_nan(text: str) -> float:
 class _Row:
     line: int
     fields: dict[str, str]
+    extra: list[str] = field(default_factory=list)
 
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
@@ -802,19 +803,29 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
         fh = path.open(newline="", encoding="utf-8-sig")
     except OSError as exc:
         raise ReportedTotalsError(str(path), [f"cannot open: {exc}"]) from exc
+    header: list[str] | None = None
+    rows: list[_Row] = []
     with fh:
         reader = csv.reader(fh)
-        header: list[str] | None = None
-        rows: list[_Row] = []
-        for rec in reader:
-            if not rec or all(not f.strip() for f in rec) or rec[0].lstrip().startswith("#"):
-                continue
-            if header is None:
-                header = [h.strip() for h in rec]
-                continue
-            rows.append(_Row(reader.line_num, dict(zip(header, rec, strict=False))))
+        try:
+            for rec in reader:
+                if not rec or all(not f.strip() for f in rec) or rec[0].lstrip().startswith("#"):
+                    continue
+                if header is None:
+                    header = [h.strip() for h in rec]
+                    continue
+                rows.append(_Row(reader.line_num, dict(zip(header, rec, strict=False)),
+                                 [f for f in rec[len(header):] if f.strip()]))  # fmt: skip
+        except UnicodeDecodeError as exc:
+            raise ReportedTotalsError(str(path), [f"line {reader.line_num + 1}: not UTF-8 text (byte "
+                                                  f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}"
+                                                  "); save the table as UTF-8 CSV"]) from None  # fmt: skip
+        except csv.Error as exc:
+            raise ReportedTotalsError(str(path), [f"line {reader.line_num}: not a CSV row ({exc})"]) from None
     if header is None:
         raise ReportedTotalsError(str(path), ["line 1: the file is empty (no header row)"])
+    if not rows:
+        raise ReportedTotalsError(str(path), [f"line 2: no data rows after the header {header}"])
     return header, rows
 
 
@@ -847,11 +858,16 @@ def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, st
         year = -1
     if not gas or not gas.isascii():
         problems.append(f"line {ln}, column gas: {gas!r} is empty or not ASCII")
+    if r.extra:
+        problems.append(f"line {ln}: {len(r.fields) + len(r.extra)} fields but the header has {len(r.fields)} "
+                        f"(extra {r.extra}; an unquoted comma in a value such as a thousands separator?)")  # fmt: skip
     try:
         value = _float_or_nan(f.get("value", ""))
+        if math.isinf(value):
+            raise ValueError
     except ValueError:
-        problems.append(f"line {ln}, column value: {f.get('value')!r} is not a number (use empty or NaN for "
-                        "'not reported')")  # fmt: skip
+        problems.append(f"line {ln}, column value: {f.get('value')!r} is not a finite number (use empty or NaN "
+                        "for 'not reported')")  # fmt: skip
         value = math.nan
     unit = f.get("unit", "").strip()
     tg = math.nan
