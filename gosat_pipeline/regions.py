@@ -105,14 +105,26 @@ def _iso3_series(gdf: gpd.GeoDataFrame, column: str | None, path: str) -> pd.Ser
     return codes
 
 
+def _check_polygon(g: Any, label: str, path: str) -> None:
+    """A region is an area on the globe: a (multi)polygon inside lon [-180, 360], lat [-90, 90]."""
+    if g.geom_type not in ("Polygon", "MultiPolygon"):
+        raise BoundaryError(f"{path}: feature {label} is a {g.geom_type}, not a Polygon or MultiPolygon "
+                            "(a region boundary must enclose an area)")  # fmt: skip
+    west, south, east, north = g.bounds
+    if not (-180.0 <= west and east <= 360.0 and -90.0 <= south and north <= 90.0):
+        raise BoundaryError(f"{path}: feature {label} has coordinates outside longitude [-180, 360] / latitude "
+                            f"[-90, 90] (bounds {[west, south, east, north]}); is its CRS really EPSG:4326?")  # fmt: skip
+
+
 def _repair(gdf: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
-    """Make geometries valid (shapely.make_valid), keep polygonal parts; warn once."""
+    """Check geometries (polygons on the globe); make invalid ones valid (shapely.make_valid); warn once."""
     geoms = list(gdf.geometry.values)
     repaired = []
     for k, g in enumerate(geoms):
         label = f"{gdf['region'].iloc[k]} ({gdf['name'].iloc[k]})"
         if g is None or g.is_empty:
             raise BoundaryError(f"{path}: feature {label} has no geometry")
+        _check_polygon(g, label, path)
         if g.is_valid:
             continue
         fixed = shapely.make_valid(g)
