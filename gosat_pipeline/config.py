@@ -33,8 +33,34 @@ __all__ = [
 ]
 
 
+def _accepts_bool(annotation: Any) -> bool:
+    import typing
+
+    return annotation is bool or any(_accepts_bool(a) for a in typing.get_args(annotation))
+
+
+def _is_numeric(annotation: Any) -> bool:
+    import typing
+
+    return annotation in (int, float) or any(_is_numeric(a) for a in typing.get_args(annotation))
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    # allow_inf_nan=False: "inf" or ".nan" is never a valid setting (sigma, thresholds, winds)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: Any) -> Any:
+        """``resolution: true`` is a mistake, not 1.0 (pydantic would silently coerce it)."""
+        items = v if isinstance(v, (list, tuple)) else [v]
+        if any(isinstance(x, bool) for x in items) and info.field_name in cls.model_fields:
+            ann = cls.model_fields[info.field_name].annotation
+            if _is_numeric(ann) and not _accepts_bool(ann):
+                raise ValueError("expected a number, found a boolean")
+        return v
 
 
 class RunSection(_Model):
@@ -365,7 +391,10 @@ def load_config(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[str
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", str(path)) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ConfigError(f"not valid YAML{where}: {what}", str(path)) from None
     cfg = config_from_dict(data, str(path))
     return _resolve_paths(cfg, Path(base_dir) if base_dir is not None else Path.cwd())
 
