@@ -667,12 +667,21 @@ def _soundings_partial(
     return _chunk_partial(grid_edges, t_edges, lat, lon, x, t, None, u, ak)
 
 
-def _block_list(arr: da.Array | None, chunks: tuple[int, ...]) -> list[Any]:
-    """Delayed blocks of ``arr`` along ``sounding`` (all levels in one block); Nones if absent."""
-    if arr is None:
-        return [None] * len(chunks)
-    arr = arr.rechunk((chunks,) + ((-1,) * (arr.ndim - 1)))
-    return list(arr.to_delayed().ravel())
+def _block_lists(arrays: list[da.Array | None], chunks: tuple[int, ...]) -> list[list[Any]]:
+    """Delayed blocks of each array along ``sounding`` (all levels in one block); Nones if absent.
+
+    Split without graph optimisation: optimising (even jointly) fuses a task that feeds
+    several variables, such as ingest's one read of a granule group, into each of them,
+    so it ran once per variable (every granule was read nine times).
+    """
+    out: list[list[Any]] = []
+    for a in arrays:
+        if a is None:
+            out.append([None] * len(chunks))
+            continue
+        a = a.rechunk((chunks,) + ((-1,) * (a.ndim - 1)))
+        out.append(list(a.to_delayed(optimize_graph=False).ravel()))
+    return out
 
 
 def _lazy_stack(
@@ -694,7 +703,7 @@ def _lazy_stack(
 
     order = ("latitude", "longitude", "xgas", "time", "xgas_uncertainty",
              "averaging_kernel", "pressure_weight", "pressure", "surface_pressure")  # fmt: skip
-    cols = [_block_list(as_dask(inputs[k]), chunks) for k in order]
+    cols = _block_lists([as_dask(inputs[k]) for k in order], chunks)
     if inputs["averaging_kernel"] is None:
         cols[5:] = [[None] * len(chunks)] * 4
     edges = _grid_edges(grid)
