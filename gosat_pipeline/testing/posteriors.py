@@ -10,8 +10,10 @@ schema of the inversion stage exactly (state coords, matrices, scalars and the
 regional totals on ``total`` from :func:`gosat_pipeline.inversion.region_totals`).
 
 :func:`write_run_dir` writes a complete synthetic run directory (``posterior.nc``,
-``emissions.nc``, ``gridded.nc``, ``boundaries.geojson``, ``manifest.json``,
-``config.resolved.yaml``, ``discrepancies.*``) for report tests and demos.
+``emissions.nc``, ``gridded.nc``, or with ``gases=("CH4", "CO2")`` the pipeline's
+per-gas ``posterior_<GAS>.nc``, ``emissions_<GAS>.nc``, ``gridded_<GAS>.nc``; plus
+``boundaries.geojson``, ``manifest.json``, ``config.resolved.yaml``,
+``discrepancies.*``) for report tests and demos.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from gosat_pipeline.compare import compare_to_inventory, write_discrepancies
+from gosat_pipeline.compare import compare_to_inventory, period_change, write_discrepancies
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import region_totals
 from gosat_pipeline.outputs import atomic_write_netcdf, atomic_write_text
@@ -193,8 +195,6 @@ def make_posterior(
                                      "flag_meanings": "ok no_observations degenerate"})  # fmt: skip
     totals = region_totals(ds, K=K, region_names={c: regs[c][0] for c in codes})
     ds = xr.merge([ds, totals], combine_attrs="override")
-    if "total_status" in ds:
-        ds["total_status"].attrs.setdefault("long_name", "status of the regional total")
     ds.attrs = global_attrs(
         f"{gas} posterior emissions (synthetic)", source="gosat_pipeline.testing.make_posterior",
         gas=gas.upper(), prior_error=float(prior_error), obs_sigma=float(obs_sigma), seed=int(seed),
@@ -362,61 +362,135 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return atomic_write_netcdf(ds, path, encoding=cf_encoding(ds))
 
 
+def _default_posterior(regs: Mapping[str, tuple], gas: str, index: int, periods: Sequence[str],
+                       synthetic: bool) -> xr.Dataset:  # fmt: skip
+    """A posterior with a planted discrepancy (region ``index`` mod n) and an unseen last region."""
+    codes = list(regs)
+    planted = codes[index % len(codes)]
+    truth = {c: (1.6 if c == planted else 1.0) for c in codes}
+    if index % 2:  # the second gas has its discrepancy the other way round
+        truth[planted] = 0.5
+    constraint = {c: (0.0 if i == len(codes) - 1 else 30.0) for i, c in enumerate(codes)}
+    return make_posterior(regs, gas=gas, periods=periods, truth=truth, constraint=constraint, seed=index,
+                          synthetic=synthetic)  # fmt: skip
+
+
+def _gas_regions(regs: Mapping[str, tuple], gas: str, scaled: bool) -> dict[str, tuple]:
+    """CO2 priors of the default regions scaled to CO2-like magnitudes (x 60)."""
+    factor = 60.0 if scaled and gas.upper() == "CO2" else 1.0
+    return {c: (name, total * factor, box) for c, (name, total, box) in regs.items()}
+
+
+def _posteriors(
+    posterior: xr.Dataset | Mapping[str, xr.Dataset] | None,
+    gases: Sequence[str] | None,
+    regs: Mapping[str, tuple],
+    scaled: bool,
+    periods: Sequence[str],
+    synthetic: bool,
+) -> dict[str, tuple[xr.Dataset, dict[str, tuple]]]:
+    """gas -> (posterior, its regions) for :func:`write_run_dir`."""
+    if gases is None:
+        gas = str(posterior.attrs.get("gas", "CH4")) if isinstance(posterior, xr.Dataset) else "CH4"
+        gases = [gas]
+    gases = [str(g).upper() for g in gases]
+    if isinstance(posterior, xr.Dataset) and len(gases) > 1:
+        raise ValueError("several gases: pass posterior as a dict gas -> Dataset (or leave it out)")
+    out = {}
+    for i, gas in enumerate(gases):
+        if isinstance(posterior, xr.Dataset):
+            out[gas] = (posterior, dict(regs))
+        elif isinstance(posterior, Mapping) and gas in posterior:
+            out[gas] = (posterior[gas], dict(regs))
+        else:
+            gregs = _gas_regions(regs, gas, scaled)
+            out[gas] = (_default_posterior(gregs, gas, i, periods, synthetic), gregs)
+    return out
+
+
 def write_run_dir(
     run_dir: str | Path,
     *,
-    posterior: xr.Dataset | None = None,
+    posterior: xr.Dataset | Mapping[str, xr.Dataset] | None = None,
     reported: pd.DataFrame | None = None,
     regions: Mapping[str, tuple] | None = None,
     synthetic: bool = True,
     manifest: Mapping[str, Any] | None = None,
     skip: Sequence[str] = (),
     compare_kwargs: Mapping[str, Any] | None = None,
+    gases: Sequence[str] | None = None,
+    periods: Sequence[str] = ("2019",),
+    change: tuple[str, str] | None = None,
 ) -> Path:
     """Write a complete synthetic run directory for report tests and demos.
 
     Parameters
     ----------
     run_dir : path-like
-    posterior : xarray.Dataset, optional
-        Default :func:`make_posterior` on ``regions`` with a planted discrepancy.
+    posterior : xarray.Dataset or dict gas -> xarray.Dataset, optional
+        Default :func:`make_posterior` on ``regions`` with a planted discrepancy (one
+        per gas, in opposite directions for the second gas).
     reported : pandas.DataFrame, optional
-        Default :func:`make_reported` (prior totals, 15 %).
+        Default :func:`make_reported` (prior totals, 15 %) for each gas. With several
+        gases, each gas is compared with the rows of its ``gas`` column.
     regions : dict, optional
-        code -> (name, prior Tg yr-1, box); default :data:`DEFAULT_REGIONS`.
+        code -> (name, prior Tg yr-1, box); default :data:`DEFAULT_REGIONS` (whose prior
+        totals are multiplied by 60 for a default CO2 posterior).
     synthetic : bool
         Value of ``manifest["synthetic"]`` and the global ``synthetic`` attributes.
     manifest : dict, optional
         Extra manifest keys (override the defaults).
     skip : sequence of str
-        File names not to write (to test graceful degradation).
+        File names not to write (to test graceful degradation), e.g.
+        ``"emissions_CO2.nc"``.
     compare_kwargs : dict, optional
         Passed to :func:`gosat_pipeline.compare.compare_to_inventory`.
+    gases : sequence of str, optional
+        Write one ``posterior_<GAS>.nc``, ``emissions_<GAS>.nc`` and ``gridded_<GAS>.nc``
+        per gas, as the pipeline does, e.g. ``("CH4", "CO2")``, and one
+        ``discrepancies.json`` with the rows of every gas. Default: one gas (that of
+        ``posterior``, else CH4) under the legacy names ``posterior.nc``,
+        ``emissions.nc``, ``gridded.nc``.
+    periods : sequence of str
+        Periods of the default posteriors.
+    change : (str, str), optional
+        ``(period_a, period_b)``: also write the period changes of every gas
+        (:func:`gosat_pipeline.compare.period_change`) into ``discrepancies.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        ``run_dir``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     regs = _regions(regions)
-    if posterior is None:
-        truth = {c: (1.6 if i == 0 else 1.0) for i, c in enumerate(regs)}
-        constraint = {c: (0.0 if i == len(regs) - 1 else 30.0) for i, c in enumerate(regs)}
-        posterior = make_posterior(regs, truth=truth, constraint=constraint, synthetic=synthetic)
+    per_gas = _posteriors(posterior, gases, regs, regions is None, periods, synthetic)
     if reported is None:
-        reported = make_reported(posterior)
-    files: dict[str, Any] = {
-        "posterior.nc": lambda p: write_netcdf(posterior, p),
-        "emissions.nc": lambda p: write_netcdf(make_flux_maps(posterior, regs), p),
-        "gridded.nc": lambda p: write_netcdf(make_gridded_l3(str(posterior.attrs.get("gas", "CH4")),
-                                                             synthetic=synthetic), p),
+        reported = pd.concat([make_reported(post) for post, _ in per_gas.values()], ignore_index=True)
+    legacy = gases is None
+    for i, (gas, (post, gregs)) in enumerate(per_gas.items()):
+        suffix = "" if legacy else f"_{gas}"
+        files: dict[str, Any] = {
+            f"posterior{suffix}.nc": lambda p, post=post: write_netcdf(post, p),
+            f"emissions{suffix}.nc": lambda p, post=post, gregs=gregs: write_netcdf(make_flux_maps(post, gregs), p),
+            f"gridded{suffix}.nc": lambda p, gas=gas, i=i: write_netcdf(
+                make_gridded_l3(gas, seed=i, synthetic=synthetic), p),
+        }  # fmt: skip
+        for name, write in files.items():
+            if name not in skip:
+                write(run_dir / name)
+    shared: dict[str, Any] = {
         "boundaries.geojson": lambda p: atomic_write_text(json.dumps(boundaries_geojson(regs)), p),
         "config.resolved.yaml": lambda p: atomic_write_text(
-            "run:\n  name: synthetic demo\ncompare:\n  z_critical: 2.0\n  min_error_reduction: 0.2\n", p),
+            f"run:\n  name: synthetic demo\ngases: [{', '.join(per_gas)}]\n"
+            "compare:\n  z_critical: 2.0\n  min_error_reduction: 0.2\n", p),
     }  # fmt: skip
-    for name, write in files.items():
+    for name, write in shared.items():
         if name not in skip:
             write(run_dir / name)
     if "discrepancies.json" not in skip:
-        df = compare_to_inventory(posterior, reported, **dict(compare_kwargs or {}))
-        write_discrepancies(df, run_dir)
+        _write_comparison(run_dir, per_gas, reported, dict(compare_kwargs or {}), change, legacy)
     man: dict[str, Any] = {
         "synthetic": bool(synthetic),
         "config_sha256": "0" * 64,
@@ -429,3 +503,18 @@ def write_run_dir(
     if "manifest.json" not in skip:
         atomic_write_text(json.dumps(man, indent=2, default=str), run_dir / "manifest.json")
     return run_dir
+
+
+def _write_comparison(run_dir: Path, per_gas: Mapping[str, tuple[xr.Dataset, Any]], reported: pd.DataFrame,
+                      compare_kwargs: dict[str, Any], change: tuple[str, str] | None, legacy: bool) -> None:  # fmt: skip
+    """discrepancies.* of every gas (the pipeline's compare stage on the synthetic posteriors)."""
+    frames, changes = [], []
+    for gas, (post, _) in per_gas.items():
+        # the legacy single-gas directory compares with the whole table, as it always did
+        sub = reported if legacy or "gas" not in reported else reported[reported["gas"].str.upper() == gas]
+        frames.append(compare_to_inventory(post, sub, **compare_kwargs))
+        if change is not None:
+            changes.append(period_change(post, sub, period_a=change[0], period_b=change[1]))
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs = frames[0].attrs
+    write_discrepancies(df, run_dir, changes=pd.concat(changes, ignore_index=True) if changes else None)
