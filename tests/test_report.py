@@ -96,7 +96,8 @@ def test_headline_in_plain_language(report_html):
     assert "Tg CH4/yr" in text
     # thresholds printed, method and provenance present
     assert "z_critical = 2.0" in text and "min_observations = 5" in text
-    for section in ("method", "provenance", "maps", "bars", "details"):
+    # run-wide sections, then one section per gas (ids suffixed with the gas)
+    for section in ("method", "provenance", "details", "gas-CH4", "maps-CH4", "bars-CH4", "inversion-CH4"):
         assert any(a.get("id") == section for _, a in page.tags), section
     assert "0" * 64 in text  # config hash from the manifest
     assert "synthetic/granule_001.h5" in text

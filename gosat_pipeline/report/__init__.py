@@ -1,7 +1,9 @@
 """The agency report: ``report.html`` built from the stored outputs of a run directory.
 
-Rendering only, no numerics: the verdicts come from ``discrepancies.json`` (the compare
-stage), the maps from ``emissions.nc`` and ``gridded.nc``, the outlines from
+Rendering only, no numerics: the verdicts of every gas come from ``discrepancies.json``
+(the compare stage); each gas's maps and inversion diagnostics from its
+``posterior_<GAS>.nc``, ``emissions_<GAS>.nc`` and ``gridded_<GAS>.nc`` (or the legacy
+single-gas ``posterior.nc``, ``emissions.nc``, ``gridded.nc``); the outlines from
 ``boundaries.geojson``, the provenance from ``manifest.json``. This package imports only
 layer-0 modules and third-party libraries.
 """

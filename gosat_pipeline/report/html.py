@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -19,11 +20,19 @@ from typing import Any
 
 import jinja2
 import numpy as np
+import xarray as xr
 
 from gosat_pipeline.outputs import atomic_write_text
 from gosat_pipeline.report.inputs import RunData, is_synthetic_flag, load_run
 from gosat_pipeline.report.maps import bar_figures, map_figures
-from gosat_pipeline.report.tables import change_rows, detail_rows, fmt, headline_rows, provenance
+from gosat_pipeline.report.tables import (
+    change_rows,
+    detail_rows,
+    fmt,
+    headline_rows,
+    numeric_columns,
+    provenance,
+)
 from gosat_pipeline.schema import DISCREPANCY_SCHEMA_VERSION, VERDICTS
 
 __all__ = ["write_report", "render_report"]
@@ -72,10 +81,10 @@ def _synthetic_sources(data: RunData) -> list[str]:
     found = []
     if is_synthetic_flag(data.manifest.get("synthetic", False)):
         found.append("manifest.json")
-    for name, ds in (("posterior.nc", data.posterior), ("emissions.nc", data.emissions),
-                     ("gridded.nc", data.gridded)):  # fmt: skip
-        if ds is not None and is_synthetic_flag(ds.attrs.get("synthetic", False)):
-            found.append(name)
+    for gd in data.gases.values():
+        for role, ds in (("posterior", gd.posterior), ("emissions", gd.emissions), ("gridded", gd.gridded)):
+            if ds is not None and is_synthetic_flag(ds.attrs.get("synthetic", False)):
+                found.append(gd.files[role])
     if is_synthetic_flag((data.discrepancies.get("metadata") or {}).get("synthetic", False)):
         found.append("discrepancies.json")
     for item in data.manifest.get("inputs") or []:
@@ -84,54 +93,123 @@ def _synthetic_sources(data: RunData) -> list[str]:
     return found
 
 
-def _method(data: RunData, thresholds: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> dict[str, Any]:
-    post = data.posterior
+def _method(thresholds: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The run-wide part of the method section: thresholds, z forms, verdict meanings."""
+    forms = sorted({str(r.get("z_form")) for r in rows if r.get("z_form")})
+    return {
+        "thresholds": [(_THRESHOLD_TEXT.get(k, k), k, str(v)) for k, v in thresholds.items()],
+        "z_forms": forms,
+        "verdicts": [(v, _VERDICT_TEXT[v]) for v in VERDICTS],
+    }
+
+
+def _inversion(post: xr.Dataset | None) -> dict[str, list[tuple[str, str]]]:
+    """Inversion settings and diagnostics of one gas's posterior."""
+    if post is None:
+        return {"parameters": [], "diagnostics": []}
     attrs = post.attrs
     keep = ("gas", "mode", "solver_form", "prior_error", "prior_correlation_length_km",
             "obs_correlation_length_km", "background_prior_sigma", "sigma_model", "sensitivity_fraction")  # fmt: skip
     params = [(k, str(attrs[k])) for k in keep if k in attrs]
     params += [(str(k), str(v)) for k, v in attrs.items() if str(k).startswith(("transport", "footprints"))]
-    forms = sorted({str(r.get("z_form")) for r in rows if r.get("z_form")})
     return {
-        "thresholds": [(_THRESHOLD_TEXT.get(k, k), k, str(v)) for k, v in thresholds.items()],
         "parameters": params,
         "diagnostics": [("Degrees of freedom for signal (DOFS)", _scalar(post, "dofs")),
                         ("Observation chi-square per observation (ideal about 1)", _scalar(post, "chi2_obs")),
                         ("State chi-square per element", _scalar(post, "chi2_state")),
                         ("Observations used", _scalar(post, "n_observations")),
                         ("Inversion status (0 = ok)", _scalar(post, "status"))],
-        "z_forms": forms,
-        "verdicts": [(v, _VERDICT_TEXT[v]) for v in VERDICTS],
     }  # fmt: skip
+
+
+def _row_gas(row: Mapping[str, Any]) -> str:
+    return str(row.get("gas") or "").upper()
+
+
+def _anchor(gas: str, taken: set[str]) -> str:
+    """A unique HTML id suffix for a gas ("CH4": ids gas-CH4, bars-CH4, maps-CH4, ...)."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", gas).strip("-") or "unknown"
+    anchor, i = base, 2
+    while anchor in taken:
+        anchor, i = f"{base}-{i}", i + 1
+    taken.add(anchor)
+    return anchor
+
+
+def _gas_sections(data: RunData, rows: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One section per gas: its rows' bars, its maps, its inversion settings and diagnostics."""
+    sections = []
+    taken: set[str] = set()
+    for gas, gd in data.gases.items():
+        # a single gas (e.g. a legacy posterior.nc without a gas attribute) gets every row
+        mine = rows if len(data.gases) == 1 else [r for r in rows if _row_gas(r) == gas]
+        counts = {v: sum(1 for r in mine if r.get("verdict") == v) for v in VERDICTS}
+        anchor = _anchor(gas, taken)
+        missing = list(gd.missing)
+        maps = map_figures(gd.emissions, gd.gridded, data.boundaries, gas)
+        if gd.posterior is not None and gd.emissions is None and gd.gridded is None:
+            missing.append(("maps", f"no {gd.files['emissions']} or {gd.files['gridded']}: no maps drawn"))
+        sections.append({
+            "gas": gas,
+            "label": gas or "unknown gas",
+            "id": anchor,
+            "files": [name for role, name in gd.files.items()
+                      if getattr(gd, role) is not None],
+            "has_posterior": gd.posterior is not None,
+            "counts": [(v, counts[v]) for v in VERDICTS if counts[v]],
+            "bars": bar_figures(mine, gas),
+            "maps": maps,
+            "missing": missing,
+            **_inversion(gd.posterior),
+        })  # fmt: skip
+    return sections
+
+
+def _title(gases: list[str]) -> str:
+    named = [g for g in gases if g]
+    if not named:
+        return "Emissions seen from space: comparison with reported inventories"
+    text = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return f"{text} emissions seen from space: comparison with reported inventories"
+
+
+def _units_line(gases: list[str]) -> str:
+    if not gases:
+        return "Totals in Tg/yr."
+    if len(gases) == 1:
+        return f"Totals in Tg {gases[0]}/yr."
+    return "Totals in Tg of the row's gas per year (" + ", ".join(f"Tg {g}/yr" for g in gases) + ")."
 
 
 def _context(data: RunData, title: str | None) -> dict[str, Any]:
     doc = data.discrepancies
     rows = [r for r in doc.get("rows", []) if isinstance(r, Mapping)]
     thresholds = doc.get("thresholds") if isinstance(doc.get("thresholds"), Mapping) else {}
-    gas = str(data.posterior.attrs.get("gas") or (rows[0].get("gas") if rows else "") or "")
+    gases = sorted(set(data.gases) | {_row_gas(r) for r in rows if _row_gas(r)})
     changes = doc.get("period_changes") if isinstance(doc.get("period_changes"), Mapping) else None
     counts = {v: sum(1 for r in rows if r.get("verdict") == v) for v in VERDICTS}
-    figures_maps = map_figures(data.emissions, data.gridded, data.boundaries, gas)
-    missing = list(data.missing)
-    if data.emissions is None and data.gridded is None:
-        missing.append(("maps", "no emissions.nc or gridded.nc: no maps drawn"))
+    sections = _gas_sections(data, rows)
+    missing = list(data.missing) + [m for s in sections for m in s["missing"]]
     notes = list(data.notes)
-    if figures_maps and not data.boundaries and "boundaries.geojson" not in {m[0] for m in missing}:
+    unreadable = {m[0] for m in data.missing}
+    if any(s["maps"] for s in sections) and not data.boundaries and "boundaries.geojson" not in unreadable:
         notes.append("maps are drawn without region outlines (boundaries.geojson has no polygons)")
+    named = [g for g in gases if g]
     return {
-        "title": title or f"{gas} emissions seen from space: comparison with reported inventories",
+        "title": title or _title(gases),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "run_dir": data.run_dir.name,
-        "gas": gas,
+        "gases": named,
+        "units_line": _units_line(named),
         "synthetic": _synthetic_sources(data),
         "headline": headline_rows(rows),
         "counts": [(v, counts[v]) for v in VERDICTS if counts[v]],
         "detail": detail_rows(rows),
+        "detail_num": numeric_columns("detail"),
+        "change_num": numeric_columns("change"),
         "changes": change_rows([r for r in changes.get("rows", []) if isinstance(r, Mapping)]) if changes else None,
-        "bars": bar_figures(rows, gas),
-        "maps": figures_maps,
-        "method": _method(data, thresholds, rows),
+        "sections": sections,
+        "method": _method(thresholds, rows),
         "provenance": provenance(data.manifest),
         "config_text": data.config_text,
         "missing": missing,
@@ -139,11 +217,24 @@ def _context(data: RunData, title: str | None) -> dict[str, Any]:
         "schema_version": str(doc.get("schema_version", "unknown")),
         "expected_schema": DISCREPANCY_SCHEMA_VERSION,
         "threshold_line": ", ".join(f"{k} = {v}" for k, v in thresholds.items()),
-    }
+    }  # fmt: skip
 
 
 def render_report(run_dir: str | Path, *, title: str | None = None) -> str:
-    """The report HTML of a run directory as a string (see :func:`write_report`)."""
+    """The report HTML of a run directory as a string.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        See :func:`write_report`.
+    title : str, optional
+        Page title (default names every gas).
+
+    Returns
+    -------
+    str
+        The self-contained page that :func:`write_report` writes.
+    """
     data = load_run(run_dir)
     html = _environment().get_template("report.html").render(**_context(data, title))
     return html
@@ -155,12 +246,15 @@ def write_report(run_dir: str | Path, *, title: str | None = None) -> Path:
     Parameters
     ----------
     run_dir : path-like
-        A run directory with ``posterior.nc`` and ``discrepancies.json`` (required) and
-        optionally ``emissions.nc``, ``gridded.nc``, ``boundaries.geojson``,
-        ``manifest.json``, ``config.resolved.yaml``. A missing optional file becomes a
-        note in the report.
+        A run directory with, for each gas, ``posterior_<GAS>.nc`` (or the legacy
+        single-gas ``posterior.nc``) and one ``discrepancies.json`` for all gases
+        (required), and optionally ``emissions_<GAS>.nc``, ``gridded_<GAS>.nc`` (or
+        ``emissions.nc``, ``gridded.nc``), ``boundaries.geojson``, ``manifest.json``,
+        ``config.resolved.yaml``. A missing optional file becomes a note in the report.
+        See :func:`gosat_pipeline.report.inputs.load_run`.
     title : str, optional
-        Page title (default names the gas).
+        Page title (default names every gas, e.g. "CH4 and CO2 emissions seen from
+        space: ...").
 
     Returns
     -------
@@ -171,7 +265,8 @@ def write_report(run_dir: str | Path, *, title: str | None = None) -> Path:
     Raises
     ------
     GosatPipelineError
-        When a required file is missing or unreadable (the message names it).
+        When no posterior file or no ``discrepancies.json`` is found, or a required file
+        is unreadable (the message names it).
     """
     html = render_report(run_dir, title=title)
     path = atomic_write_text(html, Path(run_dir) / "report.html")

@@ -148,34 +148,40 @@ def _l3_mean(gridded: xr.Dataset) -> xr.DataArray:
     return x.mean("time")
 
 
+def _of(title: str, gas: str) -> str:
+    """``title`` naming the gas (each gas has its own maps in the report)."""
+    return f"{title} ({gas})" if gas else title
+
+
 def _map_specs(emissions: xr.Dataset | None, gridded: xr.Dataset | None, gas: str) -> list[tuple]:
     specs: list[tuple] = []
     if gridded is not None and "xgas_mean" in gridded:
         units = str(gridded["xgas_mean"].attrs.get("units", ""))
-        specs.append((_l3_mean(gridded), f"Satellite observations: mean X{gas}",
+        specs.append((_l3_mean(gridded), f"Satellite observations: mean X{gas or ' column'}",
                       "Mean column-averaged dry-air mole fraction of the gridded soundings over the whole "
                       "run (empty cells had no good sounding).", units, {"cmap": "viridis"}))  # fmt: skip
         if "n_soundings" in gridded:
             n = gridded["n_soundings"].sum("time") if "time" in gridded["n_soundings"].dims else gridded["n_soundings"]
-            specs.append((n.where(n > 0), "Number of soundings per cell",
+            specs.append((n.where(n > 0), _of("Number of soundings per cell", gas),
                           "How many quality-filtered soundings fell in each cell.", "count", {"cmap": "magma_r"}))  # fmt: skip
     if emissions is None:
         return specs
     flux_style = {"cmap": "YlOrRd", "vmin": 0.0}
+    flux_units = f"t {gas} km-2 yr-1" if gas else "t km-2 yr-1"
     for var, title, caption in (
         ("prior_flux", "Prior emissions", "The emission map the inversion started from (the prior inventory)."),
         ("posterior_flux", "Posterior emissions", "Emissions after the satellite data were taken into account."),
     ):
         if var in emissions:
-            specs.append((emissions[var] * FLUX_TO_T_KM2_YR, title, caption, f"t {gas} km-2 yr-1", flux_style))
+            specs.append((emissions[var] * FLUX_TO_T_KM2_YR, _of(title, gas), caption, flux_units, flux_style))
     if "scale_factor" in emissions:
         sf = emissions["scale_factor"]
         hi = max(2.0, float(np.nanmax(sf.values)) if np.isfinite(sf.values).any() else 2.0)
-        specs.append((sf, "Scale factors (posterior / prior)",
+        specs.append((sf, _of("Scale factors (posterior / prior)", gas),
                       "Above 1: the satellite data suggest more emissions than the prior; below 1: fewer.",
                       "1", {"cmap": "RdBu_r", "norm": TwoSlopeNorm(vcenter=1.0, vmin=0.0, vmax=hi)}))  # fmt: skip
     if "averaging_kernel_sensitivity" in emissions:
-        specs.append((emissions["averaging_kernel_sensitivity"], "Averaging-kernel sensitivity",
+        specs.append((emissions["averaging_kernel_sensitivity"], _of("Averaging-kernel sensitivity", gas),
                       "How much of the estimate comes from the satellite data (1) rather than the prior (0). "
                       "Where it is low, the data cannot confirm or contradict the inventory.",
                       "1", {"cmap": "viridis", "vmin": 0.0, "vmax": 1.0}))  # fmt: skip
@@ -201,6 +207,14 @@ def map_figures(
     boundaries : sequence of dict
         ``{"geometry": shapely geometry, ...}`` outlines.
     gas : str
+        The gas of both datasets ("CH4", "CO2"); it is named in every title and in the
+        flux units.
+
+    Returns
+    -------
+    list of Figure
+        In the order observations, sounding counts, prior, posterior, scale factors,
+        sensitivity; a field without latitude/longitude dims is skipped.
     """
     figures = []
     with no_cartopy_downloads():
@@ -243,10 +257,10 @@ def _bars(rows: Sequence[Mapping[str, Any]], period: str, gas: str) -> Figure:
     ax.set_yticks(y + h * (nser - 1) / 2)
     ax.set_yticklabels([mpl_text(g, 30) for g in regions])
     ax.invert_yaxis()
-    ax.set_xlabel(mpl_text(f"Tg {gas}/yr"))
+    ax.set_xlabel(mpl_text(f"Tg {gas}/yr" if gas else "Tg/yr"))
     fig.legend(fontsize=8, loc="outside lower center", ncol=min(nser, 4), frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    title = f"Reported and estimated totals, {period}"
+    title = f"{gas} reported and estimated totals, {period}" if gas else f"Reported and estimated totals, {period}"
     ax.set_title(mpl_text(title, 90))
     caption = ("Bars are totals with 1-sigma error bars. Missing bars: no reported value. "
                "See the table for the verdicts.")  # fmt: skip
@@ -254,6 +268,21 @@ def _bars(rows: Sequence[Mapping[str, Any]], period: str, gas: str) -> Figure:
 
 
 def bar_figures(rows: Sequence[Mapping[str, Any]], gas: str = "", max_periods: int = 4) -> list[Figure]:
-    """Reported vs estimated bars with 1-sigma error bars, one figure per period (up to ``max_periods``)."""
+    """Reported vs estimated bars with 1-sigma error bars, one figure per period.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Discrepancy rows of one gas (``region``, ``period``, ``reference``, totals and
+        sigmas in Tg yr-1).
+    gas : str
+        Named in the titles and the axis label.
+    max_periods : int
+        At most this many periods (the first ones, in row order) get a figure.
+
+    Returns
+    -------
+    list of Figure
+    """
     periods = list(dict.fromkeys(str(r.get("period")) for r in rows))
     return [_bars([r for r in rows if str(r.get("period")) == p], p, gas) for p in periods[:max_periods]]

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["fmt", "headline_rows", "detail_rows", "change_rows", "provenance", "VERDICT_CLASS"]
+__all__ = ["fmt", "headline_rows", "detail_rows", "change_rows", "numeric_columns", "provenance", "VERDICT_CLASS"]
 
 #: verdict -> CSS class of its badge
 VERDICT_CLASS: dict[str, str] = {
@@ -77,6 +77,7 @@ def headline_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
         out.append({
             "region": str(r.get("region_name") or r.get("region") or ""),
             "code": str(r.get("region") or ""),
+            "gas": str(r.get("gas") or ""),
             "period": str(r.get("period") or ""),
             "reference": str(r.get("reference") or ""),
             "verdict": verdict,
@@ -87,7 +88,7 @@ def headline_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
 
 
 _DETAIL = (
-    ("region", "Region", None), ("period", "Period", None), ("reference", "Reference", None),
+    ("region", "Region", None), ("gas", "Gas", None), ("period", "Period", None), ("reference", "Reference", None),
     ("prior_total", "Prior", "num"), ("posterior_total", "Estimate", "num"), ("posterior_sigma", "\u00b1", "num"),
     ("reported_total", "Reported", "num"), ("reported_sigma", "\u00b1", "num"),
     ("reported_total_smoothed", "Reported seen by the data", "num"), ("difference", "Difference", "num"),
@@ -120,7 +121,7 @@ def detail_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
 
 
 _CHANGE = (
-    ("region", "Region", None), ("reference", "Reference", None), ("period_a", "From", None),
+    ("region", "Region", None), ("gas", "Gas", None), ("reference", "Reference", None), ("period_a", "From", None),
     ("period_b", "To", None), ("posterior_change", "Estimated change", "num"),
     ("posterior_change_sigma", "\u00b1", "num"), ("change_z", "z", "z"), ("change_verdict", "In the atmosphere", None),
     ("reported_change", "Reported change", "num"), ("reported_change_sigma", "\u00b1", "num"),
@@ -133,6 +134,22 @@ def change_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list
     header = [h for _, h, _ in _CHANGE]
     body = [[_cell(r.get(k), kind) for k, _, kind in _CHANGE] for r in rows]
     return header, body
+
+
+def numeric_columns(table: str = "detail") -> list[bool]:
+    """Which columns of :func:`detail_rows` (``"detail"``) or :func:`change_rows` (``"change"``) are numbers.
+
+    Parameters
+    ----------
+    table : {"detail", "change"}
+
+    Returns
+    -------
+    list of bool
+        One flag per column, in header order (True: right-aligned number).
+    """
+    spec = {"detail": _DETAIL, "change": _CHANGE}[table]
+    return [kind is not None for _, _, kind in spec]
 
 
 def _as_items(obj: Any) -> list[tuple[str, str]]:
