@@ -123,7 +123,7 @@ def reference() -> xr.Dataset:
 @pytest.mark.timeout(180)
 def test_worker_killed_while_gridding_does_not_change_the_result(reference: xr.Dataset) -> None:
     kill: dict[str, Any] = {}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:  # fmt: skip
         pids = client.run(os.getpid)
         assert len(set(pids.values())) == 2
