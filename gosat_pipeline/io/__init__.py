@@ -12,6 +12,15 @@ datetime64[ns]; longitude in [-180, 180); ``quality_flag`` int8 with 0 = good;
 :func:`open_granules` is lazy: each file is checked and planned at open time (1-D
 variables only) and read inside one dask task when the data are computed. Bad files
 are skipped and recorded (``errors="skip"``) or raise (``errors="raise"``).
+
+Units: each reader applies the units of its product's documentation (L2_FORMATS.md),
+not the file's ``units`` attributes, which are wrong in released CCI files; a missing
+or odd attribute therefore changes nothing. NIES HDF5 products read their ``unit``
+attribute (table default when absent) and an unknown unit is an error. Whatever the
+product, a file whose median gas value is not plausible in canonical units (ppm read
+as ppb, a mole fraction) is an error, and so are missing or wrong time units.
+Longitudes outside [-180, 360] are not wrapped but set to NaN, for the quality filter
+to drop and count.
 """
 
 from __future__ import annotations
