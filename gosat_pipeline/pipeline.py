@@ -312,6 +312,10 @@ class _Runner:
         self.progress = progress or (lambda msg: None)
         self.run_dir = cfg.run_dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Temporary files of an interrupted write are never outputs: clear them.
+        for stale in self.run_dir.glob(".*.partial"):
+            logger.info("removing %s left by an interrupted run", stale.name)
+            stale.unlink(missing_ok=True)
         self.manifest = Manifest.load(self.run_dir / "manifest.json")
         self.grid = GridSpec.from_resolution(cfg.domain.resolution, cfg.domain.bbox)
         self.fingerprints: dict[str, str] = {}
@@ -368,9 +372,11 @@ class _Runner:
         self.progress(f"{key}: running")
         t0 = time.perf_counter()
         self.manifest.data["stages"].pop(key, None)
+        self.manifest.data["current_stage"] = key
         self.manifest.save()
         outputs = func()
         dt = time.perf_counter() - t0
+        self.manifest.data["current_stage"] = None
         self.manifest.record_stage(key, fingerprint, outputs, dt, **extra)
         logger.info("stage %s: done in %.1f s", key, dt)
         self.progress(f"{key}: done in {dt:.1f} s")
@@ -426,6 +432,12 @@ class _Runner:
                 max_uncertainty=gs.screen.max_uncertainty,
                 surface=gs.screen.surface,
             )
+            # Nothing is dropped silently: duplicates and screened soundings are counted.
+            self.manifest.data.setdefault("screening", {})[gs.gas] = {
+                "duplicate_soundings": json.loads(ds.attrs.get("duplicate_soundings", "[]")),
+                "quality_filter_dropped": json.loads(ds.attrs.get("quality_filter_dropped", "{}")),
+                "soundings_kept": int(ds.sizes.get("sounding", 0)),
+            }
             return [self.write_nc(ds, name)]
 
         self.stage(key, fp, work)
