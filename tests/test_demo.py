@@ -1,0 +1,253 @@
+"""The end-to-end demonstration (issue 8), the run directory contract (issue 2), and
+interrupted runs and determinism of the whole chain (issue 9).
+
+One module-scoped run of ``configs/demo.yaml`` on freshly generated demonstration
+inputs, on the config's own two-process LocalCluster, then checks of its outcome,
+its outputs (CF, schemas, manifest), of resuming, of a run killed with SIGKILL
+mid-stage and resumed, and of the same answer from the single-threaded scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from gosat_pipeline import load_config, run
+from gosat_pipeline.pipeline import STAGES
+from gosat_pipeline.testing.demo import ASEAN, PLANTED, build_demo_samples
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with the demonstration inputs and configs/demo.yaml, as in the repository."""
+    work = tmp_path_factory.mktemp("demo")
+    build_demo_samples(work / "data_samples")
+    shutil.copy(REPO / "configs" / "demo.yaml", work / "demo.yaml")
+    return work
+
+
+def _variant(work: Path, name: str, cluster: str) -> Path:
+    """demo.yaml with another run name and cluster type."""
+    text = (work / "demo.yaml").read_text().replace("name: demo", f"name: {name}")
+    text = text.replace("  type: local\n", f"  type: {cluster}\n")
+    path = work / f"{name}.yaml"
+    path.write_text(text)
+    return path
+
+
+def _run(work: Path, config: Path) -> object:
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    try:
+        return run(load_config(config), config_path=config)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def demo_run(work: Path) -> tuple[Path, object]:
+    return work, _run(work, work / "demo.yaml")
+
+
+@pytest.fixture(scope="module")
+def serial_run(work: Path) -> object:
+    """The same inputs and config on the synchronous (single-threaded) scheduler."""
+    return _run(work, _variant(work, "serial", "synchronous"))
+
+
+def assert_same_outputs(a: Path, b: Path, rtol: float = 1e-12) -> int:
+    """Every netCDF and CSV output of run directory ``a`` equals ``b``'s (to ``rtol``).
+
+    Returns the number of files compared.
+    """
+    n = 0
+    for fa in sorted(a.glob("*.nc")):
+        with (
+            xr.open_dataset(fa, decode_times=False) as da,
+            xr.open_dataset(b / fa.name, decode_times=False) as db,
+        ):
+            assert set(da.variables) == set(db.variables), fa.name
+            for name, va in da.variables.items():
+                vb = db[name]
+                if va.dtype.kind in "fc":
+                    np.testing.assert_allclose(vb.values, va.values, rtol=rtol, atol=0, equal_nan=True,
+                                               err_msg=f"{fa.name}:{name}")  # fmt: skip
+                else:
+                    np.testing.assert_array_equal(vb.values, va.values, err_msg=f"{fa.name}:{name}")
+        n += 1
+    for fa in sorted(a.glob("*.csv")):
+        ta, tb = pd.read_csv(fa), pd.read_csv(b / fa.name)
+        pd.testing.assert_frame_equal(ta, tb, check_exact=False, rtol=rtol, atol=0)
+        n += 1
+    return n
+
+
+@pytest.mark.timeout(300)
+def test_demo_flags_the_planted_country_and_no_other(demo_run: tuple[Path, object]) -> None:
+    _, result = demo_run
+    df = pd.read_csv(result.run_dir / "discrepancies.csv")
+    assert set(df["gas"]) == {"CH4", "CO2"}
+    assert set(ASEAN) <= set(df["region"]) and "ASEAN" in set(df["region"])
+    planted = df[(df["gas"] == PLANTED["gas"]) & (df["region"] == PLANTED["region"])]
+    assert planted["verdict"].tolist() == ["higher than reported"]
+    others = df.drop(planted.index)
+    assert set(others["verdict"]) <= {"consistent", "not constrained"}, others[
+        ["gas", "region", "verdict"]
+    ]
+    # The estimate moved towards the truth (2 x reported) and its sigma is honest.
+    row = planted.iloc[0]
+    truth = PLANTED["factor"] * row["reported_total"]
+    assert row["posterior_total"] > row["prior_total"]
+    assert abs(row["posterior_total"] - truth) < 3 * row["posterior_sigma"]
+
+
+def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
+    _, result = demo_run
+    rd = result.run_dir
+    assert result.ran and not result.skipped
+    man = json.loads((rd / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["synthetic"] is True
+    assert man["cluster"]["type"] == "local" and man["cluster"]["workers"] == 2
+    assert {s.split(":")[0] for s in man["stages"]} == set(STAGES)
+    for rec in man["stages"].values():
+        assert rec["status"] == "done" and rec["wall_time_s"] >= 0
+        assert all((rd / o).is_file() for o in rec["outputs"])
+    granules = [i for i in man["inputs"] if i["kind"].startswith("granule")]
+    assert len(granules) == 48 and all(len(i["sha256"]) == 64 for i in granules)
+    assert man["skipped_inputs"] == []
+    for gas in ("CH4", "CO2"):
+        scr = man["screening"][gas]
+        with xr.open_dataset(rd / f"soundings_{gas}.nc") as snd:
+            assert scr["soundings_kept"] == snd.sizes["sounding"] > 1000
+        assert scr["duplicate_soundings"] == [] and set(scr["quality_filter_dropped"]) >= {
+            "outside_bbox"
+        }
+    assert "numpy" in man["versions"] and (rd / "config.resolved.yaml").is_file()
+    assert not list(rd.glob("*.tmp")) and not list(rd.glob("*.partial")) and not list(rd.glob(".*"))
+    html = (rd / "report.html").read_text()
+    assert "SYNTHETIC" in html and "THA" in html
+
+
+def test_demo_netcdf_outputs_are_cf_and_carry_units(demo_run: tuple[Path, object]) -> None:
+    pytest.importorskip("compliance_checker")
+    from test_cf_compliance import check_cf
+
+    _, result = demo_run
+    files = sorted(result.run_dir.glob("*.nc"))
+    assert (
+        len(files) == 2 * 6 + 2
+    )  # soundings, gridded, prior, jacobian, posterior, emissions; regions, winds
+    problems = {f.name: check_cf(f) for f in files}
+    assert not any(problems.values()), problems
+    for f in files:
+        with xr.open_dataset(f, decode_times=False) as ds:
+            assert ds.attrs["Conventions"].startswith("CF-") and ds.attrs["synthetic"] == "true"
+            for name, var in ds.data_vars.items():
+                skip = (
+                    "_flag",
+                    "_index",
+                    "status",
+                    "_bounds",
+                    "_id",
+                )  # bounds: their coordinate's units; ids: none
+                if var.dtype.kind in "fiu" and not name.endswith(skip):
+                    assert "units" in var.attrs, f"{f.name}:{name} has no units"
+
+
+def test_rerun_skips_unchanged_stages_and_reruns_downstream_of_a_change(
+    demo_run: tuple[Path, object],
+) -> None:
+    work, first = demo_run
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    try:
+        cfg = load_config(work / "demo.yaml")
+        again = run(cfg)
+        assert again.ran == [] and len(again.skipped) == len(first.ran)
+        text = (work / "demo.yaml").read_text().replace("z_critical: 2.0", "z_critical: 3.0")
+        (work / "changed.yaml").write_text(text)
+        changed = run(load_config(work / "changed.yaml"))
+        assert changed.ran == ["compare", "report"]
+        df = pd.read_csv(changed.run_dir / "discrepancies.csv")
+        assert (df["z_critical"] == 3.0).all()
+        back = run(load_config(work / "demo.yaml"))  # and back: the original outputs again
+        assert back.ran == ["compare", "report"]
+    finally:
+        mp.undo()
+
+
+@pytest.mark.timeout(300)
+def test_same_answer_on_two_workers_and_on_one_thread(
+    demo_run: tuple[Path, object], serial_run: object
+) -> None:
+    _, parallel = demo_run
+    assert serial_run.manifest["cluster"]["type"] == "synchronous"
+    n = assert_same_outputs(parallel.run_dir, serial_run.run_dir)
+    assert n == 14 + 4  # netCDF outputs; discrepancies, mass balance x 2, reported totals
+
+
+@pytest.mark.timeout(300)
+def test_a_run_killed_mid_stage_resumes_to_the_same_outputs(work: Path, serial_run: object) -> None:
+    config = _variant(work, "killed", "synchronous")
+    run_dir = work / "outputs" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "gosat_pipeline.cli", "-q", "run", str(config)], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    victim = None
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                man = json.loads((run_dir / "manifest.json").read_text())
+            except (OSError, ValueError):
+                man = {}
+            current = man.get("current_stage")
+            # Kill inside a stage after the ingest: some outputs exist, others are being written.
+            if current and not current.startswith("ingest"):
+                os.killpg(proc.pid, signal.SIGKILL)
+                victim = current
+                break
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None and victim is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert victim is not None, "the run finished before it could be killed"
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["status"] == "running" and victim not in man["stages"]
+    done = set(man["stages"])
+    # Nothing a later run could take for complete: only recorded stages have their outputs.
+    recorded = {o for rec in man["stages"].values() for o in rec["outputs"]}
+    visible = {p.name for p in run_dir.iterdir() if not p.name.startswith(".")}
+    assert visible - recorded <= {"manifest.json", "config.resolved.yaml"} | _victim_outputs(victim)
+
+    resumed = _run(work, config)
+    assert set(resumed.skipped) == done and victim in resumed.ran
+    assert not list(run_dir.glob(".*.partial"))
+    assert_same_outputs(serial_run.run_dir, run_dir)
+
+
+def _victim_outputs(stage: str) -> set[str]:
+    """Outputs a killed stage may already have renamed into place (not yet recorded)."""
+    kind, _, gas = stage.partition(":")
+    names = {
+        "grid": {f"gridded_{gas}.nc"},
+        "inventory": {"regions.nc", "boundaries.geojson", "prior_CH4.nc", "prior_CO2.nc", "winds.nc",
+                      "reported_totals.csv"},
+        "invert": {f"jacobian_{gas}.nc", f"posterior_{gas}.nc", f"emissions_{gas}.nc", f"mass_balance_{gas}.csv"},
+        "compare": {"discrepancies.csv", "discrepancies.json", "discrepancies.schema.json", "period_changes.csv"},
+        "report": {"report.html"},
+    }  # fmt: skip
+    return names.get(kind, set())
