@@ -1,0 +1,62 @@
+"""The analysts' notebooks execute without error, offline, on the demonstration inputs.
+
+The inputs are built into ``data_samples/`` when missing (the same deterministic factory as
+``make data-samples``); the notebooks run in ``notebooks/`` as a user would open them, and
+``03_discrepancies`` writes its run under ``outputs/notebook-demo``. Executed copies are not
+saved: the notebooks stay free of outputs in git, which is checked too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+@pytest.fixture(scope="module")
+def samples() -> Path:
+    out = REPO / "data_samples"
+    if not (out / "truth.json").is_file():
+        from gosat_pipeline.testing.demo import build_demo_samples
+
+        build_demo_samples(out)
+    return out
+
+
+def test_the_three_notebooks_are_there_and_clean() -> None:
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == ["01_quickstart", "02_inversion_diagnostics", "03_discrepancies"]
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell.get("outputs") == [] and cell.get("execution_count") is None, path.name
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_executes(path: Path, samples: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No network: a kernel that tried to download (cartopy features, pooch) would fail here.
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    monkeypatch.delenv(
+        "MPLBACKEND", raising=False
+    )  # conftest sets Agg; the kernel must draw inline
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    client.execute()
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
+    assert not errors
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+              if o.output_type == "display_data" and "image/png" in o.get("data", {})]  # fmt: skip
+    assert images, f"{path.name} drew no figure"
