@@ -33,3 +33,14 @@ def test_atomic_replaces_and_checksums(tmp_path: Path) -> None:
     with xr.open_dataset(nc) as back:
         assert back.v.values.tolist() == [0.0, 1.0, 2.0]
     assert [q.name for q in tmp_path.iterdir() if q.name.endswith(".partial")] == []
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import stat
+
+    from gosat_pipeline.outputs import _UMASK, atomic_write_text
+
+    path = atomic_write_text("x", tmp_path / "shared.txt")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o666 & ~_UMASK
