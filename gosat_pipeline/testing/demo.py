@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.grids import GridSpec
+from gosat_pipeline.regions import ASEAN_MEMBERS
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS
 from gosat_pipeline.testing.soundings import BACKGROUND_XGAS, make_soundings
 
@@ -41,7 +42,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ASEAN: tuple[str, ...] = ("BRN", "KHM", "IDN", "LAO", "MYS", "MMR", "PHL", "SGP", "THA", "VNM")
+#: The demonstration's countries (the ASEAN member states).
+ASEAN: tuple[str, ...] = ASEAN_MEMBERS
 DEMO_BBOX: tuple[float, float, float, float] = (90.0, -12.0, 142.0, 30.0)
 YEAR = 2020
 
