@@ -120,12 +120,7 @@ class Manifest:
 
 def _last_year(end: Any) -> int:
     """Last calendar year inside a window whose ``end`` is exclusive."""
-    ts = pd.Timestamp(end)
-    return (
-        ts.year - 1
-        if (ts.month, ts.day, ts.hour, ts.minute, ts.second) == (1, 1, 0, 0, 0)
-        else ts.year
-    )
+    return (pd.Timestamp(end) - pd.Timedelta(1, "ns")).year
 
 
 def _now() -> str:
@@ -586,21 +581,26 @@ class _Runner:
             for gs in cfg.gases:
                 post = self.open_nc(f"posterior_{gs.gas}.nc")
                 sub = self._reported_by_year(rep, gs.gas)
+                gates = {
+                    "z_critical": c.z_critical,
+                    "min_error_reduction": c.min_error_reduction,
+                    "min_sensitivity": c.min_sensitivity,
+                    "min_observations": c.min_observations,
+                    "aggregates": cfg.regions.groups or None,
+                }
                 frames.append(
-                    compare_to_inventory(
-                        post,
-                        sub,
-                        z_critical=c.z_critical,
-                        min_error_reduction=c.min_error_reduction,
-                        min_sensitivity=c.min_sensitivity,
-                        min_observations=c.min_observations,
-                        prior_is_reported=c.prior_is_reported,
-                        aggregates=cfg.regions.groups or None,
-                    )  # fmt: skip
+                    compare_to_inventory(post, sub, prior_is_reported=c.prior_is_reported, **gates)
                 )
                 if c.change is not None:
-                    changes.append(period_change(post, sub, period_a=c.change.period_a,
-                                                 period_b=c.change.period_b, z_critical=c.z_critical))  # fmt: skip
+                    changes.append(
+                        period_change(
+                            post,
+                            sub,
+                            period_a=c.change.period_a,
+                            period_b=c.change.period_b,
+                            **gates,
+                        )
+                    )
             df = pd.concat(frames, ignore_index=True)
             df.attrs = frames[0].attrs
             written = write_discrepancies(

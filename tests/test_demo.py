@@ -251,3 +251,22 @@ def _victim_outputs(stage: str) -> set[str]:
         "report": {"report.html"},
     }  # fmt: skip
     return names.get(kind, set())
+
+
+@pytest.mark.timeout(300)
+def test_period_change_runs_through_the_pipeline_with_the_config_thresholds(work: Path) -> None:
+    """compare.change: two half-years of the demo; the truth does not change between them."""
+    text = _variant(work, "halves", "synchronous").read_text()
+    text = text.replace("  time_bin: MS\n", "  time_bin: MS\n  split: 6MS\n")
+    text = text.replace("  min_observations: 5\n", "  min_observations: 5\n  min_error_reduction: 0.3\n"
+                        "  change: {period_a: 2020-01-01/2020-07-01, period_b: 2020-07-01/2021-01-01}\n")  # fmt: skip
+    (work / "halves.yaml").write_text(text)
+    res = _run(work, work / "halves.yaml")
+    ch = pd.read_csv(res.run_dir / "period_changes.csv")
+    assert set(ch["gas"]) == {"CH4", "CO2"} and "ASEAN" in set(ch["region"])
+    assert (ch["min_error_reduction"] == 0.3).all() and (ch["z_critical"] == 2.0).all()
+    doc = json.loads((res.run_dir / "discrepancies.json").read_text())
+    assert len(doc["period_changes"]["rows"]) == len(ch)
+    # The true emissions are the same in both halves: no significant change anywhere.
+    assert set(ch["change_verdict"]) <= {"no significant change", "not constrained"}, ch
+    assert "report.html" in res.manifest["stages"]["report"]["outputs"]
