@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gosat_pipeline.gridding import boundary_layer_ak
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.regions import ASEAN_MEMBERS
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS
@@ -113,17 +114,6 @@ def _enhancement(grid: GridSpec, flux: np.ndarray, gas: str) -> np.ndarray:
     return np.asarray(c).reshape(grid.shape) / GAS_UNIT_TO_MOLMOL[gas]
 
 
-def _pbl_ak(ds: xr.Dataset, depth: float = 150.0) -> np.ndarray:
-    p = ds["pressure"].values
-    ps = ds["surface_pressure"].values if "surface_pressure" in ds else p[:, 0]
-    h = ds["pressure_weight"].values
-    a = ds["averaging_kernel"].values
-    in_pbl = p >= (ps[:, None] - depth)
-    num = np.where(in_pbl, h * a, 0.0).sum(axis=1)
-    den = np.where(in_pbl, h, 0.0).sum(axis=1)
-    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 1.0)
-
-
 def _soundings(
     gas: str, grid: GridSpec, masks: xr.DataArray, enh: np.ndarray, seed: int
 ) -> xr.Dataset:
@@ -152,7 +142,12 @@ def _soundings(
     background = BACKGROUND_XGAS[gas] * (
         1.0 + (0.004 if gas == "CH4" else 0.006) * np.sin(2 * np.pi * month / 12)
     )
-    signal = enh[i, j] * _pbl_ak(ds)
+    # the same boundary-layer sensitivity the gridding stage computes (DESIGN.md 5.1)
+    ps = ds["surface_pressure"].values if "surface_pressure" in ds else None
+    ak = boundary_layer_ak(
+        ds["averaging_kernel"].values, ds["pressure_weight"].values, ds["pressure"].values, ps
+    )
+    signal = enh[i, j] * np.where(np.isfinite(ak), ak, 1.0)
     noise = ds["xgas_uncertainty"].values * rng.standard_normal(ds.sizes["sounding"])
     ds = ds.assign_coords(time=("sounding", time))
     ds["xgas"] = ds["xgas"].copy(data=background + signal + noise)
