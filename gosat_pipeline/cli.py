@@ -231,8 +231,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from gosat_pipeline.testing.demo import build_demo_samples
 
     written = build_demo_samples(args.out, seed=args.seed)
-    for p in written:
-        print(p)
+    logging.getLogger(__name__).info("wrote %s", ", ".join(str(p) for p in written))
+    _say(args, f"wrote {len(written)} demonstration files to {args.out} (described in data_samples/README.md)")
     return 0
 
 

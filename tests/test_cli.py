@@ -55,3 +55,22 @@ def test_run_with_missing_granules_is_a_clean_error(tmp_path: Path, capsys: pyte
     assert main(["run", str(p)]) == 2
     err = capsys.readouterr().err
     assert "no file matches" in err and "Traceback" not in err
+
+
+def test_synth_samples_writes_the_demo_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from gosat_pipeline.cli import main
+    from gosat_pipeline.io import open_granules
+
+    assert main(["synth", "samples", "--out", str(tmp_path / "ds")]) == 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1:] == [f"wrote 53 demonstration files to {tmp_path / 'ds'} "
+                                        "(described in data_samples/README.md)"]  # fmt: skip
+    assert sum(1 for p in (tmp_path / "ds").rglob("*") if p.is_file()) == 53  # 48 granules, 2 priors, 3 more
+    truth = json.loads((tmp_path / "ds" / "truth.json").read_text())
+    assert truth["planted"] == {"gas": "CH4", "region": "THA", "factor": 2.0}
+    ch4 = open_granules(str(tmp_path / "ds" / "granules" / "CH4" / "*.nc"), gas="CH4")
+    co2 = open_granules(str(tmp_path / "ds" / "granules" / "CO2" / "*.nc4"), gas="CO2")
+    assert ch4.attrs["skipped_inputs"] == co2.attrs["skipped_inputs"] == "[]"
+    assert ch4.sizes["sounding"] > 4000 and co2.sizes["sounding"] > 3000
