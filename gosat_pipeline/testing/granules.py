@@ -194,6 +194,22 @@ def _opt(ds: xr.Dataset, name: str, default: float) -> np.ndarray:
     return np.full(ds.sizes["sounding"], default)
 
 
+def _deflate(nc: Any, dims: tuple[str, ...], level: int) -> dict[str, Any]:
+    """Compression as the real files have it: deflate ``level`` + shuffle, one chunk per variable.
+
+    The released CCI GOSAT files (checked on ``../shared/real_samples``, OCPR v7.2)
+    use level 4, TROPOMI L2 level 3, each variable in a single chunk.
+    """
+    shape = tuple(max(1, len(_dimension(nc, d))) for d in dims)
+    return {"zlib": True, "complevel": level, "shuffle": True, "chunksizes": shape}
+
+
+def _dimension(grp: Any, name: str) -> Any:
+    while name not in grp.dimensions:  # dimensions are visible from the groups below their own
+        grp = grp.parent
+    return grp.dimensions[name]
+
+
 # -- CCI -------------------------------------------------------------------------------------
 def _write_cci_flat(ds: xr.Dataset, path: Path, gas: str) -> None:
     g, unit = gas.lower(), {"CH4": "1e-9", "CO2": "1e-6"}[gas]
@@ -205,7 +221,7 @@ def _write_cci_flat(ds: xr.Dataset, path: Path, gas: str) -> None:
         nc.createDimension("string_length", 22)
 
         def var(name: str, values: Any, dims: tuple[str, ...], units: str, dtype: str = "f4") -> None:
-            v = nc.createVariable(name, dtype, dims)
+            v = nc.createVariable(name, dtype, dims, **_deflate(nc, dims, 4))
             v.long_name = name
             v.units = units
             v[:] = _f32(values, _CCI_FILL) if dtype == "f4" else values
@@ -233,7 +249,7 @@ def _write_cci_flat(ds: xr.Dataset, path: Path, gas: str) -> None:
             var("raw_xco2", np.full(n, 400.0), ("n",), "1e-6")
             var("model_xco2", np.full(n, 400.0), ("n",), "1e-6")
         ids = [str(int(i)).zfill(22) if np.asarray(i).dtype.kind in "iu" else str(i)[:22].ljust(22) for i in _ids(ds)]
-        v = nc.createVariable("exposure_id", "S1", ("n", "string_length"))
+        v = nc.createVariable("exposure_id", "S1", ("n", "string_length"), **_deflate(nc, ("n", "string_length"), 4))
         v.units = "1"
         v[:] = netCDF4.stringtochar(np.array(ids, dtype="S22")) if n else np.zeros((0, 22), "S1")
         nc.setncatts({"title": f"ESA CCI GOSAT {'OCPR CH4' if gas == 'CH4' else 'OCFP CO2'}",
@@ -262,7 +278,7 @@ def _write_cci_srfp(ds: xr.Dataset, path: Path, gas: str) -> None:
         nc.createDimension("layer_dim", nl)
 
         def var(name: str, values: Any, dims: tuple[str, ...], units: str, dtype: str = "f4") -> None:
-            v = nc.createVariable(name, dtype, dims)
+            v = nc.createVariable(name, dtype, dims, **_deflate(nc, dims, 4))
             v.units = units
             v[:] = _f32(values, _CCI_FILL) if dtype == "f4" else values
 
@@ -444,7 +460,7 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
 
         def var(grp: Any, name: str, values: Any, dims: tuple[str, ...], units: str | None, dtype: str = "f4",
                 fill: Any = _S5P_FILL) -> Any:  # fmt: skip
-            v = grp.createVariable(name, dtype, dims, fill_value=fill)
+            v = grp.createVariable(name, dtype, dims, fill_value=fill, **_deflate(grp, dims, 3))
             if units is not None:
                 v.units = units
             arr = np.asarray(values)
