@@ -85,9 +85,193 @@ def summarise_file(path: str) -> FileSummary:
     return FileSummary(path, variables, attrs)
 
 
+#: HDF5 attributes that netCDF-4 uses for its own bookkeeping (not netCDF attributes).
+_HIDDEN_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid",
+                           "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties", "_IsNetcdf4"})  # fmt: skip
+#: The ``NAME`` attribute netCDF-4 gives a dimension that has no coordinate variable.
+_PURE_DIMENSION = b"This is a netCDF dimension but not a netCDF variable"
+
+
+def _nc_attr(value: Any) -> Any:
+    """An HDF5 attribute value as netCDF4-python returns it (text as str, one number as a scalar)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "SOU":
+            items = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in value.reshape(-1)]
+            return items[0] if len(items) == 1 else items
+        if value.size == 1:
+            return value.reshape(-1)[0]
+    return value
+
+
+def _read_attr(oid: Any, name: str) -> Any:
+    """Attribute ``name`` of a low-level h5py object, as netCDF4-python returns it."""
+    aid = h5py.h5a.open(oid, name.encode())
+    if aid.shape is None:  # null dataspace: an empty attribute
+        return ""
+    dtype = aid.dtype
+    if dtype.kind in "biufS":  # numbers and fixed-length text: a plain read
+        values = np.empty(aid.shape, dtype=dtype)
+        aid.read(values)
+    else:  # variable-length strings and other special types: h5py's own conversion
+        values = h5py.AttributeManager(_Parent(oid))[name]
+    return _nc_attr(values)
+
+
+class _Parent:
+    """The least of a high-level h5py object that :class:`h5py.AttributeManager` needs."""
+
+    def __init__(self, oid: Any) -> None:
+        self.id = oid
+
+
+def _attr_names(oid: Any) -> list[str]:
+    names: list[str] = []
+    h5py.h5a.iterate(oid, lambda name, *_: names.append(name.decode("utf-8", "replace")))
+    return [n for n in names if n not in _HIDDEN_ATTRS]
+
+
+def _is_pure_dimension(oid: Any) -> bool:
+    if not h5py.h5a.exists(oid, b"CLASS") or not h5py.h5a.exists(oid, b"NAME"):
+        return False
+    return str(_read_attr(oid, "NAME")).startswith(_PURE_DIMENSION.decode())
+
+
+class H5NcVariable:
+    """A netCDF-4 variable read through h5py, with the part of netCDF4.Variable the readers use.
+
+    Values are always the stored values (no masking or scaling, as
+    ``set_auto_maskandscale(False)`` gives with netCDF4); char arrays stay ``S1``
+    arrays; variable-length strings are decoded to ``str``. Attributes are read once.
+    h5py's low-level API is used: the high-level objects cost more than reading a
+    small compressed variable.
+    """
+
+    __slots__ = ("_id", "_names", "_values", "name", "shape", "dtype")
+
+    def __init__(self, dsid: Any, name: str) -> None:
+        self._id = dsid
+        self._names: list[str] | None = None
+        self._values: dict[str, Any] = {}
+        self.name = name
+        self.shape: tuple[int, ...] = tuple(dsid.shape)
+        self.dtype: np.dtype = dsid.dtype
+
+    def ncattrs(self) -> list[str]:
+        if self._names is None:
+            self._names = _attr_names(self._id)
+        return list(self._names)
+
+    def getncattr(self, name: str) -> Any:
+        if name not in self._values:
+            if name not in self.ncattrs():
+                raise AttributeError(f"variable {self.name!r} has no attribute {name!r}")
+            self._values[name] = _read_attr(self._id, name)
+        return self._values[name]
+
+    def set_auto_maskandscale(self, flag: bool) -> None:
+        """Accepted for netCDF4 compatibility: values are always read as stored."""
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if self.dtype.kind in "biufS" and self.shape:
+            out = np.empty(self.shape, dtype=self.dtype)  # the whole variable, straight into a new array
+            if out.size:
+                self._id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+            return out if key is Ellipsis else out[key]
+        values = np.asarray(h5py.Dataset(self._id)[key])  # scalars, strings, compound types
+        if values.dtype.kind == "O":  # variable-length strings arrive as bytes
+            values = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                               for v in values.reshape(-1)], dtype=object).reshape(values.shape)  # fmt: skip
+        return values
+
+
+class H5NcFile:
+    """A netCDF-4 (HDF5) file read with h5py, with the part of netCDF4.Dataset the readers use.
+
+    netCDF4-python reads every variable's metadata when it opens a file; h5py opens
+    lazily and reads a variable with less overhead, which matters for daily granules
+    of a few MB (``benchmarks/bench_ingest.py``). Paths are ``"Group/name"``;
+    groups and dimensions without a variable are not variables (KeyError).
+    """
+
+    def __init__(self, path: str) -> None:
+        fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # close() releases every object of the file
+        self._fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
+        self.filepath = path
+        self._vars: dict[str, H5NcVariable | str] = {}  # vpath -> variable, or why it is not one
+        self._global: H5NcVariable | None = None
+
+    def __getitem__(self, vpath: str) -> H5NcVariable:
+        var = self._vars.get(vpath)
+        if var is None:
+            try:
+                oid = h5py.h5o.open(self._fid, vpath.encode())
+            except (KeyError, ValueError):
+                oid = None
+            if oid is None:
+                var = f"no variable {vpath!r}"
+            elif not isinstance(oid, h5py.h5d.DatasetID):
+                var = f"{vpath!r} is a group, not a variable"
+            elif _is_pure_dimension(oid):
+                var = f"{vpath!r} is a netCDF dimension, not a variable"
+            else:
+                var = H5NcVariable(oid, vpath.rsplit("/", 1)[-1])
+            self._vars[vpath] = var
+        if isinstance(var, str):
+            raise KeyError(var)
+        return var
+
+    def _root(self) -> H5NcVariable:
+        if self._global is None:  # the root group's attributes, read like a variable's
+            self._global = H5NcVariable.__new__(H5NcVariable)
+            self._global._id, self._global._names, self._global._values = h5py.h5g.open(self._fid, b"/"), None, {}
+            self._global.name = "/"
+        return self._global
+
+    def ncattrs(self) -> list[str]:
+        return self._root().ncattrs()
+
+    def getncattr(self, name: str) -> Any:
+        try:
+            return self._root().getncattr(name)
+        except AttributeError:
+            raise AttributeError(f"{self.filepath}: no global attribute {name!r}") from None
+
+    def close(self) -> None:
+        self._vars.clear()
+        self._global = None
+        if self._fid.valid:
+            self._fid.close()
+
+    def __enter__(self) -> H5NcFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+#: A read handle: netCDF4-python for netCDF-3 files, h5py (through :class:`H5NcFile`) for netCDF-4.
+NcHandle = netCDF4.Dataset | H5NcFile
+NcVariable = netCDF4.Variable | H5NcVariable
+
+
+def open_granule_file(path: str) -> NcHandle:
+    """Open a netCDF-4 file with h5py (:class:`H5NcFile`), anything else with netCDF4.
+
+    Any failure ends in :func:`open_nc`, whose GranuleError names the file.
+    """
+    check_readable(path)
+    try:
+        return H5NcFile(path)
+    except (OSError, ValueError):  # not HDF5 (netCDF-3), or unreadable: netCDF4 opens it or explains why not
+        return open_nc(path)
+
+
 #: Serialises netCDF-C/HDF5 calls in a process (neither library is thread-safe).
 IO_LOCK = threading.RLock()
-_CACHE: OrderedDict[tuple[str, int, int], netCDF4.Dataset] = OrderedDict()
+_CACHE: OrderedDict[tuple[str, int, int], NcHandle] = OrderedDict()
 _CACHE_SIZE = 64
 
 
@@ -99,19 +283,22 @@ def close_cached(path: str | None = None) -> None:
 
 
 @contextmanager
-def cached_nc(path: str) -> Iterator[netCDF4.Dataset]:
-    """A read-only handle kept open between :meth:`scan` and :meth:`read` (LRU of 64).
+def cached_nc(path: str) -> Iterator[NcHandle]:
+    """A read-only handle (:func:`open_granule_file`) kept open between :meth:`scan` and :meth:`read` (LRU of 64).
 
     Opening an HDF5-based netCDF file costs about as much as reading a small granule,
     so a batch opens each file once. Keyed by path, size and mtime, so a rewritten
-    file is reopened. Holds :data:`IO_LOCK` while in use.
+    file is reopened (after closing the old handle: HDF5 shares one open file per
+    inode, and a rewritten file keeps its inode). Holds :data:`IO_LOCK` while in use.
     """
     with IO_LOCK:
         st = os.stat(path) if os.path.exists(path) else None
         key = (str(Path(path).resolve()), st.st_mtime_ns if st else 0, st.st_size if st else 0)
         ds = _CACHE.pop(key, None)
         if ds is None:
-            ds = open_nc(path)
+            for stale in [k for k in _CACHE if k[0] == key[0]]:  # the file was rewritten: HDF5 would reuse the
+                _CACHE.pop(stale).close()                        # open file (same inode) and serve the old data
+            ds = open_granule_file(path)
         _CACHE[key] = ds
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)[1].close()
@@ -129,7 +316,7 @@ def open_nc(path: str) -> netCDF4.Dataset:
                                  f"{exc}") from None  # fmt: skip
 
 
-def get_var(ds: netCDF4.Dataset, vpath: str, path: str) -> netCDF4.Variable:
+def get_var(ds: NcHandle, vpath: str, path: str) -> NcVariable:
     """The variable at ``vpath`` (``"Group/name"``), or GranuleError naming it."""
     try:
         return ds[vpath]
@@ -137,7 +324,7 @@ def get_var(ds: netCDF4.Dataset, vpath: str, path: str) -> netCDF4.Variable:
         raise GranuleError(path, f"missing variable {vpath!r}") from None
 
 
-def read_raw(var: netCDF4.Variable, path: str) -> np.ndarray:
+def read_raw(var: NcVariable, path: str) -> np.ndarray:
     """The stored values of ``var`` (no masking, no scaling); GranuleError on I/O failure."""
     var.set_auto_maskandscale(False)
     try:
@@ -303,7 +490,7 @@ class NcTableReader(GranuleReader):
     version_pattern: ClassVar[str] = r"fv([\d.]+)\.nc"
 
     # -- scan -------------------------------------------------------------------------------
-    def file_gas(self, ds: netCDF4.Dataset, path: str) -> str:
+    def file_gas(self, ds: NcHandle, path: str) -> str:
         """The gas whose xgas variable the file holds."""
         for gas, vmap in self.variable_map.items():
             try:
@@ -314,7 +501,7 @@ class NcTableReader(GranuleReader):
         wanted = [v["xgas"]["path"] for v in self.variable_map.values()]
         raise GranuleError(path, f"missing variable: none of {wanted} is present ({self.name} layout)")
 
-    def product_version(self, ds: netCDF4.Dataset, path: str) -> str:
+    def product_version(self, ds: NcHandle, path: str) -> str:
         """Product version from the global attribute, else from the file name."""
         for key in ("product_version", "version", "ProductionVersion"):
             if key in ds.ncattrs():
@@ -352,7 +539,7 @@ class NcTableReader(GranuleReader):
         return plan
 
     @staticmethod
-    def _variables(ds: netCDF4.Dataset, vmap: dict[str, dict[str, Any]]) -> dict[str, str]:
+    def _variables(ds: NcHandle, vmap: dict[str, dict[str, Any]]) -> dict[str, str]:
         """Canonical name -> dtype of what :meth:`read` returns for this file."""
         out = {"quality_flag": "int8"}
         for name, spec in vmap.items():
@@ -390,7 +577,7 @@ class NcTableReader(GranuleReader):
                     out[name] = arr[:, ::-1]
         return add_apriori_column(out)
 
-    def _read_one(self, ds: netCDF4.Dataset, spec: dict[str, Any], idx: np.ndarray, path: str) -> np.ndarray:
+    def _read_one(self, ds: NcHandle, spec: dict[str, Any], idx: np.ndarray, path: str) -> np.ndarray:
         var = get_var(ds, spec["path"], path)
         raw = read_raw(var, path)
         if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
@@ -433,7 +620,7 @@ def add_apriori_column(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
+def _has(ds: NcHandle, vpath: str) -> bool:
     try:
         ds[vpath]
     except (KeyError, IndexError):
@@ -441,5 +628,10 @@ def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
     return True
 
 
-def _attrs(var: netCDF4.Variable) -> dict[str, Any]:
-    return {k: var.getncattr(k) for k in var.ncattrs()}
+#: The attributes that decide how stored values become physical ones (fills, packing, time units).
+DECODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units")
+
+
+def _attrs(var: NcVariable) -> dict[str, Any]:
+    """The :data:`DECODING_ATTRS` that ``var`` has (reading any other attribute costs time, not meaning)."""
+    return {k: var.getncattr(k) for k in var.ncattrs() if k in DECODING_ATTRS}

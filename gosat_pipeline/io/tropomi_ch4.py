@@ -36,11 +36,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import netCDF4
 import numpy as np
 
 from gosat_pipeline.errors import GranuleError
 from gosat_pipeline.io._common import (
+    NcHandle,
+    _attrs,
+    _has,
     cached_nc,
     cf_time,
     check_gas,
@@ -80,9 +82,9 @@ TROPOMI_VARIABLES: dict[str, str] = {
 _OPTIONAL = {"xgas_bc", "solar_zenith_angle", "surface_classification"}
 
 
-def _field(ds: netCDF4.Dataset, role: str, path: str) -> np.ndarray:
+def _field(ds: NcHandle, role: str, path: str) -> np.ndarray:
     var = get_var(ds, TROPOMI_VARIABLES[role], path)
-    return mask_fill(read_raw(var, path), {k: var.getncattr(k) for k in var.ncattrs()}, None)
+    return mask_fill(read_raw(var, path), _attrs(var), None)
 
 
 class TropomiCh4Reader(GranuleReader):
@@ -168,7 +170,7 @@ class TropomiCh4Reader(GranuleReader):
         return out
 
     @classmethod
-    def _sounding_keys(cls, ds: netCDF4.Dataset, path: str, cand: np.ndarray) -> np.ndarray:
+    def _sounding_keys(cls, ds: NcHandle, path: str, cand: np.ndarray) -> np.ndarray:
         """Rows (time ns, latitude bits, longitude bits) of the retrieved pixels: the duplicate check key.
 
         Pixel numbers restart in every subset of an orbit (``.SUB`` files), so they do not
@@ -182,9 +184,9 @@ class TropomiCh4Reader(GranuleReader):
         return np.stack([t, lat, lon], axis=1)
 
     @staticmethod
-    def _times(ds: netCDF4.Dataset, path: str, shape: tuple[int, ...]) -> np.ndarray:
+    def _times(ds: NcHandle, path: str, shape: tuple[int, ...]) -> np.ndarray:
         tvar = get_var(ds, TROPOMI_VARIABLES["time"], path)
-        t0 = mask_fill(read_raw(tvar, path), {k: tvar.getncattr(k) for k in tvar.ncattrs()}, None).reshape(-1)
+        t0 = mask_fill(read_raw(tvar, path), _attrs(tvar), None).reshape(-1)
         dt = _field(ds, "delta_time", path)  # (time, scanline) ms
         secs = t0[:, None] + dt / 1000.0
         units = tvar.getncattr("units") if "units" in tvar.ncattrs() else None
@@ -211,14 +213,6 @@ class TropomiCh4Reader(GranuleReader):
 def _pixel_ids(orbit: int, pix: np.ndarray, ground_pixels: int) -> np.ndarray:
     """Sounding identifiers ``orbit * 1e8 + scanline * 1000 + ground_pixel``."""
     return (orbit * 10**8 + (pix // ground_pixels) * 1000 + pix % ground_pixels).astype(np.int64)
-
-
-def _has(ds: netCDF4.Dataset, vpath: str) -> bool:
-    try:
-        ds[vpath]
-    except (KeyError, IndexError):
-        return False
-    return True
 
 
 def _version_from_name(path: str) -> str:
