@@ -546,6 +546,25 @@ def analytic_inversion_chunked(
 
 
 # ---------------------------------------------------------------------------- lognormal
+def _damped_newton_step(
+    H: np.ndarray, H_gn: np.ndarray, grad: np.ndarray, lam: float, accept: Any, tries: int = 30
+) -> tuple[np.ndarray | None, float]:
+    """Levenberg-Marquardt step ``-(H + lam diag H)^-1 grad`` (Gauss-Newton H where H is not
+    positive definite), damping raised tenfold until ``accept(step)``; (None, lam) if never."""
+    for _ in range(tries):
+        for Hc in (H, H_gn):
+            try:
+                cf = sla.cho_factor(Hc + lam * np.diag(np.diag(Hc)), lower=True)
+                break
+            except (np.linalg.LinAlgError, sla.LinAlgError):
+                continue
+        step = -sla.cho_solve(cf, grad)
+        if accept(step):
+            return step, max(lam / 10.0, 1e-12)
+        lam *= 10.0
+    return None, lam
+
+
 def lognormal_map(
     ne: NormalEquations,
     log_mask: Any,
@@ -630,24 +649,17 @@ def lognormal_map(
         H_gn = dx[:, None] * G * dx[None, :] + Sa_inv
         H = H_gn - np.diag(np.where(lm, x * r, 0.0))
         f0 = cost(z)
-        accepted = False
-        for _ in range(30):
-            for Hc in (H, H_gn):
-                try:
-                    cf = sla.cho_factor(Hc + lam * np.diag(np.diag(Hc)), lower=True)
-                    break
-                except (np.linalg.LinAlgError, sla.LinAlgError):
-                    continue
-            step = -sla.cho_solve(cf, grad)
+        f_tol = eps_cost * (abs(ne.c) + abs(f0))
+
+        def accept(step: np.ndarray, z: np.ndarray = z, f0: float = f0, f_tol: float = f_tol,
+                   gnorm: float = gnorm) -> bool:  # fmt: skip
             f1 = cost(z + step)
-            if f1 <= f0 or (f1 <= f0 + eps_cost * (abs(ne.c) + abs(f0)) and gradient(z + step)[4] < gnorm):
-                z = z + step
-                lam = max(lam / 10.0, 1e-12)
-                accepted = True
-                break
-            lam *= 10.0
-        if not accepted:
+            return f1 <= f0 or (f1 <= f0 + f_tol and gradient(z + step)[4] < gnorm)
+
+        step, lam = _damped_newton_step(H, H_gn, grad, lam, accept)
+        if step is None:
             break
+        z = z + step
     x = x_of(z)
     dx = np.where(lm, x, 1.0)
     H_gn = dx[:, None] * G * dx[None, :] + Sa_inv
