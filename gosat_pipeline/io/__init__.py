@@ -172,8 +172,25 @@ def _scan_all(paths: list[str], gas: str | None, fmt: str | None, screen: bool) 
     if len(paths) == 1 or sched is None or sched in (dask.local.get_sync, dask.threaded.get):
         # in-process: the netCDF/HDF5 lock serialises threads anyway, so a plain loop is cheapest
         return [_safe_scan(p, r, gas, screen) for p, r in zip(paths, resolved)]
-    tasks = [dask.delayed(_safe_scan, pure=False)(p, r, gas, screen) for p, r in zip(paths, resolved)]
-    return list(dask.compute(*tasks))
+    # a few tasks per worker thread, each scanning a run of files: one task per file costs more in
+    # scheduling and messages than scanning a small granule
+    per_task = -(-len(paths) // (2 * _threads(sched)))
+    batches = [list(zip(paths[i:i + per_task], resolved[i:i + per_task])) for i in range(0, len(paths), per_task)]
+    tasks = [dask.delayed(_scan_batch, pure=False)(b, gas, screen) for b in batches]
+    return [res for batch in dask.compute(*tasks) for res in batch]
+
+
+def _scan_batch(batch: list[tuple[str, GranuleReader | None]], gas: str | None, screen: bool) -> list[_ScanResult]:
+    return [_safe_scan(p, r, gas, screen) for p, r in batch]
+
+
+def _threads(sched: Any) -> int:
+    """Worker threads behind a scheduler's ``get`` (a distributed Client's: its cluster's), else the CPUs."""
+    client = getattr(sched, "__self__", None)
+    try:
+        return max(1, sum(client.nthreads().values()))  # type: ignore[union-attr]
+    except Exception:  # not a distributed client, or it cannot tell
+        return os.cpu_count() or 1
 
 
 _READ_FAULTS = (OSError, ValueError, KeyError, IndexError, RuntimeError, TypeError, AttributeError)
@@ -183,6 +200,7 @@ def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -
     try:
         with IO_LOCK:
             out = reader.read(plan, bias_corrected=bias_corrected)
+            close_cached(plan.path)  # read once per compute: free the slot for a file still to be read
     except GranuleError:
         raise
     except _READ_FAULTS as exc:  # a fault scan() did not catch: still name the file, never a bare traceback
@@ -206,8 +224,8 @@ def _id_codes(plans: list[GranulePlan]) -> tuple[np.ndarray, int]:
         return np.asarray(codes), len(uniques)
     if ndims == {1} and all(a.dtype.kind in "iu" for a in arrays):
         keys = np.concatenate([a.astype(np.int64) for a in arrays])
-    elif ndims == {1} and all(a.dtype.kind == "O" for a in arrays):
-        keys = np.concatenate(arrays)
+    elif ndims == {1} and all(a.dtype.kind in "OU" for a in arrays):
+        keys = np.concatenate([a.astype(object) for a in arrays])
     else:  # products with different kinds of ids in one batch: compare as text
         keys = np.concatenate([np.array([str(v) for v in a.tolist()], dtype=object) for a in arrays])
     codes, uniques = pd.factorize(keys)

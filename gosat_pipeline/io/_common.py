@@ -300,7 +300,7 @@ def cached_nc(path: str) -> Iterator[NcHandle]:
                 _CACHE.pop(stale).close()                        # open file (same inode) and serve the old data
             ds = open_granule_file(path)
         _CACHE[key] = ds
-        while len(_CACHE) > _CACHE_SIZE:
+        while len(_CACHE) > max(1, _CACHE_SIZE):  # the oldest, never the handle about to be used
             _CACHE.popitem(last=False)[1].close()
         yield ds
 
@@ -534,7 +534,10 @@ class NcTableReader(GranuleReader):
                                    variable=vmap["xgas"]["path"])  # fmt: skip
             sid = vmap.get("sounding_id")
             if sid is not None and _has(ds, sid["path"]):  # ids of the planned soundings (duplicate check)
-                plan.ids = self._read_one(ds, sid, plan.index, path)
+                ids = self._read_one(ds, sid, plan.index, path)
+                # text ids as fixed-width str: the plan travels to workers, and an object array
+                # of Python strings is slow to pickle
+                plan.ids = ids.astype(str) if ids.dtype == object else ids
         plan.variables = variables
         return plan
 
@@ -561,7 +564,7 @@ class NcTableReader(GranuleReader):
         with cached_nc(path) as ds:
             for name, spec in vmap.items():
                 if name == "sounding_id" and plan.ids is not None:
-                    out[name] = plan.ids  # read at scan time (duplicate detection)
+                    out[name] = plan.ids.astype(object) if plan.ids.dtype.kind == "U" else plan.ids  # from scan
                     continue
                 if not _has(ds, spec["path"]):
                     if spec.get("required", True):
