@@ -140,6 +140,17 @@ def _versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- dask
 
 
+#: Dask settings for the worker processes of a LocalCluster. distributed sets
+#: ``MALLOC_TRIM_THRESHOLD_`` for its workers, which also switches off glibc's adaptive
+#: mmap threshold: every allocation of 128 KiB or more (a granule's level array, an HDF5
+#: chunk, a decompression buffer) is then a fresh mmap, paid in page faults; decompressing
+#: and reading granules took 25-40 % more CPU in the workers than in a plain process
+#: (benchmarks/bench_ingest.py). A fixed 1 MiB threshold keeps the pool for those and
+#: still maps (and returns to the system) the large arrays. Set
+#: ``distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_`` to override.
+WORKER_CONFIG: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 1 << 20}
+
+
 @contextlib.contextmanager
 def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, Any]]:
     """Start (or connect to) the Dask compute resource described by ``cluster``.
@@ -191,7 +202,8 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
         }
         if cluster.memory_limit:
             kwargs["memory_limit"] = cluster.memory_limit
-        with LocalCluster(**kwargs) as lc, Client(lc) as client:
+        worker_config = {k: v for k, v in WORKER_CONFIG.items() if dask.config.get(k, None) is None}
+        with dask.config.set(worker_config), LocalCluster(**kwargs) as lc, Client(lc) as client:
             logger.info("started LocalCluster: %d workers x %d threads", n_workers, threads)
             yield {"type": "local", "workers": n_workers, "threads_per_worker": threads,
                    "scheduler": client.scheduler.address}  # fmt: skip

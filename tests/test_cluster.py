@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import dask
 import dask.array as da
 import numpy as np
 import pytest
+import xarray as xr
 
 from gosat_pipeline.config import ClusterSection
 from gosat_pipeline.errors import ConfigError
-from gosat_pipeline.pipeline import dask_cluster
+from gosat_pipeline.io import open_granules
+from gosat_pipeline.pipeline import WORKER_CONFIG, dask_cluster
+from gosat_pipeline.testing.granules import make_granule_files
 
 
 @pytest.mark.timeout(120)
-def test_two_process_local_cluster() -> None:
+def test_two_process_local_cluster(tmp_path: Path) -> None:
     cfg = ClusterSection(type="local", n_workers=2, threads_per_worker=1, tiny_job_bytes=0)
     with dask_cluster(cfg, input_bytes=10**9) as info:
         from distributed import get_client
@@ -25,6 +31,20 @@ def test_two_process_local_cluster() -> None:
         assert float(x.sum().compute()) == pytest.approx(np.arange(1_000_000.0).sum())
         pids = client.run(lambda: __import__("os").getpid())
         assert len(set(pids.values())) == 2
+        # the workers run with a fixed mmap threshold (see pipeline.WORKER_CONFIG)
+        env = client.run(lambda: __import__("os").environ.get("MALLOC_MMAP_THRESHOLD_"))
+        assert set(env.values()) == {str(WORKER_CONFIG["distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_"])}
+        # granules scanned in batches on the workers: the same dataset, the bad file skipped and recorded
+        files = make_granule_files(tmp_path, "cci_ocpr", n_files=7, n_per_file=40, seed=2)
+        files[3].write_bytes(b"")
+        ids = make_granule_files(tmp_path / "again", "cci_ocpr", n_files=1, n_per_file=40, seed=2)  # duplicates
+        with pytest.warns(UserWarning):
+            on_cluster = open_granules([*files, *ids], chunks={"sounding": 100}).compute()
+        with dask.config.set(scheduler="synchronous"), pytest.warns(UserWarning):
+            local = open_granules([*files, *ids], chunks={"sounding": 100}).compute()
+        xr.testing.assert_identical(on_cluster, local)
+        assert [s["path"] for s in json.loads(on_cluster.attrs["skipped_inputs"])] == [str(files[3]), str(ids[0])]
+        assert on_cluster.attrs["n_duplicate_soundings"] > 0
 
 
 def test_tiny_jobs_use_threads() -> None:
