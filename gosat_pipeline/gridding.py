@@ -376,28 +376,47 @@ def _combine(*parts: _Partial, ncell: int) -> _Partial:
     return _Partial(tlo, ntr, None, dst)
 
 
+@numba.njit(cache=True, nogil=True)
+def _finalize_rows(rows, out, ddof):  # pragma: no cover - numba
+    """The L3 statistics (``_OUTPUTS`` order) of dense partial ``rows`` (nbins, 10) into ``out`` (7, nbins).
+
+    mean where n > 0; sum(w x)/sum(w) where sum(w) > 0; std = sqrt(M2 / (n - ddof))
+    and std / sqrt(n) where n > ddof; uncertainty and AK means where they have
+    values; NaN elsewhere.
+    """
+    nan = np.nan
+    for b in range(rows.shape[0]):
+        n = rows[b, 0]
+        out[0, b] = n
+        out[1, b] = rows[b, 1] if n > 0.0 else nan
+        sw = rows[b, 3]
+        out[2, b] = rows[b, 4] / sw if sw > 0.0 else nan
+        if n > ddof:
+            std = np.sqrt(max(rows[b, 2], 0.0) / (n - ddof))
+            out[3, b] = std
+            out[4, b] = std / np.sqrt(n)
+        else:
+            out[3, b] = nan
+            out[4, b] = nan
+        out[5, b] = rows[b, 6] / rows[b, 5] if rows[b, 5] > 0.0 else nan
+        out[6, b] = rows[b, 8] / rows[b, 7] if rows[b, 7] > 0.0 else nan
+
+
 def _finalize(part: _Partial, nt: int, shape: tuple[int, int]) -> np.ndarray:
     """Stack of the L3 statistics, shape (7, nt, ny, nx), in the order of ``_OUTPUTS``."""
     ny, nx = shape
-    full = np.zeros((nt * ny * nx, _NSTAT))
-    if part.ntr and part.bins is None:
-        _merge_rows(full, part.rows, np.zeros(0, dtype="int64"), True, part.tlo * ny * nx)
-    elif part.ntr:
-        _merge_rows(full, part.rows, part.bins, False, 0)
-    s = full.reshape(nt, ny, nx, _NSTAT)
-    n = s[..., _N]
-    out = np.full((len(_OUTPUTS), nt, ny, nx), np.nan)
-    out[0] = n
-    has = n > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out[1] = np.where(has, s[..., _MEAN], np.nan)
-        out[2] = np.where(s[..., _SW] > 0, s[..., _SWX] / s[..., _SW], np.nan)
-        std = np.sqrt(np.maximum(s[..., _M2], 0.0) / (n - STD_DDOF))
-        out[3] = np.where(n > STD_DDOF, std, np.nan)
-        out[4] = np.where(n > STD_DDOF, std / np.sqrt(n), np.nan)
-        out[5] = np.where(s[..., _NU] > 0, s[..., _SU] / s[..., _NU], np.nan)
-        out[6] = np.where(s[..., _NA] > 0, s[..., _SA] / s[..., _NA], np.nan)
-    return out
+    nbins = nt * ny * nx
+    if part.ntr and part.bins is None and part.tlo == 0 and part.rows.shape[0] == nbins:
+        full = part.rows  # dense over every bin already (the usual result of the tree)
+    else:
+        full = np.zeros((nbins, _NSTAT))
+        if part.ntr and part.bins is None:
+            _merge_rows(full, part.rows, np.zeros(0, dtype="int64"), True, part.tlo * ny * nx)
+        elif part.ntr:
+            _merge_rows(full, part.rows, part.bins, False, 0)
+    out = np.empty((len(_OUTPUTS), nbins))
+    _finalize_rows(full, out, float(STD_DDOF))
+    return out.reshape(len(_OUTPUTS), nt, ny, nx)
 
 
 # ---------------------------------------------------------------------------- numpy core
@@ -787,53 +806,49 @@ def _build_dataset(
     gas: str,
     attrs: dict[str, Any],
 ) -> xr.Dataset:
+    """The L3 dataset around ``stack`` (7, nt, ny, nx), built in one constructor call.
+
+    (Adding variables one by one re-aligns the whole dataset each time: that was
+    most of the fixed cost of :func:`grid_soundings`.)
+    """
     dims = ("time", "latitude", "longitude")
-    ds = grid.bounds_dataset()
-    ds["cell_area"].attrs["comment"] = (
+    grid_ds = grid.bounds_dataset()
+    grid_ds["cell_area"].attrs["comment"] = (
         "exact on a sphere: A = R**2 * (lon_east - lon_west) * (sin(lat_north) - sin(lat_south)), angles in radians"
     )
-    ds = ds.assign_coords(
-        time=(
-            "time",
-            edges[:-1].values,
-            {
-                "standard_name": "time",
-                "long_name": "start of time bin",
-                "bounds": "time_bounds",
-                "axis": "T",
-            },
-        )
+    time = xr.Variable(
+        "time",
+        edges[:-1].values,
+        {"standard_name": "time", "long_name": "start of time bin", "bounds": "time_bounds", "axis": "T"},
     )
-    ds["time_bounds"] = (("time", "nv"), np.column_stack([edges[:-1].values, edges[1:].values]))
+    time_bounds = xr.Variable(("time", "nv"), np.column_stack([edges[:-1].values, edges[1:].values]))
     # One units encoding for time and its bounds, as CF requires.
-    ds["time"].encoding.update(
-        units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian"
-    )
-    ds["time_bounds"].encoding.update(
-        units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian"
-    )
+    for v in (time, time_bounds):
+        v.encoding.update(units="seconds since 1970-01-01 00:00:00", calendar="proleptic_gregorian")
+    comments = {
+        "xgas_std": f"sample standard deviation (ddof={STD_DDOF}); NaN where n_soundings < 2",
+        "xgas_standard_error": "standard error of the unweighted cell mean xgas_mean: xgas_std / sqrt(n_soundings); "
+        "NaN where n_soundings < 2",
+        "xgas_weighted_mean": "sum(w x) / sum(w) with w = xgas_uncertainty**-2; soundings with missing or "
+        "non-positive uncertainty get w = 0",
+        "averaging_kernel_pbl": "mean over soundings of sum(h a) / sum(h) over levels with p >= p_surface - "
+        "pbl_pressure_depth (h pressure weight, a column averaging kernel); 1 for products without an averaging kernel",
+    }
+    data_vars: dict[str, Any] = {name: grid_ds[name].variable for name in grid_ds.data_vars}
+    data_vars["time_bounds"] = time_bounds
     for k, name in enumerate(_OUTPUTS):
         data = stack[k]
         if name == "n_soundings":
             data = data.astype("int32")
-        var_attrs = cf_attrs(name, None if GRIDDED_VARIABLES[name].get("units") != "gas" else gas)
-        ds[name] = (dims, data, var_attrs)
-    ds["xgas_std"].attrs["comment"] = (
-        f"sample standard deviation (ddof={STD_DDOF}); NaN where n_soundings < 2"
-    )
-    ds["xgas_standard_error"].attrs["comment"] = (
-        "standard error of the unweighted cell mean xgas_mean: xgas_std / sqrt(n_soundings); NaN where n_soundings < 2"
-    )
-    ds["xgas_weighted_mean"].attrs["comment"] = (
-        "sum(w x) / sum(w) with w = xgas_uncertainty**-2; soundings with missing or non-positive uncertainty get w = 0"
-    )
-    ds["averaging_kernel_pbl"].attrs["comment"] = (
-        "mean over soundings of sum(h a) / sum(h) over levels with p >= p_surface - pbl_pressure_depth "
-        "(h pressure weight, a column averaging kernel); 1 for products without an averaging kernel"
-    )
-    ds["n_soundings"].attrs["ancillary_variables"] = "xgas_mean"
-    ds.attrs = attrs
-    return ds
+        var_attrs = dict(cf_attrs(name, None if GRIDDED_VARIABLES[name].get("units") != "gas" else gas))
+        if name in comments:
+            var_attrs["comment"] = comments[name]
+        if name == "n_soundings":
+            var_attrs["ancillary_variables"] = "xgas_mean"
+        data_vars[name] = xr.Variable(dims, data, var_attrs)
+    coords = {name: grid_ds[name].variable for name in grid_ds.coords}
+    coords["time"] = time
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
 def grid_soundings(

@@ -239,28 +239,18 @@ class GridSpec:
 
     def bounds_dataset(self) -> xr.Dataset:
         """A dataset with the CF bounds variables and ``cell_area`` (m2)."""
-        c = self.coords()
-        ds = xr.Dataset(coords=c)
-        ds["latitude_bounds"] = (
-            ("latitude", "nv"),
-            np.column_stack([self.lat_edges[:-1], self.lat_edges[1:]]),
-            {"units": "degrees_north"},
-        )
-        ds["longitude_bounds"] = (
-            ("longitude", "nv"),
-            np.column_stack([self.lon_edges[:-1], self.lon_edges[1:]]),
-            {"units": "degrees_east"},
-        )
-        ds["cell_area"] = (
-            ("latitude", "longitude"),
-            self.cell_area(),
+        lat_b = np.column_stack([self.lat_edges[:-1], self.lat_edges[1:]])
+        lon_b = np.column_stack([self.lon_edges[:-1], self.lon_edges[1:]])
+        area_attrs = {"units": "m2", "standard_name": "cell_area",
+                      "long_name": "cell area on the authalic sphere (R = 6371007.181 m)"}  # fmt: skip
+        return xr.Dataset(
             {
-                "units": "m2",
-                "standard_name": "cell_area",
-                "long_name": "cell area on the authalic sphere (R = 6371007.181 m)",
+                "latitude_bounds": (("latitude", "nv"), lat_b, {"units": "degrees_north"}),
+                "longitude_bounds": (("longitude", "nv"), lon_b, {"units": "degrees_east"}),
+                "cell_area": (("latitude", "longitude"), self.cell_area(), area_attrs),
             },
+            coords=self.coords(),
         )
-        return ds
 
     def to_attrs(self) -> dict[str, Any]:
         """A compact description for output attributes and the manifest."""

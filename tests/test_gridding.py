@@ -225,12 +225,14 @@ def _pandas_reference(
     }
 
 
-@pytest.mark.parametrize("time_bin", ["1D", "MS", None, "7D"])
-def test_equals_pandas_groupby_reference(time_bin: str | None) -> None:
+@pytest.mark.parametrize(("time_bin", "chunk"), [("1D", 3001), ("MS", 3001), (None, 3001), ("7D", 3001),
+                                                ("MS", -1), (None, 4096)])  # fmt: skip
+def test_equals_pandas_groupby_reference(time_bin: str | None, chunk: int) -> None:
+    """Several chunks and a tree of partials, or one chunk whose partial is final (dense, used as is)."""
     ds = make_soundings(20_000, "CH4", seed=7, start="2020-01-20", end="2020-03-10")
     ds["xgas"][::97] = np.nan
     grid = GridSpec.from_resolution(5.0)
-    l3 = grid_soundings(ds.chunk({"sounding": 3001}), grid=grid, time_bin=time_bin).compute()
+    l3 = grid_soundings(ds.chunk({"sounding": chunk}), grid=grid, time_bin=time_bin).compute()
     edges = time_bin_edges(ds.time.values, time_bin)
     akp = boundary_layer_ak(ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values,
                             ds.surface_pressure.values, 150.0)  # fmt: skip
