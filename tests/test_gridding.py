@@ -129,6 +129,16 @@ def test_cell_lookup_identical_to_gridspec(grid: GridSpec) -> None:
     np.testing.assert_array_equal(_cells(grid, lat2, lon2), expected)
 
 
+def test_bin_index_refuses_grids_whose_indices_overflow_int32() -> None:
+    lat_e, lon_e = np.linspace(-90, 90, 50_001), np.linspace(-180, 180, 50_001)  # 2.5e9 cells
+    one = np.zeros(1)
+    with pytest.raises(ValueError, match="int32"):
+        _bin_index(one, one, np.zeros(0, dtype="int64"), lat_e, lon_e, np.array([0, 1], dtype="int64"), True)
+    small = _bin_index(one, one, np.zeros(0, dtype="int64"), lat_e[::10], lon_e[::10],
+                       np.array([0, 1], dtype="int64"), True)  # fmt: skip
+    assert small.dtype == np.int32 and small[0] == 2500 * 5000 + 2500
+
+
 def test_edge_traps_on_global_grid() -> None:
     g = GridSpec.from_resolution(1.0)
     ny, nx = g.shape
