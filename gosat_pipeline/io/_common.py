@@ -148,26 +148,38 @@ class H5NcVariable:
     small compressed variable.
     """
 
-    __slots__ = ("_id", "_names", "_values", "name", "shape", "dtype")
+    __slots__ = ("_id", "_fid", "_vpath", "_names", "_values", "name", "shape", "dtype")
 
-    def __init__(self, dsid: Any, name: str) -> None:
+    def __init__(self, dsid: Any, name: str, fid: Any = None, vpath: str = "") -> None:
         self._id = dsid
+        self._fid = fid
+        self._vpath = vpath
         self._names: list[str] | None = None
         self._values: dict[str, Any] = {}
         self.name = name
-        self.shape: tuple[int, ...] = tuple(dsid.shape)
-        self.dtype: np.dtype = dsid.dtype
+        self.shape: tuple[int, ...] = tuple(dsid.shape) if hasattr(dsid, "shape") else ()
+        self.dtype: np.dtype = dsid.dtype if hasattr(dsid, "dtype") else np.dtype("f8")
+
+    def _obj(self) -> Any:
+        if self._id is None:  # released (see H5NcFile.release): reopen, cheap while the file is open
+            self._id = h5py.h5o.open(self._fid, self._vpath.encode())
+        return self._id
+
+    def release(self) -> None:
+        """Drop the HDF5 object identifier, keeping what was read of the metadata."""
+        if self._fid is not None:
+            self._id = None
 
     def ncattrs(self) -> list[str]:
         if self._names is None:
-            self._names = _attr_names(self._id)
+            self._names = _attr_names(self._obj())
         return list(self._names)
 
     def getncattr(self, name: str) -> Any:
         if name not in self._values:
             if name not in self.ncattrs():
                 raise AttributeError(f"variable {self.name!r} has no attribute {name!r}")
-            self._values[name] = _read_attr(self._id, name)
+            self._values[name] = _read_attr(self._obj(), name)
         return self._values[name]
 
     def set_auto_maskandscale(self, flag: bool) -> None:
@@ -177,9 +189,9 @@ class H5NcVariable:
         if self.dtype.kind in "biufS" and self.shape:
             out = np.empty(self.shape, dtype=self.dtype)  # the whole variable, straight into a new array
             if out.size:
-                self._id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
+                self._obj().read(h5py.h5s.ALL, h5py.h5s.ALL, out)
             return out if key is Ellipsis else out[key]
-        values = np.asarray(h5py.Dataset(self._id)[key])  # scalars, strings, compound types
+        values = np.asarray(h5py.Dataset(self._obj())[key])  # scalars, strings, compound types
         if values.dtype.kind == "O":  # variable-length strings arrive as bytes
             values = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
                                for v in values.reshape(-1)], dtype=object).reshape(values.shape)  # fmt: skip
@@ -217,7 +229,7 @@ class H5NcFile:
             elif _is_pure_dimension(oid):
                 var = f"{vpath!r} is a netCDF dimension, not a variable"
             else:
-                var = H5NcVariable(oid, vpath.rsplit("/", 1)[-1])
+                var = H5NcVariable(oid, vpath.rsplit("/", 1)[-1], self._fid, vpath)
             self._vars[vpath] = var
         if isinstance(var, str):
             raise KeyError(var)
@@ -225,10 +237,21 @@ class H5NcFile:
 
     def _root(self) -> H5NcVariable:
         if self._global is None:  # the root group's attributes, read like a variable's
-            self._global = H5NcVariable.__new__(H5NcVariable)
-            self._global._id, self._global._names, self._global._values = h5py.h5g.open(self._fid, b"/"), None, {}
-            self._global.name = "/"
+            self._global = H5NcVariable(h5py.h5g.open(self._fid, b"/"), "/", self._fid, "/")
         return self._global
+
+    def release(self) -> None:
+        """Drop the HDF5 identifiers of the variables (metadata kept; reopened when read).
+
+        h5py's cost of closing a file grows with the identifiers alive in the process:
+        a batch that keeps every scanned file open would otherwise make each close
+        scan the identifiers of all the others.
+        """
+        for var in self._vars.values():
+            if not isinstance(var, str):
+                var.release()
+        if self._global is not None:
+            self._global.release()
 
     def ncattrs(self) -> list[str]:
         return self._root().ncattrs()
@@ -278,7 +301,8 @@ _CACHE_SIZE = 64
 def close_cached(path: str | None = None) -> None:
     """Close cached read handles (of ``path``, or all); call before rewriting a file."""
     with IO_LOCK:
-        for key in [k for k in _CACHE if path is None or k[0] == str(Path(path).resolve())]:
+        where = None if path is None else str(Path(path).resolve())
+        for key in [k for k in _CACHE if where is None or k[0] == where]:
             _CACHE.pop(key).close()
 
 
@@ -302,7 +326,11 @@ def cached_nc(path: str) -> Iterator[NcHandle]:
         _CACHE[key] = ds
         while len(_CACHE) > max(1, _CACHE_SIZE):  # the oldest, never the handle about to be used
             _CACHE.popitem(last=False)[1].close()
-        yield ds
+        try:
+            yield ds
+        finally:
+            if isinstance(ds, H5NcFile):
+                ds.release()
 
 
 def open_nc(path: str) -> netCDF4.Dataset:
@@ -526,7 +554,7 @@ class NcTableReader(GranuleReader):
                 n_levels = int(get_var(ds, vmap["averaging_kernel"]["path"], path).shape[-1])
             for spec in vmap.values():  # what read() would fail on must fail here, where a batch can skip it
                 if spec.get("transform") == "time":
-                    time_epoch(_attrs(get_var(ds, spec["path"], path)).get("units"), path, spec["path"])
+                    time_epoch(_attrs(get_var(ds, spec["path"], path), "units").get("units"), path, spec["path"])
             attrs = {"product": self.product, "product_version": self.product_version(ds, path),
                      "reader": self.name}  # fmt: skip
             variables = self._variables(ds, vmap)
@@ -596,7 +624,7 @@ class NcTableReader(GranuleReader):
             return raw[idx].astype(np.int64)
         if transform == "glint_eq1":
             return (raw[idx] == 1).astype(np.int8)
-        attrs = _attrs(var)
+        attrs = _attrs(var, "units") if transform == "time" else _attrs(var)
         if transform == "time":
             return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units"), path, spec["path"])
         vals = mask_fill(raw[idx], attrs, self.bare_fill)
@@ -631,10 +659,14 @@ def _has(ds: NcHandle, vpath: str) -> bool:
     return True
 
 
-#: The attributes that decide how stored values become physical ones (fills, packing, time units).
-DECODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset", "units")
+#: The attributes that turn stored values into physical ones (fills and packing).
+DECODING_ATTRS = ("_FillValue", "missing_value", "scale_factor", "add_offset")
 
 
-def _attrs(var: NcVariable) -> dict[str, Any]:
-    """The :data:`DECODING_ATTRS` that ``var`` has (reading any other attribute costs time, not meaning)."""
-    return {k: var.getncattr(k) for k in var.ncattrs() if k in DECODING_ATTRS}
+def _attrs(var: NcVariable, *extra: str) -> dict[str, Any]:
+    """The :data:`DECODING_ATTRS` (and ``extra``, e.g. ``"units"``) that ``var`` has.
+
+    Reading any other attribute costs time (~25 us each through HDF5), not meaning.
+    """
+    wanted = DECODING_ATTRS + extra
+    return {k: var.getncattr(k) for k in var.ncattrs() if k in wanted}
