@@ -6,8 +6,8 @@ released files are: deflate 4 + shuffle), then times, in the same run and on the
 - ``bare``: a loop opening each file with netCDF4 and reading the variables the reader
   uses (netCDF4's defaults; no flipping, unit handling or Dataset building);
 - ``ingest``: ``open_granules(files)`` read into memory with the synchronous scheduler,
-  one chunk per file (the default) and with the pipeline's default ``chunks`` of 200 000
-  soundings, screen=True and screen=False. "Into memory" is ``persist()``: the chunks
+  in the default chunks of 200 000 soundings (consecutive files grouped; the pipeline's
+  default too) and one chunk per file, screen=True and screen=False. "Into memory" is ``persist()``: the chunks
   stay separate arrays, as the pipeline's next stage (gridding) consumes them, and as
   the distributed mode below leaves them in worker memory. ``compute()`` (one array per
   variable: a copy of everything) is shown as well;
@@ -111,10 +111,10 @@ def main() -> None:
         bare_read(files)  # warm the page cache
         t_bare, _ = best_of(lambda: bare_read(files), args.repeat)
         rows = [("bare netCDF4 loop", t_bare, total)]
+        t, n = best_of(lambda: ingest(files, "synchronous", chunk=0), args.repeat)
+        rows.append(("ingest, one chunk per file", t, n))
         t, n = best_of(lambda: ingest(files, "synchronous"), args.repeat)
-        rows.append(("ingest, chunk per file", t, n))
-        t, n = best_of(lambda: ingest(files, "synchronous", chunk=200_000), args.repeat)
-        rows.append(("ingest, chunks 200k", t, n))
+        rows.append(("ingest, default chunks 200k", t, n))
         t, n = best_of(lambda: ingest(files, "synchronous", screen=False, chunk=200_000), args.repeat)
         rows.append(("ingest, screen=False", t, n))
         t, n = best_of(lambda: ingest(files, "synchronous", chunk=200_000, concat=True), args.repeat)

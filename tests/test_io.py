@@ -159,6 +159,16 @@ def test_open_granules_glob_list_and_attrs(tmp_path: Path) -> None:
     assert open_granules(files[0]).sizes["sounding"] == open_granule(files[0]).sizes["sounding"]
 
 
+def test_chunks_default_groups_files_and_zero_gives_one_per_file(tmp_path: Path, monkeypatch) -> None:
+    files = make_granule_files(tmp_path, "cci_ocpr", n_files=5, n_per_file=40, seed=6, bad_fraction=0.0)
+    assert open_granules(files).xgas.data.chunks[0] == (200,)  # default: all five in one chunk
+    assert open_granules(files, chunks=0).xgas.data.chunks[0] == (40,) * 5
+    assert open_granules(files, chunks={"sounding": 100}).xgas.data.chunks[0] == (80, 80, 40)
+    monkeypatch.setattr("gosat_pipeline.io.DEFAULT_CHUNK_SOUNDINGS", 120)
+    assert open_granules(files).xgas.data.chunks[0] == (120, 80)
+    np.testing.assert_array_equal(open_granules(files).xgas.values, open_granules(files, chunks=0).xgas.values)
+
+
 def test_inspect_granule(written: dict) -> None:
     path, src = written[("acos_lite", "CO2")]
     info = inspect_granule(path)
