@@ -230,8 +230,11 @@ def _id_codes(plans: list[GranulePlan]) -> tuple[np.ndarray, int]:
         keys = np.concatenate([a.astype(np.int64) for a in arrays])
     elif ndims == {1} and all(a.dtype.kind in "OU" for a in arrays):
         keys = np.concatenate([a.astype(object) for a in arrays])
+    elif ndims == {1} and all(a.dtype.kind == "S" for a in arrays):  # fixed-width text ids
+        keys = np.concatenate(arrays).astype(object)
     else:  # products with different kinds of ids in one batch: compare as text
-        keys = np.concatenate([np.array([str(v) for v in a.tolist()], dtype=object) for a in arrays])
+        keys = np.concatenate([np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                                         for v in a.tolist()], dtype=object) for a in arrays])  # fmt: skip
     codes, uniques = pd.factorize(keys)
     return np.asarray(codes), len(uniques)
 
@@ -521,6 +524,8 @@ def open_granules(
         lines = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped)
         raise GranuleError(str(paths_or_glob), f"no readable granule among {len(paths)} file(s): {lines}")
     parts, duplicates, dup_skipped = _drop_duplicates(parts)
+    # the ids have done their work: keep them out of the read graph (readers read them again)
+    parts = [(r, dataclasses.replace(p, ids=None)) for r, p in parts]
     for rec in duplicates:
         msg = (f"dropping {rec['n_duplicates']} soundings of {rec['path']} whose sounding_id was already read "
                f"from {rec['duplicates_of']} (kept the first)")  # fmt: skip

@@ -562,10 +562,9 @@ class NcTableReader(GranuleReader):
                                    variable=vmap["xgas"]["path"])  # fmt: skip
             sid = vmap.get("sounding_id")
             if sid is not None and _has(ds, sid["path"]):  # ids of the planned soundings (duplicate check)
-                ids = self._read_one(ds, sid, plan.index, path)
-                # text ids as fixed-width str: the plan travels to workers, and an object array
-                # of Python strings is slow to pickle
-                plan.ids = ids.astype(str) if ids.dtype == object else ids
+                # text ids stay fixed-width bytes: scan results travel from the workers, and
+                # an object array of Python strings is slow to pickle (and 4x larger as str)
+                plan.ids = self._read_one(ds, sid, plan.index, path, text_as_bytes=True)
         plan.variables = variables
         return plan
 
@@ -591,9 +590,6 @@ class NcTableReader(GranuleReader):
         idx = plan.index
         with cached_nc(path) as ds:
             for name, spec in vmap.items():
-                if name == "sounding_id" and plan.ids is not None:
-                    out[name] = plan.ids.astype(object) if plan.ids.dtype.kind == "U" else plan.ids  # from scan
-                    continue
                 if not _has(ds, spec["path"]):
                     if spec.get("required", True):
                         raise GranuleError(path, f"missing variable {spec['path']!r}")
@@ -608,7 +604,8 @@ class NcTableReader(GranuleReader):
                     out[name] = arr[:, ::-1]
         return add_apriori_column(out)
 
-    def _read_one(self, ds: NcHandle, spec: dict[str, Any], idx: np.ndarray, path: str) -> np.ndarray:
+    def _read_one(self, ds: NcHandle, spec: dict[str, Any], idx: np.ndarray, path: str,
+                  text_as_bytes: bool = False) -> np.ndarray:  # fmt: skip
         var = get_var(ds, spec["path"], path)
         raw = read_raw(var, path)
         if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
@@ -619,6 +616,8 @@ class NcTableReader(GranuleReader):
             arr = raw[idx]
             if arr.ndim == 2:
                 arr = np.ascontiguousarray(arr).view(f"S{arr.shape[1]}").reshape(arr.shape[0])
+            if text_as_bytes:
+                return arr if arr.dtype.kind == "S" else np.char.encode(arr.astype("U"), "utf-8")
             return arr.astype("U").astype(object)  # numpy drops the trailing NUL padding of S arrays
         if transform == "int":
             return raw[idx].astype(np.int64)

@@ -114,7 +114,10 @@ class GranulePlan:
         rows (n, k) such as (time, latitude bits, longitude bits) when the product has
         no global identifier; None to opt out. :func:`open_granules` keeps the first of
         soundings whose key repeats (within or across files) and narrows ``index`` and
-        ``ids`` of the later files; ``read`` must honour ``index``.
+        ``ids`` of the later files; ``read`` must honour ``index``. The plan reaches
+        ``read`` without its ids (they would only weigh down the task graph), so
+        ``read`` returns ``sounding_id`` from the file itself. Text ids are best
+        fixed-width bytes (``S``): cheap to send back from workers.
     """
 
     path: str
