@@ -144,8 +144,9 @@ class H5NcVariable:
     Values are always the stored values (no masking or scaling, as
     ``set_auto_maskandscale(False)`` gives with netCDF4); char arrays stay ``S1``
     arrays; variable-length strings are decoded to ``str``. Attributes are read once.
-    h5py's low-level API is used: the high-level objects cost more than reading a
-    small compressed variable.
+    Any index reads the whole variable, then selects (the readers read whole
+    variables). h5py's low-level API is used: the high-level objects cost more than
+    reading a small compressed variable.
     """
 
     __slots__ = ("_id", "_fid", "_vpath", "_names", "_values", "name", "shape", "dtype")
