@@ -163,9 +163,9 @@ def test_chunks_default_groups_files_and_zero_gives_one_per_file(tmp_path: Path,
     files = make_granule_files(tmp_path, "cci_ocpr", n_files=5, n_per_file=40, seed=6, bad_fraction=0.0)
     assert open_granules(files).xgas.data.chunks[0] == (200,)  # default: all five in one chunk
     assert open_granules(files, chunks=0).xgas.data.chunks[0] == (40,) * 5
-    assert open_granules(files, chunks={"sounding": 100}).xgas.data.chunks[0] == (80, 80, 40)
+    assert open_granules(files, chunks={"sounding": 100}).xgas.data.chunks[0] == (80, 40, 80)  # even, <= 100
     monkeypatch.setattr("gosat_pipeline.io.DEFAULT_CHUNK_SOUNDINGS", 120)
-    assert open_granules(files).xgas.data.chunks[0] == (120, 80)
+    assert open_granules(files).xgas.data.chunks[0] == (80, 120)
     np.testing.assert_array_equal(open_granules(files).xgas.values, open_granules(files, chunks=0).xgas.values)
 
 
@@ -363,3 +363,23 @@ def test_entry_point_group_is_discovered(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert seen == ["gosat_pipeline.readers"]
     assert "toy_flat" in formats and "cci_ocpr" in formats
     assert open_granule(_toy_file(tmp_path)).attrs["reader"] == "toy_flat"
+
+
+def test_file_groups_are_even_and_within_the_chunk() -> None:
+    from types import SimpleNamespace
+
+    from gosat_pipeline.io import _groups
+
+    def sizes(ns: list[int], chunk: int) -> list[int]:
+        live = [(None, SimpleNamespace(n=n)) for n in ns]
+        groups = _groups(live, chunk)  # type: ignore[arg-type]
+        assert [item for g in groups for item in g] == live  # every file once, in order
+        return [sum(p.n for _, p in g) for g in groups]
+
+    year = sizes([2000] * 365, 200_000)
+    assert len(year) == 4 and max(year) <= 200_000 and max(year) - min(year) <= 2000  # not 3 full + a small one
+    assert sizes([40] * 5, 100) == [80, 40, 80]
+    assert sizes([2400] * 40, 30_000) == [24_000] * 4
+    assert sizes([10, 500, 10, 10], 100) == [10, 500, 10, 10]  # a file above the chunk: one file per group
+    assert sizes([40] * 3, 0) == [40, 40, 40]
+    assert sizes([0, 0], 10) == [0]

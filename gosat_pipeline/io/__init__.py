@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import glob as _glob
+import itertools
 import json
 import logging
+import math
 import operator
 import os
 import warnings
@@ -301,18 +303,27 @@ def _read_group(
 
 
 def _groups(live: list[tuple[GranuleReader, GranulePlan]], chunk: int | None) -> list[list[Any]]:
-    """Consecutive files grouped so that each group holds about ``chunk`` soundings (default: one file each)."""
-    if not chunk or chunk < 0:
+    """Consecutive files in groups of at most ``chunk`` soundings, as even as the files allow.
+
+    The fewest groups ``g`` whose even split (each file goes to the group holding the
+    middle of its soundings) keeps every group within ``chunk``: filling groups up to
+    ``chunk`` would leave a small last one, an idle worker while the others read.
+    A single file larger than ``chunk`` is a group of its own. ``chunk`` 0 or None:
+    one file per group.
+    """
+    if not chunk or chunk < 0 or not live:
         return [[item] for item in live]
-    groups: list[list[Any]] = [[]]
-    count = 0
-    for item in live:
-        if groups[-1] and count + item[1].n > chunk:
-            groups.append([])
-            count = 0
-        groups[-1].append(item)
-        count += item[1].n
-    return groups
+    sizes = np.array([p.n for _, p in live], dtype=np.float64)
+    mids = np.cumsum(sizes) - sizes / 2.0
+    total = float(sizes.sum())
+    owner = np.zeros(len(live), dtype=np.int64)
+    for g in range(min(max(1, math.ceil(total / chunk)), len(live)), len(live) + 1):
+        owner = np.minimum((mids * g / total).astype(np.int64), g - 1) if total > 0 else owner
+        if np.bincount(owner, weights=sizes, minlength=g).max() <= chunk:
+            break
+    else:  # some file alone is larger than chunk
+        owner = np.arange(len(live))
+    return [[item for item, _ in run] for _, run in itertools.groupby(zip(live, owner), key=lambda t: t[1])]
 
 
 def _fill(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
