@@ -611,31 +611,31 @@ class NcTableReader(GranuleReader):
         raw = read_raw(var, path)
         if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
             raw = raw[idx]
-        idx = slice(None)
+        # raw is a fresh array from here on: float32 level arrays are masked in place
         transform = spec.get("transform")
         if transform == "chars":
-            arr = raw[idx]
+            arr = raw
             if arr.ndim == 2:
                 arr = np.ascontiguousarray(arr).view(f"S{arr.shape[1]}").reshape(arr.shape[0])
             if text_as_bytes:
                 return arr if arr.dtype.kind == "S" else np.char.encode(arr.astype("U"), "utf-8")
             return arr.astype("U").astype(object)  # numpy drops the trailing NUL padding of S arrays
         if transform == "int":
-            return raw[idx].astype(np.int64)
+            return raw.astype(np.int64)
         if transform == "glint_eq1":
-            return (raw[idx] == 1).astype(np.int8)
+            return (raw == 1).astype(np.int8)
         attrs = _attrs(var, "units") if transform == "time" else _attrs(var)
         if transform == "time":
-            return cf_time(mask_fill(raw[idx], attrs, self.bare_fill), attrs.get("units"), path, spec["path"])
-        vals = mask_fill(raw[idx], attrs, self.bare_fill)
+            return cf_time(mask_fill(raw, attrs, self.bare_fill), attrs.get("units"), path, spec["path"])
+        vals = mask_fill(raw, attrs, self.bare_fill)
         if spec.get("factor", 1.0) != 1.0:
-            vals = vals * spec["factor"]
+            vals = vals.astype(np.float64) * spec["factor"]
         if transform == "layer_mid":
             vals = 0.5 * (vals[:, :-1] + vals[:, 1:])
         elif transform == "first":
             return vals[:, 0]
         if vals.ndim == 2:
-            return vals.astype(np.float32)
+            return vals.astype(np.float32, copy=False)
         return vals
 
 
