@@ -25,6 +25,7 @@ $(SAMPLES): $(STAMP) $(SAMPLE_SOURCES)
 	$(VENV)/bin/gosat-pipeline synth samples --out data_samples
 
 demo: $(SAMPLES)
+	@test -d data_samples/granules || $(VENV)/bin/gosat-pipeline synth samples --out data_samples  # deleted by hand
 	$(VENV)/bin/gosat-pipeline run configs/demo.yaml
 
 lint: $(STAMP)
