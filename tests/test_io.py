@@ -383,3 +383,9 @@ def test_file_groups_are_even_and_within_the_chunk() -> None:
     assert sizes([10, 500, 10, 10], 100) == [10, 500, 10, 10]  # a file above the chunk: one file per group
     assert sizes([40] * 3, 0) == [40, 40, 40]
     assert sizes([0, 0], 10) == [0]
+    assert max(sizes([7, 53, 31, 31, 45, 55, 38, 5, 51, 54], 58)) <= 58  # no even split fits: filled up
+    rng = np.random.default_rng(1)
+    for _ in range(2000):  # never above the chunk, whatever the file sizes
+        chunk = int(rng.integers(1, 200))
+        got = sizes(list(rng.integers(0, chunk + 1, int(rng.integers(1, 15)))), chunk)
+        assert max(got) <= chunk

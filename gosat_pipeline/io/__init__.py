@@ -308,12 +308,13 @@ def _groups(live: list[tuple[GranuleReader, GranulePlan]], chunk: int | None) ->
     The fewest groups ``g`` whose even split (each file goes to the group holding the
     middle of its soundings) keeps every group within ``chunk``: filling groups up to
     ``chunk`` would leave a small last one, an idle worker while the others read.
-    A single file larger than ``chunk`` is a group of its own. ``chunk`` 0 or None:
-    one file per group.
+    When no even split fits (very uneven file sizes), groups are filled up to
+    ``chunk``. ``chunk`` 0 or None, or a file larger than ``chunk`` (large swaths,
+    rechunked afterwards): one file per group.
     """
-    if not chunk or chunk < 0 or not live:
-        return [[item] for item in live]
     sizes = np.array([p.n for _, p in live], dtype=np.float64)
+    if not chunk or chunk < 0 or not live or sizes.max() > chunk:
+        return [[item] for item in live]
     mids = np.cumsum(sizes) - sizes / 2.0
     total = float(sizes.sum())
     owner = np.zeros(len(live), dtype=np.int64)
@@ -321,8 +322,13 @@ def _groups(live: list[tuple[GranuleReader, GranulePlan]], chunk: int | None) ->
         owner = np.minimum((mids * g / total).astype(np.int64), g - 1) if total > 0 else owner
         if np.bincount(owner, weights=sizes, minlength=g).max() <= chunk:
             break
-    else:  # some file alone is larger than chunk
-        owner = np.arange(len(live))
+    else:  # no even split fits (uneven file sizes): fill each group up to chunk
+        owner = np.empty(len(live), dtype=np.int64)
+        k, count = 0, 0.0
+        for i, n in enumerate(sizes):
+            if count and count + n > chunk:
+                k, count = k + 1, 0.0
+            owner[i], count = k, count + n
     return [[item for item, _ in run] for _, run in itertools.groupby(zip(live, owner), key=lambda t: t[1])]
 
 
