@@ -474,8 +474,8 @@ def open_granules(
         rechunked to ``n``); ``n = 0``: one chunk per file. Default
         :data:`DEFAULT_CHUNK_SOUNDINGS` (200 000, ~90 MB of OCPR-like soundings):
         a daily granule holds a few thousand soundings, far too little for a dask
-        chunk (365 files as one chunk each read 1.2x slower than in 200 000-sounding
-        chunks, ``benchmarks/bench_ingest.py``).
+        chunk (365 files as one chunk each read 1.09-1.22x slower than in
+        200 000-sounding chunks over six runs of ``benchmarks/bench_ingest.py``).
     screen : bool
         Apply each product's recommended screen (documented per reader). ``False``
         keeps every sounding, with ``quality_flag`` set (0 good, 1 bad).
