@@ -122,6 +122,9 @@ def test_netcdf3_files_are_read_with_netcdf4(tmp_path: Path) -> None:
             out.setncatts({k: var.getncattr(k) for k in var.ncattrs()})
             out.set_auto_maskandscale(False)
             out[:] = var[:]
+        b["exposure_id"]._Encoding = "ascii"  # netCDF4 then returns the char ids as strings
+    with netCDF4.Dataset(nc3) as c:
+        assert c["exposure_id"][:].dtype.kind == "U"
     handle = open_granule_file(str(nc3))
     try:
         assert isinstance(handle, netCDF4.Dataset)
@@ -133,6 +136,10 @@ def test_netcdf3_files_are_read_with_netcdf4(tmp_path: Path) -> None:
     for name in a.variables:
         if name != "source_file":
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    # the string ids netCDF4 returns work for the duplicate check too: the same soundings once
+    with pytest.warns(UserWarning, match="sounding_id was already read"):
+        both = open_granules([nc3, src])
+    assert both.sizes["sounding"] == b.sizes["sounding"] and both.attrs["n_duplicate_soundings"] == b.sizes["sounding"]
 
 
 def test_cached_handles_close_and_see_a_rewritten_file(tmp_path: Path) -> None:
