@@ -7,8 +7,8 @@ released files are: deflate 4 + shuffle), then times, in the same run and on the
   uses (netCDF4's defaults; no flipping, unit handling or Dataset building);
 - ``ingest``: ``open_granules(files)`` read into memory with the synchronous scheduler,
   in the default chunks of 200 000 soundings (consecutive files grouped; the pipeline's
-  default too) and one chunk per file, screen=True and screen=False. "Into memory" is ``persist()``: the chunks
-  stay separate arrays, as the pipeline's next stage (gridding) consumes them, and as
+  default too) and one chunk per file, screen=True and screen=False. "Into memory" is
+  ``persist()``: the chunks stay separate arrays, as the pipeline's next stage (gridding) consumes them, and as
   the distributed mode below leaves them in worker memory. ``compute()`` (one array per
   variable: a copy of everything) is shown as well;
 - ``ingest parallel``: the same persisted on a running ``dask.distributed`` LocalCluster
@@ -81,7 +81,9 @@ def ingest(files: list[Path], scheduler: Any, screen: bool = True, workers: int 
 def forget_all(client: Any) -> None:
     """Wait until the cluster holds no task: a repeat must not find the last run's results in memory."""
     deadline = time.monotonic() + 30
-    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) and time.monotonic() < deadline:
+    while client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)):
+        if time.monotonic() > deadline:  # a timing now could measure results still in memory
+            raise RuntimeError("the cluster still holds tasks 30 s after the last run released them")
         time.sleep(0.01)
 
 
