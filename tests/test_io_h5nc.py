@@ -144,10 +144,11 @@ def test_netcdf3_files_are_read_with_netcdf4(tmp_path: Path) -> None:
 
 def test_cached_handles_close_and_see_a_rewritten_file(tmp_path: Path) -> None:
     (path,) = make_granule_files(tmp_path / "a", "cci_ocpr", n_files=1, n_per_file=30, seed=1)
-    first = open_granules([path]).compute()
+    first = open_granules([path])  # scanned, not read: its handle stays in the cache
     (other,) = make_granule_files(tmp_path / "b", "cci_ocpr", n_files=1, n_per_file=45, seed=2)
-    shutil.copyfile(other, path)  # same name, new content (new size and mtime)
+    shutil.copyfile(other, path)  # same name and inode, new content (new size and mtime)
     second = open_granules([path]).compute()
     assert first.attrs["n_soundings_in_files"] == 30 and second.attrs["n_soundings_in_files"] == 45
+    np.testing.assert_array_equal(second.xgas.values, open_granules([other]).xgas.values)
     close_cached()
     path.unlink()  # no handle left open on it
