@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("formats", help="list the installed granule readers")
 
+    _add_fetch_parser(sub)
+
     p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples")
     ss = p.add_subparsers(dest="synth_command", required=True, metavar="KIND")
     q = ss.add_parser("granules", help="write synthetic granules in a real product layout")
@@ -97,10 +99,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_fetch_parser(sub: Any) -> None:
+    p = sub.add_parser("fetch", help="download what a run needs (or one source) into a local cache",
+                       description="gosat-pipeline fetch CONFIG | fetch SOURCE --period START/END [--bbox W,S,E,N] "
+                                   "--out DIR.  Credentials come from ~/.netrc or environment variables only.")  # fmt: skip
+    p.add_argument("target", nargs="?", help="a run configuration (its fetch: section) or a source name (--list)")
+    p.add_argument("--list", action="store_true", help="list the sources and their options")
+    p.add_argument("--plan", action="store_true", help="print and write the file list; download nothing")
+    p.add_argument("--plan-file", type=Path, help="where --plan writes the list (default <cache>/fetch-plan.tsv, "
+                                                  "plus the same name with .json)")  # fmt: skip
+    p.add_argument("--from-plan", type=Path, metavar="PLAN_JSON",
+                   help="fetch (or check files copied in for) a plan written by --plan, without listing the archives")
+    p.add_argument("--period", help="START/END dates, UTC, END exclusive (source mode), e.g. 2020-01-01/2020-02-01")
+    p.add_argument("--bbox", help="W,S,E,N degrees (source mode; default global)")
+    p.add_argument("--out", type=Path, help="cache folder (default: fetch.cache_dir of the config, or data_cache)")
+    p.add_argument("--verify", action="store_true", help="re-check every cached file, not only changed ones")
+    p.add_argument("--workers", type=int, help="parallel downloads (default: fetch.workers or 4)")
+    p.add_argument("--retries", type=int, help="retries of a failed transfer (default: fetch.retries or 4)")
+    for key in ("gas", "product", "version", "year", "url", "base_url", "record", "file_pattern", "stream"):
+        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int if key == "year" else str,
+                       help=f"source option {key} (source mode)")  # fmt: skip
+    p.add_argument("--no-overpass-filter", dest="overpass_filter", action="store_false", default=True,
+                   help="tropomi_*: keep every orbit of the period, not only those that can see the box")
+
+
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    from gosat_pipeline.fetch.credentials import RedactingFilter
+
+    handler.addFilter(RedactingFilter())  # no credential ever reaches the log
     root = logging.getLogger("gosat_pipeline")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -236,6 +265,135 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+class _FetchBar:
+    """The fetch progress bar on stderr: files done, bytes, rate and time left (tqdm)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.n_files = 0
+        self.done = 0
+
+    def start(self, n_files: int, total_bytes: int) -> None:
+        self.n_files = n_files
+        if self.quiet:
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                        desc=f"0/{n_files} files", dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+
+    def update(self, nbytes: int) -> None:
+        if self.bar is not None:
+            if self.bar.total is not None and self.bar.n + nbytes > self.bar.total:
+                self.bar.total = self.bar.n + nbytes
+            self.bar.update(nbytes)
+
+    def file_done(self, spec: Any, status: str) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.set_description(f"{self.done}/{self.n_files} files", refresh=False)
+            if spec.size and status in ("cached", "verified"):
+                self.bar.update(spec.size)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _period(text: str | None) -> tuple[Any, Any]:
+    from datetime import date
+
+    try:
+        a, b = (text or "").replace("..", "/").split("/")
+        start, end = date.fromisoformat(a.strip()), date.fromisoformat(b.strip())
+    except ValueError:
+        raise ConfigError(f"--period: expected START/END dates such as 2020-01-01/2020-02-01, found {text!r}") from None
+    if end <= start:
+        raise ConfigError(f"--period: END ({end}) must be after START ({start}); END is exclusive")
+    return start, end
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float]:
+    if not text:
+        return (-180.0, -90.0, 180.0, 90.0)
+    try:
+        w, s, e, n = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--bbox: expected W,S,E,N degrees such as 90,-12,142,30, found {text!r}") from None
+    if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+        raise ConfigError(f"--bbox: {text} is not W,S,E,N with -180<=W<E<=180 and -90<=S<N<=90")
+    return (w, s, e, n)
+
+
+def _fetch_plan(args: argparse.Namespace) -> tuple[Any, Path, int, int]:
+    """(plan, cache folder, workers, retries) from the command line."""
+    from gosat_pipeline import fetch as gf
+
+    if args.from_plan is not None:
+        if not args.from_plan.is_file():
+            raise ConfigError(f"--from-plan: {args.from_plan} not found")
+        plan = gf.Plan.from_json(args.from_plan.read_text())
+        return plan, args.out or Path("data_cache"), args.workers or 4, 4 if args.retries is None else args.retries
+    target = args.target or ""
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        cfg = _load(argparse.Namespace(config=Path(target)))
+        plan = gf.plan_for_config(cfg)
+        return (plan, args.out or cfg.fetch.cache_dir, args.workers or cfg.fetch.workers,
+                cfg.fetch.retries if args.retries is None else args.retries)  # fmt: skip
+    if target not in gf.source_names():
+        raise ConfigError(f"fetch: {target!r} is neither a configuration file nor a source; sources: "
+                          f"{', '.join(gf.source_names())} (gosat-pipeline fetch --list)")  # fmt: skip
+    if args.out is None:
+        raise ConfigError("fetch SOURCE needs --out DIR (the cache folder)")
+    start, end = _period(args.period)
+    options = {k: getattr(args, k) for k in ("product", "version", "year", "url", "base_url", "record",
+                                             "file_pattern", "stream") if getattr(args, k) is not None}  # fmt: skip
+    options["overpass_filter"] = args.overpass_filter
+    retries = 4 if args.retries is None else args.retries
+    plan = gf.plan_source(target, start, end, _bbox(args.bbox), gas=args.gas, retries=retries, **options)
+    return plan, args.out, args.workers or 4, retries
+
+
+def _print_plan(plan: Any, cache: Path, plan_file: Path | None) -> None:
+    from gosat_pipeline.outputs import atomic_write_text
+
+    for f in plan.files:
+        size = f"{f.size / 1e6:9.2f} MB" if f.size else "     size ?"
+        print(f"{size}  {f.relpath}  <- {f.url}")
+    for note in plan.notes:
+        print(f"# {note}")
+    print(f"# {len(plan.files)} file(s), {plan.known_bytes / 1e6:.1f} MB listed"
+          + (f" ({plan.unknown_sizes} without a published size)" if plan.unknown_sizes else ""))  # fmt: skip
+    tsv = plan_file or (Path(cache) / "fetch-plan.tsv")
+    tsv.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan.url_list(), tsv)
+    atomic_write_text(plan.to_json(), tsv.with_suffix(".json"))
+    print(f"# file list: {tsv} (URL<TAB>cache path); plan: {tsv.with_suffix('.json')} (for --from-plan)")
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    if args.list:
+        from gosat_pipeline.fetch.sources import describe_sources
+
+        for name, title, opts in describe_sources():
+            print(f"{name:<16} {title}\n{'':<16} options: {opts}")
+        return 0
+    if not args.target and args.from_plan is None:
+        raise ConfigError("fetch: give a configuration file or a source name (gosat-pipeline fetch --list)")
+    plan, cache, workers, retries = _fetch_plan(args)
+    if args.plan:
+        _print_plan(plan, cache, args.plan_file)
+        return 0
+    from gosat_pipeline.fetch import fetch
+
+    report = fetch(plan, cache, workers=workers, retries=retries, progress=_FetchBar(args.quiet), verify=args.verify)
+    for note in plan.notes:
+        _say(args, f"note: {note}")
+    _say(args, f"fetch: {report.summary()}; cache {report.cache} (index {report.cache / 'fetch-index.json'})")
+    return 0
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "ingest": _cmd_run,
@@ -247,6 +405,7 @@ _COMMANDS = {
     "validate": _cmd_validate,
     "formats": _cmd_formats,
     "synth": _cmd_synth,
+    "fetch": _cmd_fetch,
 }
 
 

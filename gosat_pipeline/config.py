@@ -269,6 +269,31 @@ class ClusterSection(_Model):
         return self
 
 
+class FetchSourceSection(_Model):
+    """One archive to download from (``gosat-pipeline fetch --list`` names them)."""
+
+    source: str
+    gas: Literal["CO2", "CH4"] | None = None
+    product: str | None = None
+    version: str | None = None
+    year: int | None = Field(None, ge=1970, le=2100)
+    url: str | None = None
+    base_url: str | None = None
+    record: str | None = None
+    file_pattern: str | None = None
+    stream: str | None = None
+    overpass_filter: bool = True
+
+
+class FetchSection(_Model):
+    """``gosat-pipeline fetch CONFIG``: what to download, into which cache (credentials never go here)."""
+
+    cache_dir: Path = Path("data_cache")
+    workers: int = Field(4, ge=1, le=32)
+    retries: int = Field(4, ge=0, le=20)
+    sources: list[FetchSourceSection] = []
+
+
 class RunConfig(_Model):
     """The whole run: every section of ``configs/template.yaml``."""
 
@@ -284,6 +309,7 @@ class RunConfig(_Model):
     compare: CompareSection = CompareSection()
     report: ReportSection = ReportSection()
     cluster: ClusterSection = ClusterSection()
+    fetch: FetchSection = FetchSection()
 
     @field_validator("gases")
     @classmethod
@@ -427,6 +453,7 @@ def _resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
             "regions": cfg.regions.model_copy(update={"boundaries": p(cfg.regions.boundaries)}),
             "winds": cfg.winds.model_copy(update={"path": p(cfg.winds.path)}),
             "transport": cfg.transport.model_copy(update={"footprints": p(cfg.transport.footprints)}),
+            "fetch": cfg.fetch.model_copy(update={"cache_dir": p(cfg.fetch.cache_dir)}),
         }
     )
 

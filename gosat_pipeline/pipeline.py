@@ -353,6 +353,11 @@ class _Runner:
                         (cfg.transport.footprints, "footprints")):  # fmt: skip
             if p is not None:
                 self.inputs[str(p)] = _file_record(p, kind)
+        # Inputs that `gosat-pipeline fetch` put in a cache: where and when they came from.
+        from gosat_pipeline.fetch.cache import provenance_for
+
+        for path, prov in provenance_for(self.inputs).items():
+            self.inputs[path]["fetched"] = prov
         missing = [
             r["path"]
             for r in self.inputs.values()

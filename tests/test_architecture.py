@@ -2,7 +2,8 @@
 
 Layer 0 ``errors, schema, grids, outputs`` <- layer 1 stages (``io, quality, gridding,
 inventory, regions, winds, transport, inversion, compare, report``), which import only
-layer 0 <- layer 2 ``config`` <- layer 3 ``pipeline`` <- layer 4 ``cli``.
+layer 0 <- layer 2 ``config`` <- ``fetch`` (plans from a config, checks files with the
+readers) <- layer 3 ``pipeline`` (records fetched provenance) <- layer 4 ``cli``.
 ``testing`` may import layers 0 and 1. Nothing but ``cli`` imports ``pipeline``.
 """
 
@@ -21,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     **{s: LAYER0 for s in STAGES},
     "config": LAYER0,
     "testing": LAYER0 | STAGES,
-    "pipeline": LAYER0 | STAGES | {"config"},
-    "cli": LAYER0 | STAGES | {"config", "pipeline", "testing"},
+    "fetch": LAYER0 | STAGES | {"config"},
+    "pipeline": LAYER0 | STAGES | {"config", "fetch"},
+    "cli": LAYER0 | STAGES | {"config", "fetch", "pipeline", "testing"},
 }
 
 
