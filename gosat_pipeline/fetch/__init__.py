@@ -136,8 +136,9 @@ def link_problems(cfg: Any, the_plan: Plan) -> list[str]:
             notes.append(f"gases[{gs.gas}].granules {gs.granules} matches none of the fetched files; "
                          f"set it to '{folder}/*{l2[0].suffix}'")  # fmt: skip
         priors = [root / f.relpath for f in the_plan.files if f.role == f"prior:{gs.gas}"]
-        if priors and Path(gs.prior.path).resolve() not in priors:
-            notes.append(f"gases[{gs.gas}].prior.path is {gs.prior.path}; the fetched prior is {priors[0]}")
+        if priors and Path(gs.prior.path).resolve().parent != priors[0].parent:
+            notes.append(f"gases[{gs.gas}].prior.path is {gs.prior.path}; the fetched prior is extracted from "
+                         f"{priors[0]} into {priors[0].parent}")  # fmt: skip
     winds = [root / f.relpath for f in the_plan.files if f.role == "winds"]
     if winds and (cfg.winds.path is None or winds[0].parent != Path(cfg.winds.path).resolve()):
         notes.append(f"winds.path is {cfg.winds.path}; the fetched ERA5 files are in {winds[0].parent}")

@@ -77,9 +77,10 @@ class FileSpec:
     credential : str, optional
         Credential id (``earthdata``, ``nies``, ``cds``) when the archive needs a login.
     extract : dict, optional
-        For a ``tar``: ``{"pattern": regex with one YYYYMMDD group, "start": "YYYYMMDD",
-        "end": "YYYYMMDD"}``; matching members dated in [start, end) are extracted next
-        to it and checked as L2 granules.
+        For a ``tar`` or ``zip``: ``{"pattern": regex, "start": "YYYYMMDD", "end": "YYYYMMDD",
+        "check": "l2"}``; members whose name matches (and, with start/end, whose first
+        regex group is a date in [start, end)) are extracted next to it and checked
+        (``check``, default ``l2``).
     request : dict, optional
         For ``cds://``: ``{"dataset": ..., "request": {...}}`` for the Climate Data Store.
     variables : tuple of str

@@ -23,6 +23,7 @@ import re
 import shutil
 import tarfile
 import threading
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -172,35 +173,49 @@ class _Executor:
                           published_checksum=spec.checksum)  # fmt: skip
 
     def _extract(self, spec: FileSpec) -> None:
-        """Extract the tar members of ``spec.extract`` dated in its window, each checked as L2."""
+        """Extract the archive members ``spec.extract`` selects (by name, and date if given), each checked."""
         assert spec.extract is not None
         rx = re.compile(spec.extract["pattern"])
-        lo, hi = spec.extract["start"], spec.extract["end"]
+        lo, hi = spec.extract.get("start"), spec.extract.get("end")
+        path = self.cache.path(spec.relpath)
+
+        def wanted(name: str) -> bool:
+            m = rx.search(Path(name).name)
+            if not m:
+                return False
+            return lo is None or hi is None or lo <= m.group(1) < hi
+
         try:
-            with tarfile.open(self.cache.path(spec.relpath)) as tf:
-                for member in tf.getmembers():
-                    m = rx.search(Path(member.name).name)
-                    if member.isfile() and m and lo <= m.group(1) < hi:
-                        self._extract_one(spec, tf, member)
-        except tarfile.TarError as exc:
+            if spec.check == "tar":
+                with tarfile.open(path) as tf:
+                    for member in tf.getmembers():
+                        if member.isfile() and wanted(member.name):
+                            self._extract_one(spec, member.name, lambda m=member: tf.extractfile(m))
+            else:
+                with zipfile.ZipFile(path) as zf:
+                    for name in zf.namelist():
+                        if not name.endswith("/") and wanted(name):
+                            self._extract_one(spec, name, lambda n=name: zf.open(n))
+        except (tarfile.TarError, zipfile.BadZipFile) as exc:
             raise FetchError(f"{spec.relpath}: cannot be extracted ({exc})") from None
 
-    def _extract_one(self, spec: FileSpec, tf: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        rel = str(Path(spec.relpath).parent / Path(member.name).name)
+    def _extract_one(self, spec: FileSpec, member: str, opener: Callable[[], Any]) -> None:
+        rel = str(Path(spec.relpath).parent / Path(member).name)
         if not self.verify and self.cache.is_current(rel):
             return
         part = self.cache.root / PARTIAL_DIR / rel
         part.parent.mkdir(parents=True, exist_ok=True)
-        src = tf.extractfile(member)
-        if src is None:  # pragma: no cover - isfile() members always extract
-            raise FetchError(f"{spec.relpath}: member {member.name!r} cannot be read")
+        src = opener()
+        if src is None:  # pragma: no cover - regular members always extract
+            raise FetchError(f"{spec.relpath}: member {member!r} cannot be read")
         with src, open(part, "wb") as out:
             shutil.copyfileobj(src, out)
-        mspec = FileSpec(source=spec.source, url=f"{spec.url}#{member.name}", relpath=rel, check="l2",
-                         role=spec.role)  # fmt: skip
+        assert spec.extract is not None
+        mspec = FileSpec(source=spec.source, url=f"{spec.url}#{member}", relpath=rel,
+                         check=spec.extract.get("check", "l2"), role=spec.role)  # fmt: skip
         sha = check_file(part, mspec)
         os.replace(part, self.cache.path(rel))
-        self.cache.record(rel, source=spec.source, url=public_url(spec.url) + f"#{member.name}", sha256=sha,
+        self.cache.record(rel, source=spec.source, url=public_url(spec.url) + f"#{member}", sha256=sha,
                           published_checksum=None, how="extracted", container=spec.relpath)  # fmt: skip
 
 

@@ -245,7 +245,8 @@ def _overpass_hits(name_start: str, name_end: str, bbox: tuple[float, float, flo
     return abs((lon - centre + 180.0) % 360.0 - 180.0) <= half
 
 
-def _s5p_select(req: Request, objects: list[tuple[str, int, str]], base: str, source: str) -> Plan:
+def _s5p_select(req: Request, objects: list[tuple[str, int, str]], base: str, source: str,
+                check: str = "l2", variables: tuple[str, ...] = ()) -> Plan:  # fmt: skip
     plan = Plan()
     use_box = bool(req.opt("overpass_filter", True))
     lo = datetime.combine(req.start, datetime.min.time())
@@ -263,7 +264,7 @@ def _s5p_select(req: Request, objects: list[tuple[str, int, str]], base: str, so
             dropped += 1
             continue
         plan.files.append(FileSpec(source=source, url=f"{base.rstrip('/')}/{key}", relpath=f"{source}/{name}",
-                                   size=size, check="l2", role="granule:CH4"))  # fmt: skip
+                                   size=size, check=check, role="granule:CH4", variables=variables))  # fmt: skip
     plan.notes.append(f"{source}: {len(plan.files)} orbit file(s); {dropped} more in the period whose daytime "
                       "overpass misses the box (overpass_filter: false keeps them)")  # fmt: skip
     return plan
@@ -287,7 +288,8 @@ def _plan_blended(req: Request, http: HttpClient) -> Plan:
     objects: list[tuple[str, int, str]] = []
     for year, month in _months(req.start - timedelta(days=1), req.end):
         objects += _s3_list(http, base, f"data/{year}-{month:02d}/")
-    plan = _s5p_select(req, objects, base, "tropomi_blended")
+    # no granule reader for the flat blended layout yet: checked as netCDF holding the blended XCH4
+    plan = _s5p_select(req, objects, base, "tropomi_blended", "netcdf", ("methane_mixing_ratio_blended",))
     plan.files.sort(key=lambda f: f.relpath)
     return plan
 
@@ -315,8 +317,10 @@ def _plan_edgar(req: Request, http: HttpClient) -> Plan:
         url = f"{base}/EDGAR/datasets/v80_FT2022_GHG/{gas}/{sector}/flx_nc/{name}"
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
     plan.files.append(FileSpec(source="edgar", url=url, relpath=f"edgar/{name}", size=http.head_size(url),
-                               check="zip", role=f"prior:{gas}"))  # fmt: skip
-    plan.notes.append(f"edgar: {name} (kept as the zip EDGAR publishes; point gases[{gas}].prior.path at it)")
+                               check="zip", role=f"prior:{gas}",
+                               extract={"pattern": r"\.nc$", "check": "netcdf"}))  # fmt: skip
+    plan.notes.append(f"edgar: {name} kept as published; its netCDF is extracted next to it for "
+                      f"gases[{gas}].prior.path")  # fmt: skip
     return plan
 
 
