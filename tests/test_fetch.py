@@ -545,3 +545,23 @@ fetch:
         assert rec["fetched"]["url"] == f.url
         assert rec["fetched"]["sha256_matches"] is True and rec["fetched"]["retrieved"]
     assert "fetched" not in inputs[str(prior)]
+
+
+def test_files_copied_in_for_an_air_gapped_machine_are_checked_without_a_login(archive: Archive,
+                                                                                tmp_path: Path) -> None:  # fmt: skip
+    served = _serve_lite(archive, tmp_path)
+    plan = gf.plan_source("oco2_lite", date(2020, 1, 1), date(2020, 1, 3), ASEAN, base_url=archive.url + "/cmr/search/")
+    saved = gf.Plan.from_json(plan.to_json())  # what `fetch --plan` writes and `--from-plan` reads
+    cache = tmp_path / "cache"
+    for f in saved.files:  # "downloaded elsewhere and copied in"
+        (cache / f.relpath).parent.mkdir(parents=True, exist_ok=True)
+        (cache / f.relpath).write_bytes(served[f.name])
+    before = gets(archive, "/gesdisc/")
+    report = gf.fetch(saved, cache, backoff=0.01)  # no EARTHDATA_* set: no login is attempted
+    assert sorted(report.verified) == sorted(f.relpath for f in saved.files)
+    assert gets(archive, "/gesdisc/") == before
+    rec = gf.Cache(cache).entry(saved.files[0].relpath)
+    assert rec["how"] == "found in the cache and checked" and rec["url"] == saved.files[0].url
+    (cache / saved.files[0].relpath).write_bytes(b"broken")  # a bad copy still needs the archive, and a login
+    with pytest.raises(gf.CredentialError, match="EARTHDATA_TOKEN"):
+        gf.fetch(saved, cache, backoff=0.01)

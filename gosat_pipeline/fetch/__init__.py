@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -145,29 +146,40 @@ def link_problems(cfg: Any, the_plan: Plan) -> list[str]:
     return notes
 
 
-def _transports(the_plan: Plan, *, retries: int, backoff: float) -> dict[str | None, Any]:
-    """One downloader per credential the plan needs (logging in only where needed)."""
+class _Transports(dict):  # type: ignore[type-arg]
+    """Downloaders per credential, made (and logged in) only when a file really has to be downloaded.
+
+    A fetch whose files are all cached, or copied in by hand and good, needs no login at all.
+    """
+
+    def __init__(self, the_plan: Plan, retries: int, backoff: float) -> None:
+        super().__init__()
+        self.plan, self.retries, self.backoff = the_plan, retries, backoff
+        self._lock = threading.Lock()
+
+    def __missing__(self, cred: str | None) -> Any:
+        with self._lock:
+            if cred not in self:
+                dict.__setitem__(self, cred, _make_transport(cred, self.plan, self.retries, self.backoff))
+            return dict.__getitem__(self, cred)
+
+
+def _make_transport(cred: str | None, the_plan: Plan, retries: int, backoff: float) -> Any:
     from gosat_pipeline.fetch.http import HttpClient
 
-    needed = {f.credential for f in the_plan.files}
-    out: dict[str | None, Any] = {}
-    for cred in needed:
-        if cred is None:
-            out[None] = _HttpTransport(HttpClient(retries=retries, backoff=backoff))
-        elif cred == "earthdata":
-            from gosat_pipeline.fetch.earthdata import earthdata_session_factory
+    if cred is None:
+        return _HttpTransport(HttpClient(retries=retries, backoff=backoff))
+    if cred == "earthdata":
+        from gosat_pipeline.fetch.earthdata import earthdata_session_factory
 
-            factory = earthdata_session_factory()
-            out[cred] = _HttpTransport(HttpClient(factory, retries=retries, backoff=backoff,
-                                                  on_unauthorised=_refused("earthdata")))  # fmt: skip
-        elif cred == "nies":
-            out[cred] = _HttpTransport(_nies_client(the_plan, retries, backoff))
-        elif cred == "cds":
-            from gosat_pipeline.fetch.cds import CdsTransport
+        return _HttpTransport(HttpClient(earthdata_session_factory(), retries=retries, backoff=backoff,
+                                         on_unauthorised=_refused("earthdata")))  # fmt: skip
+    if cred == "nies":
+        return _HttpTransport(_nies_client(the_plan, retries, backoff))
+    from gosat_pipeline.fetch.cds import CdsTransport
 
-            url = next((f.request.get("url") for f in the_plan.files if f.request and f.request.get("url")), None)
-            out[cred] = CdsTransport(url, retries=retries)
-    return out
+    url = next((f.request.get("url") for f in the_plan.files if f.request and f.request.get("url")), None)
+    return CdsTransport(url, retries=retries)
 
 
 def _refused(key: str) -> Any:
@@ -244,9 +256,7 @@ def fetch(the_plan: Plan, cache_dir: str | os.PathLike[str], *, workers: int = 4
     install_redaction()
     cache = Cache(cache_dir)
     cache.root.mkdir(parents=True, exist_ok=True)
-    # Log in only to the archives that still have something to send.
-    todo = Plan(files=[f for f in the_plan.files if verify or not cache.is_current(f.relpath)])
-    transports = _transports(todo, retries=retries, backoff=backoff)
+    transports = _Transports(the_plan, retries, backoff)  # logs in only where a download is needed
     report = execute_plan(the_plan, cache, transports, workers=workers, progress=progress, verify=verify)
     if report.failed:
         first = next(iter(report.failed.values()))
