@@ -152,3 +152,31 @@ def test_cached_handles_close_and_see_a_rewritten_file(tmp_path: Path) -> None:
     np.testing.assert_array_equal(second.xgas.values, open_granules([other]).xgas.values)
     close_cached()
     path.unlink()  # no handle left open on it
+
+
+def test_a_file_opens_twice_in_one_process_by_every_path(tmp_path: Path) -> None:
+    """A scanned file's handle stays cached: detection, a second open and h5py itself must still work.
+
+    The cache once opened files with HDF5's CLOSE_STRONG degree while detection (and h5py.File)
+    used CLOSE_WEAK; HDF5 refuses a second open with another degree, which surfaced as a false
+    "truncated or corrupt HDF5 file" for files recognised by content (a renamed or subset file).
+    """
+    import h5py
+
+    from gosat_pipeline.io import detect_format, open_granule
+
+    (src,) = make_granule_files(tmp_path / "a", "tropomi_ch4", n_files=1, n_per_file=20, seed=4)
+    renamed = tmp_path / "subset_of_an_orbit.nc4"  # no reader knows the name: detection by content
+    shutil.copy(src, renamed)
+    first = open_granule(renamed, screen=False)  # scanned only: the handle is cached, still open
+    assert detect_format(renamed) == "tropomi_ch4"  # content detection while it is open
+    second = open_granule(renamed, screen=False)
+    with h5py.File(renamed, "r") as f:  # a user's (or h5netcdf's) own open while ours is cached
+        assert "PRODUCT" in f
+    with netCDF4.Dataset(renamed) as nc:
+        assert "PRODUCT" in nc.groups
+    np.testing.assert_array_equal(first.xgas.values, second.xgas.values)
+    with h5py.File(renamed, "r"):  # and ours while a user's is open
+        third = open_granule(renamed, screen=False, format="tropomi_ch4").compute()
+    np.testing.assert_array_equal(third.xgas.values, first.xgas.values)
+    close_cached()

@@ -63,25 +63,22 @@ def check_readable(path: str) -> None:
 def summarise_file(path: str) -> FileSummary:
     """Variable paths and root attributes of an HDF5/netCDF file, for content detection.
 
+    Opens the file through the handle cache (:func:`cached_nc`), so detection followed
+    by a read opens it once, and a file already open in this process (scanned, not yet
+    read) is not opened a second time.
+
     Raises
     ------
     GranuleError
         Zero-byte, truncated, corrupt, or not HDF5/netCDF at all.
     """
     check_readable(path)
-    if h5py.is_hdf5(path):
-        try:
-            with h5py.File(path, "r") as f:
-                names: list[str] = []
-                f.visit(names.append)
-                variables = {n for n in names if isinstance(f.get(n, getlink=False), h5py.Dataset)}
-                attrs = {k: _decode(v) for k, v in f.attrs.items()}
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise GranuleError(path, f"truncated or corrupt HDF5 file: {exc}") from None
-        return FileSummary(path, variables, attrs)
-    with open_nc(path) as ds:
-        variables = set(ds.variables)
-        attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+    with cached_nc(path) as ds:
+        if isinstance(ds, H5NcFile):
+            variables, attrs = ds.summary()
+        else:  # netCDF-3 through netCDF4: no groups
+            variables = set(ds.variables)
+            attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
     return FileSummary(path, variables, attrs)
 
 
@@ -210,7 +207,10 @@ class H5NcFile:
 
     def __init__(self, path: str) -> None:
         fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-        fapl.set_fclose_degree(h5py.h5f.CLOSE_STRONG)  # close() releases every object of the file
+        # h5py's own degree: HDF5 refuses to open a file that is already open in the process
+        # with another degree ("file close degree doesn't match"), and h5py.File (used by
+        # users, h5netcdf, xarray) opens with CLOSE_WEAK; close() releases our objects itself
+        fapl.set_fclose_degree(h5py.h5f.CLOSE_WEAK)
         self._fid = h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl)
         self.filepath = path
         self._vars: dict[str, H5NcVariable | str] = {}  # vpath -> variable, or why it is not one
@@ -263,10 +263,34 @@ class H5NcFile:
         except AttributeError:
             raise AttributeError(f"{self.filepath}: no global attribute {name!r}") from None
 
+    def summary(self) -> tuple[set[str], dict[str, Any]]:
+        """Every dataset path (no leading slash) and the root attributes, for content detection.
+
+        Raises
+        ------
+        GranuleError
+            The file's object headers cannot be read (truncated or corrupt).
+        """
+        names: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                names.append(name)
+
+        try:
+            h5py.Group(h5py.h5g.open(self._fid, b"/")).visititems(visit)
+            attrs = {k: _decode(self.getncattr(k)) for k in self.ncattrs()}
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise GranuleError(self.filepath, f"truncated or corrupt HDF5 file: {exc}") from None
+        return set(names), attrs
+
     def close(self) -> None:
+        """Close the file and every HDF5 object opened through it (as ``h5py.File.close`` does)."""
         self._vars.clear()
         self._global = None
         if self._fid.valid:
+            self._fid._close_open_objects(h5py.h5f.OBJ_LOCAL | ~h5py.h5f.OBJ_FILE)
+            self._fid._close_open_objects(h5py.h5f.OBJ_LOCAL | h5py.h5f.OBJ_FILE)
             self._fid.close()
 
     def __enter__(self) -> H5NcFile:
