@@ -112,11 +112,31 @@ class TestReaderContract:
 
 
 def test_bias_corrected_switch(written: dict) -> None:
-    for fmt, gas in [("cci_ocpr", "CH4"), ("acos_lite", "CO2"), ("tropomi_ch4", "CH4"), ("nies_gosat_l2", "CO2")]:
+    for fmt, gas in [("cci_ocpr", "CH4"), ("acos_lite", "CO2"), ("tropomi_ch4", "CH4")]:
         path, _ = written[(fmt, gas)]
         bc = open_granule(path).xgas.values
         raw = open_granule(path, bias_corrected=False).xgas.values
         np.testing.assert_allclose(raw - bc, RAW_OFFSET[gas], atol=2e-3, err_msg=fmt)
+
+
+def test_nies_without_bias_correction_says_so_and_uses_one_where_present(written: dict, tmp_path: Path) -> None:
+    """V02.80 has no XCO2BiasCorrected: xgas is XCO2 as released, recorded; a version with one uses it."""
+    import h5py
+
+    path, src = written[("nies_gosat_l2", "CO2")]
+    ds = open_granule(path)
+    np.testing.assert_array_equal(ds.xgas.values, open_granule(path, bias_corrected=False).xgas.values)
+    assert "XCO2BiasCorrected: not in this product version" in ds.attrs["components_left_out"]
+    with_bc = tmp_path / path.name
+    shutil.copy(path, with_bc)
+    with h5py.File(with_bc, "a") as f:
+        x = f["Data/mixingRatio/XCO2"]
+        f.create_dataset("Data/mixingRatio/XCO2BiasCorrected", data=np.where(x[()] > -9999, x[()] - 0.5, -9999.0))
+        for k, v in x.attrs.items():
+            f["Data/mixingRatio/XCO2BiasCorrected"].attrs[k] = v
+    bc, raw = open_granule(with_bc), open_granule(with_bc, bias_corrected=False)
+    np.testing.assert_allclose(raw.xgas.values - bc.xgas.values, 0.5, atol=1e-4)
+    assert "BiasCorrected" not in bc.attrs["components_left_out"]
 
 
 def test_nies_xch4_ppm_becomes_ppb(written: dict) -> None:
@@ -124,11 +144,33 @@ def test_nies_xch4_ppm_becomes_ppb(written: dict) -> None:
     import h5py
 
     with h5py.File(path) as f:
-        in_file = f["Data/mixingRatio/XCH4BiasCorrected"][()]
-        assert f["Data/mixingRatio/XCH4BiasCorrected"].attrs["unit"][0] == b"ppm"
+        in_file = f["Data/mixingRatio/XCH4"][()]
+        assert f["Data/mixingRatio/XCH4"].attrs["unit"][0] == b"ppmv"
     ds = open_granule(path)
-    np.testing.assert_allclose(ds.xgas.values, in_file * 1000.0, rtol=1e-12)
+    np.testing.assert_allclose(ds.xgas.values, in_file.astype(np.float64) * 1000.0, rtol=1e-12)
     assert 1700 < float(ds.xgas.mean()) < 2000
+
+
+def test_nies_layout_is_the_real_one_and_reads_surface_first(written: dict) -> None:
+    """The synthetic V02.80 file is top-first with no pressure grid; the reader flips and derives h and p."""
+    import h5py
+
+    path, src = written[("nies_gosat_l2", "CO2")]
+    with h5py.File(path) as f:
+        assert "scanAttribute/referenceData/pressure" not in f
+        assert "Data/retrievalQuality/pressureWeightingFunction" not in f
+        prof = f["scanAttribute/referenceData/CO2Profile"][()]
+        assert np.all(prof[:, 0] < prof[:, -1])  # the file: index 0 = top of atmosphere (stratospheric)
+        assert (f["Data/mixingRatio/XCO2ExternalError"][()] == -9999).all()
+    ds = open_granule(path).compute()
+    assert np.all(ds.profile_apriori.values[:, -1] < ds.profile_apriori.values[:, 0])  # canonical: surface first
+    assert np.all(np.diff(ds.pressure.values, axis=1) < 0)
+    np.testing.assert_allclose(ds.pressure_weight.values.sum(axis=1), 1.0, rtol=1e-6)
+    assert np.isfinite(ds.xgas_uncertainty.values).all()
+    assert ds.attrs["xgas_uncertainty_components"].split() == [
+        f"Data/mixingRatio/XCO2{e}" for e in ("InterferenceError", "RetrievalNoise", "SmoothingError")]
+    assert "XCO2ExternalError: every value is a fill value" in ds.attrs["components_left_out"]
+    assert ds.attrs["reference_pressure_levels_hPa"].split()[0] == "1000"
 
 
 def test_lite_file_is_top_first(written: dict) -> None:

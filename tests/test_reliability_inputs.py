@@ -81,7 +81,7 @@ XGAS_VARS = {
     "acos_lite": ["xco2", "Retrieval/xco2_raw"],
     "oco2_lite": ["xco2", "Retrieval/xco2_raw"],
     "oco3_lite": ["xco2", "Retrieval/xco2_raw"],
-    "nies_gosat_l2": ["Data/mixingRatio/XCH4BiasCorrected", "Data/mixingRatio/XCH4"],
+    "nies_gosat_l2": ["Data/mixingRatio/XCH4"],  # V02.80: no bias-corrected value
     "nies_gosat2_l2": ["RetrievalResult/xco2"],
     "tropomi_ch4": [
         "PRODUCT/methane_mixing_ratio_bias_corrected",
@@ -99,6 +99,9 @@ UNCERTAINTY_VAR = {
     "nies_gosat2_l2": "RetrievalResult/xco2_uncertainty",
     "tropomi_ch4": "PRODUCT/methane_mixing_ratio_precision",
 }
+#: the variable the missing-variable case renames: the uncertainty, except where it is built from
+#: components of which any one may be absent (NIES GOSAT)
+MISSING_VAR = {**UNCERTAINTY_VAR, "nies_gosat_l2": "Data/geolocation/latitude"}
 TIME_VAR = {f: ("PRODUCT/time" if f == "tropomi_ch4" else "time") for f in NETCDF}
 NIES_TIME_VAR = {
     "nies_gosat_l2": "scanAttribute/time",
@@ -217,7 +220,7 @@ def _truncated(fmt: str) -> Callable[[Path, int], Built]:
 def _missing_variable(fmt: str) -> Callable[[Path, int], Built]:
     def build(d: Path, seed: int) -> Built:
         p, _ = _write(fmt, d, seed)
-        vp = UNCERTAINTY_VAR[fmt]
+        vp = MISSING_VAR[fmt]
         if fmt in NIES:
             _edit_h5(p, lambda f: f.move(vp, vp + "_renamed"))
         else:
@@ -357,6 +360,45 @@ def _no_xgas_units(fmt: str) -> Callable[[Path, int], Built]:
     return build
 
 
+def _uncertainty_all_fill(fmt: str) -> Callable[[Path, int], Built]:
+    def mutate(src: xr.Dataset) -> xr.Dataset:
+        src["xgas_uncertainty"][:] = np.nan  # every error component written as the fill value
+        return src
+
+    return lambda d, seed: (_write(fmt, d, seed, mutate)[0], 0, 0)
+
+
+def _nies_times_off_by(days: int) -> Callable[[Path, int], Built]:
+    """Sounding times moved ``days`` away from the file's own day (a wrongly decoded time)."""
+
+    def build(d: Path, seed: int) -> Built:
+        p, src = _write("nies_gosat_l2", d, seed)
+
+        def fn(f: h5py.File) -> None:
+            t = pd.to_datetime([x.decode() for x in f["scanAttribute/time"][...]]) + pd.Timedelta(days=days)
+            f["scanAttribute/time"][...] = np.array([x.encode() for x in t.strftime("%Y-%m-%d %H:%M:%S.%f").str[:-3]])
+
+        _edit_h5(p, fn)
+        return p, 0, 0
+
+    return build
+
+
+def _nies_layer_mismatch(d: Path, seed: int) -> Built:
+    p, _ = _write("nies_gosat_l2", d, seed)
+
+    def fn(f: h5py.File) -> None:
+        vp = "scanAttribute/referenceData/dryAirPartialColumn"
+        old = f[vp][...]
+        attrs = dict(f[vp].attrs)
+        del f[vp]
+        f.create_dataset(vp, data=old[:, 1:])  # 14 layers for a 15-layer kernel
+        f[vp].attrs.update(attrs)
+
+    _edit_h5(p, fn)
+    return p, 0, 0
+
+
 def _generic_cases() -> list[GranuleCase]:
     def edgar(d: Path, seed: int) -> Built:
         p = d / "generic" / "v8.0_FT2022_GHG_CH4_2020_TOTALS_flx.nc"
@@ -464,7 +506,7 @@ def _generic_cases() -> list[GranuleCase]:
 
 
 def _format_cases(fmt: str) -> list[GranuleCase]:
-    xv, uv = XGAS_VARS[fmt][0], UNCERTAINTY_VAR[fmt]
+    xv, uv, mv = XGAS_VARS[fmt][0], UNCERTAINTY_VAR[fmt], MISSING_VAR[fmt]
     cases = [
         GranuleCase(
             f"granule:{fmt}:zero-byte", fmt, _zero_byte(fmt), "error", fragments=("zero-byte",)
@@ -481,7 +523,7 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
             fmt,
             _missing_variable(fmt),
             "error",
-            fragments=("missing variable", uv),
+            fragments=("missing variable", mv),
         ),
         GranuleCase(
             f"granule:{fmt}:all-fill", fmt, _all_fill(fmt), "error", fragments=("fill values",)
@@ -569,6 +611,32 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
                 fragments=("'furlongs'", uv),
             )
         )
+        cases.append(
+            GranuleCase(
+                f"granule:{fmt}:uncertainty-all-fill",
+                fmt,
+                _uncertainty_all_fill(fmt),
+                "error",
+                fragments=("no uncertainty component holds a value", uv),
+            )
+        )
+    if fmt == "nies_gosat_l2":
+        cases += [
+            GranuleCase(
+                f"granule:{fmt}:times-outside-the-file-day",
+                fmt,
+                _nies_times_off_by(31),
+                "error",
+                fragments=("'scanAttribute/time'", "outside the file's day"),
+            ),
+            GranuleCase(
+                f"granule:{fmt}:layer-count-mismatch",
+                fmt,
+                _nies_layer_mismatch,
+                "error",
+                fragments=("disagree on the number of levels", "dryAirPartialColumn"),
+            ),
+        ]
     return cases
 
 

@@ -424,6 +424,36 @@ def _unique_join(values: Iterable[str]) -> str:
     return "; ".join(seen)
 
 
+#: plan attributes that are not copied into the dataset's (the three named ones are joined above).
+_PLAN_ATTRS_HANDLED = ("product", "product_version", "reader")
+
+
+def _merge_plan_attrs(plans: list[GranulePlan]) -> dict[str, str]:
+    """Reader-specific plan attributes over a batch, as netCDF-safe strings.
+
+    Text values are joined (unique, in order); list values (e.g.
+    ``components_left_out``) become one ``"; "``-separated string with, when not every
+    file has the item, ``(in k of n files)``.
+    """
+    n = len(plans)
+    text: dict[str, list[str]] = {}
+    items: dict[str, dict[str, int]] = {}
+    for p in plans:
+        for k, v in p.attrs.items():
+            if k in _PLAN_ATTRS_HANDLED:
+                continue
+            if isinstance(v, (list, tuple)):
+                seen = items.setdefault(k, {})
+                for item in dict.fromkeys(str(x) for x in v):
+                    seen[item] = seen.get(item, 0) + 1
+            elif v is not None and str(v) != "":
+                text.setdefault(k, []).append(str(v))
+    out = {k: _unique_join(v) for k, v in text.items()}
+    for k, seen in items.items():
+        out[k] = "; ".join(item if c == n else f"{item} (in {c} of {n} files)" for item, c in seen.items())
+    return out
+
+
 def _global_attrs(parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool,
                   screen: bool) -> dict[str, Any]:  # fmt: skip
     plans = [p for _, p in parts]
@@ -437,6 +467,7 @@ def _global_attrs(parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias
         "bias_corrected": "true" if bias_corrected else "false",
         "n_soundings_in_files": int(sum(p.n_total for p in plans)),
         "n_soundings_good": int(sum(p.n_good for p in plans)),
+        **_merge_plan_attrs(plans),
     }
 
 

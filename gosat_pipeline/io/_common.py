@@ -36,6 +36,7 @@ from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
 from gosat_pipeline.schema import LEVEL_VARIABLES
 
 __all__ = ["NcTableReader", "summarise_file", "open_nc", "mask_fill", "cf_time", "time_epoch", "check_gas",
+           "check_time_coverage",
            "check_plausible_units", "wrap_longitude"]
 
 logger = logging.getLogger(__name__)
@@ -452,6 +453,48 @@ def cf_time(values: np.ndarray, units: str | None, path: str, vpath: str = "time
     ok = np.isfinite(ns)
     out[ok] = (epoch.value + ns[ok].astype(np.int64)).astype("datetime64[ns]")
     return out
+
+
+def _iso(t: Any) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_time_coverage(path: str, times: np.ndarray, start: Any, end: Any, vpath: str, what: str,
+                        tolerance: pd.Timedelta | None = None, hint: str = "") -> None:  # fmt: skip
+    """GranuleError naming ``vpath`` when a sounding time falls outside the granule's own coverage.
+
+    A time decoded with the wrong unit or epoch lands days or months away from the
+    granule; read silently, it would put soundings into the wrong month of a run.
+
+    Parameters
+    ----------
+    times : numpy.ndarray of datetime64
+        Sounding times (NaT ignored: screened later as ``invalid_time``).
+    start, end : timestamp-like
+        The granule's coverage (UTC, naive or aware).
+    vpath : str
+        The variable the times were decoded from.
+    what : str
+        Where the coverage comes from, for the message (e.g. ``"time_coverage_start/end"``).
+    tolerance : pandas.Timedelta, optional
+        Allowed overshoot at either end (coverage attributes are often truncated to seconds).
+    hint : str
+        Appended to the message (what to do about it).
+    """
+    t = np.asarray(times).astype("datetime64[ns]")
+    t = t[~np.isnat(t)]
+    if t.size == 0:
+        return
+    tolerance = pd.Timedelta(0) if tolerance is None else pd.Timedelta(tolerance)
+    lo = np.datetime64(pd.Timestamp(start).tz_localize(None) if pd.Timestamp(start).tzinfo else pd.Timestamp(start),
+                       "ns") - np.timedelta64(tolerance.value, "ns")  # fmt: skip
+    hi = np.datetime64(pd.Timestamp(end).tz_localize(None) if pd.Timestamp(end).tzinfo else pd.Timestamp(end),
+                       "ns") + np.timedelta64(tolerance.value, "ns")  # fmt: skip
+    out = (t < lo) | (t > hi)
+    if out.any():
+        raise GranuleError(path, f"variable {vpath!r}: {int(out.sum())} of {t.size} sounding times fall outside "
+                                 f"{what} ({_iso(start)} to {_iso(end)}); found {_iso(t.min())} to {_iso(t.max())}"
+                                 f"{'; ' + hint if hint else ''}")  # fmt: skip
 
 
 def check_gas(path: str, found: str, requested: str | None) -> str:

@@ -13,9 +13,14 @@ documented in ``shared/reference/L2_FORMATS.md``:
   a-priori and pressure weight; XCO2 labelled ``"1e-9"`` as in the real header.
 - ``acos_lite``/``oco2_lite``/``oco3_lite``: netCDF-4, root + ``Sounding``/``Retrieval``
   groups, ``missing_value = -999999``, 20 levels **top of atmosphere first**.
-- ``nies_gosat_l2``/``nies_gosat2_l2``: HDF5 via h5py with string-array ``unit``,
-  ``longName``, ``invalidValue`` attributes; GOSAT XCH4 in **ppm**, -1e30 / -9999 fills.
-  GOSAT (no product flag) keeps only soundings with ``quality_flag == 0``.
+- ``nies_gosat_l2``: HDF5 via h5py, the real V02.80 general-user layout: ``unit``/``longName``
+  string arrays and numeric ``invalidValue`` (-9999; -1e30 for columns), ``ppmv`` for both
+  gases (XCH4 in ppm), 15-layer arrays **top of atmosphere first**, ``dryAirPartialColumn``
+  instead of a pressure grid, ``XCO2ExternalError`` all fill, no bias-corrected value, the
+  21 reference levels in ``ancillary/FTSL2DataInformation/prsRefLevel``. Only soundings with
+  ``quality_flag == 0`` are written (the product holds NIES-screened retrievals).
+- ``nies_gosat2_l2``: the third-party GOSAT-2 SWFP layout (unverified): 16 level edges in
+  ``RetrievalResult/pressure_level`` and 15-layer arrays, written top of atmosphere first.
 - ``tropomi_ch4``: ``PRODUCT`` + ``SUPPORT_DATA`` groups, ``(time=1, scanline, ground_pixel)``,
   12 layers top first, ``qa_value`` uint8 ``scale_factor = 0.01``, partial-column
   ``methane_profile_apriori`` and ``dry_air_subcolumns`` (mol m-2), Pa pressures.
@@ -97,7 +102,7 @@ def granule_filename(format: str, date: Any, *, gas: str | None = None) -> str:
         "acos_lite": f"acos_LtCO2_{yymmdd}_v210210_B9213A_201026001634s.nc4",
         "oco2_lite": f"oco2_LtCO2_{yymmdd}_B11100Ar_230603215457s.nc4",
         "oco3_lite": f"oco3_LtCO2_{yymmdd}_B10400Br_220317000000s.nc4",
-        "nies_gosat_l2": f"GOSATTFTS{ymd}_02{'C01S' if gas == 'CO2' else 'C02S'}V0295R{yymmdd}GU000.h5",
+        "nies_gosat_l2": f"GOSATTFTS{ymd}_02{'C01S' if gas == 'CO2' else 'C02S'}V0280R{yymmdd}GU000.h5",
         "nies_gosat2_l2": f"GOSAT2TFTS2{ymd}_02SWFPV0220000018.h5",
         "tropomi_ch4": (f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_"
                         f"{ymd}T120000.nc"),  # fmt: skip
@@ -109,14 +114,6 @@ def _spec(format: str) -> tuple[str, int, tuple[str, ...]]:
     if format not in GRANULE_FORMATS:
         raise ValueError(f"unknown granule format {format!r}; known: {sorted(GRANULE_FORMATS)}")
     return GRANULE_FORMATS[format]
-
-
-def _trapezoid(p: np.ndarray) -> np.ndarray:
-    dp = -np.diff(p, axis=1)
-    h = np.zeros_like(p)
-    h[:, :-1] += 0.5 * dp
-    h[:, 1:] += 0.5 * dp
-    return h / h.sum(axis=1, keepdims=True)
 
 
 def granule_soundings(
@@ -150,14 +147,26 @@ def granule_soundings(
     rng = np.random.default_rng(seed + 7)
     ds["surface_type"] = ("sounding", (rng.uniform(size=n) < 0.3).astype("int8"), cf_attrs("surface_type"))
     ps = ds.surface_pressure.values
-    if format in ("cci_srfp", "nies_gosat2_l2", "tropomi_ch4"):
+    if format in ("cci_srfp", "nies_gosat2_l2", "tropomi_ch4", "tropomi_blended_ch4"):
         edges = ps[:, None] * np.linspace(1.0, 0.0, n_levels + 1)[None, :]
         mid = 0.5 * (edges[:, :-1] + edges[:, 1:])
         ds["pressure"] = (("sounding", "level"), mid, ds.pressure.attrs)
         h = -np.diff(edges, axis=1) / ps[:, None]
         ds["pressure_weight"] = (("sounding", "level"), h, ds.pressure_weight.attrs)
-    elif format.startswith("nies_"):
-        ds["pressure_weight"] = (("sounding", "level"), _trapezoid(ds.pressure.values), ds.pressure_weight.attrs)
+    elif format == "nies_gosat_l2":
+        # 15 layers of nearly equal dry-air mass, the upper ones slightly heavier (lower gravity, drier air),
+        # as in the real V02.80 files; pressures in the reader's dry-air-mass coordinate
+        w = np.broadcast_to(1.0 + 0.02 * np.linspace(0.0, 1.0, n_levels) + 0.004 * rng.standard_normal(n_levels),
+                            (n, n_levels))  # fmt: skip
+        h = w / w.sum(axis=1, keepdims=True)
+        below = np.cumsum(h, axis=1) - h
+        ds["pressure"] = (("sounding", "level"), ps[:, None] * (1.0 - below - 0.5 * h), ds.pressure.attrs)
+        ds["pressure_weight"] = (("sounding", "level"), h, ds.pressure_weight.attrs)
+        # a stratospheric top: the a-priori CO2 (CH4) of the upper layers falls off as in the real files
+        frac = np.linspace(0.0, 1.0, n_levels) ** 4
+        drop = {"CO2": 8.0, "CH4": 250.0}[gas]
+        ds["profile_apriori"] = (("sounding", "level"), ds.profile_apriori.values - drop * frac[None, :],
+                                 ds.profile_apriori.attrs)  # fmt: skip
     ds["xgas_apriori"] = ("sounding", (ds.profile_apriori.values * ds.pressure_weight.values).sum(axis=1),
                           ds.xgas_apriori.attrs)  # fmt: skip
     ds.attrs["gas"] = gas
@@ -364,74 +373,142 @@ def _write_lite(ds: xr.Dataset, path: Path, platform: str) -> None:
 
 
 # -- NIES HDF5 -------------------------------------------------------------------------------
-def _h5(f: h5py.File, name: str, values: Any, unit: str = "", invalid: float | None = None) -> None:
-    d = f.create_dataset(name, data=values)
-    d.attrs["unit"] = np.array([unit.encode()])
-    d.attrs["longName"] = np.array([name.rsplit("/", 1)[-1].encode()])
+def _h5(f: h5py.File, name: str, values: Any, unit: str | None = "", invalid: float | None = None,
+        valid: tuple[float, float] | None = None) -> None:  # fmt: skip
+    """A dataset with the NIES attributes: ``unit``/``longName`` string arrays, numeric ``invalidValue``."""
+    arr = np.asarray(values)
+    d = f.create_dataset(name, data=arr)
+    if unit is None:  # as the real files: some datasets (flags, ids) have no attributes
+        return
     if invalid is not None:
-        d.attrs["invalidValue"] = np.array([repr(float(invalid)).encode()])
+        d.attrs["invalidValue"] = np.array([invalid], dtype=arr.dtype)
+    d.attrs["longName"] = np.array([name.rsplit("/", 1)[-1].encode()])
+    d.attrs["unit"] = np.array([(unit or "none").encode()])
+    if valid is not None:
+        d.attrs["validRange"] = np.array(valid, dtype=arr.dtype)
 
 
-def _nan_to(values: Any, fill: float) -> np.ndarray:
+def _nan_to(values: Any, fill: float, dtype: str = "f4") -> np.ndarray:
     a = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(a), a, fill)
+    return np.where(np.isfinite(a), a, fill).astype(dtype)
 
 
 def _time_strings(ds: xr.Dataset, sep: str, z: str) -> np.ndarray:
     t = pd.DatetimeIndex(ds.time.values)
     s = t.strftime(f"%Y-%m-%d{sep}%H:%M:%S.%f").str[:-3] + z
-    return np.array([x.encode() for x in s], dtype="S24")
+    s = [x if isinstance(x, str) else "" for x in s]  # NaT -> empty
+    return np.array([x.encode() for x in s], dtype=f"S{23 + len(z)}")
+
+
+#: NIES GOSAT reference levels (``ancillary/FTSL2DataInformation/prsRefLevel``, V02.80), hPa.
+NIES_REFERENCE_LEVELS = np.array([1000, 975, 950, 925, 900, 850, 800, 700, 600, 500, 400, 300, 250, 200, 150, 100,
+                                  70, 50, 30, 20, 10], dtype=np.float32)  # fmt: skip
+#: Split of the canonical uncertainty into the NIES error components (root-sum-square = 1).
+NIES_ERROR_SPLIT = {"InterferenceError": 0.3, "RetrievalNoise": 0.8, "SmoothingError": float(np.sqrt(1 - 0.09 - 0.64))}
+_AVOGADRO = 6.02214076e23
 
 
 def _write_nies_gosat(ds: xr.Dataset, path: Path, gas: str) -> None:
+    """The V02.80 general-user layout (checked on the real files): see L2_FORMATS.md c.1 and the reader.
+
+    No ``X{gas}BiasCorrected``, no pressure grid, no weighting function; the 15-layer arrays
+    top of atmosphere first; ``X{gas}ExternalError`` all -9999; units ``ppmv`` for both
+    gases (CH4 as ppm, per HARP); ``dryAirPartialColumn`` in molecules cm-2 with the
+    dry-air mass fractions of the canonical ``pressure_weight``.
+    """
     g = gas.upper()
-    to_file = 1e-3 if g == "CH4" else 1.0  # NIES XCH4 is in ppm
+    to_file = 1e-3 if g == "CH4" else 1.0  # NIES mixing ratios are in ppm for both gases
+    n = ds.sizes["sounding"]
+    day = pd.Timestamp(ds.time.values[~np.isnat(ds.time.values)].min() if n and (~np.isnat(ds.time.values)).any()
+                       else pd.Timestamp(str(path.name)[9:17])).normalize()  # fmt: skip
     with h5py.File(path, "w") as f:
-        for k, v in {"satelliteName": "GOSAT", "sensorName": "TANSO-FTS", "operationLevel": "L2",
-                     "productCode": "C01S" if g == "CO2" else "C02S"}.items():  # fmt: skip
+        for k, v in {"operationLevel": "L2", "productCode": "C01S" if g == "CO2" else "C02S",
+                     "productName": f"L2 {g} column amount (SWIR)", "productVersion": "V02.80",
+                     "satelliteName": "GOSAT", "sensorName": "TANSO-FTS"}.items():  # fmt: skip
             f.create_dataset(f"Global/metadata/{k}", data=np.array([v.encode()]))
-        _h5(f, "scanAttribute/time", _time_strings(ds, " ", ""))
-        _h5(f, "scanAttribute/scanID", np.array([str(i).encode() for i in _ids(ds)]))
-        _h5(f, "Data/geolocation/latitude", _nan_to(ds.latitude.values, -9999.0), "deg", -9999.0)
-        _h5(f, "Data/geolocation/longitude", _nan_to(ds.longitude.values, -9999.0), "deg", -9999.0)
-        _h5(f, "Data/geolocation/solarZenith", _nan_to(_opt(ds, "solar_zenith_angle", np.nan), -9999.0), "deg")
-        _h5(f, "Data/geolocation/landFraction", np.where(_surface(ds) == 0, 100.0, 0.0), "%")
-        xg = _nan_to(ds.xgas.values * to_file, -1e30)
-        _h5(f, f"Data/mixingRatio/X{g}BiasCorrected", xg, "ppm", -1e30)
-        _h5(f, f"Data/mixingRatio/X{g}", _nan_to((ds.xgas.values + RAW_OFFSET[g]) * to_file, -1e30), "ppm", -1e30)
-        errs = {"RetrievalNoise": ds.xgas_uncertainty.values * to_file}
-        for e in ("ExternalError", "InterferenceError", "RetrievalNoise", "SmoothingError"):
-            _h5(f, f"Data/mixingRatio/X{g}{e}", _nan_to(errs.get(e, np.zeros(ds.sizes["sounding"])), -1e30), "ppm",
-                -1e30)  # fmt: skip
-        _h5(f, "Data/retrievalQuality/columnAveragingKernel", _nan_to(ds.averaging_kernel.values, -1e30), "", -1e30)
-        _h5(f, f"scanAttribute/referenceData/{g}Profile", _nan_to(ds.profile_apriori.values * to_file, -1e30), "ppm")
-        _h5(f, "scanAttribute/referenceData/pressure", _nan_to(ds.pressure.values, -9999.0), "hPa")
-        _h5(f, "Data/auxiliaryParameter/surfacePressure", _nan_to(_opt(ds, "surface_pressure", np.nan), -9999.0),
-            "hPa")  # fmt: skip
+        ext = ("Global/MD_Metadata/identificationInfo/MD_DataIdentification/extent/temporalElement/"
+               "EX_TemporalExtent/extent/beginEnd/")  # fmt: skip
+        for k in ("begin", "end"):
+            f.create_dataset(ext + k, data=np.array([f"{day:%Y-%m-%d}".encode()]))
+        f.create_dataset("Global/MD_Metadata/fileIdentifier", data=np.array([path.stem.encode()]))
+        _h5(f, "scanAttribute/time", _time_strings(ds, " ", ""), "none")
+        f["scanAttribute/time"].attrs["longName"] = np.array([b"time of the observation (UTC)"])
+        ids = [str(i) for i in _ids(ds)]
+        _h5(f, "scanAttribute/scanID", np.array([i.encode() for i in ids], dtype=f"S{max(19, *map(len, ids), 1)}"),
+            None)  # fmt: skip
+        _h5(f, "scanAttribute/numScan", np.array([n], dtype=np.int32), None)
+        _h5(f, "Data/geolocation/latitude", _nan_to(ds.latitude.values, -9999.0), "deg", -9999.0, (-90, 90))
+        _h5(f, "Data/geolocation/longitude", _nan_to(ds.longitude.values, -9999.0), "deg", -9999.0, (-180, 180))
+        _h5(f, "Data/geolocation/solarZenith", _nan_to(_opt(ds, "solar_zenith_angle", np.nan), -9999.0), "deg",
+            -9999.0, (0, 180))  # fmt: skip
+        glint = _surface(ds)
+        _h5(f, "Data/geolocation/landFraction", np.where(glint == 0, 100.0, 0.0).astype("f4"), "none", -9999.0,
+            (0, 100))  # fmt: skip
+        _h5(f, "scanAttribute/sensor/sunglintModeFlag", glint.astype(np.int8), None)
+        _h5(f, "Data/retrievalQuality/totalPostScreeningResult", np.zeros(n, dtype=np.int8), None)
+        _h5(f, f"Data/mixingRatio/X{g}", _nan_to(ds.xgas.values * to_file, -9999.0), "ppmv", -9999.0, (0, 1000))
+        sigma = ds.xgas_uncertainty.values * to_file
+        _h5(f, f"Data/mixingRatio/X{g}ExternalError", np.full(n, -9999.0, dtype="f4"), "ppmv", -9999.0, (-300, 300))
+        for e, share in NIES_ERROR_SPLIT.items():
+            _h5(f, f"Data/mixingRatio/X{g}{e}", _nan_to(sigma * share, -9999.0), "ppmv", -9999.0, (0, 300))
+        # 15-layer arrays: top of atmosphere first, as in the product
+        _h5(f, "Data/retrievalQuality/columnAveragingKernel", _nan_to(ds.averaging_kernel.values[:, ::-1], -9999.0),
+            "none")  # fmt: skip
+        _h5(f, f"scanAttribute/referenceData/{g}Profile", _nan_to(ds.profile_apriori.values[:, ::-1] * to_file,
+                                                                  -9999.0), "ppmv", -9999.0, (0, 1000))  # fmt: skip
+        ps = _opt(ds, "surface_pressure", np.nan)
+        n_air = ps * 100.0 / (_G * _M_AIR) * _AVOGADRO * 1e-4  # molecules cm-2 of the whole column
+        dry = ds.pressure_weight.values * n_air[:, None]
+        _h5(f, "scanAttribute/referenceData/dryAirPartialColumn", _nan_to(dry[:, ::-1], -1e30), "molecules/cm^2",
+            -1e30, (0, 3e24))  # fmt: skip
+        _h5(f, f"scanAttribute/referenceData/X{g}", _nan_to(_opt(ds, "xgas_apriori", np.nan) * to_file, -9999.0),
+            "ppmv", -9999.0, (0, 1000))  # fmt: skip
+        _h5(f, "scanAttribute/referenceData/surfacePressure", _nan_to(ps, -9999.0), "hPa", -9999.0, (300, 1100))
+        _h5(f, "Data/auxiliaryParameter/surfacePressure", _nan_to(ps - 1.5, -9999.0), "hPa", -9999.0, (0, 1200))
+        _h5(f, "Data/auxiliaryParameter/dryAirTotalColumn", _nan_to(n_air, -1e30), "molecules/cm^2", -1e30)
+        anc = "ancillary/FTSL2DataInformation/"
+        _h5(f, anc + "prsRefLevel", NIES_REFERENCE_LEVELS, "hPa")
+        _h5(f, anc + "numRefLevel", np.array([NIES_REFERENCE_LEVELS.size], dtype=np.int32), None)
+        _h5(f, anc + "numRetLayer", np.array([ds.sizes["level"]], dtype=np.int32), None)
 
 
 def _write_nies_gosat2(ds: xr.Dataset, path: Path, gas: str) -> None:
+    """GOSAT-2 SWFP as the third-party readers describe it (L2_FORMATS.md c.2, unverified).
+
+    ``RetrievalResult/pressure_level`` holds the 16 level edges of the 15 layers; level
+    arrays are written top of atmosphere first, as the NIES GOSAT product stores them
+    [INF]; no weighting function is stored (the reader derives it from the edges).
+    """
     g = gas.lower()
     unit = {"co2": "ppm", "ch4": "ppb"}[g]
     ps = _opt(ds, "surface_pressure", np.nan)
+    n = ds.sizes["sounding"]
+    valid = ds.time.values[~np.isnat(ds.time.values)]
+    t0 = pd.Timestamp(valid.min()) if valid.size else pd.Timestamp("2020-01-01")
+    t1 = pd.Timestamp(valid.max()) if valid.size else t0
     with h5py.File(path, "w") as f:
-        for k, v in {"sensorName": "TANSO-FTS-2", "algorithmVersion": "02.20", "processingDate": "20240101"}.items():
+        for k, v in {"sensorName": "TANSO-FTS-2", "algorithmVersion": "02.20", "processingDate": "20240101",
+                     "startDate": f"{t0:%Y-%m-%d}T00:00:00", "endDate": f"{t1:%Y-%m-%d}T23:59:59"}.items():  # fmt: skip
             f.create_dataset(f"Metadata/{k}", data=np.array([v.encode()]))
         _h5(f, "SoundingAttribute/observationTime", _time_strings(ds, "T", "Z"))
         ids = _ids(ds)
-        _h5(f, "SoundingAttribute/soundingUniqueID", ids.astype(np.int64) if ids.dtype.kind in "iu" else ids)
-        _h5(f, "SoundingGeometry/latitude", _nan_to(ds.latitude.values, -9999.0), "deg")
-        _h5(f, "SoundingGeometry/longitude", _nan_to(ds.longitude.values, -9999.0), "deg")
+        _h5(f, "SoundingAttribute/soundingUniqueID", ids.astype(np.int64) if ids.dtype.kind in "iu" else
+            np.array([str(i).encode() for i in ids]))  # fmt: skip
+        _h5(f, "SceneAttribute/numSounding", np.array([n], dtype=np.int32), None)
+        _h5(f, "SoundingGeometry/latitude", _nan_to(ds.latitude.values, -9999.0), "deg", -9999.0)
+        _h5(f, "SoundingGeometry/longitude", _nan_to(ds.longitude.values, -9999.0), "deg", -9999.0)
         _h5(f, "SoundingGeometry/solarZenith", _nan_to(_opt(ds, "solar_zenith_angle", np.nan), -9999.0), "deg")
-        _h5(f, "SoundingGeometry/landFraction", np.where(_surface(ds) == 0, 100.0, 0.0), "%")
+        _h5(f, "SoundingGeometry/landFraction", np.where(_surface(ds) == 0, 100.0, 0.0).astype("f4"), "%")
         _h5(f, f"RetrievalResult/x{g}", _nan_to(ds.xgas.values, -9999.0), unit, -9999.0)
         _h5(f, f"RetrievalResult/x{g}_uncertainty", _nan_to(ds.xgas_uncertainty.values, -9999.0), unit, -9999.0)
-        _h5(f, f"RetrievalResult/x{g}_quality_flag", np.asarray(ds.quality_flag.values, dtype=np.int8))
-        _h5(f, f"RetrievalResult/x{g}_column_averaging_kernel", _nan_to(ds.averaging_kernel.values, -9999.0))
-        _h5(f, f"RetrievalResult/{g}_profile_apriori", _nan_to(ds.profile_apriori.values, -9999.0), unit)
-        _h5(f, "RetrievalResult/pressure_level", _nan_to(_level_edges(ds.pressure.values, ps), -9999.0), "hPa")
-        _h5(f, "RetrievalResult/pressure_weight", _nan_to(ds.pressure_weight.values, -9999.0))
-        _h5(f, "RetrievalResult/surface_pressure", _nan_to(ps, -9999.0), "hPa")
+        _h5(f, f"RetrievalResult/x{g}_quality_flag", np.asarray(ds.quality_flag.values, dtype=np.int8), None)
+        # level arrays top of atmosphere first
+        _h5(f, f"RetrievalResult/x{g}_column_averaging_kernel", _nan_to(ds.averaging_kernel.values[:, ::-1], -9999.0))
+        _h5(f, f"RetrievalResult/{g}_profile_apriori", _nan_to(ds.profile_apriori.values[:, ::-1], -9999.0), unit,
+            -9999.0)  # fmt: skip
+        edges = _level_edges(ds.pressure.values, ps)
+        _h5(f, "RetrievalResult/pressure_level", _nan_to(edges[:, ::-1], -9999.0), "hPa", -9999.0)
+        _h5(f, "RetrievalResult/surface_pressure", _nan_to(ps, -9999.0), "hPa", -9999.0)
 
 
 # -- TROPOMI ---------------------------------------------------------------------------------
