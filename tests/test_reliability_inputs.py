@@ -399,6 +399,33 @@ def _nies_layer_mismatch(d: Path, seed: int) -> Built:
     return p, 0, 0
 
 
+def _tropomi_delta_time(units: str | None, scale: float | None, blank_utc: bool) -> Callable[[Path, int], Built]:
+    """``delta_time`` as a subsetting service left it: units removed or values rescaled; time_utc blanked or kept."""
+
+    def fn(nc: netCDF4.Dataset) -> None:
+        v = nc["PRODUCT/delta_time"]
+        v.set_auto_maskandscale(False)
+        ms = v[...].astype(np.int64)
+        if scale is None:  # nanoseconds wrapped to 32 bits, as in the real _subsetted.nc4
+            v[...] = ((ms * 10**6 + 2**31) % 2**32 - 2**31).astype(np.int32)
+        else:
+            v[...] = np.round(ms * scale).astype(np.int32)
+        if units is None:
+            v.delncattr("units")
+        else:
+            v.units = units
+        if blank_utc:
+            u = nc["PRODUCT/time_utc"]
+            u[...] = np.full(u.shape, "", dtype=object)
+
+    def build(d: Path, seed: int) -> Built:
+        p, src = _write("tropomi_ch4", d, seed)
+        _edit_nc(p, fn)
+        return p, 0, _n_good(src)
+
+    return build
+
+
 def _generic_cases() -> list[GranuleCase]:
     def edgar(d: Path, seed: int) -> Built:
         p = d / "generic" / "v8.0_FT2022_GHG_CH4_2020_TOTALS_flx.nc"
@@ -620,6 +647,30 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
                 fragments=("no uncertainty component holds a value", uv),
             )
         )
+    if fmt == "tropomi_ch4":
+        cases += [
+            GranuleCase(
+                f"granule:{fmt}:delta-time-without-units-and-no-time-utc",
+                fmt,
+                _tropomi_delta_time(None, None, blank_utc=True),
+                "error",
+                fragments=("'PRODUCT/delta_time' has no units attribute", "cannot be derived",
+                           "outside the granule's time_coverage_start/end"),  # fmt: skip
+            ),
+            GranuleCase(
+                f"granule:{fmt}:delta-time-not-milliseconds",
+                fmt,
+                _tropomi_delta_time("milliseconds", 1e-3, blank_utc=False),
+                "error",
+                fragments=("'PRODUCT/delta_time'", "sounding times fall outside", "time_coverage_start/end"),
+            ),
+            GranuleCase(
+                f"granule:{fmt}:delta-time-without-units-time-utc-kept",
+                fmt,
+                _tropomi_delta_time(None, None, blank_utc=False),
+                "assumed",
+            ),
+        ]
     if fmt == "nies_gosat_l2":
         cases += [
             GranuleCase(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gosat_pipeline.errors import GranuleError
 from gosat_pipeline.io._common import (
@@ -46,6 +47,7 @@ from gosat_pipeline.io._common import (
     cached_nc,
     cf_time,
     check_gas,
+    check_time_coverage,
     get_var,
     mask_fill,
     plan_from_flags,
@@ -67,6 +69,7 @@ TROPOMI_VARIABLES: dict[str, str] = {
     "longitude": _P + "longitude",
     "time": _P + "time",
     "delta_time": _P + "delta_time",
+    "time_utc": _P + "time_utc",
     "qa_value": _P + "qa_value",
     "xgas_raw": _P + "methane_mixing_ratio",
     "xgas_bc": _P + "methane_mixing_ratio_bias_corrected",
@@ -79,7 +82,7 @@ TROPOMI_VARIABLES: dict[str, str] = {
     "solar_zenith_angle": _G + "solar_zenith_angle",
     "surface_classification": _I + "surface_classification",
 }
-_OPTIONAL = {"xgas_bc", "solar_zenith_angle", "surface_classification"}
+_OPTIONAL = {"xgas_bc", "solar_zenith_angle", "surface_classification", "time_utc"}
 
 
 def _field(ds: NcHandle, role: str, path: str) -> np.ndarray:
@@ -124,7 +127,7 @@ class TropomiCh4Reader(GranuleReader):
                      "product_version": str(ds.getncattr("processor_version")) if "processor_version" in ds.ncattrs()
                      else _version_from_name(path)}  # fmt: skip
             orbit = int(ds.getncattr("orbit")) if "orbit" in ds.ncattrs() else 0
-            keys = self._sounding_keys(ds, path, cand)
+            keys, attrs["time_source"] = self._sounding_keys(ds, path, cand)
             variables = {n: "float64" for n in ("latitude", "longitude", "xgas", "xgas_uncertainty",
                                                  "surface_pressure", "xgas_apriori")}  # fmt: skip
             variables.update({n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori",
@@ -147,7 +150,7 @@ class TropomiCh4Reader(GranuleReader):
         out: dict[str, np.ndarray] = {}
         with cached_nc(path) as ds:
             shape = get_var(ds, TROPOMI_VARIABLES["qa_value"], path).shape  # (time, scanline, ground_pixel)
-            out["time"] = self._times(ds, path, shape)[pix]
+            out["time"] = pixel_times(ds, path, shape, pix)[0]
             out["latitude"] = _field(ds, "latitude", path).reshape(-1)[pix]
             out["longitude"] = wrap_longitude(_field(ds, "longitude", path).reshape(-1)[pix])
             role = "xgas_bc" if bias_corrected and _has(ds, TROPOMI_VARIABLES["xgas_bc"]) else "xgas_raw"
@@ -170,28 +173,19 @@ class TropomiCh4Reader(GranuleReader):
         return out
 
     @classmethod
-    def _sounding_keys(cls, ds: NcHandle, path: str, cand: np.ndarray) -> np.ndarray:
+    def _sounding_keys(cls, ds: NcHandle, path: str, cand: np.ndarray) -> tuple[np.ndarray, str]:
         """Rows (time ns, latitude bits, longitude bits) of the retrieved pixels: the duplicate check key.
 
         Pixel numbers restart in every subset of an orbit (``.SUB`` files), so they do not
         identify a sounding across files; time and position do. Decoding the times here
-        also rejects bad time units at scan time.
+        also rejects bad time units and times outside the granule at scan time. Returns
+        the keys and the variable the times came from.
         """
         shape = get_var(ds, TROPOMI_VARIABLES["qa_value"], path).shape
-        t = cls._times(ds, path, shape)[cand].view(np.int64)
+        times, source = pixel_times(ds, path, shape, cand)
         lat = _field(ds, "latitude", path).reshape(-1)[cand].astype(np.float64).view(np.int64)
         lon = _field(ds, "longitude", path).reshape(-1)[cand].astype(np.float64).view(np.int64)
-        return np.stack([t, lat, lon], axis=1)
-
-    @staticmethod
-    def _times(ds: NcHandle, path: str, shape: tuple[int, ...]) -> np.ndarray:
-        tvar = get_var(ds, TROPOMI_VARIABLES["time"], path)
-        t0 = mask_fill(read_raw(tvar, path), _attrs(tvar), None).reshape(-1)
-        dt = _field(ds, "delta_time", path)  # (time, scanline) ms
-        secs = t0[:, None] + dt / 1000.0
-        units = tvar.getncattr("units") if "units" in tvar.ncattrs() else None
-        per_line = cf_time(secs, units, path, TROPOMI_VARIABLES["time"])  # (time, scanline)
-        return np.broadcast_to(per_line[..., None], shape).reshape(-1)
+        return np.stack([times.view(np.int64), lat, lon], axis=1), source
 
     @staticmethod
     def _column_terms(layer: dict[str, np.ndarray], ps: np.ndarray, dp: np.ndarray) -> dict[str, Any]:
@@ -208,6 +202,109 @@ class TropomiCh4Reader(GranuleReader):
                 "pressure_weight": h.astype(np.float32), "profile_apriori": xa.astype(np.float32),
                 "pressure": p_mid.astype(np.float32), "surface_pressure": ps / 100.0,
                 "xgas_apriori": xa_col}  # fmt: skip
+
+
+#: Overshoot allowed beyond ``time_coverage_start/end`` (the attributes are whole seconds).
+COVERAGE_TOLERANCE = pd.Timedelta(seconds=60)
+_DURATION_NS = {"milliseconds": 10**6, "millisecond": 10**6, "ms": 10**6, "seconds": 10**9, "second": 10**9,
+                "s": 10**9}  # fmt: skip
+_NAME_TIMES = re.compile(r"_(\d{8}T\d{6})_(\d{8}T\d{6})_")
+
+
+def parse_iso_times(values: np.ndarray) -> np.ndarray:
+    """ISO 8601 strings (``2019-03-11T11:12:39.322999Z``; bytes or str) -> datetime64[ns]; empty/bad -> NaT."""
+    flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(-1)]
+    flat = [v.strip().rstrip("Z") for v in flat]
+    out = pd.to_datetime(pd.Series(flat, dtype=object), format="ISO8601", errors="coerce")
+    return out.to_numpy("datetime64[ns]").reshape(np.shape(values))
+
+
+def granule_coverage(ds: NcHandle, path: str) -> tuple[pd.Timestamp, pd.Timestamp, str] | None:
+    """The granule's own time coverage: ``time_coverage_start/end``, else the orbit times in its name."""
+    names = ds.ncattrs()
+    if "time_coverage_start" in names and "time_coverage_end" in names:
+        try:
+            a = pd.Timestamp(str(ds.getncattr("time_coverage_start")).rstrip("Z"))
+            b = pd.Timestamp(str(ds.getncattr("time_coverage_end")).rstrip("Z"))
+            return a, b, "the granule's time_coverage_start/end"
+        except ValueError:
+            pass
+    m = _NAME_TIMES.search(Path(path).name)
+    if m:
+        return pd.Timestamp(m.group(1)), pd.Timestamp(m.group(2)), "the orbit start/end in the file name"
+    return None
+
+
+def _line_times_from_delta(ds: NcHandle, path: str, units: str) -> np.ndarray:
+    """(time, scanline) times from ``time`` + ``delta_time`` (a duration unit) or ``delta_time`` alone (CF units)."""
+    dvar = get_var(ds, TROPOMI_VARIABLES["delta_time"], path)
+    dt = mask_fill(read_raw(dvar, path), _attrs(dvar), None)
+    unit = units.strip().lower()
+    if " since " in unit:  # newer processors: "milliseconds since 2019-03-11 00:00:00"
+        return cf_time(dt, units, path, TROPOMI_VARIABLES["delta_time"])
+    tvar = get_var(ds, TROPOMI_VARIABLES["time"], path)
+    t0 = mask_fill(read_raw(tvar, path), _attrs(tvar), None).reshape(-1)
+    ref = cf_time(t0, tvar.getncattr("units") if "units" in tvar.ncattrs() else None, path,
+                  TROPOMI_VARIABLES["time"])  # fmt: skip
+    ns = np.round(dt * _DURATION_NS[unit])
+    out = np.full(dt.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
+    ok = np.isfinite(ns) & ~np.isnat(ref)[:, None]
+    out[ok] = (np.broadcast_to(ref.view(np.int64)[:, None], dt.shape)[ok] + ns[ok].astype(np.int64)).view(
+        "datetime64[ns]")  # fmt: skip
+    return out
+
+
+def pixel_times(ds: NcHandle, path: str, shape: tuple[int, ...], pixels: np.ndarray) -> tuple[np.ndarray, str]:
+    """Times of the flattened ``pixels`` of a (time, scanline, ground_pixel) swath, and the variable they came from.
+
+    ``PRODUCT/time`` + ``PRODUCT/delta_time`` when ``delta_time`` has a duration unit
+    (``milliseconds`` in the product; CF ``<unit> since <epoch>`` in newer versions),
+    else ``PRODUCT/time_utc`` when it holds a valid time for every needed scanline. A
+    ``delta_time`` without units is never assumed to be milliseconds: a subsetting
+    service has been seen writing one whose values are not (``_subsetted.nc4`` in
+    ``shared/real_samples``). Times outside the granule's own coverage
+    (:func:`granule_coverage`, 60 s tolerance) are a :class:`GranuleError` naming the
+    variable.
+    """
+    n_gp = int(shape[-1])
+    lines = np.asarray(pixels, dtype=np.int64) // max(n_gp, 1)
+    needed = np.unique(lines)
+    dpath, upath = TROPOMI_VARIABLES["delta_time"], TROPOMI_VARIABLES["time_utc"]
+    dvar = get_var(ds, dpath, path)
+    units = dvar.getncattr("units") if "units" in dvar.ncattrs() else None
+    usable = units is not None and (" since " in str(units).lower() or str(units).strip().lower() in _DURATION_NS)
+    coverage = granule_coverage(ds, path)
+    if usable:
+        per_line, source = _line_times_from_delta(ds, path, str(units)).reshape(-1), dpath
+    else:
+        utc = parse_iso_times(read_raw(get_var(ds, upath, path), path)).reshape(-1) if _has(ds, upath) else None
+        if utc is None or utc.size <= (needed.max() if needed.size else -1) or np.isnat(utc[needed]).any():
+            found = "no units attribute" if units is None else f"units {units!r} (not a duration or CF time unit)"
+            bad = 0 if utc is None or utc.size <= (needed.max() if needed.size else -1) else int(
+                np.isnat(utc[needed]).sum())  # fmt: skip
+            utc_state = (f"no {upath!r}" if utc is None else f"{upath!r} has no valid time for {bad or needed.size} "
+                         f"of the {needed.size} scanlines with a retrieval")  # fmt: skip
+            hint = ""
+            if coverage is not None and units is None:
+                guess = _line_times_from_delta(ds, path, "milliseconds").reshape(-1)[needed]
+                guess = guess[~np.isnat(guess)]
+                if guess.size:
+                    hint = (f"; read as milliseconds since {TROPOMI_VARIABLES['time']!r} its values would put soundings "
+                            f"at {_iso(guess.min())} to {_iso(guess.max())}, outside {coverage[2]} "
+                            f"({_iso(coverage[0])} to {_iso(coverage[1])})")  # fmt: skip
+            raise GranuleError(path, f"variable {dpath!r} has {found}, and {utc_state}: the sounding times cannot be "
+                                     f"derived{hint}. The file may have been altered by a subsetting service; use "
+                                     "the original granule or a subset that keeps delta_time's units or time_utc")  # fmt: skip
+        per_line, source = utc, upath
+    times = per_line[lines]
+    if coverage is not None:
+        check_time_coverage(path, times, coverage[0], coverage[1], source, coverage[2], COVERAGE_TOLERANCE,
+                            hint="wrong units or values of the time variables; use the original granule")  # fmt: skip
+    return times, source
+
+
+def _iso(t: Any) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _pixel_ids(orbit: int, pix: np.ndarray, ground_pixels: int) -> np.ndarray:

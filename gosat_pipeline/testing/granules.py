@@ -515,7 +515,10 @@ def _write_nies_gosat2(ds: xr.Dataset, path: Path, gas: str) -> None:
 def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
     n, nl = ds.sizes["sounding"], ds.sizes["level"]
     t = ds.time.values.astype("datetime64[ns]")
-    day = (t.min() if n else np.datetime64("2020-01-01", "ns")).astype("datetime64[D]")
+    valid = t[~np.isnat(t)]
+    day = (valid.min() if valid.size else np.datetime64("2020-01-01", "ns")).astype("datetime64[D]")
+    t0 = valid.min() if valid.size else day
+    t1 = valid.max() if valid.size else day
     t_ref = int((day - np.datetime64("2010-01-01", "D")).astype(np.int64) * 86400)
     delta_ms = np.round((t - day.astype("datetime64[ns]")).astype(np.int64) / 1e6)
     if n and delta_ms.max() >= 2**31 - 1:
@@ -551,6 +554,10 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
         var(prod, "time", [t_ref], ("time",), "seconds since 2010-01-01 00:00:00", "i4", np.int32(-2147483647))
         var(prod, "delta_time", np.nan_to_num(delta_ms, nan=-2147483647).astype(np.int32), ("time", "scanline"),
             "milliseconds", "i4", np.int32(-2147483647))  # fmt: skip
+        utc = prod.createVariable("time_utc", str, ("time", "scanline"))
+        utc.long_name = "Time of observation as ISO 8601 date-time string"
+        stamps = pd.DatetimeIndex(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        utc[:] = np.array([x if isinstance(x, str) else "" for x in stamps], dtype=object).reshape(1, n)
         var(prod, "latitude", ds.latitude.values, x3, "degrees_north")
         var(prod, "longitude", ds.longitude.values, x3, "degrees_east")
         q = var(prod, "qa_value", qa, x3, "1", "u1", np.uint8(255))
@@ -574,6 +581,8 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
         nc.setncatts({"Conventions": "CF-1.7", "institution": "KNMI/SRON", "processor_version": "2.4.0",
                       "product_version": "2.4.0", "orbit": np.int32(10000 + pd.Timestamp(day).day_of_year),
                       "time_reference": f"{pd.Timestamp(day):%Y-%m-%d}T00:00:00Z",
+                      "time_coverage_start": f"{pd.Timestamp(t0).floor('s'):%Y-%m-%dT%H:%M:%S}Z",
+                      "time_coverage_end": f"{pd.Timestamp(t1).ceil('s'):%Y-%m-%dT%H:%M:%S}Z",
                       "title": "TROPOMI/S5P Methane 1-Orbit L2 Swath", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
 
 
