@@ -14,7 +14,7 @@ from gosat_pipeline.io import close_cached, open_granules
 from gosat_pipeline.io._common import H5NcFile, open_granule_file
 from gosat_pipeline.testing.granules import make_granule_files
 
-NETCDF_FORMATS = ["cci_ocpr", "cci_ocfp", "cci_srfp", "acos_lite", "oco2_lite", "tropomi_ch4"]
+NETCDF_FORMATS = ["cci_ocpr", "cci_ocfp", "cci_srfp", "acos_lite", "oco2_lite", "tropomi_ch4", "tropomi_blended_ch4"]
 
 
 def _walk(grp: netCDF4.Dataset, prefix: str = "") -> list[tuple[str, netCDF4.Variable]]:

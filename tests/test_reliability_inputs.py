@@ -87,6 +87,7 @@ XGAS_VARS = {
         "PRODUCT/methane_mixing_ratio_bias_corrected",
         "PRODUCT/methane_mixing_ratio",
     ],
+    "tropomi_blended_ch4": ["methane_mixing_ratio_blended", "methane_mixing_ratio"],
 }
 UNCERTAINTY_VAR = {
     "cci_ocpr": "xch4_uncertainty",
@@ -98,11 +99,13 @@ UNCERTAINTY_VAR = {
     "nies_gosat_l2": "Data/mixingRatio/XCH4RetrievalNoise",
     "nies_gosat2_l2": "RetrievalResult/xco2_uncertainty",
     "tropomi_ch4": "PRODUCT/methane_mixing_ratio_precision",
+    "tropomi_blended_ch4": "methane_mixing_ratio_precision",
 }
 #: the variable the missing-variable case renames: the uncertainty, except where it is built from
 #: components of which any one may be absent (NIES GOSAT)
 MISSING_VAR = {**UNCERTAINTY_VAR, "nies_gosat_l2": "Data/geolocation/latitude"}
-TIME_VAR = {f: ("PRODUCT/time" if f == "tropomi_ch4" else "time") for f in NETCDF}
+#: numeric time variables with CF units (the blended product has only ISO strings, ``time_utc``)
+TIME_VAR = {f: ("PRODUCT/time" if f == "tropomi_ch4" else "time") for f in NETCDF if f != "tropomi_blended_ch4"}
 NIES_TIME_VAR = {
     "nies_gosat_l2": "scanAttribute/time",
     "nies_gosat2_l2": "SoundingAttribute/observationTime",
@@ -426,6 +429,13 @@ def _tropomi_delta_time(units: str | None, scale: float | None, blank_utc: bool)
     return build
 
 
+def _blended_other_orbit(d: Path, seed: int) -> Built:
+    """A blended granule whose times lie a week after the orbit its name gives (renamed to another orbit)."""
+    day = DAY0 + pd.Timedelta(days=seed % 300)
+    src = _source("tropomi_blended_ch4", seed, start=day + pd.Timedelta(days=7))
+    return write_granule(src, d / "blended" / granule_filename("tropomi_blended_ch4", day), "tropomi_blended_ch4"), 0, 0
+
+
 def _generic_cases() -> list[GranuleCase]:
     def edgar(d: Path, seed: int) -> Built:
         p = d / "generic" / "v8.0_FT2022_GHG_CH4_2020_TOTALS_flx.nc"
@@ -599,7 +609,7 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
         ),
         GranuleCase(f"granule:{fmt}:xgas-units-missing", fmt, _no_xgas_units(fmt), "assumed"),
     ]
-    if fmt in NETCDF:
+    if fmt in TIME_VAR:
         tv = TIME_VAR[fmt]
         cases += [
             GranuleCase(
@@ -671,6 +681,16 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
                 "assumed",
             ),
         ]
+    if fmt == "tropomi_blended_ch4":
+        cases.append(
+            GranuleCase(
+                f"granule:{fmt}:times-outside-the-named-orbit",
+                fmt,
+                _blended_other_orbit,
+                "error",
+                fragments=("variable 'time_utc'", "outside the orbit start/end in the file name"),
+            )
+        )
     if fmt == "nies_gosat_l2":
         cases += [
             GranuleCase(
@@ -897,10 +917,13 @@ def test_batch_context_faults_are_skipped_with_reason(
 def test_a_granule_delivered_twice_counts_once(
     tmp_path: Path, fmt: str, bad_input_corpus: Callable
 ) -> None:
-    src = _source(fmt, 5)
+    src = _source(fmt, 5, start="2020-05-01")
     a = write_granule(src, tmp_path / granule_filename(fmt, "2020-05-01"), fmt)
-    # the same soundings again, under another day's name
-    b = tmp_path / "copy" / granule_filename(fmt, "2020-05-02")
+    # the same soundings again, under another day's name (the blended product's name carries the
+    # orbit's times, checked against the soundings: there, a later production of the same orbit)
+    other = (granule_filename(fmt, "2020-05-02") if fmt != "tropomi_blended_ch4"
+             else a.name.replace("_20230614T000922.", "_20240101T000000."))  # fmt: skip
+    b = tmp_path / "copy" / other
     b.parent.mkdir()
     shutil.copy(a, b)
     n = _n_good(src)

@@ -61,6 +61,7 @@ BUILTIN_READERS: dict[str, str] = {
     "nies_gosat_l2": "gosat_pipeline.io.nies_gosat:NiesGosatReader",
     "nies_gosat2_l2": "gosat_pipeline.io.nies_gosat:NiesGosat2Reader",
     "tropomi_ch4": "gosat_pipeline.io.tropomi_ch4:TropomiCh4Reader",
+    "tropomi_blended_ch4": "gosat_pipeline.io.tropomi_blended:TropomiBlendedCh4Reader",
 }
 
 _REGISTERED: dict[str, GranuleReader] = {}

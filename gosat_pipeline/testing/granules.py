@@ -25,6 +25,11 @@ documented in ``shared/reference/L2_FORMATS.md``:
   12 layers top first, ``qa_value`` uint8 ``scale_factor = 0.01``, partial-column
   ``methane_profile_apriori`` and ``dry_air_subcolumns`` (mol m-2), Pa pressures.
 
+- ``tropomi_blended_ch4``: the blended TROPOMI+GOSAT product (Balasus et al. 2023) as the
+  real v02.04.00 file: flat netCDF-4, dims ``nobs``/``layer``/``corner``, ``time_utc``
+  strings, ``methane_mixing_ratio_blended`` (raw ``methane_mixing_ratio`` = value +
+  :data:`RAW_OFFSET`), the TROPOMI layer arrays top first, ``qa_value`` uint8 x 0.01.
+
 :func:`granule_soundings` makes canonical soundings a format can represent exactly
 (its gas, level count and vertical grid) so that write -> read returns the input.
 """
@@ -64,6 +69,7 @@ GRANULE_FORMATS: dict[str, tuple[str, int, tuple[str, ...]]] = {
     "nies_gosat_l2": ("CH4", 15, ("CO2", "CH4")),
     "nies_gosat2_l2": ("CO2", 15, ("CO2", "CH4")),
     "tropomi_ch4": ("CH4", 12, ("CH4",)),
+    "tropomi_blended_ch4": ("CH4", 12, ("CH4",)),
 }
 
 #: raw (not bias-corrected) value written = canonical value + this offset (canonical units).
@@ -106,6 +112,8 @@ def granule_filename(format: str, date: Any, *, gas: str | None = None) -> str:
         "nies_gosat2_l2": f"GOSAT2TFTS2{ymd}_02SWFPV0220000018.h5",
         "tropomi_ch4": (f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_"
                         f"{ymd}T120000.nc"),  # fmt: skip
+        "tropomi_blended_ch4": (f"S5P_BLND_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_"
+                                f"020400_20230614T000922.nc"),  # fmt: skip
     }
     return names[format]
 
@@ -586,6 +594,62 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
                       "title": "TROPOMI/S5P Methane 1-Orbit L2 Swath", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
 
 
+def _write_blended(ds: xr.Dataset, path: Path) -> None:
+    """Blended TROPOMI+GOSAT CH4 (v02.04.00 layout, checked on the real file): see the reader's docstring."""
+    n, nl = ds.sizes["sounding"], ds.sizes["level"]
+    t = ds.time.values.astype("datetime64[ns]")
+    ps = _opt(ds, "surface_pressure", np.nan) * 100.0
+    dp = 2.0 * (ps - ds.pressure.values[:, 0] * 100.0)
+    n_air = ps / (_G * _M_AIR)
+    d = ds.pressure_weight.values * n_air[:, None]
+    ca = ds.profile_apriori.values * 1e-9 * d
+    qa = np.where(np.asarray(ds.quality_flag.values) == 0, 100, 40).astype(np.uint8)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.createDimension("nobs", n)
+        nc.createDimension("layer", nl)
+        nc.createDimension("corner", 4)
+
+        def var(name: str, values: Any, dims: tuple[str, ...], units: str | None, dtype: str = "f4",
+                fill: Any = _S5P_FILL) -> Any:  # fmt: skip
+            v = nc.createVariable(name, dtype, dims, fill_value=fill, **_deflate(nc, dims, 4))
+            if units is not None:
+                v.units = units
+            arr = np.asarray(values)
+            v.set_auto_maskandscale(False)
+            v[:] = _f32(arr, _S5P_FILL) if dtype == "f4" else arr
+            return v
+
+        q = var("qa_value", qa, ("nobs",), "1", "u1", np.uint8(255))
+        q.scale_factor, q.add_offset = np.float32(0.01), np.float32(0.0)
+        q.comment = "A continuous quality descriptor... Recommend to ignore data with qa_value < 0.5"
+        var("latitude", ds.latitude.values, ("nobs",), "degrees_north")
+        var("longitude", ds.longitude.values, ("nobs",), "degrees_east")
+        var("methane_mixing_ratio", ds.xgas.values + RAW_OFFSET["CH4"], ("nobs",), "1e-9")
+        var("methane_mixing_ratio_precision", ds.xgas_uncertainty.values, ("nobs",), "1e-9")
+        var("methane_mixing_ratio_bias_corrected", ds.xgas.values + RAW_OFFSET["CH4"] / 2, ("nobs",), "1e-9")
+        utc = nc.createVariable("time_utc", str, ("nobs",))
+        utc.long_name = "Time of observation as ISO 8601 date-time string"
+        stamps = pd.DatetimeIndex(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        utc[:] = np.array([x if isinstance(x, str) else "" for x in stamps], dtype=object)
+        for c in ("latitude", "longitude"):
+            off = np.array([-0.03, -0.03, 0.03, 0.03])
+            var(f"{c}_bounds", ds[c].values[:, None] + off[None, :], ("nobs", "corner"), None)
+        var("chi_square_SWIR", np.full(n, 1000.0), ("nobs",), "1")
+        var("surface_albedo_SWIR", np.full(n, 0.2), ("nobs",), "1")
+        var("surface_albedo_NIR", np.full(n, 0.3), ("nobs",), "1")
+        var("column_averaging_kernel", ds.averaging_kernel.values[:, ::-1], ("nobs", "layer"), "1")
+        var("surface_altitude", np.zeros(n), ("nobs",), "m")
+        var("surface_classification", _surface(ds).astype(np.uint8), ("nobs",), None, "u1", np.uint8(255))
+        var("surface_pressure", ps, ("nobs",), "Pa")
+        var("pressure_interval", dp, ("nobs",), "Pa")
+        var("methane_profile_apriori", ca[:, ::-1], ("nobs", "layer"), "mol m-2")
+        var("dry_air_subcolumns", d[:, ::-1], ("nobs", "layer"), "mol m-2")
+        b = var("methane_mixing_ratio_blended", ds.xgas.values, ("nobs",), "1e-9")
+        b.comment = "produced as described in Balasus et al. (2023)"
+        nc.setncatts({"Title": "Blended TROPOMI+GOSAT Methane Product",
+                      "Contact": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+
+
 def write_granule(ds: xr.Dataset, path: str | Path, format: str) -> Path:
     """Write canonical soundings ``ds`` into ``format``'s real file layout at ``path``.
 
@@ -622,6 +686,8 @@ def write_granule(ds: xr.Dataset, path: str | Path, format: str) -> Path:
         _write_nies_gosat(ds.isel(sounding=np.flatnonzero(np.asarray(ds.quality_flag.values) == 0)), p, gas)
     elif format == "nies_gosat2_l2":
         _write_nies_gosat2(ds, p, gas)
+    elif format == "tropomi_blended_ch4":
+        _write_blended(ds, p)
     else:
         _write_tropomi(ds, p)
     return p
