@@ -207,16 +207,84 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
-    from gosat_pipeline.io import inspect_granule
+def _inspect_error(args: argparse.Namespace, exc: GosatPipelineError) -> GosatPipelineError:
+    """The library's error, worded for the command line (``--format NAME``, the installed formats)."""
+    from gosat_pipeline.errors import GranuleError, UnknownFormatError
+    from gosat_pipeline.io import detect_format, list_formats
+    from gosat_pipeline.io._registry import get_reader
 
-    info = inspect_granule(args.file) if args.format is None else inspect_granule(args.file, format=args.format)
+    installed = ", ".join(list_formats())
+    if isinstance(exc, UnknownFormatError):
+        return UnknownFormatError(exc.path, f"no reader recognised {args.file.name!r} by name or content; use "
+                                            f"--format NAME with one of the installed formats: {installed} "
+                                            "(gosat-pipeline formats describes them)")  # fmt: skip
+    if not isinstance(exc, GranuleError):
+        return exc
+    try:
+        detected = detect_format(args.file)
+    except GosatPipelineError:  # the file cannot even be opened: the library's reason says why
+        return exc
+    if args.format is None:
+        how = "its name" if get_reader(detected).guess_can_open(args.file) else "its content"
+        return GranuleError(exc.path, f"{exc.reason} (read as {detected}, recognised by {how})")
+    if detected != args.format:
+        return GranuleError(exc.path, f"{exc.reason} (read as --format {args.format}; the file looks like "
+                                      f"{detected}: use --format {detected})")  # fmt: skip
+    return GranuleError(exc.path, f"{exc.reason} (read as --format {args.format})")
+
+
+def _inspect_text(info: dict[str, Any]) -> str:
+    """Human-readable ``inspect`` output: one fact a line."""
+    u = info["units"]
+
+    def stats(d: dict[str, float] | None) -> str:
+        return "none" if not d else f"min {d['min']:g}, median {d['median']:g}, max {d['max']:g} {u}"
+
+    def span(r: list[Any] | None, unit: str = "") -> str:
+        return "none" if not r else f"{r[0]} to {r[1]}{unit}"
+
+    t = span(info["time_range"]) + (f" (from {info['time_source']})" if info.get("time_source") else "")
+    rows = [
+        ("file", f"{info['path']} ({info['size_bytes']} bytes)"),
+        ("reader", f"{info['format']}: {info['description']}"),
+        ("product", f"{info['product']}, version {info['product_version']}"),
+        ("gas", f"{info['gas']} ({u})"),
+        ("soundings", f"{info['n_soundings']} in the file, {info['n_good']} pass the product screen"),
+        ("product screen", info["screen"]),
+        ("levels", f"{info['n_levels']}" + (f", {info['level_order']}" if info.get("level_order") else "")),
+        ("time (UTC)", t),
+        ("latitude", span(info["latitude_range"], " deg")),
+        ("longitude", span(info["longitude_range"], " deg")),
+        ("xgas (passing)", stats(info["xgas_good"])),
+        ("uncertainty", stats(info["xgas_uncertainty_good"])),
+        ("a priori xgas", stats(info["xgas_apriori_good"])),
+    ]
+    if info.get("xgas_uncertainty_components"):
+        rows.append(("uncertainty from", info["xgas_uncertainty_components"]))
+    if info.get("vertical_grid"):
+        rows.append(("vertical grid", info["vertical_grid"]))
+    left = info.get("components_left_out") or []
+    rows.append(("left out", "nothing" if not left else left[0]))
+    rows += [("", item) for item in left[1:]]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from gosat_pipeline.io import inspect_granule, list_formats
+
+    installed = list_formats()
+    if args.format is not None and args.format not in installed:
+        raise GosatPipelineError(f"--format {args.format!r} is not an installed format; use --format NAME with one "
+                                 f"of: {', '.join(installed)} (gosat-pipeline formats describes them)")  # fmt: skip
+    try:
+        info = inspect_granule(args.file, format=args.format)
+    except GosatPipelineError as exc:
+        raise _inspect_error(args, exc) from None
     if args.json:
         print(json.dumps(info, indent=2, default=str))
     else:
-        width = max(len(k) for k in info)
-        for k, v in info.items():
-            print(f"{k:<{width}}  {v}")
+        print(_inspect_text(info))
     return 0
 
 

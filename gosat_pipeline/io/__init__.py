@@ -610,32 +610,77 @@ def open_granule(
                          errors="raise")  # fmt: skip
 
 
-def _range(values: np.ndarray) -> list[Any] | None:
-    v = values[~np.isnan(values)] if values.dtype.kind == "f" else values[~np.isnat(values)]
+#: Decimals of the rounded values ``inspect_granule`` reports, per canonical unit.
+_DECIMALS = {"ppm": 2, "ppb": 1, "degrees": 3}
+
+
+def _iso_range(values: np.ndarray) -> list[str] | None:
+    v = values[~np.isnat(values)]
     if v.size == 0:
         return None
-    if v.dtype.kind == "M":
-        return [str(v.min()), str(v.max())]
-    return [float(v.min()), float(v.max())]
+    return [pd.Timestamp(x).strftime("%Y-%m-%dT%H:%M:%SZ") for x in (v.min(), v.max())]
+
+
+def _stats(values: np.ndarray, decimals: int) -> dict[str, float] | None:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    return {k: round(float(f(v)), decimals) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))}
+
+
+def _level_order(ds: xr.Dataset) -> str | None:
+    if "pressure" not in ds or ds.sizes.get(LEVEL_DIM, 0) < 2 or ds.sizes[SOUNDING_DIM] == 0:
+        return None
+    d = ds.pressure.values[:, 0].astype(np.float64) - ds.pressure.values[:, -1]
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return None
+    return "surface first" if np.all(d > 0) else "NOT surface first"
 
 
 def inspect_granule(path: str | os.PathLike[str], *, format: str | None = None) -> dict[str, Any]:
-    """Describe one granule for ``gosat-pipeline inspect FILE``.
+    """Describe one granule: reader, counts, times, rounded values and what the reader left out.
+
+    The library side of ``gosat-pipeline inspect FILE``. Values are canonical (ppm CO2,
+    ppb CH4, surface-first levels) and rounded for reading (gas values to 0.01 ppm or
+    0.1 ppb, positions to 0.001 degree); times are UTC ISO 8601.
+
+    Parameters
+    ----------
+    path : path-like
+    format : str, optional
+        Reader name; default: detected by name, then content.
 
     Returns
     -------
     dict
-        ``path``, ``size_bytes``, ``format``, ``description``, ``product``,
-        ``product_version``, ``gas``, ``units``, ``n_soundings``, ``n_good``,
-        ``n_levels``, ``screen``, ``time_range``, ``latitude_range``,
-        ``longitude_range``, ``xgas_range_good`` (canonical units).
+        ``path``, ``size_bytes``, ``format`` (the reader), ``description``, ``product``,
+        ``product_version``, ``gas``, ``units``, ``n_soundings`` (in the file),
+        ``n_good`` (passing the product screen), ``screen``, ``n_levels``,
+        ``level_order`` (checked on the pressures read), ``time_range`` ([first, last],
+        ISO), ``time_source``, ``latitude_range``, ``longitude_range``,
+        ``xgas_range_good`` ([min, max] of the passing soundings), ``xgas_good``,
+        ``xgas_uncertainty_good``, ``xgas_apriori_good`` (``{"min", "median", "max"}``),
+        ``xgas_uncertainty_components``, ``components_left_out`` (list of
+        ``"component: why"``), ``vertical_grid`` and any other reader note.
+
+    Raises
+    ------
+    GranuleError, UnknownFormatError
+        As :func:`open_granule`.
     """
     p = str(path)
     reader, plan = _scan_one(p, gas=None, fmt=format, screen=False)
     with dask.config.set(scheduler="synchronous"):
         ds = _assemble([(reader, plan)], plan.gas, True, False).compute()
     good = ds.quality_flag.values == 0
-    return {
+    units = gas_units(plan.gas)
+    dec, pos = _DECIMALS[units], _DECIMALS["degrees"]
+    lat, lon = _stats(ds.latitude.values, pos), _stats(ds.longitude.values, pos)
+    xgas = _stats(ds.xgas.values[good], dec)
+    notes = {k: v for k, v in plan.attrs.items() if k not in _PLAN_ATTRS_HANDLED}
+    info: dict[str, Any] = {
         "path": p,
         "size_bytes": os.path.getsize(p),
         "format": reader.name,
@@ -643,13 +688,22 @@ def inspect_granule(path: str | os.PathLike[str], *, format: str | None = None) 
         "product": plan.attrs.get("product", ""),
         "product_version": plan.attrs.get("product_version", ""),
         "gas": plan.gas,
-        "units": gas_units(plan.gas),
+        "units": units,
         "n_soundings": plan.n_total,
         "n_good": plan.n_good,
-        "n_levels": plan.n_levels,
         "screen": reader.screen,
-        "time_range": _range(ds.time.values),
-        "latitude_range": _range(ds.latitude.values),
-        "longitude_range": _range(ds.longitude.values),
-        "xgas_range_good": _range(ds.xgas.values[good]),
+        "n_levels": plan.n_levels,
+        "level_order": _level_order(ds),
+        "time_range": _iso_range(ds.time.values),
+        "time_source": notes.pop("time_source", None),
+        "latitude_range": [lat["min"], lat["max"]] if lat else None,
+        "longitude_range": [lon["min"], lon["max"]] if lon else None,
+        "xgas_range_good": [xgas["min"], xgas["max"]] if xgas else None,
+        "xgas_good": xgas,
+        "xgas_uncertainty_good": _stats(ds.xgas_uncertainty.values[good], dec + 1),
+        "xgas_apriori_good": _stats(ds.xgas_apriori.values[good], dec) if "xgas_apriori" in ds else None,
+        "xgas_uncertainty_components": notes.pop("xgas_uncertainty_components", None),
+        "components_left_out": [str(x) for x in notes.pop("components_left_out", [])],
     }
+    info.update({k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in notes.items()})
+    return info
