@@ -41,7 +41,6 @@ import xarray as xr
 
 from gosat_pipeline.errors import InventoryError, ReportedTotalsError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, wrap_longitude
-from gosat_pipeline.schema import MOLAR_MASS
 
 __all__ = [
     "CARBON_TO_CO2",
@@ -63,12 +62,10 @@ logger = logging.getLogger(__name__)
 
 #: Canonical flux units of the prior.
 FLUX_UNITS = "kg m-2 s-1"
-#: Mass of CO2 per mass of carbon (molar masses 44.0095 and 12.011 g mol-1).
-CARBON_TO_CO2 = 44.0095 / 12.011
 #: Seconds per (Julian) year, used for kg s-1 <-> kg yr-1 unless a layout documents otherwise.
 SECONDS_PER_YEAR = 365.25 * 86400.0
-_CARBON_MOLAR_MASS = 12.011e-3
-_MOLAR_MASS_EXTRA = {"N2O": 44.013e-3, "SF6": 146.06e-3, "NF3": 71.00e-3}
+#: Mass of CO2 per mass of carbon, as openscm-units defines it (44/12).
+CARBON_TO_CO2 = 44.0 / 12.0
 
 #: Year length (days) documented by each layout for its per-year units.
 _LAYOUT_YEAR_DAYS = {"edgar_v7_emi": 365.0, "edgar_v8_fluxes": 365.0, "edgar_v8_emissions": 365.0,
@@ -81,27 +78,40 @@ _GAS_TOKENS = ("CH4", "CO2", "N2O", "SF6", "NF3")
 
 
 # =============================================================================== units
+#: Base dimensions of physical quantities. Every other base dimension of the unit registry
+#: is a gas species of openscm-units (``[carbon]``, ``[methane]``, ``[C2F6]`` ...).
+_PHYSICAL_DIMS = frozenset({"[length]", "[mass]", "[time]", "[temperature]", "[substance]", "[current]",
+                            "[luminosity]"})  # fmt: skip
+#: openscm-units contexts that turn the mass of an element into the mass of the gas that
+#: holds it (C -> CH4, N -> N2O). GWP contexts are never used: a CO2-equivalent is not a
+#: mass of the gas.
+_ELEMENT_CONTEXTS = {"C": "CH4_conversions", "N": "N2O_conversions"}
+
+
 @functools.lru_cache(maxsize=1)
 def _ureg() -> Any:
-    import pint
+    """The openscm-units registry (pint with gas species), plus a 365-day year."""
+    from openscm_units import ScmUnitRegistry
 
-    ureg = pint.UnitRegistry()
+    ureg = ScmUnitRegistry()
+    ureg.add_standards()
     ureg.define("year365 = 365 * day")
     return ureg
 
 
 @dataclass(frozen=True)
 class ParsedUnit:
-    """A unit string split into a pint quantity and the tokens pint cannot know.
+    """A unit string split into its physical part and its gas species.
 
     Attributes
     ----------
     text : str
         The original unit string.
     quantity : pint.Quantity
-        The physical part (``1 kilogram / meter ** 2 / second``).
+        The physical part (``1 kilogram / meter ** 2 / second``), species removed.
     species : str or None
-        Gas token found in the string (``CH4``, ``CO2``; ``C`` for carbon).
+        Gas species of openscm-units found in the string (``CH4``, ``CO2``, ``C2F6``;
+        ``C`` for carbon, also when written ``gC`` or ``g(C)``).
     per_cell : bool
         ``cell`` / ``gridcell`` appeared (a per-grid-cell amount).
     co2e : bool
@@ -128,56 +138,90 @@ class ParsedUnit:
 
 
 _CO2E_RE = re.compile(r"\bCO2[ _-]?(?:e|eq|equiv|equivalent)\b\.?", re.IGNORECASE)
-_MASS_C_RE = re.compile(r"\b(k|M|G|T|P)?(g|t)\s*\(?C\)?(?=[\s/*^\-]|$)")
 _CELL_RE = re.compile(r"(?:\bper\b\s*)?\b(?:grid[\s_-]?cell|gridcell|cell)s?\b", re.IGNORECASE)
-_WORDS = {"tonnes": "tonne", "tonne": "tonne", "tons": "tonne", "ton": "tonne", "kt": "kilotonne",
-          "Mt": "megatonne", "Gt": "gigatonne", "Tonnes": "tonne", "Tonne": "tonne"}  # fmt: skip
+#: Words pint reads otherwise (``ton`` is the short ton) or not at all.
+_WORDS = {"tonnes": "tonne", "tons": "tonne", "ton": "tonne", "Tonnes": "tonne", "Tonne": "tonne",
+          "Tons": "tonne", "Ton": "tonne"}  # fmt: skip
+_YEAR_WORDS = frozenset({"yr", "yrs", "year", "years", "a", "annum"})
+_UNIT_TOKEN_RE = re.compile(
+    r"\*\*|[*/()^]|[A-Za-z_][A-Za-z0-9_]*(?:-\d+(?![A-Za-z0-9_.]))?|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S"
+)
 
 
-def _species_in(s: str) -> tuple[str, str | None, bool]:
-    co2e = bool(_CO2E_RE.search(s))
-    s = _CO2E_RE.sub(" ", s)
-    s = _MASS_C_RE.sub(lambda m: f"{m.group(1) or ''}{m.group(2)} C ", s)
-    species = None
-    for tok in (*_GAS_TOKENS, "C"):
-        pat = re.compile(rf"(?<![A-Za-z0-9_]){tok}(?![A-Za-z0-9_])")
-        if pat.search(s):
-            if species is not None and species != tok:
-                raise ValueError(f"two species {species!r} and {tok!r}")
-            species = tok
-            s = pat.sub(" ", s)
-    if co2e:
-        species = "CO2e"
-    return s, species, co2e
+def _known_unit(name: str) -> bool:
+    try:
+        return name in _ureg()
+    except Exception:  # pint evaluates odd names as expressions and may raise anything
+        return False
 
 
-def _normalise_unit_text(s: str, year_days: float | None) -> str:
-    s = s.replace("**", "^").replace("·", " ").replace("\u2212", "-")
-    s = re.sub(r"\b(per)\b", "/", s)
-    for word, repl in _WORDS.items():
-        s = re.sub(rf"(?<![A-Za-z]){word}(?![A-Za-z])", repl, s)
-    s = re.sub(r"(?<![\d.A-Za-z])([A-Za-z]+)(-?\d+)(?![\d.])", r"\1^\2", s)  # m-2 -> m^-2, km2 -> km^2
-    year = "year365" if year_days == 365.0 else "year"
-    s = re.sub(r"(?<![A-Za-z])(yr|years|year|a|annum)(?![A-Za-z])", year, s)
-    s = re.sub(r"(?<![A-Za-z])(day|days|d)(?![A-Za-z])", "day", s)
-    s = re.sub(r"([*/])\s*([*/])", r"\2", s)  # dangling operators left by removed tokens
-    s = re.sub(r"^\s*[*/]\s*", "", s).strip()
-    s = re.sub(r"\s*[*/]\s*$", "", s)
-    return s
+def _unit_word(word: str, year_days: float | None) -> str:
+    word = _WORDS.get(word, word)
+    if word in _YEAR_WORDS and year_days == 365.0:
+        return "year365"
+    return word
+
+
+def _to_pint_syntax(s: str, year_days: float | None) -> str:
+    """Rewrite UDUNITS exponents (``m-2``, ``km2``) for pint, one whole token at a time.
+
+    A token that openscm-units knows as it is (``CH4``, ``C2F6``, ``HFC134a``, ``gC``,
+    ``a``) is never split, so gas names keep their digits.
+    """
+    s = s.replace("\u00b7", " ").replace("\u2212", "-")
+    out: list[str] = []
+    for tok in _UNIT_TOKEN_RE.findall(s):
+        if tok.lower() == "per":
+            tok = "/"
+        elif tok[0].isalpha() or tok[0] == "_":
+            word = _unit_word(tok, year_days)
+            m = re.fullmatch(r"([A-Za-z_]+?)(-?\d+)", tok)
+            if not _known_unit(word) and m and _known_unit(_unit_word(m.group(1), year_days)):
+                word = f"{_unit_word(m.group(1), year_days)}**{m.group(2)}"
+            tok = word
+        if tok in ("/", "*") and (not out or out[-1] in ("/", "*", "**", "^")):
+            if out and out[-1] in ("/", "*"):
+                out[-1] = tok  # an operator left dangling by a removed token (``t / cell / yr``)
+            continue
+        out.append(tok)
+    while out and out[-1] in ("/", "*", "**", "^"):
+        out.pop()
+    return " ".join(out)
+
+
+def _species_of(q: Any, text: str) -> tuple[str | None, str | None, float]:
+    """(species label, species base unit, exponent) of a parsed openscm-units quantity."""
+    ureg = _ureg()
+    found: dict[str, tuple[str, float]] = {}
+    for name, exp in q.to_base_units()._units.items():
+        dims = {str(d) for d in ureg.get_dimensionality(name)}
+        if dims and not dims <= _PHYSICAL_DIMS:
+            found[name] = (name, float(exp))
+    if not found:
+        return None, None, 0.0
+    if len(found) > 1:
+        raise ValueError(f"{text!r} names several species {sorted(found)}")
+    base, exp = next(iter(found.values()))
+    label = base
+    for name in q._units:  # as written: CO2 stays CO2 (its base unit is C)
+        if {str(d) for d in ureg.get_dimensionality(name)} == {str(d) for d in ureg.get_dimensionality(base)}:
+            label = str(name)
+    return label, base, exp
 
 
 def parse_unit(text: str, *, year_days: float | None = None) -> ParsedUnit:
-    """Parse an inventory unit string.
+    """Parse an inventory unit string with openscm-units (pint plus gas species).
 
     Parameters
     ----------
     text : str
         E.g. ``"kg m-2 s-1"``, ``"kg/m2/s"``, ``"Mg km-2 a-1"``, ``"gC/m2/d"``,
         ``"g(C) m-2 day-1"``, ``"Tonnes"``, ``"t/cell/yr"``, ``"kt CH4/yr"``,
-        ``"CH4 * gigagram / a"``, ``"Mt CO2/yr"``.
+        ``"CH4 * gigagram / a"``, ``"Mt CO2/yr"``, ``"t C2F6 / yr"``,
+        ``"t HFC134a / yr"``.
     year_days : float, optional
         Length of ``yr`` / ``a`` in days: 365 where a product documents a 365-day
-        year (EDGAR, GFEI); default the Julian year of pint (365.25 d).
+        year (EDGAR, GFEI); default the Julian year (365.25 d).
 
     Returns
     -------
@@ -186,36 +230,54 @@ def parse_unit(text: str, *, year_days: float | None = None) -> ParsedUnit:
     Raises
     ------
     ValueError
-        When pint cannot parse the remaining physical part (callers wrap this into
+        When the registry cannot parse the string (callers wrap this into
         :class:`InventoryError` / :class:`ReportedTotalsError` with file and variable).
+
+    Notes
+    -----
+    Gas species are units of openscm-units (the registry primap2 uses), each with its own
+    dimension, so ``C2F6`` or ``HFC134a`` are read as gases, never as exponents. The only
+    rewriting done here is the UDUNITS exponent notation (``m-2`` -> ``m**-2``), which pint
+    does not read, applied to whole tokens that are not units themselves; ``per`` and
+    ``cell`` words; and ``CO2e``/``CO2eq``, which is recorded as a CO2-equivalent.
+    Carbon and CO2 convert by 44/12 as openscm-units defines them.
     """
     if not isinstance(text, str) or not text.strip():
         raise ValueError("empty unit string")
     per_cell = bool(_CELL_RE.search(text))
     s = _CELL_RE.sub(" ", text)
-    s, species, co2e = _species_in(s)
-    s = _normalise_unit_text(s, year_days)
+    co2e = bool(_CO2E_RE.search(s))
+    s = _to_pint_syntax(_CO2E_RE.sub(" CO2 ", s), year_days)
     if not s:
         raise ValueError(f"no physical unit left in {text!r}")
+    ureg = _ureg()
     try:
-        q = _ureg().parse_expression(s)
+        q = ureg.parse_expression(s)
     except Exception as exc:  # pint raises several types (UndefinedUnitError, DimensionalityError, ...)
-        raise ValueError(f"pint cannot parse {text!r} (normalised to {s!r}): {exc}") from None
+        raise ValueError(f"openscm-units cannot parse {text!r} (read as {s!r}): {exc}") from None
     if not hasattr(q, "dimensionality"):
         raise ValueError(f"{text!r} is a bare number, not a unit")
-    return ParsedUnit(text, q, species, per_cell, co2e)
+    species, _, exp = _species_of(q, text)
+    phys = (q / ureg.Quantity(1.0, species) ** exp).to_base_units() if species else q
+    return ParsedUnit(text, phys, species, per_cell, co2e)
 
 
-def _gas_mass_per_carbon(gas: str) -> float:
-    if gas == "CO2":
-        return CARBON_TO_CO2
-    if gas == "CH4":
-        return MOLAR_MASS["CH4"] / _CARBON_MOLAR_MASS
-    raise ValueError(f"a carbon-mass unit cannot be converted to {gas} mass")
+def _gas_unit(gas: str) -> str | None:
+    """The openscm-units species for a gas name (``HFC-134a`` -> ``HFC134a``), or None."""
+    g = re.sub(r"\s*\(.*\)\s*$", "", gas.strip())
+    for cand in (g, g.replace("-", ""), g.upper()):
+        if _known_unit(cand) and any(str(d) not in _PHYSICAL_DIMS for d in _ureg().get_dimensionality(cand)):
+            return cand
+    return None
 
 
 def _species_factor(pu: ParsedUnit, gas: str | None) -> float:
-    """Factor from the unit's species mass to mass of ``gas`` (1 when they agree)."""
+    """Factor from the unit's species mass to mass of ``gas`` (1 when they agree).
+
+    Carbon converts to CO2 by 44/12; the mass of an element converts to the gas that
+    holds it (C in CH4, N in N2O) with the openscm-units conversion contexts. The mass of
+    another gas is an error.
+    """
     if pu.co2e:
         if gas is not None and ("CO2E" in gas.upper() or "GWP" in gas.upper()):
             return 1.0
@@ -223,10 +285,25 @@ def _species_factor(pu: ParsedUnit, gas: str | None) -> float:
             f"unit {pu.text!r} is a CO2-equivalent (GWP-weighted) amount but the gas is {gas!r}; "
             "give the mass of the gas itself (e.g. 'kt CH4/yr')"
         )
-    if pu.species is None or gas is None or pu.species == gas.upper():
+    if pu.species is None or gas is None:
         return 1.0
-    if pu.species == "C":
-        return _gas_mass_per_carbon(gas.upper())
+    target = _gas_unit(gas)
+    if target is None:
+        raise ValueError(f"unit {pu.text!r} is mass of {pu.species} but the gas {gas!r} is not a species "
+                         "openscm-units knows")  # fmt: skip
+    ureg = _ureg()
+    one = ureg.Quantity(1.0, pu.species)
+    try:
+        return float(one.to(target).magnitude)
+    except Exception:  # pint.DimensionalityError: another species
+        pass
+    ctx = _ELEMENT_CONTEXTS.get(pu.species)
+    if ctx is not None:
+        try:
+            with ureg.context(ctx):
+                return float(one.to(target).magnitude)
+        except Exception:  # pint.DimensionalityError
+            pass
     raise ValueError(f"unit {pu.text!r} is mass of {pu.species} but the gas is {gas!r}")
 
 
@@ -535,7 +612,7 @@ def open_prior_inventory(
     -----
     Unit conversions (INVENTORIES.md 1.6.2): EDGAR ``emissions`` (t per cell per year)
     ``x 1e3 / (A_cell x 365 x 86400)``; GFEI (Mg km-2 a-1) ``x 1e-3 / (365 x 86400)``;
-    ODIAC (g C m-2 d-1) ``x 44.0095/12.011 x 1e-3 / 86400``. Cell areas are exact on
+    ODIAC (g C m-2 d-1) ``x 44/12 x 1e-3 / 86400``. Cell areas are exact on
     the sphere, :math:`A = R^2 \\Delta\\lambda (\\sin\\varphi_N - \\sin\\varphi_S)` with
     the authalic radius of :mod:`gosat_pipeline.grids`.
     """

@@ -43,7 +43,7 @@ def test_long_schema_units_converted_with_pint(tmp_path):
     assert tg["DEU"] == pytest.approx(2.1653, rel=1e-12)
     assert tg["USA"] == pytest.approx(8.21, rel=1e-12)
     assert tg["FRA"] == pytest.approx(300.5, rel=1e-12)  # Mt = Tg
-    assert tg["NOR"] == pytest.approx(12.0 * 44.0095 / 12.011, rel=1e-12)
+    assert tg["NOR"] == pytest.approx(12.0 * 44.0 / 12.0, rel=1e-12)  # carbon to CO2 as openscm-units: 44/12
     assert tg["IDN"] == pytest.approx(7.0, rel=1e-12)
     assert math.isnan(tg["THA"])
     row = df.set_index("area").loc["DEU"]

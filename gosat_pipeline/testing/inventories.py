@@ -34,7 +34,7 @@ __all__ = [
     "write_reported_totals_csv",
 ]
 
-_CARBON_TO_CO2 = 44.0095 / 12.011
+_CARBON_TO_CO2 = 44.0 / 12.0  # as openscm-units (and so the reader) converts carbon to CO2
 _EDGAR_YEAR_S = 365.0 * 86400.0
 _ENC = {"zlib": True, "complevel": 1}
 
