@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,33 +314,157 @@ def _inv_error(path: Any, variable: str | None, msg: str) -> InventoryError:
     return InventoryError(f"{path}:{var} {msg}")
 
 
+_NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
+#: First bytes of the containers a prior can come in.
+_MAGIC = ((b"\x89HDF\r\n\x1a\n", "netCDF-4/HDF5"), (b"CDF\x01", "netCDF-3"), (b"CDF\x02", "netCDF-3"),
+          (b"CDF\x05", "netCDF-3"), (b"PK\x03\x04", "zip"), (b"\x1f\x8b", "gzip"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One netCDF file of a prior: a file on disk, or a member of a zip archive.
+
+    ``display`` names it in messages and carries the file name the layout rules read
+    (``…/TOTALS_nc.zip/v6.0_CH4_2015_TOTALS.0.1x0.1.nc`` for a member).
+    """
+
+    path: Path
+    member: str | None = None
+
+    @property
+    def display(self) -> Path:
+        return self.path / self.member if self.member else self.path
+
+
+def _container(path: Path) -> str:
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return f"unknown (first bytes {head!r})"
+
+
 def _expand_paths(path: Any) -> list[Path]:
     if isinstance(path, (list, tuple)):
         paths = [Path(p) for p in path]
     else:
         p = Path(path)
         if p.is_dir():
-            paths = sorted(q for q in p.iterdir() if q.suffix in (".nc", ".nc4", ".netcdf") and
+            paths = sorted(q for q in p.iterdir() if q.suffix in (*_NC_SUFFIXES, ".zip") and
                            not re.search(r"_(gsd|rsd)\.nc", q.name))  # fmt: skip
         elif any(ch in str(p) for ch in "*?["):
             paths = sorted(p.parent.glob(p.name))
         else:
             paths = [p]
     if not paths:
-        raise InventoryError(f"{path}: no netCDF inventory files found (looked for *.nc, *.nc4)")
+        raise InventoryError(f"{path}: no netCDF inventory files found (looked for *.nc, *.nc4, *.zip)")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise InventoryError(f"inventory file(s) not found: {missing}")
     return paths
 
 
-def _open(path: Path) -> xr.Dataset:
+def _zip_members(path: Path) -> list[str]:
     try:
-        return xr.open_dataset(path)
-    except ValueError:  # undecodable time units (e.g. 'months since'): keep raw numbers
-        return xr.open_dataset(path, decode_times=False)
-    except OSError as exc:
-        raise InventoryError(f"{path}: cannot open as netCDF ({exc})") from exc
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InventoryError(f"{path}: a damaged zip archive ({exc}); download it again") from None
+    nc = [n for n in names if n.lower().endswith(_NC_SUFFIXES) and not n.startswith("__MACOSX/")
+          and not re.search(r"_(gsd|rsd)\.nc", n)]  # fmt: skip
+    if not nc:
+        raise InventoryError(f"{path}: the zip archive holds no netCDF file (members: {names}); an EDGAR "
+                             "download holds one .nc beside _readme.html")  # fmt: skip
+    return nc
+
+
+#: EDGAR file names (openghg ``_extract_file_info`` lists them): ``v6.0_CH4_2015_TOTALS``,
+#: ``v6.0_CH4_2015_1_ENE`` (month 1), ``v432_CH4_2010_9_IPCC_6A_6D``, ``v50_CO2_excl_short-
+#: cycle_org_C_1978``, ``v8.0_FT2022_GHG_CH4_2020_ENE_flx``, ``EDGAR_2024_GHG_CH4_2001_AGRICULTURE_flx``.
+_EDGAR_NAME_RE = re.compile(
+    r"^(?:v[\d.]+|EDGAR_\d{4})_(?P<gas>[A-Za-z0-9-]+?)_(?:(?:excl|org)_short-cycle(?:_org)?(?:_C)?_)?"
+    r"(?P<year>(?:19|20)\d{2})(?:_(?P<month>\d{1,2})(?=_|$))?(?:_(?P<sector>\w+))?$"
+)
+
+
+def _name_info(name: str) -> tuple[int | None, int | None, str | None]:
+    """(year, month, gas) from an EDGAR-style file name; year alone for other names."""
+    stem = re.sub(r"(?i)\.(nc|nc4|netcdf)$", "", name)
+    stem = re.sub(r"\.\d+(?:\.\d+)?x\d+(?:\.\d+)?$", "", stem)  # the resolution, e.g. .0.1x0.1
+    stem = re.sub(r"FT(?:19|20)\d{2}_|GHG_|_(?:emi|flx)(?:_nc)?$", "", stem)
+    m = _EDGAR_NAME_RE.match(stem)
+    if m:
+        month = int(m.group("month")) if m.group("month") else None
+        return int(m.group("year")), (month if month and 1 <= month <= 12 else None), m.group("gas").upper()
+    return _year_from_name(Path(name)), None, None
+
+
+def _entries(paths: list[Path], *, year: int | None, gas: str | None, source: Any) -> list[_Entry]:
+    """Every netCDF to read: files, and zip members chosen by year and gas.
+
+    A zip (an EDGAR download: ``_readme.html`` plus the netCDF) is read in place. When
+    several files are given, ``year`` keeps those whose name carries that year and
+    ``gas`` drops those named for another gas; files of several years are an error.
+    """
+    entries: list[_Entry] = []
+    for p in paths:
+        kind = _container(p)
+        if kind == "zip":
+            entries.extend(_Entry(p, m) for m in _zip_members(p))
+        elif kind == "gzip":
+            raise InventoryError(f"{p}: gzip-compressed; unpack it first (gunzip {p.name}) and pass the .nc file")
+        elif not kind.startswith("netCDF"):
+            raise InventoryError(f"{p}: not a netCDF file or a zip holding one: {kind}")
+        else:
+            entries.append(_Entry(p))
+    if len(entries) < 2:
+        return entries
+    info = {e: _name_info(e.display.name) for e in entries}
+    names = [e.display.name for e in entries]
+    if gas is not None:
+        entries = [e for e in entries if info[e][2] in (None, gas.upper())]
+        if not entries:
+            raise InventoryError(f"{source}: no file for gas {gas!r} among {names}")
+    years = sorted({info[e][0] for e in entries if info[e][0] is not None})
+    if year is not None and years:
+        entries = [e for e in entries if info[e][0] in (None, year)]
+        if not entries:
+            raise InventoryError(f"{source}: no file for year {year}; the file names hold years {years}: {names}")
+        years = [year]
+    if len(years) > 1:
+        raise InventoryError(f"{source}: files of several years {years} ({names}); pass year= (prior.year in the "
+                             "config) to choose one")  # fmt: skip
+    return entries
+
+
+def _is_time_decoding_error(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "decode" in msg and ("time" in msg or "calendar" in msg)
+
+
+def _open(entry: _Entry) -> xr.Dataset:
+    """Open a netCDF file or a zip member (read into memory with netCDF4, no extraction)."""
+
+    def opener(**kw: Any) -> xr.Dataset:
+        if entry.member is None:
+            return xr.open_dataset(entry.path, **kw)
+        import netCDF4
+
+        with zipfile.ZipFile(entry.path) as zf:
+            data = zf.read(entry.member)
+        nc = netCDF4.Dataset(entry.member, memory=data)
+        return xr.open_dataset(xr.backends.NetCDF4DataStore(nc), **kw)
+
+    try:
+        try:
+            return opener()
+        except ValueError as exc:
+            if not _is_time_decoding_error(exc):
+                raise
+            return opener(decode_times=False)  # undecodable time units (e.g. 'months since'): keep raw numbers
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise InventoryError(f"{entry.display}: cannot read as netCDF ({type(exc).__name__}: {exc})") from exc
 
 
 def _find_dim(da: xr.DataArray, names: Sequence[str], std: str) -> str | None:
@@ -527,7 +652,7 @@ def _read_variable(ds: xr.Dataset, var: str, *, layout: str, gas: str | None, ye
 def _sector_name(path: Path, var: str, layout: str) -> str:
     if layout in ("cams", "odiac", "variable") and var not in ("sum",):
         return var
-    stem = re.sub(r"\.(0\.1x0\.1|1x1)$", "", path.stem)
+    stem = re.sub(r"\.\d+(?:\.\d+)?x\d+(?:\.\d+)?$", "", re.sub(r"(?i)\.(nc|nc4|netcdf)$", "", path.name))
     for pat in (r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*?)_(?:flx|emi)$",
                 r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*)$",
                 r"Global_Fuel_Exploitation_Inventory_(?:v\d_\d{4}_)?([A-Za-z_]+)$"):  # fmt: skip
@@ -537,9 +662,10 @@ def _sector_name(path: Path, var: str, layout: str) -> str:
     return stem
 
 
-def _read_file(path: Path, *, gas: str | None, variable: str | None, sectors: str,
+def _read_file(entry: _Entry, *, gas: str | None, variable: str | None, sectors: str,
                year: int | None) -> tuple[list[tuple[str, xr.DataArray]], str, str | None]:  # fmt: skip
-    with _open(path) as ds:
+    path = entry.display
+    with _open(entry) as ds:
         layout, variables = _layout(ds, gas, variable, path)
         fgas = _detect_gas(ds, variables[0], path)
         if gas is not None and fgas is not None and fgas != gas.upper():
@@ -555,12 +681,12 @@ def _read_file(path: Path, *, gas: str | None, variable: str | None, sectors: st
 
 
 def _check_total_with_sectors(paths: list[Path], names: list[str]) -> None:
-    totals = [p for p, n in zip(paths, names, strict=True) if re.search(r"(?i)total", n)]
-    if totals and len(paths) > 1:
+    totals = [n for n in names if re.search(r"(?i)total", n)]
+    if totals and len(names) > 1:
         raise InventoryError(
-            f"{[str(p) for p in totals]} hold totals but were given together with sector files "
-            f"{[str(p) for p in paths if p not in totals]}; summing would double count. Pass the total file alone "
-            "or the sector files only"
+            f"{totals} hold totals but were given together with sectors {[n for n in names if n not in totals]} "
+            f"(files {[str(p) for p in paths]}); summing would double count. Pass the total file alone or the "
+            "sector files only"
         )
 
 
@@ -618,19 +744,23 @@ def open_prior_inventory(
     """
     if sectors not in ("sum", "keep"):
         raise InventoryError(f"sectors must be 'sum' or 'keep'; got {sectors!r}")
-    paths = _expand_paths(path)
+    entries = _entries(_expand_paths(path), year=year, gas=gas, source=path)
+    paths = [e.display for e in entries]
     fields: list[tuple[str, xr.DataArray]] = []
+    months: list[int | None] = []
     layouts: list[str] = []
     gases: set[str] = set()
-    for p in paths:
-        out, layout, g = _read_file(p, gas=gas, variable=variable, sectors=sectors, year=year)
+    for e in entries:
+        out, layout, g = _read_file(e, gas=gas, variable=variable, sectors=sectors, year=year)
         fields.extend(out)
+        months.extend([_name_info(e.display.name)[1]] * len(out))
         layouts.append(layout)
         if g:
             gases.add(g)
     if len(gases) > 1:
         raise InventoryError(f"{path}: files hold different gases {sorted(gases)}; pass gas= and one gas's files")
-    if len(paths) > 1 and sectors == "sum":
+    fields = _mean_over_month_files(fields, months, paths, year, path)
+    if len(fields) > 1 and sectors == "sum":
         _check_total_with_sectors(paths, [n for n, _ in fields])
     flux = _combine(fields, sectors, path)
     flux.name = "flux"
@@ -638,6 +768,37 @@ def open_prior_inventory(
     flux.attrs = _flux_attrs(g, paths, sorted(set(layouts)))
     logger.info("prior %s: %s layout %s, %s", g, len(paths), flux.attrs["layout"], dict(flux.sizes))
     return flux
+
+
+def _mean_over_month_files(fields: list[tuple[str, xr.DataArray]], months: list[int | None], paths: list[Path],
+                           year: int | None, source: Any) -> list[tuple[str, xr.DataArray]]:  # fmt: skip
+    """Average the monthly files of each sector (EDGAR v4.3.2-v7 ``..._2015_1_ENE...``).
+
+    Each month is weighted by its days in the year of the file names, so a year of
+    files gives the annual mean flux; sectors are then summed or kept as usual.
+    """
+    if all(m is None for m in months):
+        return fields
+    out: dict[str, list[tuple[int | None, xr.DataArray]]] = {}
+    for (name, da), m in zip(fields, months, strict=True):
+        out.setdefault(name, []).append((m, da))
+    y = year or next((_name_info(p.name)[0] for p in paths if _name_info(p.name)[0]), None) or 2001
+    result = []
+    for name, items in out.items():
+        ms = [m for m, _ in items]
+        if all(m is None for m in ms):
+            result.extend((name, da) for _, da in items)
+            continue
+        if None in ms or len(set(ms)) != len(ms):
+            raise InventoryError(f"{source}: sector {name!r} mixes monthly and yearly files or repeats a month "
+                                 f"(months {ms}); pass one year of monthly files or the yearly file")  # fmt: skip
+        days = pd.DatetimeIndex([f"{y}-{m:02d}-01" for m in ms]).days_in_month.values.astype("float64")
+        if len(ms) != 12:
+            logger.warning("%s: sector %r has monthly files for months %s only; their day-weighted mean is used",
+                           source, name, sorted(ms))  # fmt: skip
+        mean = sum(float(w) * da for w, (_, da) in zip(days / days.sum(), items, strict=True))
+        result.append((name, mean))
+    return result
 
 
 def _combine(fields: list[tuple[str, xr.DataArray]], sectors: str, path: Any) -> xr.DataArray:

@@ -171,3 +171,79 @@ def test_regrid_keeps_sector_dimension():
     out = regrid_conservative(parts, tg)
     assert out.dims == ("sector", "latitude", "longitude") and list(out.sector.values) == ["a", "b"]
     assert _mass(out.sel(sector="b"), tg) == pytest.approx(_mass(parts.sel(sector="b"), GRID), rel=1e-10)
+
+
+# ------------------------------------------------------------------------ EDGAR as downloaded
+def _zip(path, members: dict) -> object:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("_readme.html", "<html><title>EDGAR v6.0</title></html>")
+        for name, src in members.items():
+            zf.write(src, name)
+    return path
+
+
+def test_edgar_zip_is_read_in_place_and_matches_the_netcdf(tmp_path, ch4):
+    nc = write_edgar_like(tmp_path / "v6.0_CH4_2015_TOTALS.0.1x0.1.nc", ch4, "CH4", "v7_emi")
+    z = _zip(tmp_path / "v6.0_CH4_2015_TOTALS_nc.zip", {nc.name: nc})
+    out = open_prior_inventory(z, gas="CH4")
+    np.testing.assert_array_equal(out.values, open_prior_inventory(nc).values)
+    assert out.attrs["source_file"].endswith("v6.0_CH4_2015_TOTALS_nc.zip/v6.0_CH4_2015_TOTALS.0.1x0.1.nc")
+
+
+def test_zip_with_several_years_is_chosen_by_year_or_listed(tmp_path, ch4):
+    a = write_edgar_like(tmp_path / "a" / "v6.0_CH4_2014_TOTALS.0.1x0.1.nc", ch4, "CH4", "v7_emi")
+    b = write_edgar_like(tmp_path / "b" / "v6.0_CH4_2015_TOTALS.0.1x0.1.nc", ch4 * 2, "CH4", "v7_emi")
+    z = _zip(tmp_path / "two_years.zip", {a.name: a, b.name: b})
+    with pytest.raises(InventoryError, match=r"several years \[2014, 2015\].*prior.year") as err:
+        open_prior_inventory(z)
+    assert a.name in str(err.value) and b.name in str(err.value)
+    np.testing.assert_allclose(open_prior_inventory(z, year=2015).values, ch4.values * 2, rtol=2e-7)
+    with pytest.raises(InventoryError, match="no file for year 2019.*2014, 2015"):
+        open_prior_inventory(z, year=2019)
+
+
+def test_monthly_sector_files_are_day_weighted_not_summed(tmp_path):
+    import pandas as pd
+
+    base = make_prior_flux(GRID, "CH4", seed=7)
+    d = tmp_path / "monthly"
+    scale = np.arange(1, 13, dtype=float)
+    for m in range(1, 13):
+        write_edgar_like(d / f"v6.0_CH4_2015_{m}_ENE.0.1x0.1.nc", base * scale[m - 1], "CH4", "v7_emi")
+        write_edgar_like(d / f"v6.0_CH4_2015_{m}_AGS.0.1x0.1.nc", base, "CH4", "v7_emi")
+    days = pd.DatetimeIndex([f"2015-{m:02d}-01" for m in range(1, 13)]).days_in_month.values
+    expected = base * (float((scale * days).sum() / days.sum()) + 1.0)
+    out = open_prior_inventory(d, gas="CH4")
+    np.testing.assert_allclose(out.values, expected.values, rtol=1e-6)
+    kept = open_prior_inventory(d, gas="CH4", sectors="keep")
+    assert sorted(kept.sector.values) == ["AGS", "ENE"]
+    z = tmp_path / "v6.0_CH4_2015_monthly_ENE_nc.zip"
+    _zip(z, {p.name: p for p in sorted(d.glob("*_ENE.*"))})
+    np.testing.assert_allclose(open_prior_inventory(z).values, (expected - base).values, rtol=1e-6)
+
+
+def test_downloads_that_are_not_netcdf_are_named(tmp_path, ch4):
+    import gzip
+
+    nc = write_edgar_like(tmp_path / "v6.0_CH4_2015_TOTALS.0.1x0.1.nc", ch4, "CH4", "v7_emi")
+    gz = tmp_path / "odiac2023_1x1d_2020.nc.gz"
+    gz.write_bytes(gzip.compress(nc.read_bytes()))
+    with pytest.raises(InventoryError, match="gzip-compressed; unpack it first"):
+        open_prior_inventory(gz)
+    html = tmp_path / "v6.0_CH4_2015_TOTALS.0.1x0.1.nc.html"
+    html.write_text("<html>404 not found</html>")
+    with pytest.raises(InventoryError, match="not a netCDF file or a zip"):
+        open_prior_inventory(html)
+    empty = _zip(tmp_path / "readme_only.zip", {})
+    with pytest.raises(InventoryError, match=r"holds no netCDF file \(members: \['_readme.html'\]\)"):
+        open_prior_inventory(empty)
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+    with pytest.raises(InventoryError, match="damaged zip"):
+        open_prior_inventory(broken)
+    truncated = tmp_path / "v6.0_CH4_2016_TOTALS.0.1x0.1.nc"
+    truncated.write_bytes(nc.read_bytes()[:300])
+    with pytest.raises(InventoryError, match="cannot read as netCDF"):
+        open_prior_inventory(truncated)
