@@ -54,6 +54,8 @@ __all__ = [
     "known_area_codes",
     "open_prior_inventory",
     "parse_unit",
+    "OCO2MIP_EXPERIMENTS",
+    "REPORTED_FORMATS",
     "read_reported_totals",
     "regrid_conservative",
     "reported_for",
@@ -91,11 +93,21 @@ _ELEMENT_CONTEXTS = {"C": "CH4_conversions", "N": "N2O_conversions"}
 
 @functools.lru_cache(maxsize=1)
 def _ureg() -> Any:
-    """The openscm-units registry (pint with gas species), plus a 365-day year."""
-    from openscm_units import ScmUnitRegistry
+    """An openscm-units registry (pint with gas species) of our own, plus a 365-day year.
 
-    ureg = ScmUnitRegistry()
-    ureg.add_standards()
+    openscm-units redefines pint's ``C``, ``N``, ``a``, ``yr`` ... on purpose (carbon,
+    nitrogen, annum); pint logs each redefinition as a warning, silenced here.
+    """
+    pint_log = logging.getLogger("pint.util")
+    level = pint_log.level
+    pint_log.setLevel(logging.ERROR)
+    try:
+        from openscm_units import ScmUnitRegistry
+
+        ureg = ScmUnitRegistry()
+        ureg.add_standards()
+    finally:
+        pint_log.setLevel(level)
     ureg.define("year365 = 365 * day")
     return ureg
 
@@ -960,7 +972,8 @@ EXTRA_AREA_CODES: frozenset[str] = frozenset({
 _USER_CODE_RE = re.compile(r"^(AA[A-Z]|Q[M-Z][A-Z]|X[A-Z]{2}|ZZ[A-Z])$")
 
 _LONG_REQUIRED = ("area", "year", "gas", "category", "value", "unit", "source")
-_LONG_OPTIONAL = ("category_scheme", "uncertainty_rel", "uncertainty_low", "uncertainty_high", "notes")
+_LONG_OPTIONAL = ("category_scheme", "uncertainty_rel", "uncertainty_low", "uncertainty_high", "uncertainty_abs",
+                  "notes")  # fmt: skip
 _OUT_COLUMNS = ["area", "year", "gas", "category", "category_scheme", "value", "unit", "source",
                 "value_tg_per_yr", "sigma_tg_per_yr", "uncertainty_rel", "uncertainty_source", "notes", "line"]  # fmt: skip
 
@@ -990,14 +1003,26 @@ def _category_parts(code: str) -> list[str]:
     return [p for p in code.strip().split(".") if p]
 
 
-def is_parent_category(parent: str, child: str) -> bool:
-    """True when ``parent`` contains ``child`` in the IPCC 2006 / PRIMAP hierarchy.
+#: What the total excluding LULUCF (``M.0.EL``) contains, by category scheme: the sector
+#: codes of IPCC 2006 (PRIMAP), of the CRF/CRT tables (4 is LULUCF there) and of IPCC 1996
+#: (5 is land-use change and forestry there).
+_M0EL_ROOTS: dict[str, tuple[str, ...]] = {
+    "IPCC2006_PRIMAP": ("1", "2", "3.A", "3.C", "4", "5", "M.AG"),
+    "CRF2013": ("1", "2", "3", "5", "6"),
+    "IPCC1996": ("1", "2", "3", "4", "6", "7"),
+}
+
+
+def is_parent_category(parent: str, child: str, scheme: str | None = None) -> bool:
+    """True when ``parent`` contains ``child`` in the category hierarchy of ``scheme``.
 
     Dotted codes nest by prefix (``1`` > ``1.B`` > ``1.B.2``); ``0`` (national total)
-    contains everything but international bunkers (``M.BK``); ``M.0.EL`` (total
-    excluding LULUCF) contains ``1``, ``2``, ``3.A``, ``3.C``, ``4``, ``5``, ``M.AG`` and
-    ``M.AG.ELV`` (climate_categories IPCC2006_PRIMAP); ``M.AG`` contains ``3.A`` and
-    ``M.AG.ELV``; ``M.AG.ELV`` contains ``3.C``; ``M.LULUCF`` contains ``3.B``, ``3.D``.
+    contains everything but international bunkers and memo items (``M.BK``, ``M.Memo``);
+    ``M.0.EL`` (total excluding LULUCF) contains, in IPCC2006_PRIMAP (the default),
+    ``1``, ``2``, ``3.A``, ``3.C``, ``4``, ``5``, ``M.AG`` and ``M.AG.ELV`` (climate_categories
+    IPCC2006_PRIMAP); in CRF2013 (UNFCCC CRF/CRT tables) ``1``, ``2``, ``3``, ``5``, ``6``;
+    in IPCC1996 ``1``-``4``, ``6``, ``7``. ``M.AG`` contains ``3.A`` and ``M.AG.ELV``;
+    ``M.AG.ELV`` contains ``3.C``; ``M.LULUCF`` contains ``3.B``, ``3.D``.
     """
     p, c = parent.strip().upper(), child.strip().upper()
     if p == c:
@@ -1006,10 +1031,10 @@ def is_parent_category(parent: str, child: str) -> bool:
     if len(pp) < len(cp) and cp[: len(pp)] == pp:
         return True
     if p in ("0", "TOTAL"):
-        return not c.startswith("M.BK")
-    roots = {"M.0.EL": ("1", "2", "3.A", "3.C", "4", "5", "M.AG"), "M.AG": ("3.A", "M.AG.ELV"),
-             "M.AG.ELV": ("3.C",), "M.LULUCF": ("3.B", "3.D")}  # fmt: skip
-    return any(c == r or is_parent_category(r, c) for r in roots.get(p, ()))
+        return not (c.startswith("M.BK") or c.startswith("M.MEMO"))
+    m0el = _M0EL_ROOTS.get(scheme or "IPCC2006_PRIMAP", _M0EL_ROOTS["IPCC2006_PRIMAP"])
+    roots = {"M.0.EL": m0el, "M.AG": ("3.A", "M.AG.ELV"), "M.AG.ELV": ("3.C",), "M.LULUCF": ("3.B", "3.D")}
+    return any(c == r or is_parent_category(r, c, scheme) for r in roots.get(p, ()))
 
 
 def _default_uncertainty(gas: str, category: str) -> tuple[float, str]:
@@ -1031,9 +1056,16 @@ def _float_or_nan(text: str) -> float:
 
 @dataclass
 class _Row:
+    """One long-format record and where it came from (``line 12``; ``sheet 'Table10s3' row 54``)."""
+
     line: int
     fields: dict[str, str]
     extra: list[str] = field(default_factory=list)
+    where: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.where or f"line {self.line}"
 
 
 def _read_csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
@@ -1079,32 +1111,33 @@ def _convert_value(value: float, unit: str, gas: str, cache: dict[tuple[str, str
     return value * cache[key]
 
 
-def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, str], float]) -> dict[str, Any] | None:
+def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, str], float],
+               extra_areas: frozenset[str] = frozenset()) -> dict[str, Any] | None:  # fmt: skip
     """Validate one long-format row; append every problem; return the parsed record."""
-    f, ln = r.fields, r.line
+    f, ln = r.fields, r.label
     n0 = len(problems)
     area = f.get("area", "").strip()
-    if not re.fullmatch(r"[A-Z0-9]{3,}", area) or not _area_known(area):
-        problems.append(f"line {ln}, column area: unknown area code {area!r} (expected an ISO 3166-1 alpha-3 "
+    if area not in extra_areas and (not re.fullmatch(r"[A-Z0-9]{3,}", area) or not _area_known(area)):
+        problems.append(f"{ln}, column area: unknown area code {area!r} (expected an ISO 3166-1 alpha-3 "
                         "code of the boundary layer or an aggregate such as EU27, EARTH)")  # fmt: skip
     try:
         year = int(float(f.get("year", "")))
         if str(f.get("year", "")).strip() not in (str(year), f"{year}.0"):
             raise ValueError
     except ValueError:
-        problems.append(f"line {ln}, column year: {f.get('year')!r} is not an integer year")
+        problems.append(f"{ln}, column year: {f.get('year')!r} is not an integer year")
         year = -1
     if not gas or not gas.isascii():
-        problems.append(f"line {ln}, column gas: {gas!r} is empty or not ASCII")
+        problems.append(f"{ln}, column gas: {gas!r} is empty or not ASCII")
     if r.extra:
-        problems.append(f"line {ln}: {len(r.fields) + len(r.extra)} fields but the header has {len(r.fields)} "
+        problems.append(f"{ln}: {len(r.fields) + len(r.extra)} fields but the header has {len(r.fields)} "
                         f"(extra {r.extra}; an unquoted comma in a value such as a thousands separator?)")  # fmt: skip
     try:
         value = _float_or_nan(f.get("value", ""))
         if math.isinf(value):
             raise ValueError
     except ValueError:
-        problems.append(f"line {ln}, column value: {f.get('value')!r} is not a finite number (use empty or NaN "
+        problems.append(f"{ln}, column value: {f.get('value')!r} is not a finite number (use empty or NaN "
                         "for 'not reported')")  # fmt: skip
         value = math.nan
     unit = f.get("unit", "").strip()
@@ -1112,33 +1145,38 @@ def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, st
     try:
         tg = _convert_value(value, unit, gas, cache)
     except ValueError as exc:
-        problems.append(f"line {ln}, column unit: cannot use unit {unit!r} for gas {gas!r}: {exc}")
-    rel, low, high = _uncertainty_fields(f, ln, problems)
+        problems.append(f"{ln}, column unit: cannot use unit {unit!r} for gas {gas!r}: {exc}")
+    rel, low, high, sd = _uncertainty_fields(f, ln, problems)
     if len(problems) > n0:
         return None
     return {"area": area, "year": year, "value": value, "unit": unit, "value_tg_per_yr": tg,
-            "uncertainty_rel": rel, "uncertainty_low": low, "uncertainty_high": high}  # fmt: skip
+            "uncertainty_rel": rel, "uncertainty_low": low, "uncertainty_high": high,
+            "uncertainty_abs_tg": sd * cache[(unit, gas)] if np.isfinite(sd) else math.nan}  # fmt: skip
 
 
-def _uncertainty_fields(f: dict[str, str], ln: int, problems: list[str]) -> tuple[float, float, float]:
+def _uncertainty_fields(f: dict[str, str], ln: str, problems: list[str]) -> tuple[float, float, float, float]:
     out = []
-    for col in ("uncertainty_rel", "uncertainty_low", "uncertainty_high"):
+    for col in ("uncertainty_rel", "uncertainty_low", "uncertainty_high", "uncertainty_abs"):
         try:
             v = _float_or_nan(f.get(col, "") or "")
         except ValueError:
-            problems.append(f"line {ln}, column {col}: {f.get(col)!r} is not a number")
+            problems.append(f"{ln}, column {col}: {f.get(col)!r} is not a number")
             v = math.nan
         out.append(v)
-    if out[0] < 0:
-        problems.append(f"line {ln}, column uncertainty_rel: negative uncertainty {out[0]:g}")
+    for k, col in ((0, "uncertainty_rel"), (3, "uncertainty_abs")):
+        if out[k] < 0:
+            problems.append(f"{ln}, column {col}: negative uncertainty {out[k]:g}")
     if np.isfinite(out[1]) and np.isfinite(out[2]) and out[2] < out[1]:
-        problems.append(f"line {ln}, column uncertainty_high: {out[2]:g} is below uncertainty_low {out[1]:g}")
-    return out[0], out[1], out[2]
+        problems.append(f"{ln}, column uncertainty_high: {out[2]:g} is below uncertainty_low {out[1]:g}")
+    return out[0], out[1], out[2], out[3]
 
 
 def _sigma(rec: dict[str, Any], gas: str, category: str) -> tuple[float, float, str]:
     """(sigma Tg/yr, relative, source). uncertainty_low/high are taken as a 95 % interval."""
     v = rec["value_tg_per_yr"]
+    if np.isfinite(rec["uncertainty_abs_tg"]):
+        sd = rec["uncertainty_abs_tg"]
+        return sd, (sd / abs(v) if v else math.nan), "file (uncertainty_abs, 1 sigma)"
     if np.isfinite(rec["uncertainty_rel"]):
         return abs(v) * rec["uncertainty_rel"], rec["uncertainty_rel"], "file (uncertainty_rel)"
     lo, hi = rec["uncertainty_low"], rec["uncertainty_high"]
@@ -1150,35 +1188,65 @@ def _sigma(rec: dict[str, Any], gas: str, category: str) -> tuple[float, float, 
 
 
 def _structural_checks(recs: list[dict[str, Any]], problems: list[str]) -> None:
-    seen: dict[tuple, int] = {}
+    seen: dict[tuple, str] = {}
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in recs:
         key = (r["area"], r["year"], r["gas"], r["category"], r["source"])
         if key in seen:
-            problems.append(f"line {r['line']}, column category: duplicate key (area, year, gas, category, source) "
-                            f"= {key} first seen on line {seen[key]}")  # fmt: skip
+            problems.append(f"{r['where']}, column category: duplicate key (area, year, gas, category, source) "
+                            f"= {key} first seen on {seen[key]}")  # fmt: skip
         else:
-            seen[key] = r["line"]
+            seen[key] = r["where"]
         groups.setdefault((r["area"], r["year"], r["gas"], r["source"]), []).append(r)
     for key, rows in groups.items():
         for child in rows:
-            parents = [p for p in rows if is_parent_category(p["category"], child["category"])]
+            parents = [p for p in rows if is_parent_category(p["category"], child["category"], p["category_scheme"])]
             if parents:
                 p = parents[0]
                 problems.append(
-                    f"line {child['line']}, column category: {child['category']!r} is part of {p['category']!r} "
-                    f"(line {p['line']}) for {key}; a table must not hold a parent category and its children "
+                    f"{child['where']}, column category: {child['category']!r} is part of {p['category']!r} "
+                    f"({p['where']}) for {key}; a table must not hold a parent category and its children "
                     "(they would be summed twice): keep one level, or select one with categories="
                 )
 
 
+def _select_totals(rows: list[_Row]) -> list[_Row]:
+    """Keep, per (area, gas, source), the national total: the first of :data:`TOTAL_CATEGORIES`
+    present in any year; without one, the top-level categories (no parent among those present)."""
+    series: dict[tuple[str, str, str], set[str]] = {}
+    scheme: dict[tuple[str, str, str], str] = {}
+    for r in rows:
+        key = (r.fields.get("area", ""), r.fields.get("gas", ""), r.fields.get("source", ""))
+        series.setdefault(key, set()).add((r.fields.get("category") or "").strip() or "M.0.EL")
+        scheme.setdefault(key, r.fields.get("category_scheme") or "IPCC2006_PRIMAP")
+    keep: dict[tuple[str, str, str], set[str]] = {}
+    for key, cats in series.items():
+        total = next((c for c in TOTAL_CATEGORIES if c in cats), None)
+        keep[key] = {total} if total else {c for c in cats
+                                           if not any(is_parent_category(q, c, scheme[key]) for q in cats)}  # fmt: skip
+    return [r for r in rows if ((r.fields.get("category") or "").strip() or "M.0.EL") in
+            keep[(r.fields.get("area", ""), r.fields.get("gas", ""), r.fields.get("source", ""))]]  # fmt: skip
+
+
 def _validate_long(path: Path, header: list[str], rows: list[_Row], categories: Sequence[str] | None,
-                   extra_problems: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+                   extra_problems: list[str] | None = None, *, gases: Sequence[str] | None = None,
+                   totals: bool = False, extra_areas: frozenset[str] = frozenset()) -> pd.DataFrame:  # fmt: skip
     problems = list(extra_problems or [])
     missing = [c for c in _LONG_REQUIRED if c not in header and c != "category"]
     if missing:
         raise ReportedTotalsError(str(path), [f"line 1, column {c}: required column missing (header has {header})"
                                               for c in missing])  # fmt: skip
+    if gases is not None:
+        want = {g.strip().upper() for g in gases}
+        kept = [r for r in rows if (r.fields.get("gas") or "").strip().upper() in want]
+        if len(kept) < len(rows):
+            other = sorted({(r.fields.get("gas") or "").strip() for r in rows} - {(r.fields.get("gas") or "").strip()
+                                                                                 for r in kept})  # fmt: skip
+            logger.info("%s: %d rows of gases %s left out (the run uses %s)", path, len(rows) - len(kept), other,
+                        sorted(want))  # fmt: skip
+        rows = kept
+    if categories is None and totals:
+        rows = _select_totals(rows)
     cache: dict[tuple[str, str], float] = {}
     recs: list[dict[str, Any]] = []
     for r in rows:
@@ -1186,23 +1254,23 @@ def _validate_long(path: Path, header: list[str], rows: list[_Row], categories: 
         if categories is not None and category not in categories:
             continue
         gas = (r.fields.get("gas") or "").strip()
-        rec = _check_row(r, gas, problems, cache)
+        rec = _check_row(r, gas, problems, cache, extra_areas)
         if rec is None:
             continue
         sigma, rel, usrc = _sigma(rec, gas, category)
         rec.update(gas=gas, category=category, source=(r.fields.get("source") or "").strip(),
                    category_scheme=(r.fields.get("category_scheme") or "").strip() or "IPCC2006_PRIMAP",
                    sigma_tg_per_yr=sigma, uncertainty_rel=rel, uncertainty_source=usrc,
-                   notes=(r.fields.get("notes") or "").strip(), line=r.line)  # fmt: skip
+                   notes=(r.fields.get("notes") or "").strip(), line=r.line, where=r.label)  # fmt: skip
         if not rec["source"]:
-            problems.append(f"line {r.line}, column source: empty (name the inventory, e.g. UNFCCC-CRT-2024)")
+            problems.append(f"{r.label}, column source: empty (name the inventory, e.g. UNFCCC-CRT-2024)")
         recs.append(rec)
     _structural_checks(recs, problems)
     if problems:
         problems.sort(key=lambda s: int(re.match(r"line (\d+)", s).group(1)) if re.match(r"line (\d+)", s) else 0)
         raise ReportedTotalsError(str(path), problems)
-    df = pd.DataFrame(recs, columns=[*_OUT_COLUMNS, "uncertainty_low", "uncertainty_high"])
-    df = df[_OUT_COLUMNS].astype({"year": "int64"})
+    df = pd.DataFrame(recs, columns=_OUT_COLUMNS)
+    df = df.astype({"year": "int64"})
     logger.info("reported totals %s: %d rows, %d areas", path, len(df), df["area"].nunique())
     return df
 
@@ -1264,31 +1332,441 @@ def _primap_to_long(path: Path, header: list[str], rows: list[_Row], scenario: s
     return out
 
 
+# ------------------------------------------------------------------------- UNFCCC CRF / CRT adapter
+#: CRF workbooks: ``GBR_2023_2021_13042023_170954.xlsx`` (party, submission, inventory year,
+#: date, time); CRT workbooks of the BTRs: ``DEU-CRT-2024-V1.0-2022-20240412-123456.xlsx``
+#: (JGuetschow/UNFCCC_non-AnnexI_data ``get_info_from_crf_filename``).
+_CRF_NAME_RE = re.compile(r"^(?P<party>[A-Z]{3})_(?P<sub>\d{4})_(?P<year>\d{4})_\d{8}_\d{6}")
+_CRT_NAME_RE = re.compile(r"^(?P<party>[A-Z]{3})-CRT-(?P<sub>\d{4})-(?P<ver>V[\w.]+)-(?P<year>\d{4})-")
+#: Top-level sectors of the CRF/CRT tables (CRF2013 codes) and how their row labels start.
+_CRF_SECTORS = (("1", r"(total )?energy\s*$"), ("2", r"industrial processes"), ("3", r"agriculture"),
+                ("4", r"land use"), ("5", r"waste\s*$"), ("6", r"other \(as specified"))  # fmt: skip
+#: Memo items of the trend tables (CRF2013 codes of climate_categories).
+_CRF_MEMO = (("international bunkers", "M.Memo.Int"), ("aviation", "M.Memo.Int.Avi"),
+             ("navigation", "M.Memo.Int.Mar"), ("multilateral operations", "M.Memo.Mult"),
+             ("co2 emissions from biomass", "M.Memo.Bio"), ("co2 captured", "M.Memo.CO2Cap"))  # fmt: skip
+_NOTATION_RE = re.compile(r"^(?:NO|NE|NA|IE|C|NO\*|NE\*)(?:\s*,\s*(?:NO|NE|NA|IE|C))*$")
+_CRF_HEADER_RE = re.compile(r"^greenhouse gas (?:source and sink categories|emissions)", re.IGNORECASE)
+
+
+@dataclass
+class _CrfCodes:
+    """Turns the row labels of a CRF/CRT table into CRF2013 category codes, row by row."""
+
+    sector: str | None = None
+    letter: str | None = None
+    memo: bool = False
+
+    def code(self, label: str) -> str | None:
+        """The code of a row label; ``None`` when it has none, ``""`` for a section heading."""
+        t = re.sub(r"\s+", " ", label).strip()
+        low = t.lower()
+        if low.startswith("memo item"):
+            self.memo = True
+            return ""
+        if low.startswith("total"):
+            if "indirect" in low:
+                return None
+            if re.search(r"\b(without|excluding)\b", low):
+                return "M.0.EL"
+            return "0"
+        if self.memo:
+            return next((c for lab, c in _CRF_MEMO if low.startswith(lab)), None)
+        m = re.match(r"^(\d)\.\s*(.*)$", t)
+        if m and any(m.group(1) == code and re.match(pat, m.group(2).lower()) for code, pat in _CRF_SECTORS):
+            self.sector, self.letter = m.group(1), None
+            return self.sector
+        m = re.match(r"^([A-J])\.\s+\S", t)
+        if m and self.sector:
+            self.letter = m.group(1)
+            return f"{self.sector}.{self.letter}"
+        m = re.match(r"^(\d{1,2})\.\s+\S", t)
+        if m and self.sector and self.letter:
+            return f"{self.sector}.{self.letter}.{m.group(1)}"
+        return None
+
+
+def _crf_identity(path: Path) -> tuple[str, str, int | None]:
+    """(party ISO-3, source label, inventory year) from a CRF/CRT file name."""
+    m = _CRT_NAME_RE.match(path.name)
+    if m:
+        return m.group("party"), f"UNFCCC-CRT-{m.group('sub')}-{m.group('ver')}", int(m.group("year"))
+    m = _CRF_NAME_RE.match(path.name)
+    if m:
+        return m.group("party"), f"UNFCCC-CRF-{m.group('sub')}", int(m.group("year"))
+    raise ReportedTotalsError(str(path), [
+        "file name: cannot tell the party; UNFCCC names CRF workbooks PARTY_SUBMISSION_YEAR_DDMMYYYY_HHMMSS.xlsx "
+        "(e.g. GBR_2023_2021_13042023_170954.xlsx) and CRT workbooks PARTY-CRT-SUBMISSION-VERSION-YEAR-DATE-TIME"
+        ".xlsx; keep or restore that name"])  # fmt: skip
+
+
+def _cell_value(v: Any) -> tuple[str | None, str]:
+    """(value text or None to skip, note) of a table cell: numbers, notation keys, blanks."""
+    if v is None or (isinstance(v, str) and not v.strip()):
+        return None, ""
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} is not a number")
+    if isinstance(v, (int, float)):
+        return repr(float(v)), ""
+    t = str(v).strip()
+    if _NOTATION_RE.match(t.upper()):
+        return "", f"notation key {t}"
+    float(t)  # raises ValueError for text that is neither a number nor a notation key
+    return t, ""
+
+
+def _crf_gas(text: str) -> str | None:
+    t = re.sub(r"\(.*?\)|\bemissions?\b|\bnet\b|/removals", " ", text, flags=re.IGNORECASE).strip()
+    return _gas_unit(t.replace(" ", "")) if t else None
+
+
+def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str,
+                     problems: list[str]) -> list[_Row]:  # fmt: skip
+    """Long rows of one ``Table10s*`` trend sheet (kt of a gas; CO2-equivalent sheets are skipped)."""
+    h = next((i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())),
+             None)  # fmt: skip
+    if h is None:
+        problems.append(f"sheet {name!r}: no header row 'GREENHOUSE GAS SOURCE AND SINK CATEGORIES'")
+        return []
+    years = {j: int(str(v).strip()) for j, v in enumerate(rows[h]) if v is not None and _YEAR_RE.match(str(v).strip())}
+    titles = [str(r[0]).strip() for r in rows[:h] if r and r[0] is not None and str(r[0]).strip()]
+    title = next((t for t in titles if not re.match(r"(?i)table|\(sheet", t)), "")
+    unit_row = rows[h + 1] if h + 1 < len(rows) else ()
+    unit = next((str(v).strip().strip("()").strip() for v in unit_row if v is not None and str(v).strip()), "")
+    if not years or "eq" in unit.lower() or "eq" in title.lower() or title.upper() == "SUMMARY":
+        logger.info("CRF sheet %s (%s, %s): not per-gas masses, left out", name, title, unit or "no unit")
+        return []
+    sheet_gas = _crf_gas(title)
+    codes, out, skipped = _CrfCodes(), [], []
+    for i in range(h + 2, len(rows)):
+        r = rows[i]
+        if not r or r[0] is None or not str(r[0]).strip():
+            continue
+        label = str(r[0]).strip()
+        if re.match(r"(?i)^(note|documentation|\(\d+\))", label):
+            break
+        gas, code = sheet_gas, None
+        if sheet_gas is None:  # Table10s5: one row per F-gas, plus CO2-equivalent sums
+            gas = None if re.search(r"(?i)co2 eq|unspecified", label) else _crf_gas(label)
+            code = "0" if gas else None
+        else:
+            code = codes.code(label)
+        if not code or gas is None:
+            if code is None:
+                skipped.append(label)
+            continue
+        for j, y in years.items():
+            v = r[j] if j < len(r) else None
+            try:
+                value, note = _cell_value(v)
+            except ValueError:
+                problems.append(f"sheet {name!r} row {i + 1}, column value: {v!r} ({label!r}, {y}) is not a number "
+                                "or a notation key (NO, NE, NA, IE, C)")  # fmt: skip
+                continue
+            if value is None:
+                continue
+            out.append(_Row(i + 1, {"area": party, "year": str(y), "gas": gas, "category": code, "value": value,
+                                    "unit": f"{unit} {gas} / yr", "source": source, "category_scheme": "CRF2013",
+                                    "notes": f"{name}: {label}" + (f"; {note}" if note else "")},
+                            where=f"sheet {name!r} row {i + 1}"))  # fmt: skip
+    if skipped:
+        logger.info("CRF sheet %s: %d rows with no national category left out: %s", name, len(skipped),
+                    skipped[:8])  # fmt: skip
+    return out
+
+
+def _crf_summary(name: str, rows: list[tuple], party: str, source: str, year: int | None,
+                 problems: list[str]) -> list[_Row]:  # fmt: skip
+    """The 'Total national emissions and removals' row of ``Summary1.As1`` (inventory year)."""
+    h = next((i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())),
+             None)  # fmt: skip
+    head = " ".join(str(v) for r in rows[: (h or 0) + 1] for v in r if v is not None)
+    m = re.search(r"Inventory (\d{4})", head)
+    year = int(m.group(1)) if m else year
+    if h is None or year is None:
+        problems.append(f"sheet {name!r}: no header row or no 'Inventory YYYY' cell")
+        return []
+    units, last = [], ""
+    for v in rows[h + 1] if h + 1 < len(rows) else ():
+        last = str(v).strip() if v is not None and str(v).strip() else last
+        units.append(last)
+    total = next((i for i in range(h + 1, len(rows)) if rows[i] and isinstance(rows[i][0], str)
+                  and rows[i][0].strip().lower().startswith("total national emissions")), None)  # fmt: skip
+    if total is None:
+        problems.append(f"sheet {name!r}: no row 'Total national emissions and removals'")
+        return []
+    out = []
+    for j, head_cell in enumerate(rows[h]):
+        unit = units[j].strip("()").strip() if j < len(units) else ""
+        gas = _crf_gas(str(head_cell)) if j and head_cell is not None else None
+        if gas is None or unit.lower() != "kt" or gas not in ("CO2", "CH4", "N2O", "SF6", "NF3"):
+            continue
+        try:
+            value, note = _cell_value(rows[total][j])
+        except ValueError:
+            problems.append(f"sheet {name!r} row {total + 1}, column value: {rows[total][j]!r} ({gas}) is not a "
+                            "number or a notation key")  # fmt: skip
+            continue
+        if value is not None:
+            out.append(_Row(total + 1, {"area": party, "year": str(year), "gas": gas, "category": "0", "value": value,
+                                        "unit": f"kt {gas} / yr", "source": source, "category_scheme": "CRF2013",
+                                        "notes": f"{name}: Total national emissions and removals ({head_cell})"
+                                        + (f"; {note}" if note else "")},
+                            where=f"sheet {name!r} row {total + 1}"))  # fmt: skip
+    return out
+
+
+def _open_workbook(path: Path) -> Any:
+    import openpyxl
+
+    try:
+        return openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises InvalidFileException, BadZipFile, KeyError, OSError ...
+        raise ReportedTotalsError(str(path), [f"not an Excel workbook openpyxl can read ({type(exc).__name__}: "
+                                              f"{exc}); CRF/CRT tables come as .xlsx"]) from None  # fmt: skip
+
+
+def _crf_rows(path: Path) -> tuple[list[_Row], list[str]]:
+    """Long rows of a UNFCCC CRF (Annex I) or CRT (BTR) workbook.
+
+    The ``Table10s2``-``Table10s5`` trend sheets give CO2, CH4, N2O and each F-gas by
+    category for every year (kt); ``Summary1.As1`` (CRT: ``Summary1``) gives the national
+    total of the inventory year, which must agree with the trend sheets, and stands in for
+    a gas whose trend sheet is missing. Categories are CRF2013 codes: ``0`` the total with
+    LULUCF, ``M.0.EL`` without, ``1``-``6`` the sectors, ``M.Memo.*`` memo items.
+    """
+    party, source, year = _crf_identity(path)
+    wb = _open_workbook(path)
+    problems: list[str] = []
+    try:
+        names = list(wb.sheetnames)
+        trend = [n for n in names if re.fullmatch(r"Table10s\d", n)]
+        summary = next((n for n in names if re.fullmatch(r"Summary1(\.As1)?", n)), None)
+        if not trend and summary is None:
+            raise ReportedTotalsError(str(path), [f"workbook: no Table10s* trend sheet and no Summary1 sheet; the "
+                                                  f"sheets are {names[:12]}{' ...' if len(names) > 12 else ''}; "
+                                                  "is this a CRF/CRT workbook?"])  # fmt: skip
+        rows: list[_Row] = []
+        for n in trend:
+            rows.extend(_crf_trend_sheet(n, list(wb[n].iter_rows(values_only=True)), party, source, problems))
+        summ = _crf_summary(summary, list(wb[summary].iter_rows(values_only=True)), party, source, year,
+                            problems) if summary else []  # fmt: skip
+    finally:
+        wb.close()
+    have = {(r.fields["gas"], r.fields["year"], r.fields["category"]): r for r in rows}
+    for r in summ:
+        other = have.get((r.fields["gas"], r.fields["year"], "0"))
+        if other is None:
+            rows.append(r)
+            continue
+        a, b = _float_or_nan(r.fields["value"]), _float_or_nan(other.fields["value"])
+        if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(abs(a), abs(b)):
+            problems.append(f"{r.label}, column value: {r.fields['gas']} national total {a:g} kt differs from "
+                            f"{other.label} ({b:g} kt); the workbook is inconsistent")  # fmt: skip
+    if not rows and not problems:
+        problems.append("workbook: no per-gas national totals found in the Table10s*/Summary1 sheets")
+    return rows, problems
+
+
+# ------------------------------------------------------------------------- primap2 netCDF adapter
+def _primap_nc_rows(path: Path, scenario: str | None) -> tuple[list[_Row], list[str]]:
+    """Long rows of primap2's native netCDF (one variable per entity on area x category x time ...)."""
+    try:
+        ds = xr.open_dataset(path)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise ReportedTotalsError(str(path), [f"cannot read as netCDF ({type(exc).__name__}: {exc})"]) from None
+    with ds:
+        dims = [str(d) for d in ds.dims]
+        area = next((d for d in dims if d.startswith("area")), None)
+        cat = next((d for d in dims if d.startswith("category")), None)
+        if area is None or "time" not in dims:
+            raise ReportedTotalsError(str(path), [f"dimensions: {dims} are not the primap2 layout (an 'area (ISO3)' "
+                                                  "and a 'time' dimension, one variable per entity)"])  # fmt: skip
+        scen = next((d for d in dims if d.startswith("scenario")), None)
+        if scen is not None:
+            values = [str(v) for v in ds[scen].values]
+            want = scenario if scenario is not None else ("HISTCR" if "HISTCR" in values else None)
+            if want is not None:
+                if want not in values:
+                    raise ReportedTotalsError(str(path), [f"scenario: {want!r} not in the file's {values}"])
+                ds = ds.sel({scen: [want]})
+        if not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise ReportedTotalsError(str(path), [f"variable time: units {ds['time'].attrs.get('units')!r} are not "
+                                                  "dates xarray can decode"])  # fmt: skip
+        scheme = re.search(r"\((.*)\)", cat).group(1) if cat and "(" in cat else "IPCC2006_PRIMAP"
+        rows: list[_Row] = []
+        problems: list[str] = []
+        dropped = []
+        for var in ds.data_vars:
+            da = ds[var]
+            entity = str(da.attrs.get("entity", var))
+            if "gwp_context" in da.attrs or entity.split(" ")[0].upper() in _BASKETS or "GWP" in str(var).upper():
+                dropped.append(str(var))
+                continue
+            unit = da.attrs.get("units")
+            if not unit:
+                problems.append(f"variable {var!r}: no 'units' attribute")
+                continue
+            frame = da.to_dataframe(name="__value__").reset_index()
+            frame = frame[np.isfinite(frame["__value__"].astype(float))]
+            extra = [d for d in da.dims if d not in ("time", area, cat, "source", scen)]
+            for k, rec in enumerate(frame.itertuples(index=False)):
+                rd = dict(zip(frame.columns, rec, strict=True))
+                src = str(rd.get("source", "PRIMAP")) + (f" {rd[scen]}" if scen else "")
+                src += "".join(f" [{d}={rd[d]}]" for d in extra)
+                where = (f"variable {var!r} at area={rd[area]}" + (f", category={rd[cat]}" if cat else "")
+                         + (f", source={rd['source']}" if "source" in rd else "") + f", time={rd['time']:%Y}")
+                rows.append(_Row(k + 1, {"area": str(rd[area]), "year": str(pd.Timestamp(rd["time"]).year),
+                                         "gas": entity, "category": str(rd[cat]) if cat else "M.0.EL",
+                                         "value": repr(float(rd["__value__"])), "unit": str(unit), "source": src,
+                                         "category_scheme": scheme, "notes": f"primap2 netCDF variable {var}"},
+                                 where=where))  # fmt: skip
+    if dropped:
+        logger.info("%s: skipped GWP-weighted basket variables %s (not comparable per gas)", path, dropped)
+    return rows, problems
+
+
+# ------------------------------------------------------------------------- OCO-2 v10 MIP pilot budgets
+#: Experiments of the OCO-2 v10 MIP: IS (in situ), LNLG (OCO-2 land nadir + land glint),
+#: LNLGIS (both), LNLGOGIS (adding ocean glint). LNLG is the satellite-only one.
+OCO2MIP_EXPERIMENTS = ("IS", "LNLG", "LNLGIS", "LNLGOGIS")
+_OCO2MIP_SOURCE = "OCO-2 v10 MIP pilot CO2 budget (Byrne et al. 2023)"
+
+
+def _is_oco2mip(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8-sig", errors="replace") as fh:
+            head = [next(fh, "") for _ in range(80)]
+    except OSError:
+        return False
+    return any(line.startswith("Alpha 3 Code,Year,") for line in head) and any("OCO-2" in line for line in head)
+
+
+def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[str], frozenset[str]]:
+    """Long rows of ``pilot_topdown_CO2_Budget_countries_v1.csv`` (Byrne et al. 2023, ESSD 15, 963).
+
+    Per country (ISO-3) or region (``Region_ASEAN`` -> ``ASEAN``) and year: ``FF`` (ODIAC
+    fossil fuel and cement, the inversions' fixed fossil prior) -> gas CO2, category
+    ``M.0.EL`` (CO2 excluding LULUCF), with ``FF unc``; ``<experiment> NCE`` (net carbon
+    exchange = fossil + terrestrial ecosystem fluxes, the quantity the atmosphere sees)
+    -> category ``0`` (net national total), with ``<experiment> NCE unc``. Uncertainties
+    are 1 sigma in TgCO2 yr-1 (``uncertainty_abs``). The ``mean`` (2015-2020) rows are left
+    out: :func:`reported_for` averages the years itself.
+    """
+    exp = experiment or "LNLG"
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportedTotalsError(str(path), [f"cannot read as text: {exc}"]) from None
+    h = next((i for i, line in enumerate(lines) if line.startswith("Alpha 3 Code,Year,")), None)
+    if h is None:
+        raise ReportedTotalsError(str(path), ["header: no column line starting 'Alpha 3 Code,Year,' after the "
+                                              "descriptive header"])  # fmt: skip
+    header = [c.strip() for c in next(csv.reader([lines[h]]))]
+    found = [m.group(1) for c in header if (m := re.fullmatch(r"(\w+) NCE \(TgCO2\)", c))]
+    if exp not in found:
+        raise ReportedTotalsError(str(path), [f"experiment: {exp!r} has no 'NCE' column; the file has {found} "
+                                              "(choose one with experiment=)"])  # fmt: skip
+    cols = {"FF": ("FF (TgCO2)", "FF unc (TgCO2)"), "NCE": (f"{exp} NCE (TgCO2)", f"{exp} NCE unc (TgCO2)")}
+    missing = [c for pair in cols.values() for c in pair if c not in header]
+    if missing:
+        raise ReportedTotalsError(str(path), [f"line {h + 1}, column {c}: required column missing" for c in missing])
+    idx = {c: header.index(c) for pair in cols.values() for c in pair}
+    rows, problems, regions, n_mean = [], [], set(), 0
+    for k, rec in enumerate(csv.reader(lines[h + 1:]), start=h + 2):
+        if not rec or not any(f.strip() for f in rec):
+            continue
+        if len(rec) != len(header):
+            problems.append(f"line {k}: {len(rec)} fields but the header has {len(header)}")
+            continue
+        code, year = rec[0].strip(), rec[1].strip()
+        if year == "mean":
+            n_mean += 1
+            continue
+        if code.startswith("Region_"):
+            code = code[len("Region_"):].upper()
+            regions.add(code)
+        for cat, (vcol, ucol), what in (("M.0.EL", cols["FF"], "FF (ODIAC fossil fuel and cement)"),
+                                        ("0", cols["NCE"], f"{exp} NCE (fossil + terrestrial net exchange)")):
+            rows.append(_Row(k, {"area": code, "year": year, "gas": "CO2", "category": cat, "value": rec[idx[vcol]],
+                                 "unit": "Tg CO2 / yr", "source": f"{_OCO2MIP_SOURCE} {'FF' if cat == 'M.0.EL' else exp}",
+                                 "category_scheme": "IPCC2006_PRIMAP", "uncertainty_abs": rec[idx[ucol]],
+                                 "notes": f"{what}: columns {vcol!r} +- {ucol!r} (1 sigma)"}))  # fmt: skip
+    logger.info("%s: experiment %s; %d period-mean rows left out", path, exp, n_mean)
+    return rows, problems, frozenset(regions)
+
+
+# ------------------------------------------------------------------------- format detection
+#: Names accepted by ``format=`` (and ``reported[].format`` in the config).
+REPORTED_FORMATS = ("auto", "long", "primap", "crf", "crt", "oco2mip")
+
+
+def _detect_reported_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".xlsx", ".xlsm", ".xls"):
+        return "crf"
+    if suffix in (".yaml", ".yml"):
+        return "primap"
+    try:
+        kind = _container(path)
+    except OSError:
+        return "long"  # the CSV reader says it cannot open the file
+    if kind.startswith("netCDF"):
+        return "primap"
+    if kind == "zip":
+        with zipfile.ZipFile(path) as zf:
+            if any(n.startswith("xl/") for n in zf.namelist()):
+                return "crf"
+    if _is_oco2mip(path):
+        return "oco2mip"
+    return "csv"
+
+
 def read_reported_totals(
     path: str | Path,
     *,
     format: str = "auto",  # noqa: A002 - the config key is called format
     categories: Sequence[str] | None = None,
     scenario: str | None = None,
+    gases: Sequence[str] | None = None,
+    source: str | None = None,
+    experiment: str | None = None,
 ) -> pd.DataFrame:
-    """Read and validate a table of reported national totals.
+    """Read and validate a table of reported national totals into the long schema.
 
     Parameters
     ----------
     path : path-like
-        A CSV file; for ``format="primap"`` also the primap2 interchange YAML whose
-        ``data_file`` names the CSV.
-    format : {"auto", "long", "primap"}
+        A CSV file, a primap2 interchange YAML (its ``data_file`` names the CSV), a primap2
+        netCDF, a UNFCCC CRF/CRT workbook (``.xlsx``) or the OCO-2 v10 MIP pilot budget CSV.
+    format : {"auto", "long", "primap", "crf", "crt", "oco2mip"}
         ``long``: INVENTORIES.md 1.6.1 (``area, year, gas, category, value, unit, source``
         and optional ``category_scheme, uncertainty_rel, uncertainty_low,
-        uncertainty_high, notes``). ``primap``: PRIMAP-hist / primap2 interchange wide CSV
-        (``area (ISO3)``, ``entity``, ``unit``, ``category (...)``, one column per year).
-        ``auto`` looks at the header.
+        uncertainty_high, uncertainty_abs, notes``). ``primap``: PRIMAP-hist / primap2
+        interchange wide CSV (``area (ISO3)``, ``entity``, ``unit``, ``category (...)``, one
+        column per year) or primap2's native netCDF. ``crf`` / ``crt`` (the same reader): a
+        party's UNFCCC CRF (Annex I) or CRT (BTR) workbook, see :func:`_crf_rows`.
+        ``oco2mip``: the pilot top-down national CO2 budgets of the OCO-2 v10 MIP (Byrne et
+        al., 2023), see :func:`_oco2mip_rows`. ``auto`` decides from the extension and the
+        content (``.xlsx`` -> crf, ``.yaml`` / netCDF -> primap, the MIP header ->
+        oco2mip, else the CSV header).
     categories : sequence of str, optional
-        Keep only these category codes. Default: all for ``long``; ``("M.0.EL",)`` for
-        ``primap`` (PRIMAP files hold every level of the hierarchy).
+        Keep only these category codes. Default: all for ``long``; for the other formats
+        (which hold every level of the hierarchy) the national total of each (area, gas,
+        source) series, the first of :data:`TOTAL_CATEGORIES` present (``M.0.EL`` before
+        ``0``), or its top-level categories when it has none; for ``oco2mip`` ``M.0.EL``
+        (fossil); ``["0"]`` gives the net total (NCE) there.
     scenario : str, optional
         PRIMAP scenario to keep; default ``HISTCR`` (country-reported) when present.
+    gases : sequence of str, optional
+        Keep only rows of these gases (the run's gases). Rows of other gases are left
+        out before validation, so they never make a file unreadable.
+    source : str, optional
+        Keep only rows of this source (a table holding several, e.g. the primap2 netCDF:
+        ``"CRF 2023, 240108"``); an unknown source is an error listing those present.
+    experiment : {"IS", "LNLG", "LNLGIS", "LNLGOGIS"}, optional
+        ``oco2mip`` only: whose NCE gives the net total; default ``LNLG`` (OCO-2 land nadir
+        and glint, the satellite-only experiment).
 
     Returns
     -------
@@ -1302,26 +1780,51 @@ def read_reported_totals(
     Raises
     ------
     ReportedTotalsError
-        Listing every bad row at once, each as ``line N, column C: ...``: unknown area
-        codes, non-integer years, non-numeric values, unparsable or mismatched units
+        Listing every bad row at once, each as ``line N, column C: ...`` (``sheet 'S' row
+        N`` in workbooks, ``variable 'V' at ...`` in netCDF): unknown area codes,
+        non-integer years, non-numeric values, unparsable or mismatched units
         (CO2-equivalents for a single gas, mass of another gas), negative uncertainties,
         duplicate (area, year, gas, category, source) keys and parent/child categories of
-        one (area, year, gas, source).
+        one (area, year, gas, source); a file that is not of the format named.
     """
     path = Path(path)
-    if format not in ("auto", "long", "primap"):
-        raise ReportedTotalsError(str(path), [f"line 0, column format: unknown format {format!r}; use auto, "
-                                              "long or primap"])  # fmt: skip
-    if path.suffix in (".yaml", ".yml"):
-        path, format = _read_primap_yaml(path), "primap"
-    header, rows = _read_csv_rows(path)
-    if format == "auto":
-        format = "primap" if ("entity" in header and any(_YEAR_RE.match(h) for h in header)) else "long"
-    if format == "primap":
-        rows = _primap_to_long(path, header, rows, scenario)
-        header = [*_LONG_REQUIRED, "category_scheme", "notes"]
+    if format not in REPORTED_FORMATS:
+        raise ReportedTotalsError(str(path), [f"line 0, column format: unknown format {format!r}; use one of "
+                                              f"{list(REPORTED_FORMATS)}"])  # fmt: skip
+    if experiment is not None and experiment not in OCO2MIP_EXPERIMENTS:
+        raise ReportedTotalsError(str(path), [f"experiment: {experiment!r} is not one of {list(OCO2MIP_EXPERIMENTS)}"])
+    if not path.is_file():
+        raise ReportedTotalsError(str(path), ["cannot open: no such file"])
+    fmt = _detect_reported_format(path) if format == "auto" else format
+    header = [*_LONG_REQUIRED, "category_scheme", "uncertainty_abs", "notes"]
+    extra_areas: frozenset[str] = frozenset()
+    problems: list[str] = []
+    totals = True
+    if fmt in ("crf", "crt"):
+        rows, problems = _crf_rows(path)
+    elif fmt == "oco2mip":
+        rows, problems, extra_areas = _oco2mip_rows(path, experiment)
         categories = ("M.0.EL",) if categories is None else categories
-    return _validate_long(path, header, rows, categories)
+    elif fmt == "primap" and path.suffix.lower() not in (".yaml", ".yml", ".csv") and \
+            _container(path).startswith("netCDF"):  # fmt: skip
+        rows, problems = _primap_nc_rows(path, scenario)
+    else:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            path, fmt = _read_primap_yaml(path), "primap"
+        header, rows = _read_csv_rows(path)
+        if fmt in ("auto", "csv"):
+            fmt = "primap" if ("entity" in header and any(_YEAR_RE.match(h) for h in header)) else "long"
+        if fmt == "primap":
+            rows = _primap_to_long(path, header, rows, scenario)
+            header = [*_LONG_REQUIRED, "category_scheme", "notes"]
+        totals = fmt != "long"
+    if source is not None:
+        present = list(dict.fromkeys((r.fields.get("source") or "").strip() for r in rows))
+        if source not in present:
+            raise ReportedTotalsError(str(path), [f"source: {source!r} is not in the table; sources are {present}"])
+        rows = [r for r in rows if (r.fields.get("source") or "").strip() == source]
+    return _validate_long(path, header, rows, categories, problems, gases=gases, totals=totals,
+                          extra_areas=extra_areas)  # fmt: skip
 
 
 # ------------------------------------------------------------------------- selection
@@ -1346,7 +1849,8 @@ def _pick_category(rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         if len(hit):
             return hit, cat
     cats = list(dict.fromkeys(rows["category"]))
-    top = [c for c in cats if not any(is_parent_category(p, c) for p in cats)]
+    scheme = str(rows["category_scheme"].iloc[0]) if "category_scheme" in rows and len(rows) else None
+    top = [c for c in cats if not any(is_parent_category(p, c, scheme) for p in cats)]
     return rows[rows["category"].isin(top)], "+".join(top)
 
 
