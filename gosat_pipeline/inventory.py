@@ -1420,6 +1420,25 @@ def _crf_gas(text: str) -> str | None:
     return _gas_unit(t.replace(" ", "")) if t else None
 
 
+def _crf_year_rows(sheet: str, rownum: int, r: tuple, years: dict[int, int], base: dict[str, str],
+                   problems: list[str]) -> list[_Row]:  # fmt: skip
+    """One long row per year column of a table row (blank cells skipped, notation keys NaN)."""
+    out = []
+    for j, y in years.items():
+        v = r[j] if j < len(r) else None
+        try:
+            value, note = _cell_value(v)
+        except ValueError:
+            problems.append(f"sheet {sheet!r} row {rownum}, column value: {v!r} ({base['notes']!r}, {y}) is not a "
+                            "number or a notation key (NO, NE, NA, IE, C)")  # fmt: skip
+            continue
+        if value is not None:
+            notes = base["notes"] + (f"; {note}" if note else "")
+            out.append(_Row(rownum, {**base, "year": str(y), "value": value, "notes": notes},
+                            where=f"sheet {sheet!r} row {rownum}"))  # fmt: skip
+    return out
+
+
 def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str,
                      problems: list[str]) -> list[_Row]:  # fmt: skip
     """Long rows of one ``Table10s*`` trend sheet (kt of a gas; CO2-equivalent sheets are skipped)."""
@@ -1455,20 +1474,9 @@ def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str,
             if code is None:
                 skipped.append(label)
             continue
-        for j, y in years.items():
-            v = r[j] if j < len(r) else None
-            try:
-                value, note = _cell_value(v)
-            except ValueError:
-                problems.append(f"sheet {name!r} row {i + 1}, column value: {v!r} ({label!r}, {y}) is not a number "
-                                "or a notation key (NO, NE, NA, IE, C)")  # fmt: skip
-                continue
-            if value is None:
-                continue
-            out.append(_Row(i + 1, {"area": party, "year": str(y), "gas": gas, "category": code, "value": value,
-                                    "unit": f"{unit} {gas} / yr", "source": source, "category_scheme": "CRF2013",
-                                    "notes": f"{name}: {label}" + (f"; {note}" if note else "")},
-                            where=f"sheet {name!r} row {i + 1}"))  # fmt: skip
+        base = {"area": party, "gas": gas, "category": code, "unit": f"{unit} {gas} / yr", "source": source,
+                "category_scheme": "CRF2013", "notes": f"{name}: {label}"}  # fmt: skip
+        out.extend(_crf_year_rows(name, i + 1, r, years, base, problems))
     if skipped:
         logger.info("CRF sheet %s: %d rows with no national category left out: %s", name, len(skipped),
                     skipped[:8])  # fmt: skip
