@@ -150,11 +150,19 @@ class GasSection(_Model):
 
 
 class ReportedSection(_Model):
-    """One reported-inventory table compared against."""
+    """One reported-inventory (or external top-down) table compared against.
+
+    ``format`` names the reader of :func:`gosat_pipeline.inventory.read_reported_totals`;
+    ``categories``, ``scenario``, ``source`` and ``experiment`` are its selections.
+    """
 
     path: Path
     name: str = "reported"
-    format: Literal["auto", "long", "primap"] = "auto"
+    format: Literal["auto", "long", "primap", "crf", "crt", "oco2mip"] = "auto"
+    categories: list[str] | None = None
+    scenario: str | None = None
+    source: str | None = None
+    experiment: Literal["IS", "LNLG", "LNLGIS", "LNLGOGIS"] | None = None
 
 
 class RegionsSection(_Model):

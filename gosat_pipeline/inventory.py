@@ -1899,7 +1899,9 @@ def reported_for(
     are skipped; areas without any value are left out.
     """
     a, b, label = _parse_period(year, period)
-    sub = df[(df["gas"].str.upper() == gas.upper()) & (df["year"] >= a) & (df["year"] <= b)]
+    # a table read back from CSV holds category 0 as the number 0 when no other code is present
+    df = df.assign(category=df["category"].astype(str))
+    sub = df[(df["gas"].astype(str).str.upper() == gas.upper()) & (df["year"] >= a) & (df["year"] <= b)]
     sub = sub[np.isfinite(sub["value_tg_per_yr"].astype(float))]
     if source is not None:
         sub = sub[sub["source"] == source]
