@@ -1659,7 +1659,9 @@ def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[
     exchange = fossil + terrestrial ecosystem fluxes, the quantity the atmosphere sees)
     -> category ``0`` (net national total), with ``<experiment> NCE unc``. Uncertainties
     are 1 sigma in TgCO2 yr-1 (``uncertainty_abs``). The ``mean`` (2015-2020) rows are left
-    out: :func:`reported_for` averages the years itself.
+    out: for FF they are the mean of the years, as :func:`reported_for` averages a period;
+    for NCE they are the ensemble's own estimate of the period mean (not the mean of the
+    annual values, with a smaller spread), for which a table of annual values has no place.
     """
     exp = experiment or "LNLG"
     try:

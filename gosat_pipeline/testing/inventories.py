@@ -30,6 +30,7 @@ __all__ = [
     "write_gfei_like",
     "write_merra2_like",
     "write_odiac_like",
+    "write_crf_workbook",
     "write_primap_csv",
     "write_reported_totals_csv",
 ]
@@ -290,6 +291,73 @@ def write_primap_csv(path: str | Path, df: pd.DataFrame, *, scenario: str = "HIS
             f"data_file: {p.name}\ndimensions:\n  '*': [source, scenario (PRIMAP-hist), provenance, area (ISO3), "
             f"entity, unit, category (IPCC2006_PRIMAP)]\ntime_format: '%Y'\n"
         )
+    return p
+
+#: Row labels of the CRF/CRT CH4 trend table (Table10s3) written by :func:`write_crf_workbook`.
+CRF_CH4_ROWS: tuple[tuple[str, str], ...] = (
+    ("1. Energy", "1"), ("A. Fuel combustion (sectoral approach)", "1.A"), ("1.  Energy industries", "1.A.1"),
+    ("B. Fugitive emissions from fuels", "1.B"), ("1.  Solid fuels", "1.B.1"),
+    ("2.  Oil and natural gas and other emissions from energy production", "1.B.2"),
+    ("2.  Industrial processes", "2"), ("3.  Agriculture", "3"), ("A.  Enteric fermentation", "3.A"),
+    ("C.  Rice cultivation", "3.C"), ("4. Land use, land-use change and forestry", "4"), ("5.  Waste", "5"),
+    ("A.  Solid waste disposal ", "5.A"), ("6.  Other (as specified in summary 1.A)", "6"),
+    ("Total CH4 emissions without CH4 from LULUCF", "M.0.EL"), ("Total CH4 emissions with CH4 from LULUCF", "0"),
+    ("Memo items:", ""), ("International bunkers", "M.Memo.Int"),
+)  # fmt: skip
+
+
+def write_crf_workbook(path: str | Path, ch4_kt: Mapping[str, Sequence[Any]], years: Sequence[int], *,
+                       summary_ch4: float | None = None, party_name: str = "SYNTHETIA") -> Path:  # fmt: skip
+    """Write a workbook in the layout of the UNFCCC CRF/CRT tables (``Table10s3`` and ``Summary1.As1``).
+
+    Parameters
+    ----------
+    path : path-like
+        Name it as UNFCCC does (``GBR_2023_2021_13042023_170954.xlsx`` for CRF,
+        ``DEU-CRT-2024-V1.0-2022-20240412-123456.xlsx`` for CRT): the reader takes the
+        party from it.
+    ch4_kt : mapping CRF2013 code -> values per year
+        CH4 in kt for codes of :data:`CRF_CH4_ROWS` (numbers, notation keys such as
+        ``"NO"``, or anything to test a reader); missing codes get ``"NO"``.
+    years : sequence of int
+    summary_ch4 : float, optional
+        CH4 'Total national emissions and removals' of the last year in ``Summary1.As1``;
+        default the ``0`` row of ``ch4_kt``.
+    """
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "Table10s3"
+    last = len(years) + 2
+    ws.append(["TABLE 10  EMISSION TRENDS"] + [None] * (last - 1) + [f"Inventory {years[-1]}"])
+    ws.append(["CH4"] + [None] * (last - 1) + ["Submission 2023 v1"])
+    ws.append(["(Sheet 3 of 6)"] + [None] * (last - 1) + [party_name])
+    ws.append([])
+    ws.append(["GREENHOUSE GAS SOURCE AND SINK CATEGORIES", "Base year(1)", *[str(y) for y in years],
+               "Change from base to latest reported year"])  # fmt: skip
+    ws.append([None, "(kt)", *[None] * len(years), "%"])
+    for label, code in CRF_CH4_ROWS:
+        if not code:
+            ws.append([label])
+            continue
+        vals = list(ch4_kt.get(code, ["NO"] * len(years)))
+        ws.append([label, vals[0], *vals, None])
+    ws.append([])
+    ws.append(["Note: All footnotes for this table are given at the end of the table on sheet 6."])
+    summ = wb.create_sheet("Summary1.As1")
+    total = summary_ch4 if summary_ch4 is not None else list(ch4_kt.get("0", [None]))[-1]
+    summ.append(["SUMMARY 1.A  SUMMARY REPORT FOR NATIONAL GREENHOUSE GAS INVENTORIES", None, None, None,
+                 f"Inventory {years[-1]}"])  # fmt: skip
+    summ.append(["(Sheet 1 of 3)", None, None, None, "Submission 2023 v1"])
+    summ.append([])
+    summ.append(["GREENHOUSE GAS SOURCE AND SINK CATEGORIES", "Net CO2 emissions/removals", "CH4", "N2O",
+                 "HFCs(1)"])  # fmt: skip
+    summ.append([None, "(kt)", None, None, "(kt CO2 equivalent)"])
+    summ.append(["Total national emissions and removals", "NE", total, "NE", 10.0])
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(p)
     return p
 
 
