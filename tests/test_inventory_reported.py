@@ -151,3 +151,78 @@ def test_primap_adapter_wide_csv_and_yaml(tmp_path):
     assert set(sectors["category"]) == {"1.B.2"}
     with pytest.raises(ReportedTotalsError, match="part of 'M.0.EL'"):
         read_reported_totals(p, format="primap", categories=["M.0.EL", "1.B.2"])
+
+
+# ------------------------------------------------------------------------ CRF / CRT workbooks
+YEARS = [2019, 2020, 2021]
+
+
+def _ch4_table(scale: float = 1.0) -> dict:
+    t = {"1": [100.0, 90.0, 80.0], "1.A": [10.0, 9.0, 8.0], "1.A.1": [5.0, 4.0, 3.0], "1.B": [90.0, 81.0, 72.0],
+         "1.B.1": [60.0, 50.0, 40.0], "1.B.2": [30.0, 31.0, 32.0], "2": [1.0, 1.0, 1.0], "3": [200.0, 190.0, 180.0],
+         "3.A": [150.0, 140.0, 130.0], "3.C": ["NO", "NO", "NO"], "4": [20.0, 20.0, 20.0],
+         "5": [300.0, 280.0, "260.0"], "5.A": [250.0, 230.0, 210.0], "6": ["NO", "NO", "NO"],
+         "M.Memo.Int": [0.5, 0.4, 0.3]}  # fmt: skip
+    t = {k: [v * scale if isinstance(v, float) else v for v in vals] for k, vals in t.items()}
+    t["M.0.EL"] = [sum(float(t[c][i]) for c in ("1", "2", "3", "5")) for i in range(3)]
+    t["0"] = [t["M.0.EL"][i] + t["4"][i] for i in range(3)]
+    return t
+
+
+@pytest.mark.parametrize(
+    ("name", "area", "source"),
+    [("GBR_2023_2021_13042023_170954.xlsx", "GBR", "UNFCCC-CRF-2023"),
+     ("DEU-CRT-2024-V1.0-2021-20240412-123456.xlsx", "DEU", "UNFCCC-CRT-2024-V1.0")],
+)  # fmt: skip
+def test_crf_and_crt_workbooks_map_to_the_long_schema(tmp_path, name, area, source):
+    from gosat_pipeline.testing.inventories import write_crf_workbook
+
+    t = _ch4_table()
+    p = write_crf_workbook(tmp_path / name, t, YEARS)
+    df = read_reported_totals(p, gases=["CH4"])  # auto: .xlsx -> crf; default: the total without LULUCF
+    assert set(df["area"]) == {area} and set(df["source"]) == {source} and set(df["category"]) == {"M.0.EL"}
+    assert list(df["value"]) == t["M.0.EL"] and set(df["unit"]) == {"kt CH4 / yr"}
+    assert df["value_tg_per_yr"].iloc[-1] == pytest.approx(t["M.0.EL"][-1] / 1000.0, rel=1e-12)
+    sub = read_reported_totals(p, format="crt", categories=["1.A", "1.B", "3.A", "3.C", "5.A", "M.Memo.Int"])
+    got = sub.pivot_table(index="category", columns="year", values="value", dropna=False)
+    assert list(got.loc["1.B"]) == t["1.B"] and list(got.loc["5.A"]) == t["5.A"]
+    assert got.loc["3.C"].isna().all()  # notation key NO: not reported
+    assert sub[sub["category"] == "3.C"]["notes"].str.contains("notation key NO").all()
+    assert set(sub["category_scheme"]) == {"CRF2013"}
+    tot = read_reported_totals(p, categories=["0"], gases=["CH4"])
+    assert list(tot["value"]) == t["0"]
+    assert reported_for(df, gas="CH4", year=2021).iloc[0]["category"] == "M.0.EL"
+
+
+def test_crf_memo_items_are_not_part_of_the_national_total():
+    assert is_parent_category("0", "4", "CRF2013") and not is_parent_category("0", "M.Memo.Int", "CRF2013")
+    assert not is_parent_category("M.0.EL", "4", "CRF2013") and is_parent_category("M.0.EL", "5.A", "CRF2013")
+    assert is_parent_category("M.0.EL", "4", "IPCC2006_PRIMAP")  # waste is 4 in IPCC 2006
+    assert not is_parent_category("M.0.EL", "5", "IPCC1996") and is_parent_category("M.0.EL", "6", "IPCC1996")
+
+
+def test_gases_the_run_does_not_use_never_make_a_file_unreadable(tmp_path):
+    p = _write(tmp_path, (
+        "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,CRF,,,\n"
+        "DEU,2019,HFC-xyz,M.0.EL,1.0,t HFC-xyz/yr,CRF,,,\n"           # a gas openscm-units does not know
+        "DEU,2019,C2F6,M.0.EL,12.0,t C2F6 / yr,CRF,,,\n"
+        "DEU,2019,HFC134a,M.0.EL,3.0,t HFC134a / yr,CRF,,,\n"
+    ))  # fmt: skip
+    with pytest.raises(ReportedTotalsError, match=r"line 3, column unit: .*HFC-xyz"):
+        read_reported_totals(p)
+    df = read_reported_totals(p, gases=["CH4"])
+    assert list(df["gas"]) == ["CH4"]
+    both = read_reported_totals(p, gases=["C2F6", "HFC134a"]).set_index("gas")
+    assert both.loc["C2F6", "value_tg_per_yr"] == pytest.approx(12e-6) and both.loc["HFC134a", "unit"] == "t HFC134a / yr"
+
+
+def test_uncertainty_abs_is_one_sigma_in_the_row_unit(tmp_path):
+    p = tmp_path / "abs.csv"
+    p.write_text("area,year,gas,category,value,unit,source,uncertainty_abs\n"
+                 "IDN,2019,CO2,M.0.EL,600,Mt CO2/yr,topdown,30\n"
+                 "THA,2019,CO2,M.0.EL,-5,Mt CO2/yr,topdown,20\n"
+                 "MYS,2019,CO2,M.0.EL,0,Mt CO2/yr,topdown,20\n")  # fmt: skip
+    df = read_reported_totals(p).set_index("area")
+    assert df.loc["IDN", "sigma_tg_per_yr"] == pytest.approx(30.0) and df.loc["IDN", "uncertainty_rel"] == pytest.approx(0.05)
+    assert df.loc["THA", "sigma_tg_per_yr"] == pytest.approx(20.0)  # a net sink keeps its sigma
+    assert df.loc["MYS", "sigma_tg_per_yr"] == pytest.approx(20.0) and math.isnan(df.loc["MYS", "uncertainty_rel"])

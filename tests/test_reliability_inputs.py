@@ -1081,6 +1081,92 @@ def test_missing_reported_totals_file(tmp_path: Path, bad_input_corpus: Callable
     bad_input_corpus("reported:missing-file", "api-raise")
 
 
+# Reported totals in the other formats: workbooks, netCDF and the OCO-2 MIP CSV.
+_CRF_NAME = "GBR_2023_2021_13042023_170954.xlsx"
+_CRF_CH4 = {"1": [10.0, 9.0], "3": [20.0, 19.0], "M.0.EL": [30.0, 28.0], "0": [31.0, 29.0]}
+_OCO2_HEAD = "Datased name: Pilot top-down CO2 Budget constrained by the v10 OCO-2 MIP Version 1.0\n" + "x\n" * 51
+
+
+def _crf(d: Path, name: str = _CRF_NAME, **kw: Any) -> Path:
+    from gosat_pipeline.testing.inventories import write_crf_workbook
+
+    table = {k: list(v) for k, v in _CRF_CH4.items()}
+    table.update(kw.pop("table", {}))
+    return write_crf_workbook(d / name, table, [2020, 2021], **kw)
+
+
+def _no_tables(d: Path) -> Path:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "Sheet1"
+    wb.save(d / _CRF_NAME)
+    return d / _CRF_NAME
+
+
+def _primap_nc(d: Path, units: str | None = "CH4 * kt / a", area: bool = True) -> Path:
+    dims = ("time", "area (ISO3)" if area else "country", "category (IPCC2006_PRIMAP)", "source")
+    ds = xr.Dataset({"CH4": (dims, np.ones((2, 1, 1, 1)), {"entity": "CH4", **({"units": units} if units else {})})},
+                    coords={"time": pd.to_datetime(["2019-01-01", "2020-01-01"]), dims[1]: ["DEU"],
+                            dims[2]: ["M.0.EL"], "source": ["CRF 2023, 240108"]})  # fmt: skip
+    ds.to_netcdf(d / "primap.nc")
+    return d / "primap.nc"
+
+
+def _oco2(d: Path, header: str, rows: str) -> Path:
+    (d / "pilot.csv").write_text(_OCO2_HEAD + header + "\n" + rows)
+    return d / "pilot.csv"
+
+
+_OCO2_COLS = "Alpha 3 Code,Year,LNLG NCE (TgCO2),LNLG NCE unc (TgCO2),FF (TgCO2),FF unc (TgCO2)"
+
+REPORTED_FILE_CASES: list[tuple[str, Callable[[Path], tuple[Path, dict[str, Any]]], tuple[str, ...]]] = [
+    ("crf-not-a-workbook", lambda d: ((d / _CRF_NAME).write_bytes(b"<html>403</html>") and d / _CRF_NAME, {}),
+     ("not an Excel workbook openpyxl can read",)),
+    ("crf-no-tables", lambda d: (_no_tables(d), {}), ("no Table10s* trend sheet", "'Sheet1'")),
+    ("crf-unknown-party", lambda d: (_crf(d, "uk_inventory.xlsx"), {}),
+     ("cannot tell the party", "GBR_2023_2021_13042023_170954.xlsx")),
+    ("crf-text-in-a-cell", lambda d: (_crf(d, table={"1": ["12,5", 9.0]}), {}),
+     ("sheet 'Table10s3' row 7, column value: '12,5'", "notation key")),
+    ("crf-summary-disagrees", lambda d: (_crf(d, summary_ch4=999.0), {}),
+     ("sheet 'Summary1.As1' row 6", "differs from sheet 'Table10s3'", "inconsistent")),
+    ("crf-bad-format-name", lambda d: (_crf(d), {"format": "unfccc"}), ("unknown format 'unfccc'", "crf")),
+    ("primap-nc-not-primap", lambda d: (_primap_nc(d, area=False), {}), ("not the primap2 layout", "country")),
+    ("primap-nc-no-units", lambda d: (_primap_nc(d, units=None), {}), ("variable 'CH4': no 'units' attribute",)),
+    ("primap-nc-unknown-source", lambda d: (_primap_nc(d), {"source": "EDGAR 9"}),
+     ("source: 'EDGAR 9' is not in the table", "CRF 2023, 240108")),
+    ("primap-nc-mangled-unit", lambda d: (_primap_nc(d, units="CH4 * blorbs / a"), {"gases": ["CH4"]}),
+     ("variable 'CH4' at area=DEU, category=M.0.EL, source=CRF 2023, 240108, time=2019, column unit", "blorbs")),
+    ("oco2mip-missing-columns", lambda d: (_oco2(d, "Alpha 3 Code,Year,LNLG NCE (TgCO2),LNLG NCE unc (TgCO2)",
+                                                 "JPN,2019,1,1\n"), {"format": "oco2mip"}),
+     ("column FF (TgCO2): required column missing",)),
+    ("oco2mip-unknown-experiment", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\n"), {"experiment": "OG"}),
+     ("experiment: 'OG' is not one of",)),
+    ("oco2mip-short-row", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\nJPN,2020,1,1\n"), {"format": "oco2mip"}),
+     ("line 55: 4 fields but the header has 6",)),
+    ("oco2mip-negative-sigma", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,-2\n"), {}),
+     ("line 54, column uncertainty_abs: negative uncertainty",)),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "fragments"), REPORTED_FILE_CASES, ids=[c[0] for c in REPORTED_FILE_CASES])
+def test_bad_reported_files_of_every_format_are_named_errors(
+    tmp_path: Path,
+    name: str,
+    build: Callable[[Path], tuple[Path, dict[str, Any]]],
+    fragments: tuple[str, ...],
+    bad_input_corpus: Callable,
+) -> None:
+    path, kwargs = build(tmp_path)
+    with pytest.raises(ReportedTotalsError) as info:
+        read_reported_totals(path, **kwargs)
+    msg = str(info.value)
+    assert info.value.path == str(path) and str(path) in msg
+    for frag in fragments:
+        assert frag in msg, (frag, msg)
+    bad_input_corpus(f"reported:{name}", "api-raise")
+
+
 # ------------------------------------------------------------------------------ boundaries
 def _feature(geometry: Any, **props: Any) -> dict[str, Any]:
     return {
