@@ -10,15 +10,17 @@ Two inputs of the comparison stage are read here:
    longitude in [-180, 180). :func:`regrid_conservative` moves it onto the inversion
    grid by summing mass with exact overlap fractions (never by interpolation).
 2. **Reported national totals** (:func:`read_reported_totals`): the long CSV schema of
-   shared/reference/INVENTORIES.md section 1.6.1, or PRIMAP-hist / primap2 interchange
-   CSV files, validated row by row (all problems are reported at once, each with its line
-   number and column). :func:`reported_for` picks one value per area for a gas and
-   year or period.
+   shared/reference/INVENTORIES.md section 1.6.1, PRIMAP-hist / primap2 interchange CSV
+   files and primap2 netCDF, UNFCCC CRF/CRT workbooks, and the OCO-2 v10 MIP pilot
+   top-down national CO2 budgets (Byrne et al., 2023), validated row by row (all problems
+   are reported at once, each with its line, sheet row or netCDF cell and column).
+   :func:`reported_for` picks one value per area for a gas and year or period.
 
-Units are parsed with pint after a small normalisation (``m-2`` -> ``m**-2``, ``kt`` is
-kilotonne, not knot; gas and carbon tokens such as ``CH4``, ``gC``, ``g(C)`` are split off
-and checked against the gas). Unknown units raise :class:`InventoryError` naming the unit
-string, the variable and the file.
+Priors may come as EDGAR downloads (zips, read in place). Units are parsed with
+openscm-units, the pint registry primap2 uses, in which gas species (``CH4``, ``C2F6``,
+``HFC134a``, carbon ``C``) are units of their own; only the UDUNITS exponent notation
+(``m-2``) is rewritten before parsing. Unknown units raise :class:`InventoryError` naming
+the unit string, the variable and the file.
 """
 
 from __future__ import annotations
