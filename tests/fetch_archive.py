@@ -12,18 +12,29 @@
 * authentication per path prefix: HTTP Basic, a bearer token, or the CDS ``PRIVATE-TOKEN``.
 
 Every request is logged (method, path, headers) for assertions.
+
+:class:`SftpArchive` is an SFTP server (``asyncssh``, in-process, throwaway host key) serving
+a folder behind a password login, like the GOSAT-2 Product Archive, with a fault that drops
+the connection half-way through a file. :class:`EarthdataLogin` is a TLS server (``trustme``
+throwaway CA) playing the Earthdata Login endpoint ``earthaccess`` calls for a username and
+password login (``POST /api/users/find_or_create_token``, HTTP Basic after a 401 challenge).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
 import json
+import os
+import secrets
+import ssl
 import threading
 import time
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
@@ -292,6 +303,189 @@ class _Handler(BaseHTTPRequestHandler):
         if "bytes" not in rec:
             rec["bytes"] = a.cds_payload(rec["dataset"], rec["request"])
         return rec["bytes"]
+
+
+# --------------------------------------------------------------------------- SFTP (GOSAT-2 Product Archive)
+
+
+class SftpArchive:
+    """An SFTP server on 127.0.0.1 serving ``root`` (chroot) to one user with a password.
+
+    ``faults[path] = ["cut"]`` drops the connection the first time a read of that file
+    reaches its second half. ``reads`` logs (session, path, offset, bytes served) of every read,
+    ``logins`` (user name, accepted) of every password attempt, ``sessions`` counts the
+    SFTP sessions opened.
+    """
+
+    def __init__(self, root: Path, username: str, password: str) -> None:
+        import asyncssh
+
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.username, self.password = username, password
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.faults: dict[str, list[str]] = {}
+        self.reads: list[tuple[int, str, int, int]] = []
+        self.logins: list[tuple[str, bool]] = []
+        self.sessions = 0
+        self.port = 0
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"sftp://127.0.0.1:{self.port}"
+
+    def add(self, path: str, data: bytes) -> str:
+        """Serve ``data`` at ``path`` (absolute inside the server); returns its URL."""
+        p = self.root / path.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        return self.url + path
+
+    def known_hosts_line(self) -> str:
+        """The server's key as a line of an OpenSSH known_hosts file."""
+        return f"[127.0.0.1]:{self.port} {self.host_key.export_public_key().decode().strip()}\n"
+
+    def start(self) -> str:
+        import asyncssh
+
+        archive = self
+
+        class Server(asyncssh.SSHServer):
+            def begin_auth(self, username: str) -> bool:
+                return True
+
+            def password_auth_supported(self) -> bool:
+                return True
+
+            def validate_password(self, username: str, password: str) -> bool:
+                ok = (username, password) == (archive.username, archive.password)
+                with archive._lock:
+                    archive.logins.append((username, ok))
+                return ok
+
+        class Sftp(asyncssh.SFTPServer):
+            def __init__(self, chan: Any) -> None:
+                super().__init__(chan, chroot=str(archive.root).encode())
+                with archive._lock:
+                    archive.sessions += 1
+                    self.session = archive.sessions
+
+            def read(self, file_obj: Any, offset: int, size: int) -> bytes:
+                name = os.fsdecode(file_obj.name)
+                path = "/" + os.path.relpath(name, archive.root).replace(os.sep, "/")
+                with archive._lock:
+                    faults = archive.faults.get(path, [])
+                    cut = bool(faults) and faults[0] == "cut" and offset >= os.path.getsize(name) // 2
+                    if cut:
+                        faults.pop(0)
+                data = b"" if cut else super().read(file_obj, offset, size)
+                with archive._lock:
+                    archive.reads.append((self.session, path, offset, len(data)))
+                if cut:
+                    self.channel.get_connection().abort()
+                return data
+
+        async def listen() -> Any:
+            return await asyncssh.listen("127.0.0.1", 0, server_host_keys=[self.host_key], server_factory=Server,
+                                         sftp_factory=Sftp, allow_scp=False, login_timeout=30)  # fmt: skip
+
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(30)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.url
+
+    def stop(self) -> None:
+        async def close() -> None:
+            self._server.close()
+            await self._server.wait_closed()
+
+        if self._server is not None:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+# --------------------------------------------------------------------------- Earthdata Login over TLS
+
+
+class EarthdataLogin:
+    """The Earthdata Login token endpoint on 127.0.0.1 over TLS, with a certificate for ``hostname``.
+
+    ``POST /api/users/find_or_create_token`` without credentials answers 401 with a Basic
+    challenge (as the real server does, which is what makes earthaccess send them); with the
+    right user and password, 200 and ``{"access_token", "token_type", "expiration_date"}``;
+    with wrong ones, 401 ``invalid_credentials``. ``log`` holds (method, path, Authorization
+    header) of every request; ``ca_file`` is the throwaway CA to trust.
+    """
+
+    def __init__(self, tmp: Path, username: str, password: str, hostname: str = "urs.earthdata.nasa.gov") -> None:
+        import trustme
+
+        self.hostname, self.username, self.password = hostname, username, password
+        self.token = "EDL-" + secrets.token_hex(12)
+        self.log: list[tuple[str, str, str]] = []
+        self._ca = trustme.CA()
+        self.ca_file = Path(tmp) / "edl-test-ca.pem"
+        self._ca.cert_pem.write_to_path(str(self.ca_file))
+        self._cert = self._ca.issue_cert(hostname)
+        self.server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        edl = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802 - stdlib name
+                n = int(self.headers.get("Content-Length", "0") or 0)
+                if n:
+                    self.rfile.read(n)
+                got = self.headers.get("Authorization", "")
+                edl.log.append(("POST", self.path, got))
+                if self.path != "/api/users/find_or_create_token":
+                    self._json(404, {"error": "not_found"})
+                    return
+                if not got.startswith("Basic "):
+                    self._json(401, {"error": "unauthorized"}, {
+                        "WWW-Authenticate": 'Basic realm="Please enter your Earthdata Login credentials"'})
+                    return
+                want = base64.b64encode(f"{edl.username}:{edl.password}".encode()).decode()
+                if got != f"Basic {want}":
+                    self._json(401, {"error": "invalid_credentials", "error_description": "Invalid user credentials"})
+                    return
+                self._json(200, {"access_token": edl.token, "token_type": "Bearer", "expiration_date": "12/31/2099"})
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._cert.configure_cert(ctx)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
 
 
 def netcdf_bytes(variables: dict[str, Any], coords: dict[str, Any]) -> bytes:

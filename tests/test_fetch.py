@@ -1,17 +1,22 @@
 """gosat-pipeline fetch against an archive served on 127.0.0.1 (tests/fetch_archive.py): never the network.
 
 The official clients run for real: earthaccess searches the loopback CMR endpoint and logs
-in from EARTHDATA_TOKEN; cdsapi (ecmwf-datastores) submits, polls and downloads from the
-loopback CDS retrieve API; NIES credentials come from a ~/.netrc file.
+in from EARTHDATA_TOKEN, or with a username and password against a loopback Earthdata Login
+over TLS (the name urs.earthdata.nasa.gov resolved to 127.0.0.1, a throwaway CA trusted);
+cdsapi (ecmwf-datastores) submits, polls and downloads from the loopback CDS retrieve API;
+NIES credentials come from a ~/.netrc file; the GOSAT-2 Product Archive is an asyncssh SFTP
+server with a throwaway host key.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from fetch_archive import Archive, netcdf_bytes, tar_bytes, zip_bytes
+from fetch_archive import Archive, EarthdataLogin, SftpArchive, netcdf_bytes, tar_bytes, zip_bytes
 
 from gosat_pipeline import fetch as gf
 from gosat_pipeline.fetch import FileSpec, Plan
@@ -44,10 +49,12 @@ def archive() -> Archive:
 def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the user's real credentials."""
     for var in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "GOSAT_DAS_USERNAME",
-                "GOSAT_DAS_PASSWORD", "CDSAPI_URL", "CDSAPI_KEY", "GOSAT_PIPELINE_EDL_HOST"):  # fmt: skip
+                "GOSAT_DAS_PASSWORD", "GOSAT2_USERNAME", "GOSAT2_PASSWORD", "CDSAPI_URL", "CDSAPI_KEY",
+                "GOSAT_PIPELINE_EDL_HOST", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # fmt: skip
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no-cdsapirc"))
+    monkeypatch.setenv("GOSAT_PIPELINE_KNOWN_HOSTS", str(tmp_path / "no-known-hosts"))
 
 
 _GRANULES: dict[tuple[str, str, str], bytes] = {}
@@ -301,6 +308,85 @@ def test_lite_search_through_earthaccess_and_token_login(archive: Archive, tmp_p
     assert "edl-token-0123456789" not in text
 
 
+@pytest.fixture
+def edl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EarthdataLogin:
+    """Earthdata Login over TLS on 127.0.0.1, reached under its real name: urs.earthdata.nasa.gov
+    resolves to the loopback server (any other name that is not loopback fails to resolve), and
+    requests trusts the throwaway CA that signed its certificate."""
+    server = EarthdataLogin(tmp_path, "edl-user", "edl-Pa55word-1357")
+    port = server.start()
+    real = socket.getaddrinfo
+
+    def resolve(host: str, port_: object, *args: object, **kwargs: object) -> list:
+        if host == server.hostname:
+            if str(port_) not in ("443", "https"):
+                raise socket.gaierror(socket.EAI_SERVICE, f"test: {host} is only served on 443")
+            return real("127.0.0.1", port, *args, **kwargs)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise socket.gaierror(socket.EAI_NONAME, f"test: no network ({host})")
+        return real(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
+    yield server
+    server.stop()
+
+
+def test_lite_download_after_earthdata_password_login_over_tls(archive: Archive, edl: EarthdataLogin, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    served = _serve_lite(archive, tmp_path)
+    archive.auth["/gesdisc/"] = ("bearer", edl.token)  # the archive takes the token Earthdata Login issues
+    plan = gf.plan_source("oco2_lite", date(2020, 1, 1), date(2020, 1, 3), ASEAN, base_url=archive.url + "/cmr/search/")
+    caplog.set_level(logging.DEBUG)
+    token_path = "/api/users/find_or_create_token"
+
+    monkeypatch.setenv("EARTHDATA_USERNAME", edl.username)
+    with pytest.raises(gf.CredentialError, match="EARTHDATA_PASSWORD is not set"):
+        gf.fetch(plan, tmp_path / "c0", backoff=0.01)
+    assert edl.log == []
+
+    monkeypatch.setenv("EARTHDATA_PASSWORD", "not-the-password")
+    with pytest.raises(gf.CredentialError) as info:
+        gf.fetch(plan, tmp_path / "c0", backoff=0.01)
+    msg = str(info.value)
+    assert "\n" not in msg and "NASA Earthdata Login refused the credentials" in msg and "not-the-password" not in msg
+    assert [(p, h.split(" ")[0]) for _, p, h in edl.log] == [(token_path, ""), (token_path, "Basic")]
+
+    # environment variables: earthaccess posts, meets the 401 challenge, sends Basic, gets the token
+    monkeypatch.setenv("EARTHDATA_PASSWORD", edl.password)
+    edl.log.clear()
+    report = gf.fetch(plan, tmp_path / "c1", backoff=0.01)
+    assert len(report.downloaded) == 2
+    want = "Basic " + base64.b64encode(f"{edl.username}:{edl.password}".encode()).decode()
+    assert edl.log == [("POST", token_path, ""), ("POST", token_path, want)]
+    got = [h.get("Authorization") for m, p, h in archive.log if m == "GET" and p.startswith("/gesdisc/")]
+    assert got and set(got) == {f"Bearer {edl.token}"}
+    for f in plan.files:
+        assert (tmp_path / "c1" / f.relpath).read_bytes() == served[f.name]
+
+    # ~/.netrc, machine urs.earthdata.nasa.gov, as the README tells users to write it
+    monkeypatch.delenv("EARTHDATA_USERNAME")
+    monkeypatch.delenv("EARTHDATA_PASSWORD")
+    netrc = tmp_path / "netrc"
+    netrc.write_text(f"machine urs.earthdata.nasa.gov login {edl.username} password {edl.password}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    edl.log.clear()
+    assert len(gf.fetch(plan, tmp_path / "c2", backoff=0.01).downloaded) == 2
+    assert edl.log and {h for _, _, h in edl.log} == {want}  # requests reads the same ~/.netrc: Basic at once
+
+    index = (tmp_path / "c1" / "fetch-index.json").read_text() + (tmp_path / "c2" / "fetch-index.json").read_text()
+    for secret in (edl.password, edl.token):
+        assert secret not in caplog.text and secret not in index
+
+    # the TLS certificate is really checked: without the test CA the login cannot happen
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    with pytest.raises(gf.FetchError, match=r"NASA Earthdata Login \(https://urs.earthdata.nasa.gov\) could not be "
+                                            r"reached to log in: SSLError"):  # fmt: skip
+        gf.fetch(plan, tmp_path / "c3", backoff=0.01)
+
+
 # --------------------------------------------------------------------------- NIES GOSAT: login from ~/.netrc
 
 
@@ -328,6 +414,215 @@ def test_nies_monthly_tar_with_netrc_login(archive: Archive, tmp_path: Path, mon
     rec = gf.Cache(tmp_path / "cache").entry(f"nies_gosat/SWIRL2CO2/V02.97/{got[0]}")
     assert rec["how"] == "extracted" and rec["url"].endswith(f".tar#SWIRL2CO2/{got[0]}")
     assert "nies-pass-4567" not in (tmp_path / "cache" / "fetch-index.json").read_text()
+
+
+# --------------------------------------------------------------------------- NIES GOSAT-2: SFTP, login, resume
+
+G2 = "/pub/releaseData/standardProduct"
+G2_USER, G2_PASS = "user@example.org", "g2-Pa55word-2468"
+
+
+@pytest.fixture
+def sftp_archive(tmp_path: Path) -> SftpArchive:
+    a = SftpArchive(tmp_path / "sftp_root", G2_USER, G2_PASS)
+    a.start()
+    yield a
+    a.stop()
+
+
+def _g2(day: str, product: str = "SWFP", version: str = "0220000018") -> str:
+    return f"GOSAT2TFTS2{day.replace('-', '')}_02{product}V{version}.h5"
+
+
+def _h5_bytes(tmp_path: Path, nbytes: int, seed: int) -> bytes:
+    """An HDF5 file of about ``nbytes`` (random payload, so nothing compresses or repeats)."""
+    import h5py
+
+    p = tmp_path / f"payload-{seed}.h5"
+    with h5py.File(p, "w") as f:
+        f["payload"] = np.random.default_rng(seed).integers(0, 255, nbytes, dtype="u1")
+        f["payload"].attrs["unit"] = np.array([b"1"])
+    return p.read_bytes()
+
+
+def _g2_env(monkeypatch: pytest.MonkeyPatch, password: str = G2_PASS) -> None:
+    monkeypatch.setenv("GOSAT2_USERNAME", G2_USER)
+    monkeypatch.setenv("GOSAT2_PASSWORD", password)
+
+
+def _pin(a: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: str | None = None) -> None:
+    kh = tmp_path / "known_hosts"
+    kh.write_text(line or a.known_hosts_line())
+    monkeypatch.setenv("GOSAT_PIPELINE_KNOWN_HOSTS", str(kh))
+
+
+def test_gosat2_plan_lists_the_newest_version_over_sftp_after_login(sftp_archive: SftpArchive, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    a = sftp_archive
+    swfp = f"{G2}/FTS-2_L2/SWFP"
+    for d in range(1, 4):
+        a.add(f"{swfp}/0200/2020/{_g2(f'2020-01-{d:02d}', version='0200020011')}", b"old version")
+    a.add(f"{swfp}/0220/2019/{_g2('2019-12-31')}", b"x" * 7)
+    for d in range(1, 7):
+        a.add(f"{swfp}/0220/2020/{_g2(f'2020-01-{d:02d}')}", b"x" * (100 + d))
+    a.add(f"{swfp}/0220/2020/{_g2('2020-01-02', version='0220000017')}", b"an older build of the same day")
+    a.add(f"{swfp}/0220/2020/README.txt", b"not a granule")
+    a.add(f"{G2}/FTS-2_L2/SWPR/0210/2020/{_g2('2020-01-02', 'SWPR', '0210010017')}", b"proxy")
+    base = a.url + G2
+    jan = (date(2020, 1, 1), date(2020, 1, 6))
+
+    with pytest.raises(gf.CredentialError) as info:  # the archive can only be listed after login
+        gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base)
+    msg = str(info.value)
+    assert "\n" not in msg and "GOSAT2_USERNAME and GOSAT2_PASSWORD" in msg and "machine 127.0.0.1" in msg
+    assert a.logins == []
+
+    _g2_env(monkeypatch)
+    caplog.set_level(logging.WARNING, logger="gosat_pipeline.fetch.sftp")
+    plan = gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base)
+    assert [f.name for f in plan.files] == [_g2(f"2020-01-{d:02d}") for d in range(1, 6)]
+    assert [f.size for f in plan.files] == [100 + d for d in range(1, 6)]
+    f0 = plan.files[0]
+    assert f0.url == f"{base}/FTS-2_L2/SWFP/0220/2020/{f0.name}" and f0.relpath == f"nies_gosat2/SWFP/0220/{f0.name}"
+    assert {(f.check, f.credential, f.role) for f in plan.files} == {("hdf5", "gosat2", "granule:CO2")}
+    assert any("newest version on the archive, 0220 (of 0200, 0220)" in n for n in plan.notes)
+    # an unknown host key is accepted for the session, with its fingerprint to pin it
+    assert a.host_key.get_fingerprint() in caplog.text and "ssh-keyscan" in caplog.text
+
+    old = gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base, version="v2.0")
+    assert [f.name for f in old.files] == [_g2(f"2020-01-{d:02d}", version="0200020011") for d in range(1, 4)]
+    proxy = gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CH4", base_url=base, product="SWPR")
+    assert [(f.name, f.role) for f in proxy.files] == [(_g2("2020-01-02", "SWPR", "0210010017"), "granule:CH4")]
+    with pytest.raises(gf.FetchError, match=r"version 0220 has no 2021 folder on the archive \(it has 2019, 2020\)"):
+        gf.plan_source("nies_gosat2", date(2021, 3, 1), date(2021, 3, 2), gas="CO2", base_url=base)
+
+    # a pinned host key that does not match stops everything
+    other = SftpArchive(tmp_path / "other", G2_USER, G2_PASS)
+    _pin(a, tmp_path, monkeypatch, a.known_hosts_line().split()[0] + " "
+         + other.host_key.export_public_key().decode())  # fmt: skip
+    with pytest.raises(gf.FetchError, match="host key does not match the one listed for 127.0.0.1"):
+        gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base)
+    _pin(a, tmp_path, monkeypatch)
+    assert len(gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base).files) == 5
+
+
+def test_gosat2_download_resumes_after_a_cut_and_a_second_fetch_transfers_nothing(
+        sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from gosat_pipeline.fetch.sftp import PIECE
+
+    a = sftp_archive
+    folder = f"{G2}/FTS-2_L2/SWFP/0220/2020"
+    small = granule("nies_gosat2_l2", "2020-01-01", tmp_path)
+    big = _h5_bytes(tmp_path, 3 * PIECE, seed=1)
+    a.add(f"{folder}/{_g2('2020-01-01')}", small)
+    a.add(f"{folder}/{_g2('2020-01-02')}", big)
+    netrc = tmp_path / "netrc"  # the login from ~/.netrc this time (machine: the server's host)
+    netrc.write_text(f"machine 127.0.0.1 login {G2_USER} password {G2_PASS}\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    _pin(a, tmp_path, monkeypatch)
+    plan = gf.plan_source("nies_gosat2", date(2020, 1, 1), date(2020, 1, 3), ASEAN, gas="CO2", base_url=a.url + G2)
+    assert [f.size for f in plan.files] == [len(small), len(big)]
+
+    a.faults[f"{folder}/{_g2('2020-01-02')}"] = ["cut"]  # the connection drops half-way through the big file
+    cache = tmp_path / "cache"
+    report = gf.fetch(plan, cache, workers=2, backoff=0.01)
+    assert sorted(report.downloaded) == sorted(f.relpath for f in plan.files) and not report.failed
+    for f, data in zip(plan.files, (small, big)):
+        assert (cache / f.relpath).read_bytes() == data
+    reads = [(s, off, n) for s, p, off, n in a.reads if p.endswith(_g2("2020-01-02"))]
+    first, later = min(s for s, _, _ in reads), max(s for s, _, _ in reads)
+    assert later > first  # a new session after the cut ...
+    resumed_at = min(off for s, off, _ in reads if s == later)
+    assert 0 < resumed_at < len(big) and resumed_at % PIECE == 0  # ... asked only for the pieces not yet kept
+    assert len(big) <= sum(n for _, _, n in reads) < len(big) + PIECE  # at most one piece was served twice
+    rec = gf.Cache(cache).entry(plan.files[1].relpath)
+    assert rec["url"] == plan.files[1].url and rec["sha256"] == hashlib.sha256(big).hexdigest()
+    assert G2_PASS not in (cache / "fetch-index.json").read_text()
+    assert not [p for p in (cache / ".partial").rglob("*") if p.is_file()]
+
+    logins, n_reads = len(a.logins), len(a.reads)
+    again = gf.fetch(plan, cache, backoff=0.01)  # nothing to transfer: no login, no read
+    assert sorted(again.cached) == sorted(f.relpath for f in plan.files) and not again.downloaded
+    assert (len(a.logins), len(a.reads)) == (logins, n_reads)
+
+    bad = cache / plan.files[0].relpath  # a corrupt cached file is replaced over SFTP
+    bad.write_bytes(b"\0" * bad.stat().st_size)
+    assert gf.fetch(plan, cache, backoff=0.01).replaced == [plan.files[0].relpath]
+    assert bad.read_bytes() == small and len(a.logins) == logins + 1
+
+
+def test_gosat2_resume_across_fetches_and_restart_when_the_archive_file_changed(
+        sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from gosat_pipeline.fetch.sftp import PIECE
+
+    a = sftp_archive
+    folder = f"{G2}/FTS-2_L2/SWFP/0220/2020"
+    names = [_g2("2020-01-01"), _g2("2020-01-02")]
+    data = [_h5_bytes(tmp_path, 3 * PIECE, seed=s) for s in (2, 3)]
+    for name, d in zip(names, data):
+        a.add(f"{folder}/{name}", d)
+        a.faults[f"{folder}/{name}"] = ["cut"]
+    _g2_env(monkeypatch)
+    plan = gf.plan_source("nies_gosat2", date(2020, 1, 1), date(2020, 1, 3), gas="CH4", base_url=a.url + G2)
+    cache = tmp_path / "cache"
+    with pytest.raises(gf.FetchError, match="2 of 2 file"):  # no retries: the fetch stops, as a killed one would
+        gf.fetch(plan, cache, retries=0, backoff=0.01)
+    parts = [cache / ".partial" / f.relpath for f in plan.files]
+    kept = parts[0].stat().st_size
+    assert 0 < kept < len(data[0]) and kept % PIECE == 0 and parts[1].stat().st_size == kept
+
+    # meanwhile the archive replaced the second file (same size, new content and time)
+    new = _h5_bytes(tmp_path, 3 * PIECE, seed=4)
+    assert len(new) == len(data[1])
+    path = a.root / folder.lstrip("/") / names[1]
+    path.write_bytes(new)
+    os.utime(path, (time.time() + 100, time.time() + 100))
+    session = a.sessions
+    report = gf.fetch(plan, cache, backoff=0.01)
+    assert sorted(report.downloaded) == sorted(f.relpath for f in plan.files)
+    assert (cache / plan.files[0].relpath).read_bytes() == data[0]
+    assert (cache / plan.files[1].relpath).read_bytes() == new
+    starts = {p.rsplit("/", 1)[-1]: min(off for s, q, off, _ in a.reads if q == p and s > session)
+              for p in {q for s, q, _, _ in a.reads if s > session}}  # fmt: skip
+    assert starts == {names[0]: kept, names[1]: 0}  # resumed where it stopped; the changed file from the start
+
+
+def test_gosat2_wrong_password_is_one_clear_line_and_never_retried(sftp_archive: SftpArchive, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    a = sftp_archive
+    folder = f"{G2}/FTS-2_L2/SWFP/0220/2020"
+    for d in (1, 2, 3):
+        a.add(f"{folder}/{_g2(f'2020-01-0{d}')}", granule("nies_gosat2_l2", f"2020-01-0{d}", tmp_path))
+    env = {**os.environ, "GOSAT2_USERNAME": G2_USER, "GOSAT2_PASSWORD": G2_PASS}
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "gosat_pipeline.cli", "-vv", "fetch", "nies_gosat2", "--gas", "CO2", "--period",
+           "2020-01-01/2020-01-04", "--out", str(cache), "--base-url", a.url + G2]  # fmt: skip
+    ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 downloaded" in ok.stderr
+    written = "".join(p.read_text(errors="replace") for p in cache.rglob("*") if p.suffix in (".json", ".tsv"))
+    assert G2_PASS not in ok.stdout + ok.stderr + written
+
+    n = len(a.logins)
+    bad = subprocess.run([*cmd, "--plan"], capture_output=True, text=True, timeout=300,
+                         env={**env, "GOSAT2_PASSWORD": "wrong-password"})  # fmt: skip
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last.startswith("gosat-pipeline: error: NIES GOSAT-2 Product Archive refused "
+                                                   f"the login at {a.url}: check the credentials;")  # fmt: skip
+    assert "GOSAT2_PASSWORD" in last and "wrong-password" not in bad.stderr
+    assert a.logins[n:] == [(G2_USER, False)]  # one attempt: a refused password is not sent again
+
+    # at download time too, with several files and workers
+    _g2_env(monkeypatch)
+    plan = gf.plan_source("nies_gosat2", date(2020, 1, 1), date(2020, 1, 4), gas="CO2", base_url=a.url + G2)
+    _g2_env(monkeypatch, "wrong-password")
+    n = len(a.logins)
+    with pytest.raises(gf.CredentialError, match="refused the login") as info:
+        gf.fetch(plan, tmp_path / "cache2", workers=3, backoff=0.01)
+    assert "\n" not in str(info.value) and "wrong-password" not in str(info.value)
+    assert a.logins[n:] == [(G2_USER, False)]
 
 
 # --------------------------------------------------------------------------- inventories and totals
@@ -444,9 +739,22 @@ def _serve_month(a: Archive, tmp_path: Path) -> None:
     a.add("/ceos/pilot_topdown_CO2_Budget_countries_v1.csv", b"c")
 
 
-def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, tmp_path: Path) -> None:
+def _serve_gosat2_month(a: SftpArchive) -> None:
+    swfp = f"{G2}/FTS-2_L2/SWFP"
+    for d in range(1, 32):
+        a.add(f"{swfp}/0220/2020/{_g2(f'2020-01-{d:02d}')}", b"h")
+        a.add(f"{swfp}/0200/2020/{_g2(f'2020-01-{d:02d}', version='0200020011')}", b"h")
+    a.add(f"{swfp}/0220/2020/{_g2('2020-02-01')}", b"h")
+    a.add(f"{swfp}/0220/2019/{_g2('2019-12-31')}", b"h")
+    a.add(f"{G2}/FTS-2_L2/SWPR/0210/2020/{_g2('2020-01-15', 'SWPR', '0210010017')}", b"h")
+
+
+def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, sftp_archive: SftpArchive,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """configs/real_month.yaml with every archive replaced by the loopback one (same layouts)."""
     _serve_month(archive, tmp_path)
+    _serve_gosat2_month(sftp_archive)
+    _g2_env(monkeypatch)  # the GOSAT-2 archive is listed over SFTP, after login
     cfg = yaml.safe_load((ROOT / "configs" / "real_month.yaml").read_text())
     bases = {"cci_ghg": "/ceda/neodc", "acos_lite": "/cmr/search/", "oco2_lite": "/cmr/search/",
              "oco3_lite": "/cmr/search/", "nies_gosat": "/gdas", "tropomi_ch4": "/s3/meeo", "tropomi_blended": "/s3/blnd",
@@ -454,6 +762,8 @@ def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, t
     for s in cfg["fetch"]["sources"]:
         if s["source"] in bases:
             s["base_url"] = archive.url + bases[s["source"]]
+        if s["source"] == "nies_gosat2":
+            s["base_url"] = sftp_archive.url + G2
         if s["source"] == "oco2_mip":
             s["url"] = archive.url + "/ceos/pilot_topdown_CO2_Budget_countries_v1.csv"
     path = tmp_path / "month.yaml"
@@ -470,6 +780,9 @@ def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, t
     for src in ("acos_lite", "oco2_lite", "oco3_lite"):
         assert len(by_source[src]) == 31 and all(n.endswith(".nc4") for n in by_source[src])
     assert by_source["nies_gosat"] == ["SWIRL2CO2_202001_V02.97.tar"]
+    assert by_source["nies_gosat2"] == [_g2(f"2020-01-{d:02d}") for d in range(1, 32)]  # the newest version, January
+    assert all(u.startswith(f"{sftp_archive.url}{G2}/FTS-2_L2/SWFP/0220/2020/") for u, r in
+               (line.split("\t") for line in tsv) if r.startswith("nies_gosat2/"))  # fmt: skip
     # the 05 UTC orbits pass over South-East Asia, the 17 UTC ones over the Americas
     assert len(by_source["tropomi_ch4"]) == 31 and all("T044000" in n for n in by_source["tropomi_ch4"])
     assert len(by_source["tropomi_blended"]) == 31

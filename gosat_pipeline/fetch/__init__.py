@@ -15,7 +15,7 @@ already there and checked, resuming interrupted downloads, replacing corrupt fil
 records every file in ``<cache>/fetch-index.json``; ``pipeline.run`` copies that
 provenance into the run's ``manifest.json``. Sources: :data:`SOURCES`.
 
-Needs the ``fetch`` extra (requests, tqdm, earthaccess, cdsapi); importing this package
+Needs the ``fetch`` extra (requests, tqdm, earthaccess, cdsapi, asyncssh); importing this package
 and :mod:`gosat_pipeline.fetch.cache` does not.
 """
 
@@ -156,11 +156,19 @@ class _Transports(dict):  # type: ignore[type-arg]
         super().__init__()
         self.plan, self.retries, self.backoff = the_plan, retries, backoff
         self._lock = threading.Lock()
+        self._failed: dict[str | None, FetchError] = {}  # a login that failed is not tried again per file
 
     def __missing__(self, cred: str | None) -> Any:
         with self._lock:
+            if cred in self._failed:
+                raise self._failed[cred]
             if cred not in self:
-                dict.__setitem__(self, cred, _make_transport(cred, self.plan, self.retries, self.backoff))
+                try:
+                    transport = _make_transport(cred, self.plan, self.retries, self.backoff)
+                except FetchError as exc:
+                    self._failed[cred] = exc
+                    raise
+                dict.__setitem__(self, cred, transport)
             return dict.__getitem__(self, cred)
 
 
@@ -176,6 +184,11 @@ def _make_transport(cred: str | None, the_plan: Plan, retries: int, backoff: flo
                                          on_unauthorised=_refused("earthdata")))  # fmt: skip
     if cred == "nies":
         return _HttpTransport(_nies_client(the_plan, retries, backoff))
+    if cred == "gosat2":
+        from gosat_pipeline.fetch.sftp import login_client
+
+        url = next(f.url for f in the_plan.files if f.credential == "gosat2")
+        return _SftpTransport(login_client(url, "gosat2", retries=retries, backoff=backoff))
     from gosat_pipeline.fetch.cds import CdsTransport
 
     url = next((f.request.get("url") for f in the_plan.files if f.request and f.request.get("url")), None)
@@ -220,6 +233,23 @@ class _HttpTransport:
         self.client.download(spec.url, part, expected=spec.size, progress=on_bytes)
 
 
+class _SftpTransport:
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def download(self, spec: FileSpec, part: Path, on_bytes: Any) -> None:
+        from gosat_pipeline.fetch.sftp import sftp_address
+
+        host, port, path = sftp_address(spec.url)
+        if (host, port) != (self.client.host, self.client.port):
+            raise FetchError(f"{spec.relpath}: {host}:{port} is not the archive this fetch logged in to "
+                             f"({self.client.address}); fetch the sources of each archive separately")  # fmt: skip
+        self.client.download(path, part, expected=spec.size, progress=on_bytes)
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def fetch(the_plan: Plan, cache_dir: str | os.PathLike[str], *, workers: int = 4, retries: int = 4,
           backoff: float = 1.0, progress: Progress | None = None, verify: bool = False) -> FetchReport:  # fmt: skip
     """Make ``cache_dir`` hold every file of ``the_plan`` (see :mod:`gosat_pipeline.fetch.fetcher`).
@@ -257,7 +287,13 @@ def fetch(the_plan: Plan, cache_dir: str | os.PathLike[str], *, workers: int = 4
     cache = Cache(cache_dir)
     cache.root.mkdir(parents=True, exist_ok=True)
     transports = _Transports(the_plan, retries, backoff)  # logs in only where a download is needed
-    report = execute_plan(the_plan, cache, transports, workers=workers, progress=progress, verify=verify)
+    try:
+        report = execute_plan(the_plan, cache, transports, workers=workers, progress=progress, verify=verify)
+    finally:
+        for transport in list(transports.values()):
+            close = getattr(transport, "close", None)
+            if close is not None:
+                close()
     if report.failed:
         first = next(iter(report.failed.values()))
         raise FetchError(f"{len(report.failed)} of {len(the_plan.files)} file(s) could not be fetched "

@@ -16,9 +16,11 @@ from typing import Any
 __all__ = ["FileSpec", "Plan", "Request", "CHECKS"]
 
 #: How a file is opened and checked after its size and checksum: ``l2`` with the
-#: project's own granule readers, ``netcdf`` with netCDF4, ``zip``/``xlsx`` by reading every
-#: member's CRC, ``tar`` by listing every member, ``csv`` by decoding it.
-CHECKS = ("l2", "netcdf", "zip", "xlsx", "tar", "csv")
+#: project's own granule readers, ``netcdf`` with netCDF4, ``hdf5`` with h5py by reading
+#: every dataset (for products whose layout the readers have not confirmed on a real file),
+#: ``zip``/``xlsx`` by reading every member's CRC, ``tar`` by listing every member, ``csv``
+#: by decoding it.
+CHECKS = ("l2", "netcdf", "hdf5", "zip", "xlsx", "tar", "csv")
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,8 @@ class FileSpec:
     source : str
         Source name; the first component of ``relpath``.
     url : str
-        Where it comes from (``https://``; ``cds://DATASET`` for a Climate Data Store request).
+        Where it comes from (``https://``; ``sftp://`` for the GOSAT-2 Product Archive;
+        ``cds://DATASET`` for a Climate Data Store request).
     relpath : str
         POSIX path inside the cache (``<source>/...``).
     size : int, optional
@@ -75,7 +78,7 @@ class FileSpec:
         What the run uses it for: ``granule:<GAS>``, ``prior:<GAS>``, ``reported``,
         ``reference`` or ``winds``.
     credential : str, optional
-        Credential id (``earthdata``, ``nies``, ``cds``) when the archive needs a login.
+        Credential id (``earthdata``, ``nies``, ``gosat2``, ``cds``) when the archive needs a login.
     extract : dict, optional
         For a ``tar`` or ``zip``: ``{"pattern": regex, "start": "YYYYMMDD", "end": "YYYYMMDD",
         "check": "l2"}``; members whose name matches (and, with start/end, whose first

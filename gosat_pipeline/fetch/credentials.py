@@ -44,6 +44,10 @@ CREDENTIALS: dict[str, Credential] = {
         "nies", "NIES GOSAT Data Archive Service", "data2.gosat.nies.go.jp", "GOSAT_DAS_USERNAME",
         "GOSAT_DAS_PASSWORD", "https://data2.gosat.nies.go.jp/ (user registration)",
     ),
+    "gosat2": Credential(
+        "gosat2", "NIES GOSAT-2 Product Archive", "prdct.gosat-2.nies.go.jp", "GOSAT2_USERNAME", "GOSAT2_PASSWORD",
+        "https://prdct.gosat-2.nies.go.jp/ (User Registration; the login is your e-mail address)",
+    ),
 }  # fmt: skip
 
 _SECRETS: set[str] = set()
@@ -81,7 +85,7 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-_THIRD_PARTY = ("earthaccess", "cdsapi", "ecmwf", "ecmwf.datastores", "ecmwf.datastores.legacy_client",
+_THIRD_PARTY = ("earthaccess", "cdsapi", "asyncssh", "ecmwf", "ecmwf.datastores", "ecmwf.datastores.legacy_client",
                 "ecmwf.datastores.processing", "multiurl", "urllib3", "requests")  # fmt: skip
 
 
@@ -123,7 +127,7 @@ def login_for(key: str, host: str | None = None) -> tuple[str, str]:
     Parameters
     ----------
     key : str
-        ``earthdata`` or ``nies``.
+        ``earthdata``, ``nies`` or ``gosat2``.
     host : str, optional
         The ``.netrc`` machine name (default: the archive's real host).
 

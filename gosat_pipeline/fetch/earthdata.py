@@ -95,14 +95,23 @@ def search_lite(req: Request, short_name: str) -> list[tuple[str, str, int | Non
 def earthdata_session_factory() -> Any:
     """A function making logged-in ``requests`` sessions (called once per download thread).
 
+    A username and password (environment or ``~/.netrc``) are exchanged by ``earthaccess`` for
+    a bearer token at ``https://<EDL host>/api/users/find_or_create_token`` (HTTP Basic after
+    the server's 401 challenge); a token from ``EARTHDATA_TOKEN`` is used as it is.
+
     Raises
     ------
     CredentialError
         No token, username/password pair or ``~/.netrc`` entry; or Earthdata Login refused them.
+    FetchError
+        Earthdata Login could not be reached (connection, TLS certificate, timeout).
     """
     ea = _earthaccess()
     from earthaccess.exceptions import LoginAttemptFailure
 
+    from gosat_pipeline.fetch.http import requests_module
+
+    requests = requests_module()
     system = earthdata_system()
     auth = ea.Auth()
     auth._set_earthdata_system(system)  # earthaccess.login() does the same on its module-level Auth
@@ -121,6 +130,10 @@ def earthdata_session_factory() -> Any:
     except LoginAttemptFailure:
         raise CredentialError(f"NASA Earthdata Login refused the credentials; check them: "
                               f"{how_to_set(CREDENTIALS['earthdata'], host)}") from None  # fmt: skip
+    except requests.RequestException as exc:  # connection, TLS or timeout failure of the login request
+        detail = " ".join(str(exc).split())[:300]
+        raise FetchError(f"NASA Earthdata Login (https://{system.edl_hostname}) could not be reached to log in: "
+                         f"{type(exc).__name__}: {detail}") from None  # fmt: skip
     if not auth.authenticated:
         raise CredentialError(f"missing NASA Earthdata Login credentials: {how_to_set(CREDENTIALS['earthdata'], host)}")
     if auth.token:

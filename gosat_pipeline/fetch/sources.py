@@ -1,7 +1,8 @@
 """The sources ``gosat-pipeline fetch`` knows, each a planner from a :class:`Request` to a :class:`Plan`.
 
 Planning lists the archive (directory listing, S3 bucket listing, Zenodo record, NASA CMR
-search through ``earthaccess``) and selects by the file-name rules of
+search through ``earthaccess``, or -- for GOSAT-2, whose archive can only be listed after
+login -- an SFTP listing) and selects by the file-name rules of
 ``shared/reference/L2_FORMATS.md`` (the date in the name; for TROPOMI also the orbit's
 daytime overpass longitude, so a box selects its orbits); nothing is downloaded. Every
 source takes ``base_url`` (or ``url``) so that a mirror, or a test server, can stand in
@@ -25,7 +26,7 @@ from gosat_pipeline.fetch._core import FileSpec, Plan, Request
 from gosat_pipeline.fetch._errors import FetchError
 from gosat_pipeline.fetch.http import HttpClient
 
-__all__ = ["SOURCES", "Source", "plan_request", "overpass_longitude"]
+__all__ = ["SOURCES", "Source", "plan_request", "overpass_longitude", "gosat2_version"]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,79 @@ def _plan_nies(req: Request, http: HttpClient) -> Plan:
     return plan
 
 
+# --------------------------------------------------------------------------- NIES GOSAT-2 (SFTP)
+
+#: The GOSAT-2 Product Archive's SFTP root of the standard products; the TANSO-FTS-2 SWIR L2
+#: files are in ``FTS-2_L2/<product>/<version>/<yyyy>/`` (the archive's "Direct SFTP access"
+#: page), one global file a day named ``GOSAT2TFTS2<yyyymmdd>_02<product>V<10 digits>.h5``
+#: (L2_FORMATS.md c.2; pynadc ``gosat2/db_l2.py``; xtralite ``acquire/nies.py``).
+GOSAT2_BASE = "sftp://prdct.gosat-2.nies.go.jp/pub/releaseData/standardProduct"
+#: SWFP: column-averaged dry-air mole fractions (full physics: XCO2, XCH4, XCO); SWPR:
+#: chlorophyll fluorescence and proxy-method XCH4.
+GOSAT2_PRODUCTS = {"SWFP": "full-physics XCO2, XCH4 and XCO", "SWPR": "proxy XCH4 and SIF"}
+_GOSAT2_NAME = re.compile(r"^GOSAT2TFTS2(\d{8})_02(SWFP|SWPR)V(\d{10})\.h5$")
+
+
+def gosat2_version(version: str) -> str:
+    """The archive's four-digit version folder: ``0220`` from ``0220``, ``02.20``, ``v2.20`` or ``V02.20r``."""
+    s = str(version).strip().lstrip("vV").rstrip("r")
+    if re.fullmatch(r"\d{4}", s):
+        return s
+    m = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", s)
+    if not m:
+        raise FetchError(f"nies_gosat2: version {version!r} is not a product version such as 0220 or 02.20")
+    return f"{int(m.group(1)):02d}{int(m.group(2)):02d}"
+
+
+def _plan_gosat2(req: Request, http: HttpClient) -> Plan:
+    from gosat_pipeline.fetch.sftp import RemoteNotFound, login_client, sftp_address
+
+    gas = req.gas or "CO2"
+    product = str(req.opt("product", "SWFP")).upper()
+    if product not in GOSAT2_PRODUCTS:
+        raise FetchError(f"nies_gosat2: unknown product {product!r}; choose one of {sorted(GOSAT2_PRODUCTS)}")
+    base = req.opt("base_url", GOSAT2_BASE).rstrip("/")
+    _, _, root = sftp_address(base)
+    folder = f"{root.rstrip('/')}/FTS-2_L2/{product}"
+    plan = Plan()
+    with login_client(base, "gosat2", retries=http.retries, backoff=http.backoff) as sftp:
+        version = req.opt("version")
+        if version is None:
+            found = [e.name for e in sftp.listdir(folder) if e.is_dir and re.fullmatch(r"\d{4}", e.name)]
+            if not found:
+                raise FetchError(f"nies_gosat2: no version folder under {base}/FTS-2_L2/{product}/")
+            version = max(found)
+            plan.notes.append(f"nies_gosat2 {product}: newest version on the archive, {version} (of {', '.join(found)}); "
+                              "version: picks another")  # fmt: skip
+        else:
+            version = gosat2_version(version)
+        lo, hi = req.start.strftime("%Y%m%d"), req.end.strftime("%Y%m%d")
+        best: dict[str, tuple[str, FileSpec]] = {}
+        for year in range(req.start.year, (req.end - timedelta(days=1)).year + 1):
+            ydir = f"{folder}/{version}/{year}"
+            try:
+                entries = sftp.listdir(ydir)
+            except RemoteNotFound:
+                years = [e.name for e in sftp.listdir(f"{folder}/{version}") if e.is_dir]
+                raise FetchError(f"nies_gosat2: {product} version {version} has no {year} folder on the archive "
+                                 f"(it has {', '.join(years) or 'none'}); GOSAT-2 data begin in 2019") from None  # fmt: skip
+            for e in entries:
+                m = _GOSAT2_NAME.match(e.name)
+                if e.is_dir or not m or m.group(2) != product or not lo <= m.group(1) < hi:
+                    continue
+                spec = FileSpec(source="nies_gosat2", url=f"{base}/FTS-2_L2/{product}/{version}/{year}/{e.name}",
+                                relpath=f"nies_gosat2/{product}/{version}/{e.name}", size=e.size, check="hdf5",
+                                role=f"granule:{gas}", credential="gosat2")  # fmt: skip
+                if m.group(1) not in best or m.group(3) > best[m.group(1)][0]:
+                    best[m.group(1)] = (m.group(3), spec)
+    plan.files = [best[k][1] for k in sorted(best)]
+    plan.notes.append(f"nies_gosat2 {product} ({GOSAT2_PRODUCTS[product]}): SFTP listing; one global file per day, "
+                      f"so the box selects nothing; {len(plan.files)} day file(s) in "
+                      f"{req.start}..{req.end - timedelta(days=1)}, the highest file version kept where a day has "
+                      "several; checked as complete HDF5 (the reader's layout is unconfirmed on a real file)")  # fmt: skip
+    return plan
+
+
 # --------------------------------------------------------------------------- TROPOMI
 
 _S5P_NAME = re.compile(r"^S5P_(OFFL|RPRO|NRTI|BLND)_L2__CH4____(\d{8}T\d{6})_(\d{8}T\d{6})_(\d{5})_(\d{2})_(\d{6})_"
@@ -384,6 +458,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
            "version, base_url (CMR search URL)"),
     Source("nies_gosat", "NIES GOSAT TANSO-FTS SWIR L2 (GOSAT Data Archive Service, login)", _plan_nies, "nies",
            "gas, version, base_url"),
+    Source("nies_gosat2", "NIES GOSAT-2 TANSO-FTS-2 SWIR L2 (GOSAT-2 Product Archive, SFTP, login)", _plan_gosat2,
+           "gosat2", "gas, product (SWFP or SWPR), version, base_url (sftp://...)"),
     Source("tropomi_ch4", "Sentinel-5P TROPOMI CH4 L2 (public S3 bucket meeo-s5p)", _plan_tropomi, None,
            "stream (OFFL/RPRO), overpass_filter, base_url"),
     Source("tropomi_blended", "Blended TROPOMI+GOSAT CH4 (public S3 bucket)", _plan_blended, None,

@@ -1,8 +1,9 @@
 """Checks of a downloaded or cached file: size, checksum, then open-and-check.
 
 The open-and-check uses the project's own readers where they exist: an L2 granule must
-open with :func:`gosat_pipeline.io.open_granule`, a netCDF file with netCDF4, a zip or an
-xlsx workbook must pass every member's CRC, a tar must list to its end, a CSV must decode.
+open with :func:`gosat_pipeline.io.open_granule`, a netCDF file with netCDF4, an HDF5 file
+with h5py reading every dataset, a zip or an xlsx workbook must pass every member's CRC,
+a tar must list to its end, a CSV must decode.
 A file that fails any of them raises :class:`CorruptFileError` and is removed and fetched
 again by the caller.
 """
@@ -49,6 +50,24 @@ def _check_netcdf(path: Path, variables: tuple[str, ...] = ()) -> None:
         raise CorruptFileError(str(path), f"netCDF file lacks variable(s) {missing}")
 
 
+def _check_hdf5(path: Path) -> None:
+    import h5py
+
+    def read_all(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.shape:
+            step = max(1, (64 << 20) // max(1, obj.nbytes // max(1, obj.shape[0])))
+            for i in range(0, obj.shape[0], step):  # in blocks of about 64 MB
+                obj[i : i + step]
+        elif isinstance(obj, h5py.Dataset):
+            obj[()]
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(read_all)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise CorruptFileError(str(path), f"does not open as a complete HDF5 file: {exc}") from None
+
+
 def _check_zip(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -90,6 +109,8 @@ def open_check(path: Path, check: str, variables: tuple[str, ...] = ()) -> None:
         _check_l2(path)
     elif check == "netcdf":
         _check_netcdf(path, variables)
+    elif check == "hdf5":
+        _check_hdf5(path)
     elif check in ("zip", "xlsx"):
         _check_zip(path)
     elif check == "tar":
