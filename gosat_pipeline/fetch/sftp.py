@@ -171,18 +171,19 @@ class SftpClient:
 
     def _client_factory(self) -> Any:
         ssh = self._ssh
-        listed = _listed_keys(ssh, self.host, self.port)
         owner = self
 
         class _Client(ssh.SSHClient):  # type: ignore[misc,name-defined]
             def validate_host_public_key(self, host: str, addr: str, port: int, key: Any) -> bool:
-                if listed:  # the host is pinned: only its listed keys (already checked) will do
+                """Called for a key the known-hosts file does not list for this host."""
+                if _listed_keys(ssh, host, addr, port):  # pinned: only its listed keys will do
                     return False
-                if owner._accepted_key == key.get_fingerprint():
-                    return True
-                owner._accepted_key = key.get_fingerprint()
+                fingerprint = key.get_fingerprint()
+                if owner._accepted_key is not None:  # a reconnection must meet the same key
+                    return fingerprint == owner._accepted_key
+                owner._accepted_key = fingerprint
                 logger.warning("%s: host key %s is not in %s; accepting it for this session (pin it with "
-                               "'ssh-keyscan -p %d %s >> %s')", host, key.get_fingerprint(), known_hosts_path(),
+                               "'ssh-keyscan -p %d %s >> %s')", host, fingerprint, known_hosts_path(),
                                port, host, known_hosts_path())  # fmt: skip
                 return True
 
@@ -211,8 +212,9 @@ class SftpClient:
                 raise self._refusal_seen from None
             except ssh.HostKeyNotVerifiable:
                 raise FetchError(f"{self.address}: the server's host key does not match the one listed for "
-                                 f"{self.host} in {kh}; if the archive really changed its key, remove the old "
-                                 f"line (ssh-keygen -R '[{self.host}]:{self.port}' -f {kh})") from None  # fmt: skip
+                                 f"{self.host} in {kh} (or the one it showed earlier in this fetch); if the archive "
+                                 f"really changed its key, remove the old line (ssh-keygen -R '[{self.host}]:"
+                                 f"{self.port}' -f {kh})") from None  # fmt: skip
             except (OSError, TimeoutError, ssh.Error) as exc:
                 raise _Transient(f"cannot connect ({type(exc).__name__}: {exc})") from None
             try:
@@ -312,7 +314,10 @@ class SftpClient:
             stamp = {"size": size, "mtime": mtime}
             offset = part.stat().st_size if part.exists() else 0
             if offset:
-                seen = json.loads(meta.read_text()) if meta.is_file() else None
+                try:
+                    seen = json.loads(meta.read_text()) if meta.is_file() else None
+                except (OSError, ValueError):
+                    seen = None  # no record of what was being fetched: start again
                 if seen != stamp or offset > size:
                     logger.info("%s%s: changed on the archive since the interrupted transfer; starting again",
                                 self.address, path)  # fmt: skip
@@ -345,13 +350,13 @@ class SftpClient:
         meta.unlink(missing_ok=True)
 
 
-def _listed_keys(ssh: Any, host: str, port: int) -> bool:
-    """Whether the known-hosts file lists any key for ``host`` (``[host]:port`` when not 22)."""
+def _listed_keys(ssh: Any, host: str, addr: str, port: int) -> bool:
+    """Whether the known-hosts file lists any key for ``host`` or ``addr`` (``[host]:port`` when not 22)."""
     kh = known_hosts_path()
     if not kh.is_file():
         return False
     try:
-        found = ssh.read_known_hosts(str(kh)).match(host, "", port if port != 22 else None)
+        found = ssh.read_known_hosts(str(kh)).match(host, addr, port if port != 22 else None)
     except (OSError, ValueError, ssh.KeyImportError) as exc:
         raise FetchError(f"{kh}: cannot be read as an OpenSSH known_hosts file ({exc}); fix it or set "
                          "GOSAT_PIPELINE_KNOWN_HOSTS to another file") from None  # fmt: skip
