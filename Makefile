@@ -9,10 +9,13 @@ STAMP   = $(VENV)/.installed-stamp
 .PHONY: install demo test lint bench data-samples notebooks clean
 
 $(STAMP): pyproject.toml
+	@echo "Installing the Python environment into $(VENV) (first run, or pyproject.toml changed):"
+	@echo "this downloads and installs gosat_pipeline's dependencies and takes one to three minutes."
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -m pip install --quiet --upgrade pip
+	@$(PY) -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
+	@echo "Environment ready: $(VENV)"
 
 install: $(STAMP)
 
@@ -22,6 +25,7 @@ SAMPLE_SOURCES = gosat_pipeline/testing/demo.py gosat_pipeline/testing/granules.
                  gosat_pipeline/testing/inventories.py gosat_pipeline/testing/soundings.py
 
 $(SAMPLES): $(STAMP) $(SAMPLE_SOURCES)
+	@echo "Building the demonstration inputs in data_samples/ (a few seconds)"
 	$(VENV)/bin/gosat-pipeline synth samples --out data_samples
 
 demo: $(SAMPLES)

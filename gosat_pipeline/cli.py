@@ -10,7 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,12 +22,27 @@ from typing import Any
 from gosat_pipeline import __version__
 from gosat_pipeline.errors import ConfigError, GosatPipelineError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Heartbeat", "osse_tables"]
 
 logger = logging.getLogger("gosat_pipeline.cli")
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL = 3
+
+
+def _verbosity(defaults: bool) -> argparse.ArgumentParser:
+    """``-v``/``-q``, accepted before and after the subcommand.
+
+    On the subcommands the defaults are suppressed, so that an option given only before
+    the subcommand is not reset by the subcommand's own parser.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=0 if defaults else argparse.SUPPRESS,
+                   help="more output: progress details, then debug logs with -vv; tracebacks on errors")
+    g.add_argument("-q", "--quiet", action="store_true", default=False if defaults else argparse.SUPPRESS,
+                   help="print errors only")  # fmt: skip
+    return p
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -40,6 +58,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="connect to an existing scheduler, e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, metavar="N", help="override cluster.n_workers of a local cluster")
     p.add_argument("--strict", action="store_true", help="fail on the first bad granule instead of skipping it")
+    p.add_argument("--progress-every", type=float, default=15.0, metavar="SECONDS",
+                   help="while a stage runs, print a progress line this often (default 15; 0: never)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,14 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gosat-pipeline",
         description="GOSAT-style XCO2/XCH4 granules -> emission estimates checked against reported inventories.",
+        parents=[_verbosity(True)],
     )
-    parser.add_argument("--version", action="version", version=f"gosat-pipeline {__version__}")
-    verb = parser.add_mutually_exclusive_group()
-    verb.add_argument("-v", "--verbose", action="count", default=0, help="more output; tracebacks on errors")
-    verb.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    parser.add_argument("--version", action="version", version=f"gosat-pipeline {__version__}",
+                        help="print the version and exit")  # fmt: skip
+    common = [_verbosity(False)]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run every stage (resuming completed ones)")
+    p = sub.add_parser("run", help="run every stage (resuming completed ones)", parents=common,
+                       description="Run every stage of a configuration, resuming the stages already done.")  # fmt: skip
     _add_run_options(p)
     for stage, text in (
         ("ingest", "read and screen the granules"),
@@ -62,45 +83,57 @@ def build_parser() -> argparse.ArgumentParser:
         ("invert", "... up to the inversion (includes inventories, regions and winds)"),
         ("compare", "... up to the comparison with reported totals"),
     ):
-        p = sub.add_parser(stage, help=f"run stages up to '{stage}': {text}")
+        p = sub.add_parser(stage, help=f"run stages up to '{stage}': {text}", parents=common)
         _add_run_options(p)
 
-    p = sub.add_parser("report", help="regenerate report.html from a run directory's stored outputs")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--title")
+    p = sub.add_parser("report", help="rebuild report.html (and optionally report.pdf) from a run directory",
+                       parents=common)  # fmt: skip
+    p.add_argument("run_dir", type=Path, help="the run directory (outputs/<run.name>)")
+    p.add_argument("--title", help="page title (default: the run's report.title, else one naming the gases)")
+    p.add_argument("--pdf", action="store_true",
+                   help="also print the report to report.pdf with a headless Chromium (needs the [pdf] extra)")
+    p.add_argument("--browser", metavar="EXE", help="Chromium or Chrome executable used by --pdf (default: found)")
 
-    p = sub.add_parser("inspect", help="describe an L2 granule: format, version, gas, counts, ranges")
-    p.add_argument("file", type=Path)
-    p.add_argument("--format", help="reader name (default: auto-detect)")
+    p = sub.add_parser("inspect", help="describe an L2 granule: format, version, gas, counts, ranges",
+                       parents=common)  # fmt: skip
+    p.add_argument("file", type=Path, help="the granule file (netCDF or HDF5)")
+    p.add_argument("--format", help="reader name (default: auto-detect; see gosat-pipeline formats)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("validate", help="check a configuration file without running anything")
-    p.add_argument("config", type=Path)
+    p = sub.add_parser("validate", help="check a configuration file without running anything", parents=common)
+    p.add_argument("config", type=Path, help="YAML run configuration to check")
 
-    sub.add_parser("formats", help="list the installed granule readers")
+    sub.add_parser("formats", help="list the installed granule readers", parents=common)
 
-    _add_fetch_parser(sub)
+    _add_fetch_parser(sub, common)
 
-    p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples")
+    p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples",
+                       parents=common)  # fmt: skip
     ss = p.add_subparsers(dest="synth_command", required=True, metavar="KIND")
-    q = ss.add_parser("granules", help="write synthetic granules in a real product layout")
-    q.add_argument("--format", required=True, help="reader name, e.g. cci_ocpr, acos_lite")
-    q.add_argument("--out", type=Path, required=True)
-    q.add_argument("--gas", default=None)
-    q.add_argument("--n-files", type=int, default=3)
-    q.add_argument("--n-per-file", type=int, default=500)
-    q.add_argument("--seed", type=int, default=0)
-    q = ss.add_parser("osse", help="run an observing-system simulation experiment and report what is resolved")
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--out", type=Path, default=None, help="folder for the OSSE table (CSV)")
-    q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)")
-    q.add_argument("--out", type=Path, default=Path("data_samples"))
-    q.add_argument("--seed", type=int, default=2024)
+    q = ss.add_parser("granules", help="write synthetic granules in a real product layout", parents=common)
+    q.add_argument("--format", required=True, help="reader name, e.g. cci_ocpr, acos_lite (gosat-pipeline formats)")
+    q.add_argument("--out", type=Path, required=True, help="folder to write the granules to (created)")
+    q.add_argument("--gas", default=None, help="CH4 or CO2 (default: the product's own gas)")
+    q.add_argument("--n-files", type=int, default=3, help="number of granules, one per day (default 3)")
+    q.add_argument("--n-per-file", type=int, default=500, help="soundings per granule (default 500)")
+    q.add_argument("--seed", type=int, default=0, help="random seed; file i uses seed + i (default 0)")
+    q = ss.add_parser("osse", help="run an observing-system simulation experiment and report what is resolved",
+                      parents=common)  # fmt: skip
+    q.add_argument("--seed", type=int, default=0, help="random seed of the truth, sampling and noise (default 0)")
+    q.add_argument("--gas", default="CH4", choices=["CH4", "CO2"], help="gas of the experiment (default CH4)")
+    q.add_argument("--region", action="append", default=None, metavar="CODE=W,S,E,N",
+                   help="a box region to resolve, in degrees (repeat for several; default: 16 boxes)")
+    q.add_argument("--out", type=Path, default=None, help="folder for the per-element table (osse_elements.csv)")
+    q.add_argument("--json", action="store_true", help="print the full summary as JSON instead of tables")
+    q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)",
+                      parents=common)  # fmt: skip
+    q.add_argument("--out", type=Path, default=Path("data_samples"), help="folder (default data_samples)")
+    q.add_argument("--seed", type=int, default=2024, help="random seed (default 2024, the documented samples)")
     return parser
 
 
-def _add_fetch_parser(sub: Any) -> None:
-    p = sub.add_parser("fetch", help="download what a run needs (or one source) into a local cache",
+def _add_fetch_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("fetch", help="download what a run needs (or one source) into a local cache", parents=parents,
                        description="gosat-pipeline fetch CONFIG | fetch SOURCE --period START/END [--bbox W,S,E,N] "
                                    "--out DIR.  Credentials come from ~/.netrc or environment variables only.")  # fmt: skip
     p.add_argument("target", nargs="?", help="a run configuration (its fetch: section) or a source name (--list)")
@@ -171,6 +204,98 @@ def _load(args: argparse.Namespace) -> Any:
     return cfg.model_copy(update=updates) if updates else cfg
 
 
+class Heartbeat:
+    """Progress lines for the CLI: every stage event, and "still running" lines during long stages.
+
+    Used as the ``progress`` callback of :func:`gosat_pipeline.pipeline.run`: it prints
+    each stage event and remembers which stage runs; :meth:`tick` (called every second
+    by a background thread) prints "<stage>: still running after N s" every ``every``
+    seconds, with the task counts of the dask.distributed scheduler when one runs.
+    The pipeline and its stages are not touched: this only watches.
+
+    Parameters
+    ----------
+    say : callable
+        Prints one line.
+    every : float
+        Seconds between two "still running" lines of one stage (<= 0: never).
+    clock : callable
+        Monotonic seconds (tests pass a fake one).
+    tasks : callable
+        Returns a short description of the scheduler's tasks, or "".
+    """
+
+    def __init__(self, say: Any, every: float, clock: Any = time.monotonic, tasks: Any = None) -> None:
+        self.say, self.every, self.clock = say, float(every), clock
+        self.tasks = tasks if tasks is not None else _dask_tasks
+        self.stage: str | None = None
+        self.t0 = self.next = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, msg: str) -> None:
+        self.say(f"[gosat-pipeline] {msg}")
+        with self._lock:
+            if msg.endswith(": running"):
+                self.stage = msg[: -len(": running")]
+                self.t0 = self.clock()
+                self.next = self.t0 + self.every
+            else:
+                self.stage = None
+
+    def tick(self) -> str | None:
+        """Print (and return) a "still running" line when one is due, else None."""
+        with self._lock:
+            if self.stage is None or self.every <= 0 or self.clock() < self.next:
+                return None
+            stage, elapsed = self.stage, self.clock() - self.t0
+            self.next += self.every * max(1, math.floor((self.clock() - self.next) / self.every) + 1)
+        line = f"[gosat-pipeline] {stage}: still running after {elapsed:.0f} s{self.tasks()}"
+        self.say(line)
+        return line
+
+    def __enter__(self) -> Heartbeat:
+        if self.every > 0:
+            self._thread = threading.Thread(target=self._loop, name="gosat-pipeline-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(min(1.0, self.every)):
+            self.tick()
+
+
+def _dask_tasks() -> str:
+    """" (dask: 2 tasks running, 40 waiting)" from the default distributed client, or ""."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return ""
+
+    def count(dask_scheduler: Any) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ts in dask_scheduler.tasks.values():
+            out[ts.state] = out.get(ts.state, 0) + 1
+        return out
+
+    try:
+        states = client.run_on_scheduler(count)
+    except Exception:  # noqa: BLE001 - progress is best effort; never disturb the run
+        return ""
+    running = states.get("processing", 0)
+    waiting = sum(states.get(k, 0) for k in ("waiting", "queued", "no-worker"))
+    done = states.get("memory", 0)
+    return f" (dask: {running} tasks running, {waiting} waiting, {done} results held)"
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from gosat_pipeline.pipeline import run
 
@@ -182,9 +307,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         bar = ProgressBar(minimum=2.0, out=sys.stderr)
         bar.register()
+    beat = Heartbeat(lambda m: _say(args, m), 0.0 if args.quiet else args.progress_every)
     try:
-        res = run(cfg, force=args.force, until=until, progress=lambda m: _say(args, f"[gosat-pipeline] {m}"),
-                  config_path=args.config)  # fmt: skip
+        with beat:
+            res = run(cfg, force=args.force, until=until, progress=beat, config_path=args.config)
     finally:
         if bar is not None:
             bar.unregister()
@@ -198,12 +324,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from gosat_pipeline.regions import default_boundaries_path
     from gosat_pipeline.report import write_report
 
     if not args.run_dir.is_dir():
         raise ConfigError(f"run directory not found: {args.run_dir}")
-    path = write_report(args.run_dir, title=args.title)
+    path = write_report(args.run_dir, title=args.title, outlines=default_boundaries_path())
     _say(args, f"report: {path}")
+    if args.pdf:
+        from gosat_pipeline.report.pdf import write_pdf
+
+        _say(args, "printing the report to PDF with a headless browser ...")
+        _say(args, f"pdf: {write_pdf(args.run_dir, browser=args.browser)}")
     return 0
 
 
@@ -303,19 +435,127 @@ def _cmd_formats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _regions_option(values: list[str] | None) -> dict[str, tuple[float, float, float, float]] | None:
+    """``--region CODE=W,S,E,N`` options as {code: box}; None when none was given."""
+    if not values:
+        return None
+    out: dict[str, tuple[float, float, float, float]] = {}
+    for text in values:
+        code, _, box = text.partition("=")
+        try:
+            w, s, e, n = (float(x) for x in box.split(","))
+        except ValueError:
+            raise ConfigError(f"--region {text!r}: expected CODE=WEST,SOUTH,EAST,NORTH in degrees, "
+                              "e.g. --region THA=97.5,5.5,105.5,20.5") from None  # fmt: skip
+        if not code.strip() or not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
+            raise ConfigError(f"--region {text!r}: needs a code and west < east, south < north within "
+                              "[-180, 180] x [-90, 90]")  # fmt: skip
+        for other, (w2, s2, e2, n2) in out.items():
+            if w < e2 and w2 < e and s < n2 and s2 < n:
+                raise ConfigError(f"--region {code.strip()} overlaps --region {other}: each cell belongs to one "
+                                  "region, so the boxes must not overlap")  # fmt: skip
+        out[code.strip()] = (w, s, e, n)
+    return out
+
+
+def _pm(value: float, sigma: float) -> str:
+    """value ± sigma, both to the decimals of sigma's second significant digit."""
+    if not (math.isfinite(value) and math.isfinite(sigma) and sigma > 0):
+        return f"{value:.3g}"
+    d = max(0, 1 - math.floor(math.log10(sigma)))
+    return f"{value:.{d}f} \u00b1 {sigma:.{d}f}"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def osse_tables(summary: dict[str, Any]) -> str:
+    """A readable summary of :func:`gosat_pipeline.testing.run_osse`: what the observing system resolves.
+
+    Parameters
+    ----------
+    summary : dict
+        The return value of ``run_osse`` (``table`` may be absent).
+
+    Returns
+    -------
+    str
+        Header lines (gas, observations, DOFS, chi-square, constrained elements), then one
+        table row per regional total in Tg <gas>/yr: truth, prior, estimate ± 1 sigma,
+        error reduction, whether the truth is within 2 sigma, and the mass-balance
+        cross-check.
+    """
+    gas = str(summary.get("gas", ""))
+    unit = f"Tg {gas}/yr" if gas else "Tg/yr"
+    n_el, n_c = summary.get("n_elements"), summary.get("n_constrained")
+    frac = summary.get("fraction_within_2sigma")
+    lines = [
+        f"OSSE (synthetic truth, seed {summary.get('seed')}): {gas}, {summary.get('n_observations')} observations, "
+        f"{n_el} state elements, inversion mode {summary.get('mode')}, status {summary.get('status')} (0 = ok)",
+        f"degrees of freedom for signal: {summary.get('dofs', float('nan')):.1f} of {n_el} elements",
+        f"constrained elements (error reduction or averaging-kernel diagonal >= 0.5): {n_c}; truth within 2 sigma: "
+        f"{summary.get('n_constrained_within_2sigma')} of {n_c}"
+        + (f" ({100 * frac:.0f} %)" if isinstance(frac, float) and math.isfinite(frac) else ""),
+        f"chi-square per observation {summary.get('chi2_obs', float('nan')):.2f} (about 1 when the assumed errors "
+        f"are right); per state element {summary.get('chi2_state', float('nan')):.2f}",
+    ]  # fmt: skip
+    totals = summary.get("regions_total") or []
+    periods = list(dict.fromkeys(str(t.get("period")) for t in totals))
+    header = ["region"] + (["period"] if len(periods) > 1 else []) + [
+        f"truth ({unit})", f"prior ({unit})", f"estimate \u00b1 1 sigma ({unit})", "error reduction",
+        "truth within 2 sigma", f"mass balance ({unit})"]  # fmt: skip
+    rows = []
+    for t in totals:
+        post, sig, truth = (float(t.get(k, math.nan)) for k in ("posterior", "posterior_sigma", "truth"))
+        within = "yes" if abs(post - truth) <= 2 * sig else "no"
+        mb = float(t.get("mass_balance", math.nan))
+        rows.append([str(t.get("region"))] + ([str(t.get("period"))] if len(periods) > 1 else []) + [
+            f"{truth:.3g}", f"{float(t.get('prior', math.nan)):.3g}", _pm(post, sig),
+            f"{100 * float(t.get('error_reduction', math.nan)):.0f} %", within,
+            f"{mb:.3g}" if math.isfinite(mb) else "n/a"])  # fmt: skip
+    right = set(range(1 + (len(periods) > 1), len(header) - 2)) | {len(header) - 1}
+    when = f", period {periods[0]}" if len(periods) == 1 else ""
+    lines += ["", f"regional totals{when}:", *_table(header, rows, right)]
+    if summary.get("table_csv"):
+        lines += ["", f"per-element table: {summary['table_csv']}"]
+    return "\n".join(lines)
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     if args.synth_command == "granules":
         from gosat_pipeline.testing import make_granule_files
 
         paths = make_granule_files(args.out, args.format, n_files=args.n_files, n_per_file=args.n_per_file,
                                    gas=args.gas, seed=args.seed)  # fmt: skip
+        gas = (args.gas or "").upper()
+        if not gas and paths:
+            from gosat_pipeline.io import open_granule
+
+            with open_granule(paths[0], format=args.format) as first:
+                gas = str(first.attrs.get("gas", ""))
+        _say(args, f"wrote {len(paths)} synthetic {gas} granule(s) in the {args.format} layout to {args.out} "
+                   f"({args.n_per_file} soundings each, about 20 % of them flagged bad to exercise the quality "
+                   f"screen; one file per day from 2020-01-01; seeds {args.seed}..{args.seed + len(paths) - 1}):")  # fmt: skip
         for p in paths:
             print(p)
         return 0
     if args.synth_command == "osse":
+        from gosat_pipeline.grids import GridSpec
         from gosat_pipeline.testing import make_osse_case, run_osse
 
-        summary = run_osse(make_osse_case(seed=args.seed))
+        boxes = _regions_option(args.region)
+        kw: dict[str, Any] = {"seed": args.seed, "gas": args.gas}
+        if boxes:
+            w = min(b[0] for b in boxes.values()) - 3
+            s_ = min(b[1] for b in boxes.values()) - 3
+            e = max(b[2] for b in boxes.values()) + 3
+            n = max(b[3] for b in boxes.values()) + 3
+            kw.update(regions=boxes, grid=GridSpec.from_resolution(1.0, (max(w, -180), max(s_, -90), min(e, 180), min(n, 90))))
+        summary = run_osse(make_osse_case(**kw))
         table = summary.pop("table", None)
         if args.out is not None and table is not None:
             from gosat_pipeline.outputs import atomic_write_text
@@ -323,7 +563,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(table.to_csv(index=False), args.out / "osse_elements.csv")
             summary["table_csv"] = str(args.out / "osse_elements.csv")
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(summary, indent=2, default=str) if args.json else osse_tables(summary))
         return 0
     from gosat_pipeline.testing.demo import build_demo_samples
 
@@ -481,6 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gosat-pipeline`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose and args.quiet:
+        parser.error("-v/--verbose and -q/--quiet cannot be combined")
     _configure_logging(args.verbose, args.quiet)
     try:
         return _COMMANDS[args.command](args)

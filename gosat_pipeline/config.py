@@ -238,10 +238,25 @@ class CompareSection(_Model):
 
 
 class ReportSection(_Model):
-    """The agency report."""
+    """The agency report.
+
+    ``region_names`` maps region codes to the names the report shows, on top of the
+    official short names it uses by default (ASEAN: Brunei Darussalam, Lao PDR,
+    Viet Nam, ...; see :data:`gosat_pipeline.report.names.OFFICIAL_SHORT_NAMES`); an
+    empty name falls back to the boundary file's name.
+    """
 
     enabled: bool = True
     title: str | None = None
+    region_names: dict[str, str] = {}
+
+    @field_validator("region_names")
+    @classmethod
+    def _codes(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not str(k).strip()]
+        if bad:
+            raise ValueError("region codes must not be empty (e.g. VNM: Viet Nam)")
+        return {str(k).strip().upper(): str(name) for k, name in v.items()}
 
 
 class JobqueueSection(_Model):

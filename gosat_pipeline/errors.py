@@ -22,6 +22,7 @@ __all__ = [
     "BoundaryError",
     "WindError",
     "InversionError",
+    "ReportError",
 ]
 
 
@@ -124,3 +125,7 @@ class WindError(GosatPipelineError, ValueError):
 
 class InversionError(GosatPipelineError, ValueError):
     """The inversion inputs are inconsistent (shapes, covariances not positive definite)."""
+
+
+class ReportError(GosatPipelineError, RuntimeError):
+    """The report cannot be made as asked (e.g. a PDF without a browser to print it)."""

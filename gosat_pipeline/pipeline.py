@@ -654,13 +654,17 @@ class _Runner:
         return pd.concat(frames, ignore_index=True) if frames else rep.iloc[0:0]
 
     def report(self) -> None:
+        from gosat_pipeline.regions import default_boundaries_path
         from gosat_pipeline.report import write_report
 
         key = "report"
         fp = section_hash(key, self.cfg.report, self.fingerprints["compare"])
 
         def work() -> list[str]:
-            path = write_report(self.run_dir, title=self.cfg.report.title)
+            # outlines: every country in view on the maps, not only the solved regions
+            path = write_report(self.run_dir, title=self.cfg.report.title,
+                                region_names=self.cfg.report.region_names,
+                                outlines=default_boundaries_path())  # fmt: skip
             return [Path(path).name]
 
         self.stage(key, fp, work)
@@ -737,7 +741,7 @@ def run(
                 if last >= 4:
                     r.compare()
                 if last >= 5 and cfg.report.enabled:
-                    r.report()
+                    _report_last(r, t_start)
             except BaseException as exc:
                 # Free the failed stage's lazy datasets (file handles holding distributed
                 # locks) while the cluster is still up, not at interpreter exit.
@@ -748,8 +752,26 @@ def run(
         m["status"] = "failed"
         r.manifest.save()
         raise
-    m["status"] = "complete" if last == len(STAGES) - 1 else f"complete up to {STAGES[last]}"
-    m["finished"] = _now()
-    m["wall_time_s"] = round(time.perf_counter() - t_start, 3)
+    _finalise(m, "complete" if last == len(STAGES) - 1 else f"complete up to {STAGES[last]}", t_start)
     r.manifest.save()
     return PipelineResult(r.run_dir, m, r.ran, r.skipped)
+
+
+def _report_last(r: _Runner, t_start: float) -> None:
+    """The report stage, after the run's status and wall time are final (the report shows them)."""
+    m = r.manifest.data
+    _finalise(m, "complete", t_start)
+    r.manifest.save()
+    try:
+        r.report()
+    except BaseException:
+        m["status"] = "failed"
+        r.manifest.save()
+        raise
+
+
+def _finalise(m: dict[str, Any], status: str, t_start: float) -> None:
+    """Record the run's final status, end time and wall time in the manifest dict."""
+    m["status"] = status
+    m["finished"] = _now()
+    m["wall_time_s"] = round(time.perf_counter() - t_start, 3)

@@ -81,26 +81,43 @@ def report_html(run_dir) -> str:
 
 def test_report_is_self_contained(report_html):
     page = assert_self_contained(report_html)
-    imgs = [a for t, a in page.tags if t == "img"]
-    # 2 observation maps + prior, posterior, scale factor, AK sensitivity + 1 bar chart
-    assert len(imgs) == 7
+    alts = [a.get("alt") for t, a in page.tags if t == "img"]
+    # maps: observations, emissions (prior | posterior | difference), constraint; bars of the countries
+    assert alts == ["CH4 totals of the countries, 2019", "Satellite observations (CH4)", "Emissions (CH4)",
+                    "What the satellite data constrain (CH4)"]  # fmt: skip
 
 
 def test_headline_in_plain_language(report_html):
     page = parse(report_html)
     text = " ".join(page.text)
-    assert any(t == "table" and a.get("id") == "headline-table" for t, a in page.tags)
-    assert "Indonesia: satellite estimate" in text and "is higher than the reported" in text
-    assert "Malaysia: satellite estimate" in text and "is consistent with the reported" in text
-    assert "Viet Nam: no verdict, because" in text
-    assert "Tg CH4/yr" in text
+    headline = report_html.split('id="headline-sentence">')[1].split("</p>")[0]
+    assert headline == ("1 of 4 CH4 totals differs from the national submission: Indonesia\u2019s CH4 emissions "
+                        "appear about 70 % above the reported 8.0 million tonnes a year.")  # fmt: skip
+    assert ("Of the other 3 CH4 totals, 2 agree with the reported value within the uncertainties and 1 cannot be "
+            "checked with these satellite data.") in text  # fmt: skip
+    assert any(t == "table" and a.get("id") == "findings-table" for t, a in page.tags)
+    # the box that explains the units, the uncertainty, z and "not constrained" once
+    howto = report_html.split('id="how-to-read"')[1].split("</section>")[0]
+    for words in ("1 Tg = 1 million tonnes", "2 chances in 3", "19 chances in 20", "combined", "uncertainty",
+                  "5 times in 100", "<strong>not</strong> a finding"):  # fmt: skip
+        assert words in howto, words
+    assert "The satellite estimate, 13.5 \u00b1 0.792 Tg CH4/yr, is 68 % above the reported 8.00 \u00b1 1.20" in text
+    assert "No verdict: the satellite data do not shrink the uncertainty of this total at all (20 % needed)" in text
+    # no internal names in the plain-words sentences
+    findings = report_html.split('id="findings-table"')[1].split("</table>")[0]
+    for internal in ("averaging-kernel", "error reduction", "sensitivity 0.", "z_form", "reported_total"):
+        assert internal not in findings, internal
     # thresholds printed, method and provenance present
-    assert "z_critical = 2.0" in text and "min_observations = 5" in text
+    assert "min_observations" in text and "z_critical" in text
     # run-wide sections, then one section per gas (ids suffixed with the gas)
-    for section in ("method", "provenance", "details", "gas-CH4", "maps-CH4", "bars-CH4", "inversion-CH4"):
+    for section in ("how-to-read", "findings", "method", "provenance", "details", "gas-CH4", "maps-CH4",
+                    "bars-CH4", "inversion-CH4", "verdict-meanings", "stage-table"):  # fmt: skip
         assert any(a.get("id") == section for _, a in page.tags), section
     assert "0" * 64 in text  # config hash from the manifest
     assert "synthetic/granule_001.h5" in text
+    # provenance and configuration are collapsed by default
+    assert '<details class="section" id="provenance-details">' in report_html
+    assert '<details id="config-details">' in report_html
 
 
 def test_synthetic_banner(run_dir, report_html, tmp_path):
@@ -125,7 +142,7 @@ def test_missing_optional_files_degrade_gracefully(tmp_path):
     for name in ("emissions.nc", "gridded.nc", "boundaries.geojson", "manifest.json", "config.resolved.yaml"):
         assert name in text
     assert "No maps" in text
-    assert "Indonesia: satellite estimate" in text
+    assert "Indonesia" in text and "13.5 \u00b1 0.792 Tg CH4/yr" in text
 
 
 def test_unreadable_optional_file_is_a_note(tmp_path):
@@ -135,7 +152,7 @@ def test_unreadable_optional_file_is_a_note(tmp_path):
     html = write_report(d).read_text()
     text = " ".join(parse(html).text)
     assert "could not be read" in text and "gridded.nc" in text and "manifest.json" in text
-    assert "Prior emissions" in text  # the emission maps are still drawn
+    assert "Emissions (CH4)" in text  # the emission maps are still drawn
 
 
 @pytest.mark.parametrize("name", ["posterior.nc", "discrepancies.json"])
@@ -166,7 +183,10 @@ def test_period_changes_and_several_references(tmp_path):
     text = " ".join(page.text)
     assert any(a.get("id") == "change-table" for _, a in page.tags)
     assert "EDGAR" in text and "ASEAN" in text and "Two years" in text
-    assert sum(1 for t, a in page.tags if t == "img") == 6 + 2  # 6 maps, bars for 2019 and 2020
+    # 3 maps; bars of the countries and of ASEAN (its own axis), for 2019 and 2020
+    alts = [a.get("alt") for t, a in page.tags if t == "img"]
+    assert len(alts) == 3 + 2 * 2
+    assert "CH4 totals of the groups of countries, 2020" in alts
 
 
 def test_no_download_is_attempted(tmp_path, monkeypatch):

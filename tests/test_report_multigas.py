@@ -95,50 +95,50 @@ def test_one_section_per_gas_with_bars_and_maps(report_html):
     for section in ("headline", "details", "changes", "method", "provenance"):
         assert section in found
     images = alts(report_html)
-    # per gas: 2 observation maps + prior, posterior, scale factor, AK sensitivity + bars for 2019 and 2020
-    assert len(images) == 2 * (6 + 2)
+    # per gas: observations, emissions, constraint + bars for 2019 and 2020
+    assert len(images) == 2 * (3 + 2)
     for gas in GASES:
-        assert f"Prior emissions ({gas})" in images
-        assert f"Satellite observations: mean X{gas}" in images
-        assert f"{gas} reported and estimated totals, 2020" in images
+        assert f"Emissions ({gas})" in images
+        assert f"Satellite observations ({gas})" in images
+        assert f"{gas} totals of the countries, 2020" in images
     # each gas's maps and diagnostics are inside its own section
     co2 = report_html.split('id="gas-CO2"')[1]
-    assert "Prior emissions (CO2)" in co2 and "Prior emissions (CH4)" not in co2
+    assert "Emissions (CO2)" in co2 and "Emissions (CH4)" not in co2
 
 
 def test_headline_has_the_rows_of_every_gas(report_html):
     t = tables(report_html)
-    rows = t.cells["headline-table"][1:]  # the first row is the header
+    rows = [[c.strip() for c in r] for r in t.cells["findings-table"][1:]]  # the first row is the header
     assert {r[1] for r in rows} == set(GASES)
     assert len(rows) == 2 * 4 * 2  # gases x regions x periods
     sentences = " ".join(r[-1] for r in rows)
     assert "Tg CH4/yr" in sentences and "Tg CO2/yr" in sentences
-    verdicts = {(r[1], r[0], r[4]) for r in rows}
+    assert {r[2] for r in rows} == {"2019", "2020"}  # several periods: a period column
+    verdicts = {(r[1], r[0], r[3]) for r in rows}
     assert ("CH4", "Indonesia", "higher than reported") in verdicts
     assert ("CO2", "Malaysia", "lower than reported") in verdicts
-    detail = t.cells["detail-table"][1:]
+    detail = [[c.strip() for c in r] for r in t.cells["detail-table"][1:]]
     assert {r[1] for r in detail} == set(GASES)
-    changes = t.cells["change-table"][1:]
+    changes = [[c.strip() for c in r] for r in t.cells["change-table"][1:]]
     assert {r[1] for r in changes} == set(GASES)
     text = " ".join(parse(report_html).text)
     assert "CH4 and CO2 emissions seen from space" in text
-    assert "Tg CH4/yr, Tg CO2/yr" in text  # the units line of the detail table
+    assert "Totals in Tg of the row's gas per year" in text  # the units line of the detail table
+    headline = report_html.split('id="headline-sentence">')[1].split("</p>")[0]
+    # every flagged total is named, per gas, before anything else
+    assert headline.startswith("2 of 8 CH4 totals differ from the national submission: Indonesia\u2019s CH4 "
+                               "emissions in 2020 appear about 65 % above the reported 8.0 million tonnes a year")
+    assert "; 2 of 8 CO2 totals differ from the national submission: Malaysia\u2019s CO2 emissions in 2020" in headline
 
 
 def test_diagnostics_per_gas(report_html, run_dir):
     t = tables(report_html)
     for gas in GASES:
-        diag = {
-            k.strip(): v.strip()
-            for k, v in (r for r in t.cells[f"diagnostics-table-{gas}"] if len(r) == 2)
-        }
+        diag = {r[0].strip(): r[2].strip() for r in t.cells[f"diagnostics-table-{gas}"] if len(r) == 3}
         post = load_run(run_dir).gases[gas].posterior
-        assert diag["Observations used"] == str(int(post["n_observations"]))
-        assert diag["Inversion status (0 = ok)"] == "0"
-        params = {
-            k.strip(): v.strip()
-            for k, v in (r for r in t.cells[f"parameter-table-{gas}"] if len(r) == 2)
-        }
+        assert diag["n_observations"] == str(int(post["n_observations"]))
+        assert diag["status"] == "0"
+        params = {r[0].strip(): r[2].strip() for r in t.cells[f"parameter-table-{gas}"] if len(r) == 3}
         assert params["gas"] == gas
 
 
@@ -147,9 +147,9 @@ def test_missing_emissions_of_one_gas_is_a_note(tmp_path):
     html = write_report(d).read_text()
     assert_self_contained(html)
     images = alts(html)
-    assert "Prior emissions (CH4)" in images and "Prior emissions (CO2)" not in images
-    assert "Satellite observations: mean XCO2" in images  # gridded_CO2.nc is still drawn
-    assert len(images) == 7 + 3
+    assert "Emissions (CH4)" in images and "Emissions (CO2)" not in images
+    assert "Satellite observations (CO2)" in images  # gridded_CO2.nc is still drawn
+    assert len(images) == (1 + 3) + (1 + 1)  # CH4: bars and 3 maps; CO2: bars and the observations
     co2 = html.split('id="gas-CO2"')[1].split('id="method"')[0]
     assert "emissions_CO2.nc" in co2 and "not found" in co2
     missing = html.split('id="missing"')[1]
@@ -175,8 +175,8 @@ def test_rows_of_a_gas_without_posterior_still_reported(tmp_path):
     html = write_report(d).read_text()
     co2 = html.split('id="gas-CO2"')[1].split('id="method"')[0]
     assert "No posterior file for CO2" in co2
-    assert "CO2 reported and estimated totals, 2019" in alts(html)  # bars come from the rows
-    assert "Prior emissions (CO2)" not in alts(html)
+    assert "CO2 totals of the countries, 2019" in alts(html)  # bars come from the rows
+    assert "Emissions (CO2)" not in alts(html)
 
 
 def test_synthetic_banner_names_the_per_gas_file(tmp_path):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.errors import GosatPipelineError
@@ -56,6 +57,8 @@ class GasData:
     posterior : xarray.Dataset, optional
         None only for a gas that has discrepancy rows but no posterior file.
     emissions, gridded : xarray.Dataset, optional
+    mass_balance : pandas.DataFrame, optional
+        ``mass_balance_<GAS>.csv``: region, region_name, mass_balance_emission (Tg yr-1).
     missing : list of (file name, why)
         This gas's optional files that were not found or could not be read.
     """
@@ -65,6 +68,7 @@ class GasData:
     posterior: xr.Dataset | None = None
     emissions: xr.Dataset | None = None
     gridded: xr.Dataset | None = None
+    mass_balance: pd.DataFrame | None = None
     missing: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -100,10 +104,12 @@ def gas_files(gas: str, legacy: bool = False) -> dict[str, str]:
     Returns
     -------
     dict
-        ``{"posterior": ..., "emissions": ..., "gridded": ...}``.
+        ``{"posterior": ..., "emissions": ..., "gridded": ..., "mass_balance": ...}``.
     """
     roles = ("posterior", "emissions", "gridded")
-    return {r: f"{r}.nc" if legacy else f"{r}_{gas}.nc" for r in roles}
+    names = {r: f"{r}.nc" if legacy else f"{r}_{gas}.nc" for r in roles}
+    names["mass_balance"] = "mass_balance.csv" if legacy else f"mass_balance_{gas}.csv"
+    return names
 
 
 def is_synthetic_flag(value: Any) -> bool:
@@ -199,6 +205,23 @@ def _read_gas_optional(run_dir: Path, gd: GasData) -> None:
         except Exception as exc:  # any failure of an optional file degrades to a note
             logger.warning("report: cannot read %s: %s", path, exc)
             gd.missing.append((name, f"could not be read ({type(exc).__name__}: {exc}): {label} not shown"))
+    _read_mass_balance(run_dir, gd)
+
+
+def _read_mass_balance(run_dir: Path, gd: GasData) -> None:
+    """The mass-balance cross-check of one gas (optional; absent in runs made before it existed)."""
+    name = gd.files["mass_balance"]
+    path = run_dir / name
+    if not path.is_file():
+        return
+    try:
+        df = pd.read_csv(path)
+        if not {"region", "mass_balance_emission"} <= set(df.columns):
+            raise ValueError(f"expected columns region, mass_balance_emission; found {list(df.columns)}")
+        gd.mass_balance = df
+    except Exception as exc:  # any failure of an optional file degrades to a note
+        logger.warning("report: cannot read %s: %s", path, exc)
+        gd.missing.append((name, f"could not be read ({type(exc).__name__}: {exc}): mass-balance cross-check not shown"))
 
 
 def _read_boundaries(path: Path) -> list[dict[str, Any]]:

@@ -1,7 +1,14 @@
-"""Plain-language tables of the report: headline verdicts, detail rows, provenance.
+"""Plain-language text and tables of the report: headline, findings, the full table.
 
-Functions here return plain Python strings and dicts; escaping is the template's job
-(jinja2 autoescape), so nothing here builds markup.
+Functions here return plain Python strings, lists and dicts; escaping is the
+template's job (jinja2 autoescape), so nothing here builds markup. Every number a
+sentence prints is formatted by :func:`fmt` from the row's own columns, so a reader can
+redo the arithmetic of each z-score from the numbers on the page.
+
+Rows are the discrepancy rows of ``discrepancies.json`` (columns of
+:data:`gosat_pipeline.schema.DISCREPANCY_COLUMNS`); any column may be missing or
+empty, and columns this module does not know are passed through to
+:func:`technical_table`.
 """
 
 from __future__ import annotations
@@ -10,29 +17,48 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["fmt", "headline_rows", "detail_rows", "change_rows", "numeric_columns", "provenance", "VERDICT_CLASS"]
+from gosat_pipeline.report.names import display_name
+from gosat_pipeline.report.verdicts import (
+    COMPARED,
+    FLAGGED,
+    NO_VERDICT,
+    verdict_class,
+    verdict_of,
+    verdict_rank,
+)
+from gosat_pipeline.schema import DISCREPANCY_COLUMNS
 
-#: verdict -> CSS class of its badge
-VERDICT_CLASS: dict[str, str] = {
-    "consistent": "ok",
-    "higher than reported": "high",
-    "lower than reported": "low",
-    "not constrained": "nc",
-    "no reported value": "nr",
-}
+__all__ = [
+    "fmt",
+    "num",
+    "unit",
+    "Thresholds",
+    "row_sentence",
+    "row_text",
+    "headline_sentences",
+    "findings_rows",
+    "detail_table",
+    "technical_table",
+    "change_rows",
+    "numeric_columns",
+]
+
+_DEFAULT_THRESHOLDS = {"z_critical": 2.0, "min_error_reduction": 0.2, "min_sensitivity": 0.1, "min_observations": 5}
 
 
-def _num(x: Any) -> float:
+def num(x: Any) -> float:
+    """``x`` as a float; NaN for None, text and anything unparseable."""
+    if isinstance(x, bool):
+        return float(x)
     try:
-        v = float(x)
+        return float(x)
     except (TypeError, ValueError):
         return math.nan
-    return v
 
 
 def fmt(x: Any, digits: int = 3) -> str:
-    """A number with about ``digits`` significant digits; "n/a" for missing values."""
-    v = _num(x)
+    """A number with ``digits`` significant digits (at least the integer part); "n/a" when missing."""
+    v = num(x)
     if not math.isfinite(v):
         return "n/a"
     if v == 0:
@@ -42,82 +68,478 @@ def fmt(x: Any, digits: int = 3) -> str:
     return f"{v:,.{decimals}f}"
 
 
-def _unit(gas: str) -> str:
-    return f"Tg {gas}/yr" if gas else "Tg/yr"
+def _pm(value: Any, sigma: Any) -> str:
+    s = num(sigma)
+    return fmt(value) if not math.isfinite(s) else f"{fmt(value)} \u00b1 {fmt(s)}"
 
 
-def sentence(row: Mapping[str, Any]) -> str:
-    """One plain-language sentence for a discrepancy row."""
-    name = str(row.get("region_name") or row.get("region") or "?")
-    unit = _unit(str(row.get("gas") or ""))
-    est = f"{fmt(row.get('posterior_total'))} \u00b1 {fmt(row.get('posterior_sigma'))} {unit}"
-    ref = str(row.get("reference") or "reported")
-    rep = f"{fmt(row.get('reported_total'))} \u00b1 {fmt(row.get('reported_sigma'))}"
-    z = fmt(row.get("z_score"), 2)
-    verdict = str(row.get("verdict") or "")
-    if verdict == "higher than reported":
-        return f"{name}: satellite estimate {est} is higher than the reported {rep} ({ref}; z = {z})."
-    if verdict == "lower than reported":
-        return f"{name}: satellite estimate {est} is lower than the reported {rep} ({ref}; z = {z})."
-    if verdict == "consistent":
-        return f"{name}: satellite estimate {est} is consistent with the reported {rep} ({ref}; z = {z})."
-    if verdict == "not constrained":
-        why = str(row.get("reason") or "the satellite data do not constrain this total")
-        return f"{name}: no verdict, because {why} (estimate {est})."
-    if verdict == "no reported value":
-        return f"{name}: satellite estimate {est}; {ref} has no reported value to compare with."
-    return f"{name}: {verdict}"
+def _pct(x: float) -> str:
+    """A fraction as a percentage for prose ("less than 1 %" rather than "0 %")."""
+    if not math.isfinite(x):
+        return "n/a"
+    if 0 < abs(x) < 0.005:
+        return "less than 1 %"
+    return f"{100 * x:.0f} %"
 
 
-def headline_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
-    """Headline table: one line per row, in the order of the file."""
+def _threshold(x: float) -> str:
+    """A threshold as written in a configuration (2 rather than 2.00)."""
+    return f"{x:g}" if math.isfinite(x) else "n/a"
+
+
+def _signed(z: float) -> str:
+    """z with a sign and two decimals, using the minus sign; "0.00" rather than "-0.00"."""
+    if not math.isfinite(z):
+        return "n/a"
+    text = f"{z:+.2f}"
+    if text in ("+0.00", "-0.00"):
+        return "0.00"
+    return text.replace("-", "\u2212")
+
+
+def unit(gas: Any) -> str:
+    """Unit of a row's totals, e.g. "Tg CH4/yr"."""
+    g = str(gas or "").strip()
+    return f"Tg {g}/yr" if g else "Tg/yr"
+
+
+def _text(x: Any) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, float) and not math.isfinite(x):
+        return ""
+    s = str(x).strip()
+    return "" if s.lower() in ("nan", "none", "null") else s
+
+
+class Thresholds:
+    """The verdict thresholds of a row: its own columns, else the document's, else the defaults."""
+
+    def __init__(self, doc_thresholds: Mapping[str, Any] | None = None) -> None:
+        self.base = dict(_DEFAULT_THRESHOLDS)
+        for k, v in (doc_thresholds or {}).items():
+            if math.isfinite(num(v)):
+                self.base[str(k)] = num(v)
+
+    def of(self, row: Mapping[str, Any], key: str) -> float:
+        """Threshold ``key`` for ``row``."""
+        v = num(row.get(key))
+        return v if math.isfinite(v) else float(self.base.get(key, _DEFAULT_THRESHOLDS.get(key, math.nan)))
+
+
+# ---------------------------------------------------------------------------- sentences
+def _z_arithmetic(row: Mapping[str, Any]) -> str:
+    """The z-score as the arithmetic of the quantities it was computed from."""
+    z = num(row.get("z_score"))
+    form = _text(row.get("z_form")).lower()
+    post, psig = row.get("posterior_total"), row.get("posterior_sigma")
+    if form == "shift":
+        return (f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / "
+                f"\u221a({fmt(row.get('prior_sigma'))}\u00b2 \u2212 {fmt(psig)}\u00b2) = {_signed(z)}")  # fmt: skip
+    smoothed = row.get("reported_total_smoothed")
+    compared = smoothed if math.isfinite(num(smoothed)) else row.get("reported_total")
+    return (f"z = ({fmt(post)} \u2212 {fmt(compared)}) / "
+            f"\u221a({fmt(psig)}\u00b2 + {fmt(row.get('reported_sigma'))}\u00b2) = {_signed(z)}")  # fmt: skip
+
+
+def _what_z_compares(row: Mapping[str, Any]) -> str:
+    form = _text(row.get("z_form")).lower()
+    u = unit(row.get("gas"))
+    if form == "shift":
+        return ("The verdict tests how far the satellite data moved the estimate away from the inventory it "
+                f"started from, which here is the reported inventory itself (prior {fmt(row.get('prior_total'))} {u}): ")  # fmt: skip
+    smoothed = num(row.get("reported_total_smoothed"))
+    if math.isfinite(smoothed):
+        return (f"The verdict compares the estimate with {fmt(smoothed)} {u}, the reported total as these "
+                "satellite data see it: ")  # fmt: skip
+    return "The verdict compares the estimate with the reported total: "
+
+
+def _relative(row: Mapping[str, Any]) -> str:
+    """ "79 % above" / "14 % below" / "about the same as" the reported total."""
+    rel = num(row.get("relative_difference"))
+    if not math.isfinite(rel):
+        rep, post = num(row.get("reported_total")), num(row.get("posterior_total"))
+        rel = (post - rep) / rep if math.isfinite(rep) and rep > 0 and math.isfinite(post) else math.nan
+    if not math.isfinite(rel):
+        return "compared with"
+    if abs(rel) < 0.005:
+        return "about the same as"
+    return f"{100 * abs(rel):.0f} % {'above' if rel > 0 else 'below'}"
+
+
+def _gates(row: Mapping[str, Any], thr: Thresholds) -> list[str]:
+    """Plain words for each constraint test the row fails (same tests as the comparison)."""
     out = []
-    for r in rows:
-        verdict = str(r.get("verdict") or "")
+    er, sens, nobs = num(row.get("error_reduction")), num(row.get("sensitivity")), num(row.get("n_observations"))
+    t_er, t_sens, t_obs = (thr.of(row, k) for k in ("min_error_reduction", "min_sensitivity", "min_observations"))
+    if math.isfinite(t_er) and not er >= t_er:
+        if math.isfinite(er) and er <= 0:
+            out.append(f"the satellite data do not shrink the uncertainty of this total at all ({_pct(t_er)} needed)")
+        else:
+            by = _pct(er) if math.isfinite(er) else "an unknown amount"
+            out.append(f"the satellite data shrink the uncertainty of this total by only {by} ({_pct(t_er)} needed)")
+    if math.isfinite(t_sens) and not sens >= t_sens:
+        share = ("none" if sens <= 0 else _pct(sens)) if math.isfinite(sens) else "an unknown share"
+        out.append(f"{share} of the estimate comes from the satellite data rather than the starting inventory "
+                   f"({_pct(t_sens)} needed)")  # fmt: skip
+    if math.isfinite(t_obs) and math.isfinite(nobs) and nobs < t_obs:
+        out.append(f"only {int(nobs)} satellite observations see this region ({int(t_obs)} needed)")
+    return out
+
+
+def _why_not_constrained(row: Mapping[str, Any], thr: Thresholds, verdict: str) -> str:
+    if verdict != "not constrained":
+        spread = [(k, num(v)) for k, v in row.items() if "spread" in str(k).lower() and math.isfinite(num(v))]
+        extra = "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in spread)
+        return ("across an ensemble of plausible transport settings the verdict changes"
+                + (f" ({extra})" if extra else ""))  # fmt: skip
+    gates = _gates(row, thr)
+    if gates:
+        return _join(gates, "and")
+    reason = _text(row.get("reason")).lower()
+    if "inversion status" in reason:
+        return "the inversion did not complete normally, so the estimate is the inventory it started from"
+    if "undefined" in reason:
+        return "the comparison has no spread to measure the difference against"
+    return "the satellite data cannot settle this total"
+
+
+def row_text(row: Mapping[str, Any], names: Mapping[str, str], thr: Thresholds) -> tuple[str, str]:
+    """(finding, test) of one row: what it says, and the arithmetic of its verdict ("" when none)."""
+    verdict = verdict_of(row)
+    u = unit(row.get("gas"))
+    est = f"{_pm(row.get('posterior_total'), row.get('posterior_sigma'))} {u}"
+    rep = f"{_pm(row.get('reported_total'), row.get('reported_sigma'))} {u}"
+    ref = _text(row.get("reference")) or "the reference inventory"
+    zc = _threshold(thr.of(row, "z_critical"))
+    z = num(row.get("z_score"))
+    if verdict in FLAGGED or verdict == "consistent":
+        head = f"The satellite estimate, {est}, is {_relative(row)} the reported {rep} ({ref})."
+        test = _what_z_compares(row) + _z_arithmetic(row)
+        if verdict in FLAGGED:
+            return head, f"{test}; |z| is at least {zc}, so the difference is larger than the uncertainties allow."
+        return head, f"{test}; |z| is below {zc}, so the two agree within their uncertainties."
+    if verdict.startswith("not constrained"):
+        why = _why_not_constrained(row, thr, verdict)
+        return f"No verdict: {why}.", f"The satellite estimate is {est}; reported {rep} ({ref})."
+    if verdict == "partly outside the domain":
+        share = num(row.get("domain_share"))
+        part = f" (about {_pct(share)} of it)" if math.isfinite(share) else ""
+        return (f"Only part of {display_name(row, names)} lies inside the area analysed{part}: the satellite "
+                f"estimate for that part is {est}.",
+                f"It is not compared with the national total of {rep} ({ref}).")  # fmt: skip
+    if verdict == "no reported value":
+        return f"The satellite estimate is {est}; {ref} has no value for this region and period to compare with.", ""
+    if verdict == NO_VERDICT:
+        return f"Estimated at {est}; not compared with any reported total.", ""
+    tail = f" z = {_signed(z)}." if math.isfinite(z) else ""
+    return f"Verdict \u201c{verdict}\u201d: satellite estimate {est}; reported {rep} ({ref}).", tail.strip()
+
+
+def row_sentence(row: Mapping[str, Any], names: Mapping[str, str], thr: Thresholds) -> str:
+    """The plain-words sentence of one row, with the quantities its verdict was computed from.
+
+    Parameters
+    ----------
+    row : mapping
+        A discrepancy row.
+    names : mapping
+        Region code -> display name (:func:`gosat_pipeline.report.names.region_names`).
+    thr : Thresholds
+
+    Returns
+    -------
+    str
+        e.g. "The satellite estimate, 7.15 ± 0.843 Tg CH4/yr, is 79 % above the reported
+        4.00 ± 0.800 Tg CH4/yr (national submission). The verdict compares the estimate
+        with 3.72 Tg CH4/yr, the reported total as these satellite data see it:
+        z = (7.15 − 3.72) / √(0.843² + 0.800²) = +2.95; |z| is at least 2, so the
+        difference is larger than the uncertainties allow."
+    """
+    main, test = row_text(row, names, thr)
+    return f"{main} {test}".strip()
+
+
+# ---------------------------------------------------------------------------- headline
+def _about(rel: float) -> str:
+    """A rounded relative difference for the headline: "about 80 % above", "about 2.1 times"."""
+    a = abs(rel)
+    if rel >= 1.0:
+        return f"about {1 + rel:.1f} times"
+    step = 5 if a >= 0.2 else 1
+    return f"about {max(step, step * round(100 * a / step)):.0f} % {'above' if rel > 0 else 'below'}"
+
+
+def _tonnes(x: float) -> str:
+    """Tg as "4.0 million tonnes" (two significant digits)."""
+    return f"{fmt(x, 2)} million tonnes"
+
+
+def _flag_clause(row: Mapping[str, Any], names: Mapping[str, str], with_period: bool) -> str:
+    name = display_name(row, names)
+    gas = _text(row.get("gas"))
+    when = f" in {_text(row.get('period'))}" if with_period and _text(row.get("period")) else ""
+    rep, post = num(row.get("reported_total")), num(row.get("posterior_total"))
+    rel = num(row.get("relative_difference"))
+    if not math.isfinite(rel) and math.isfinite(rep) and rep > 0:
+        rel = (post - rep) / rep
+    if math.isfinite(rel) and math.isfinite(rep) and rep > 0:
+        how = _about(rel)
+        ref = f"the reported {_tonnes(rep)} a year"
+        verb = f"appear {how} {ref}" if "times" in how else f"appear {how} {ref}"
+    else:
+        diff = post - rep
+        direction = "above" if verdict_of(row) == "higher than reported" else "below"
+        verb = f"appear {_tonnes(abs(diff))} a year {direction} the reported total"
+    return f"{name}\u2019s {gas} emissions{when} {verb}".replace("  ", " ")
+
+
+def _join(parts: Sequence[str], last: str = "and") -> str:
+    parts = [p for p in parts if p]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + f" {last} " + parts[-1]
+
+
+def _ref_phrase(rows: Sequence[Mapping[str, Any]]) -> str:
+    refs = list(dict.fromkeys(_text(r.get("reference")) for r in rows if _text(r.get("reference"))))
+    if len(refs) != 1:
+        return "the reported totals"
+    ref = refs[0]
+    return f"the {ref}" if ref[:1].islower() else f"\u201c{ref}\u201d"
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def _rest_phrase(gas: str, rows: Sequence[Mapping[str, Any]], n_flagged: int) -> str:
+    """What the gas's other totals say: agree / cannot be checked / not compared."""
+    verdicts = [verdict_of(r) for r in rows]
+    compared = [v for v in verdicts if v in COMPARED]
+    n = len(compared)
+    ok = sum(v == "consistent" for v in compared)
+    nc = sum(v.startswith("not constrained") for v in compared)
+    parts = []
+    if ok:
+        parts.append(f"{ok} {_plural(ok, 'agrees', 'agree')} with the reported value within the uncertainties")
+    if nc:
+        parts.append(f"{nc} cannot be checked with these satellite data")
+    if n_flagged:
+        text = f"of the other {n - n_flagged} {gas} totals, " + _join(parts) if parts else ""
+    elif n and nc == n:
+        text = f"none of the {n} {gas} totals can be checked with these satellite data"
+    elif n:
+        text = f"none of the {n} {gas} totals differs from the reported value: " + _join(parts)
+    else:
+        text = ""
+    other = {}
+    for v in verdicts:
+        if v not in COMPARED:
+            other[v] = other.get(v, 0) + 1
+    words = {"no reported value": ("has no reported value", "have no reported value"),
+             "partly outside the domain": ("lies only partly inside the area analysed",
+                                           "lie only partly inside the area analysed"),
+             NO_VERDICT: ("is estimated but not compared (not a reporting country)",
+                          "are estimated but not compared (not reporting countries)")}  # fmt: skip
+    extras = []
+    for v, k in other.items():
+        one, many = words.get(v, (f"has the verdict \u201c{v}\u201d", f"have the verdict \u201c{v}\u201d"))
+        extras.append(f"{k} {gas} {_plural(k, 'total', 'totals')} {_plural(k, one, many)}")
+    return "; ".join([t for t in [text, _join(extras)] if t])
+
+
+def headline_sentences(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> list[str]:
+    """One or two sentences stating the findings, flagged regions named first.
+
+    The first sentence names every total that differs from its reported value
+    (largest |z| first, per gas); the second says what the other totals show.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        Discrepancy rows (all gases).
+    names : mapping
+        Region code -> display name.
+
+    Returns
+    -------
+    list of str
+        e.g. ["1 of 11 CH4 totals differs from the national submission: Thailand's CH4
+        emissions appear about 80 % above the reported 4.0 million tonnes a year.",
+        "Of the other 10 CH4 totals, 6 agree ... ; none of the 11 CO2 totals can be
+        checked with these satellite data."]
+    """
+    if not rows:
+        return ["The comparison has no rows: there is nothing to report."]
+    gases = list(dict.fromkeys(_text(r.get("gas")) for r in rows))
+    by_gas = {g: [r for r in rows if _text(r.get("gas")) == g] for g in gases}
+    flagged = {g: sorted((r for r in rs if verdict_of(r) in FLAGGED), key=lambda r: -abs(num(r.get("z_score"))))
+               for g, rs in by_gas.items()}  # fmt: skip
+    order = sorted(gases, key=lambda g: (not flagged[g], gases.index(g)))
+    first = []
+    for g in order:
+        if not flagged[g]:
+            continue
+        rs = by_gas[g]
+        n = sum(verdict_of(r) in COMPARED for r in rs)
+        k = len(flagged[g])
+        many_periods = len({_text(r.get("period")) for r in rs}) > 1
+        clauses = [_flag_clause(r, names, many_periods) for r in flagged[g]]
+        label = f"{g} " if g else ""
+        first.append(f"{k} of {n} {label}{_plural(n, 'total', 'totals')} {_plural(k, 'differs', 'differ')} from "
+                     f"{_ref_phrase(rs)}: " + _join(clauses, "and"))  # fmt: skip
+    if not first:
+        first.append(f"No total differs significantly from {_ref_phrase(rows)}")
+    rest = "; ".join(p for p in (_rest_phrase(g, by_gas[g], len(flagged[g])) for g in order) if p)
+    out = ["; ".join(first) + "."]
+    if rest:
+        out.append(rest[0].upper() + rest[1:] + ".")
+    return out
+
+
+# ---------------------------------------------------------------------------- tables
+def findings_rows(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str],
+                  thr: Thresholds) -> list[dict[str, str]]:  # fmt: skip
+    """Rows of the findings table, differences first, then agreement, not constrained, the rest.
+
+    Within a group, the largest |z| comes first; ties keep the file order.
+    """
+    indexed = list(enumerate(rows))
+    indexed.sort(key=lambda ir: (verdict_rank(verdict_of(ir[1])),
+                                 -abs(num(ir[1].get("z_score"))) if verdict_of(ir[1]) in FLAGGED else 0.0,
+                                 ir[0]))  # fmt: skip
+    out = []
+    for _, r in indexed:
+        v = verdict_of(r)
+        text = row_text(r, names, thr)
         out.append({
-            "region": str(r.get("region_name") or r.get("region") or ""),
-            "code": str(r.get("region") or ""),
-            "gas": str(r.get("gas") or ""),
-            "period": str(r.get("period") or ""),
-            "reference": str(r.get("reference") or ""),
-            "verdict": verdict,
-            "css": VERDICT_CLASS.get(verdict, "nr"),
-            "sentence": sentence(r),
+            "region": display_name(r, names),
+            "code": _text(r.get("region")),
+            "gas": _text(r.get("gas")),
+            "period": _text(r.get("period")),
+            "reference": _text(r.get("reference")),
+            "verdict": v,
+            "css": verdict_class(v),
+            "sentence": text[0],
+            "test": text[1],
         })  # fmt: skip
     return out
 
 
-_DETAIL = (
-    ("region", "Region", None), ("gas", "Gas", None), ("period", "Period", None), ("reference", "Reference", None),
-    ("prior_total", "Prior", "num"), ("posterior_total", "Estimate", "num"), ("posterior_sigma", "\u00b1", "num"),
-    ("reported_total", "Reported", "num"), ("reported_sigma", "\u00b1", "num"),
-    ("reported_total_smoothed", "Reported seen by the data", "num"), ("difference", "Difference", "num"),
-    ("relative_difference", "Relative", "pct"), ("z_score", "z", "z"), ("z_form", "z form", None),
-    ("error_reduction", "Error reduction", "pct"), ("sensitivity", "Sensitivity", "num"),
-    ("n_observations", "Obs.", "int"), ("verdict", "Verdict", None),
-)  # fmt: skip
-
-
-def _cell(value: Any, kind: str | None) -> str:
-    if kind is None:
-        return "" if value is None else str(value)
-    v = _num(value)
+def _cell(row: Mapping[str, Any], key: Any, kind: str, names: Mapping[str, str]) -> str:
+    if kind == "name":
+        return display_name(row, names)
+    if kind == "pm":
+        return _pm(row.get(key[0]), row.get(key[1]))
+    if kind == "verdict":
+        return verdict_of(row)
+    value = row.get(key)
+    if kind == "text":
+        return _text(value)
+    v = num(value)
     if not math.isfinite(v):
         return "n/a"
     if kind == "pct":
-        return f"{100 * v:.0f} %"
+        text = f"{100 * v:.0f} %"
+        return "0 %" if text == "-0 %" else text.replace("-", "\u2212")
     if kind == "int":
         return f"{int(v):d}"
     if kind == "z":
-        return f"{v:+.2f}"
-    return fmt(v)
+        return _signed(v)
+    return fmt(v).replace("-", "\u2212")
 
 
-def detail_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of cell strings) of the full comparison table."""
-    header = [h for _, h, _ in _DETAIL]
-    body = [[_cell(r.get(k), kind) for k, _, kind in _DETAIL] for r in rows]
-    return header, body
+#: (key, header, kind, legend) of the full table; kinds: name, text, num, pm, pct, int, z, verdict.
+DETAIL_COLUMNS: tuple[tuple[Any, str, str, str], ...] = (
+    ("region", "Region", "name", "country or group of countries"),
+    ("gas", "Gas", "text", "CH4 methane, CO2 carbon dioxide"),
+    ("period", "Period", "text", "the period the totals cover"),
+    ("reference", "Reference", "text", "the reported inventory compared with"),
+    ("prior_total", "Prior", "num", "the inventory the inversion started from"),
+    (("posterior_total", "posterior_sigma"), "Estimate \u00b1 1\u03c3", "pm", "satellite estimate and its 1-sigma uncertainty"),
+    (("reported_total", "reported_sigma"), "Reported \u00b1 1\u03c3", "pm", "reported total and its 1-sigma uncertainty"),
+    ("reported_total_smoothed", "Reported, as the data see it", "num",
+     "the reported inventory seen through the satellite data's limited view: what the verdict compares with (z form direct)"),
+    ("difference", "Difference", "num", "estimate minus reported"),
+    ("relative_difference", "Relative", "pct", "difference divided by the reported total"),
+    ("z_score", "z", "z", "difference in units of the combined uncertainty (see How to read this)"),
+    ("z_form", "z form", "text", "direct: estimate vs reported as the data see it; shift: how far the data moved the "
+     "estimate from the reported inventory used as the prior"),
+    ("error_reduction", "Error reduction", "pct", "how much the satellite data shrink the uncertainty of the prior"),
+    ("sensitivity", "Sensitivity", "num", "share of the estimate that comes from the satellite data (0 to 1)"),
+    ("n_observations", "Obs.", "int", "number of gridded satellite observations that see the region"),
+    ("verdict", "Verdict", "verdict", "see the verdict meanings under Method"),
+)  # fmt: skip
+
+
+def detail_table(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
+    """The full comparison table: ``header``, ``legend`` [(header, text)], ``numeric`` flags, ``rows``.
+
+    Each body row is a list of cell strings in header order; ``css`` gives each row's
+    verdict class.
+    """
+    body = [[_cell(r, k, kind, names) for k, _, kind, _ in DETAIL_COLUMNS] for r in rows]
+    return {
+        "header": [h for _, h, _, _ in DETAIL_COLUMNS],
+        "legend": [(h, text) for _, h, _, text in DETAIL_COLUMNS],
+        "numeric": [kind in ("num", "pm", "pct", "int", "z") for _, _, kind, _ in DETAIL_COLUMNS],
+        "pm": [kind == "pm" for _, _, kind, _ in DETAIL_COLUMNS],
+        "rows": body,
+        "css": [verdict_class(verdict_of(r)) for r in rows],
+    }
+
+
+_SHOWN = {k for k, _, kind, _ in DETAIL_COLUMNS if kind != "pm"} | {
+    "posterior_total", "posterior_sigma", "reported_total", "reported_sigma"}  # fmt: skip
+_RUN_WIDE = {"z_critical", "min_error_reduction", "min_sensitivity", "min_observations", "gosat_pipeline_version"}
+_TECH_LABELS = {
+    "region": "Code", "region_name": "Name in the inputs", "gas": "Gas", "period": "Period", "reference": "Reference", "members": "Members",
+    "reported_year": "Reported year", "uncertainty_source": "Reported uncertainty from", "prior_sigma": "Prior 1\u03c3",
+    "z_direct": "z direct", "z_shift": "z shift", "reason": "Reason recorded by the comparison",
+}  # fmt: skip
+
+
+def _tech_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        return fmt(v) if math.isfinite(float(v)) else ""
+    if isinstance(v, list | tuple):
+        return " ".join(_text(x) for x in v)
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_text(x)}" for k, x in v.items())
+    return _text(v)
+
+
+def technical_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Every other column of the rows, including columns this report does not know.
+
+    Returns
+    -------
+    dict
+        ``header`` (labels), ``keys`` (column names), ``rows`` (cell strings),
+        ``unknown`` (names of columns outside the discrepancy schema). Columns that are
+        empty in every row are left out; the run-wide thresholds and version are shown
+        in the method section instead.
+    """
+    keys: list[str] = ["region", "region_name", "gas", "period", "reference"]
+    for r in rows:
+        for k in r:
+            k = str(k)
+            if k not in keys and k not in _SHOWN and k not in _RUN_WIDE:
+                keys.append(k)
+    keep = keys[:5] + [k for k in keys[5:] if any(_tech_value(r.get(k)) for r in rows)]
+    known = [k for k in keep[5:] if k in DISCREPANCY_COLUMNS]
+    unknown = [k for k in keep[5:] if k not in DISCREPANCY_COLUMNS]
+    keep = keep[:5] + [k for k in known if k != "reason"] + unknown + (["reason"] if "reason" in known else [])
+    return {
+        "header": [_TECH_LABELS.get(k, k) for k in keep],
+        "keys": keep,
+        "rows": [[_tech_value(r.get(k)) for k in keep] for r in rows],
+        "unknown": unknown,
+    }
 
 
 _CHANGE = (
@@ -129,61 +551,25 @@ _CHANGE = (
 )  # fmt: skip
 
 
-def change_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
+def change_rows(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the period-change table."""
     header = [h for _, h, _ in _CHANGE]
-    body = [[_cell(r.get(k), kind) for k, _, kind in _CHANGE] for r in rows]
+    body = []
+    for r in rows:
+        cells = []
+        for k, _, kind in _CHANGE:
+            if k == "region":
+                cells.append(display_name(r, names))
+            elif kind is None:
+                cells.append(_text(r.get(k)))
+            else:
+                cells.append(_cell(r, k, kind, names))
+        body.append(cells)
     return header, body
 
 
-def numeric_columns(table: str = "detail") -> list[bool]:
-    """Which columns of :func:`detail_rows` (``"detail"``) or :func:`change_rows` (``"change"``) are numbers.
-
-    Parameters
-    ----------
-    table : {"detail", "change"}
-
-    Returns
-    -------
-    list of bool
-        One flag per column, in header order (True: right-aligned number).
-    """
-    spec = {"detail": _DETAIL, "change": _CHANGE}[table]
-    return [kind is not None for _, _, kind in spec]
-
-
-def _as_items(obj: Any) -> list[tuple[str, str]]:
-    if isinstance(obj, Mapping):
-        return [(str(k), str(v)) for k, v in obj.items()]
-    if isinstance(obj, Sequence) and not isinstance(obj, str):
-        return [(str(i), str(v)) for i, v in enumerate(obj)]
-    return [] if obj is None else [("", str(obj))]
-
-
-def _inputs(items: Any) -> list[dict[str, str]]:
-    out = []
-    if isinstance(items, Mapping):
-        items = [{"path": k, **(v if isinstance(v, Mapping) else {"sha256": v})} for k, v in items.items()]
-    for it in items or []:
-        if isinstance(it, Mapping):
-            out.append({"path": str(it.get("path") or it.get("file") or it.get("name") or ""),
-                        "sha256": str(it.get("sha256") or ""),
-                        "detail": str(it.get("reason") or it.get("reader") or it.get("format") or "")})  # fmt: skip
-        else:
-            out.append({"path": str(it), "sha256": "", "detail": ""})
-    return out
-
-
-def provenance(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Provenance sections from ``manifest.json``, tolerant of missing keys."""
-    stages = manifest.get("stages")
-    return {
-        "inputs": _inputs(manifest.get("inputs")),
-        "skipped": _inputs(manifest.get("skipped_inputs")),
-        "versions": _as_items(manifest.get("versions")),
-        "config_sha256": str(manifest.get("config_sha256") or "not recorded"),
-        "stages": _as_items(stages) if stages is not None else [],
-        "other": [(str(k), str(v)) for k, v in manifest.items()
-                  if k not in ("inputs", "skipped_inputs", "versions", "config_sha256", "stages", "synthetic")
-                  and isinstance(v, str | int | float | bool)],
-    }  # fmt: skip
+def numeric_columns(table: str = "change") -> list[bool]:
+    """Which columns of the ``"change"`` table (or ``"detail"``) are numbers (right-aligned)."""
+    if table == "detail":
+        return [kind in ("num", "pm", "pct", "int", "z") for _, _, kind, _ in DETAIL_COLUMNS]
+    return [kind is not None for _, _, kind in _CHANGE]
