@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from gosat_pipeline.errors import ReportError
 from gosat_pipeline.outputs import atomic_write_bytes
@@ -52,6 +53,23 @@ def _playwright_chromium() -> str | None:
     return path if path and Path(path).is_file() else None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _print(browser: Any, html: Path, timeout_s: float) -> bytes:
+    """Load the page (refusing every other request), open every <details>, print it."""
+    url = html.resolve().as_uri()
+    page = browser.new_page()
+    page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:")) else r.abort())
+    page.goto(url, wait_until="load", timeout=timeout_s * 1000)
+    page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    page.emulate_media(media="print")
+    return page.pdf(prefer_css_page_size=True, print_background=True, display_header_footer=True,
+                    header_template="<span></span>", footer_template=_FOOTER, outline=True, tagged=True)  # fmt: skip
+
+
 def find_browser(browser: str | os.PathLike[str] | None = None) -> str | None:
     """The Chromium-family executable used to print, or None when there is none.
 
@@ -63,6 +81,11 @@ def find_browser(browser: str | os.PathLike[str] | None = None) -> str | None:
     Returns
     -------
     str or None
+
+    Raises
+    ------
+    ReportError
+        When ``browser`` (or ``GOSAT_PIPELINE_BROWSER``) names an executable that does not exist.
     """
     for candidate in (browser, os.environ.get("GOSAT_PIPELINE_BROWSER")):
         if candidate:
@@ -91,7 +114,7 @@ def write_pdf(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     browser : path-like, optional
         The Chromium/Chrome executable (default: see :func:`find_browser`).
     timeout_s : float
-        Give up after this long (seconds) for loading or printing.
+        Give up after this long (seconds) for starting the browser, loading or printing.
 
     Returns
     -------
@@ -117,24 +140,17 @@ def write_pdf(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | Non
     if exe is None:
         raise ReportError(f"making a PDF needs a Chromium-family browser and none was found: {INSTALL_HINT}")
     target = Path(out) if out is not None else run_dir / "report.pdf"
-    url = html.resolve().as_uri()
-    try:
-        with sync_playwright() as p:
+    with sync_playwright() as p:
+        try:
             b = p.chromium.launch(executable_path=exe, args=_ARGS, headless=True, timeout=timeout_s * 1000)
-            try:
-                page = b.new_page()
-                page.route("**/*", lambda r: r.continue_() if r.request.url.startswith((url, "data:")) else r.abort())
-                page.goto(url, wait_until="load", timeout=timeout_s * 1000)
-                page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
-                page.emulate_media(media="print")
-                pdf = page.pdf(prefer_css_page_size=True, print_background=True, display_header_footer=True,
-                               header_template="<span></span>", footer_template=_FOOTER, outline=True,
-                               tagged=True)  # fmt: skip
-            finally:
-                b.close()
-    except PlaywrightError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReportError(f"{exe} could not print {html}: {first}; {INSTALL_HINT}") from exc
+        except PlaywrightError as exc:
+            raise ReportError(f"{exe} could not be started: {_first_line(exc)}; {INSTALL_HINT}") from exc
+        try:
+            pdf = _print(b, html, timeout_s)
+        except PlaywrightError as exc:
+            raise ReportError(f"{exe} could not print {html}: {_first_line(exc)}") from exc
+        finally:
+            b.close()
     path = atomic_write_bytes(pdf, target)
     logger.info("wrote %s (%d kB, printed by %s)", path, len(pdf) // 1024, exe)
     return path

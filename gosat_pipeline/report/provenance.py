@@ -82,7 +82,7 @@ def config_for_display(text: str | None, base: Path) -> str | None:
         return relativise_text(text, base)
     if not isinstance(doc, dict):
         return relativise_text(text, base)
-    dumped = yaml.safe_dump(_walk(doc, base), sort_keys=False, allow_unicode=True, default_flow_style=None)
+    dumped = yaml.safe_dump(_walk(doc, base), sort_keys=False, allow_unicode=True, default_flow_style=False)
     return relativise_text(dumped, base)
 
 
