@@ -272,7 +272,7 @@ class Heartbeat:
 
 
 def _dask_tasks() -> str:
-    """" (dask: 2 tasks running, 40 waiting)" from the default distributed client, or ""."""
+    """" (dask: 2 tasks running, 40 waiting)" from the default distributed client; "" when idle or absent."""
     try:
         from distributed import default_client
 
@@ -292,8 +292,9 @@ def _dask_tasks() -> str:
         return ""
     running = states.get("processing", 0)
     waiting = sum(states.get(k, 0) for k in ("waiting", "queued", "no-worker"))
-    done = states.get("memory", 0)
-    return f" (dask: {running} tasks running, {waiting} waiting, {done} results held)"
+    if not running and not waiting:
+        return ""
+    return f" (dask: {running} task{'s' if running != 1 else ''} running, {waiting} waiting)"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

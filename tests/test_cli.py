@@ -74,3 +74,117 @@ def test_synth_samples_writes_the_demo_inputs(tmp_path: Path, capsys: pytest.Cap
     co2 = open_granules(str(tmp_path / "ds" / "granules" / "CO2" / "*.nc4"), gas="CO2")
     assert ch4.attrs["skipped_inputs"] == co2.attrs["skipped_inputs"] == "[]"
     assert ch4.sizes["sounding"] > 4000 and co2.sizes["sounding"] > 3000
+
+
+# ---------------------------------------------------------------------------- first hour
+def _actions(parser, path=()):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield (*path, choice.dest), choice
+            for name, sub in action.choices.items():
+                yield from _actions(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield (*path, action.dest), action
+
+
+def test_every_subcommand_and_option_has_a_help_line() -> None:
+    import argparse
+
+    from gosat_pipeline.cli import build_parser
+
+    found = list(_actions(build_parser()))
+    assert len(found) > 60
+    missing = [path for path, a in found if not a.help or a.help == argparse.SUPPRESS]
+    assert missing == []
+
+
+def test_verbosity_is_accepted_after_the_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(tmp_path / "missing.yaml"), "-v"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+    out = tmp_path / "g"
+    assert main(["synth", "granules", "--format", "cci_ocpr", "--out", str(out), "--n-files", "1", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.strip().endswith(".nc")
+    assert main(["-q", "validate", str(ROOT / "configs" / "template.yaml")]) == 0  # before still works
+    with pytest.raises(SystemExit):
+        main(["-q", "validate", str(ROOT / "configs" / "template.yaml"), "-v"])
+
+
+def test_synth_granules_says_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "g"
+    assert main(["synth", "granules", "--format", "acos_lite", "--out", str(out), "--n-files", "2",
+                 "--n-per-file", "50", "--seed", "7"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"wrote 2 synthetic CO2 granule(s) in the acos_lite layout to {out} (50 soundings each, about 20 % of "
+        "them flagged bad to exercise the quality screen; one file per day from 2020-01-01; seeds 7..8):"
+    )
+    paths = captured.out.split()
+    assert len(paths) == 2 and all(Path(p).is_file() and Path(p).parent == out for p in paths)
+
+
+def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import json
+
+    boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22"]
+    assert main(["synth", "osse", *boxes, "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("OSSE (synthetic truth, seed 0): CH4, ")
+    assert "degrees of freedom for signal" in out and "chi-square per observation" in out
+    header = next(line for line in lines if line.startswith("region "))
+    for col in ("truth (Tg CH4/yr)", "prior (Tg CH4/yr)", "estimate \u00b1 1 sigma (Tg CH4/yr)", "error reduction",
+                "truth within 2 sigma", "mass balance (Tg CH4/yr)"):  # fmt: skip
+        assert col in header
+    body = lines[lines.index(header) + 2:]
+    assert [r.split()[0] for r in body[:2]] == ["THA", "VNM"] and "\u00b1" in body[0] and "%" in body[0]
+    assert (tmp_path / "osse_elements.csv").is_file()
+    assert main(["synth", "osse", *boxes, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [t["region"] for t in doc["regions_total"]] == ["THA", "VNM"] and "table" not in doc
+    assert main(["synth", "osse", "--region", "THA=98,6,104,19", "--region", "LAO=100,14,107,22"]) == 2
+    assert "overlaps" in capsys.readouterr().err
+    assert main(["synth", "osse", "--region", "THA=98,6"]) == 2
+    assert "CODE=WEST,SOUTH,EAST,NORTH" in capsys.readouterr().err
+
+
+def test_heartbeat_prints_progress_during_a_long_stage() -> None:
+    from gosat_pipeline.cli import Heartbeat
+
+    now = [0.0]
+    lines: list[str] = []
+    beat = Heartbeat(lines.append, 10.0, clock=lambda: now[0], tasks=lambda: " (dask: 2 tasks running)")
+    beat("ingest:CH4: running")
+    now[0] = 5.0
+    assert beat.tick() is None
+    now[0] = 10.5
+    assert beat.tick() == "[gosat-pipeline] ingest:CH4: still running after 10 s (dask: 2 tasks running)"
+    assert beat.tick() is None  # one line per period
+    now[0] = 41.0  # a stalled thread does not flood: one line, then the next period
+    assert beat.tick() is not None and beat.tick() is None
+    beat("ingest:CH4: done in 41.0 s")
+    now[0] = 100.0
+    assert beat.tick() is None
+    assert lines[0] == "[gosat-pipeline] ingest:CH4: running" and lines[-1].endswith("done in 41.0 s")
+    assert Heartbeat(lines.append, 0.0).tick() is None  # 0: never
+
+
+def test_report_pdf_without_a_browser_names_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from gosat_pipeline.report import pdf
+    from gosat_pipeline.testing.posteriors import write_run_dir
+
+    d = write_run_dir(tmp_path / "run")
+    monkeypatch.setattr(pdf, "find_browser", lambda browser=None: None)
+    assert main(["report", str(d), "--pdf"]) == 2
+    err = capsys.readouterr().err
+    assert (d / "report.html").is_file() and not (d / "report.pdf").exists()
+    assert "needs a Chromium-family browser" in err and "apt-get install chromium" in err
+    assert "pip install 'gosat_pipeline[pdf]'" in err and "python -m playwright install chromium" in err
+    monkeypatch.undo()
+    assert main(["report", str(d), "--pdf", "--browser", str(tmp_path / "no-such-browser")]) == 2
+    assert "no-such-browser' not found" in capsys.readouterr().err

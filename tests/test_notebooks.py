@@ -9,6 +9,7 @@ saved: the notebooks stay free of outputs in git, which is checked too.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,8 @@ def test_the_three_notebooks_are_there_and_clean() -> None:
         for cell in nb["cells"]:
             if cell["cell_type"] == "code":
                 assert cell.get("outputs") == [] and cell.get("execution_count") is None, path.name
+                # paths are resolved with load_config(base_dir=...), never by changing directory
+                assert "os.chdir" not in "".join(cell["source"]), path.name
 
 
 @pytest.mark.timeout(600)
@@ -60,3 +63,9 @@ def test_notebook_executes(path: Path, samples: Path, monkeypatch: pytest.Monkey
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "display_data" and "image/png" in o.get("data", {})]  # fmt: skip
     assert images, f"{path.name} drew no figure"
+    if path.stem == "03_discrepancies":
+        # the covariance remark is decided by the numbers printed, not written in advance
+        text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        m = re.search(r"with covariances: ([\d.]+) Tg/yr; if errors were independent: ([\d.]+) Tg/yr -> .* (add up|partly cancel)", text)
+        assert m, text[-2000:]
+        assert (float(m.group(1)) > float(m.group(2))) == (m.group(3) == "add up")
