@@ -139,6 +139,10 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
     assert not list(rd.glob("*.tmp")) and not list(rd.glob("*.partial")) and not list(rd.glob(".*"))
     html = (rd / "report.html").read_text()
     assert "SYNTHETIC" in html and "THA" in html
+    # the report is written after the run's status and wall time are final, and shows them
+    assert 'id="run-status">complete<' in html and "running" not in html.split('id="run-status">')[1][:40]
+    assert 'id="wall-time">' in html and "not recorded" not in html.split('id="wall-time">')[1][:40]
+    assert str(rd.parent) not in html  # paths relative to the run directory
 
 
 def test_demo_netcdf_outputs_are_cf_and_carry_units(demo_run: tuple[Path, object]) -> None:

@@ -286,8 +286,9 @@ def _context(data: RunData, title: str | None, names_override: Mapping[str, Any]
     if any(s["maps"] for s in sections) and not data.boundaries and "boundaries.geojson" not in unreadable:
         notes.append("maps are drawn without the solved regions' outlines (boundaries.geojson has no polygons)")
     if any(s["maps"] for s in sections) and not outlines:
-        notes.append("maps show the solved regions' outlines only: no country outline file was given "
-                     "(gosat-pipeline report passes the bundled Natural Earth countries)")  # fmt: skip
+        notes.append("maps show the solved regions' outlines only: no file of country outlines was given "
+                     "(gosat-pipeline report uses the bundled Natural Earth countries; from Python, pass "
+                     "outlines=gosat_pipeline.regions.default_boundaries_path() to write_report)")  # fmt: skip
     named = [g for g in gases if g]
     zc = thr.base.get("z_critical", 2.0)
     detail = detail_table(rows, names)

@@ -178,7 +178,8 @@ def _gates(row: Mapping[str, Any], thr: Thresholds) -> list[str]:
             out.append(f"the satellite data do not shrink the uncertainty of this total at all ({_pct(t_er)} needed)")
         else:
             by = _pct(er) if math.isfinite(er) else "an unknown amount"
-            out.append(f"the satellite data shrink the uncertainty of this total by only {by} ({_pct(t_er)} needed)")
+            by = by if by.startswith(("less", "an")) else f"only {by}"
+            out.append(f"the satellite data shrink the uncertainty of this total by {by} ({_pct(t_er)} needed)")
     if math.isfinite(t_sens) and not sens >= t_sens:
         share = ("none" if sens <= 0 else _pct(sens)) if math.isfinite(sens) else "an unknown share"
         out.append(f"{share} of the estimate comes from the satellite data rather than the starting inventory "
@@ -505,7 +506,9 @@ def _tech_value(v: Any) -> str:
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, int | float):
-        return fmt(v) if math.isfinite(float(v)) else ""
+        if not math.isfinite(float(v)):
+            return ""
+        return str(int(v)) if float(v).is_integer() and abs(v) < 1e9 else fmt(v)
     if isinstance(v, list | tuple):
         return " ".join(_text(x) for x in v)
     if isinstance(v, Mapping):
