@@ -488,6 +488,11 @@ class EarthdataLogin:
             self.server.server_close()
 
 
+#: netCDF-C/HDF5 are not thread-safe: the server's request threads write payloads one at a time
+#: (two concurrent writes crashed the interpreter with a segmentation fault in the full suite).
+_NETCDF_WRITE = threading.Lock()
+
+
 def netcdf_bytes(variables: dict[str, Any], coords: dict[str, Any]) -> bytes:
     """A small netCDF-4 file in memory (via a temporary file)."""
     import tempfile
@@ -496,7 +501,7 @@ def netcdf_bytes(variables: dict[str, Any], coords: dict[str, Any]) -> bytes:
     import xarray as xr
 
     ds = xr.Dataset(variables, coords=coords)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, _NETCDF_WRITE:
         p = Path(d) / "x.nc"
         ds.to_netcdf(p)
         return p.read_bytes()
