@@ -18,7 +18,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 
-__all__ = ["EARTH_RADIUS_M", "GridSpec", "wrap_longitude"]
+__all__ = ["EARTH_RADIUS_M", "GridSpec", "require_same_grid", "wrap_longitude"]
 
 #: Radius of the authalic (equal-area) sphere of WGS84, in metres (Moritz 1980).
 EARTH_RADIUS_M = 6_371_007.181
@@ -258,6 +258,26 @@ class GridSpec:
             "grid_lat_edges_first_last_n": [float(self.lat_edges[0]), float(self.lat_edges[-1]), self.shape[0]],
             "grid_lon_edges_first_last_n": [float(self.lon_edges[0]), float(self.lon_edges[-1]), self.shape[1]],
         }
+
+
+def require_same_grid(da: Any, grid: GridSpec, name: str) -> None:
+    """Raise :class:`SchemaError` unless ``da``'s latitude/longitude are the centres of ``grid``.
+
+    Parameters
+    ----------
+    da : xarray object with ``latitude`` and ``longitude`` coordinates
+    grid : GridSpec
+    name : str
+        What ``da`` is, for the message (e.g. "prior flux").
+    """
+    lat, lon = np.asarray(da["latitude"].values), np.asarray(da["longitude"].values)
+    if lat.size != grid.shape[0] or lon.size != grid.shape[1] or not (
+        np.allclose(lat, grid.lat) and np.allclose(lon, grid.lon)
+    ):
+        raise SchemaError(
+            f"{name} is on a grid ({lat.size} x {lon.size}) that differs from the inversion grid "
+            f"{grid.shape} ({grid.bbox}); regrid it to the inversion grid first"
+        )
 
 
 def _edge_index(edges: np.ndarray, x: np.ndarray) -> np.ndarray:

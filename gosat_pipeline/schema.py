@@ -11,6 +11,7 @@ writes a variable takes its attributes from here with :func:`cf_attrs`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,9 @@ import xarray as xr
 from gosat_pipeline.errors import SchemaError
 
 __all__ = [
+    "VerdictThresholds",
+    "G0",
+    "SECONDS_PER_YEAR",
     "GASES",
     "GAS_UNITS",
     "GAS_STANDARD_NAMES",
@@ -58,6 +62,10 @@ MOLAR_MASS: dict[str, float] = {"CO2": 44.0095e-3, "CH4": 16.0425e-3, "air": 28.
 
 #: Multiplier from canonical units to mol mol-1.
 GAS_UNIT_TO_MOLMOL: dict[str, float] = {"CO2": 1e-6, "CH4": 1e-9}
+#: Julian year in seconds: every kg s-1 <-> kg yr-1 conversion of the package uses it.
+SECONDS_PER_YEAR = 365.25 * 86400.0
+#: Standard gravity, m s-2.
+G0 = 9.80665
 
 # Soundings: variables on (sounding,). "gas" in units means the gas's canonical unit.
 SOUNDING_VARIABLES: dict[str, dict[str, Any]] = {
@@ -175,7 +183,7 @@ POSTERIOR_VARIABLES: tuple[str, ...] = (
     "averaging_kernel",
 )
 
-DISCREPANCY_SCHEMA_VERSION = "1.0.0"
+DISCREPANCY_SCHEMA_VERSION = "2.0.0"
 
 #: Verdict vocabulary of the comparison (DESIGN.md 5.5).
 VERDICTS: tuple[str, ...] = (
@@ -183,8 +191,56 @@ VERDICTS: tuple[str, ...] = (
     "higher than reported",
     "lower than reported",
     "not constrained",
+    "not constrained (transport-sensitive)",
+    "partly outside the domain",
     "no reported value",
 )
+
+
+@dataclass(frozen=True)
+class VerdictThresholds:
+    """Verdict thresholds (DESIGN.md 5.5): each default is written here once.
+
+    Attributes
+    ----------
+    z_critical : float
+        |z| at or above which a difference is a discrepancy.
+    min_error_reduction : float
+        Below it (1 - sigma / sigma_prior, with the combined sigma) "not constrained".
+    min_sensitivity : float
+        Below it (the region's averaging-kernel sensitivity) "not constrained".
+    min_observations : int
+        Fewer observations seeing the region: "not constrained".
+    min_domain_share : float
+        A region with a smaller share of its area or of its prior emission inside the
+        domain is "partly outside the domain": never compared with its national total.
+    max_detectable_difference : float
+        "consistent" needs the comparison to have been able to see a difference of this
+        fraction of the reported total (the smallest detectable difference
+        :math:`z_{crit} \\sigma_z`); otherwise the data cannot tell and the verdict is
+        "not constrained". 0.5: a difference of half the reported total (a halving, or
+        1.5 times) must have been detectable.
+    transport_error : float
+        Relative 1-sigma structural error of the transport model on a region's total,
+        added in quadrature to the analytic and ensemble uncertainty (the part of
+        transport-model error that a parametric ensemble does not sample).
+    """
+
+    z_critical: float = 2.0
+    min_error_reduction: float = 0.2
+    min_sensitivity: float = 0.1
+    min_observations: int = 5
+    min_domain_share: float = 0.95
+    max_detectable_difference: float = 0.5
+    transport_error: float = 0.25
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain values for outputs."""
+        return {"z_critical": float(self.z_critical), "min_error_reduction": float(self.min_error_reduction),
+                "min_sensitivity": float(self.min_sensitivity), "min_observations": int(self.min_observations),
+                "min_domain_share": float(self.min_domain_share),
+                "max_detectable_difference": float(self.max_detectable_difference),
+                "transport_error": float(self.transport_error)}  # fmt: skip
 
 #: Columns of discrepancies.csv, in order, with units (the JSON schema mirrors them).
 DISCREPANCY_COLUMNS: dict[str, str] = {
@@ -195,8 +251,9 @@ DISCREPANCY_COLUMNS: dict[str, str] = {
     "reference": "name of the reported inventory compared against",
     "prior_total": "Tg yr-1",
     "prior_sigma": "Tg yr-1",
-    "posterior_total": "Tg yr-1",
-    "posterior_sigma": "Tg yr-1",
+    "posterior_total": "Tg yr-1 (mean over the ensemble's inversions)",
+    "posterior_sigma": "Tg yr-1 (combined 1-sigma: sqrt(posterior_sigma_analytic^2 + ensemble_spread^2 + "
+    "transport_error_sigma^2))",
     "reported_total": "Tg yr-1",
     "reported_sigma": "Tg yr-1",
     "difference": "Tg yr-1 (posterior - reported)",
@@ -216,10 +273,30 @@ DISCREPANCY_COLUMNS: dict[str, str] = {
     "uncertainty_source": "where reported_sigma comes from (reported, default model, none)",
     "z_shift": "1 ((w^T x_hat - w^T x_a) / sqrt(w^T (S_a - S_hat) w)); valid when the prior is the reported inventory",
     "z_direct": "1 ((posterior_total - reported_total_smoothed) / sqrt(posterior_sigma^2 + reported_sigma^2))",
+    "compared_value": "Tg yr-1 (what posterior_total is tested against: reported_total_smoothed for the direct "
+    "form, prior_total for the shift form)",
+    "compared_sigma": "Tg yr-1 (the z denominator: z_score = (posterior_total - compared_value) / compared_sigma)",
+    "posterior_sigma_analytic": "Tg yr-1 (analytic posterior 1-sigma, sqrt(w^T S_hat w), mean over members)",
+    "ensemble_spread": "Tg yr-1 (standard deviation of the members' totals; 0 without an ensemble)",
+    "transport_error_sigma": "Tg yr-1 (structural transport error: transport_error x |posterior_total|)",
+    "detectable_difference": "Tg yr-1 (smallest difference the test could detect: z_critical x compared_sigma)",
+    "ensemble_members": "count (inversions combined: 1 without an ensemble)",
+    "ensemble_min": "Tg yr-1 (smallest member total)",
+    "ensemble_max": "Tg yr-1 (largest member total)",
+    "z_min": "1 (smallest member z)",
+    "z_max": "1 (largest member z)",
+    "chi2_state": "1 (state chi-square of the region's elements over its expected value, base inversion)",
+    "chi2_obs": "1 (mean squared whitened residual of the observations that see the region, base inversion)",
+    "domain_share": "1 (smaller of the area and prior-emission shares of the region inside the domain)",
+    "domain_share_area": "1 (share of the region's area inside the domain)",
+    "domain_share_emission": "1 (share of the region's prior emission inside the domain; empty if unknown)",
     "z_critical": "1 (threshold: |z| >= z_critical is a discrepancy)",
     "min_error_reduction": "1 (threshold: below it the verdict is 'not constrained')",
     "min_sensitivity": "1 (threshold: below it the verdict is 'not constrained')",
     "min_observations": "count (threshold: below it the verdict is 'not constrained')",
+    "min_domain_share": "1 (threshold: below it the verdict is 'partly outside the domain')",
+    "max_detectable_difference": "1 (threshold: 'consistent' needs detectable_difference <= this x reported_total)",
+    "transport_error": "1 (relative 1-sigma structural transport error added to posterior_sigma)",
     "gosat_pipeline_version": "version of the package that made the comparison",
 }
 

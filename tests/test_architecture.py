@@ -1,9 +1,12 @@
 """The one-way import rule of STYLE.md section c, checked by scanning imports with ast.
 
-Layer 0 ``errors, schema, grids, outputs`` <- layer 1 stages (``io, quality, gridding,
+Layer 0 ``errors, schema, grids, outputs, statevector, attribution`` <- layer 1 stages (``io, quality, gridding,
 inventory, regions, winds, transport, inversion, compare, report``), which import only
-layer 0 <- layer 2 ``config`` <- ``fetch`` (plans from a config, checks files with the
-readers) <- layer 3 ``pipeline`` (records fetched provenance) <- layer 4 ``cli``.
+layer 0 <- layer 2 ``config``, ``ensemble`` (inversions over transport choices: it runs the
+transport and inversion stages), ``domain`` (domain accounting: regions and inventories) and
+``fetch`` (plans from a config, checks files with the readers) and ``preflight`` (checks a
+config against its inputs before a run) <- layer 3 ``pipeline``
+(records fetched provenance) <- layer 4 ``cli``.
 ``testing`` may import layers 0 and 1. Nothing but ``cli`` imports ``pipeline``.
 """
 
@@ -14,7 +17,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "gosat_pipeline"
 
-LAYER0 = {"errors", "schema", "grids", "outputs"}
+LAYER0 = {"errors", "schema", "grids", "outputs", "statevector", "attribution"}
 STAGES = {"io", "quality", "gridding", "inventory", "regions", "winds", "transport", "inversion",
           "compare", "report"}  # fmt: skip
 ALLOWED: dict[str, set[str]] = {
@@ -23,8 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "config": LAYER0,
     "testing": LAYER0 | STAGES,
     "fetch": LAYER0 | STAGES | {"config"},
-    "pipeline": LAYER0 | STAGES | {"config", "fetch"},
-    "cli": LAYER0 | STAGES | {"config", "fetch", "pipeline", "testing"},
+    "ensemble": LAYER0 | STAGES,
+    "domain": LAYER0 | STAGES,
+    "preflight": LAYER0 | STAGES | {"config", "domain"},
+    "pipeline": LAYER0 | STAGES | {"config", "fetch", "ensemble", "domain", "preflight"},
+    "cli": LAYER0 | STAGES | {"config", "fetch", "pipeline", "testing", "ensemble", "domain", "preflight"},
 }
 
 

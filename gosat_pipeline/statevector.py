@@ -1,0 +1,207 @@
+"""The state vector's metadata: one named view used by every stage (DESIGN.md 4, 5.3).
+
+The Jacobian (``state`` coordinates of :func:`gosat_pipeline.transport.build_jacobian`)
+and the posterior carry one coordinate per field of :class:`StateVector`. Stages read it
+with :meth:`StateVector.from_coords` and never decode tuples or columns by position.
+
+Element kinds
+-------------
+``emission``
+    A scale factor (units 1) of the prior emissions of one region (and sector) in one
+    period. ``role`` says what the region is: ``requested`` (a region the run reports
+    on), ``other`` (a country inside the domain that was not asked for: estimated so that
+    its emissions cannot alias into the requested ones, reported on but not given a
+    verdict) or ``rest`` (everything no country claims: ocean, unlisted land).
+``background``
+    The free-tropospheric background column per background window: an offset
+    (``sector = "offset"``, gas units) and its north-south and east-west gradients across
+    the domain (``gradient_north``, ``gradient_east``, gas units per 1000 km).
+``inflow``
+    Boundary-layer air entering the domain across one edge (``sector`` = ``north``,
+    ``south``, ``east``, ``west``) in one window: the enhancement (gas units) on the
+    edge's inflow faces, carried into the domain by the transport operator (the regional
+    inversion's boundary-condition elements).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["ELEMENT_KINDS", "REGION_ROLES", "REST_REGION", "StateVector"]
+
+#: Kinds of state elements.
+ELEMENT_KINDS: tuple[str, ...] = ("emission", "background", "inflow")
+#: Roles of emission regions.
+REGION_ROLES: tuple[str, ...] = ("requested", "other", "rest")
+#: Region code of the rest-of-domain emission elements.
+REST_REGION = "REST"
+
+#: field name -> (coordinate name, dtype, CF attributes)
+_COORDS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "kind": ("state_kind", "str", {"long_name": "kind of state element (emission, background, inflow)"}),
+    "region": ("state_region", "str", {"long_name": "region code (ISO 3166-1 alpha-3, REST, or empty)"}),
+    "region_name": ("state_region_name", "str", {"long_name": "region name"}),
+    "role": ("state_role", "str", {"long_name": "role of an emission region (requested, other, rest)"}),
+    "sector": ("state_sector", "str",
+               {"long_name": "emission sector, background component or inflow edge"}),
+    "period": ("state_period", "str", {"long_name": "ISO 8601 period label"}),
+    "prior_emission": ("state_prior_emission", "float64",
+                       {"units": "kg yr-1", "long_name": "prior emission of the element"}),
+    "units": ("state_units", "str", {"long_name": "units of the state element"}),
+    "latitude": ("state_latitude", "float64",
+                 {"units": "degrees_north", "standard_name": "latitude",
+                  "long_name": "emission-weighted centroid latitude"}),
+    "longitude": ("state_longitude", "float64",
+                  {"units": "degrees_east", "standard_name": "longitude",
+                   "long_name": "emission-weighted centroid longitude"}),
+    "background_reference": ("state_background_reference", "float64",
+                             {"long_name": "reference a background offset is relative to (0 otherwise)"}),
+    "domain_share_area": ("state_domain_share_area", "float64",
+                          {"units": "1", "long_name": "share of the region's area inside the domain"}),
+    "domain_share_emission": ("state_domain_share_emission", "float64",
+                              {"units": "1", "long_name": "share of the region's prior emission inside the domain "
+                                                          "(NaN: the inventory does not cover the whole region)"}),
+    "area_km2": ("state_area_km2", "float64", {"units": "km2", "long_name": "area of the whole region"}),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StateVector:
+    """Metadata of every state element, as named numpy arrays of equal length.
+
+    Attributes
+    ----------
+    kind, region, region_name, role, sector, period, units : ndarray of str
+    prior_emission : ndarray, kg yr-1 (0 for non-emission elements)
+    latitude, longitude : ndarray, degrees (NaN where not meaningful)
+    background_reference : ndarray, gas units (0 except background offsets)
+    domain_share_area, domain_share_emission : ndarray, 1
+        Share of the region's area and of its prior emission inside the domain (1 for
+        regions wholly inside; NaN where the inventory does not cover the whole region).
+    area_km2 : ndarray, km2
+        Area of the whole region (NaN where unknown).
+    """
+
+    kind: np.ndarray
+    region: np.ndarray
+    region_name: np.ndarray
+    role: np.ndarray
+    sector: np.ndarray
+    period: np.ndarray
+    prior_emission: np.ndarray
+    units: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
+    background_reference: np.ndarray
+    domain_share_area: np.ndarray
+    domain_share_emission: np.ndarray
+    area_km2: np.ndarray
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> StateVector:
+        """Build from one mapping per element (missing fields take their defaults)."""
+        defaults: dict[str, Any] = {"region": "", "region_name": "", "role": "", "sector": "total", "period": "",
+                                    "prior_emission": 0.0, "units": "1", "latitude": np.nan,
+                                    "longitude": np.nan, "background_reference": 0.0, "domain_share_area": 1.0,
+                                    "domain_share_emission": 1.0, "area_km2": np.nan}  # fmt: skip
+        cols: dict[str, list[Any]] = {f.name: [] for f in fields(cls)}
+        for rec in records:
+            unknown = set(rec) - set(cols)
+            if unknown:
+                raise KeyError(f"unknown state fields {sorted(unknown)}; known: {sorted(cols)}")
+            for name in cols:
+                if name == "kind":
+                    cols[name].append(rec["kind"])
+                else:
+                    cols[name].append(rec.get(name, defaults[name]))
+        return cls(**{name: np.asarray(vals, dtype=_COORDS[name][1]) if vals else
+                      np.zeros(0, dtype=_COORDS[name][1]) for name, vals in cols.items()})  # fmt: skip
+
+    @classmethod
+    def from_coords(cls, obj: Any) -> StateVector:
+        """Read the ``state_*`` coordinates of a Jacobian or posterior (older files lack some)."""
+        if "state_kind" not in obj.coords and "state_kind" not in getattr(obj, "variables", {}):
+            raise KeyError("no state_kind coordinate: not a Jacobian or posterior of this package")
+        n = obj["state_kind"].size
+        kind = obj["state_kind"].values.astype(str)
+        vals: dict[str, np.ndarray] = {}
+        for name, (coord, dtype, _attrs) in _COORDS.items():
+            if coord in obj.coords or coord in getattr(obj, "variables", {}):
+                vals[name] = np.asarray(obj[coord].values).astype(dtype)
+            elif name == "role":
+                vals[name] = np.where(kind == "emission", "requested", "").astype(str)
+            elif name == "region_name":
+                vals[name] = vals.get("region", np.full(n, "", dtype=str))
+            elif dtype == "str":
+                vals[name] = np.full(n, "1" if name == "units" else "", dtype=str)
+            else:
+                fill = {"latitude": np.nan, "longitude": np.nan, "area_km2": np.nan,
+                        "domain_share_area": 1.0, "domain_share_emission": 1.0}.get(name, 0.0)  # fmt: skip
+                vals[name] = np.full(n, fill)
+        return cls(**vals)
+
+    def to_coords(self) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+        """The ``state_*`` coordinates, ready for an xarray constructor."""
+        return {coord: ("state", getattr(self, name).astype(dtype), dict(attrs))
+                for name, (coord, dtype, attrs) in _COORDS.items()}  # fmt: skip
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return int(self.kind.size)
+
+    @property
+    def emission(self) -> np.ndarray:
+        """Boolean mask of the emission elements."""
+        return self.kind == "emission"
+
+    def periods(self) -> list[str]:
+        """Emission periods in order of appearance."""
+        return list(dict.fromkeys(self.period[self.emission]))
+
+    def regions(self, role: str | None = None) -> list[str]:
+        """Emission regions (optionally of one role) in order of appearance."""
+        sel = self.emission if role is None else self.emission & (self.role == role)
+        return list(dict.fromkeys(self.region[sel]))
+
+    def names(self) -> dict[str, str]:
+        """Region code -> name."""
+        out: dict[str, str] = {}
+        for r, n in zip(self.region[self.emission], self.region_name[self.emission], strict=True):
+            out.setdefault(str(r), str(n) or str(r))
+        return out
+
+    def region_weights(self, members: Sequence[str], period: str | Sequence[str] | None = None) -> np.ndarray:
+        """w (n,) in Tg yr-1: prior emissions of the members' emission elements in ``period``.
+
+        A sequence of periods gives the mean rate over them; None means every period
+        summed (for a single-period state, the period itself).
+        """
+        sel = self.emission & np.isin(self.region, list(members))
+        pe = self.prior_emission / 1e9
+        if period is None:
+            return np.where(sel, pe, 0.0)
+        plist = [period] if isinstance(period, str) else list(period)
+        w = np.zeros(len(self))
+        for p in plist:
+            w += np.where(sel & (self.period == p), pe, 0.0)
+        return w / len(plist)
+
+    def weight_matrix(self, targets: Sequence[tuple[Sequence[str], str]]) -> sp.csr_matrix:
+        """Sparse W (n_targets, n) whose rows are :meth:`region_weights` of (members, period)."""
+        rows, cols, vals = [], [], []
+        pe = self.prior_emission / 1e9
+        for t, (members, period) in enumerate(targets):
+            idx = np.flatnonzero(self.emission & np.isin(self.region, list(members)) & (self.period == period))
+            rows.append(np.full(idx.size, t))
+            cols.append(idx)
+            vals.append(pe[idx])
+        if not rows:
+            return sp.csr_matrix((0, len(self)))
+        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                             shape=(len(targets), len(self)))  # fmt: skip
