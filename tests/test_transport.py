@@ -12,6 +12,7 @@ from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
 from gosat_pipeline.testing.osse import make_osse_case
 from gosat_pipeline.transport import (
     SimpleTransport,
+    TransportSettings,
     build_jacobian,
     column_sensitivity,
     dry_air_column,
@@ -164,16 +165,23 @@ def test_jacobian_structure(case: dict) -> None:
     jac = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"], period_split="MS")
     kind = jac["state_kind"].values
     assert list(jac.dims) == ["obs", "state"]
-    assert (kind == "emission").sum() == 4 * 2 and (kind == "background").sum() == 2
-    em = jac.values[:, kind == "emission"]
+    # 4 regions and the rest of the domain, two months; a background plane (offset and two
+    # gradients) per month; inflow across 4 edges per month
+    assert (kind == "emission").sum() == 5 * 2 and (kind == "background").sum() == 3 * 2
+    assert (kind == "inflow").sum() == 4 * 2
+    assert set(jac["state_role"].values[kind == "emission"]) == {"requested", "rest"}
+    em = jac.values[:, kind != "background"]
     assert np.all(em >= 0) and em.max() > 0
     # an observation only sees the emission period it belongs to
     for j in np.flatnonzero(kind == "emission"):
         per = str(jac["state_period"].values[j])
         outside = jac["obs_time"].values.astype("datetime64[M]").astype(str) != per
         assert np.all(jac.values[outside, j] == 0)
-    bg = jac.values[:, kind == "background"]
-    np.testing.assert_array_equal(bg.sum(1), 1.0)
+    offset = jac.values[:, (kind == "background") & (jac["state_sector"].values == "offset")]
+    np.testing.assert_array_equal(offset.sum(1), 1.0)
+    north = jac.values[:, (kind == "background") & (jac["state_sector"].values == "gradient_north")].sum(1)
+    y_km = EARTH_RADIUS_M * np.deg2rad(jac["obs_latitude"].values - 20.0) / 1e6  # OSSE box 5-35 N: centre 20 N
+    np.testing.assert_allclose(north, y_km, rtol=1e-12)
     area = GridSpec.from_coords(case["obs"].latitude, case["obs"].longitude).cell_area()
     r0 = (case["prior_flux"] * case["masks"].isel(region=0)).values
     assert float(jac["state_prior_emission"].values[0]) == pytest.approx((r0 * area).sum() * 365.25 * 86400, rel=1e-12)
@@ -183,27 +191,23 @@ def test_jacobian_structure(case: dict) -> None:
 def test_jacobian_reproduces_forward_model(case: dict) -> None:
     """K x_truth + background reproduces the noise-free synthetic observations."""
     jac = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"])
-    truth = case["truth_scale"].values
+    truth = dict(zip(case["truth_scale"]["region"].values, case["truth_scale"].values, strict=True))
     kind = jac["state_kind"].values
     x = np.zeros(jac.sizes["state"])
-    x[kind == "emission"] = truth
-    model = jac.values @ x
-    # enhancement from the unscaled flux outside the regions: forward-model it separately
-    g = GridSpec.from_coords(case["obs"].latitude, case["obs"].longitude)
-    tp = case["transport"]
-    op = SimpleTransport(g, tp["u"], tp["v"], eddy_diffusivity=tp["eddy_diffusivity"], ventilation_time=tp["ventilation_time"])
-    fr = case["masks"].values
-    rest = case["prior_flux"].values * np.clip(1 - fr.sum(0), 0, 1)
-    c_rest = op.solve(rest / 16.0425e-3).ravel()[jac["obs_cell"].values] / 1e-9
+    emis = np.flatnonzero(kind == "emission")
+    # the unscaled flux between the regions is the rest-of-domain element, scale 1
+    x[emis] = [truth.get(r, 1.0) for r in jac["state_region"].values[emis]]
+    model = jac.values @ x  # background and inflow elements at 0
     bg = case["background"].values[jac["obs_time_index"].values]
-    pred = model + bg + c_rest * jac["obs_column_sensitivity"].values
+    pred = model + bg
     resid = (jac["obs_value"].values - pred) / jac["obs_sigma"].values
     assert abs(resid.mean()) < 0.2 and 0.7 < resid.std() < 1.3
 
 
 def test_footprint_operator_equals_simple_transport(case: dict, tmp_path) -> None:
     obs, prior, masks, winds = case["obs"], case["prior_flux"], case["masks"], case["winds"]
-    jac = build_jacobian(obs, prior, masks, winds=winds)
+    # footprint models bring their own boundary treatment: compare without inflow elements
+    jac = build_jacobian(obs, prior, masks, winds=winds, settings=TransportSettings(inflow=False))
     grid = GridSpec.from_coords(obs.latitude, obs.longitude)
     tp = case["transport"]
     op = SimpleTransport(grid, winds["u"], winds["v"], eddy_diffusivity=tp["eddy_diffusivity"],
@@ -232,3 +236,116 @@ def test_jacobian_rejects_other_grid(case: dict) -> None:
     other = case["prior_flux"].isel(latitude=slice(0, 10))
     with pytest.raises(SchemaError, match="regrid"):
         build_jacobian(case["obs"], other, case["masks"], u=1.0, v=0.0)
+
+
+# ---------------------------------------------------------------- time-resolved operator and periods
+def _daily_case(n_days: int = 40) -> tuple[xr.Dataset, xr.DataArray, xr.DataArray, GridSpec]:
+    import pandas as pd
+
+    g = GridSpec.from_resolution(1.0, (100.0, 0.0, 116.0, 12.0))
+    times = pd.date_range("2020-01-01", periods=n_days, freq="D")
+    rng = np.random.default_rng(0)
+    n = np.where(rng.uniform(size=(n_days, *g.shape)) < 0.3, 2, 0)
+    dims = ("time", "latitude", "longitude")
+    y = np.where(n > 0, 1850.0, np.nan)
+    obs = xr.Dataset(
+        {"n_soundings": (dims, n), "xgas_mean": (dims, y), "xgas_weighted_mean": (dims, y),
+         "xgas_uncertainty_mean": (dims, np.where(n > 0, 12.0, np.nan)),
+         "time_bounds": (("time", "nv"), np.column_stack([times.values, (times + pd.Timedelta(days=1)).values]))},
+        coords={"time": times.values, **g.coords()}, attrs={"gas": "CH4"},
+    )  # fmt: skip
+    flux = xr.DataArray(np.full(g.shape, 1e-9), dims=("latitude", "longitude"), coords=g.coords())
+    masks = xr.DataArray(np.zeros((2, *g.shape)), dims=("region", "latitude", "longitude"),
+                         coords={"region": ["AAA", "BBB"], **g.coords()})  # fmt: skip
+    masks[0, 3:7, 3:7] = 1.0
+    masks[1, 6:10, 9:14] = 1.0
+    return obs, flux, masks, g
+
+
+def _winds(g: GridSpec, u, v, start="2019-12-01", end="2020-03-01") -> xr.Dataset:
+    import pandas as pd
+
+    t = pd.date_range(start, end, freq="6h")
+    shape = (t.size, *g.shape)
+    uu = np.broadcast_to(np.asarray(u, dtype=float).reshape(-1, 1, 1) if np.ndim(u) else u, shape)
+    vv = np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, 1, 1) if np.ndim(v) else v, shape)
+    return xr.Dataset({"u": (("time", "latitude", "longitude"), np.array(uu, dtype=float)),
+                       "v": (("time", "latitude", "longitude"), np.array(vv, dtype=float))},
+                      coords={"time": t, **g.coords()})  # fmt: skip
+
+
+def test_time_resolved_operator_converges_to_the_steady_one_under_constant_winds() -> None:
+    obs, flux, masks, g = _daily_case()
+    w = _winds(g, 5.0, 1.0)
+    jt = build_jacobian(obs, flux, masks, winds=w, settings=TransportSettings(mode="time_resolved"))
+    js = build_jacobian(obs, flux, masks, winds=w, settings=TransportSettings(mode="steady"))
+    assert jt.attrs["transport_operator"].startswith("time-resolved") and js.shape == jt.shape
+    late = jt["obs_time_index"].values > 20  # after the spin-up the response is steady
+    for k in np.flatnonzero(jt["state_kind"].values == "emission"):
+        np.testing.assert_allclose(jt.values[late, k], js.values[late, k], rtol=1e-9, atol=1e-12)
+    inflow = jt.values[:, jt["state_kind"].values == "inflow"]
+    assert np.all(inflow >= 0)
+    edges = jt["state_sector"].values[jt["state_kind"].values == "inflow"]
+    # the west edge is upwind of u = 5 m/s: its inflow reaches much further than the downwind east's
+    assert inflow[:, list(edges).index("west")].max() > 5 * inflow[:, list(edges).index("east")].max()
+
+
+def test_time_resolved_operator_follows_reversing_winds() -> None:
+    """A source's footprint lies downwind of it on each day: east one fortnight, west the next."""
+    import pandas as pd
+
+    obs, flux, masks, g = _daily_case(28)
+    t = pd.date_range("2019-12-01", "2020-03-01", freq="6h")
+    u = np.where(t < pd.Timestamp("2020-01-15"), 6.0, -6.0)
+    w = _winds(g, u, 0.0)
+    jt = build_jacobian(obs, flux, masks, winds=w, settings=TransportSettings(mode="time_resolved"))
+    k = int(np.flatnonzero(jt["state_region"].values == "AAA")[0])
+    lon = jt["obs_longitude"].values
+    day = jt["obs_time_index"].values
+    east, west = (lon > 107.0) & (lon < 110.0), lon < 103.0  # AAA spans 103-107 E: 0-3 cells either side
+    first, second = (day > 4) & (day < 13), day > 19
+    assert jt.values[first & east, k].mean() > 3 * jt.values[first & west, k].mean()
+    assert jt.values[second & west, k].mean() > 3 * jt.values[second & east, k].mean()
+    # the steady operator from the fortnight-reversing wind's mean (zero) sees no such asymmetry
+    js = build_jacobian(obs, flux, masks, winds=w, settings=TransportSettings(mode="steady"))
+    ratio = js.values[first & east, k].mean() / js.values[first & west, k].mean()
+    assert 0.5 < ratio < 2.0
+
+
+def test_time_resolved_needs_winds_in_time_and_short_steps() -> None:
+    obs, flux, masks, g = _daily_case(5)
+    with pytest.raises(SchemaError, match="time axis"):
+        build_jacobian(obs, flux, masks, u=1.0, v=0.0, settings=TransportSettings(mode="time_resolved"))
+    with pytest.raises(SchemaError, match="background"):
+        TransportSettings(background="bumpy")
+
+
+@pytest.mark.parametrize(
+    ("split", "labels"),
+    [("MS", ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05", "2020-06"]),
+     ("QS", ["2020-01-01/2020-04-01", "2020-04-01/2020-07-01"]),
+     ("6MS", ["2020-01-01/2020-07-01"]),
+     ("2QS", ["2020-01-01/2020-07-01"]),
+     ("YS", ["2020-01-01/2020-07-01"]),
+     ("4MS", ["2020-01-01/2020-05-01", "2020-05-01/2020-07-01"])],
+)
+def test_split_yields_exactly_the_periods_it_names(split: str, labels: list[str]) -> None:
+    import pandas as pd
+
+    from gosat_pipeline.transport import periods
+
+    starts = pd.date_range("2020-01-01", periods=6, freq="MS")
+    ends = starts + pd.DateOffset(months=1)
+    index, got, bounds = periods(starts.values, ends.values, split)
+    assert got == labels
+    assert index.max() == len(labels) - 1 and bounds.shape == (len(labels), 2)
+
+
+def test_split_that_cuts_a_time_bin_is_an_error() -> None:
+    import pandas as pd
+
+    from gosat_pipeline.transport import periods
+
+    starts = pd.date_range("2020-01-01", periods=4, freq="QS")
+    with pytest.raises(SchemaError, match="straddles"):
+        periods(starts.values, (starts + pd.DateOffset(months=3)).values, "MS")

@@ -1,0 +1,648 @@
+"""Transport operators: the steady and the time-resolved column-enhancement models.
+
+Both discretise the boundary-layer column-enhancement equation (DESIGN.md 5.2)
+
+.. math:: \\partial_t c + \\mathbf u \\cdot \\nabla c - K_h \\nabla^2 c + c/\\tau = F / N_{air}
+
+with the same finite volumes (:func:`_faces`, :func:`_assemble`): first-order upwind
+advection in advective form (an M-matrix: non-negative responses to non-negative
+sources), central diffusion and linear ventilation.
+
+- :class:`SimpleTransport` solves the steady state for one (time-mean) wind field:
+  one sparse LU, then any number of right-hand sides (build once, apply many).
+- :func:`integrate_responses` steps the equation in time under the winds of each
+  interval (6-hourly reanalysis fields; explicit, positivity-preserving sub-steps), so
+  that transport follows the weather: a season-mean wind over a monsoon region is close to zero and a steady
+  operator built from it is mostly diffusion (DESIGN.md 5.2, "learned since").
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import xarray as xr
+from scipy.sparse.linalg import splu
+
+from gosat_pipeline.errors import SchemaError, WindError
+from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
+from gosat_pipeline.schema import G0, MOLAR_MASS
+
+__all__ = [
+    "DEFAULT_EDDY_DIFFUSIVITY",
+    "DEFAULT_VENTILATION_TIME",
+    "EDGES",
+    "Forcing",
+    "SimpleTransport",
+    "dry_air_column",
+    "integrate_responses",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default horizontal eddy diffusivity, m2 s-1. Boundary-layer horizontal mixing by
+#: unresolved mesoscale eddies on 50-200 km grids is of order 1e4-1e5 m2 s-1; 5e4 gives a
+#: diffusion length sqrt(K tau) of ~90 km over one ventilation time, about one 1-degree
+#: cell, so a source spreads over its neighbours without dominating advection.
+DEFAULT_EDDY_DIFFUSIVITY = 5.0e4
+#: Default ventilation time, s (2 days). A boundary-layer enhancement is vented to the free
+#: troposphere on a time scale of 1-3 days; at 5 m s-1 it travels ~860 km in 2 days, the
+#: size of a country-scale (~1000 km) domain, so upwind sources still matter downwind.
+DEFAULT_VENTILATION_TIME = 2.0 * 86400.0
+
+#: Domain edges, in the order of the faces of :func:`_faces` (east, west, north, south).
+EDGES: tuple[str, ...] = ("east", "west", "north", "south")
+
+
+def dry_air_column(surface_pressure: float = 1013.25) -> float:
+    """Dry-air column in mol m-2.
+
+    Parameters
+    ----------
+    surface_pressure : float, hPa
+
+    Notes
+    -----
+    .. math:: N_{air} = \\frac{p_s}{g \\, M_{air}}
+
+    about 3.57e5 mol m-2 at 1013.25 hPa (DESIGN.md 5.2).
+    """
+    if not surface_pressure > 0:
+        raise SchemaError(f"surface_pressure must be > 0 hPa; got {surface_pressure}")
+    return float(surface_pressure) * 100.0 / (G0 * MOLAR_MASS["air"])
+
+
+# ---------------------------------------------------------------------------- winds
+def _wind_field(value: Any, grid: GridSpec, name: str) -> np.ndarray:
+    """A wind component as an array (ny, nx) in m s-1 on ``grid``."""
+    if isinstance(value, xr.DataArray):
+        da = value
+        extra = [d for d in da.dims if d not in ("latitude", "longitude")]
+        if extra:
+            da = da.mean(extra)
+        if set(da.dims) == {"latitude", "longitude"}:
+            lat, lon = grid.lat, grid.lon
+            same = (
+                da.sizes["latitude"] == lat.size
+                and da.sizes["longitude"] == lon.size
+                and np.allclose(da["latitude"].values, lat)
+                and np.allclose(da["longitude"].values, lon)
+            )
+            if not same:
+                da = da.interp(latitude=lat, longitude=lon, kwargs={"fill_value": None})
+            arr = da.transpose("latitude", "longitude").values.astype("float64")
+        elif da.ndim == 0:
+            arr = np.full(grid.shape, float(da))
+        else:
+            raise WindError(f"wind {name!r} has dims {da.dims}; expected (latitude, longitude) or a scalar")
+    else:
+        arr = np.asarray(value, dtype="float64")
+        if arr.ndim == 0:
+            arr = np.full(grid.shape, float(arr))
+    if arr.shape != grid.shape:
+        raise WindError(f"wind {name!r} has shape {arr.shape}; the grid is {grid.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise WindError(f"wind {name!r} has {int((~np.isfinite(arr)).sum())} non-finite values on the grid")
+    return arr
+
+
+def _resolve_winds(u: Any, v: Any, winds: Any) -> tuple[Any, Any]:
+    if winds is not None:
+        if isinstance(winds, xr.Dataset):
+            missing = [k for k in ("u", "v") if k not in winds]
+            if missing:
+                raise WindError(f"winds dataset lacks {missing}; has {list(winds.data_vars)}")
+            return winds["u"], winds["v"]
+        if isinstance(winds, Mapping):
+            return winds["u"], winds["v"]
+        raise WindError(f"winds must be an xarray.Dataset or a mapping with u, v; got {type(winds).__name__}")
+    if u is None or v is None:
+        raise WindError("pass u= and v= (m s-1, scalars or (latitude, longitude) fields) or winds=")
+    return u, v
+
+
+# ---------------------------------------------------------------------------- operator
+class SimpleTransport:
+    """Steady-state advection-diffusion-ventilation operator on a lat/lon grid.
+
+    Parameters
+    ----------
+    grid : GridSpec
+        The inversion grid; metrics in metres come from the sphere of radius
+        :data:`~gosat_pipeline.grids.EARTH_RADIUS_M`.
+    u, v : float, array (ny, nx) or DataArray (latitude, longitude), m s-1
+        Eastward and northward (time-mean, boundary-layer) wind. DataArrays on another
+        grid are interpolated; extra dims (e.g. time) are averaged.
+    eddy_diffusivity : float, m2 s-1
+        Horizontal eddy diffusivity :math:`K_h` (default :data:`DEFAULT_EDDY_DIFFUSIVITY`).
+    ventilation_time : float, s
+        :math:`\\tau` (default :data:`DEFAULT_VENTILATION_TIME`).
+    surface_pressure : float, hPa
+        Sets :math:`N_{air}` (:func:`dry_air_column`).
+
+    Notes
+    -----
+    Finite-volume discretisation of
+
+    .. math:: \\mathbf u \\cdot \\nabla c - K_h \\nabla^2 c + c/\\tau = F / N_{air}
+
+    on cells of area :math:`A_P` (exact spherical area). For every face :math:`f` of
+    cell :math:`P` with length :math:`L_f` and outward normal wind :math:`u_f` (mean of
+    the two cell winds), the volume flux is :math:`Q_f = u_f L_f`. Advection is first-order
+    upwind in advective form, :math:`\\frac{1}{A_P}\\sum_{Q_f<0} |Q_f| (c_P - c_{nb})`,
+    which keeps the matrix an M-matrix (non-negative response to non-negative sources)
+    for any wind field. Diffusion is central, :math:`\\frac{1}{A_P}\\sum_f K_h L_f
+    (c_P - c_{nb}) / d_f` with :math:`d_f` the centre distance. Outside the domain the
+    enhancement is zero (ghost cells with :math:`c = 0`): nothing flows in, and mass leaves
+    through the boundary by advection and diffusion (zero-inflow boundaries). A grid
+    spanning 360 degrees of longitude is periodic in longitude.
+
+    With a discretely non-divergent wind (e.g. uniform ``u`` and ``v = 0``) the operator
+    conserves mass exactly: emission = ventilation + outflow (:meth:`budget`).
+
+    Attributes
+    ----------
+    matrix : scipy.sparse.csc_matrix, (ncell, ncell), s-1
+    attrs : dict
+        Parameters of the operator, written into every output.
+    """
+
+    def __init__(
+        self,
+        grid: GridSpec,
+        u: Any,
+        v: Any,
+        *,
+        eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
+        ventilation_time: float = DEFAULT_VENTILATION_TIME,
+        surface_pressure: float = 1013.25,
+    ) -> None:
+        if not eddy_diffusivity >= 0:
+            raise SchemaError(f"eddy_diffusivity must be >= 0 m2 s-1; got {eddy_diffusivity}")
+        if not ventilation_time > 0:
+            raise SchemaError(f"ventilation_time must be > 0 s; got {ventilation_time}")
+        self.grid = grid
+        self.u = _wind_field(u, grid, "u")
+        self.v = _wind_field(v, grid, "v")
+        self.eddy_diffusivity = float(eddy_diffusivity)
+        self.ventilation_time = float(ventilation_time)
+        self.surface_pressure = float(surface_pressure)
+        self.n_air = dry_air_column(surface_pressure)
+        self._faces = _faces(grid, self.u, self.v, self.eddy_diffusivity)
+        self.area = grid.cell_area()
+        self.matrix = _assemble(self._faces, self.area, self.ventilation_time)
+        self._lu = splu(self.matrix)
+        self.attrs: dict[str, Any] = {
+            "transport_operator": "simple steady-state advection-diffusion-ventilation (DESIGN.md 5.2)",
+            "transport_eddy_diffusivity_m2_s-1": self.eddy_diffusivity,
+            "transport_ventilation_time_s": self.ventilation_time,
+            "transport_surface_pressure_hPa": self.surface_pressure,
+            "transport_dry_air_column_mol_m-2": self.n_air,
+            "transport_wind_u_mean_m_s-1": float(self.u.mean()),
+            "transport_wind_v_mean_m_s-1": float(self.v.mean()),
+            "transport_wind_uniform": int(np.ptp(self.u) == 0 and np.ptp(self.v) == 0),
+            "transport_boundaries": "zero inflow (c = 0 outside the domain)",
+            **grid.to_attrs(),
+        }
+        logger.info(
+            "simple transport operator: %d cells, %d non-zeros, K_h=%.3g m2/s, tau=%.3g s",
+            grid.size, self.matrix.nnz, self.eddy_diffusivity, self.ventilation_time,
+        )  # fmt: skip
+
+    def _rhs(self, flux: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+        f = np.asarray(flux, dtype="float64")
+        ny, nx = self.grid.shape
+        if f.shape[-2:] == (ny, nx):
+            lead = f.shape[:-2]
+            return f.reshape(-1, ny * nx).T, (*lead, ny, nx)
+        if f.shape[0] == ny * nx:
+            return f.reshape(ny * nx, -1), f.shape
+        raise SchemaError(f"flux has shape {f.shape}; expected (..., {ny}, {nx}) or ({ny * nx}, ...)")
+
+    def solve(self, flux: Any) -> np.ndarray:
+        """Column enhancement (mol mol-1) of an emission flux field.
+
+        Parameters
+        ----------
+        flux : array (ny, nx), (k, ny, nx) or (ncell, k), mol m-2 s-1
+
+        Returns
+        -------
+        numpy.ndarray
+            Same shape as ``flux``, mol mol-1.
+        """
+        rhs, shape = self._rhs(flux)
+        c = self._lu.solve(np.ascontiguousarray(rhs) / self.n_air)
+        if len(shape) >= 2 and shape[-2:] == self.grid.shape:
+            return c.T.reshape(shape)
+        return c.reshape(shape)
+
+    def response(self, patterns: Any) -> np.ndarray:
+        """Responses to many emission patterns at once (one factorisation, many solves).
+
+        Parameters
+        ----------
+        patterns : array (k, ny, nx), mol m-2 s-1
+
+        Returns
+        -------
+        numpy.ndarray (k, ny, nx), mol mol-1
+        """
+        p = np.asarray(patterns, dtype="float64")
+        if p.ndim == 2:
+            p = p[None]
+        return self.solve(p)
+
+    def footprints(self, cells: Any) -> np.ndarray:
+        """Sensitivity of the enhancement in ``cells`` to the flux in every cell.
+
+        Parameters
+        ----------
+        cells : array of int, (k,)
+            Flat (row-major) cell indices of the receptors.
+
+        Returns
+        -------
+        numpy.ndarray (k, ny, nx), m2 s mol-1
+            :math:`\\partial c_{cell} / \\partial F` (rows of :math:`M^{-1} / N_{air}`),
+            computed with the transposed factorisation.
+        """
+        cells = np.atleast_1d(np.asarray(cells, dtype="int64"))
+        e = np.zeros((self.grid.size, cells.size))
+        e[cells, np.arange(cells.size)] = 1.0
+        rows = self._lu.solve(e, trans="T") / self.n_air
+        return rows.T.reshape(cells.size, *self.grid.shape)
+
+    def budget(self, c: Any) -> dict[str, float]:
+        """Mass budget of an enhancement field, mol s-1.
+
+        Parameters
+        ----------
+        c : array (ny, nx), mol mol-1
+
+        Returns
+        -------
+        dict
+            ``ventilation`` (sum of N c / tau A), ``advective_outflow`` and
+            ``diffusive_outflow`` through the domain boundary, and ``convergence``
+            (sum of N c_P times the net volume inflow of cell P, zero for a discretely
+            non-divergent wind). Emission = ventilation + outflows + convergence: the
+            advective form :math:`u \\cdot \\nabla c = \\nabla \\cdot (u c) - c \\nabla \\cdot u`
+            treats air converging into a cell as carrying its own enhancement away.
+        """
+        c = np.asarray(c, dtype="float64").reshape(self.grid.shape)
+        fc = self._faces
+        cflat = c.ravel()
+        adv = diff = conv = 0.0
+        for f in fc:
+            p = f["cell"]
+            out_bnd = (f["nb"] < 0) & (f["q"] > 0)
+            adv += float(np.sum(f["q"][out_bnd] * cflat[p[out_bnd]]))
+            bnd = f["nb"] < 0
+            diff += float(np.sum(f["d"][bnd] * cflat[p[bnd]]))
+            conv -= float(np.sum(f["q"] * cflat[p]))
+        n = self.n_air
+        return {
+            "ventilation": float(np.sum(c * self.area)) * n / self.ventilation_time,
+            "advective_outflow": adv * n,
+            "diffusive_outflow": diff * n,
+            "convergence": conv * n,
+        }
+
+
+def _faces(grid: GridSpec, u: np.ndarray, v: np.ndarray, kh: float) -> list[dict[str, np.ndarray]]:
+    """Per cell and face direction: neighbour index, outward volume flux Q, diffusive conductance."""
+    ny, nx = grid.shape
+    idx = np.arange(ny * nx).reshape(ny, nx)
+    r = EARTH_RADIUS_M
+    dlat = np.deg2rad(np.diff(grid.lat_edges))  # (ny,)
+    dlon = np.deg2rad(np.diff(grid.lon_edges))  # (nx,)
+    latc = np.deg2rad(grid.lat)
+    lonc = np.deg2rad(grid.lon)
+    cos_edge = np.cos(np.deg2rad(grid.lat_edges))  # (ny+1,)
+    periodic = grid.is_global_lon
+    out = []
+    # east (+x) and west (-x) faces: length R dlat, centre distance R cos(lat) dlon_c
+    for step in (1, -1):
+        j = np.arange(nx)
+        jn = j + step
+        if periodic:
+            jn = jn % nx
+        has = (jn >= 0) & (jn < nx)
+        jn_c = np.clip(jn, 0, nx - 1)
+        length = np.broadcast_to((r * dlat)[:, None], (ny, nx))
+        un = np.where(has[None, :], 0.5 * (u + u[:, jn_c]), u) * step
+        dl = np.where(has, np.abs(lonc[jn_c] - lonc), dlon)
+        if periodic:
+            dl = np.where(dl > np.pi, 2 * np.pi - dl, dl)
+            dl = np.where(has, dl, dlon)
+        dist = r * np.cos(latc)[:, None] * dl[None, :]
+        nb = np.where(has[None, :], idx[:, jn_c], -1)
+        out.append({"cell": idx.ravel(), "nb": nb.ravel(), "q": (un * length).ravel(),
+                    "d": (kh * length / dist).ravel()})  # fmt: skip
+    # north (+y) and south (-y) faces: length R cos(lat_edge) dlon, distance R dlat_c
+    for step in (1, -1):
+        i = np.arange(ny)
+        inb = i + step
+        has = (inb >= 0) & (inb < ny)
+        in_c = np.clip(inb, 0, ny - 1)
+        edge = i + 1 if step == 1 else i
+        length = r * cos_edge[edge][:, None] * dlon[None, :]
+        length = np.maximum(length, 0.0)
+        vn = np.where(has[:, None], 0.5 * (v + v[in_c, :]), v) * step
+        dist = np.where(has, r * np.abs(latc[in_c] - latc), r * dlat)
+        nb = np.where(has[:, None], idx[in_c, :], -1)
+        out.append({"cell": idx.ravel(), "nb": nb.ravel(), "q": (vn * length).ravel(),
+                    "d": (kh * length / dist[:, None]).ravel()})  # fmt: skip
+    return out
+
+
+def _assemble(faces: list[dict[str, np.ndarray]], area: np.ndarray, tau: float) -> sp.csc_matrix:
+    """The operator matrix (s-1): rows = cells, upwind advective form + diffusion + decay."""
+    a = area.ravel()
+    n = a.size
+    diag = np.full(n, 1.0 / tau)
+    rows, cols, vals = [], [], []
+    for f in faces:
+        p, nb, q, d = f["cell"], f["nb"], f["q"], f["d"]
+        inflow = np.where(q < 0, -q, 0.0)
+        diag += (inflow + d) / a[p]
+        has = nb >= 0
+        off = -(inflow + d)[has] / a[p[has]]
+        rows.append(p[has])
+        cols.append(nb[has])
+        vals.append(off)
+    rows.append(np.arange(n))
+    cols.append(np.arange(n))
+    vals.append(diag)
+    m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    return m.tocsc()
+
+
+
+
+def _edge_inflow(faces: list[dict[str, np.ndarray]], area: np.ndarray, edge: str) -> np.ndarray:
+    """Source (s-1) into each cell from a unit enhancement outside one edge of the domain.
+
+    The ghost cells beyond ``edge`` hold c = 1 instead of 0: every boundary face of that
+    edge adds :math:`(|Q_f|_{in} + D_f) / A_P` (advective inflow and diffusive exchange)
+    to the right-hand side, the terms :func:`_assemble` puts on the diagonal.
+    """
+    f = faces[EDGES.index(edge)]
+    a = area.ravel()
+    bnd = f["nb"] < 0
+    inflow = np.where(f["q"] < 0, -f["q"], 0.0)
+    out = np.zeros(a.size)
+    p = f["cell"][bnd]
+    np.add.at(out, p, (inflow[bnd] + f["d"][bnd]) / a[p])
+    return out
+
+
+@dataclass(frozen=True)
+class Forcing:
+    """The source behind one Jacobian column, switched on during ``[start, end)``.
+
+    Attributes
+    ----------
+    start, end : numpy.datetime64
+        Window in which the source acts; the response is followed until ``end + tail``.
+    pattern : ndarray (ncell,), mol m-2 s-1, optional
+        An emission pattern (``kind`` "flux").
+    edge : str, optional
+        For ``kind`` "inflow": the edge (:data:`EDGES`) whose outside holds ``scale``.
+    scale : float
+        Enhancement outside the edge (mol mol-1) per unit of the state element.
+    """
+
+    kind: str
+    start: np.datetime64
+    end: np.datetime64
+    pattern: np.ndarray | None = None
+    edge: str | None = None
+    scale: float = 1.0
+
+
+def _winds_at(times: np.ndarray, u: np.ndarray, v: np.ndarray, t: np.datetime64) -> tuple[np.ndarray, np.ndarray]:
+    """Winds (ny, nx) at time t, linear in time between the given steps, constant outside them."""
+    if times.size == 1 or t <= times[0]:
+        return u[0], v[0]
+    if t >= times[-1]:
+        return u[-1], v[-1]
+    k = int(np.searchsorted(times, t, side="right") - 1)
+    f = float((t - times[k]) / (times[k + 1] - times[k]))
+    return (1.0 - f) * u[k] + f * u[k + 1], (1.0 - f) * v[k] + f * v[k + 1]
+
+
+def _step_sources(forcings: Sequence[Forcing], active: list[int], starts: np.ndarray, ends: np.ndarray,
+                  t: np.datetime64, flux_src: dict[int, np.ndarray], op: _Stencil) -> np.ndarray:  # fmt: skip
+    """Source terms (ncell, n_active), s-1, of the active forcings that are on at time t."""
+    out = np.zeros((op.grid.size, len(active)))
+    inflow: dict[str, np.ndarray] = {}
+    for col, k in enumerate(active):
+        if not starts[k] <= t < ends[k]:
+            continue
+        f = forcings[k]
+        if f.kind == "flux":
+            out[:, col] = flux_src[k]
+        else:
+            edge = str(f.edge)
+            if edge not in inflow:
+                inflow[edge] = op.edge_inflow(edge)
+            out[:, col] = inflow[edge] * f.scale
+    return out
+
+
+@dataclass
+class _Sampler:
+    """Which observations a model state at time t contributes to (their bin holds t)."""
+
+    bin_start: np.ndarray  # (B,) datetime64
+    bin_end: np.ndarray
+    members: list[np.ndarray]  # observation indices per bin
+    cells: list[np.ndarray]
+
+    @classmethod
+    def build(cls, obs_start: np.ndarray, obs_end: np.ndarray, obs_cell: np.ndarray) -> _Sampler:
+        keys = np.stack([obs_start.astype("datetime64[ns]").astype("int64"),
+                         obs_end.astype("datetime64[ns]").astype("int64")], axis=1)  # fmt: skip
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True) if len(keys) else (np.zeros((0, 2), "int64"), [])
+        members = [np.flatnonzero(np.asarray(inv).ravel() == b) for b in range(len(uniq))]
+        return cls(uniq[:, 0].astype("datetime64[ns]"), uniq[:, 1].astype("datetime64[ns]"), members,
+                   [obs_cell[m] for m in members])  # fmt: skip
+
+    def bins_at(self, t: np.datetime64) -> np.ndarray:
+        return np.flatnonzero((self.bin_start <= t) & (t < self.bin_end))
+
+
+class _Stencil:
+    """The operator of :func:`_assemble` as a CSR matrix of fixed sparsity whose values follow the winds.
+
+    Only the coefficients change from one wind field to the next: the matrix structure,
+    the face lengths, the centre distances and the diffusive conductances are computed once,
+    and each update is a handful of vector operations.
+    """
+
+    def __init__(self, grid: GridSpec, eddy_diffusivity: float, ventilation_time: float) -> None:
+        self.grid = grid
+        self.kh = float(eddy_diffusivity)
+        self.tau = float(ventilation_time)
+        self.area = grid.cell_area()
+        a = self.area.ravel()
+        ones = np.ones(grid.shape)
+        # faces of a unit wind: q = (face-normal wind) x length, so length = |q| of u = v = 1
+        f1 = _faces(grid, ones, ones, self.kh)
+        n = grid.size
+        self.valid = [f["nb"] >= 0 for f in f1]
+        self.nb = [np.where(ok, f["nb"], f["cell"]) for f, ok in zip(f1, self.valid, strict=True)]
+        self.len_over_area = [np.abs(f["q"]) / a for f in f1]
+        self.sign = [1.0, -1.0, 1.0, -1.0]  # east, west, north, south: outward normal of u or v
+        self.diff = [f["d"] / a for f in f1]
+        rows = np.concatenate([np.arange(n)] + [f["cell"][ok] for f, ok in zip(f1, self.valid, strict=True)])
+        cols = np.concatenate([np.arange(n)] + [f["nb"][ok] for f, ok in zip(f1, self.valid, strict=True)])
+        order = sp.coo_matrix((np.arange(rows.size, dtype="float64") + 1.0, (rows, cols)), shape=(n, n)).tocsr()
+        self.matrix = order
+        self.perm = order.data.astype("int64") - 1  # csr.data[k] holds the coo entry perm[k]
+        self.coef = [np.zeros(n) for _ in range(4)]
+        self.diag_max = 1.0 / self.tau
+
+    def update(self, u: np.ndarray, v: np.ndarray) -> None:
+        """Set the coefficients for winds ``u``, ``v`` (ny, nx), m s-1."""
+        uf, vf = np.ravel(u), np.ravel(v)
+        diag = np.full(uf.size, 1.0 / self.tau)
+        offs = []
+        for k in range(4):
+            w = uf if k < 2 else vf
+            normal = np.where(self.valid[k], 0.5 * (w + w[self.nb[k]]), w) * self.sign[k]
+            # inflow through the face (normal wind pointing in) plus diffusive exchange, per cell area
+            coef = np.maximum(-normal, 0.0) * self.len_over_area[k] + self.diff[k]
+            self.coef[k] = coef
+            diag += coef
+            offs.append(-coef[self.valid[k]])
+        self.matrix.data = np.concatenate([diag, *offs])[self.perm]
+        self.diag_max = float(diag.max())
+
+    def edge_inflow(self, edge: str) -> np.ndarray:
+        """Source (s-1) from a unit enhancement outside ``edge`` (the boundary faces' coefficients)."""
+        k = EDGES.index(edge)
+        return np.where(self.valid[k], 0.0, self.coef[k])
+
+
+def integrate_responses(
+    grid: GridSpec,
+    wind_times: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    forcings: Sequence[Forcing],
+    obs_start: np.ndarray,
+    obs_end: np.ndarray,
+    obs_cell: np.ndarray,
+    *,
+    eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
+    ventilation_time: float = DEFAULT_VENTILATION_TIME,
+    surface_pressure: float = 1013.25,
+    time_step: float = 6 * 3600.0,
+    tail: float | None = None,
+    progress: Any = None,
+) -> np.ndarray:
+    """Time-resolved responses of the observations to each forcing (the Jacobian's columns).
+
+    Parameters
+    ----------
+    grid : GridSpec
+    wind_times : array (T,) datetime64
+    u, v : array (T, ny, nx), m s-1
+        Boundary-layer winds on ``grid`` at ``wind_times`` (linear in time between them).
+    forcings : sequence of Forcing
+        One per column.
+    obs_start, obs_end : array (m,) datetime64
+        The time bin of each observation; the model is averaged over the step ends inside it.
+    obs_cell : array (m,) int
+        Flat cell index of each observation.
+    eddy_diffusivity, ventilation_time, surface_pressure
+        m2 s-1, s, hPa.
+    time_step : float, s
+        Interval at which the winds are updated and the observations sampled (6 hours by
+        default, the reanalysis interval); no longer than the shortest observation bin.
+        Each interval is integrated in as many explicit sub-steps as positivity needs.
+    tail : float, s, optional
+        How long a response is followed after its forcing ends (default 6 ventilation
+        times, when :math:`e^{-6}` of it is left).
+    progress : callable, optional
+        Called with (steps done, steps total) now and then.
+
+    Returns
+    -------
+    numpy.ndarray (m, n_forcing)
+        Column enhancement (mol mol-1) per unit of each forcing, averaged over each
+        observation's bin.
+
+    Notes
+    -----
+    The operator :math:`M` of :func:`_assemble` (upwind advection, diffusion, ventilation)
+    is rebuilt under the winds at the middle of each interval and the state advanced by
+    forward-Euler sub-steps :math:`c \\leftarrow c + h (s - M c)` with
+    :math:`h \\max_P M_{PP} \\le 0.95`: every update is then a non-negative combination
+    of the old values and the sources, so responses stay non-negative and the scheme is
+    stable for any wind (the explicit counterpart of the M-matrix property; its steady
+    state is that of :class:`SimpleTransport`). Sources are :math:`F / N_{air}` for
+    emission patterns and the inflow of :func:`_edge_inflow` for boundary elements. The
+    responses of forcings that ended more than ``tail`` ago are dropped (below
+    :math:`e^{-6}`). Integration starts at the earliest forcing and ends at the last
+    observation bin.
+    """
+    if not eddy_diffusivity >= 0 or not ventilation_time > 0 or not time_step > 0:
+        raise SchemaError("eddy_diffusivity >= 0, ventilation_time > 0 and time_step > 0 are required")
+    m = obs_cell.size
+    n = len(forcings)
+    K = np.zeros((m, n))
+    if m == 0 or n == 0:
+        return K
+    tail = 6.0 * ventilation_time if tail is None else float(tail)
+    n_air = dry_air_column(surface_pressure)
+    op = _Stencil(grid, eddy_diffusivity, ventilation_time)
+    ncell = grid.size
+    dt = np.timedelta64(int(round(time_step * 1e9)), "ns")
+    starts = np.array([f.start for f in forcings], dtype="datetime64[ns]")
+    ends = np.array([f.end for f in forcings], dtype="datetime64[ns]")
+    tail_ns = np.timedelta64(int(round(tail * 1e9)), "ns")
+    sampler = _Sampler.build(np.asarray(obs_start, "datetime64[ns]"), np.asarray(obs_end, "datetime64[ns]"),
+                             np.asarray(obs_cell, "int64"))  # fmt: skip
+    counts = np.zeros(m)
+    t = starts.min()
+    nsteps = int(np.ceil((sampler.bin_end.max() - t) / dt))
+    wind_times = np.asarray(wind_times, "datetime64[ns]")
+    active: list[int] = []
+    state = np.zeros((ncell, 0))
+    flux_src = {k: f.pattern / n_air for k, f in enumerate(forcings) if f.kind == "flux" and f.pattern is not None}
+    for step in range(nsteps):
+        new = [k for k in np.flatnonzero((starts <= t) & (t < starts + dt)) if k not in active]
+        keep = [i for i, k in enumerate(active) if t < ends[k] + tail_ns]
+        if len(keep) < len(active) or new:
+            state = np.concatenate([state[:, keep], np.zeros((ncell, len(new)))], axis=1)
+            active = [active[i] for i in keep] + [int(k) for k in new]
+        if active:
+            op.update(*_winds_at(wind_times, u, v, t + dt // 2))
+            src = _step_sources(forcings, active, starts, ends, t, flux_src, op)
+            nsub = max(1, int(np.ceil(time_step * op.diag_max / 0.95)))
+            h = time_step / nsub
+            for _ in range(nsub):
+                state += h * (src - op.matrix @ state)
+        t = t + dt
+        for b in sampler.bins_at(t):
+            rows = sampler.members[b]
+            if active:
+                K[np.ix_(rows, active)] += state[sampler.cells[b]]
+            counts[rows] += 1.0
+        if progress is not None and (step % 200 == 0 or step == nsteps - 1):
+            progress(step + 1, nsteps)
+    missing = counts == 0
+    if missing.any():
+        raise SchemaError(
+            f"{int(missing.sum())} observations lie in time bins without a model step end; use a time_step "
+            f"no longer than the shortest time bin (time_step = {time_step:g} s)"
+        )
+    return K / counts[:, None]
