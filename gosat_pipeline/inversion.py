@@ -32,7 +32,15 @@ import xarray as xr
 
 from gosat_pipeline.errors import InversionError, SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
-from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, gas_units, global_attrs
+from gosat_pipeline.schema import (
+    G0,
+    GAS_UNIT_TO_MOLMOL,
+    MOLAR_MASS,
+    SECONDS_PER_YEAR,
+    gas_units,
+    global_attrs,
+)
+from gosat_pipeline.statevector import StateVector
 
 __all__ = [
     "DEFAULT_BACKGROUND_PRIOR_SIGMA",
@@ -56,8 +64,6 @@ logger = logging.getLogger(__name__)
 STATUS_MEANINGS: dict[int, str] = {0: "ok", 1: "no_observations", 2: "degenerate"}
 #: Default 1-sigma prior of background offsets, canonical units (wide: estimated, not guessed).
 DEFAULT_BACKGROUND_PRIOR_SIGMA: dict[str, float] = {"CO2": 5.0, "CH4": 30.0}
-_SECONDS_PER_YEAR = 365.25 * 86400.0
-_G0 = 9.80665
 
 
 @dataclass(frozen=True)
@@ -685,20 +691,20 @@ def _haversine_km(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return 2.0 * EARTH_RADIUS_M / 1000.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
-def _prior_covariance(jac: xr.DataArray, prior_error: float, corr_km: float | None, bg_sigma: float) -> np.ndarray:
-    """S_a (n, n): relative prior error on scale factors (optionally correlated), wide background."""
-    kind = jac["state_kind"].values.astype(str)
-    emis = kind == "emission"
+def _prior_covariance(jac: xr.DataArray, prior_error: float, corr_km: float | None, bg_sigma: float,
+                      gradient_sigma: float, inflow_sigma: float) -> np.ndarray:  # fmt: skip
+    """S_a (n, n): relative prior error on scale factors (optionally correlated); wide background
+    offsets, their gradients (per 1000 km) and the boundary inflow."""
+    sv = StateVector.from_coords(jac)
+    emis = sv.emission
     sig = np.where(emis, prior_error, bg_sigma)
+    sig = np.where((sv.kind == "background") & (sv.sector != "offset"), gradient_sigma, sig)
+    sig = np.where(sv.kind == "inflow", inflow_sigma, sig)
     S = np.diag(sig**2)
     if corr_km and emis.sum() > 1:
         idx = np.flatnonzero(emis)
-        lat = jac["state_latitude"].values[idx] if "state_latitude" in jac.coords else np.zeros(idx.size)
-        lon = jac["state_longitude"].values[idx] if "state_longitude" in jac.coords else np.zeros(idx.size)
-        rho = np.exp(-_haversine_km(np.nan_to_num(lat), np.nan_to_num(lon)) / corr_km)
-        same = (jac["state_period"].values[idx][:, None] == jac["state_period"].values[idx][None, :]) & (
-            jac["state_sector"].values[idx][:, None] == jac["state_sector"].values[idx][None, :]
-        )
+        rho = np.exp(-_haversine_km(np.nan_to_num(sv.latitude[idx]), np.nan_to_num(sv.longitude[idx])) / corr_km)
+        same = (sv.period[idx][:, None] == sv.period[idx][None, :]) & (sv.sector[idx][:, None] == sv.sector[idx][None, :])
         S[np.ix_(idx, idx)] = prior_error**2 * np.where(same, rho, 0.0)
     return S
 
@@ -755,6 +761,8 @@ def invert(
     region_names: dict[str, str] | None = None,
     obs_correlation_length_km: float | None = None,
     sensitivity_fraction: float = 0.1,
+    background_gradient_sigma: float | None = None,
+    inflow_prior_sigma: float | None = None,
 ) -> xr.Dataset:
     """Bayesian inversion of the super-observations for the state of :func:`build_jacobian`.
 
@@ -786,6 +794,12 @@ def invert(
     sensitivity_fraction : float
         An observation counts for a region (``total_n_observations``) when its Jacobian
         column for the region's elements exceeds this fraction of the column's maximum.
+    background_gradient_sigma : float, optional
+        1-sigma prior of the background's north-south and east-west gradients, gas units
+        per 1000 km (default a third of ``background_prior_sigma``).
+    inflow_prior_sigma : float, optional
+        1-sigma prior of the boundary inflow elements, gas units (default a third of
+        ``background_prior_sigma``).
 
     Returns
     -------
@@ -818,7 +832,9 @@ def invert(
     n = K.shape[1]
     emis = jac["state_kind"].values.astype(str) == "emission"
     xa = np.where(emis, 1.0, 0.0)
-    Sa = _prior_covariance(jac, prior_error, correlation_length_km, bg_sigma)
+    gr_sigma = bg_sigma / 3.0 if background_gradient_sigma is None else float(background_gradient_sigma)
+    in_sigma = bg_sigma / 3.0 if inflow_prior_sigma is None else float(inflow_prior_sigma)
+    Sa = _prior_covariance(jac, prior_error, correlation_length_km, bg_sigma, gr_sigma, in_sigma)
     So = _obs_covariance(jac, sigma, obs_correlation_length_km)
     extra: dict[str, Any] = {}
     if n == 0:
@@ -832,8 +848,9 @@ def invert(
         logger.warning("inversion status %d (%s): posterior = prior", res.status, STATUS_MEANINGS[res.status])
     ds = _posterior_dataset(jac, xa, Sa, x_post, S_x, res, units, extra)
     names = region_names or {}
-    ds = xr.merge([ds, region_totals(ds, K=K, sensitivity_fraction=sensitivity_fraction, region_names=names)],
-                  combine_attrs="override")  # fmt: skip
+    diag, rw = consistency_diagnostics(jac, K, y, So, xa, Sa, x_post, res.dofs)
+    ds = xr.merge([ds, diag, region_totals(ds, K=K, sensitivity_fraction=sensitivity_fraction, region_names=names,
+                                           whitened_residual=rw)], combine_attrs="override")  # fmt: skip
     transport_attrs = {k: v for k, v in jac.attrs.items() if k.startswith(("transport", "grid", "footprints"))}
     ds.attrs = global_attrs(
         f"{gas} posterior emissions (analytic Bayesian inversion)",
@@ -845,6 +862,8 @@ def invert(
         prior_correlation_length_km=float(correlation_length_km or 0.0),
         obs_correlation_length_km=float(obs_correlation_length_km or 0.0),
         background_prior_sigma=bg_sigma,
+        background_gradient_sigma=gr_sigma,
+        inflow_prior_sigma=in_sigma,
         gradient_tolerance=float(gradient_tolerance),
         gradient_norm=float(res.gradient_norm),
         iterations=int(res.iterations),
@@ -897,7 +916,8 @@ def _posterior_dataset(
     # The elements have different units (scale factors "1", background offsets in gas units);
     # a variable has one CF units string, so it says "1" and state_units gives each element's.
     state_note = (f"units differ by element and are given by the state_units coordinate: 1 for emission "
-                  f"scale factors (relative to the prior), {units} for background offsets")  # fmt: skip
+                  f"scale factors (relative to the prior), {units} for background offsets and boundary inflow, "
+                  f"{units} (1000 km)-1 for background gradients")  # fmt: skip
     cov_note = (f"the units of element (i, j) are the product of the state_units of elements i and j: 1 between "
                 f"scale factors, {units} between a scale factor and an offset, {units}2 between offsets")  # fmt: skip
 
@@ -933,12 +953,73 @@ def _posterior_dataset(
     return ds
 
 
+def consistency_diagnostics(
+    jac: xr.DataArray, K: np.ndarray, y: np.ndarray, So: np.ndarray, xa: np.ndarray, Sa: np.ndarray,
+    x_hat: np.ndarray, dofs: float,
+) -> tuple[xr.Dataset, np.ndarray]:  # fmt: skip
+    """Chi-square diagnostics normalised by their expected values, overall and per time bin.
+
+    Parameters
+    ----------
+    jac : xarray.DataArray (obs, state)
+        For ``obs_time_index`` and ``obs_time``.
+    K, y, So, xa, Sa, x_hat : arrays
+        Jacobian, observations (minus the background reference), S_o (variances or
+        full), prior, S_a, posterior mean.
+    dofs : float
+        Degrees of freedom for signal.
+
+    Returns
+    -------
+    (xarray.Dataset, ndarray)
+        ``chi2_obs_normalized`` :math:`J_o / (m - \\mathrm{DOFS})`,
+        ``chi2_state_normalized`` :math:`J_a / \\mathrm{DOFS}` (both 1 when the error
+        statistics are consistent), ``chi2_obs_by_time`` (mean squared whitened residual
+        per L3 time bin, dim ``time_bin``), and the whitened residuals
+        :math:`L^{-1}(y - K\\hat x)` (one per observation).
+
+    Notes
+    -----
+    For the optimal estimate :math:`E[J_o] = m - \\mathrm{DOFS}` and
+    :math:`E[J_a] = \\mathrm{tr}(S_a^{-1}(S_a - \\hat S)) = \\mathrm{DOFS}` (Rodgers 2000,
+    section 12.1; Michalak et al. 2005, JGR 110, D24107). Transport error shows in
+    :math:`J_a` more than in :math:`J_o`: the state absorbs what the model cannot fit.
+    """
+    m, n = K.shape
+    r = y - K @ x_hat if m else np.zeros(0)
+    if So.ndim == 1:
+        rw = r / np.sqrt(So) if m else r
+    else:
+        rw = sla.solve_triangular(sla.cholesky(So, lower=True), r, lower=True)
+    jo = float(rw @ rw)
+    d = x_hat - xa
+    ja = _quad_inv(Sa, d) if n else 0.0
+    chi_o = jo / max(m - dofs, 1.0) if m else math.nan
+    chi_a = ja / dofs if dofs > 1e-9 else math.nan
+    tb = jac["obs_time_index"].values.astype("int64") if "obs_time_index" in jac.coords else np.zeros(m, "int64")
+    bins = np.unique(tb)
+    by_time = np.array([float(np.mean(rw[tb == b] ** 2)) for b in bins])
+    tstart = np.array([jac["obs_time"].values[tb == b][0] for b in bins]) if "obs_time" in jac.coords and m else \
+        np.zeros(bins.size, dtype="datetime64[ns]")  # fmt: skip
+    ds = xr.Dataset(
+        {"chi2_obs_normalized": ((), chi_o, {"units": "1", "long_name":
+                                 "observation chi-square over its expected value, J_o / (m - DOFS)"}),
+         "chi2_state_normalized": ((), chi_a, {"units": "1", "long_name":
+                                   "state chi-square over its expected value, J_a / DOFS"}),
+         "chi2_obs_by_time": ("time_bin", by_time, {"units": "1", "long_name":
+                              "mean squared whitened residual of the time bin's observations"})},
+        coords={"time_bin_start": ("time_bin", tstart, {"long_name": "start of the L3 time bin"})},
+    )  # fmt: skip
+    return ds, rw
+
+
 def region_totals(
     posterior: xr.Dataset,
     *,
     K: np.ndarray | None = None,
     sensitivity_fraction: float = 0.1,
     region_names: dict[str, str] | None = None,
+    whitened_residual: np.ndarray | None = None,
 ) -> xr.Dataset:
     """Regional totals :math:`E = w^T x`, :math:`\\sigma^2 = w^T S w` per (region, period), Tg yr-1.
 
@@ -948,10 +1029,12 @@ def region_totals(
         With ``x_prior``, ``x_posterior``, ``S_prior``, ``S_posterior``,
         ``averaging_kernel`` and the state coords.
     K : array (m, n), optional
-        The Jacobian, for ``total_n_observations``.
+        The Jacobian, for ``total_n_observations`` and ``total_chi2_obs``.
     sensitivity_fraction : float
         See :func:`invert`.
     region_names : dict, optional
+    whitened_residual : array (m,), optional
+        From :func:`consistency_diagnostics`, for ``total_chi2_obs``.
 
     Returns
     -------
@@ -960,49 +1043,52 @@ def region_totals(
         ``total_posterior_sigma`` (Tg yr-1), ``total_prior_covariance``,
         ``total_posterior_covariance`` (Tg2 yr-2), ``total_error_reduction``
         (1 - sigma_post/sigma_prior), ``total_sensitivity``
-        (:math:`w^T A w / w^T w`), ``total_n_observations``, ``total_status``
-        (0 ok, 1 no observation sees the region in that period, 2 no prior emission);
-        coords ``total_region``, ``total_region_name``, ``total_period``.
+        (:math:`w^T A w / w^T w`), ``total_n_observations``, ``total_chi2_state``
+        (the region's elements' :math:`J_a` over its expected value),
+        ``total_chi2_obs`` (mean squared whitened residual of the observations that see
+        the region), ``total_status`` (0 ok, 1 no observation sees the region in that
+        period, 2 no prior emission); coords ``total_region``, ``total_region_name``,
+        ``total_role``, ``total_period``.
 
     Notes
     -----
     :math:`w_j` = prior emission of element j (Tg yr-1) for the region's elements (all
     sectors) of that period, 0 elsewhere, so :math:`w^T x` is the scaled total. The
-    covariance is the full :math:`W S W^T` (DESIGN.md 5.5), never only the diagonal.
+    totals come from one sparse weight matrix W: :math:`W \\hat S W^T` is the full
+    covariance (DESIGN.md 5.5), never only the diagonal, and no n x n temporary is made
+    per region.
     """
-    kind = posterior["state_kind"].values.astype(str)
-    reg = posterior["state_region"].values.astype(str)
-    per = posterior["state_period"].values.astype(str)
-    pe = posterior["state_prior_emission"].values.astype("float64") / 1e9  # Tg yr-1
-    rn = posterior["state_region_name"].values.astype(str) if "state_region_name" in posterior.coords else reg
-    names = dict(region_names or {})
-    keys: list[tuple[str, str]] = []
-    for r, p, k in zip(reg, per, kind, strict=True):
-        if k == "emission" and (r, p) not in keys:
-            keys.append((r, p))
-    n = kind.size
-    W = np.zeros((len(keys), n))
-    for t, (r, p) in enumerate(keys):
-        sel = (kind == "emission") & (reg == r) & (per == p)
-        W[t, sel] = pe[sel]
+    sv = StateVector.from_coords(posterior)
+    names = {**sv.names(), **dict(region_names or {})}
+    keys: list[tuple[str, str]] = list(dict.fromkeys(zip(sv.region[sv.emission], sv.period[sv.emission], strict=True)))
+    W = sv.weight_matrix([((r,), p) for r, p in keys])
+    role = {r: ro for r, ro in zip(sv.region[sv.emission], sv.role[sv.emission], strict=True)}
     xa, xp = posterior["x_prior"].values, posterior["x_posterior"].values
     Sa, Sp, A = (posterior[v].values for v in ("S_prior", "S_posterior", "averaging_kernel"))
-    Ca = W @ Sa @ W.T
-    Cp = W @ Sp @ W.T
+    WSa, WSp = np.asarray(W @ Sa), np.asarray(W @ Sp)
+    Ca, Cp = np.asarray((W @ WSa.T).T), np.asarray((W @ WSp.T).T)
     sa = np.sqrt(np.clip(np.diag(Ca), 0.0, None))
     spost = np.sqrt(np.clip(np.diag(Cp), 0.0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
         er = np.where(sa > 0, 1.0 - spost / np.where(sa > 0, sa, 1.0), 0.0)
-        ww = np.einsum("ti,ti->t", W, W)
-        sens = np.where(ww > 0, np.einsum("ti,ij,tj->t", W, A, W) / np.where(ww > 0, ww, 1.0), 0.0)
+        ww = np.asarray(W.multiply(W).sum(axis=1)).ravel()
+        WA = np.asarray(W @ A)
+        wAw = np.asarray(W.multiply(WA).sum(axis=1)).ravel()
+        sens = np.where(ww > 0, wAw / np.where(ww > 0, ww, 1.0), 0.0)
+    chi_s = _region_state_chi2(W, xa, xp, Sa, Sp)
     nobs = np.zeros(len(keys), dtype="int64")
+    chi_o = np.full(len(keys), np.nan)
     if K is not None and K.shape[0]:
         # the region's column: response to all its elements' prior emissions (sum of columns)
-        col = np.abs(K @ np.where(W != 0, 1.0, 0.0).T)
+        ind = (W != 0).astype("float64")
+        col = np.abs(np.asarray(ind @ K.T).T)
         mx = col.max(axis=0)
-        nobs = np.where(mx > 0, (col > sensitivity_fraction * mx[None, :]).sum(axis=0), 0).astype("int64")
-    status = np.where(W.sum(1) <= 0, 2, np.where(nobs == 0, 1, 0)).astype("int8")
-    lab = [names.get(r, "") or next((rn[i] for i in range(n) if reg[i] == r and rn[i]), r) for r, _ in keys]
+        seen = (col > sensitivity_fraction * mx[None, :]) & (mx[None, :] > 0)
+        nobs = seen.sum(axis=0).astype("int64")
+        if whitened_residual is not None and whitened_residual.size == K.shape[0]:
+            r2 = whitened_residual**2
+            chi_o = np.array([float(r2[seen[:, t]].mean()) if nobs[t] else np.nan for t in range(len(keys))])
+    status = np.where(np.asarray(W.sum(axis=1)).ravel() <= 0, 2, np.where(nobs == 0, 1, 0)).astype("int8")
     tg = "Tg yr-1"
     ds = xr.Dataset(
         {
@@ -1023,29 +1109,62 @@ def region_totals(
                                       "long_name": "averaging-kernel sensitivity of the regional total, w^T A w / w^T w"}),
             "total_n_observations": ("total", nobs, {"units": "1", "long_name":
                                      "observations whose region column exceeds sensitivity_fraction of its max"}),
+            "total_chi2_state": ("total", chi_s, {"units": "1", "long_name":
+                                 "state chi-square of the region's elements over its expected value"}),
+            "total_chi2_obs": ("total", chi_o, {"units": "1", "long_name":
+                               "mean squared whitened residual of the observations that see the region"}),
             "total_status": ("total", status, {"units": "1", "long_name": "status of the regional total",
                                                "flag_values": np.array([0, 1, 2], dtype="int8"),
                                                "flag_meanings": "ok no_observations no_prior_emission"}),
         },
         coords={
             "total_region": ("total", np.array([k[0] for k in keys], dtype=str), {"long_name": "region code"}),
-            "total_region_name": ("total", np.array(lab, dtype=str), {"long_name": "region name"}),
+            "total_region_name": ("total", np.array([names.get(k[0], k[0]) for k in keys], dtype=str),
+                                  {"long_name": "region name"}),
+            "total_role": ("total", np.array([role.get(k[0], "requested") for k in keys], dtype=str),
+                           {"long_name": "role of the region (requested, other, rest)"}),
             "total_period": ("total", np.array([k[1] for k in keys], dtype=str), {"long_name": "ISO 8601 period"}),
         },
     )  # fmt: skip
     return ds
 
 
+def _region_state_chi2(W: Any, xa: np.ndarray, xp: np.ndarray, Sa: np.ndarray, Sp: np.ndarray) -> np.ndarray:
+    """Per target: J_a of its elements over its expected value tr(S_a,R^-1 (S_a - S_hat)_RR)."""
+    out = np.full(W.shape[0], np.nan)
+    W = sp.csr_matrix(W)
+    for t in range(W.shape[0]):
+        idx = W.indices[W.indptr[t]:W.indptr[t + 1]]
+        if idx.size == 0:
+            continue
+        sa = Sa[np.ix_(idx, idx)]
+        d = xp[idx] - xa[idx]
+        try:
+            c = sla.cho_factor(sa, lower=True)
+            ja = float(d @ sla.cho_solve(c, d))
+            expected = float(np.trace(sla.cho_solve(c, sa - Sp[np.ix_(idx, idx)])))
+        except (np.linalg.LinAlgError, sla.LinAlgError):
+            continue
+        out[t] = ja / expected if expected > 1e-9 else np.nan
+    return out
+
+
 # ---------------------------------------------------------------------------- maps
-def posterior_flux_maps(posterior: xr.Dataset, prior_flux: xr.DataArray, masks: xr.DataArray) -> xr.Dataset:
+def posterior_flux_maps(
+    posterior: xr.Dataset, emissions: xr.DataArray, masks: xr.DataArray | None = None
+) -> xr.Dataset:
     """Gridded prior and posterior fluxes for maps.
 
     Parameters
     ----------
     posterior : xarray.Dataset
         Output of :func:`invert`.
-    prior_flux : xarray.DataArray (latitude, longitude) [or with ``sector``], kg m-2 s-1
-    masks : xarray.DataArray (region, latitude, longitude), fractions
+    emissions : xarray.DataArray
+        The region-attributed prior emissions the Jacobian was built from, kg m-2 s-1,
+        ``(region, [sector,] latitude, longitude)``; or the plain prior flux together
+        with ``masks`` (attributed by area fraction with a rest-of-domain part, as
+        :func:`gosat_pipeline.transport.build_jacobian` does).
+    masks : xarray.DataArray (region, latitude, longitude), optional
 
     Returns
     -------
@@ -1053,58 +1172,57 @@ def posterior_flux_maps(posterior: xr.Dataset, prior_flux: xr.DataArray, masks: 
     several emission periods
         ``prior_flux``, ``posterior_flux``, ``posterior_flux_sigma`` (kg m-2 s-1),
         ``scale_factor`` (1), ``averaging_kernel_sensitivity`` (1: the diagonal of A
-        mapped to cells by region fraction). The fluxes carry the CF standard name of
-        the inventory's prior flux; the string ``period`` labels are encoded as a CF
-        character array when written (a CF coordinate variable must be numeric).
+        weighted by each element's share of the cell's prior flux). The fluxes carry the
+        CF standard name of the inventory's prior flux; the string ``period`` labels are
+        encoded as a CF character array when written.
 
     Notes
     -----
-    A cell with region fractions :math:`f_r` gets the flux
-    :math:`F_{post} = \\sum_s F_{a,s} (\\sum_r f_r x_{r,s} + 1 - \\sum_r f_r)`: the part of
-    the cell outside every region keeps its prior.
+    With :math:`F_e` the prior field of element e (region, sector) in a period,
+    :math:`F_{post} = \\sum_e F_e x_e` and
+    :math:`\\sigma^2 = \\sum_{e,f} F_e F_f \\hat S_{ef}` per cell; a cell's emissions
+    that no element holds keep their prior (there are none when the state has a
+    rest-of-domain element).
     """
-    kind = posterior["state_kind"].values.astype(str)
-    reg = posterior["state_region"].values.astype(str)
-    per = posterior["state_period"].values.astype(str)
-    sec = posterior["state_sector"].values.astype(str)
+    from gosat_pipeline.attribution import attribute_emissions
+
+    if "region" not in emissions.dims:
+        if masks is None:
+            raise SchemaError("posterior_flux_maps needs region-attributed emissions or the prior flux and masks")
+        emissions = attribute_emissions(emissions, masks, rule="area")
+    em = emissions if "sector" in emissions.dims else emissions.expand_dims(sector=["total"], axis=1)
+    em = em.transpose("region", "sector", "latitude", "longitude")
+    codes, sectors = em["region"].values.astype(str), em["sector"].values.astype(str)
+    fields = em.values.astype("float64")
+    ny, nx = fields.shape[-2:]
+    sv = StateVector.from_coords(posterior)
     xp = posterior["x_posterior"].values
     S = posterior["S_posterior"].values
     Adiag = np.diag(posterior["averaging_kernel"].values)
-    regions = [str(r) for r in masks["region"].values]
-    fr = masks.transpose("region", "latitude", "longitude").values.astype("float64")
-    ny, nx = fr.shape[1:]
-    if "sector" in prior_flux.dims:
-        flux = prior_flux.transpose("sector", "latitude", "longitude").values
-        sectors = [str(s) for s in prior_flux["sector"].values]
-    else:
-        flux = prior_flux.transpose("latitude", "longitude").values[None]
-        sectors = ["total"]
-    periods = list(dict.fromkeys(per[kind == "emission"])) or ["all"]
-    outside = np.clip(1.0 - fr.sum(0), 0.0, 1.0)
+    prior = fields.sum(axis=(0, 1))
+    periods = sv.periods() or ["all"]
     post, sigma, scale, aks = [], [], [], []
     for p in periods:
-        fpost = np.zeros((ny, nx))
-        var = np.zeros((ny, nx))
-        akm = np.zeros((ny, nx))
-        for s_i, s in enumerate(sectors):
-            idx = np.full(len(regions), -1)
-            for r_i, r in enumerate(regions):
-                hit = np.flatnonzero((kind == "emission") & (reg == r) & (per == p) & (sec == s))
-                idx[r_i] = hit[0] if hit.size else -1
-            have = idx >= 0
-            xs = np.where(have, xp[np.maximum(idx, 0)], 1.0)
-            cell_scale = np.tensordot(xs, fr, axes=1) + outside
-            fpost += flux[s_i] * cell_scale
-            fh = fr[have].reshape(int(have.sum()), -1)
-            Ss = S[np.ix_(idx[have], idx[have])]
-            var += (flux[s_i] ** 2) * np.einsum("rc,rq,qc->c", fh, Ss, fh).reshape(ny, nx)
-            akm += np.tensordot(np.where(have, Adiag[np.maximum(idx, 0)], 0.0), fr, axes=1) / len(sectors)
-        tot = flux.sum(0)
+        idx, flds = [], []
+        held = np.zeros((ny, nx))
+        for r_i, r in enumerate(codes):
+            for s_i, sec in enumerate(sectors):
+                hit = np.flatnonzero(sv.emission & (sv.region == r) & (sv.period == p) & (sv.sector == sec))
+                if hit.size:
+                    idx.append(int(hit[0]))
+                    flds.append(fields[r_i, s_i].ravel())
+                    held += fields[r_i, s_i]
+        F = np.array(flds) if flds else np.zeros((0, ny * nx))
+        ix = np.array(idx, dtype="int64")
+        fpost = (xp[ix] @ F).reshape(ny, nx) + (prior - held)
+        var = np.einsum("ec,ec->c", F, S[np.ix_(ix, ix)] @ F).reshape(ny, nx) if ix.size else np.zeros((ny, nx))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            akm = np.where(held > 0, (Adiag[ix] @ F).reshape(ny, nx) / np.where(held > 0, held, 1.0), 0.0)
+            scale.append(np.where(prior != 0, fpost / np.where(prior != 0, prior, 1.0), 1.0))
         post.append(fpost)
-        sigma.append(np.sqrt(var))
-        scale.append(np.where(tot != 0, fpost / np.where(tot != 0, tot, 1.0), 1.0))
+        sigma.append(np.sqrt(np.clip(var, 0.0, None)))
         aks.append(akm)
-    coords = {"latitude": masks["latitude"], "longitude": masks["longitude"]}
+    coords = {"latitude": em["latitude"], "longitude": em["longitude"]}
     dims: tuple[str, ...] = ("latitude", "longitude")
     pick: Any = (lambda a: a[0]) if len(periods) == 1 else np.stack
     if len(periods) > 1:
@@ -1113,7 +1231,7 @@ def posterior_flux_maps(posterior: xr.Dataset, prior_flux: xr.DataArray, masks: 
     va = _flux_map_attrs(str(posterior.attrs.get("gas", "")))
     ds = xr.Dataset(
         {
-            "prior_flux": (("latitude", "longitude"), flux.sum(0), va["prior_flux"]),
+            "prior_flux": (("latitude", "longitude"), prior, va["prior_flux"]),
             "posterior_flux": (dims, pick(post), va["posterior_flux"]),
             "posterior_flux_sigma": (dims, pick(sigma), va["posterior_flux_sigma"]),
             "scale_factor": (dims, pick(scale), va["scale_factor"]),
@@ -1222,7 +1340,7 @@ def mass_balance(
     area = grid.cell_area()
     fr = masks.transpose("region", "latitude", "longitude").values.astype("float64")
     speed = np.hypot(_field(u, grid), _field(v, grid))
-    n_air = surface_pressure * 100.0 / (_G0 * MOLAR_MASS["air"])
+    n_air = surface_pressure * 100.0 / (G0 * MOLAR_MASS["air"])
     out = np.full(fr.shape[0], np.nan)
     for r in range(fr.shape[0]):
         inside = fr[r] >= min_fraction
@@ -1233,7 +1351,7 @@ def mass_balance(
         a_r = float((fr[r] * area).sum())
         u_r = float((speed * fr[r] * area).sum() / a_r)
         q = dx * GAS_UNIT_TO_MOLMOL[gas] * n_air * MOLAR_MASS[gas] * u_r * math.sqrt(a_r)  # kg s-1
-        out[r] = q * _SECONDS_PER_YEAR / 1e9
+        out[r] = q * SECONDS_PER_YEAR / 1e9
     coords: dict[str, Any] = {"region": ("region", masks["region"].values.astype(str), {"long_name": "region code"})}
     if "region_name" in masks.coords:
         coords["region_name"] = ("region", masks["region_name"].values.astype(str), {"long_name": "region name"})

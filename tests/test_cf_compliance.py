@@ -140,7 +140,8 @@ def test_inversion_posterior_is_cf_compliant(tmp_path, osse):
     # mixed-unit state: the variable says "1", state_units gives each element's units
     attrs = post["x_posterior"].attrs
     assert attrs["units"] == "1" and "state_units" in attrs["comment"]
-    assert set(post["state_units"].values) == {"1", "ppb"}
+    # scale factors, background offsets and inflow (ppb), background gradients (ppb per 1000 km)
+    assert set(post["state_units"].values) == {"1", "ppb", "ppb (1000 km)-1"}
     assert post["S_posterior"].attrs["units"] == "1"
 
 

@@ -26,11 +26,13 @@ def test_posterior_schema_and_netcdf(jac: xr.DataArray, tmp_path) -> None:
     post = invert(jac, prior_error=0.5, correlation_length_km=500.0)
     n = jac.sizes["state"]
     assert post.sizes["state"] == post.sizes["state2"] == n
-    assert post.sizes["total"] == post.sizes["total2"] == 4 * 2
+    assert post.sizes["total"] == post.sizes["total2"] == 5 * 2  # 4 regions and the rest of the domain
+    assert list(post["total_role"].values).count("rest") == 2
     for v in ("x_prior", "x_posterior", "x_posterior_sigma", "S_prior", "S_posterior", "averaging_kernel", "dofs",
               "chi2_obs", "chi2_state", "n_observations", "status", "total_prior", "total_prior_sigma",
               "total_posterior", "total_posterior_sigma", "total_prior_covariance", "total_posterior_covariance",
-              "total_error_reduction", "total_sensitivity", "total_n_observations"):  # fmt: skip
+              "total_error_reduction", "total_sensitivity", "total_n_observations", "total_chi2_state",
+              "total_chi2_obs", "chi2_obs_normalized", "chi2_state_normalized", "chi2_obs_by_time"):  # fmt: skip
         assert v in post, v
         assert "units" in post[v].attrs, v
     for c in ("state_kind", "state_region", "state_sector", "state_period", "state_prior_emission", "state_units",
@@ -44,7 +46,9 @@ def test_posterior_schema_and_netcdf(jac: xr.DataArray, tmp_path) -> None:
     assert np.all(post["x_posterior_sigma"] <= np.sqrt(np.diag(post["S_prior"])) + 1e-12)
     assert np.all(post["total_error_reduction"] >= 0) and np.all(post["total_error_reduction"] < 1)
     assert set(post["total_period"].values) == {"2020-01", "2020-02"}
-    assert all(str(v).startswith("Synthetic region") for v in post["total_region_name"].values)
+    names = dict(zip(post["total_region"].values, post["total_region_name"].values, strict=True))
+    assert names.pop("REST") == "Rest of domain"
+    assert all(str(v).startswith("Synthetic region") for v in names.values())
     path = tmp_path / "posterior.nc"
     post.to_netcdf(path)
     back = xr.open_dataset(path)
@@ -143,13 +147,15 @@ def test_posterior_flux_maps(case: dict, jac: xr.DataArray) -> None:
     assert all("units" in maps[v].attrs for v in maps.data_vars)
     area = np.asarray(case["grid"].cell_area())
     yr = 365.25 * 86400 / 1e9
-    rest = float((case["prior_flux"] * (1 - case["masks"].sum("region")).clip(0, 1) * area).sum()) * yr
     for k, per in enumerate(maps["period"].values):
+        # every emission is in some element (the rest of the domain too): the map sums to the totals
         t = post["total_period"].values == per
         mapped = float((maps["posterior_flux"][k] * area).sum()) * yr
-        assert mapped == pytest.approx(float(post["total_posterior"].values[t].sum()) + rest, rel=1e-9)
-    outside = case["masks"].sum("region").values == 0
-    np.testing.assert_allclose(maps["scale_factor"].values[0][outside], 1.0)
+        assert mapped == pytest.approx(float(post["total_posterior"].values[t].sum()), rel=1e-9)
+    rest = post["x_posterior"].values[(post["state_region"].values == "REST") & (post["state_period"].values ==
+                                                                                  maps["period"].values[0])]  # fmt: skip
+    outside = (case["masks"].sum("region").values == 0) & (case["prior_flux"].values > 0)
+    np.testing.assert_allclose(maps["scale_factor"].values[0][outside], rest[0])
     assert float(maps["averaging_kernel_sensitivity"].max()) <= 1.0
 
 
