@@ -7,10 +7,16 @@ MERRA-2 (``U10M``/``V10M``, ``U``/``V`` on ``lev``, ``PBLH``; fill 1e15) and GEO
 section 3. Several files (a list, directory or glob) are combined by coordinates, so a
 MERRA-2 ``slv`` file and a ``flx`` file (``PBLH``) can be given together.
 
-The returned winds are the time mean over ``time_range`` on the inversion grid,
-**bilinearly interpolated** (winds are intensive fields; no mass is conserved). Grid
-centres within half a source cell of the source's outermost centres take the edge value;
-centres further out raise :class:`WindError`.
+The time axis may be called ``time``, ``valid_time`` (ERA5 from the new CDS), ``month``
+(monthly means: datetimes, or month numbers 1-12 of a climatology such as the
+ERA-Interim monthly means of the xarray tutorial) or be absent. Pressure levels are chosen
+by value (hPa or Pa). Every layout fault is a :class:`WindError` that says what was found.
+
+The returned winds are on the inversion grid, **bilinearly interpolated** (winds are
+intensive fields; no mass is conserved): the time mean over ``time_range`` by default, or
+every time step inside it with ``time_resolved=True`` (what the time-resolved transport
+needs). Grid centres within half a source cell of the source's outermost centres take the
+edge value; centres further out raise :class:`WindError`.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ _V10 = ("v10", "V10M")
 _U3D = ("u", "U")
 _V3D = ("v", "V")
 _BLH = ("blh", "PBLH")
-_TIME = ("valid_time", "time")
+_TIME = ("valid_time", "time", "month", "date", "Time")
 _LEVEL = ("pressure_level", "level", "lev", "isobaricInhPa", "plev")
 _LAT = ("latitude", "lat")
 _LON = ("longitude", "lon")
@@ -69,8 +75,9 @@ def _open(paths: list[Path]) -> xr.Dataset:
             return xr.open_dataset(paths[0]).load()
         dsets = [_rename(xr.open_dataset(p).load()) for p in paths]
         return xr.combine_by_coords(dsets, combine_attrs="drop_conflicts", join="outer")
-    except (OSError, ValueError) as exc:
-        raise WindError(f"cannot open wind files {[str(p) for p in paths]}: {exc}") from exc
+    except Exception as exc:  # netCDF4, h5py and xarray raise many types for unreadable files
+        raise WindError(f"cannot open wind files {[str(p) for p in paths]} ({type(exc).__name__}: {exc}); "
+                        "give netCDF files with u/v (ERA5) or U/V (MERRA-2, GEOS-FP)") from exc
 
 
 def _first(ds: xr.Dataset, names: Sequence[str]) -> str | None:
@@ -88,8 +95,21 @@ def _rename(ds: xr.Dataset) -> xr.Dataset:
     return ds.drop_vars(drop)
 
 
+def _month_numbers(ds: xr.Dataset) -> bool:
+    """True when the time axis holds month numbers 1-12 (a monthly climatology), not dates."""
+    if "time" not in ds.coords:
+        return False
+    vals = np.asarray(ds["time"].values)
+    return np.issubdtype(vals.dtype, np.number) and vals.size > 0 and bool(np.all((vals >= 1) & (vals <= 12)))
+
+
 def _normalise(ds: xr.Dataset) -> xr.Dataset:
     ds = _rename(ds)
+    if "time" in ds.dims and "time" in ds.coords and not _month_numbers(ds):
+        if not np.issubdtype(np.asarray(ds["time"].values).dtype, np.datetime64):
+            raise WindError(f"the wind file's time axis holds {ds['time'].dtype} values "
+                            f"({np.asarray(ds['time'].values)[:3].tolist()}...), neither dates nor month numbers 1-12; "
+                            "give CF time units ('hours since ...')")  # fmt: skip
     for c in ("latitude", "longitude"):
         if c not in ds.coords:
             raise WindError(f"wind file has no {c} coordinate; coordinates are {list(ds.coords)}")
@@ -113,7 +133,29 @@ def _check_units(da: xr.DataArray, want: str, name: str) -> xr.DataArray:
     return da * factor if factor != 1.0 else da
 
 
-def _select_time(ds: xr.Dataset, time_range: Any) -> xr.Dataset:
+def _expand_months(ds: xr.Dataset, time_range: Any) -> xr.Dataset:
+    """A climatology on month numbers 1-12 -> a dated series (mid-month) over ``time_range``'s years."""
+    months = np.asarray(ds["time"].values).astype(int)
+    if time_range is None or any(t is None for t in time_range):
+        return ds.mean("time", keep_attrs=True)
+    start, end = (pd.Timestamp(t) for t in time_range)
+    dates, idx = [], []
+    for year in range(start.year, end.year + 1):
+        for k, mo in enumerate(months):
+            t = pd.Timestamp(year=year, month=int(mo), day=15)
+            dates.append(t)
+            idx.append(k)
+    out = ds.isel(time=idx).assign_coords(time=pd.DatetimeIndex(dates))
+    missing = sorted(set(range(1, 13)) - set(months.tolist()))
+    if missing:
+        logger.warning("wind climatology has months %s only; months %s take the nearest month's winds",
+                       months.tolist(), missing)  # fmt: skip
+    return out.sortby("time")
+
+
+def _select_time(ds: xr.Dataset, time_range: Any, *, pad: bool = False) -> xr.Dataset:
+    if "time" in ds.dims and _month_numbers(ds):
+        ds = _expand_months(ds, time_range)
     if time_range is None or "time" not in ds.dims:
         return ds
     start, end = (pd.Timestamp(t) if t is not None else None for t in time_range)
@@ -124,8 +166,15 @@ def _select_time(ds: xr.Dataset, time_range: Any) -> xr.Dataset:
     if end is not None:
         keep &= times <= end
     if not keep.any():
-        raise WindError(f"no wind time step in {time_range}; the files cover {times.min()} .. {times.max()}")
-    return ds.isel(time=np.flatnonzero(keep))
+        near = np.flatnonzero((times >= start - pd.Timedelta(days=45)) & (times <= end + pd.Timedelta(days=45))) \
+            if start is not None and end is not None else np.zeros(0, int)  # fmt: skip
+        if near.size == 0:
+            raise WindError(f"no wind time step in {time_range}; the files cover {times.min()} .. {times.max()}")
+        keep[near] = True
+    k = np.flatnonzero(keep)
+    if pad:  # one step either side, so that a time-resolved run can interpolate up to the window's ends
+        k = np.unique(np.clip(np.concatenate([k, [k[0] - 1, k[-1] + 1]]), 0, times.size - 1))
+    return ds.isel(time=k)
 
 
 def _layer_weights(levels_hpa: np.ndarray, bottom: float, top: float) -> np.ndarray:
@@ -186,23 +235,37 @@ def _select_winds(ds: xr.Dataset, level: str, pressure_range: tuple[float, float
 
 
 def _to_grid(da: xr.DataArray, grid: GridSpec, name: str) -> np.ndarray:
-    """Bilinear interpolation of (latitude, longitude) onto the grid centres (periodic in lon)."""
-    da = da.transpose("latitude", "longitude")
-    lat, lon = da["latitude"].values, da["longitude"].values
+    """Bilinear interpolation of ([time,] latitude, longitude) onto the grid centres (periodic in lon).
+
+    The weights are computed once and applied to every time step at once.
+    """
+    lead = [d for d in da.dims if d not in ("latitude", "longitude")]
+    da = da.transpose(*lead, "latitude", "longitude")
+    lat, lon = da["latitude"].values.astype("float64"), da["longitude"].values.astype("float64")
+    vals = da.values.astype("float64")
     if lat.size > 1 and lon.size > 1:
         dlon = float(np.median(np.diff(lon)))
         if np.isclose(lon[-1] - lon[0] + dlon, 360.0, atol=1e-6 + 0.01 * dlon):  # global: pad for wrap
-            da = xr.concat([da.isel(longitude=[-1]).assign_coords(longitude=[lon[-1] - 360.0]), da,
-                            da.isel(longitude=[0]).assign_coords(longitude=[lon[0] + 360.0])], dim="longitude")  # fmt: skip
-            lon = da["longitude"].values
-    tlat, tlon = grid.lat.copy(), grid.lon.copy()
-    tlat = _clamp(tlat, lat, "latitude", name)
-    tlon = _clamp(tlon, lon, "longitude", name)
-    if lat.size == 1 or lon.size == 1:
-        out = da.sel(latitude=tlat, longitude=tlon, method="nearest")
-    else:
-        out = da.interp(latitude=tlat, longitude=tlon, method="linear")
-    return out.transpose("latitude", "longitude").values.astype("float64")
+            vals = np.concatenate([vals[..., -1:], vals, vals[..., :1]], axis=-1)
+            lon = np.concatenate([[lon[-1] - 360.0], lon, [lon[0] + 360.0]])
+    tlat = _clamp(grid.lat.copy(), lat, "latitude", name)
+    tlon = _clamp(grid.lon.copy(), lon, "longitude", name)
+    (i0, i1, wi), (j0, j1, wj) = _weights_1d(lat, tlat), _weights_1d(lon, tlon)
+    a = vals[..., i0, :]
+    b = vals[..., i1, :]
+    rows = a * (1.0 - wi)[:, None] + b * wi[:, None]
+    out = rows[..., j0] * (1.0 - wj) + rows[..., j1] * wj
+    return out
+
+
+def _weights_1d(src: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the two source points around each target and the weight of the second."""
+    if src.size == 1:
+        z = np.zeros(target.size, dtype="int64")
+        return z, z, np.zeros(target.size)
+    k = np.clip(np.searchsorted(src, target, side="right") - 1, 0, src.size - 2)
+    w = (target - src[k]) / (src[k + 1] - src[k])
+    return k, k + 1, np.clip(w, 0.0, 1.0)
 
 
 def _clamp(target: np.ndarray, src: np.ndarray, axis: str, name: str) -> np.ndarray:
@@ -243,8 +306,9 @@ def open_winds(
     time_range: tuple[Any, Any] | None = None,
     level: str = "pbl",
     pressure_range: tuple[float, float] = PBL_PRESSURE_RANGE_HPA,
+    time_resolved: bool = False,
 ) -> xr.Dataset:
-    """Time-mean winds on the inversion grid.
+    """Winds on the inversion grid: the time mean, or every time step.
 
     Parameters
     ----------
@@ -255,25 +319,29 @@ def open_winds(
     u, v : float, optional
         Uniform eastward / northward wind, m s-1 (used when ``path`` is None; default 0).
     time_range : (start, end), optional
-        Inclusive time window averaged over (anything ``pandas.Timestamp`` parses).
+        Inclusive time window (anything ``pandas.Timestamp`` parses).
     level : str
         ``"pbl"`` (pressure-weighted mean over ``pressure_range`` when pressure-level
         winds exist, else 10 m winds), ``"10m"``, or a pressure in hPa (``"850"``).
     pressure_range : (bottom, top), hPa
         Boundary-layer pressure range for ``level="pbl"`` (default 1000-850 hPa).
+    time_resolved : bool
+        Keep every time step in ``time_range`` (and one either side of it) instead of the
+        time mean: ``u``, ``v`` on ``(time, latitude, longitude)``.
 
     Returns
     -------
     xarray.Dataset
         ``u``, ``v`` (m s-1) and, when the files have it, ``blh`` (m), on
-        ``(latitude, longitude)`` of ``grid``; attrs ``wind_source``, ``level``,
-        ``n_times``, ``regrid_method``.
+        ``(latitude, longitude)`` of ``grid`` (with a leading ``time`` when
+        ``time_resolved``); attrs ``wind_source``, ``level``, ``n_times``,
+        ``regrid_method``, ``time_coverage_start/end``.
 
     Raises
     ------
     WindError
-        Missing variables (listing what was found), no time step in ``time_range``,
-        inconvertible units, or files not covering the grid.
+        Missing variables (listing what was found), an unreadable file or time axis, no
+        time step in ``time_range``, inconvertible units, or files not covering the grid.
 
     Notes
     -----
@@ -285,23 +353,45 @@ def open_winds(
     if path is None:
         return _uniform(grid, u, v)
     paths = _paths(path)
-    ds = _select_time(_normalise(_open(paths)), time_range)
+    ds = _select_time(_normalise(_open(paths)), time_range, pad=time_resolved)
     uu, vv, desc = _select_winds(ds, str(level), pressure_range)
     out = xr.Dataset(coords=grid.coords())
-    for name, da in (("u", uu), ("v", vv)):
-        da = _check_units(da, "m/s", str(da.name or name))
-        if "time" in da.dims:
-            da = da.mean("time", skipna=True)
-        out[name] = (("latitude", "longitude"), _to_grid(da, grid, name), _attrs(name))
+    keep_time = time_resolved and "time" in uu.dims
+    if keep_time:
+        out = out.assign_coords(time=("time", pd.DatetimeIndex(ds["time"].values).values,
+                                      {"standard_name": "time", "long_name": "time of the wind field"}))  # fmt: skip
+    fields = [("u", uu), ("v", vv)]
     blh = _first(ds, _BLH)
     if blh is not None:
-        da = _check_units(ds[blh], "m", blh)
-        da = da.mean("time", skipna=True) if "time" in da.dims else da
-        out["blh"] = (("latitude", "longitude"), _to_grid(da, grid, blh), _attrs("blh"))
+        fields.append(("blh", _check_units(ds[blh], "m", blh)))
+    for name, da in fields:
+        if name != "blh":
+            da = _check_units(da, "m/s", str(da.name or name))
+        out[name] = _regrid_field(da, grid, name, keep_time)
     n_times = int(ds.sizes.get("time", 1))
     out.attrs.update(wind_source=";".join(str(p) for p in paths), level=desc, n_times=n_times,
-                     regrid_method="bilinear interpolation of the time mean")  # fmt: skip
+                     regrid_method="bilinear interpolation" + ("" if keep_time else " of the time mean"))  # fmt: skip
+    if "time" in ds.coords and np.issubdtype(np.asarray(ds["time"].values).dtype, np.datetime64):
+        t = pd.DatetimeIndex(np.atleast_1d(ds["time"].values))
+        out.attrs.update(time_coverage_start=t.min().isoformat(), time_coverage_end=t.max().isoformat())
     if time_range is not None:
         out.attrs["time_range"] = f"{time_range[0]} .. {time_range[1]}"
-    logger.info("winds: %s, %d time steps, %s", desc, n_times, [str(p) for p in paths][:3])
+    logger.info("winds: %s, %d time steps%s, %s", desc, n_times, " (kept)" if keep_time else " (mean)",
+                [str(p) for p in paths][:3])  # fmt: skip
     return out
+
+
+def _regrid_field(da: xr.DataArray, grid: GridSpec, name: str, keep_time: bool) -> tuple[tuple[str, ...], Any, dict]:
+    """One wind field on the grid: (dims, values, attrs) for a Dataset assignment."""
+    if "time" in da.dims and not keep_time:
+        da = da.mean("time", skipna=True)
+    extra = [d for d in da.dims if d not in ("time", "latitude", "longitude")]
+    if extra:
+        raise WindError(f"wind variable {name!r} has the unexpected dimension(s) {extra} (dims {da.dims}); "
+                        "expected (time, [level,] latitude, longitude)")  # fmt: skip
+    attrs = dict(_attrs(name))
+    if "time" in da.dims:
+        vals = _to_grid(da.transpose("time", "latitude", "longitude"), grid, name)
+        attrs["long_name"] = attrs["long_name"].replace(" (time mean)", "")
+        return ("time", "latitude", "longitude"), vals.astype("float32"), attrs
+    return ("latitude", "longitude"), _to_grid(da, grid, name), attrs
