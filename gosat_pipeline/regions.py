@@ -37,6 +37,7 @@ from gosat_pipeline.grids import GridSpec
 
 __all__ = [
     "ASEAN_MEMBERS",
+    "domain_regions",
     "DEFAULT_MIN_FRACTION",
     "ISO3_COLUMNS",
     "SECONDS_PER_YEAR",
@@ -229,6 +230,54 @@ def load_boundaries(
     gdf = gpd.GeoDataFrame(gdf.reset_index(drop=True), geometry="geometry", crs=4326)
     logger.info("boundaries %s: %d regions (%d groups)", src, len(gdf), int(gdf["is_group"].sum()))
     return gdf[["region", "name", "geometry", "is_group", "members"]]
+
+
+# ============================================================================ the domain
+def _geodesic_area_km2(geoms: Sequence[Any]) -> np.ndarray:
+    """Area of each (multi)polygon on the WGS84 ellipsoid, km2 (pyproj.Geod)."""
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 if g is not None and not g.is_empty else 0.0
+                     for g in geoms])  # fmt: skip
+
+
+def domain_regions(
+    boundaries: gpd.GeoDataFrame, bbox: tuple[float, float, float, float], *, min_area_km2: float = 1.0
+) -> pd.DataFrame:
+    """Regions that lie (partly) inside a domain box, with their area shares.
+
+    Parameters
+    ----------
+    boundaries : geopandas.GeoDataFrame
+        From :func:`load_boundaries` (groups are ignored).
+    bbox : (west, south, east, north), degrees
+        The inversion domain.
+    min_area_km2 : float
+        Regions with less area than this inside the box are left out (slivers of a
+        neighbouring country that a boundary touches).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``region``, ``name``, ``area_km2`` (whole region), ``area_in_km2``
+        (inside the box), ``share_area`` (their ratio), sorted by region; geodesic areas
+        on the WGS84 ellipsoid.
+    """
+    is_group = boundaries["is_group"].astype(bool).values if "is_group" in boundaries else np.zeros(len(boundaries),
+                                                                                                     bool)  # fmt: skip
+    base = boundaries[~is_group].reset_index(drop=True)
+    box = shapely.box(*bbox)
+    hit = shapely.intersects(base.geometry.values, box)
+    base = base[hit].reset_index(drop=True)
+    inside = shapely.intersection(base.geometry.values, box)
+    area = _geodesic_area_km2(base.geometry.values)
+    area_in = _geodesic_area_km2(inside)
+    df = pd.DataFrame({"region": base["region"].astype(str).values, "name": base["name"].astype(str).values,
+                       "area_km2": area, "area_in_km2": area_in})  # fmt: skip
+    df = df[df["area_in_km2"] >= min_area_km2].reset_index(drop=True)
+    df["share_area"] = np.clip(df["area_in_km2"] / np.where(df["area_km2"] > 0, df["area_km2"], 1.0), 0.0, 1.0)
+    return df.sort_values("region").reset_index(drop=True)
 
 
 # ============================================================================ masks
