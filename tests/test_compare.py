@@ -12,14 +12,29 @@ import xarray as xr
 
 from gosat_pipeline.compare import (
     CHANGE_COLUMNS,
-    compare_to_inventory,
     discrepancy_json_schema,
-    period_change,
     write_discrepancies,
 )
+from gosat_pipeline.compare import compare_to_inventory as _compare
+from gosat_pipeline.compare import period_change as _change
 from gosat_pipeline.errors import GosatPipelineError, SchemaError
 from gosat_pipeline.schema import DISCREPANCY_COLUMNS, DISCREPANCY_SCHEMA_VERSION, VERDICTS
 from gosat_pipeline.testing.posteriors import make_posterior, make_reported
+
+
+def compare_to_inventory(*args, **kwargs):
+    """The comparison with the analytic uncertainty only: these tests check its algebra.
+
+    The structural transport error and the power gate for "consistent" have tests of their own.
+    """
+    kwargs.setdefault("transport_error", 0.0)
+    kwargs.setdefault("max_detectable_difference", 1e9)
+    return _compare(*args, **kwargs)
+
+
+def period_change(*args, **kwargs):
+    kwargs.setdefault("transport_error", 0.0)
+    return _change(*args, **kwargs)
 
 
 def hand_posterior(
@@ -181,9 +196,9 @@ def test_z_critical_boundary(posterior_scale, verdict):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"min_error_reduction": 0.95}, "error reduction"),
-     ({"min_sensitivity": 0.999}, "sensitivity"),
-     ({"min_observations": 51}, "observations")],
+    [({"min_error_reduction": 0.95}, "reduce its uncertainty by only 80 % (at least 95 % needed)"),
+     ({"min_sensitivity": 0.999}, "averaging-kernel sensitivity"),
+     ({"min_observations": 51}, "only 50 observations see it (at least 51 needed)")],
 )
 def test_not_constrained_gates(kwargs, field):
     post = hand_posterior(xh=[2.0, 1.0])  # a huge discrepancy, but the gates win
@@ -200,7 +215,7 @@ def test_failed_inversion_is_not_constrained():
     post = hand_posterior(xh=[2.0, 1.0], status=1)
     df = compare_to_inventory(post, reported_table({"AAA": 10.0, "BBB": 5.0}))
     assert set(df["verdict"]) == {"not constrained"}
-    assert "status 1" in row(df, "AAA")["reason"]
+    assert "the inversion failed (no observations)" in row(df, "AAA")["reason"]
 
 
 def test_no_reported_value():
@@ -398,3 +413,91 @@ def test_csv_and_json_round_trip(tmp_path):
 def test_write_refuses_a_foreign_table(tmp_path):
     with pytest.raises(SchemaError, match="missing columns"):
         write_discrepancies(pd.DataFrame({"region": ["X"]}), tmp_path)
+
+
+# ---------------------------------------------------------------------------- honest uncertainty (issue 15/16)
+def test_structural_transport_error_joins_the_uncertainty_in_quadrature():
+    post = hand_posterior(xh=[1.3, 1.0], A=np.eye(2))
+    rep = reported_table({"AAA": 10.0, "BBB": 5.0}, sigma={"AAA": 1.0, "BBB": 0.5})
+    plain = row(compare_to_inventory(post, rep), "AAA")
+    df = _compare(post, rep, transport_error=0.25, max_detectable_difference=1e9)
+    r = row(df, "AAA")
+    assert r["transport_error_sigma"] == pytest.approx(0.25 * 13.0)
+    assert r["posterior_sigma"] == pytest.approx(math.hypot(plain["posterior_sigma"], 0.25 * 13.0))
+    assert r["posterior_sigma_analytic"] == pytest.approx(plain["posterior_sigma"])
+    assert r["compared_sigma"] == pytest.approx(math.hypot(r["posterior_sigma"], 1.0))
+    assert r["z_score"] == pytest.approx((r["posterior_total"] - r["compared_value"]) / r["compared_sigma"])
+    assert plain["verdict"] == "higher than reported" and r["verdict"] != "higher than reported"
+
+
+def test_consistent_needs_the_power_to_see_a_difference():
+    post = hand_posterior(xh=[1.05, 1.0], Sh=np.diag([0.04, 0.04]), A=np.eye(2))
+    rep = reported_table({"AAA": 10.0, "BBB": 5.0}, sigma={"AAA": 1.0, "BBB": 0.5})
+    # sigma_z = sqrt(2^2 + 1^2) = 2.24 -> detectable 4.47 Tg = 45 % of 10: consistent at 50 %, not at 40 %
+    assert row(_compare(post, rep, transport_error=0.0), "AAA")["verdict"] == "consistent"
+    r = row(_compare(post, rep, transport_error=0.0, max_detectable_difference=0.4), "AAA")
+    assert r["verdict"] == "not constrained"
+    assert r["detectable_difference"] == pytest.approx(2 * math.hypot(2.0, 1.0))
+    assert "only a difference larger than 4.47 Tg/yr (45 % of the reported total" in r["reason"]
+
+
+def _member(post: xr.Dataset, xh) -> xr.Dataset:
+    return post.assign(x_posterior=("state", np.asarray(xh, float)))
+
+
+def test_ensemble_totals_combine_members_by_the_law_of_total_variance():
+    base = hand_posterior(xh=[1.2, 1.0], A=np.eye(2))
+    members = [base, _member(base, [1.4, 1.0]), _member(base, [1.0, 1.0])]
+    rep = reported_table({"AAA": 10.0, "BBB": 5.0}, sigma={"AAA": 1.0, "BBB": 0.5})
+    r = row(compare_to_inventory(base, rep, ensemble=members), "AAA")
+    est = np.array([12.0, 14.0, 10.0])
+    assert r["posterior_total"] == pytest.approx(est.mean())
+    assert r["ensemble_spread"] == pytest.approx(est.std(ddof=1)) and r["ensemble_members"] == 3
+    assert r["ensemble_min"] == pytest.approx(10.0) and r["ensemble_max"] == pytest.approx(14.0)
+    assert r["posterior_sigma"] == pytest.approx(math.sqrt(1.0 + est.var(ddof=1)))  # analytic 10 x 0.1
+    # the ensemble file of the pipeline gives the same rows as the posteriors themselves
+    from gosat_pipeline.ensemble import Member, ensemble_dataset
+    from gosat_pipeline.transport import TransportSettings
+
+    ds = ensemble_dataset(members, [Member(i, TransportSettings(), 8.0, 0.5) for i in range(3)])
+    again = row(compare_to_inventory(base, rep, ensemble=ds), "AAA")
+    assert again["posterior_total"] == pytest.approx(r["posterior_total"])
+    assert again["posterior_sigma"] == pytest.approx(r["posterior_sigma"])
+
+
+def test_members_that_disagree_make_the_verdict_transport_sensitive():
+    base = hand_posterior(xh=[1.5, 1.0], Sh=np.diag([0.0025, 0.01]), A=np.eye(2))
+    rep = reported_table({"AAA": 10.0, "BBB": 5.0}, sigma={"AAA": 0.5, "BBB": 0.5})
+    # 15 and 16 against 10, each tested with the combined sigma: both flag AAA
+    agree = [base, _member(base, [1.6, 1.0])]
+    assert row(compare_to_inventory(base, rep, ensemble=agree), "AAA")["verdict"] == "higher than reported"
+    # a third member at 12.5 would not: the answer depends on the transport model
+    split = [base, _member(base, [1.6, 1.0]), _member(base, [1.25, 1.0])]
+    r = row(compare_to_inventory(base, rep, ensemble=split), "AAA")
+    assert r["verdict"] == "not constrained (transport-sensitive)"
+    assert "depends on the transport model" in r["reason"] and r["z_min"] < 2 <= r["z_max"]
+
+
+def test_a_region_partly_outside_the_domain_is_never_compared_whole():
+    post = hand_posterior(regions=("AAA", "BBB", "CCC"), prior_tg=(10.0, 5.0, 2.0), xh=[2.0, 1.0, 1.0])
+    post = post.assign_coords(state_domain_share_area=("state", [0.4, 1.0, 1.0]),
+                              state_domain_share_emission=("state", [0.3, 1.0, np.nan]),
+                              state_area_km2=("state", [1e5, 1e5, 1e4]),
+                              state_role=("state", ["requested", "requested", "other"]))  # fmt: skip
+    rep = reported_table({"AAA": 33.0, "BBB": 5.0, "CCC": 2.0})
+    df = compare_to_inventory(post, rep, aggregates={"AB": ["AAA", "BBB"]})
+    assert set(df["region"]) == {"AAA", "BBB", "AB"}  # CCC was not requested: no verdict
+    r = row(df, "AAA")
+    assert r["verdict"] == "partly outside the domain" and math.isnan(r["z_score"])
+    assert r["domain_share"] == pytest.approx(0.3) and r["domain_share_area"] == pytest.approx(0.4)
+    assert "40 % of its area and 30 % of its prior emissions" in r["reason"]
+    assert r["reported_total"] == 33.0 and r["posterior_total"] == pytest.approx(20.0)  # in-domain estimate
+    agg = row(df, "AB")  # an aggregate follows its members: area (0.4e5 + 1e5) / 2e5, emission 15 / 38.3
+    assert agg["verdict"] == "partly outside the domain"
+    assert agg["domain_share_area"] == pytest.approx(0.7)
+    assert agg["domain_share_emission"] == pytest.approx(15.0 / (10.0 / 0.3 + 5.0))
+    from gosat_pipeline.compare import domain_budget
+
+    budget = domain_budget(post)
+    assert list(budget["region"]) == ["AAA", "BBB", "CCC"] and list(budget["role"]) == ["requested", "requested",
+                                                                                          "other"]  # fmt: skip

@@ -98,6 +98,9 @@ _ARITH = re.compile(r"z = \(([-\u2212\d.,]+) \u2212 ([-\u2212\d.,]+)\) / \u221a\
                     r"= ([+\u2212]?[\d.]+)")  # fmt: skip
 
 
+_SHIFT = re.compile(r"z = \(([-\u2212\d.,]+) \u2212 ([-\u2212\d.,]+)\) / ([\d.,]+) = ([+\u2212]?[\d.]+)")
+
+
 def _f(text: str) -> float:
     return float(text.replace(",", "").replace("\u2212", "-"))
 
@@ -107,13 +110,25 @@ def test_each_sentence_shows_the_numbers_its_z_was_computed_from(tmp_path, prior
     post = make_posterior(truth={"IDN": 1.6, "THA": 0.7})
     rep = make_reported(post)
     d = write_run_dir(tmp_path / "z", posterior=post, reported=rep,
-                      compare_kwargs={"prior_is_reported": prior_is_reported})  # fmt: skip
+                      compare_kwargs={"prior_is_reported": prior_is_reported,
+                                      "max_detectable_difference": 5.0})  # fmt: skip  (every row gets a z verdict)
     rows = json.loads((d / "discrepancies.json").read_text())["rows"]
     checked = 0
     for r in rows:
         if r["verdict"] not in ("consistent", "higher than reported", "lower than reported"):
             continue
         main, test = row_text(r, NAMES, THR)
+        if r["z_form"] == "shift":  # z = (estimate - prior) / compared_sigma, the column of the file
+            m = _SHIFT.search(test)
+            assert m, test
+            a, b, c, z = m.groups()
+            assert "started from" in test
+            for shown, value in zip((a, b, c), (r["posterior_total"], r["prior_total"], r["compared_sigma"]), strict=True):
+                assert math.isclose(_f(shown), value, rel_tol=6e-3, abs_tol=1e-9), (shown, value)
+            assert math.isclose((_f(a) - _f(b)) / _f(c), _f(z), rel_tol=0.02, abs_tol=0.02)
+            assert math.isclose(_f(z), r["z_score"], abs_tol=0.006)
+            checked += 1
+            continue
         m = _ARITH.search(test)
         assert m, test
         a, b, c, sign, d_, z = m.groups()
@@ -166,12 +181,12 @@ def test_unknown_columns_verdicts_and_non_verdict_rows_are_shown_plainly(tmp_pat
     assert_self_contained(html)
     text = " ".join(parse(html).text)
     for words in ("partly outside the domain", "not constrained (transport-sensitive)", "under review",
-                  "rest of domain", "estimate only", "domain_share", "ensemble_spread", "ensemble_members",
+                  "rest of domain", "estimate only", "Share in domain", "Ensemble spread", "Inversions",
                   "future_column", "ODD"):  # fmt: skip
         assert words in text, words
-    assert "Technical columns (including domain_share, ensemble_spread, ensemble_members, future_column)" in text
+    assert "Technical columns (including future_column)" in text
     tech = technical_table(rows)
-    assert tech["unknown"] == ["domain_share", "ensemble_spread", "ensemble_members", "future_column"]
+    assert tech["unknown"] == ["future_column"]  # domain_share and the ensemble columns are schema columns now
     assert tech["header"][-1] == "Reason recorded by the comparison"
 
 

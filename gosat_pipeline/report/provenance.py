@@ -106,12 +106,37 @@ def _seconds(v: Any) -> str:
     return f"{s:.1f} s"
 
 
+#: more files of one kind than this are shown as one summary row (each is in manifest.json)
+_MAX_LISTED = 10
+
+
+def _grouped(items: Sequence[Any], base: Path) -> tuple[list[Any], list[dict[str, str]]]:
+    """Items to list one by one, and one summary row per kind with many files (a year of granules)."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for it in items:
+        if isinstance(it, Mapping) and str(it.get("kind") or "").startswith("granule"):
+            by_kind.setdefault(str(it.get("kind")), []).append(it)
+    many = {k for k, v in by_kind.items() if len(v) > _MAX_LISTED}
+    keep = [it for it in items if not (isinstance(it, Mapping) and str(it.get("kind") or "") in many)]
+    rows = []
+    for kind in sorted(many):
+        group = by_kind[kind]
+        paths = [str(it.get("path") or "") for it in group]
+        folder = relative_path(str(Path(os.path.commonpath(paths))), base) if all(paths) else ""
+        size = sum(float(it.get("bytes") or 0) for it in group)
+        rows.append({"path": f"{len(group)} files in {folder}", "detail": kind,
+                     "size": f"{size / 1024:,.0f} KiB", "sha256": "each file's in manifest.json"})  # fmt: skip
+    return keep, rows
+
+
 def _inputs(items: Any, base: Path) -> list[dict[str, str]]:
     out = []
     if isinstance(items, Mapping):
         items = [{"path": k, **(v if isinstance(v, Mapping) else {"sha256": v})} for k, v in items.items()]
     if not isinstance(items, Sequence) or isinstance(items, str):
         items = [items] if items else []
+    items, summary = _grouped(items, base)
+    out.extend(summary)
     for it in items:
         if isinstance(it, Mapping):
             path = it.get("path") or it.get("file") or it.get("name") or ""

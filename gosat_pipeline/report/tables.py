@@ -134,6 +134,10 @@ def _z_arithmetic(row: Mapping[str, Any]) -> str:
     form = _text(row.get("z_form")).lower()
     post, psig = row.get("posterior_total"), row.get("posterior_sigma")
     if form == "shift":
+        sig = num(row.get("compared_sigma"))
+        if math.isfinite(sig):  # sqrt(prior variance - posterior variance + ensemble spread^2 + transport error^2)
+            return (f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / {fmt(sig)} = {_signed(z)}, where "
+                    f"{fmt(sig)} is the spread the shift would have if the report were right")  # fmt: skip
         return (f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / "
                 f"\u221a({fmt(row.get('prior_sigma'))}\u00b2 \u2212 {fmt(psig)}\u00b2) = {_signed(z)}")  # fmt: skip
     smoothed = row.get("reported_total_smoothed")
@@ -499,7 +503,16 @@ _TECH_LABELS = {
     "region": "Code", "region_name": "Name in the inputs", "gas": "Gas", "period": "Period", "reference": "Reference", "members": "Members",
     "reported_year": "Reported year", "uncertainty_source": "Reported uncertainty from", "prior_sigma": "Prior 1\u03c3",
     "z_direct": "z direct", "z_shift": "z shift", "reason": "Reason recorded by the comparison",
+    "compared_value": "Compared with", "compared_sigma": "z denominator",
+    "posterior_sigma_analytic": "Analytic 1\u03c3", "ensemble_spread": "Ensemble spread",
+    "transport_error_sigma": "Transport error 1\u03c3", "detectable_difference": "Smallest detectable difference",
+    "ensemble_members": "Inversions", "ensemble_min": "Lowest member", "ensemble_max": "Highest member",
+    "z_min": "Lowest member z", "z_max": "Highest member z", "chi2_state": "State \u03c7\u00b2 ratio",
+    "chi2_obs": "Observation \u03c7\u00b2 ratio", "domain_share": "Share in domain",
+    "domain_share_area": "Area share in domain", "domain_share_emission": "Emission share in domain",
 }  # fmt: skip
+#: value columns per printed part of the technical table (the identifying columns repeat in each part)
+_TECH_PART = 8
 
 
 def _tech_value(v: Any) -> str:
@@ -523,7 +536,9 @@ def technical_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     -------
     dict
         ``header`` (labels), ``keys`` (column names), ``rows`` (cell strings),
-        ``unknown`` (names of columns outside the discrepancy schema). Columns that are
+        ``unknown`` (names of columns outside the discrepancy schema), ``parts`` (the same
+        columns split into tables of a few columns each, the code, gas and period repeated
+        in every part, so that each fits a printed page). Columns that are
         empty in every row are left out; the run-wide thresholds and version are shown
         in the method section instead.
     """
@@ -537,12 +552,15 @@ def technical_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     known = [k for k in keep[5:] if k in DISCREPANCY_COLUMNS]
     unknown = [k for k in keep[5:] if k not in DISCREPANCY_COLUMNS]
     keep = keep[:5] + [k for k in known if k != "reason"] + unknown + (["reason"] if "reason" in known else [])
-    return {
-        "header": [_TECH_LABELS.get(k, k) for k in keep],
-        "keys": keep,
-        "rows": [[_tech_value(r.get(k)) for k in keep] for r in rows],
-        "unknown": unknown,
-    }
+    header = [_TECH_LABELS.get(k, k) for k in keep]
+    cells = [[_tech_value(r.get(k)) for k in keep] for r in rows]
+    ids = [keep.index(k) for k in ("region", "gas", "period")]
+    rest = [i for i in range(len(keep)) if i not in ids]
+    parts = []
+    for start in range(0, len(rest), _TECH_PART):  # narrow enough for a printed page
+        cols = ids + rest[start:start + _TECH_PART]
+        parts.append({"header": [header[i] for i in cols], "rows": [[row[i] for i in cols] for row in cells]})
+    return {"header": header, "keys": keep, "rows": cells, "unknown": unknown, "parts": parts}
 
 
 _CHANGE = (

@@ -444,7 +444,8 @@ def write_run_dir(
         File names not to write (to test graceful degradation), e.g.
         ``"emissions_CO2.nc"``.
     compare_kwargs : dict, optional
-        Passed to :func:`gosat_pipeline.compare.compare_to_inventory`.
+        Passed to :func:`gosat_pipeline.compare.compare_to_inventory`. The posteriors
+        here stand for a perfect forward model, so ``transport_error`` defaults to 0.
     gases : sequence of str, optional
         Write one ``posterior_<GAS>.nc``, ``emissions_<GAS>.nc`` and ``gridded_<GAS>.nc``
         per gas, as the pipeline does, e.g. ``("CH4", "CO2")``, and one
@@ -490,7 +491,8 @@ def write_run_dir(
         if name not in skip:
             write(run_dir / name)
     if "discrepancies.json" not in skip:
-        _write_comparison(run_dir, per_gas, reported, dict(compare_kwargs or {}), change, legacy)
+        _write_comparison(run_dir, per_gas, reported, {"transport_error": 0.0, **dict(compare_kwargs or {})}, change,
+                          legacy)  # fmt: skip
     man: dict[str, Any] = {
         "synthetic": bool(synthetic),
         "config_sha256": "0" * 64,
@@ -514,7 +516,8 @@ def _write_comparison(run_dir: Path, per_gas: Mapping[str, tuple[xr.Dataset, Any
         sub = reported if legacy or "gas" not in reported else reported[reported["gas"].str.upper() == gas]
         frames.append(compare_to_inventory(post, sub, **compare_kwargs))
         if change is not None:
-            changes.append(period_change(post, sub, period_a=change[0], period_b=change[1]))
+            changes.append(period_change(post, sub, period_a=change[0], period_b=change[1],
+                                         transport_error=compare_kwargs.get("transport_error")))  # fmt: skip
     df = pd.concat(frames, ignore_index=True)
     df.attrs = frames[0].attrs
     write_discrepancies(df, run_dir, changes=pd.concat(changes, ignore_index=True) if changes else None)

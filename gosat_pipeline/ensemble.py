@@ -1,0 +1,289 @@
+"""Ensembles of inversions over the uncertain choices: transport error in the uncertainty.
+
+Transport-model error is systematic and correlated: booked as independent noise per
+super-observation it averages away over thousands of them, and the observation
+chi-square does not reveal it (DESIGN.md 5.3). The field's practice for national totals
+is to repeat the inversion over the uncertain choices - transport parameters, wind
+perturbations, error settings, background treatment - and to report an uncertainty that
+covers both the analytic posterior error and the ensemble's spread (Maasakkers et al.
+2019; Worden et al. 2022; Shen et al. 2023; the sensitivity inversions of the
+Integrated Methane Inversion, Varon et al. 2022).
+
+:func:`design_members` draws the members (member 0 is the configured inversion; the
+others perturb it by a Latin hypercube over the ranges given), :func:`invert_ensemble`
+builds each member's Jacobian and posterior on Dask, and :func:`ensemble_dataset` keeps
+what the comparison needs: each member's emission block of the posterior mean,
+covariance and averaging kernel, with the member's settings.
+:func:`gosat_pipeline.compare.compare_to_inventory` combines them (law of total
+variance) and gives "not constrained (transport-sensitive)" where the members disagree.
+
+References
+----------
+McKay, M. D., Beckman, R. J. and Conover, W. J. (1979): A comparison of three methods for
+selecting values of input variables in the analysis of output from a computer code,
+Technometrics 21, 239-245 (Latin hypercube sampling).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from gosat_pipeline.inversion import invert
+from gosat_pipeline.schema import gas_units
+from gosat_pipeline.statevector import StateVector
+from gosat_pipeline.transport import BACKGROUND_MODES, TransportSettings, build_jacobian
+
+__all__ = ["DEFAULT_RANGES", "Member", "design_members", "ensemble_dataset", "invert_ensemble", "run_member"]
+
+logger = logging.getLogger(__name__)
+
+#: Default perturbation ranges: multiplicative factors (min, max) for the continuous
+#: choices (drawn uniformly in log space), degrees for the wind direction, and the boundary
+#: treatments cycled through (with and without inflow elements). Boundary-layer ventilation
+#: takes 1-3 days (DEFAULT_VENTILATION_TIME's range); horizontal eddy diffusivity on
+#: 50-200 km grids is 1e4-1e5 m2 s-1; reanalysis boundary-layer winds are uncertain by about
+#: 20 % in speed and 15 degrees in direction; model and prior errors by about a factor 1.5.
+DEFAULT_RANGES: dict[str, Any] = {
+    "eddy_diffusivity": (0.5, 2.0),
+    "ventilation_time": (0.5, 1.5),
+    "wind_speed": (0.8, 1.25),
+    "wind_direction": (-15.0, 15.0),
+    "sigma_model": (0.75, 1.5),
+    "prior_error": (0.75, 1.5),
+    "inflow": (True, False),
+}
+
+
+@dataclass(frozen=True)
+class Member:
+    """One inversion of the ensemble.
+
+    Attributes
+    ----------
+    index : int
+        0 for the configured inversion.
+    transport : TransportSettings
+    sigma_model : float or None
+        Model error, gas units (None: the gas's default).
+    prior_error : float
+        Relative prior error of the emission scale factors.
+    factors : dict
+        The perturbation drawn (factor per continuous choice, degrees for the direction).
+    """
+
+    index: int
+    transport: TransportSettings
+    sigma_model: float | None
+    prior_error: float
+    factors: dict[str, Any] = field(default_factory=dict)
+
+    def label(self) -> str:
+        """Short description for logs and reports."""
+        if not self.factors:
+            return "configured inversion"
+        return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in self.factors.items())
+
+
+def _lhs(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
+    """Latin hypercube sample: n points in [0, 1)^d, one per stratum in every dimension."""
+    u = (np.arange(n)[:, None] + rng.uniform(size=(n, d))) / n
+    for j in range(d):
+        u[:, j] = u[rng.permutation(n), j]
+    return u
+
+
+def design_members(
+    transport: TransportSettings,
+    *,
+    sigma_model: float | None,
+    prior_error: float,
+    members: int,
+    ranges: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    default_sigma_model: float | None = None,
+) -> list[Member]:
+    """The configured inversion plus ``members`` perturbed ones.
+
+    Parameters
+    ----------
+    transport : TransportSettings
+        The configured operator (member 0).
+    sigma_model, prior_error : float
+        The configured model error (gas units; None: ``default_sigma_model``) and prior error.
+    members : int
+        Perturbed members to add (0: no ensemble).
+    ranges : mapping, optional
+        Choice -> (min, max) factor, or (min, max) degrees for ``wind_direction``, or the
+        values to cycle through for ``inflow`` (estimate boundary inflow or not) and
+        ``background`` (background modes); a choice left out is not varied.
+        Default :data:`DEFAULT_RANGES`.
+    seed : int
+        Seed of the Latin hypercube.
+
+    Returns
+    -------
+    list of Member
+    """
+    ranges = dict(DEFAULT_RANGES if ranges is None else ranges)
+    unknown = set(ranges) - set(DEFAULT_RANGES)
+    if unknown:
+        raise ValueError(f"unknown ensemble choices {sorted(unknown)}; known: {sorted(DEFAULT_RANGES)}")
+    base = Member(0, transport, sigma_model, prior_error)
+    if members <= 0:
+        return [base]
+    cont = [k for k in ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model",
+                        "prior_error") if k in ranges]  # fmt: skip
+    rng = np.random.default_rng(seed)
+    u = _lhs(members, max(len(cont), 1), rng)
+    backgrounds = [b for b in ranges.get("background", ()) if b in BACKGROUND_MODES]
+    inflows = [bool(x) for x in ranges.get("inflow", ())]
+    out = [base]
+    sm0 = sigma_model if sigma_model is not None else default_sigma_model
+    for i in range(members):
+        f: dict[str, Any] = {}
+        for j, k in enumerate(cont):
+            lo, hi = (float(x) for x in ranges[k])
+            if k == "wind_direction":
+                f[k] = lo + (hi - lo) * u[i, j]
+            else:
+                if not (lo > 0 and hi > 0):
+                    raise ValueError(f"ensemble {k}: factors must be > 0; got {ranges[k]}")
+                f[k] = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u[i, j])
+        if backgrounds:
+            f["background"] = backgrounds[(i + 1) % len(backgrounds)]
+        if inflows:
+            f["inflow"] = inflows[i % len(inflows)]
+        tp = replace(
+            transport,
+            eddy_diffusivity=transport.eddy_diffusivity * f.get("eddy_diffusivity", 1.0),
+            ventilation_time=transport.ventilation_time * f.get("ventilation_time", 1.0),
+            wind_scale=transport.wind_scale * f.get("wind_speed", 1.0),
+            wind_rotation=transport.wind_rotation + f.get("wind_direction", 0.0),
+            background=f.get("background", transport.background),
+            inflow=f.get("inflow", transport.inflow),
+        )
+        sm = None if sm0 is None else sm0 * f.get("sigma_model", 1.0)
+        out.append(Member(i + 1, tp, sm, prior_error * f.get("prior_error", 1.0), f))
+    return out
+
+
+def run_member(
+    member: Member,
+    obs: xr.Dataset,
+    emissions: xr.DataArray,
+    winds: Any,
+    *,
+    jacobian_kwargs: Mapping[str, Any] | None = None,
+    invert_kwargs: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
+    """Jacobian and posterior of one member (the unit of work sent to a Dask worker)."""
+    jac = build_jacobian(obs, emissions, winds=winds, settings=member.transport, sigma_model=member.sigma_model,
+                         **dict(jacobian_kwargs or {}))  # fmt: skip
+    post = invert(jac, prior_error=member.prior_error, **dict(invert_kwargs or {}))
+    post.attrs["ensemble_member"] = member.index
+    post.attrs["ensemble_member_label"] = member.label()
+    return post
+
+
+def invert_ensemble(
+    obs: xr.Dataset,
+    emissions: xr.DataArray,
+    members: Sequence[Member],
+    *,
+    winds: Any = None,
+    jacobian_kwargs: Mapping[str, Any] | None = None,
+    invert_kwargs: Mapping[str, Any] | None = None,
+) -> list[xr.Dataset]:
+    """Run every member's inversion on the active Dask scheduler; return the posteriors.
+
+    The inputs are put into the graph once (one key each) so that a distributed
+    scheduler ships them to each worker once; members run in parallel.
+    """
+    import dask
+
+    if len(members) == 1:
+        return [run_member(members[0], obs, emissions, winds, jacobian_kwargs=jacobian_kwargs,
+                           invert_kwargs=invert_kwargs)]  # fmt: skip
+    d_obs, d_em, d_w = dask.delayed(obs), dask.delayed(emissions), dask.delayed(winds)
+    tasks = [dask.delayed(run_member)(m, d_obs, d_em, d_w, jacobian_kwargs=jacobian_kwargs,
+                                      invert_kwargs=invert_kwargs, dask_key_name=f"ensemble-member-{m.index}")
+             for m in members]  # fmt: skip
+    return list(dask.compute(*tasks))
+
+
+def ensemble_dataset(posteriors: Sequence[xr.Dataset], members: Sequence[Member]) -> xr.Dataset:
+    """What the comparison needs of each member: the emission block of x_hat, S_hat and A.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dims ``member``, ``emission``, ``emission2``: ``member_x_posterior``,
+        ``member_S_posterior``, ``member_averaging_kernel`` (units 1, scale factors),
+        ``member_chi2_obs_normalized``, ``member_chi2_state_normalized``, ``member_dofs``
+        and every member setting; coords ``emission_region``, ``emission_sector``,
+        ``emission_period`` (aligned with the base posterior's emission elements).
+    """
+    base = StateVector.from_coords(posteriors[0])
+    e0 = np.flatnonzero(base.emission)
+    keys = list(zip(base.region[e0], base.sector[e0], base.period[e0], strict=True))
+    xs, Ss, As, Ps = [], [], [], []
+    for post in posteriors:
+        sv = StateVector.from_coords(post)
+        e = np.flatnonzero(sv.emission)
+        pos = {k: i for i, k in enumerate(zip(sv.region[e], sv.sector[e], sv.period[e], strict=True))}
+        order = e[[pos[k] for k in keys]]
+        ix = np.ix_(order, order)
+        xs.append(post["x_posterior"].values[order])
+        Ss.append(post["S_posterior"].values[ix])
+        As.append(post["averaging_kernel"].values[ix])
+        Ps.append(post["S_prior"].values[ix])
+    one = {"units": "1"}
+    ds = xr.Dataset(
+        {
+            "member_x_posterior": (("member", "emission"), np.array(xs),
+                                   {**one, "long_name": "posterior emission scale factors of each member"}),
+            "member_S_posterior": (("member", "emission", "emission2"), np.array(Ss),
+                                   {**one, "long_name": "posterior covariance of the emission scale factors"}),
+            "member_averaging_kernel": (("member", "emission", "emission2"), np.array(As),
+                                        {**one, "long_name": "averaging kernel of the emission scale factors"}),
+            "member_S_prior": (("member", "emission", "emission2"), np.array(Ps),
+                               {**one, "long_name": "prior covariance of the emission scale factors"}),
+        },
+        coords={
+            "member": ("member", np.arange(len(posteriors)), {"long_name": "ensemble member (0: configured)"}),
+            "emission_region": ("emission", np.array([k[0] for k in keys], dtype=str), {"long_name": "region code"}),
+            "emission_sector": ("emission", np.array([k[1] for k in keys], dtype=str), {"long_name": "sector"}),
+            "emission_period": ("emission", np.array([k[2] for k in keys], dtype=str),
+                                {"long_name": "ISO 8601 period"}),
+        },
+    )  # fmt: skip
+    for name in ("chi2_obs_normalized", "chi2_state_normalized", "dofs"):
+        ds[f"member_{name}"] = ("member", np.array([float(p[name]) if name in p else np.nan for p in posteriors]),
+                                {"units": "1", "long_name": f"{name.replace('_', ' ')} of each member"})  # fmt: skip
+    units = {"eddy_diffusivity": "m2 s-1", "ventilation_time": "s", "wind_scale": "1", "wind_rotation": "degree",
+             "time_step": "s"}  # fmt: skip
+    for k in ("eddy_diffusivity", "ventilation_time", "wind_scale", "wind_rotation"):
+        ds[f"member_{k}"] = ("member", np.array([asdict(m.transport)[k] for m in members], dtype="float64"),
+                             {"units": units[k], "long_name": f"transport {k.replace('_', ' ')} of each member"})  # fmt: skip
+    ds["member_background"] = ("member", np.array([m.transport.background for m in members], dtype=str),
+                               {"long_name": "background treatment of each member"})  # fmt: skip
+    ds["member_inflow"] = ("member", np.array([int(m.transport.inflow) for m in members], dtype="int8"),
+                           {"units": "1", "long_name": "boundary inflow estimated (1) or not (0)", "flag_values": np.array([0, 1],
+                            dtype="int8"), "flag_meanings": "no_inflow inflow"})  # fmt: skip
+    ds["member_prior_error"] = ("member", np.array([m.prior_error for m in members]),
+                                {"units": "1", "long_name": "relative prior error of each member"})  # fmt: skip
+    gas = str(posteriors[0].attrs.get("gas", "")).upper()
+    ds["member_sigma_model"] = ("member", np.array([np.nan if m.sigma_model is None else m.sigma_model
+                                                    for m in members]),
+                                {"units": gas_units(gas) if gas in ("CO2", "CH4") else "1",
+                                 "long_name": "model error of each member"})  # fmt: skip
+    ds.attrs.update(title="ensemble of inversions over transport and error choices", Conventions="CF-1.8",
+                    gas=str(posteriors[0].attrs.get("gas", "")), members=len(posteriors))  # fmt: skip
+    return ds
