@@ -100,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", help="reader name (default: auto-detect; see gosat-pipeline formats)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("validate", help="check a configuration file without running anything", parents=common)
-    p.add_argument("config", type=Path, help="YAML run configuration to check")
+    p = sub.add_parser("validate", help="check a configuration and its inputs without running anything",
+                       parents=common)  # fmt: skip
+    p.add_argument("config", type=Path, help="the YAML run configuration")
+    p.add_argument("--config-only", action="store_true",
+                   help="check the file's keys and values only, not the files, regions and periods it names")
 
     sub.add_parser("formats", help="list the installed granule readers", parents=common)
 
@@ -129,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                       parents=common)  # fmt: skip
     q.add_argument("--out", type=Path, default=Path("data_samples"), help="folder (default data_samples)")
     q.add_argument("--seed", type=int, default=2024, help="random seed (default 2024, the documented samples)")
+    q.add_argument("--truth", choices=["independent", "identical"], default="independent",
+                   help="independent: soundings from an atmosphere that is not the inversion's transport model "
+                        "(default); identical: from the inversion's own steady operator (a teaching twin)")
     return parser
 
 
@@ -422,9 +428,23 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from gosat_pipeline.preflight import preflight
+
     cfg = _load(args)
+    if args.config_only:
+        print(f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
+              f"run directory {cfg.run_dir}); inputs not checked (--config-only)")  # fmt: skip
+        return 0
+    rep = preflight(cfg)
+    for line in rep.problems:
+        print(f"{args.config}: problem: {line}", file=sys.stderr)
+    if rep.problems:
+        print(f"{args.config}: {len(rep.problems)} problem(s); nothing was run", file=sys.stderr)
+        return 2
     print(f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
           f"run directory {cfg.run_dir})")  # fmt: skip
+    for line in rep.notices:
+        print(f"  note: {line}")
     return 0
 
 
@@ -568,7 +588,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         return 0
     from gosat_pipeline.testing.demo import build_demo_samples
 
-    written = build_demo_samples(args.out, seed=args.seed)
+    written = build_demo_samples(args.out, seed=args.seed, truth=args.truth)
     logging.getLogger(__name__).info("wrote %s", ", ".join(str(p) for p in written))
     _say(args, f"wrote {len(written)} demonstration files to {args.out} (described in data_samples/README.md)")
     return 0

@@ -147,6 +147,8 @@ class GasSection(_Model):
     prior: PriorSection
     sigma_model: float = Field(gt=0)
     background_prior_sigma: float = Field(gt=0)
+    background_gradient_sigma: float | None = Field(None, gt=0)
+    inflow_prior_sigma: float | None = Field(None, gt=0)
 
 
 class ReportedSection(_Model):
@@ -171,6 +173,7 @@ class RegionsSection(_Model):
     boundaries: Path | None = None
     iso3: list[str] | None = None
     groups: dict[str, list[str]] = {}
+    attribution: Literal["land", "area"] = "land"
 
     @field_validator("iso3")
     @classmethod
@@ -196,11 +199,22 @@ class TransportSection(_Model):
     """Forward-operator parameters, written into every output."""
 
     type: Literal["simple", "footprints"] = "simple"
+    mode: Literal["auto", "time_resolved", "steady"] = "auto"
     eddy_diffusivity: float = Field(5.0e4, gt=0)
     ventilation_time: float = Field(2.0 * 86400.0, gt=0)
+    time_step: float = Field(21600.0, gt=0, le=86400.0)
+    spinup: float | None = Field(None, ge=0)
+    background: Literal["plane", "offset", "none"] = "plane"
+    background_period: str | None = "MS"
+    inflow: bool = True
     pbl_pressure_depth: float = Field(150.0, gt=0, le=1000)
     surface_pressure: float = Field(1013.25, gt=0)
     footprints: Path | None = None
+
+    @field_validator("background_period")
+    @classmethod
+    def _bfreq(cls, v: str | None) -> str | None:
+        return PeriodSection._freq(v)
 
     @model_validator(mode="after")
     def _fp(self) -> TransportSection:
@@ -233,8 +247,42 @@ class CompareSection(_Model):
     min_error_reduction: float = Field(0.2, ge=0, lt=1)
     min_sensitivity: float = Field(0.1, ge=0, le=1)
     min_observations: int = Field(5, ge=0)
+    min_domain_share: float = Field(0.95, gt=0, le=1)
+    max_detectable_difference: float = Field(0.5, gt=0)
+    transport_error: float = Field(0.25, ge=0, lt=2)
     prior_is_reported: bool = False
     change: ChangeSection | None = None
+
+
+class EnsembleSection(_Model):
+    """Inversions over the uncertain transport and error choices (DESIGN.md 5.3)."""
+
+    members: int = Field(8, ge=0, le=200)
+    seed: int = 0
+    eddy_diffusivity: tuple[float, float] | None = (0.5, 2.0)
+    ventilation_time: tuple[float, float] | None = (0.5, 1.5)
+    wind_speed: tuple[float, float] | None = (0.8, 1.25)
+    wind_direction: tuple[float, float] | None = (-15.0, 15.0)
+    sigma_model: tuple[float, float] | None = (0.75, 1.5)
+    prior_error: tuple[float, float] | None = (0.75, 1.5)
+    inflow: list[bool] | None = [True, False]
+    background: list[Literal["plane", "offset", "none"]] | None = None
+
+    @model_validator(mode="after")
+    def _ranges(self) -> EnsembleSection:
+        for name in ("eddy_diffusivity", "ventilation_time", "wind_speed", "sigma_model", "prior_error"):
+            r = getattr(self, name)
+            if r is not None and not (0 < r[0] <= r[1]):
+                raise ValueError(f"{name}: give [min, max] factors with 0 < min <= max; found {list(r)}")
+        if self.wind_direction is not None and not self.wind_direction[0] <= self.wind_direction[1]:
+            raise ValueError(f"wind_direction: give [min, max] degrees; found {list(self.wind_direction)}")
+        return self
+
+    def ranges(self) -> dict[str, object]:
+        """The choices varied and their ranges (those set to null are not varied)."""
+        keys = ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model",
+                "prior_error", "inflow", "background")  # fmt: skip
+        return {k: tuple(getattr(self, k)) for k in keys if getattr(self, k)}
 
 
 class ReportSection(_Model):
@@ -330,6 +378,7 @@ class RunConfig(_Model):
     transport: TransportSection = TransportSection()
     inversion: InversionSection = InversionSection()
     compare: CompareSection = CompareSection()
+    ensemble: EnsembleSection = EnsembleSection()
     report: ReportSection = ReportSection()
     cluster: ClusterSection = ClusterSection()
     fetch: FetchSection = FetchSection()

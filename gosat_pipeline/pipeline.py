@@ -271,6 +271,27 @@ def _masks_from_dataset(ds: xr.Dataset) -> xr.DataArray:
     return masks
 
 
+def _emissions_to_dataset(em: xr.DataArray) -> xr.Dataset:
+    """Region-attributed prior emissions as a CF dataset: ``flux`` (the total) and
+    ``emission_by_region`` with the region codes as the auxiliary coordinate ``region_code``."""
+    ds = em.to_dataset(name="emission_by_region")
+    total = em.sum("region")
+    total.attrs = {"units": "kg m-2 s-1", "long_name": "prior emission flux (all regions)",
+                   **{k: v for k, v in em.attrs.items() if k in ("standard_name", "gas", "source_file", "layout")}}  # fmt: skip
+    ds["flux"] = total
+    codes = ds["region"].values.astype(str)
+    ds = ds.drop_vars("region").assign_coords(region_code=("region", codes, {"long_name": "region code"}))
+    return ds
+
+
+def _emissions_from_dataset(ds: xr.Dataset) -> xr.DataArray:
+    """Inverse of :func:`_emissions_to_dataset`: the region-attributed emissions indexed by region code."""
+    em = ds["emission_by_region"]
+    if "region_code" in em.coords:
+        em = em.assign_coords(region=em["region_code"].values.astype(str)).drop_vars("region_code")
+    return em
+
+
 def expand_granules(patterns: list[str]) -> list[Path]:
     """Expand glob patterns into a sorted, de-duplicated list of files."""
     files: dict[str, None] = {}
@@ -330,6 +351,7 @@ class _Runner:
         self.fingerprints: dict[str, str] = {}
         self.ran: list[str] = []
         self.skipped: list[str] = []
+        self.synthetic = bool(cfg.run.synthetic)
         self.inputs: dict[str, dict[str, Any]] = {}
 
     # -- bookkeeping --------------------------------------------------------------
@@ -405,7 +427,7 @@ class _Runner:
                 ds[vname] = ds[vname].load()
         ds.attrs.setdefault("Conventions", "CF-1.8")
         ds.attrs["history"] = f"{_now()} gosat_pipeline {__version__} run {self.cfg.run.name}"
-        if self.cfg.run.synthetic:
+        if self.synthetic:
             ds.attrs["synthetic"] = "true"
         atomic_write_netcdf(ds, self.run_dir / name, encoding=cf_encoding(ds))
         return name
@@ -487,38 +509,44 @@ class _Runner:
 
         self.stage(key, fp, work)
 
+    def spinup_seconds(self) -> float:
+        """How long before the period the time-resolved transport starts (its winds too)."""
+        tp = self.cfg.transport
+        return float(tp.spinup if tp.spinup is not None else 5.0 * tp.ventilation_time)
+
     def inventory(self) -> None:
-        from gosat_pipeline.inventory import (
-            open_prior_inventory,
-            read_reported_totals,
-            regrid_conservative,
-        )
-        from gosat_pipeline.regions import load_boundaries, region_masks
+        from gosat_pipeline.domain import prior_emissions
+        from gosat_pipeline.inventory import open_prior_inventory, read_reported_totals
+        from gosat_pipeline.regions import domain_regions, load_boundaries, region_masks
         from gosat_pipeline.winds import open_winds
 
         cfg = self.cfg
         key = "inventory"
         fp = section_hash(key, cfg.domain, cfg.regions, cfg.winds, cfg.period, cfg.reported,
-                          [(g.gas, g.prior) for g in cfg.gases],
+                          [(g.gas, g.prior) for g in cfg.gases], cfg.transport.mode, self.spinup_seconds(),
                           self._hash_inputs("prior"), self._hash_inputs("reported"),
                           self._hash_inputs("boundaries"), self._hash_inputs("winds"))  # fmt: skip
 
         def work() -> list[str]:
             outs: list[str] = []
-            bnd = load_boundaries(cfg.regions.boundaries, iso3=cfg.regions.iso3)
+            bnd_all = load_boundaries(cfg.regions.boundaries)
+            dom = domain_regions(bnd_all, self.grid.bbox)
+            bnd = bnd_all[bnd_all["region"].isin(list(dom["region"]))]
             masks = region_masks(bnd, self.grid)
             outs.append(self.write_nc(_masks_to_dataset(masks), "regions.nc"))
-            # Aggregates are kept for the comparison; outlines for the report's maps.
-            atomic_write_text(bnd.to_json(drop_id=True), self.run_dir / "boundaries.geojson")
+            # Aggregates are kept for the comparison; outlines of every region in the domain for the maps.
+            shown = load_boundaries(cfg.regions.boundaries, iso3=list(dom["region"]), groups=cfg.regions.groups or None)
+            atomic_write_text(shown.to_json(drop_id=True), self.run_dir / "boundaries.geojson")
             outs.append("boundaries.geojson")
             for gs in cfg.gases:
                 flux = open_prior_inventory(gs.prior.path, gas=gs.gas, variable=gs.prior.variable,
                                             sectors=gs.prior.sectors, year=gs.prior.year)  # fmt: skip
-                on_grid = regrid_conservative(flux, self.grid)
-                outs.append(self.write_nc(on_grid.to_dataset(name="flux"), f"prior_{gs.gas}.nc"))
+                em = prior_emissions(flux, bnd_all, self.grid, iso3=cfg.regions.iso3, rule=cfg.regions.attribution)
+                outs.append(self.write_nc(_emissions_to_dataset(em), f"prior_{gs.gas}.nc"))
+            t0 = pd.Timestamp(cfg.period.start) - pd.Timedelta(seconds=self.spinup_seconds())
             winds = open_winds(cfg.winds.path, grid=self.grid, u=cfg.winds.u, v=cfg.winds.v,
-                               time_range=(str(cfg.period.start), str(cfg.period.end)),
-                               level=cfg.winds.level)  # fmt: skip
+                               time_range=(str(t0), str(cfg.period.end)), level=cfg.winds.level,
+                               time_resolved=cfg.transport.mode != "steady")  # fmt: skip
             outs.append(self.write_nc(winds, "winds.nc"))
             tables = []
             for r in cfg.reported:
@@ -534,57 +562,89 @@ class _Runner:
 
         self.stage(key, fp, work)
 
+    def _transport_settings(self, winds: xr.Dataset) -> Any:
+        """The configured operator; ``auto`` is time-resolved only when the winds cover the period."""
+        from gosat_pipeline.transport import TransportSettings
+
+        tp = self.cfg.transport
+        mode = tp.mode
+        if mode == "auto":
+            mode = "steady"
+            if "time" in winds["u"].dims and winds.sizes["time"] > 1:
+                t = pd.DatetimeIndex(winds["time"].values)
+                need0, need1 = pd.Timestamp(self.cfg.period.start), pd.Timestamp(self.cfg.period.end)
+                covered = min(t.max(), need1) - max(t.min(), need0)
+                if covered >= 0.9 * (need1 - need0):
+                    mode = "time_resolved"
+                else:
+                    logger.warning("winds cover %s .. %s, not the period %s .. %s: using the steady operator from "
+                                   "their time mean (transport.mode: auto)", t.min(), t.max(), need0, need1)  # fmt: skip
+            self.manifest.data.setdefault("transport", {})["mode"] = mode
+        return TransportSettings(
+            mode=mode, eddy_diffusivity=tp.eddy_diffusivity, ventilation_time=tp.ventilation_time,
+            surface_pressure=tp.surface_pressure, time_step=tp.time_step, spinup=self.spinup_seconds(),
+            background=tp.background, background_period=tp.background_period, inflow=tp.inflow,
+        )  # fmt: skip
+
     def invert(self, gs: Any) -> None:
-        from gosat_pipeline.inversion import invert, mass_balance, posterior_flux_maps
-        from gosat_pipeline.transport import build_jacobian
+        from gosat_pipeline.ensemble import design_members, ensemble_dataset, invert_ensemble
+        from gosat_pipeline.inversion import mass_balance, posterior_flux_maps
+        from gosat_pipeline.transport import DEFAULT_SIGMA_MODEL, build_jacobian
 
         cfg = self.cfg
         key = f"invert:{gs.gas}"
         fp = section_hash(key, self.fingerprints[f"grid:{gs.gas}"], self.fingerprints["inventory"],
-                          cfg.transport, cfg.inversion, gs.sigma_model, gs.background_prior_sigma,
+                          cfg.transport, cfg.inversion, cfg.ensemble, cfg.period.split, gs.sigma_model,
+                          gs.background_prior_sigma, gs.background_gradient_sigma, gs.inflow_prior_sigma,
                           self._hash_inputs("footprints"))  # fmt: skip
 
         def work() -> list[str]:
             l3 = self.open_nc(f"gridded_{gs.gas}.nc")
-            prior = self.open_nc(f"prior_{gs.gas}.nc")["flux"]
+            emissions = _emissions_from_dataset(self.open_nc(f"prior_{gs.gas}.nc"))
             masks = _masks_from_dataset(self.open_nc("regions.nc"))
             winds = self.open_nc("winds.nc")
             tp = cfg.transport
-            jac = build_jacobian(
-                l3, prior, masks, winds=winds,
-                eddy_diffusivity=tp.eddy_diffusivity, ventilation_time=tp.ventilation_time,
-                surface_pressure=tp.surface_pressure,
-                footprints=tp.footprints if tp.type == "footprints" else None,
-                sigma_model=gs.sigma_model,
-                use_weighted_mean=cfg.inversion.use_weighted_mean,
-                period_split=cfg.period.split,
-            )  # fmt: skip
-            post = invert(
-                jac,
-                prior_error=cfg.inversion.prior_error,
-                correlation_length_km=cfg.inversion.correlation_length_km,
-                background_prior_sigma=gs.background_prior_sigma,
-                lognormal=cfg.inversion.lognormal,
-                gradient_tolerance=cfg.inversion.gradient_tolerance,
-            )
-            maps = posterior_flux_maps(post, prior, masks)
-            mb = mass_balance(l3, masks, u=winds["u"], v=winds["v"],
+            settings = self._transport_settings(winds)
+            jkw = {"use_weighted_mean": cfg.inversion.use_weighted_mean, "period_split": cfg.period.split,
+                   "footprints": tp.footprints if tp.type == "footprints" else None}  # fmt: skip
+            ikw = {"correlation_length_km": cfg.inversion.correlation_length_km,
+                   "background_prior_sigma": gs.background_prior_sigma,
+                   "background_gradient_sigma": gs.background_gradient_sigma,
+                   "inflow_prior_sigma": gs.inflow_prior_sigma, "lognormal": cfg.inversion.lognormal,
+                   "gradient_tolerance": cfg.inversion.gradient_tolerance}  # fmt: skip
+            ens = cfg.ensemble
+            members = design_members(settings, sigma_model=gs.sigma_model, prior_error=cfg.inversion.prior_error,
+                                     members=ens.members, ranges=ens.ranges(), seed=ens.seed,
+                                     default_sigma_model=DEFAULT_SIGMA_MODEL[gs.gas])  # fmt: skip
+            self.progress(f"invert:{gs.gas}: {len(members)} inversion(s) ({settings.mode} transport)")
+            jac = build_jacobian(l3, emissions, winds=winds, settings=settings, sigma_model=gs.sigma_model, **jkw)
+            from gosat_pipeline.inversion import invert
+
+            post = invert(jac, prior_error=cfg.inversion.prior_error, **ikw)
+            outs = [self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc")]
+            if len(members) > 1:
+                others = invert_ensemble(l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw,
+                                         invert_kwargs=ikw)  # fmt: skip
+                outs.append(self.write_nc(ensemble_dataset([post, *others], members), f"ensemble_{gs.gas}.nc"))
+            maps = posterior_flux_maps(post, emissions)
+            mb = mass_balance(l3, masks, u=winds["u"].mean("time") if "time" in winds["u"].dims else winds["u"],
+                              v=winds["v"].mean("time") if "time" in winds["v"].dims else winds["v"],
                               surface_pressure=tp.surface_pressure, gas=gs.gas)  # fmt: skip
-            mb_df = mb.to_dataframe().reset_index()
-            atomic_write_text(
-                mb_df.to_csv(index=False), self.run_dir / f"mass_balance_{gs.gas}.csv"
-            )
-            return [
-                self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc"),
-                self.write_nc(post, f"posterior_{gs.gas}.nc"),
-                self.write_nc(maps, f"emissions_{gs.gas}.nc"),
-                f"mass_balance_{gs.gas}.csv",
-            ]
+            atomic_write_text(mb.to_dataframe().reset_index().to_csv(index=False),
+                              self.run_dir / f"mass_balance_{gs.gas}.csv")  # fmt: skip
+            return [*outs, self.write_nc(post, f"posterior_{gs.gas}.nc"), self.write_nc(maps, f"emissions_{gs.gas}.nc"),
+                    f"mass_balance_{gs.gas}.csv"]  # fmt: skip
 
         self.stage(key, fp, work)
 
     def compare(self) -> None:
-        from gosat_pipeline.compare import compare_to_inventory, period_change, write_discrepancies
+        from gosat_pipeline.compare import (
+            compare_to_inventory,
+            domain_budget,
+            period_change,
+            write_discrepancies,
+        )
+        from gosat_pipeline.schema import VerdictThresholds
 
         cfg = self.cfg
         key = "compare"
@@ -592,42 +652,31 @@ class _Runner:
                           [self.fingerprints[f"invert:{g.gas}"] for g in cfg.gases])  # fmt: skip
 
         def work() -> list[str]:
-            rep = (
-                pd.read_csv(self.run_dir / "reported_totals.csv")
-                if cfg.reported
-                else pd.DataFrame()
-            )
-            frames, changes = [], []
+            rep = pd.read_csv(self.run_dir / "reported_totals.csv") if cfg.reported else pd.DataFrame()
+            frames, changes, budgets = [], [], []
             c = cfg.compare
+            thr = VerdictThresholds(z_critical=c.z_critical, min_error_reduction=c.min_error_reduction,
+                                    min_sensitivity=c.min_sensitivity, min_observations=c.min_observations,
+                                    min_domain_share=c.min_domain_share,
+                                    max_detectable_difference=c.max_detectable_difference,
+                                    transport_error=c.transport_error)  # fmt: skip
             for gs in cfg.gases:
                 post = self.open_nc(f"posterior_{gs.gas}.nc")
+                ens_path = self.run_dir / f"ensemble_{gs.gas}.nc"
+                ens = self.open_nc(ens_path.name) if ens_path.is_file() and cfg.ensemble.members > 0 else None
                 sub = self._reported_by_year(rep, gs.gas)
-                gates = {
-                    "z_critical": c.z_critical,
-                    "min_error_reduction": c.min_error_reduction,
-                    "min_sensitivity": c.min_sensitivity,
-                    "min_observations": c.min_observations,
-                    "aggregates": cfg.regions.groups or None,
-                }
-                frames.append(
-                    compare_to_inventory(post, sub, prior_is_reported=c.prior_is_reported, **gates)
-                )
+                kw = {"thresholds": thr, "ensemble": ens, "aggregates": cfg.regions.groups or None}
+                frames.append(compare_to_inventory(post, sub, prior_is_reported=c.prior_is_reported, **kw))
+                budgets.append(domain_budget(post, ensemble=ens, transport_error=c.transport_error))
                 if c.change is not None:
-                    changes.append(
-                        period_change(
-                            post,
-                            sub,
-                            period_a=c.change.period_a,
-                            period_b=c.change.period_b,
-                            **gates,
-                        )
-                    )
+                    changes.append(period_change(post, sub, period_a=c.change.period_a,
+                                                 period_b=c.change.period_b, **kw))  # fmt: skip
             df = pd.concat(frames, ignore_index=True)
             df.attrs = frames[0].attrs
-            written = write_discrepancies(
-                df, self.run_dir, changes=pd.concat(changes) if changes else None
-            )
-            return [Path(p).name for p in written.values()]
+            written = write_discrepancies(df, self.run_dir, changes=pd.concat(changes) if changes else None)
+            atomic_write_text(pd.concat(budgets, ignore_index=True).to_csv(index=False),
+                              self.run_dir / "domain_budget.csv")  # fmt: skip
+            return [Path(p).name for p in written.values()] + ["domain_budget.csv"]
 
         self.stage(key, fp, work)
 
@@ -670,6 +719,42 @@ class _Runner:
         self.stage(key, fp, work)
 
 
+def _start(cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None,
+           config_path: str | os.PathLike[str] | None) -> tuple[_Runner, dict[str, Any], int]:  # fmt: skip
+    """Checks before the run (:mod:`gosat_pipeline.preflight`), the runner and the manifest's header."""
+    from gosat_pipeline.preflight import preflight
+
+    checks = preflight(cfg)
+    if checks.problems:
+        raise ConfigError(checks.problems, str(config_path) if config_path else None)
+    for note in checks.notices:
+        (progress or (lambda msg: None))(f"note: {note}")
+    r = _Runner(cfg, force=force, progress=progress)
+    # any input marked synthetic makes the run synthetic, whatever run.synthetic says
+    r.synthetic = bool(cfg.run.synthetic or checks.synthetic_inputs)
+    atomic_write_text(config_to_yaml(cfg), r.run_dir / "config.resolved.yaml")
+    input_bytes = r.register_inputs()
+    m = r.manifest.data
+    m.update(
+        {
+            "gosat_pipeline_version": __version__,
+            "run_name": cfg.run.name,
+            "config_path": str(config_path) if config_path else None,
+            "config_sha256": section_hash(cfg),
+            "started": _now(),
+            "finished": None,
+            "status": "running",
+            "synthetic": r.synthetic,
+            "synthetic_inputs": checks.synthetic_inputs,
+            "preflight": {"notices": checks.notices, "partly_outside_domain": checks.partial_regions},
+            "versions": _versions(),
+            "platform": {"system": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv},
+            "inputs": sorted(r.inputs.values(), key=lambda x: x["path"]),
+        }
+    )
+    return r, m, input_bytes
+
+
 def run(
     cfg: RunConfig,
     *,
@@ -700,27 +785,8 @@ def run(
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; choose one of {list(STAGES)}")
     last = STAGES.index(until) if until else len(STAGES) - 1
-    r = _Runner(cfg, force=force, progress=progress)
+    r, m, input_bytes = _start(cfg, force=force, progress=progress, config_path=config_path)
     t_start = time.perf_counter()
-    resolved = config_to_yaml(cfg)
-    atomic_write_text(resolved, r.run_dir / "config.resolved.yaml")
-    input_bytes = r.register_inputs()
-    m = r.manifest.data
-    m.update(
-        {
-            "gosat_pipeline_version": __version__,
-            "run_name": cfg.run.name,
-            "config_path": str(config_path) if config_path else None,
-            "config_sha256": section_hash(cfg),
-            "started": _now(),
-            "finished": None,
-            "status": "running",
-            "synthetic": bool(cfg.run.synthetic),
-            "versions": _versions(),
-            "platform": {"system": platform.platform(), "cpus": os.cpu_count(), "argv": sys.argv},
-            "inputs": sorted(r.inputs.values(), key=lambda x: x["path"]),
-        }
-    )
     m.setdefault("skipped_inputs", [])
     r.manifest.save()
     try:
