@@ -22,7 +22,8 @@ install: $(STAMP)
 # The demonstration inputs are generated (deterministically) rather than stored in git.
 SAMPLES = data_samples/truth.json
 SAMPLE_SOURCES = gosat_pipeline/testing/demo.py gosat_pipeline/testing/granules.py \
-                 gosat_pipeline/testing/inventories.py gosat_pipeline/testing/soundings.py
+                 gosat_pipeline/testing/inventories.py gosat_pipeline/testing/soundings.py \
+                 gosat_pipeline/testing/atmosphere.py
 
 $(SAMPLES): $(STAMP) $(SAMPLE_SOURCES)
 	@echo "Building the demonstration inputs in data_samples/ (a few seconds)"

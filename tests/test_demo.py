@@ -1,17 +1,18 @@
-"""The end-to-end demonstration (issue 8), the run directory contract (issue 2), and
+"""The end-to-end demonstration (issues 8, 15), the run directory contract (issue 2), and
 interrupted runs and determinism of the whole chain (issue 9).
 
-One module-scoped run of ``configs/demo.yaml`` on freshly generated demonstration
-inputs, on the config's own two-process LocalCluster, then checks of its outcome,
-its outputs (CF, schemas, manifest), of resuming, of a run killed with SIGKILL
-mid-stage and resumed, and of the same answer from the single-threaded scheduler.
+One module-scoped run of ``configs/demo.yaml`` on the demonstration inputs (a
+non-identical twin: the soundings were made by an atmosphere that is not the run's
+transport model), on the config's own two-process LocalCluster, then checks of its
+outcome and its outputs (CF, schemas, manifest). The mechanics (resuming, a run killed
+with SIGKILL mid-stage and resumed, the same answer from the single-threaded scheduler, a
+period change) run on a light variant: three months and no ensemble.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,23 +26,38 @@ import xarray as xr
 
 from gosat_pipeline import load_config, run
 from gosat_pipeline.pipeline import STAGES
-from gosat_pipeline.testing.demo import ASEAN, PLANTED, build_demo_samples
+from gosat_pipeline.testing.demo import ASEAN, DEMO_VERSION, PLANTED, build_demo_samples
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with the demonstration inputs and configs/demo.yaml, as in the repository."""
+    """A folder with configs/demo.yaml pointing at the demonstration inputs.
+
+    The inputs are ``data_samples/`` (what ``make data-samples`` builds), built when missing
+    or made by an older builder, so that the notebooks and these tests build them once.
+    """
+    samples = REPO / "data_samples"
+    truth = samples / "truth.json"
+    if not truth.is_file() or json.loads(truth.read_text()).get("builder") != DEMO_VERSION:
+        build_demo_samples(samples)
     work = tmp_path_factory.mktemp("demo")
-    build_demo_samples(work / "data_samples")
-    shutil.copy(REPO / "configs" / "demo.yaml", work / "demo.yaml")
+    text = (REPO / "configs" / "demo.yaml").read_text().replace("data_samples/", f"{samples}/")
+    (work / "demo.yaml").write_text(text)
+    (work / "light.yaml").write_text(_light(text))
     return work
 
 
-def _variant(work: Path, name: str, cluster: str) -> Path:
-    """demo.yaml with another run name and cluster type."""
-    text = (work / "demo.yaml").read_text().replace("name: demo", f"name: {name}")
+def _light(text: str) -> str:
+    """The demo on its first three months, without an ensemble: for the mechanics tests."""
+    text = text.replace("  end: 2021-01-01\n", "  end: 2020-04-01\n").replace("name: demo", "name: light")
+    return text.replace("  members: 8 ", "  members: 0 ")
+
+
+def _variant(work: Path, name: str, cluster: str, base: str = "light") -> Path:
+    """A config with another run name and cluster type."""
+    text = (work / f"{base}.yaml").read_text().replace(f"name: {base}", f"name: {name}")
     text = text.replace("  type: local\n", f"  type: {cluster}\n")
     path = work / f"{name}.yaml"
     path.write_text(text)
@@ -63,8 +79,14 @@ def demo_run(work: Path) -> tuple[Path, object]:
 
 
 @pytest.fixture(scope="module")
+def light_run(work: Path) -> object:
+    """The light variant on the config's two-process LocalCluster."""
+    return _run(work, work / "light.yaml")
+
+
+@pytest.fixture(scope="module")
 def serial_run(work: Path) -> object:
-    """The same inputs and config on the synchronous (single-threaded) scheduler."""
+    """The same inputs and light config on the synchronous (single-threaded) scheduler."""
     return _run(work, _variant(work, "serial", "synchronous"))
 
 
@@ -95,23 +117,36 @@ def assert_same_outputs(a: Path, b: Path, rtol: float = 1e-12) -> int:
     return n
 
 
-@pytest.mark.timeout(300)
-def test_demo_flags_the_planted_country_and_no_other(demo_run: tuple[Path, object]) -> None:
+@pytest.mark.timeout(600)
+def test_demo_verdicts_are_honest_about_the_planted_country(demo_run: tuple[Path, object]) -> None:
+    """The non-identical twin: no false flag, no wrong sign, the truth covered, and the planted
+    doubling either flagged or explained (with transport error, a year of GOSAT-like data can
+    only detect much larger differences for Thailand, and the row says so)."""
     _, result = demo_run
+    truth = json.loads((REPO / "data_samples" / "truth.json").read_text())
     df = pd.read_csv(result.run_dir / "discrepancies.csv")
     assert set(df["gas"]) == {"CH4", "CO2"}
     assert set(ASEAN) <= set(df["region"]) and "ASEAN" in set(df["region"])
-    planted = df[(df["gas"] == PLANTED["gas"]) & (df["region"] == PLANTED["region"])]
-    assert planted["verdict"].tolist() == ["higher than reported"]
-    others = df.drop(planted.index)
-    assert set(others["verdict"]) <= {"consistent", "not constrained"}, others[
-        ["gas", "region", "verdict"]
-    ]
-    # The estimate moved towards the truth (2 x reported) and its sigma is honest.
-    row = planted.iloc[0]
-    truth = PLANTED["factor"] * row["reported_total"]
-    assert row["posterior_total"] > row["prior_total"]
-    assert abs(row["posterior_total"] - truth) < 3 * row["posterior_sigma"]
+    assert (df["ensemble_members"] == 9).all()
+    for p in PLANTED:
+        row = df[(df["gas"] == p["gas"]) & (df["region"] == p["region"])].iloc[0]
+        if row["verdict"] not in ("higher" if p["factor"] > 1 else "lower") + " than reported":
+            assert row["verdict"].startswith("not constrained"), row["verdict"]
+            assert "cannot tell" in row["reason"] or "depends on the transport model" in row["reason"]
+        assert row["posterior_total"] > row["prior_total"]  # moved towards the truth
+    planted = {(p["gas"], p["region"]) for p in PLANTED}
+    others = df[[(g, r) not in planted for g, r in zip(df["gas"], df["region"], strict=True)]]
+    assert not others["verdict"].isin(["higher than reported", "lower than reported"]).any(), others
+    # every total given a verdict covers the truth (inside the domain) within two combined sigmas
+    verdicted = df[df["verdict"].isin(["consistent", "higher than reported", "lower than reported",
+                                       "not constrained (transport-sensitive)"]) & (df["members"].fillna("") == "")]  # fmt: skip
+    for r in verdicted.itertuples():
+        true = truth["true_in_domain_tg_per_yr"][r.gas][r.region]
+        assert abs(r.posterior_total - true) <= 2 * r.posterior_sigma, (r.region, r.gas)
+    # every z is reproducible from the two numbers printed beside it
+    z = df.dropna(subset=["z_score"])
+    np.testing.assert_allclose(z["z_score"], (z["posterior_total"] - z["compared_value"]) / z["compared_sigma"],
+                               rtol=1e-9)  # fmt: skip
 
 
 def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
@@ -126,7 +161,7 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
         assert rec["status"] == "done" and rec["wall_time_s"] >= 0
         assert all((rd / o).is_file() for o in rec["outputs"])
     granules = [i for i in man["inputs"] if i["kind"].startswith("granule")]
-    assert len(granules) == 48 and all(len(i["sha256"]) == 64 for i in granules)
+    assert len(granules) > 600 and all(len(i["sha256"]) == 64 for i in granules)  # a year of daily files
     assert man["skipped_inputs"] == []
     for gas in ("CH4", "CO2"):
         scr = man["screening"][gas]
@@ -151,9 +186,8 @@ def test_demo_netcdf_outputs_are_cf_and_carry_units(demo_run: tuple[Path, object
 
     _, result = demo_run
     files = sorted(result.run_dir.glob("*.nc"))
-    assert (
-        len(files) == 2 * 6 + 2
-    )  # soundings, gridded, prior, jacobian, posterior, emissions; regions, winds
+    # soundings, gridded, prior, jacobian, posterior, emissions, ensemble per gas; regions, winds
+    assert len(files) == 2 * 7 + 2
     problems = {f.name: check_cf(f) for f in files}
     assert not any(problems.values()), problems
     for f in files:
@@ -182,6 +216,7 @@ def test_rerun_skips_unchanged_stages_and_reruns_downstream_of_a_change(
         again = run(cfg)
         assert again.ran == [] and len(again.skipped) == len(first.ran)
         text = (work / "demo.yaml").read_text().replace("z_critical: 2.0", "z_critical: 3.0")
+        assert "z_critical: 3.0" in text
         (work / "changed.yaml").write_text(text)
         changed = run(load_config(work / "changed.yaml"))
         assert changed.ran == ["compare", "report"]
@@ -194,13 +229,11 @@ def test_rerun_skips_unchanged_stages_and_reruns_downstream_of_a_change(
 
 
 @pytest.mark.timeout(300)
-def test_same_answer_on_two_workers_and_on_one_thread(
-    demo_run: tuple[Path, object], serial_run: object
-) -> None:
-    _, parallel = demo_run
+def test_same_answer_on_two_workers_and_on_one_thread(light_run: object, serial_run: object) -> None:
+    assert light_run.manifest["cluster"]["type"] == "local"
     assert serial_run.manifest["cluster"]["type"] == "synchronous"
-    n = assert_same_outputs(parallel.run_dir, serial_run.run_dir)
-    assert n == 14 + 4  # netCDF outputs; discrepancies, mass balance x 2, reported totals
+    n = assert_same_outputs(light_run.run_dir, serial_run.run_dir)
+    assert n == 14 + 5  # netCDF outputs; discrepancies, domain budget, mass balance x 2, reported totals
 
 
 @pytest.mark.timeout(300)
@@ -259,11 +292,12 @@ def _victim_outputs(stage: str) -> set[str]:
 
 @pytest.mark.timeout(300)
 def test_period_change_runs_through_the_pipeline_with_the_config_thresholds(work: Path) -> None:
-    """compare.change: two half-years of the demo; the truth does not change between them."""
+    """compare.change: two months of the demo; the truth does not change between them."""
     text = _variant(work, "halves", "synchronous").read_text()
-    text = text.replace("  time_bin: MS\n", "  time_bin: MS\n  split: 6MS\n")
+    text = text.replace("  time_bin: 1D ", "  split: MS\n  time_bin: 1D ")
     text = text.replace("  min_observations: 5\n", "  min_observations: 5\n  min_error_reduction: 0.3\n"
-                        "  change: {period_a: 2020-01-01/2020-07-01, period_b: 2020-07-01/2021-01-01}\n")  # fmt: skip
+                        "  change: {period_a: 2020-01, period_b: 2020-03}\n")  # fmt: skip
+    assert "split: MS" in text and "change:" in text
     (work / "halves.yaml").write_text(text)
     res = _run(work, work / "halves.yaml")
     ch = pd.read_csv(res.run_dir / "period_changes.csv")

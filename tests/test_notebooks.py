@@ -23,10 +23,11 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def samples() -> Path:
-    out = REPO / "data_samples"
-    if not (out / "truth.json").is_file():
-        from gosat_pipeline.testing.demo import build_demo_samples
+    from gosat_pipeline.testing.demo import DEMO_VERSION, build_demo_samples
 
+    out = REPO / "data_samples"
+    truth = out / "truth.json"
+    if not truth.is_file() or json.loads(truth.read_text()).get("builder") != DEMO_VERSION:
         build_demo_samples(out)
     return out
 

@@ -22,6 +22,7 @@ import xarray as xr
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import invert, mass_balance
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, cf_attrs, gas_units
+from gosat_pipeline.statevector import REST_REGION, StateVector
 from gosat_pipeline.testing.soundings import BACKGROUND_XGAS
 from gosat_pipeline.transport import (
     DEFAULT_EDDY_DIFFUSIVITY,
@@ -253,15 +254,22 @@ def make_osse_case(
 
 
 def _truth_per_element(case: dict[str, Any], post: xr.Dataset) -> np.ndarray:
+    """The true value of every state element: region scale factors (1 for the rest of the
+    domain), the background offset of the month, zero gradients and zero inflow (the OSSE's
+    background is uniform and its transport has no inflow)."""
     truth = dict(zip(case["truth_scale"]["region"].values.astype(str), case["truth_scale"].values, strict=True))
     bg = case["background"]
     bg_by_label = {f"{pd.Timestamp(t):%Y-%m}": float(v) for t, v in zip(bg["time"].values, bg.values, strict=True)}
+    sv = StateVector.from_coords(post)
     out = []
-    for kind, reg, per in zip(post["state_kind"].values.astype(str), post["state_region"].values.astype(str),
-                              post["state_period"].values.astype(str), strict=True):  # fmt: skip
-        out.append(truth.get(reg, np.nan) if kind == "emission" else bg_by_label.get(per, np.nan))
-    ref = post["state_background_reference"].values if "state_background_reference" in post.coords else 0.0
-    return np.array(out) - ref  # background truth as an offset from the Jacobian's reference
+    for kind, reg, sec, per in zip(sv.kind, sv.region, sv.sector, sv.period, strict=True):
+        if kind == "emission":
+            out.append(truth.get(str(reg), 1.0 if reg == REST_REGION else np.nan))
+        elif kind == "background" and sec == "offset":
+            out.append(bg_by_label.get(str(per), np.nan))
+        else:
+            out.append(0.0)
+    return np.array(out) - sv.background_reference  # background truth as an offset from the Jacobian's reference
 
 
 def run_osse(case: dict[str, Any], *, constrained_threshold: float = 0.5, **invert_kwargs: Any) -> dict[str, Any]:
@@ -304,9 +312,9 @@ def run_osse(case: dict[str, Any], *, constrained_threshold: float = 0.5, **inve
     constrained = (er >= constrained_threshold) | (aii >= constrained_threshold)
     within = np.abs(xp - truth) <= 2.0 * sp_
     kind = post["state_kind"].values.astype(str)
-    label = [f"{r} {p}" if k == "emission" else f"background {p}"
-             for k, r, p in zip(kind, post["state_region"].values.astype(str),
-                                post["state_period"].values.astype(str), strict=True)]  # fmt: skip
+    label = [f"{r} {p}" if k == "emission" else f"{k} {s} {p}"
+             for k, r, s, p in zip(kind, post["state_region"].values.astype(str), post["state_sector"].values.astype(str),
+                                   post["state_period"].values.astype(str), strict=True)]  # fmt: skip
     table = pd.DataFrame({
         "element": label, "kind": kind, "region": post["state_region"].values.astype(str),
         "period": post["state_period"].values.astype(str), "truth": truth, "prior": post["x_prior"].values,
@@ -317,8 +325,11 @@ def run_osse(case: dict[str, Any], *, constrained_threshold: float = 0.5, **inve
     mb = mass_balance(case["obs"], case["masks"], u=case["winds"]["u"], v=case["winds"]["v"], gas=case["gas"])
     area = case["grid"].cell_area()
     totals = []
+    codes = [str(r) for r in case["masks"]["region"].values]
     for t in range(post.sizes["total"]):
         reg = str(post["total_region"].values[t])
+        if reg not in codes:  # the rest of the domain
+            continue
         mask = case["masks"].sel(region=reg).values
         true_tg = float((case["truth_flux"].values * mask * area).sum() * SECONDS_PER_YEAR / 1e9)
         totals.append({
