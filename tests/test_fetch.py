@@ -242,7 +242,7 @@ def test_blended_month_folders(archive: Archive) -> None:
     archive.add("/s3/blnd/data/2020-02/" + name.replace("20200115", "20200215"), data)
     plan = gf.plan_source("tropomi_blended", *JAN, ASEAN, base_url=archive.url + "/s3/blnd")
     assert [f.name for f in plan.files] == [name]
-    assert plan.files[0].variables == ("methane_mixing_ratio_blended",)
+    assert plan.files[0].check == "l2"  # opened with the package's blended reader
 
 
 # --------------------------------------------------------------------------- NASA Earthdata through earthaccess

@@ -105,3 +105,57 @@ def test_missing_variables_and_domain(tmp_path):
         open_winds(p, grid=GridSpec.from_resolution(1.0, (0, 0, 40, 20)))
     with pytest.raises(WindError, match="not found"):
         open_winds(tmp_path / "nope.nc", grid=TARGET)
+
+
+# ---------------------------------------------------------------- time axes and the time-resolved output
+def test_time_resolved_winds_keep_every_step(tmp_path) -> None:
+    p = write_era5_like(tmp_path / "e.nc", SRC, -2.0, 1.0, n_times=8)
+    ds = open_winds(p, grid=TARGET, time_range=("2020-01-01T06:00", "2020-01-01T12:00"), time_resolved=True)
+    assert ds["u"].dims == ("time", "latitude", "longitude")
+    # the steps inside the window and one either side, for interpolation up to its ends
+    assert ds.sizes["time"] == 4 and str(ds["time"].values[0])[:13] == "2020-01-01T00"
+    mean = open_winds(p, grid=TARGET)
+    assert mean["u"].dims == ("latitude", "longitude")
+    assert ds.attrs["time_coverage_start"].startswith("2020-01-01T00")
+
+
+def test_month_axes_and_unreadable_time_axes(tmp_path) -> None:
+    import pandas as pd
+
+    grid = SRC
+    lat, lon = grid.lat, grid.lon
+    u = np.stack([np.full(grid.shape, -3.0), np.full(grid.shape, 5.0)])[:, None]
+    base = xr.Dataset({"u": (("month", "level", "latitude", "longitude"), u, {"units": "m s**-1"}),
+                       "v": (("month", "level", "latitude", "longitude"), np.zeros_like(u), {"units": "m s**-1"})},
+                      coords={"month": [1, 7], "level": [850], "latitude": lat, "longitude": lon})  # fmt: skip
+    base.to_netcdf(tmp_path / "clim.nc")
+    mean = open_winds(tmp_path / "clim.nc", grid=TARGET)
+    np.testing.assert_allclose(mean["u"].values, 1.0)  # the mean of January and July
+    tr = open_winds(tmp_path / "clim.nc", grid=TARGET, time_range=("2020-01-01", "2020-12-31"), time_resolved=True)
+    assert list(pd.DatetimeIndex(tr["time"].values).month) == [1, 7]  # mid-month dates of the run's year
+    bad = base.assign_coords(month=[1.5, 99.0])
+    bad.to_netcdf(tmp_path / "bad.nc")
+    with pytest.raises(WindError, match="neither dates nor month numbers"):
+        open_winds(tmp_path / "bad.nc", grid=TARGET)
+    (tmp_path / "junk.nc").write_bytes(b"not a netCDF file at all")
+    with pytest.raises(WindError, match="cannot open wind files"):
+        open_winds(tmp_path / "junk.nc", grid=TARGET)
+
+
+@pytest.mark.real_samples
+def test_real_era_interim_monthly_means(real_samples) -> None:
+    """The xarray tutorial's ERA-Interim file: time axis 'month' (1, 7), levels 200/500/850 hPa."""
+    path = real_samples / "winds" / "eraint_uvz.nc"
+    grid = GridSpec.from_resolution(1.0, (90.0, -12.0, 142.0, 30.0))
+    ds = open_winds(path, grid=grid)
+    assert ds["u"].shape == grid.shape and np.isfinite(ds["u"].values).all()
+    assert abs(float(ds["u"].mean())) < 5 and ds.attrs["n_times"] == 1
+    with xr.open_dataset(path) as raw:  # the 850 hPa mean of the two months, read independently
+        ref = raw["u"].sel(level=850).mean("month").interp(latitude=15.5, longitude=100.5)
+    pt = ds["u"].sel(latitude=15.5, longitude=100.5)
+    assert float(pt) == pytest.approx(float(ref), abs=0.05)
+    tr = open_winds(path, grid=grid, time_range=("2020-01-01", "2020-12-31"), time_resolved=True)
+    assert tr.sizes["time"] == 2
+    assert float(open_winds(path, grid=grid, level="500")["u"].mean()) != pytest.approx(float(ds["u"].mean()))
+    with pytest.raises(WindError, match="925 hPa not in the file"):
+        open_winds(path, grid=grid, level="925")

@@ -362,8 +362,8 @@ def _plan_blended(req: Request, http: HttpClient) -> Plan:
     objects: list[tuple[str, int, str]] = []
     for year, month in _months(req.start - timedelta(days=1), req.end):
         objects += _s3_list(http, base, f"data/{year}-{month:02d}/")
-    # no granule reader for the flat blended layout yet: checked as netCDF holding the blended XCH4
-    plan = _s5p_select(req, objects, base, "tropomi_blended", "netcdf", ("methane_mixing_ratio_blended",))
+    # checked with the package's own reader of the flat blended layout (io.tropomi_blended)
+    plan = _s5p_select(req, objects, base, "tropomi_blended", "l2", ())
     plan.files.sort(key=lambda f: f.relpath)
     return plan
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from gosat_pipeline.fetch.cache import file_digest
 __all__ = ["check_file", "open_check"]
 
 logger = logging.getLogger(__name__)
+
+#: HDF5 (under netCDF4 and h5py) is not thread-safe, and the fetcher checks files from a thread
+#: pool: two files opened at once from two threads could crash the process. Every check that
+#: opens an HDF5 or netCDF file holds this lock.
+_HDF5_LOCK = threading.Lock()
 
 
 def _check_l2(path: Path) -> None:
@@ -105,6 +111,14 @@ def _check_csv(path: Path) -> None:
 
 def open_check(path: Path, check: str, variables: tuple[str, ...] = ()) -> None:
     """Open ``path`` the way its kind requires; raise :class:`CorruptFileError` if it fails."""
+    if check in ("l2", "netcdf", "hdf5"):
+        with _HDF5_LOCK:
+            _open_check(path, check, variables)
+        return
+    _open_check(path, check, variables)
+
+
+def _open_check(path: Path, check: str, variables: tuple[str, ...] = ()) -> None:
     if check == "l2":
         _check_l2(path)
     elif check == "netcdf":
