@@ -824,7 +824,7 @@ def invert(
     bg_sigma = DEFAULT_BACKGROUND_PRIOR_SIGMA[gas] if background_prior_sigma is None else float(background_prior_sigma)
     if obs_correlation_length_km is None:
         obs_correlation_length_km = float(jac.attrs.get("obs_correlation_length_km", 0.0)) or None
-    K = jac.values.astype("float64")
+    K = np.asarray(jac.values, dtype="float64")  # no copy of a float64 Jacobian
     ok = np.isfinite(y) & np.isfinite(sigma) & (sigma > 0) & np.all(np.isfinite(K), axis=1)
     if not ok.all():
         logger.warning("dropping %d observations with non-finite values", int((~ok).sum()))

@@ -180,30 +180,30 @@ def _plane_basis(lat: np.ndarray, lon: np.ndarray, grid: GridSpec) -> dict[str, 
     return {"offset": np.ones_like(lat), "gradient_north": y, "gradient_east": x}
 
 
-def _background_columns(settings: TransportSettings, wi: np.ndarray, wlabels: list[str], ov: xr.Dataset,
-                        grid: GridSpec, units: str) -> tuple[list[np.ndarray], list[dict[str, Any]], np.ndarray]:  # fmt: skip
-    """Background columns, their state records and the per-observation reference (median per window)."""
+def _background_records(settings: TransportSettings, wi: np.ndarray, wlabels: list[str], ov: xr.Dataset,
+                        units: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], np.ndarray]:  # fmt: skip
+    """(window, component) of every background column, their state records, and the per-observation
+    reference (median of the window's observations)."""
     m = ov.sizes["obs"]
     y = ov["y"].values
     ref = np.zeros(m)
-    cols: list[np.ndarray] = []
+    keys: list[tuple[int, str]] = []
     recs: list[dict[str, Any]] = []
     if settings.background == "none" or m == 0:
-        return cols, recs, ref
+        return keys, recs, ref
     obs_w = wi[ov["time_index"].values]
     comps = ("offset",) if settings.background == "offset" else ("offset", "gradient_north", "gradient_east")
-    basis = _plane_basis(ov["latitude"].values, ov["longitude"].values, grid)
     for w, lab in enumerate(wlabels):
         sel = obs_w == w
         if not sel.any():
             continue
         ref[sel] = np.median(y[sel])
         for comp in comps:
-            cols.append(np.where(sel, basis[comp], 0.0))
+            keys.append((w, comp))
             recs.append({"kind": "background", "sector": comp, "period": lab,
                          "units": units if comp == "offset" else f"{units} (1000 km)-1",
                          "background_reference": float(ref[sel][0]) if comp == "offset" else 0.0})  # fmt: skip
-    return cols, recs, ref
+    return keys, recs, ref
 
 
 # ---------------------------------------------------------------------------- winds
@@ -232,9 +232,10 @@ def _winds_arrays(winds: Any, u: Any, v: Any, grid: GridSpec, settings: Transpor
 
 
 # ---------------------------------------------------------------------------- responses
-def _forcings(fields: np.ndarray, gas: str, pbounds: np.ndarray, wbounds: np.ndarray, edges: list[str],
-              spinup: np.timedelta64) -> tuple[list[Forcing], list[tuple[int, int]], list[tuple[int, str]]]:  # fmt: skip
-    """Forcings of every emission (period, field) and inflow (window, edge) column."""
+def _forcings(fields: np.ndarray, gas: str, pbounds: np.ndarray, wbounds: np.ndarray, wused: list[int],
+              edges: list[str], spinup: np.timedelta64) -> tuple[list[Forcing], list[tuple[int, int]],
+                                                                  list[tuple[int, str]]]:  # fmt: skip
+    """Forcings of every emission (period, field) and inflow (window with observations, edge) column."""
     forc: list[Forcing] = []
     emis_keys: list[tuple[int, int]] = []
     inflow_keys: list[tuple[int, str]] = []
@@ -243,7 +244,8 @@ def _forcings(fields: np.ndarray, gas: str, pbounds: np.ndarray, wbounds: np.nda
         for k in range(fields.shape[0]):
             forc.append(Forcing("flux", start, b, pattern=fields[k].ravel() / MOLAR_MASS[gas]))
             emis_keys.append((p, k))
-    for w, (a, b) in enumerate(wbounds):
+    for w in wused:
+        a, b = wbounds[w]
         start = a - spinup if w == 0 else a
         for e in edges:
             forc.append(Forcing("inflow", start, b, edge=e, scale=GAS_UNIT_TO_MOLMOL[gas]))
@@ -367,8 +369,9 @@ def build_jacobian(
     prior_kg_yr = (fields * area).sum(axis=(1, 2)) * SECONDS_PER_YEAR
     edges = _edges_of(grid, s, footprints)
     spinup = np.timedelta64(int((s.spinup if s.spinup is not None else 5.0 * s.ventilation_time) * 1e9), "ns")
-    forc, emis_keys, inflow_keys = _forcings(fields, gas, pbounds, wbounds if edges else wbounds[:0], edges, spinup)
     tidx = ov["time_index"].values
+    wused = sorted({int(w) for w in windex[tidx]}) if edges else []
+    forc, emis_keys, inflow_keys = _forcings(fields, gas, pbounds, wbounds, wused, edges, spinup)
     obs_start, obs_end, obs_cell = starts[tidx], ends[tidx], ov["cell"].values
     attrs: dict[str, Any]
     if footprints is not None:
@@ -376,6 +379,8 @@ def build_jacobian(
         sens, kept = _match_footprints(fp, fcoords, ov, grid, obs)
         ov = ov.isel(obs=kept)
         tidx, obs_start, obs_cell = tidx[kept], obs_start[kept], obs_cell[kept]
+        forc = forc[: len(emis_keys)]  # footprint models bring their own boundary treatment
+        inflow_keys = []
         pats = np.array([f.pattern for f in forc if f.kind == "flux"])
         resp = sens @ pats.T if len(pats) else np.zeros((len(kept), 0))
         fs = np.array([f.start for f in forc], dtype="datetime64[ns]")
@@ -383,6 +388,12 @@ def build_jacobian(
         resp = resp * ((obs_start[:, None] >= fs[None]) & (obs_start[:, None] < fe[None]))
         attrs = {"transport_operator": "external footprints",
                  "footprints_source": str(footprints) if isinstance(footprints, str | Path) else "dataset"}  # fmt: skip
+    bkeys, brecs, ref = _background_records(s, windex, wlabels, ov, units)
+    m, n_resp = ov.sizes["obs"], len(forc)
+    kmat = np.zeros((m, n_resp + len(bkeys)))  # the Jacobian, held once: responses are written into it
+    if footprints is not None:
+        kmat[:, :n_resp] = resp
+        del resp
     else:
         times, ua, va = _winds_arrays(winds, u, v, grid, s)
         time_resolved = s.mode == "time_resolved" or (s.mode == "auto" and ua.shape[0] > 1)
@@ -391,21 +402,24 @@ def build_jacobian(
                               "reanalysis file with several time steps)")  # fmt: skip
         if time_resolved:
             step = min(s.time_step, float(np.min((ends - starts) / np.timedelta64(1, "s")))) if len(starts) else s.time_step
-            resp = integrate_responses(grid, times, ua, va, forc, obs_start, obs_end, obs_cell,
-                                       eddy_diffusivity=s.eddy_diffusivity, ventilation_time=s.ventilation_time,
-                                       surface_pressure=s.surface_pressure, time_step=step,
-                                       progress=progress)  # fmt: skip
-            attrs = {"transport_operator": "time-resolved advection-diffusion-ventilation, implicit Euler "
-                                           "(DESIGN.md 5.2)",
+            integrate_responses(grid, times, ua, va, forc, obs_start, obs_end, obs_cell,
+                                eddy_diffusivity=s.eddy_diffusivity, ventilation_time=s.ventilation_time,
+                                surface_pressure=s.surface_pressure, time_step=step, progress=progress,
+                                out=kmat[:, :n_resp])  # fmt: skip
+            attrs = {"transport_operator": "time-resolved advection-diffusion-ventilation, explicit "
+                                           "positivity-preserving sub-steps under each wind field (DESIGN.md 5.2)",
                      "transport_wind_steps": int(ua.shape[0]), "transport_time_step_used_s": step,
                      "transport_boundaries": "zero inflow plus estimated inflow per edge and window",
                      **grid.to_attrs()}  # fmt: skip
         else:
-            resp, attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
+            kmat[:, :n_resp], attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
             attrs["transport_operator"] = "steady advection-diffusion-ventilation from the time-mean wind"
-    ak = ov["column_sensitivity"].values[:, None]
-    resp = resp / GAS_UNIT_TO_MOLMOL[gas] * ak
-    m = ov.sizes["obs"]
+    # mol mol-1 -> gas units, times the boundary-layer column sensitivity, in place
+    kmat[:, :n_resp] *= ov["column_sensitivity"].values[:, None] / GAS_UNIT_TO_MOLMOL[gas]
+    basis = _plane_basis(ov["latitude"].values, ov["longitude"].values, grid)
+    obs_w = windex[tidx]
+    for j, (w, comp) in enumerate(bkeys):
+        kmat[:, n_resp + j] = np.where(obs_w == w, basis[comp], 0.0)
     names = em["region_name"].values.astype(str)
     roles = em["region_role"].values.astype(str)
     codes = em["region"].values.astype(str)
@@ -417,25 +431,16 @@ def build_jacobian(
     wsum = np.where(wmass.sum(axis=(1, 2)) > 0, wmass.sum(axis=(1, 2)), 1.0)
     cen_lat = (wmass * lat2d).sum(axis=(1, 2)) / wsum
     cen_lon = (wmass * lon2d).sum(axis=(1, 2)) / wsum
-    cols: list[np.ndarray] = []
     recs: list[dict[str, Any]] = []
-    for j, (p, k) in enumerate(emis_keys):
+    for p, k in emis_keys:
         r, sec = divmod(k, nsec)
-        cols.append(resp[:, j])
         recs.append({"kind": "emission", "region": codes[r], "region_name": names[r], "role": roles[r],
                      "sector": sectors[sec], "period": plabels[p], "prior_emission": prior_kg_yr[k],
                      "latitude": cen_lat[k], "longitude": cen_lon[k],
                      **{f: float(v[r]) for f, v in extra.items()}})  # fmt: skip
-    bcols, brecs, ref = _background_columns(s, windex, wlabels, ov, grid, units)
-    cols += bcols
+    recs += [{"kind": "inflow", "sector": e, "period": wlabels[w], "units": units} for w, e in inflow_keys]
     recs += brecs
     n_emis = len(emis_keys)
-    for j, (w, e) in enumerate(inflow_keys):
-        if not np.any(windex[tidx] == w):
-            continue  # a window without observations
-        cols.append(resp[:, n_emis + j])
-        recs.append({"kind": "inflow", "sector": e, "period": wlabels[w], "units": units})
-    kmat = np.column_stack(cols) if cols else np.zeros((m, 0))
     sv = StateVector.from_records(recs)
     coords: dict[str, Any] = dict(sv.to_coords())
     coords["obs_background_reference"] = ("obs", ref, {"units": units, "long_name":

@@ -547,6 +547,7 @@ def integrate_responses(
     time_step: float = 6 * 3600.0,
     tail: float | None = None,
     progress: Any = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Time-resolved responses of the observations to each forcing (the Jacobian's columns).
 
@@ -573,12 +574,14 @@ def integrate_responses(
         times, when :math:`e^{-6}` of it is left).
     progress : callable, optional
         Called with (steps done, steps total) now and then.
+    out : array (m, n_forcing), optional
+        Filled in place (e.g. a slice of the Jacobian, so that it is held once).
 
     Returns
     -------
     numpy.ndarray (m, n_forcing)
         Column enhancement (mol mol-1) per unit of each forcing, averaged over each
-        observation's bin.
+        observation's bin (``out`` when given).
 
     Notes
     -----
@@ -598,7 +601,10 @@ def integrate_responses(
         raise SchemaError("eddy_diffusivity >= 0, ventilation_time > 0 and time_step > 0 are required")
     m = obs_cell.size
     n = len(forcings)
-    K = np.zeros((m, n))
+    if out is not None and out.shape != (m, n):
+        raise SchemaError(f"out has shape {out.shape}; expected {(m, n)}")
+    K = np.zeros((m, n)) if out is None else out
+    K[...] = 0.0
     if m == 0 or n == 0:
         return K
     tail = 6.0 * ventilation_time if tail is None else float(tail)
@@ -645,4 +651,5 @@ def integrate_responses(
             f"{int(missing.sum())} observations lie in time bins without a model step end; use a time_step "
             f"no longer than the shortest time bin (time_step = {time_step:g} s)"
         )
-    return K / counts[:, None]
+    K /= counts[:, None]
+    return K
