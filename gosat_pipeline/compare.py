@@ -21,7 +21,9 @@ is the members' mean and its variance the law of total variance,
           \\sigma^2 = \\frac{1}{M}\\sum_m \\sigma_m^2 + \\frac{1}{M-1}\\sum_m (E_m - \\bar E)^2
           + (f_T \\bar E)^2,
 
-the analytic posterior error plus the spread that transport-model error causes (the
+the analytic posterior error (scaled by the inversion's state chi-square :math:`J_a/DOFS`
+when it exceeds 1: the state moved further than its prior errors allowed) plus the spread that
+transport-model error causes (the
 practice of national methane inversions, e.g. Maasakkers et al. 2019, Worden et al.
 2022, Shen et al. 2023), plus a structural transport error :math:`f_T` (``transport_error``,
 default 25 %) for what a parametric ensemble of one model cannot sample: regional CH4
@@ -61,8 +63,9 @@ Verdicts (``schema.VERDICTS``), in the order they are decided:
 3. ``not constrained``: the inversion failed (status != 0), or the error reduction
    :math:`1 - \\sigma/\\sigma_{prior}` (with the combined sigma) < ``min_error_reduction``,
    or the averaging-kernel sensitivity :math:`w^T A w / w^T w` < ``min_sensitivity``,
-   or fewer than ``min_observations`` observations see the region, or the reported total
-   cannot be seen through the averaging kernel (above).
+   or fewer than ``min_observations`` observations see the region, or the model fits the
+   observations that see it worse than ``max_chi2_obs`` (their mean squared whitened residual),
+   or the reported total cannot be seen through the averaging kernel (above).
 4. ``not constrained (transport-sensitive)``: the members disagree, each member's total
    tested against the same combined sigma: one would flag the region and another would
    not, or they flag it in opposite directions.
@@ -335,6 +338,7 @@ class _State:
     n_obs_total: int | None
     chi2_state: dict[tuple[str, str], float]
     chi2_obs: dict[tuple[str, str], float]
+    inflation: float = 1.0  # variance factor: the inversion's normalised state chi-square when above 1
 
     @property
     def base(self) -> _Member:
@@ -390,7 +394,22 @@ def _state_from_posterior(posterior: xr.Dataset, ensemble: Any = None) -> _State
         n_obs_total=int(posterior["n_observations"].values) if "n_observations" in posterior else None,
         chi2_state=chi_s,
         chi2_obs=chi_o,
+        inflation=_inflation(posterior),
     )
+
+
+def _inflation(posterior: xr.Dataset) -> float:
+    """max(1, J_a / DOFS) of the base inversion: the state moved further than its prior errors allow.
+
+    The observation chi-square does not reveal transport error (the state absorbs the misfit);
+    the state chi-square does (DESIGN.md 5.3). When it exceeds its expected value the prior and
+    model errors were too small, and the analytic variances are scaled by it, the usual a
+    posteriori error scaling (Michalak et al. 2005).
+    """
+    if "chi2_state_normalized" not in posterior:
+        return 1.0
+    v = float(posterior["chi2_state_normalized"].values)
+    return v if math.isfinite(v) and v > 1.0 else 1.0
 
 
 def ensemble_members(ensemble: Any, sv: StateVector | None = None) -> list[_Member]:
@@ -504,7 +523,7 @@ def _totals(st: _State, w: np.ndarray, structural: float = 0.0) -> _Totals:
         prior=float(w @ st.xa),
         prior_sigma=_sqrt(float(np.mean([_quad(w, m.Sa) for m in st.members]))),
         estimates=np.array([float(w @ m.xh) for m in st.members]),
-        variances=np.array([_quad(w, m.Sh) for m in st.members]),
+        variances=np.array([_quad(w, m.Sh) for m in st.members]) * st.inflation,
         sensitivity=_quad(w, b.A) / ww if ww > 0 else 0.0,
         shift_sigma=_sqrt(_quad(w, st.Sa) - _quad(w, b.Sh)),
     )
@@ -575,7 +594,7 @@ def _domain_share(st: _State, members: Sequence[str], period: str) -> tuple[floa
 
 
 # ---------------------------------------------------------------------------- verdicts
-def _gate(st: _State, tot: _Totals, nobs: int, thr: Thresholds) -> str | None:
+def _gate(st: _State, tot: _Totals, nobs: int, thr: Thresholds, chi2_obs: float = math.nan) -> str | None:
     """Reason (plain words) the data do not constrain the total, or None."""
     if st.status:
         return f"the inversion failed ({_STATUS_TEXT.get(st.status, 'status ' + str(st.status))}): the estimate is the prior"
@@ -589,6 +608,9 @@ def _gate(st: _State, tot: _Totals, nobs: int, thr: Thresholds) -> str | None:
                      f"(averaging-kernel sensitivity; at least {100 * thr.min_sensitivity:.0f} % needed)")  # fmt: skip
     if nobs < thr.min_observations:
         fails.append(f"only {nobs} observations see it (at least {thr.min_observations} needed)")
+    if math.isfinite(chi2_obs) and chi2_obs > thr.max_chi2_obs:
+        fails.append(f"the transport model fits the observations that see it poorly (their mean squared "
+                     f"normalised misfit is {chi2_obs:.2f}, at most {thr.max_chi2_obs:g} allowed)")  # fmt: skip
     return "; ".join(fails) if fails else None
 
 
@@ -739,7 +761,7 @@ def _row(st: _State, target: tuple[str, str, tuple[str, ...]], period: str, sour
         sel = w != 0
         xr_t[sel] = st.xa[sel] * rep.value / _national_prior(st, members, period)
     test = _z_test(st, tot, w, rep, xr_t, shift)
-    verdict, reason = _verdict(test, _gate(st, tot, nobs, thr), rep, tot, thr)
+    verdict, reason = _verdict(test, _gate(st, tot, nobs, thr, st.chi2_obs.get(key, math.nan)), rep, tot, thr)
     zm = test.z_members[np.isfinite(test.z_members)]
     row.update(reported_total_smoothed=test.compared if test.form == "direct" else
                float(np.mean(_seen(st, w, xr_t))),
@@ -800,6 +822,7 @@ def compare_to_inventory(
     min_observations: int | None = None,
     min_domain_share: float | None = None,
     max_detectable_difference: float | None = None,
+    max_chi2_obs: float | None = None,
     transport_error: float | None = None,
 ) -> pd.DataFrame:
     """Compare posterior regional totals with reported totals (DESIGN.md 5.5).
@@ -846,7 +869,7 @@ def compare_to_inventory(
     thr = _thresholds(thresholds, z_critical=z_critical, min_error_reduction=min_error_reduction,
                       min_sensitivity=min_sensitivity, min_observations=min_observations,
                       min_domain_share=min_domain_share, max_detectable_difference=max_detectable_difference,
-                      transport_error=transport_error)  # fmt: skip
+                      max_chi2_obs=max_chi2_obs, transport_error=transport_error)  # fmt: skip
     st = _state_from_posterior(posterior, ensemble)
     tables = _prepare_reported(reported, st.gas, reference)
     targets = _targets(st, aggregates)

@@ -249,6 +249,7 @@ class CompareSection(_Model):
     min_observations: int = Field(5, ge=0)
     min_domain_share: float = Field(0.95, gt=0, le=1)
     max_detectable_difference: float = Field(0.5, gt=0)
+    max_chi2_obs: float = Field(2.0, gt=0)
     transport_error: float = Field(0.25, ge=0, lt=2)
     prior_is_reported: bool = False
     change: ChangeSection | None = None

@@ -659,7 +659,7 @@ class _Runner:
                                     min_sensitivity=c.min_sensitivity, min_observations=c.min_observations,
                                     min_domain_share=c.min_domain_share,
                                     max_detectable_difference=c.max_detectable_difference,
-                                    transport_error=c.transport_error)  # fmt: skip
+                                    max_chi2_obs=c.max_chi2_obs, transport_error=c.transport_error)  # fmt: skip
             for gs in cfg.gases:
                 post = self.open_nc(f"posterior_{gs.gas}.nc")
                 ens_path = self.run_dir / f"ensemble_{gs.gas}.nc"

@@ -220,6 +220,10 @@ class VerdictThresholds:
         :math:`z_{crit} \\sigma_z`); otherwise the data cannot tell and the verdict is
         "not constrained". 0.5: a difference of half the reported total (a halving, or
         1.5 times) must have been detectable.
+    max_chi2_obs : float
+        A region whose observations the model fits worse than this (mean squared whitened
+        residual of the observations that see it) is "not constrained": the transport model
+        cannot reproduce what the satellite saw there.
     transport_error : float
         Relative 1-sigma structural error of the transport model on a region's total,
         added in quadrature to the analytic and ensemble uncertainty (the part of
@@ -232,6 +236,7 @@ class VerdictThresholds:
     min_observations: int = 5
     min_domain_share: float = 0.95
     max_detectable_difference: float = 0.5
+    max_chi2_obs: float = 2.0
     transport_error: float = 0.25
 
     def as_dict(self) -> dict[str, float | int]:
@@ -240,6 +245,7 @@ class VerdictThresholds:
                 "min_sensitivity": float(self.min_sensitivity), "min_observations": int(self.min_observations),
                 "min_domain_share": float(self.min_domain_share),
                 "max_detectable_difference": float(self.max_detectable_difference),
+                "max_chi2_obs": float(self.max_chi2_obs),
                 "transport_error": float(self.transport_error)}  # fmt: skip
 
 #: Columns of discrepancies.csv, in order, with units (the JSON schema mirrors them).
@@ -253,7 +259,7 @@ DISCREPANCY_COLUMNS: dict[str, str] = {
     "prior_sigma": "Tg yr-1",
     "posterior_total": "Tg yr-1 (mean over the ensemble's inversions)",
     "posterior_sigma": "Tg yr-1 (combined 1-sigma: sqrt(posterior_sigma_analytic^2 + ensemble_spread^2 + "
-    "transport_error_sigma^2))",
+    "transport_error_sigma^2); the analytic part inflated by sqrt(chi2_state_inversion) when that exceeds 1)",
     "reported_total": "Tg yr-1",
     "reported_sigma": "Tg yr-1",
     "difference": "Tg yr-1 (posterior - reported)",
@@ -296,6 +302,7 @@ DISCREPANCY_COLUMNS: dict[str, str] = {
     "min_observations": "count (threshold: below it the verdict is 'not constrained')",
     "min_domain_share": "1 (threshold: below it the verdict is 'partly outside the domain')",
     "max_detectable_difference": "1 (threshold: 'consistent' needs detectable_difference <= this x reported_total)",
+    "max_chi2_obs": "1 (threshold: a region whose observations the model fits worse is 'not constrained')",
     "transport_error": "1 (relative 1-sigma structural transport error added to posterior_sigma)",
     "gosat_pipeline_version": "version of the package that made the comparison",
 }

@@ -501,3 +501,21 @@ def test_a_region_partly_outside_the_domain_is_never_compared_whole():
     budget = domain_budget(post)
     assert list(budget["region"]) == ["AAA", "BBB", "CCC"] and list(budget["role"]) == ["requested", "requested",
                                                                                           "other"]  # fmt: skip
+
+
+def test_chi_square_gates_and_inflation():
+    post = hand_posterior(xh=[1.5, 1.0], A=np.eye(2))
+    rep = reported_table({"AAA": 10.0, "BBB": 5.0}, sigma={"AAA": 0.5, "BBB": 0.5})
+    plain = row(compare_to_inventory(post, rep), "AAA")
+    assert plain["verdict"] == "higher than reported"
+    # the observations that see AAA are fitted badly: the transport model cannot reproduce them
+    bad = post.assign(total_chi2_obs=("total", [3.5, 0.9]))
+    r = row(compare_to_inventory(bad, rep), "AAA")
+    assert r["verdict"] == "not constrained" and "fits the observations that see it poorly" in r["reason"]
+    assert r["chi2_obs"] == pytest.approx(3.5) and row(compare_to_inventory(bad, rep), "BBB")["chi2_obs"] == 0.9
+    # the state moved 4 times further than its prior errors allow: analytic variances scaled by 4
+    moved = post.assign(chi2_state_normalized=((), 4.0))
+    r = row(compare_to_inventory(moved, rep), "AAA")
+    assert r["posterior_sigma_analytic"] == pytest.approx(2.0 * plain["posterior_sigma_analytic"])
+    calm = post.assign(chi2_state_normalized=((), 0.5))  # below 1: never deflated
+    assert row(compare_to_inventory(calm, rep), "AAA")["posterior_sigma"] == pytest.approx(plain["posterior_sigma"])
