@@ -15,6 +15,7 @@ __all__ = [
     "GosatPipelineError",
     "ConfigError",
     "SchemaError",
+    "FootprintError",
     "UnknownFormatError",
     "GranuleError",
     "InventoryError",
@@ -62,6 +63,27 @@ class ConfigError(GosatPipelineError, ValueError):
 
 class SchemaError(GosatPipelineError, ValueError):
     """A dataset does not follow the canonical schema of DESIGN.md section 4."""
+
+
+class FootprintError(SchemaError):
+    """External footprints or a model Jacobian (STILT, FLEXPART, NAME, IMI) cannot be read or used.
+
+    Parameters
+    ----------
+    source : str
+        The file or folder concerned.
+    reason : str
+        What was found, what is expected and how to fix it, in one line.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # pickled by dask.distributed when raised on a worker: rebuild from the parts
+        return (type(self), (self.source, self.reason))
 
 
 class GranuleError(GosatPipelineError, ValueError):

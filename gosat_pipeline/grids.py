@@ -18,7 +18,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 
-__all__ = ["EARTH_RADIUS_M", "GridSpec", "require_same_grid", "wrap_longitude"]
+__all__ = ["EARTH_RADIUS_M", "GridSpec", "overlap_fractions", "regrid_extensive", "require_same_grid", "wrap_longitude"]
 
 #: Radius of the authalic (equal-area) sphere of WGS84, in metres (Moritz 1980).
 EARTH_RADIUS_M = 6_371_007.181
@@ -287,3 +287,65 @@ def _edge_index(edges: np.ndarray, x: np.ndarray) -> np.ndarray:
     idx = np.where(x == edges[-1], n - 1, idx)  # close the outer upper edge
     ok = np.isfinite(x) & (idx >= 0) & (idx < n)
     return np.where(ok, idx, -1).astype("int64")
+
+
+def overlap_fractions(src_edges: np.ndarray, tgt_edges: np.ndarray, *, periodic: bool = False) -> np.ndarray:
+    """Fraction of each source interval that lies inside each target interval.
+
+    Parameters
+    ----------
+    src_edges, tgt_edges : numpy.ndarray, shape (n + 1,), (m + 1,), ascending
+        Interval edges (degrees of longitude, or sin(latitude) for area shares on the sphere).
+    periodic : bool
+        Longitude: the source intervals are also tried shifted by -360 and +360 degrees, so a
+        source on 0..360 meets a target on -180..180.
+
+    Returns
+    -------
+    numpy.ndarray, shape (m, n)
+        :math:`w_{ts} = |s \\cap t| / |s|`; a column sums to the share of the source interval
+        inside the target range (1 when it is covered).
+    """
+    src = np.asarray(src_edges, dtype="float64")
+    tgt = np.asarray(tgt_edges, dtype="float64")
+    lo_t, hi_t = tgt[:-1][:, None], tgt[1:][:, None]
+    out = np.zeros((tgt.size - 1, src.size - 1))
+    for shift in (-360.0, 0.0, 360.0) if periodic else (0.0,):
+        lo_s, hi_s = src[:-1][None] + shift, src[1:][None] + shift
+        out += np.clip(np.minimum(hi_s, hi_t) - np.maximum(lo_s, lo_t), 0.0, None) / (hi_s - lo_s)
+    return out
+
+
+def regrid_extensive(values: np.ndarray, lat_edges: np.ndarray, lon_edges: np.ndarray, grid: GridSpec) -> np.ndarray:
+    """Sum an extensive per-cell quantity onto ``grid`` by exact overlap fractions.
+
+    Parameters
+    ----------
+    values : numpy.ndarray, shape (..., ny, nx)
+        A quantity that adds up over cells (a mass, or a footprint: the sensitivity to a
+        flux density that is uniform over the target cell), on the source cells.
+    lat_edges : numpy.ndarray, shape (ny + 1,), degrees north, ascending
+    lon_edges : numpy.ndarray, shape (nx + 1,), degrees east, ascending (any 360-degree
+        window: longitude is periodic)
+    grid : GridSpec
+        Target grid.
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., grid.ny, grid.nx)
+
+    Notes
+    -----
+    With :math:`f^{\\varphi}_{ts}` the share of source row *s* (in :math:`\\sin\\varphi`, i.e. in
+    area on the sphere) inside target row *t* and :math:`f^{\\lambda}` the same for columns,
+
+    .. math:: V_t = \\sum_s f^{\\varphi}_{ts} f^{\\lambda}_{ts} V_s
+
+    exact for regular latitude/longitude grids of any resolutions because the area of a
+    cell is separable, :math:`A = R^2 \\Delta\\lambda\\, \\Delta\\sin\\varphi`. The part of the
+    source outside the target grid is dropped (compare the sums to measure it).
+    """
+    wlat = overlap_fractions(np.sin(np.deg2rad(lat_edges)), np.sin(np.deg2rad(grid.lat_edges)))
+    wlon = overlap_fractions(lon_edges, grid.lon_edges, periodic=True)
+    vals = np.asarray(values, dtype="float64")
+    return np.einsum("ti,...ij,uj->...tu", wlat, vals, wlon, optimize=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,7 @@ def build_jacobian(
     u: Any = None,
     v: Any = None,
     settings: TransportSettings | None = None,
-    footprints: str | Path | xr.Dataset | None = None,
+    footprints: str | Path | Sequence[str | Path] | xr.Dataset | None = None,
     sigma_model: float | None = None,
     use_weighted_mean: bool = True,
     period_split: str | None = None,
@@ -327,9 +328,13 @@ def build_jacobian(
         scalars or fields). Not needed with ``footprints``.
     settings : TransportSettings, optional
         The operator's settings (defaults: :class:`TransportSettings`).
-    footprints : path or Dataset, optional
-        External sensitivities instead of the built-in operator (no inflow elements: the
-        footprint model's own boundary treatment applies; the background plane remains).
+    footprints : path, glob, list of paths, folder or Dataset, optional
+        External sensitivities instead of the built-in operator, in any layout
+        :func:`gosat_pipeline.transport.open_footprints` reads (generic netCDF, STILT,
+        FLEXPART, NAME, an IMI Jacobian), summed conservatively onto the observations'
+        grid (no inflow elements: the footprint model's own boundary treatment applies; the
+        background plane remains). Footprints that already include the averaging kernel
+        (NAME column footprints, IMI) are not multiplied by the column sensitivity again.
     sigma_model, use_weighted_mean, obs_correlation_length_km
         Passed to :func:`gosat_pipeline.transport.observation_vector`.
     period_split : str, optional
@@ -374,9 +379,11 @@ def build_jacobian(
     forc, emis_keys, inflow_keys = _forcings(fields, gas, pbounds, wbounds, wused, edges, spinup)
     obs_start, obs_end, obs_cell = starts[tidx], ends[tidx], ov["cell"].values
     attrs: dict[str, Any]
+    fp_ak_applied = False
     if footprints is not None:
-        fp, fcoords = read_footprints(footprints, gas)
+        fp, fcoords = read_footprints(footprints, gas, grid=grid)
         sens, kept = _match_footprints(fp, fcoords, ov, grid, obs)
+        fp_ak_applied = bool(fp.attrs.get("averaging_kernel_applied", 0))
         ov = ov.isel(obs=kept)
         tidx, obs_start, obs_cell = tidx[kept], obs_start[kept], obs_cell[kept]
         forc = forc[: len(emis_keys)]  # footprint models bring their own boundary treatment
@@ -387,7 +394,9 @@ def build_jacobian(
         fe = np.array([f.end for f in forc], dtype="datetime64[ns]")
         resp = resp * ((obs_start[:, None] >= fs[None]) & (obs_start[:, None] < fe[None]))
         attrs = {"transport_operator": "external footprints",
-                 "footprints_source": str(footprints) if isinstance(footprints, str | Path) else "dataset"}  # fmt: skip
+                 "footprints_source": str(fp.attrs.get("footprint_source", "dataset")),
+                 "footprints_format": str(fp.attrs.get("footprint_format", "generic")),
+                 "footprints_averaging_kernel_applied": int(fp_ak_applied)}  # fmt: skip
     bkeys, brecs, ref = _background_records(s, windex, wlabels, ov, units)
     m, n_resp = ov.sizes["obs"], len(forc)
     kmat = np.zeros((m, n_resp + len(bkeys)))  # the Jacobian, held once: responses are written into it
@@ -414,8 +423,10 @@ def build_jacobian(
         else:
             kmat[:, :n_resp], attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
             attrs["transport_operator"] = "steady advection-diffusion-ventilation from the time-mean wind"
-    # mol mol-1 -> gas units, times the boundary-layer column sensitivity, in place
-    kmat[:, :n_resp] *= ov["column_sensitivity"].values[:, None] / GAS_UNIT_TO_MOLMOL[gas]
+    # mol mol-1 -> gas units, times the boundary-layer column sensitivity, in place (not for footprints
+    # whose model already applied the retrieval's averaging kernel)
+    ak = np.ones(m) if fp_ak_applied else ov["column_sensitivity"].values
+    kmat[:, :n_resp] *= ak[:, None] / GAS_UNIT_TO_MOLMOL[gas]
     basis = _plane_basis(ov["latitude"].values, ov["longitude"].values, grid)
     obs_w = windex[tidx]
     for j, (w, comp) in enumerate(bkeys):
