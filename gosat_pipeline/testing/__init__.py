@@ -6,6 +6,7 @@ Everything here is deterministic for a given ``seed``. Submodules:
 - :mod:`~gosat_pipeline.testing.granules`: writers of each L2 product's real file layout.
 - :mod:`~gosat_pipeline.testing.inventories`: prior inventories, reported totals,
   boundaries and winds.
+- :mod:`~gosat_pipeline.testing.footprints`: STILT, FLEXPART, NAME and IMI footprint files.
 - :mod:`~gosat_pipeline.testing.osse`: observing-system simulation cases.
 - :mod:`~gosat_pipeline.testing.posteriors`: exact small posteriors and whole run directories.
 - :mod:`~gosat_pipeline.testing.demo`: the bundled demonstration inputs (``make data-samples``).
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 from gosat_pipeline.testing.demo import *  # noqa: F403
 from gosat_pipeline.testing.demo import __all__ as _demo_all
+from gosat_pipeline.testing.footprints import *  # noqa: F403
+from gosat_pipeline.testing.footprints import __all__ as _footprints_all
 from gosat_pipeline.testing.granules import *  # noqa: F403
 from gosat_pipeline.testing.granules import __all__ as _granules_all
 from gosat_pipeline.testing.inventories import *  # noqa: F403
@@ -30,6 +33,7 @@ __all__ = [
     *_soundings_all,
     *_granules_all,
     *_inventories_all,
+    *_footprints_all,
     *_osse_all,
     *_posteriors_all,
     *_demo_all,

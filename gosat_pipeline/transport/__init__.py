@@ -7,7 +7,8 @@ Three operator types produce the same Jacobian object:
   of every step (:func:`integrate_responses`), so that transport follows the weather;
 - the **steady** model (:class:`SimpleTransport`) from the time-mean wind: one sparse LU
   and every state element's response from it (the identical-twin teaching operator);
-- **external footprints** (STILT, FLEXPART, NAME or a CTM Jacobian, :func:`read_footprints`).
+- **external footprints** (STILT, FLEXPART, NAME or IMI's GEOS-Chem Jacobian, read in their own
+  layouts by :func:`open_footprints`; ``docs/footprints.md``).
 
 :func:`build_jacobian` turns any of them into an :class:`xarray.DataArray` ``(obs, state)``
 whose coordinates carry the observation vector and the state vector
@@ -20,7 +21,14 @@ DESIGN.md 5.1 multiplies every row: the retrieved enhancement is
 from __future__ import annotations
 
 from gosat_pipeline.schema import G0, SECONDS_PER_YEAR
-from gosat_pipeline.transport.footprints import FOOTPRINT_UNITS, read_footprints
+from gosat_pipeline.transport.footprints import (
+    AVERAGING_KERNEL_APPLIED,
+    FOOTPRINT_FORMATS,
+    FOOTPRINT_UNITS,
+    detect_footprint_format,
+    open_footprints,
+    read_footprints,
+)
 from gosat_pipeline.transport.jacobian import (
     BACKGROUND_MODES,
     TRANSPORT_MODES,
@@ -47,11 +55,13 @@ from gosat_pipeline.transport.operator import (
 from gosat_pipeline.transport.state import period_edges, periods, windows
 
 __all__ = [
+    "AVERAGING_KERNEL_APPLIED",
     "BACKGROUND_MODES",
     "DEFAULT_EDDY_DIFFUSIVITY",
     "DEFAULT_SIGMA_MODEL",
     "DEFAULT_VENTILATION_TIME",
     "EDGES",
+    "FOOTPRINT_FORMATS",
     "FOOTPRINT_UNITS",
     "G0",
     "SECONDS_PER_YEAR",
@@ -61,10 +71,12 @@ __all__ = [
     "TransportSettings",
     "build_jacobian",
     "column_sensitivity",
+    "detect_footprint_format",
     "describe_state",
     "dry_air_column",
     "integrate_responses",
     "observation_vector",
+    "open_footprints",
     "period_edges",
     "period_label",
     "periods",

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import netCDF4
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -146,7 +147,8 @@ def standard_atmosphere_pressure(z: np.ndarray | float) -> np.ndarray:
     .. math:: p/p_0 = (1 - L z / T_0)^{g M / (R L)} \\ (z \\le 11 \\text{ km}), \\quad
               p/p_0 = p_{11}/p_0 \\exp(-g M (z - z_{11}) / (R T_{11})) \\ \\text{above}
 
-    with :math:`T_0` = 288.15 K, :math:`L` = 6.5 K km-1 (COESA 1976).
+    with :math:`T_0` = 288.15 K, :math:`L` = 6.5 K km-1 (COESA 1976); heights are taken as
+    geopotential (below 10 km they differ from geometric heights by less than 0.2 %).
     """
     z = np.clip(np.asarray(z, dtype="float64"), 0.0, None)
     expo = G0 * MOLAR_MASS["air"] / (_R * _LAPSE)
@@ -180,6 +182,38 @@ def stilt_receptor(path: Path) -> tuple[pd.Timestamp, float, float, str]:
     return time, float(m["lat"]), float(m["lon"]), m["zagl"]
 
 
+def _stilt_foot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(foot summed over its hourly layers, lat, lon) of one STILT file (netCDF4 directly: thousands of files)."""
+    try:
+        nc = netCDF4.Dataset(path)
+    except FileNotFoundError:
+        raise FootprintError(str(path), "does not exist; check the path") from None
+    except OSError as exc:
+        raise FootprintError(str(path), f"cannot be read as netCDF ({exc}); is it a complete netCDF file?") from None
+    with nc:
+        if "foot" not in nc.variables:
+            raise FootprintError(str(path), f"has no variable 'foot' (found {sorted(nc.variables)}); "
+                                 "not an R-STILT footprint file")  # fmt: skip
+        foot = nc["foot"]
+        dims = tuple(foot.dimensions)
+        crs = str(nc.getncattr("crs")).replace(" ", "") if "crs" in nc.ncattrs() else ""
+        if "x" in dims or "y" in dims or (crs and "+proj=longlat" not in crs):
+            raise FootprintError(str(path), f"footprint is on a projected grid (crs {crs!r}, dims {dims}); rerun "
+                                 "calc_footprint with projection '+proj=longlat'")  # fmt: skip
+        if not {"lat", "lon"} <= set(dims) or not set(dims) <= {"time", "lat", "lon"}:
+            raise FootprintError(str(path), f"variable 'foot' has dims {dims}; expected (time, lat, lon)")
+        units = str(foot.getncattr("units")).strip() if "units" in foot.ncattrs() else ""
+        if units not in STILT_UNITS:
+            raise FootprintError(str(path), f"'foot' units {units!r}; expected {STILT_UNITS[0]!r} "
+                                 "(ppm per umol m-2 s-1)")  # fmt: skip
+        raw = np.ma.filled(np.ma.asarray(foot[...]).astype("float64"), 0.0)  # _FillValue -1: no particle there
+        order = [dims.index(d) for d in ("time", "lat", "lon") if d in dims]
+        f = np.nan_to_num(np.transpose(raw, order), nan=0.0)
+        if f.ndim == 3:
+            f = f.sum(axis=0)  # integrate over the hourly back-trajectory layers
+        return f, np.asarray(nc["lat"][:], "float64"), np.asarray(nc["lon"][:], "float64")
+
+
 def read_stilt(paths: list[Path]) -> list[Block]:
     """Read R-STILT (or X-STILT) ``<simulation_id>_foot.nc`` files, one receptor each.
 
@@ -210,26 +244,7 @@ def read_stilt(paths: list[Path]) -> list[Block]:
             raise FootprintError(str(path), f"is a point receptor (zagl {zagl} m): its footprint is the sensitivity "
                                  "of a near-surface mole fraction, not of a column average. Use column receptors "
                                  "(R-STILT Column receptor or X-STILT, simulation id ending in '_X')")  # fmt: skip
-        with open_netcdf(path, decode_times=False) as ds:
-            if "foot" not in ds.data_vars:
-                raise FootprintError(str(path), f"has no variable 'foot' (found {sorted(ds.data_vars)}); "
-                                     "not an R-STILT footprint file")  # fmt: skip
-            foot = ds["foot"]
-            crs = _str_attr(ds, "crs").replace(" ", "")
-            if "x" in foot.dims or "y" in foot.dims or (crs and "+proj=longlat" not in crs):
-                raise FootprintError(str(path), f"footprint is on a projected grid (crs {_str_attr(ds, 'crs')!r}, dims "
-                                     f"{foot.dims}); rerun calc_footprint with projection '+proj=longlat'")  # fmt: skip
-            if not {"lat", "lon"} <= set(foot.dims) or not set(foot.dims) <= {"time", "lat", "lon"}:
-                raise FootprintError(str(path), f"variable 'foot' has dims {foot.dims}; expected (time, lat, lon)")
-            units = _str_attr(foot, "units").strip()
-            if units not in STILT_UNITS:
-                raise FootprintError(str(path), f"'foot' units {units!r}; expected {STILT_UNITS[0]!r} "
-                                     "(ppm per umol m-2 s-1)")  # fmt: skip
-            f = foot.transpose(..., "lat", "lon").values.astype("float64")
-            f = np.nan_to_num(f, nan=0.0)  # _FillValue -1 is decoded to NaN: no particle there
-            if f.ndim == 3:
-                f = f.sum(axis=0)  # integrate over the hourly back-trajectory layers
-            lat_c, lon_c = ds["lat"].values, ds["lon"].values
+        f, lat_c, lon_c = _stilt_foot(path)
         if np.any(f < 0):
             raise FootprintError(str(path), f"'foot' has {int((f < 0).sum())} negative value(s); footprints are >= 0")
         f, lat_c, lon_c = _ascending(f, np.asarray(lat_c), np.asarray(lon_c))
@@ -368,7 +383,7 @@ def read_flexpart(path: Path, gas: str) -> list[Block]:
             raise FootprintError(where, "cannot read the top of the lowest output layer ('height'); "
                                  "need OUTHEIGHTS > 0 m")  # fmt: skip
         ref = _flexpart_reference(ds, where)
-        sp = spec.isel(height=0)
+        sp = spec.isel(height=0).astype("float64")  # sum in double precision
         if "nageclass" in sp.dims:
             sp = sp.sum("nageclass")
         srr = sp.sum("time").transpose("pointspec", "latitude", "longitude").values.astype("float64")

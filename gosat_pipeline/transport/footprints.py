@@ -29,6 +29,7 @@ from gosat_pipeline.errors import FootprintError, SchemaError
 from gosat_pipeline.grids import GridSpec, regrid_extensive
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, gas_units
 from gosat_pipeline.transport.footprint_formats import (
+    STILT_NAME,
     Block,
     edges_from_centres,
     open_netcdf,
@@ -113,6 +114,8 @@ def _content_format(ds: xr.Dataset) -> str | None:
 def _file_format(path: Path) -> str:
     if path.suffix == ".pkl":
         return "imi"
+    if STILT_NAME.match(path.name):
+        return "stilt"  # R-STILT's <simulation_id>_foot.nc (its reader checks the content)
     with open_netcdf(path, decode_times=False) as ds:
         fmt = _content_format(ds)
         found = sorted(map(str, ds.data_vars))
@@ -139,7 +142,8 @@ def detect_footprint_format(source: str | Path | Sequence[str | Path] | xr.Datas
     -----
     A folder is an IMI run when it (or ``inversion/data_converted``) holds ``*.pkl``
     Jacobian files or a ``StateVector.nc``; otherwise its ``*_foot.nc`` files are STILT
-    footprints and its ``grid_time_*.nc`` files FLEXPART output; other netCDF files are
+    footprints and its ``grid_time_*.nc`` files FLEXPART output. A file named like a STILT
+    simulation (``yyyymmddHHMM_lon_lat_zagl_foot.nc``) is STILT; other netCDF files are
     recognised by their variables (FLEXPART ``specNNN_mr``/``RELLAT1``, STILT ``foot``, NAME
     ``fp``, generic ``footprint``). Every file of a list must have the same layout.
     """
