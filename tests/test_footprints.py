@@ -66,7 +66,8 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     src = {
         "generic": write_generic_footprints(d / "generic.nc", fp, grid, lat, lon, time),
         "stilt": (write_stilt_footprints(d / "stilt" / "footprints", fp, grid, lat, lon, time, seed=1)[0].parent),
-        "flexpart": write_flexpart_footprints(d / "flexpart", fp, grid, lat, lon, time, seed=2),
+        "flexpart": write_flexpart_footprints(d / "flexpart", fp, grid, lat, lon, time, heights=(100.0, 1000.0),
+                                              n_times=2, n_ageclass=2, seed=2),
         "name": write_name_footprints(d / "name" / "SAT_GOSAT_column_202001.nc", fp, grid, lat, lon, time,
                                       averaging_kernel=ak),
         "imi": write_imi_jacobian(d / "imi_run", fp, grid, lat, lon, time, imi_prior, averaging_kernel=ak),

@@ -116,7 +116,7 @@ def write_stilt_footprints(folder: str | Path, fp: np.ndarray, grid: GridSpec, o
         )  # fmt: skip
         sid = stilt_simulation_id(t0, float(obs_latitude[k]), float(obs_longitude[k]), zagl)
         path = folder / f"{sid}_foot.nc"
-        ds.to_netcdf(path, encoding={"foot": {"_FillValue": -1.0, "zlib": True}})
+        ds.to_netcdf(path, encoding={"foot": {"_FillValue": -1.0}})
         out.append(path)
     return out
 
@@ -229,7 +229,7 @@ def write_flexpart_footprints(path: str | Path, fp: np.ndarray, grid: GridSpec, 
     if path.is_dir() or path.suffix != ".nc":
         path = path / f"grid_time_{ref:%Y%m%d%H%M%S}.nc"
         path.parent.mkdir(parents=True, exist_ok=True)
-    ds.to_netcdf(path, encoding={"spec001_mr": {"zlib": True}, "time": {"dtype": "int32"}})
+    ds.to_netcdf(path, encoding={"time": {"dtype": "int32"}})
     return path
 
 
