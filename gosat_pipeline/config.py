@@ -210,6 +210,7 @@ class TransportSection(_Model):
     pbl_pressure_depth: float = Field(150.0, gt=0, le=1000)
     surface_pressure: float = Field(1013.25, gt=0)
     footprints: Path | None = None
+    footprints_format: Literal["auto", "generic", "stilt", "flexpart", "name", "imi"] = "auto"
 
     @field_validator("background_period")
     @classmethod
@@ -219,7 +220,10 @@ class TransportSection(_Model):
     @model_validator(mode="after")
     def _fp(self) -> TransportSection:
         if self.type == "footprints" and self.footprints is None:
-            raise ValueError("type 'footprints' needs footprints: PATH (netCDF (obs, lat, lon))")
+            raise ValueError(
+                "type 'footprints' needs footprints: a footprint file, a folder or a glob pattern (STILT, "
+                "FLEXPART, NAME, an IMI run or the generic (obs, lat, lon) netCDF; docs/footprints.md)"
+            )
         return self
 
 

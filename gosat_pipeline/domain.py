@@ -82,7 +82,7 @@ def national_emission(flux: xr.DataArray, boundaries: gpd.GeoDataFrame, code: st
     crop = crop_to_bbox(flux, box)
     grid = source_grid(crop)
     near = boundaries[shapely.intersects(boundaries.geometry.values, shapely.box(*grid.bbox))]
-    masks = region_masks(near, grid)
+    masks = region_masks(near, grid, min_fraction=0.0)  # attribution only: no resolvability warning
     fields = attribute_emissions(crop, masks, rule=rule, rest=False)
     field = fields.sel(region=code)
     if "sector" in field.dims:
@@ -133,7 +133,7 @@ def prior_emissions(
     bnd = boundaries[boundaries["region"].isin(list(dom["region"]))]
     if "is_group" in bnd:
         bnd = bnd[~bnd["is_group"].astype(bool)]
-    masks = region_masks(bnd, src)
+    masks = region_masks(bnd, src, min_fraction=0.0)  # on the inventory grid: resolvability is judged on the inversion grid
     em = attribute_to_regions(crop, masks, grid, rule=rule, roles=roles)
     codes = em["region"].values.astype(str)
     area_in = dom.set_index("region")

@@ -40,7 +40,7 @@ from gosat_pipeline.schema import gas_units
 from gosat_pipeline.statevector import StateVector
 from gosat_pipeline.transport import BACKGROUND_MODES, TransportSettings, build_jacobian
 
-__all__ = ["DEFAULT_RANGES", "Member", "design_members", "ensemble_dataset", "invert_ensemble", "run_member"]
+__all__ = ["DEFAULT_RANGES", "OPERATOR_CHOICES", "Member", "design_members", "ensemble_dataset", "invert_ensemble", "run_member"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ DEFAULT_RANGES: dict[str, Any] = {
     "prior_error": (0.75, 1.5),
     "inflow": (True, False),
 }
+
+#: Choices that act on the built-in operator only: with external footprints the Jacobian does
+#: not depend on them, so they are not varied (transport error then comes from the structural
+#: term of :func:`gosat_pipeline.compare.compare` alone).
+OPERATOR_CHOICES: tuple[str, ...] = ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "inflow")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ def design_members(
     ranges: Mapping[str, Any] | None = None,
     seed: int = 0,
     default_sigma_model: float | None = None,
+    external_footprints: bool = False,
 ) -> list[Member]:
     """The configured inversion plus ``members`` perturbed ones.
 
@@ -126,6 +132,9 @@ def design_members(
         Default :data:`DEFAULT_RANGES`.
     seed : int
         Seed of the Latin hypercube.
+    external_footprints : bool
+        The Jacobian comes from external footprints: the built-in operator's choices
+        (:data:`OPERATOR_CHOICES`) have no effect and are left out.
 
     Returns
     -------
@@ -135,8 +144,13 @@ def design_members(
     unknown = set(ranges) - set(DEFAULT_RANGES)
     if unknown:
         raise ValueError(f"unknown ensemble choices {sorted(unknown)}; known: {sorted(DEFAULT_RANGES)}")
+    if external_footprints:
+        dropped = sorted(set(ranges) & set(OPERATOR_CHOICES))
+        if dropped:
+            logger.info("ensemble: %s not varied (external footprints do not depend on them)", dropped)
+        ranges = {k: v for k, v in ranges.items() if k not in OPERATOR_CHOICES}
     base = Member(0, transport, sigma_model, prior_error)
-    if members <= 0:
+    if members <= 0 or not ranges:
         return [base]
     cont = [k for k in ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model",
                         "prior_error") if k in ranges]  # fmt: skip

@@ -46,7 +46,7 @@ import xarray as xr
 
 from gosat_pipeline import __version__
 from gosat_pipeline.config import RunConfig, config_to_yaml, section_hash
-from gosat_pipeline.errors import ConfigError, GosatPipelineError
+from gosat_pipeline.errors import ConfigError, GosatPipelineError, SchemaError
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.outputs import (
     atomic_write_json,
@@ -371,10 +371,18 @@ class _Runner:
             self.inputs[str(gs.prior.path)] = _file_record(gs.prior.path, f"prior:{gs.gas}")
         for r in cfg.reported:
             self.inputs[str(r.path)] = _file_record(r.path, f"reported:{r.name}")
-        for p, kind in ((cfg.regions.boundaries, "boundaries"), (cfg.winds.path, "winds"),
-                        (cfg.transport.footprints, "footprints")):  # fmt: skip
+        for p, kind in ((cfg.regions.boundaries, "boundaries"), (cfg.winds.path, "winds")):
             if p is not None:
                 self.inputs[str(p)] = _file_record(p, kind)
+        if cfg.transport.type == "footprints" and cfg.transport.footprints is not None:
+            from gosat_pipeline.transport import footprint_files
+
+            try:  # a file, every file under a folder (a STILT or IMI run) or a glob's matches
+                fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
+            except SchemaError as exc:
+                raise ConfigError(f"transport.footprints: {exc}") from None
+            for f in fp_files:
+                self.inputs[str(f)] = _file_record(f, "footprints")
         # Inputs that `gosat-pipeline fetch` put in a cache: where and when they came from.
         from gosat_pipeline.fetch.cache import provenance_for
 
@@ -606,7 +614,8 @@ class _Runner:
             tp = cfg.transport
             settings = self._transport_settings(winds)
             jkw = {"use_weighted_mean": cfg.inversion.use_weighted_mean, "period_split": cfg.period.split,
-                   "footprints": tp.footprints if tp.type == "footprints" else None}  # fmt: skip
+                   "footprints": tp.footprints if tp.type == "footprints" else None,
+                   "footprints_format": tp.footprints_format}  # fmt: skip
             ikw = {"correlation_length_km": cfg.inversion.correlation_length_km,
                    "background_prior_sigma": gs.background_prior_sigma,
                    "background_gradient_sigma": gs.background_gradient_sigma,
@@ -615,7 +624,8 @@ class _Runner:
             ens = cfg.ensemble
             members = design_members(settings, sigma_model=gs.sigma_model, prior_error=cfg.inversion.prior_error,
                                      members=ens.members, ranges=ens.ranges(), seed=ens.seed,
-                                     default_sigma_model=DEFAULT_SIGMA_MODEL[gs.gas])  # fmt: skip
+                                     default_sigma_model=DEFAULT_SIGMA_MODEL[gs.gas],
+                                     external_footprints=tp.type == "footprints")  # fmt: skip
             self.progress(f"invert:{gs.gas}: {len(members)} inversion(s) ({settings.mode} transport)")
             jac = build_jacobian(l3, emissions, winds=winds, settings=settings, sigma_model=gs.sigma_model, **jkw)
             from gosat_pipeline.inversion import invert

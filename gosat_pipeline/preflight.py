@@ -121,10 +121,21 @@ def _check_inputs(cfg: RunConfig, rep: PreflightReport) -> dict[str, list[str]]:
         _readable(Path(gs.prior.path), f"gases[{i}].prior.path", rep)
     for i, r in enumerate(cfg.reported):
         _readable(Path(r.path), f"reported[{i}].path", rep)
-    for key, p in (("regions.boundaries", cfg.regions.boundaries), ("winds.path", cfg.winds.path),
-                   ("transport.footprints", cfg.transport.footprints)):  # fmt: skip
+    for key, p in (("regions.boundaries", cfg.regions.boundaries), ("winds.path", cfg.winds.path)):
         if p is not None:
             _readable(Path(p), key, rep)
+    if cfg.transport.type == "footprints" and cfg.transport.footprints is not None:
+        from gosat_pipeline.errors import SchemaError
+        from gosat_pipeline.transport import footprint_files
+
+        try:  # a file, a folder (a STILT or IMI run) or a glob
+            fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
+            unreadable = [f for f in fp_files if not os.access(f, os.R_OK)]
+            if unreadable:
+                rep.problems.append(f"transport.footprints: {len(unreadable)} of {len(fp_files)} file(s) not "
+                                    f"readable, e.g. {unreadable[0]}")  # fmt: skip
+        except SchemaError as exc:
+            rep.problems.append(f"transport.footprints: {exc}")
     return files
 
 

@@ -308,3 +308,50 @@ def test_period_change_runs_through_the_pipeline_with_the_config_thresholds(work
     # The true emissions are the same in both halves: no significant change anywhere.
     assert set(ch["change_verdict"]) <= {"no significant change", "not constrained"}, ch
     assert "report.html" in res.manifest["stages"]["report"]["outputs"]
+
+
+@pytest.mark.timeout(600)
+def test_a_run_on_external_footprints_from_a_folder(work: Path, light_run: object) -> None:
+    """transport.type footprints with a folder of STILT files: every file in the manifest, the
+    Jacobian from the footprints, and an ensemble over the error choices only."""
+    import yaml
+
+    from gosat_pipeline.grids import GridSpec
+    from gosat_pipeline.testing.footprints import write_stilt_footprints
+    from gosat_pipeline.transport import SimpleTransport
+
+    with xr.open_dataset(light_run.run_dir / "jacobian_CH4.nc") as jac:
+        jan = (jac["obs_time"] < np.datetime64("2020-02-01")).values
+        cells = jac["obs_cell"].values[jan]
+        lat, lon = jac["obs_latitude"].values[jan], jac["obs_longitude"].values[jan]
+        times = jac["obs_time"].values[jan] + np.timedelta64(12, "h")
+    with xr.open_dataset(light_run.run_dir / "winds.nc") as w:
+        grid = GridSpec.from_coords(w.latitude, w.longitude)
+        op = SimpleTransport(grid, w["u"].mean("time").values, w["v"].mean("time").values)
+    folder = work / "stilt_run" / "out" / "footprints"
+    files = write_stilt_footprints(folder, op.footprints(cells), grid, lat, lon, times, hours=2, refine=1)
+    cfg = yaml.safe_load((work / "light.yaml").read_text())
+    cfg["run"]["name"] = "footprints"
+    cfg["period"] = {**cfg["period"], "end": "2020-02-01"}
+    cfg["gases"] = [g for g in cfg["gases"] if g["gas"] == "CH4"]
+    # the R-STILT project folder: its out/footprints are read
+    cfg["transport"] = {**cfg["transport"], "type": "footprints", "footprints": str(work / "stilt_run")}
+    cfg["ensemble"] = {"members": 1}
+    cfg["cluster"] = {"type": "synchronous"}
+    path = work / "footprints.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = _run(work, path)
+    recorded = {r["path"] for r in res.manifest["inputs"] if r["kind"] == "footprints"}
+    assert recorded == {str(f) for f in files}
+    with xr.open_dataset(res.run_dir / "jacobian_CH4.nc") as jf:
+        attrs = jf["jacobian"].attrs
+        assert attrs["transport_operator"] == "external footprints" and attrs["footprints_format"] == "stilt"
+        assert not any(str(k).startswith("inflow") for k in jf["state_kind"].values)
+    with xr.open_dataset(res.run_dir / "ensemble_CH4.nc") as ens:
+        assert ens.sizes["member"] == 2
+        for k in ("eddy_diffusivity", "ventilation_time", "wind_scale", "wind_rotation", "inflow"):
+            assert np.unique(ens[f"member_{k}"].values).size == 1, k  # the operator's choices: not varied
+        assert np.unique(ens["member_sigma_model"].values).size == 2
+        assert np.unique(ens["member_prior_error"].values).size == 2
+    rows = pd.read_csv(res.run_dir / "discrepancies.csv")
+    assert set(rows["gas"]) == {"CH4"} and len(rows) > 0

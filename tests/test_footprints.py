@@ -426,3 +426,34 @@ def test_files_on_different_grids_need_a_target_grid(ref: dict[str, Any], tmp_pa
 def test_bad_format_name() -> None:
     with pytest.raises(FootprintError, match="allowed"):
         open_footprints("x.nc", "CH4", format="hysplit")
+
+
+def test_footprint_files_are_the_files_each_layout_reads(ref: dict[str, Any], tmp_path: Path) -> None:
+    """What a run checksums: the layout's own files, not everything under a folder."""
+    from gosat_pipeline.transport import footprint_files
+
+    src = ref["src"]
+    assert footprint_files(src["generic"]) == [src["generic"]]
+    stilt = sorted(src["stilt"].glob("*_foot.nc"))
+    (src["stilt"] / "notes.txt").write_text("not a footprint")
+    try:
+        assert footprint_files(src["stilt"]) == stilt
+    finally:
+        (src["stilt"] / "notes.txt").unlink()
+    assert footprint_files(str(src["stilt"] / "*_foot.nc"), "stilt") == stilt
+    # an R-STILT project folder: its out/footprints holds the simulations' footprints
+    project = tmp_path / "stilt_project"
+    shutil.copytree(src["stilt"], project / "out" / "footprints")
+    (project / "out" / "by-id").mkdir()
+    got = footprint_files(project)
+    assert [p.name for p in got] == [p.name for p in stilt]
+    assert detect_footprint_format(project) == "stilt"
+    imi = footprint_files(src["imi"])
+    assert imi[0].name == "StateVector.nc" and any("HEMCO_sa_diagnostics" in p.name for p in imi)
+    assert {p.suffix for p in imi[2:]} >= {".pkl"}
+    flex = src["flexpart"].parent
+    assert footprint_files(flex) == sorted(flex.glob("grid_time_*.nc")) == [src["flexpart"]]
+    with pytest.raises(FootprintError, match="format 'hysplit'"):
+        footprint_files(src["generic"], "hysplit")
+    with pytest.raises(FootprintError, match="does not exist"):
+        footprint_files(tmp_path / "nowhere")

@@ -87,6 +87,9 @@ def test_a_good_config_passes_with_what_the_run_should_know(inputs: Path, tmp_pa
          "compare.change.period_a: '2020-13' is not a period of this run"),
         ({"period.time_bin": "QS", "period.split": "MS"}, "period.split: period.split 'MS': the time bin"),
         ({"gases.0.format": "no_such_reader"}, "gases[0].format: 'no_such_reader' is not an installed reader"),
+        ({"transport.type": "footprints", "transport.footprints": "/nowhere/stilt/*_foot.nc"},
+         "transport.footprints: /nowhere/stilt/*_foot.nc: matches no file"),
+        ({"transport.type": "footprints", "transport.footprints": "/"}, "transport.footprints: /: holds no"),
     ],
 )
 def test_each_mistake_is_one_precise_line(inputs: Path, tmp_path: Path, changes: dict, expected: str) -> None:

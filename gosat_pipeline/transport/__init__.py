@@ -26,6 +26,7 @@ from gosat_pipeline.transport.footprints import (
     FOOTPRINT_FORMATS,
     FOOTPRINT_UNITS,
     detect_footprint_format,
+    footprint_files,
     open_footprints,
     read_footprints,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "build_jacobian",
     "column_sensitivity",
     "detect_footprint_format",
+    "footprint_files",
     "describe_state",
     "dry_air_column",
     "integrate_responses",

@@ -32,6 +32,7 @@ from gosat_pipeline.transport.footprint_formats import (
     STILT_NAME,
     Block,
     edges_from_centres,
+    find_imi_run,
     open_netcdf,
     read_flexpart,
     read_imi,
@@ -45,6 +46,7 @@ __all__ = [
     "FOOTPRINT_FORMATS",
     "FOOTPRINT_UNITS",
     "detect_footprint_format",
+    "footprint_files",
     "open_footprints",
     "read_footprints",
 ]
@@ -74,12 +76,39 @@ _GLOB = set("*?[")
 
 
 # ------------------------------------------------------------------------------ sources
+def footprint_files(source: str | Path | Sequence[str | Path], format: str = "auto") -> list[Path]:  # noqa: A002
+    """The files :func:`open_footprints` reads from ``source``.
+
+    A file; a glob's matches; under a folder, the layout's own files (STILT ``*_foot.nc``,
+    FLEXPART ``grid_time_*.nc``; of an IMI run its ``StateVector.nc``, prior emission files and
+    Jacobian pickles), not everything the folder holds. Used to checksum a run's footprints
+    into its manifest and to check them before a run.
+
+    Raises
+    ------
+    FootprintError
+        The path does not exist, the pattern matches nothing or no footprint files are there.
+    """
+    if format not in ("auto", *FOOTPRINT_FORMATS):
+        raise FootprintError(str(source)[:200], f"format {format!r}; allowed: {['auto', *FOOTPRINT_FORMATS]}")
+    where, src = _sources(source)
+    if isinstance(src, xr.Dataset):
+        return []
+    fmt = detect_footprint_format(source) if format == "auto" else format
+    if fmt == "imi":
+        _, pkls, statevector, prior = find_imi_run(src)
+        return [statevector, *prior, *pkls]
+    return _paths_for(fmt, src)
+
+
 def _sources(source: Any) -> tuple[str, list[Path] | Path | xr.Dataset]:
     """(description, paths / folder / dataset) of what the user gave."""
     if isinstance(source, xr.Dataset):
         return "footprints dataset", source
     if isinstance(source, str | Path):
         p = Path(source)
+        if p.is_dir() and (p / "out" / "footprints").is_dir():
+            p = p / "out" / "footprints"  # an R-STILT project: out/footprints links every simulation's footprint
         if p.exists():
             return str(p), p
         if _GLOB & set(str(source)):

@@ -297,6 +297,7 @@ def build_jacobian(
     v: Any = None,
     settings: TransportSettings | None = None,
     footprints: str | Path | Sequence[str | Path] | xr.Dataset | None = None,
+    footprints_format: str = "auto",
     sigma_model: float | None = None,
     use_weighted_mean: bool = True,
     period_split: str | None = None,
@@ -335,6 +336,8 @@ def build_jacobian(
         grid (no inflow elements: the footprint model's own boundary treatment applies; the
         background plane remains). Footprints that already include the averaging kernel
         (NAME column footprints, IMI) are not multiplied by the column sensitivity again.
+    footprints_format : {"auto", "generic", "stilt", "flexpart", "name", "imi"}
+        The footprints' layout (``auto`` detects it).
     sigma_model, use_weighted_mean, obs_correlation_length_km
         Passed to :func:`gosat_pipeline.transport.observation_vector`.
     period_split : str, optional
@@ -381,7 +384,7 @@ def build_jacobian(
     attrs: dict[str, Any]
     fp_ak_applied = False
     if footprints is not None:
-        fp, fcoords = read_footprints(footprints, gas, grid=grid)
+        fp, fcoords = read_footprints(footprints, gas, format=footprints_format, grid=grid)
         sens, kept = _match_footprints(fp, fcoords, ov, grid, obs)
         fp_ak_applied = bool(fp.attrs.get("averaging_kernel_applied", 0))
         ov = ov.isel(obs=kept)
