@@ -117,21 +117,24 @@ class _Eddies:
     def winds(self, lat: np.ndarray, lon: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
         """u, v (lat, lon) at step t from psi = sum a sin(kx x + ky y + phase).
 
-        x = R lon cos(lat_ref) and y = R lat, so every mode is separable and the sum is
-        two small complex matrix products (divergence-free in the x-y plane).
+        x = R lon cos(lat_ref) and y = R lat, so every mode is separable (divergence-free
+        in the x-y plane). The modes' unit-amplitude wind patterns are computed once per
+        grid; each step is their amplitude-weighted sum (``np.einsum``, not a BLAS call:
+        multithreaded BLAS on such small products is slow on a busy machine).
         """
         key = (lat.size, float(lat[0]), lon.size, float(lon[0]))
         if getattr(self, "_key", None) != key:
             lat_ref = np.deg2rad(float(np.mean(lat)))
             y = np.deg2rad(lat) * EARTH_RADIUS_M
             x = np.deg2rad(lon) * EARTH_RADIUS_M * np.cos(lat_ref)
-            self._y = np.exp(1j * np.outer(y, self.ky))  # (ny, M)
-            self._x = np.exp(1j * np.outer(self.kx, x) + 1j * self.phase[:, None])  # (M, nx)
+            ey = np.exp(1j * np.outer(self.ky, y))  # (M, ny)
+            ex = np.exp(1j * np.outer(self.kx, x) + 1j * self.phase[:, None])  # (M, nx)
+            mode = (ey[:, :, None] * ex[:, None, :]).real  # (M, ny, nx): cos(kx x + ky y + phase)
+            self._pu = -self.ky[:, None, None] * mode
+            self._pv = self.kx[:, None, None] * mode
             self._key = key
         a = self.amp[t]
-        u = -((self._y * (a * self.ky)) @ self._x).real
-        v = ((self._y * (a * self.kx)) @ self._x).real
-        return u, v
+        return np.einsum("m,mij->ij", a, self._pu), np.einsum("m,mij->ij", a, self._pv)
 
 
 def make_monsoon_winds(
