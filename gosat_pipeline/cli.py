@@ -22,7 +22,7 @@ from typing import Any
 from gosat_pipeline import __version__
 from gosat_pipeline.errors import ConfigError, GosatPipelineError
 
-__all__ = ["main", "build_parser", "Heartbeat", "osse_tables"]
+__all__ = ["main", "build_parser", "Heartbeat", "osse_ensemble", "osse_tables"]
 
 logger = logging.getLogger("gosat_pipeline.cli")
 
@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--gas", default="CH4", choices=["CH4", "CO2"], help="gas of the experiment (default CH4)")
     q.add_argument("--region", action="append", default=None, metavar="CODE=W,S,E,N",
                    help="a box region to resolve, in degrees (repeat for several; default: 16 boxes)")
+    q.add_argument("--truth", choices=["independent", "identical"], default="independent",
+                   help="independent: the truth from an atmosphere that is not the inversion's transport model "
+                        "(monsoon winds read from an ERA5-like file, daily super-observations, an ensemble of "
+                        "inversions; default); identical: from the inversion's own steady operator (a teaching twin)")
+    q.add_argument("--members", type=int, default=None, metavar="N",
+                   help="perturbed inversions of the ensemble with --truth independent (default: the config's "
+                        "ensemble.members, 8; 0 for none)")
+    q.add_argument("--months", type=int, default=3, metavar="N", help="length of the experiment (default 3)")
     q.add_argument("--out", type=Path, default=None, help="folder for the per-element table (osse_elements.csv)")
     q.add_argument("--json", action="store_true", help="print the full summary as JSON instead of tables")
     q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)",
@@ -506,10 +514,16 @@ def osse_tables(summary: dict[str, Any]) -> str:
     -------
     str
         Header lines (gas, observations, DOFS, chi-square, constrained elements), then one
-        table row per regional total in Tg <gas>/yr: truth, prior, estimate ± 1 sigma,
-        error reduction, whether the truth is within 2 sigma, and the mass-balance
-        cross-check.
+        table row per regional total in Tg <gas>/yr. The identical twin: truth, prior,
+        estimate ± 1 sigma, error reduction, whether the truth is within 2 sigma, and the
+        mass-balance cross-check. The independent truth: truth, prior, estimate ± 1
+        combined sigma (analytic, ensemble spread and structural transport error), the
+        analytic sigma and the ensemble spread, error reduction, whether the region is
+        constrained and whether its truth is within 2 combined sigma, then the coverage
+        over the constrained regions.
     """
+    if summary.get("truth_model") == "independent":
+        return _osse_independent_tables(summary)
     gas = str(summary.get("gas", ""))
     unit = f"Tg {gas}/yr" if gas else "Tg/yr"
     n_el, n_c = summary.get("n_elements"), summary.get("n_constrained")
@@ -546,6 +560,131 @@ def osse_tables(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _pct(a: int, b: int) -> str:
+    return f"{a} of {b} ({100 * a / b:.0f} %)" if b else "none (no region is constrained)"
+
+
+def _osse_independent_tables(summary: dict[str, Any]) -> str:
+    """:func:`osse_tables` for a non-identical twin: combined uncertainty and coverage."""
+    gas = str(summary.get("gas", ""))
+    unit = f"Tg {gas}/yr" if gas else "Tg/yr"
+    totals = summary.get("regions_total") or []
+    m = int(summary.get("members", 1))
+    f_t = float(summary.get("transport_error", 0.0))
+    rc = [t for t in totals if t.get("constrained")]
+    n_in = sum(bool(t.get("within_2sigma")) for t in rc)
+    n_an = sum(bool(t.get("within_2sigma_analytic")) for t in rc)
+    lines = [
+        f"OSSE (independent truth, seed {summary.get('seed')}): {gas}, {summary.get('n_observations')} daily "
+        f"super-observations, {summary.get('n_elements')} state elements, status {summary.get('status')} (0 = ok)",
+        "truth: a semi-Lagrangian atmosphere on its own grid with 6-hourly monsoon winds, unresolved eddies, other "
+        "ventilation over land and sea, a curved and synoptically varying background, prior pattern errors",
+        f"inversion: {summary.get('transport_operator')}; {m} inversion(s) "
+        f"({'the configured one and ' + str(m - 1) + ' perturbed' if m > 1 else 'no ensemble'}), structural "
+        f"transport error {100 * f_t:.0f} %",
+        f"degrees of freedom for signal: {summary.get('dofs', float('nan')):.1f}; chi-square per observation "
+        f"{summary.get('chi2_obs', float('nan')):.2f}, per state element {summary.get('chi2_state', float('nan')):.2f}",
+    ]  # fmt: skip
+    periods = list(dict.fromkeys(str(t.get("period")) for t in totals))
+    multi = len(periods) > 1
+    header = ["region"] + (["period"] if multi else []) + [
+        f"truth ({unit})", f"prior ({unit})", f"estimate \u00b1 combined sigma ({unit})", "analytic sigma",
+        "ensemble spread", "error reduction", "constrained", "truth within 2 sigma"]  # fmt: skip
+    rows = []
+    for t in totals:
+        post, sig = float(t.get("posterior", math.nan)), float(t.get("posterior_sigma", math.nan))
+        rows.append([str(t.get("region"))] + ([str(t.get("period"))] if multi else []) + [
+            f"{float(t.get('truth', math.nan)):.3g}", f"{float(t.get('prior', math.nan)):.3g}", _pm(post, sig),
+            f"{float(t.get('analytic_sigma', math.nan)):.2g}", f"{float(t.get('ensemble_spread', math.nan)):.2g}",
+            f"{100 * float(t.get('error_reduction', math.nan)):.0f} %", "yes" if t.get("constrained") else "no",
+            "yes" if t.get("within_2sigma") else "no"])  # fmt: skip
+    right = set(range(1 + multi, len(header) - 2))
+    lines += ["", "regional totals" + (f", period {periods[0]}" if not multi else "") + ":",
+              *_table(header, rows, right), "",
+              f"coverage: the truth is within 2 combined sigma for {_pct(n_in, len(rc))} constrained regions "
+              f"(analytic error reduction >= {100 * float(summary.get('constrained_threshold', 0.5)):.0f} %); "
+              f"within 2 analytic sigma alone for {_pct(n_an, len(rc))}"]  # fmt: skip
+    if summary.get("table_csv"):
+        lines += ["", f"per-element table: {summary['table_csv']}"]
+    return "\n".join(lines)
+
+
+def osse_ensemble(case: dict[str, Any], members: int | None = None, *, seed: int | None = None) -> list[Any]:
+    """The perturbed inversions of an OSSE case, as a run's ensemble would make them.
+
+    Parameters
+    ----------
+    case : dict
+        From :func:`gosat_pipeline.testing.make_osse_case`.
+    members : int, optional
+        Perturbed members (default: the configuration's ``ensemble.members``).
+    seed : int, optional
+        Seed of the Latin hypercube (default: the configuration's ``ensemble.seed``).
+
+    Returns
+    -------
+    list of xarray.Dataset
+        The members' posteriors (member 0, the configured inversion, is not among them:
+        :func:`gosat_pipeline.testing.run_osse` runs it), from
+        :func:`gosat_pipeline.ensemble.design_members` over the configuration's default
+        ranges and :func:`gosat_pipeline.ensemble.invert_ensemble`.
+    """
+    from gosat_pipeline.config import EnsembleSection
+    from gosat_pipeline.ensemble import design_members, invert_ensemble
+    from gosat_pipeline.testing import osse_inversion_inputs
+    from gosat_pipeline.transport import DEFAULT_SIGMA_MODEL
+
+    ens = EnsembleSection()
+    n = ens.members if members is None else int(members)
+    if n <= 0:
+        return []
+    inp = osse_inversion_inputs(case)
+    design = design_members(inp["settings"], sigma_model=inp["sigma_model"], prior_error=inp["prior_error"], members=n,
+                            ranges=ens.ranges(), seed=ens.seed if seed is None else seed,
+                            default_sigma_model=DEFAULT_SIGMA_MODEL[case["gas"]])  # fmt: skip
+    return invert_ensemble(inp["obs"], inp["emissions"], design[1:], winds=inp["winds"],
+                           jacobian_kwargs=inp["jacobian_kwargs"])  # fmt: skip
+
+
+def _synth_osse(args: argparse.Namespace) -> int:
+    from gosat_pipeline.config import CompareSection
+    from gosat_pipeline.grids import GridSpec
+    from gosat_pipeline.testing import make_osse_case, run_osse
+
+    boxes = _regions_option(args.region)
+    if args.members is not None and args.members < 0:
+        raise ConfigError(f"--members must be >= 0; got {args.members}")
+    if args.months < 1:
+        raise ConfigError(f"--months must be >= 1; got {args.months}")
+    kw: dict[str, Any] = {"seed": args.seed, "gas": args.gas, "truth": args.truth, "n_months": args.months}
+    if boxes:
+        w = min(b[0] for b in boxes.values()) - 3
+        s_ = min(b[1] for b in boxes.values()) - 3
+        e = max(b[2] for b in boxes.values()) + 3
+        n = max(b[3] for b in boxes.values()) + 3
+        kw.update(regions=boxes, grid=GridSpec.from_resolution(1.0, (max(w, -180), max(s_, -90), min(e, 180), min(n, 90))))
+    if args.truth == "independent":
+        _say(args, "building the independent truth (monsoon winds, semi-Lagrangian atmosphere) ...")
+    case = make_osse_case(**kw)
+    if args.truth == "independent":
+        if args.members != 0:
+            _say(args, f"inverting: the configured inversion and {args.members or 'the default'} perturbed "
+                       "members (time-resolved transport) ...")  # fmt: skip
+        summary = run_osse(case, ensemble=osse_ensemble(case, args.members),
+                           transport_error=CompareSection().transport_error)  # fmt: skip
+    else:
+        summary = run_osse(case)
+    table = summary.pop("table", None)
+    if args.out is not None and table is not None:
+        from gosat_pipeline.outputs import atomic_write_text
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(table.to_csv(index=False), args.out / "osse_elements.csv")
+        summary["table_csv"] = str(args.out / "osse_elements.csv")
+    print(json.dumps(summary, indent=2, default=str) if args.json else osse_tables(summary))
+    return 0
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     if args.synth_command == "granules":
         from gosat_pipeline.testing import make_granule_files
@@ -565,27 +704,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
             print(p)
         return 0
     if args.synth_command == "osse":
-        from gosat_pipeline.grids import GridSpec
-        from gosat_pipeline.testing import make_osse_case, run_osse
-
-        boxes = _regions_option(args.region)
-        kw: dict[str, Any] = {"seed": args.seed, "gas": args.gas}
-        if boxes:
-            w = min(b[0] for b in boxes.values()) - 3
-            s_ = min(b[1] for b in boxes.values()) - 3
-            e = max(b[2] for b in boxes.values()) + 3
-            n = max(b[3] for b in boxes.values()) + 3
-            kw.update(regions=boxes, grid=GridSpec.from_resolution(1.0, (max(w, -180), max(s_, -90), min(e, 180), min(n, 90))))
-        summary = run_osse(make_osse_case(**kw))
-        table = summary.pop("table", None)
-        if args.out is not None and table is not None:
-            from gosat_pipeline.outputs import atomic_write_text
-
-            args.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(table.to_csv(index=False), args.out / "osse_elements.csv")
-            summary["table_csv"] = str(args.out / "osse_elements.csv")
-        print(json.dumps(summary, indent=2, default=str) if args.json else osse_tables(summary))
-        return 0
+        return _synth_osse(args)
     from gosat_pipeline.testing.demo import build_demo_samples
 
     written = build_demo_samples(args.out, seed=args.seed, truth=args.truth)
