@@ -134,7 +134,7 @@ def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path
                                                                   capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import json
 
-    boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22"]
+    boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22", "--truth", "identical"]
     assert main(["synth", "osse", *boxes, "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
@@ -154,6 +154,42 @@ def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path
     assert "overlaps" in capsys.readouterr().err
     assert main(["synth", "osse", "--region", "THA=98,6"]) == 2
     assert "CODE=WEST,SOUTH,EAST,NORTH" in capsys.readouterr().err
+
+
+def test_synth_osse_independent_prints_combined_sigma_coverage_and_json(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    import json
+
+    boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22"]
+    assert main(["synth", "osse", *boxes, "--members", "2", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "perturbed member(s)" in captured.err
+    out = captured.out
+    lines = out.splitlines()
+    assert lines[0].startswith("OSSE (independent truth, seed 0): CH4, ") and "daily super-observations" in lines[0]
+    assert "time-resolved" in out and "3 inversion(s) (the configured one and 2 perturbed)" in out
+    assert "structural transport error 25 %" in out
+    header = next(line for line in lines if line.startswith("region "))
+    for col in ("truth (Tg CH4/yr)", "prior (Tg CH4/yr)", "estimate \u00b1 combined sigma (Tg CH4/yr)",
+                "analytic sigma", "ensemble spread", "error reduction (analytic)", "constrained",
+                "truth within 2 sigma"):  # fmt: skip
+        assert col in header
+    body = lines[lines.index(header) + 2:lines.index(header) + 4]
+    assert [r.split()[0] for r in body] == ["THA", "VNM"] and all("\u00b1" in r for r in body)
+    cover = next(line for line in lines if line.startswith("coverage: "))
+    assert "constrained" in cover and "analytic error reduction >= 50 %" in cover
+    assert (tmp_path / "osse_elements.csv").is_file()
+    assert main(["synth", "osse", *boxes, "--members", "2", "--months", "2", "--json", "-q"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["truth_model"] == "independent" and doc["members"] == 3 and doc["transport_error"] == 0.25
+    assert doc["regions_total"][0]["period"] == "2020-01-01/2020-03-01"
+    assert [t["region"] for t in doc["regions_total"]] == ["THA", "VNM"] and "table" not in doc
+    for t in doc["regions_total"]:
+        assert t["posterior_sigma"] >= t["analytic_sigma"] and {"within_2sigma", "constrained", "truth"} <= set(t)
+    assert main(["synth", "osse", *boxes, "--members", "-1"]) == 2
+    assert "--members must be >= 0" in capsys.readouterr().err
+    assert main(["synth", "osse", *boxes, "--months", "0"]) == 2
+    assert "--months must be >= 1" in capsys.readouterr().err
 
 
 def test_heartbeat_prints_progress_during_a_long_stage() -> None:

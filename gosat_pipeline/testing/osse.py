@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from gosat_pipeline.errors import ConfigError
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import invert, mass_balance
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, cf_attrs, gas_units
@@ -256,7 +257,10 @@ def make_osse_case(
     (:func:`~gosat_pipeline.testing.atmosphere.background_field`); retrieval noise.
     """
     if truth not in TRUTH_MODELS:
-        raise ValueError(f"truth={truth!r}; allowed: {list(TRUTH_MODELS)}")
+        raise ConfigError(f"make_osse_case: truth={truth!r}; allowed: {list(TRUTH_MODELS)}")
+    if truth == "independent" and not (margin >= 0 and truth_resolution > 0 and pattern_error >= 0):
+        raise ConfigError(f"make_osse_case: margin >= 0, truth_resolution > 0 and pattern_error >= 0 are needed; got "
+                          f"{margin}, {truth_resolution}, {pattern_error}")  # fmt: skip
     gas = gas.upper()
     rng = np.random.default_rng(seed)
     grid = grid or GridSpec.from_resolution(1.0, OSSE_BBOX)
@@ -429,7 +433,7 @@ def _overpasses(c: dict[str, Any], rng: np.random.Generator) -> pd.DataFrame:
         # clear enough to retrieve on an overpass: obs_fraction over land, a quarter of it over sea
         p = np.clip(c["obs_fraction"] * (0.25 + 0.75 * land), 0.0, 1.0)
     else:
-        raise ValueError(f"sampling={c['sampling']!r}; allowed: 'gosat', 'full'")
+        raise ConfigError(f"make_osse_case: sampling={c['sampling']!r}; allowed: 'gosat', 'full'")
     dlat, dlon = np.diff(grid.lat_edges), np.diff(grid.lon_edges)
     rows = []
     for d, day in enumerate(days):
