@@ -166,6 +166,85 @@ def _symmetrize(S: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- normal equations
+#: The dense accumulation whitens at least this many values of K per BLAS call (and at
+#: least n rows): a small state still goes through dsyrk in large calls.
+_MIN_BLOCK_VALUES = 1 << 19
+
+
+def _block_rows(n: int) -> int:
+    """Rows per chunk of the state-space accumulation: n (one n x n work block), or more for small n."""
+    return max(n, 1, -(-_MIN_BLOCK_VALUES // max(n, 1)))
+
+
+class _NormalAccumulator:
+    """Lower triangle of :math:`[K_w\\,|\\,y_w]^T [K_w\\,|\\,y_w]` by BLAS ``dsyrk`` over chunks.
+
+    With the whitened chunk :math:`A = [K_w | y_w]` (rows x (n + 1)) one symmetric rank-k
+    update :math:`C \\leftarrow C + A^T A` gives :math:`G = K^T S_o^{-1} K` (top-left),
+    :math:`b = K^T S_o^{-1} y` (last row) and :math:`c = y^T S_o^{-1} y` (corner) in one
+    BLAS call, half the flops of a general product and one pass over the chunk. ``C``
+    is Fortran-ordered and only its lower triangle is updated; the whitened chunk is
+    written into one reused C-ordered buffer whose transpose BLAS reads without a copy.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.C = np.zeros((n + 1, n + 1), order="F")
+        self.m = 0
+        self._work: np.ndarray | None = None
+
+    def _buffer(self, rows: int) -> np.ndarray:
+        if self._work is None or self._work.shape[0] < rows:
+            self._work = np.empty((rows, self.n + 1))
+        return self._work[:rows]
+
+    def _syrk(self, A: np.ndarray) -> None:
+        """C += A^T A (lower triangle) for a C-contiguous A (rows, n + 1)."""
+        if A.shape[0]:
+            self.C = sla.blas.dsyrk(1.0, A.T, beta=1.0, c=self.C, trans=0, lower=1, overwrite_c=1)
+
+    def add(self, Kc: Any, yc: Any, Soc: Any) -> None:
+        """Add one observation chunk; ``Soc`` variances (rows,) or a full (rows, rows) block."""
+        yc = np.asarray(yc, dtype="float64").ravel()
+        rows = yc.size
+        if Kc.shape != (rows, self.n):
+            raise InversionError(f"K chunk has shape {Kc.shape}; expected ({rows}, {self.n})")
+        Soc = _as_cov(Soc, rows, "So chunk")
+        if sp.issparse(Kc):
+            self._add_sparse(Kc, yc, Soc)
+        elif Soc.ndim == 1:
+            _accumulate_dense(self, Kc, yc, Soc)
+        else:  # a full block: whiten by its Cholesky factor, then the same update
+            Kw, yw = _whiten(np.asarray(Kc, dtype="float64"), Soc, yc)
+            A = self._buffer(rows)
+            A[:, : self.n] = Kw
+            A[:, self.n] = yw
+            self._syrk(A)
+        self.m += rows
+
+    def _add_sparse(self, Kc: Any, yc: np.ndarray, Soc: np.ndarray) -> None:
+        Kw, yw = _whiten(Kc, Soc, yc)
+        n = self.n
+        if sp.issparse(Kw):
+            self.C[:n, :n] += (Kw.T @ Kw).toarray()
+            self.C[n, :n] += np.asarray(Kw.T @ yw).ravel()
+        else:  # a full S_o block made the whitened chunk dense
+            self.C[:n, :n] += Kw.T @ Kw
+            self.C[n, :n] += Kw.T @ yw
+        self.C[n, n] += float(yw @ yw)
+
+    def result(self) -> NormalEquations:
+        """The accumulated sums, G symmetric (lower triangle mirrored)."""
+        self._work = None
+        n = self.n
+        G = np.ascontiguousarray(self.C[:n, :n])
+        _fill_upper_from_lower(G)
+        b = np.array(self.C[n, :n])
+        c = float(self.C[n, n])
+        self.C = np.zeros((0, 0))
+        return NormalEquations(G, b, c, self.m)
+
+
 def accumulate_normal_equations(
     chunks: Iterable[tuple[Any, Any, Any]] | Any,
     y: Any = None,
@@ -195,7 +274,11 @@ def accumulate_normal_equations(
 
     .. math:: K^T S_o^{-1} K = \\sum_c K_c^T S_{o,c}^{-1} K_c
 
-    (IMI accumulates the same sums file by file; DESIGN.md 5.4).
+    (IMI accumulates the same sums file by file; DESIGN.md 5.4). Each dense chunk is
+    one symmetric rank-k update (BLAS ``dsyrk``) of the lower triangle of
+    :math:`[K_w | y_w]^T [K_w | y_w]`, with :math:`K_w = L^{-1} K_c`, :math:`y_w = L^{-1} y_c`
+    and :math:`S_{o,c} = L L^T` (:math:`L` diagonal for variances): G, b and c in one
+    BLAS call with half the flops of a general matrix product.
     """
     try:
         import dask.array as da
@@ -203,64 +286,41 @@ def accumulate_normal_equations(
         da = None
     if da is not None and isinstance(chunks, da.Array):
         return _accumulate_dask(chunks, y, So)
-    total: NormalEquations | None = None
-    work: list[np.ndarray] = []
+    acc: _NormalAccumulator | None = None
     for Kc, yc, Soc in chunks:
-        if total is not None and _accumulate_dense(total, Kc, yc, Soc, work):
-            continue
-        part = _chunk_normal(Kc, yc, Soc)
-        if total is None:
-            total = part
-        else:
-            total.G += part.G
-            total.b += part.b
-            total.c += part.c
-            total.m += part.m
-    if total is None:
+        if not sp.issparse(Kc):
+            Kc = np.asarray(Kc, dtype="float64")
+        if acc is None:
+            if Kc.ndim != 2:
+                raise InversionError(f"K chunk must be 2-D (observations, state); got shape {Kc.shape}")
+            acc = _NormalAccumulator(Kc.shape[1])
+        acc.add(Kc, yc, Soc)
+    if acc is None:
         raise InversionError("accumulate_normal_equations received no chunks")
-    return total
+    return acc.result()
 
 
-def _accumulate_dense(total: NormalEquations, Kc: Any, yc: Any, Soc: Any, work: list[np.ndarray]) -> bool:
-    """Add a dense, diagonal-S_o chunk to ``total`` in place, reusing one n x n work array.
+def _accumulate_dense(acc: _NormalAccumulator, Kc: np.ndarray, yc: np.ndarray, Soc: np.ndarray) -> None:
+    """Add a dense chunk with diagonal S_o (variances ``Soc``) to ``acc`` by one dsyrk.
 
-    ``K_w^T K_w`` of the whitened chunk goes through numpy's matmul (BLAS syrk for a
-    transposed self-product) into the work array. Returns False (nothing done) for sparse
-    chunks or full S_o blocks.
+    The whitened rows :math:`[K_c / \\sigma \\,|\\, y_c / \\sigma]` are written into the
+    accumulator's work buffer (no other temporary of the chunk's size).
     """
-    Soc = np.asarray(Soc, dtype="float64")
-    if sp.issparse(Kc) or Soc.ndim != 1:
-        return False
-    Kc = np.asarray(Kc, dtype="float64")
-    yc = np.asarray(yc, dtype="float64")
     if not np.all(Soc > 0):
         raise np.linalg.LinAlgError("observation error variances must be > 0")
     w = 1.0 / np.sqrt(Soc)
-    Kw = Kc * w[:, None]
-    if not work:
-        work.append(np.empty_like(total.G))
-    np.matmul(Kw.T, Kw, out=work[0])
-    total.G += work[0]
-    yw = yc * w
-    total.b += Kw.T @ yw
-    total.c += float(yw @ yw)
-    total.m += yc.size
-    return True
+    A = acc._buffer(yc.size)
+    np.multiply(Kc, w[:, None], out=A[:, : acc.n])
+    np.multiply(yc, w, out=A[:, acc.n])
+    acc._syrk(A)
 
 
 def _chunk_normal(Kc: Any, yc: Any, Soc: Any) -> NormalEquations:
+    """Normal equations of one chunk (G symmetric)."""
     Kc = Kc if sp.issparse(Kc) else np.asarray(Kc, dtype="float64")
-    yc = np.asarray(yc, dtype="float64")
-    m = yc.size
-    Soc = _as_cov(Soc, m, "So chunk")
-    Kw, yw = _whiten(Kc, Soc, yc)
-    if sp.issparse(Kw):
-        G = np.asarray((Kw.T @ Kw).toarray())
-        b = np.asarray(Kw.T @ yw).ravel()
-    else:
-        G = Kw.T @ Kw
-        b = Kw.T @ yw
-    return NormalEquations(G, b, float(yw @ yw), m)
+    acc = _NormalAccumulator(Kc.shape[1])
+    acc.add(Kc, yc, Soc)
+    return acc.result()
 
 
 def _accumulate_dask(K: Any, y: Any, So: Any) -> NormalEquations:
@@ -427,7 +487,7 @@ def analytic_inversion(
         the observation space when m < n.
     chunk_size : int, optional
         Rows per chunk of the state-space accumulation (default: n rows, so the extra
-        memory is one n x n block).
+        memory is one n x n block, and at least 2**19 / n rows for small states).
 
     Returns
     -------
@@ -477,7 +537,7 @@ def analytic_inversion(
     if form != "state":
         raise InversionError(f"form={form!r}; allowed: 'auto', 'state', 'observation'")
     try:
-        ne = _normal_in_chunks(K, y, So, chunk_size or max(n, 1))
+        ne = _normal_in_chunks(K, y, So, chunk_size or _block_rows(n))
     except (np.linalg.LinAlgError, sla.LinAlgError) as exc:
         logger.warning("So is not positive definite (%s): returning the prior (status 2)", exc)
         return _prior_result(xa, Sa, 2, m)
