@@ -3,19 +3,26 @@
 The work is split the way flox splits a reduction into *chunk*, *combine* and
 *finalize* steps:
 
-* **chunk** -- two numba passes over the soundings of one chunk: the first finds
-  the (time bin, cell) of each sounding with exactly the semantics of
-  :meth:`gosat_pipeline.grids.GridSpec.locate`, the second accumulates float64
-  partial statistics into compact rows, one per bin the chunk touches: count,
-  mean and sum of squared deviations (shifted-data algorithm), sum of weights,
-  sum of weighted values, the uncertainty and averaging-kernel sums and their
-  counts. Memory per chunk scales with the soundings, not with the grid;
-* **combine** -- partials are merged pairwise with the parallel update of
-  Chan, Golub & LeVeque (1979) for mean and variance and plain float64 sums for the
-  rest, in a fixed tree (``split_every`` partials per node), so the result does not
-  depend on the chunking beyond rounding (~1e-15 relative) and is the same on any
-  scheduler;
-* **finalize** -- the statistics of the L3 schema (``schema.GRIDDED_VARIABLES``).
+* **chunk** -- numba passes over the soundings of one chunk: the first finds the
+  (time bin, cell) of each sounding with exactly the semantics of
+  :meth:`gosat_pipeline.grids.GridSpec.locate`; a counting sort then moves the
+  soundings into buckets of a few thousand bins (skipped when the chunk spans few
+  bins), and each bucket is accumulated in a small cache-resident table into compact
+  rows, one per bin the chunk touches, **sorted by bin**: count, mean and sum of
+  squared deviations (shifted-data algorithm), sum of weights, sum of weighted
+  values, the uncertainty and averaging-kernel sums and their counts. Work and memory
+  per chunk scale with its soundings, never with the grid;
+* **combine** -- sorted partials are merged by a linear k-way merge with the
+  parallel update of Chan, Golub & LeVeque (1979) for mean and variance and plain
+  float64 sums for the rest, in a fixed tree (``split_every`` partials per node), so
+  the result does not depend on the chunking beyond rounding (~1e-15 relative) and
+  is the same on any scheduler. Partials stay sparse (cost O(rows), no grid-sized
+  array) and are kept in windows of 2**21 bins;
+* **finalize** -- the last partials of the tree are merged window by window straight
+  into the dense L3 arrays (schema ``GRIDDED_VARIABLES``; allocated once, each value
+  written once), and each window of the partials is freed once written: the dense
+  grid exists once, and the peak is about the grid plus the partials, not a multiple
+  of the grid. Total cost O(soundings + grid).
 
 :func:`grid_arrays` is the numpy core; :func:`grid_soundings` is the xarray wrapper,
 lazy for dask-backed input (one delayed task per chunk plus the tree).
@@ -30,6 +37,8 @@ all accumulation is in float64.
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -56,12 +65,21 @@ logger = logging.getLogger(__name__)
 #: Delta degrees of freedom of ``xgas_std`` (1: the sample standard deviation).
 STD_DDOF = 1
 
-# Columns of a partial-statistics row (one row per occupied (time bin, cell));
-# the last column is scratch space of the kernel (S1) and is zero in every partial.
+# Columns of a partial-statistics row (one row per occupied (time bin, cell)).
 _N, _MEAN, _M2, _SW, _SWX, _NU, _SU, _NA, _SA = range(9)
-_NSTAT = 10
-#: Largest number of (time bin, cell) pairs gridded (the dense output alone is 56 bytes a bin).
+_NSTAT = 9
+#: Largest number of (time bin, cell) pairs gridded (the dense output alone is 52 bytes a bin).
 _MAX_BINS = 2**31 - 1
+#: Partials are reduced, and the dense grid built, in blocks of about this many bins ...
+_BLOCK_BINS = 1 << 21
+#: ... and at most this many blocks (a graph task per chunk and block).
+_MAX_BLOCKS = 256
+#: A chunk spanning at most this many bins is accumulated in one local table (80 bytes a bin: in L2).
+_DIRECT_SPAN = 1 << 16
+#: Otherwise soundings are first sorted into buckets of at least 2**_BUCKET_SHIFT bins ...
+_BUCKET_SHIFT = 11
+#: ... and at most this many buckets (the counting sort writes one run per bucket).
+_MAX_BUCKETS = 4096
 
 #: Output variables in the order of the finalized stack.
 _OUTPUTS: tuple[str, ...] = (
@@ -174,124 +192,479 @@ def _weight(wmode, w, u, k):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(idx, x, w, u, a, wmode, has_u, has_a, slot, ncell):  # pragma: no cover - numba
-    """Sparse partial statistics of one chunk from the bin of each sounding.
-
-    ``idx`` (from :func:`_bin_index`, -1 = dropped) indexes ``slot`` (zeros, one
-    int32 per (time bin, cell)), which maps each touched bin to a compact row
-    (stored as row + 1): the memory touched scales with the soundings, not with
-    the grid; allocate ``slot`` with ``np.zeros`` so untouched pages are never
-    faulted in. (Two passes, index then accumulate, measured faster than one
-    fused pass: the random accesses of the second pass overlap better.)
-
-    Mean and M2 use the shifted-data algorithm with the first value seen in each
-    bin as the shift K: S1 = sum(x - K), S2 = sum((x - K)^2), mean = K + S1/n,
-    M2 = S2 - S1^2/n, accurate because K is a sample of the same cell (Chan,
-    Golub & LeVeque 1983, section 3). Column 9 holds S1 while accumulating.
-
-    Returns
-    -------
-    bins : int64 (m,), flat (time bin, cell) index of each row
-    rows : float64 (m, 10), columns n, mean, M2, sum w, sum w x, n_u, sum u,
-        n_a, sum a, 0
-    tlo, thi : first and last time bin touched (-1, -1 if none)
-    """
-    cap = min(idx.size, slot.size)
-    bins = np.empty(cap, dtype=np.int64)
-    out = np.zeros((cap, 10))
-    m = 0
-    bmin = slot.size
-    bmax = -1
+def _valid_range(idx, x):  # pragma: no cover - numba
+    """(lowest bin, highest bin, count) of the soundings kept (bin >= 0, finite value); (0, -1, 0) if none."""
+    lo = np.int64(2**62)
+    hi = np.int64(-1)
+    nv = 0
     for k in range(idx.size):
-        b = idx[k]
-        xv = x[k]
-        if b < 0 or not np.isfinite(xv):
+        b = np.int64(idx[k])
+        if b < 0 or not np.isfinite(x[k]):
             continue
-        r = np.int64(slot[b]) - 1
-        if r < 0:
-            r = m
-            m += 1
-            slot[b] = m
-            bins[r] = b
-            out[r, 1] = xv  # the shift K while accumulating
-            bmin = min(bmin, b)
-            bmax = max(bmax, b)
-        d = xv - out[r, 1]
-        out[r, 0] += 1.0
-        out[r, 9] += d
-        out[r, 2] += d * d
-        wk = _weight(wmode, w, u, k)
-        out[r, 3] += wk
-        out[r, 4] += wk * xv
-        if has_u:
-            uk = u[k]
-            if np.isfinite(uk):
-                out[r, 5] += 1.0
-                out[r, 6] += uk
-        ak = a[k] if has_a else 1.0
-        if np.isfinite(ak):
-            out[r, 7] += 1.0
-            out[r, 8] += ak
-    for r in range(m):
-        nr = out[r, 0]
-        s1 = out[r, 9]
-        m2 = out[r, 2] - s1 * s1 / nr
-        out[r, 1] += s1 / nr
-        out[r, 2] = m2 if m2 > 0.0 else 0.0
-        out[r, 9] = 0.0
-    if m == 0:
-        return bins[:0], out[:0], -1, -1
-    return bins[:m], out[:m], bmin // ncell, bmax // ncell
+        nv += 1
+        lo = min(lo, b)
+        hi = max(hi, b)
+    if nv == 0:
+        return np.int64(0), np.int64(-1), 0
+    return lo, hi, nv
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_one(tab, j, xv, wv, uv, av, has_u):  # pragma: no cover - numba
+    """Add one sounding to row j of a local table (shifted-data sums; column 9 holds S1)."""
+    if tab[j, 0] == 0.0:
+        tab[j, 1] = xv  # the shift K: the first value of the bin
+    d = xv - tab[j, 1]
+    tab[j, 0] += 1.0
+    tab[j, 9] += d
+    tab[j, 2] += d * d
+    tab[j, 3] += wv
+    tab[j, 4] += wv * xv
+    if has_u and np.isfinite(uv):
+        tab[j, 5] += 1.0
+        tab[j, 6] += uv
+    if np.isfinite(av):
+        tab[j, 7] += 1.0
+        tab[j, 8] += av
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge_rows(dst, rows, bins, dense, offset):  # pragma: no cover - numba
-    """Merge partial ``rows`` into ``dst`` at ``bins + offset`` (or row + offset if dense).
+def _emit(tab, flag, touched, t, base, bins, rows, m):  # pragma: no cover - numba
+    """Move the ``t`` touched rows of a local table, in bin order, to ``bins``/``rows`` from row ``m``.
 
-    Mean and M2 by the pairwise update of Chan, Golub & LeVeque (1979):
+    mean = K + S1/n and M2 = S2 - S1^2/n (shifted data, Chan, Golub & LeVeque 1983,
+    section 3). Emitted table rows and their flags are zeroed again. Returns the new
+    row count.
+    """
+    width = flag.size
+    sparse = 16 * t < width
+    if sparse:  # few bins touched: sort them
+        touched[:t].sort()
+    j = -1
+    for q in range(t):
+        if sparse:
+            j = touched[q]
+        else:  # many: a pass over the flags is cheaper than a sort
+            j += 1
+            while flag[j] == 0:
+                j += 1
+        flag[j] = 0
+        n = tab[j, 0]
+        s1 = tab[j, 9]
+        m2 = tab[j, 2] - s1 * s1 / n
+        bins[m] = base + j
+        rows[m, 0] = n
+        rows[m, 1] = tab[j, 1] + s1 / n
+        rows[m, 2] = m2 if m2 > 0.0 else 0.0
+        for c in range(3, 9):
+            rows[m, c] = tab[j, c]
+        for c in range(10):
+            tab[j, c] = 0.0
+        m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _direct_rows(idx, x, w, u, a, wmode, has_u, has_a, lo, tab, flag, touched, bins, rows):  # pragma: no cover
+    """Accumulate every kept sounding into one local table (bins ``lo ..``), emit sorted rows."""
+    t = 0
+    for k in range(idx.size):
+        b = np.int64(idx[k])
+        xv = x[k]
+        if b < 0 or not np.isfinite(xv):
+            continue
+        j = b - lo
+        if flag[j] == 0:
+            flag[j] = 1
+            touched[t] = j
+            t += 1
+        _add_one(tab, j, xv, _weight(wmode, w, u, k), u[k] if has_u else 0.0, a[k] if has_a else 1.0, has_u)
+    return _emit(tab, flag, touched, t, lo, bins, rows, 0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bucket_sort(idx, x, w, u, a, wmode, has_u, has_a, lo, shift, start, rec):  # pragma: no cover - numba
+    """Stable counting sort of the kept soundings into buckets of ``2**shift`` bins.
+
+    ``start`` (zeros, number of buckets + 1) receives the run offsets; each row of
+    ``rec`` (nv, 5) the bin within its bucket, value, weight, uncertainty and AK (one
+    write stream per bucket).
+    """
+    nb = start.size - 1
+    for k in range(idx.size):
+        b = np.int64(idx[k])
+        if b >= 0 and np.isfinite(x[k]):
+            start[((b - lo) >> shift) + 1] += 1
+    for q in range(nb):
+        start[q + 1] += start[q]
+    pos = start[:-1].copy()
+    mask = (np.int64(1) << shift) - 1
+    for k in range(idx.size):
+        b = np.int64(idx[k])
+        xv = x[k]
+        if b < 0 or not np.isfinite(xv):
+            continue
+        q = (b - lo) >> shift
+        p = pos[q]
+        pos[q] = p + 1
+        rec[p, 0] = (b - lo) & mask
+        rec[p, 1] = xv
+        rec[p, 2] = _weight(wmode, w, u, k)
+        rec[p, 3] = u[k] if has_u else 0.0
+        rec[p, 4] = a[k] if has_a else 1.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _bucket_rows(start, rec, has_u, lo, shift, tab, flag, touched, bins, rows):  # pragma: no cover - numba
+    """Accumulate each bucket of :func:`_bucket_sort` in the local table and emit its rows in bin order."""
+    m = 0
+    for q in range(start.size - 1):
+        t = 0
+        for p in range(start[q], start[q + 1]):
+            j = np.int64(rec[p, 0])
+            if flag[j] == 0:
+                flag[j] = 1
+                touched[t] = j
+                t += 1
+            _add_one(tab, j, rec[p, 1], rec[p, 2], rec[p, 3], rec[p, 4], has_u)
+        if t:
+            m = _emit(tab, flag, touched, t, lo + (q << shift), bins, rows, m)
+    return m
+
+
+class _ScratchPool:
+    """Work arrays of the chunk step, kept between chunks (fresh memory costs page faults).
+
+    A thread takes an array and gives it back when its chunk is done. Sort buffers
+    (``take``) come back with any content; local tables (``take_table``) come back
+    zeroed (the kernels zero every row they emit), so they are reused without being
+    cleared. The finalize step (:func:`_block_stats`, :func:`_dense`), which runs once
+    every chunk is done, empties the pool, so nothing is held after a gridding; meanwhile at most one array per concurrent chunk and kind is kept, each at most
+    ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int = 1 << 28) -> None:
+        self.max_bytes = max_bytes
+        self._free: dict[Any, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> np.ndarray:
+        """A float64 array of at least ``size`` values (content undefined), as a view of ``size``."""
+        with self._lock:
+            free = self._free.get("buf", [])
+            fits = [k for k, arr in enumerate(free) if arr.size >= size]
+            if fits:
+                return free.pop(min(fits, key=lambda k: free[k].size))[:size]
+        return np.empty(size)
+
+    def give(self, arr: np.ndarray) -> None:
+        """Return an array from :meth:`take`."""
+        base = arr.base if arr.base is not None else arr
+        if base.nbytes <= self.max_bytes:
+            with self._lock:
+                self._free.setdefault("buf", []).append(base)
+
+    def take_table(self, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """A zeroed local table (width, 10) and its zeroed uint8 flags (width,)."""
+        with self._lock:
+            free = self._free.get(width)
+            if free:
+                return free.pop()
+        return np.zeros((width, 10)), np.zeros(width, dtype=np.uint8)
+
+    def give_table(self, tab: np.ndarray, flag: np.ndarray) -> None:
+        """Return a table from :meth:`take_table`, zeroed again by the kernel that used it."""
+        if tab.nbytes <= self.max_bytes:
+            with self._lock:
+                self._free.setdefault(tab.shape[0], []).append((tab, flag))
+
+    def clear(self) -> None:
+        """Drop every kept array."""
+        with self._lock:
+            self._free.clear()
+
+
+_SCRATCH = _ScratchPool()
+
+
+def _chunk_rows(
+    idx: np.ndarray, x: np.ndarray, w: np.ndarray, u: np.ndarray, a: np.ndarray, wmode: int, has_u: bool,
+    has_a: bool, lo: int, hi: int, nv: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse partial statistics of one chunk, one row per bin touched, sorted by bin.
+
+    ``idx`` (from :func:`_bin_index`, -1 = dropped) gives each sounding's bin; bins
+    ``lo .. hi`` hold the ``nv`` soundings kept (:func:`_valid_range`). A chunk that
+    spans few bins is accumulated in one local table. Otherwise the range is cut into
+    buckets (:func:`_bucket_shift`): a stable counting sort moves each sounding's values
+    into its bucket's run (sequential reads), then each bucket is accumulated in a
+    small local table that stays in cache and is emitted in bin order. Random scatter
+    into a large grid never happens (DESIGN.md 5.0); work and memory scale with the
+    soundings (and the range they span), never with the grid. The soundings of a bin
+    are added in input order. Large arrays are allocated by numpy (which asks the
+    kernel for huge pages) or reused from :data:`_SCRATCH`, not inside numba: page
+    faults of fresh memory otherwise cost more than the accumulation.
+
+    Returns
+    -------
+    bins : int64 (m,), flat (time bin, cell) index of each row, ascending
+    rows : float64 (m, 9), columns n, mean, M2, sum w, sum w x, n_u, sum u, n_a, sum a
+    """
+    shift = _bucket_shift(hi - lo + 1)
+    nb = ((hi - lo) >> shift) + 1
+    bins = np.empty(nv, dtype=np.int64)
+    rows = np.empty((nv, _NSTAT))
+    width = 1 << shift
+    tab, flag = _SCRATCH.take_table(width)
+    touched = np.empty(width, dtype=np.int64)
+    if nb == 1:
+        m = _direct_rows(idx, x, w, u, a, wmode, has_u, has_a, lo, tab, flag, touched, bins, rows)
+    else:
+        start = np.zeros(nb + 1, dtype=np.int64)
+        buf = _SCRATCH.take(5 * nv)
+        rec = buf.reshape(nv, 5)
+        _bucket_sort(idx, x, w, u, a, wmode, has_u, has_a, lo, shift, start, rec)
+        m = _bucket_rows(start, rec, has_u, lo, shift, tab, flag, touched, bins, rows)
+        _SCRATCH.give(buf)
+    _SCRATCH.give_table(tab, flag)  # zeroed again by the kernel (an error above drops it instead)
+    if 4 * m < 3 * nv:  # do not keep a mostly empty work array alive
+        return bins[:m].copy(), rows[:m].copy()
+    return bins[:m], rows[:m]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _merge_row(dst, i, src, r):  # pragma: no cover - numba
+    """Merge row ``src[r]`` into ``dst[i]`` (Chan, Golub & LeVeque 1979); n of both > 0.
+
     n = na + nb, delta = mean_b - mean_a, mean = mean_a + delta nb / n,
     M2 = M2a + M2b + delta^2 na nb / n; the other columns are sums.
     """
-    for r in range(rows.shape[0]):
-        nb = rows[r, 0]
-        if nb == 0.0:
-            continue
-        b = (r if dense else bins[r]) + offset
-        na = dst[b, 0]
-        if na == 0.0:
-            for c in range(10):
-                dst[b, c] = rows[r, c]
-            continue
-        n = na + nb
-        frac = nb / n
-        delta = rows[r, 1] - dst[b, 1]
-        dst[b, 2] += rows[r, 2] + delta * delta * na * frac
-        dst[b, 1] += delta * frac
-        dst[b, 0] = n
-        for c in range(3, 10):
-            dst[b, c] += rows[r, c]
+    na = dst[i, 0]
+    nb = src[r, 0]
+    n = na + nb
+    frac = nb / n
+    delta = src[r, 1] - dst[i, 1]
+    dst[i, 2] += src[r, 2] + delta * delta * na * frac
+    dst[i, 1] += delta * frac
+    dst[i, 0] = n
+    for c in range(3, 9):
+        dst[i, c] += src[r, c]
 
 
-# ---------------------------------------------------------------------------- partials
-class _Partial:
-    """Partial statistics of the bins of time bins ``tlo .. tlo + ntr - 1``.
+@numba.njit(cache=True, nogil=True)
+def _merge_sorted(bins_list, rows_list, out_b, out_r):  # pragma: no cover - numba
+    """k-way merge of sorted sparse partials into ``out_b``/``out_r``; returns the rows written.
 
-    ``rows`` has shape (k, _NSTAT). Sparse form: ``bins`` (k,) gives each row's
-    flat bin (time bin times the number of cells plus the cell).
-    Dense form: ``bins`` is None and ``rows`` covers all ``ntr * ncell`` bins.
+    Rows of one bin are merged in list order. Linear in the rows (k is small): no
+    grid-sized array is touched.
+    """
+    k = len(bins_list)
+    cur = np.zeros(k, dtype=np.int64)
+    m = 0
+    big = np.int64(2**62)
+    while True:
+        bmin = big
+        for s in range(k):
+            if cur[s] < bins_list[s].size:
+                bmin = min(bmin, bins_list[s][cur[s]])
+        if bmin == big:
+            break
+        first = True
+        for s in range(k):
+            c = cur[s]
+            if c < bins_list[s].size and bins_list[s][c] == bmin:
+                src = rows_list[s]
+                if first:
+                    for col in range(9):
+                        out_r[m, col] = src[c, col]
+                    first = False
+                else:
+                    _merge_row(out_r, m, src, c)
+                cur[s] = c + 1
+        out_b[m] = bmin
+        m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _finalize_block(bins, rows, w0, w1, o_n, o_mean, o_wmean, o_std, o_se, o_u, o_a, ddof):  # pragma: no cover
+    """The L3 statistics of flat bins ``w0 .. w1 - 1`` from their sorted partial rows.
+
+    Outputs (w1 - w0,) in ``_OUTPUTS`` order (n int32): mean where n > 0;
+    sum(w x)/sum(w) where sum(w) > 0; std = sqrt(M2 / (n - ddof)) and std / sqrt(n)
+    where n > ddof; uncertainty and AK means where they have values; n = 0 and NaN in
+    bins without rows. Every value is written once.
+    """
+    nan = np.nan
+    p = w0
+    for r in range(bins.size + 1):
+        b = bins[r] if r < bins.size else w1
+        while p < b:
+            q = p - w0
+            o_n[q] = 0
+            o_mean[q] = nan
+            o_wmean[q] = nan
+            o_std[q] = nan
+            o_se[q] = nan
+            o_u[q] = nan
+            o_a[q] = nan
+            p += 1
+        if r == bins.size:
+            break
+        q = b - w0
+        n = rows[r, 0]
+        o_n[q] = np.int32(n)
+        o_mean[q] = rows[r, 1]
+        sw = rows[r, 3]
+        o_wmean[q] = rows[r, 4] / sw if sw > 0.0 else nan
+        if n > ddof:
+            std = np.sqrt(max(rows[r, 2], 0.0) / (n - ddof))
+            o_std[q] = std
+            o_se[q] = std / np.sqrt(n)
+        else:
+            o_std[q] = nan
+            o_se[q] = nan
+        o_u[q] = rows[r, 6] / rows[r, 5] if rows[r, 5] > 0.0 else nan
+        o_a[q] = rows[r, 8] / rows[r, 7] if rows[r, 7] > 0.0 else nan
+        p = b + 1
+
+
+# ---------------------------------------------------------------------------- blocks and partials
+@dataclass(frozen=True)
+class _Layout:
+    """Blocks of the dense L3 grid: ``tb`` time bins x ``rb`` latitude rows x every column.
+
+    Each block is a contiguous range of flat bins (time bin, row, column), so a sorted
+    partial splits into per-block pieces with one ``searchsorted``. Either ``tb == 1``
+    (bands of rows of one time bin) or ``rb == ny`` (whole time bins). Partials are
+    reduced block by block and the dense grid is built (or written) block by block.
     """
 
-    __slots__ = ("tlo", "ntr", "bins", "rows")
-
-    def __init__(self, tlo: int, ntr: int, bins: np.ndarray | None, rows: np.ndarray) -> None:
-        self.tlo = tlo
-        self.ntr = ntr
-        self.bins = bins
-        self.rows = rows
+    nt: int
+    ny: int
+    nx: int
+    tb: int
+    rb: int
 
     @classmethod
-    def empty(cls) -> _Partial:
-        return cls(0, 0, np.zeros(0, dtype="int64"), np.zeros((0, _NSTAT)))
+    def for_grid(cls, nt: int, ny: int, nx: int) -> _Layout:
+        """About ``_BLOCK_BINS`` bins a block (more when there would be over ``_MAX_BLOCKS``)."""
+        target = max(_BLOCK_BINS, -(-nt * ny * nx // _MAX_BLOCKS))
+        if ny * nx >= target:
+            return cls(nt, ny, nx, 1, max(1, min(ny, target // nx)))
+        return cls(nt, ny, nx, max(1, min(nt, target // (ny * nx))), ny)
+
+    @property
+    def nbands(self) -> int:
+        return -(-self.ny // self.rb)
+
+    @property
+    def nblocks(self) -> int:
+        return -(-self.nt // self.tb) * self.nbands
+
+    def block(self, w: int) -> tuple[int, int, int, int]:
+        """(first time bin, first row, time bins, rows) of block ``w``."""
+        t0, r0 = (w // self.nbands) * self.tb, (w % self.nbands) * self.rb
+        return t0, r0, min(self.tb, self.nt - t0), min(self.rb, self.ny - r0)
+
+    def bounds(self) -> np.ndarray:
+        """Flat bin where each block starts, and the total (int64, nblocks + 1)."""
+        starts = [(t0 * self.ny + r0) * self.nx for t0, r0, _, _ in map(self.block, range(self.nblocks))]
+        return np.array([*starts, self.nt * self.ny * self.nx], dtype=np.int64)
+
+    def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Dask chunks of the L3 arrays (time, latitude, longitude)."""
+        nt, ny, tb, rb = self.nt, self.ny, self.tb, self.rb
+        return ((tb,) * (nt // tb) + ((nt % tb,) if nt % tb else ()),
+                (rb,) * (ny // rb) + ((ny % rb,) if ny % rb else ()), (self.nx,))  # fmt: skip
+
+
+#: Sorted sparse rows of one block: (bins int64 (k,), rows float64 (k, 9)), or None when empty.
+_Piece = tuple[np.ndarray, np.ndarray] | None
+
+
+class _Partial:
+    """Sparse partial statistics of one chunk, split by the blocks of a :class:`_Layout`.
+
+    ``pieces`` maps a block number to ``(bins, rows)``: the ascending flat bins (int64,
+    (k,)) of that block holding soundings and their statistics (float64, (k, 9),
+    columns of :func:`_chunk_rows`). Only bins with soundings are stored, so memory
+    scales with the soundings, never with the grid.
+    """
+
+    __slots__ = ("pieces",)
+
+    def __init__(self, pieces: dict[int, tuple[np.ndarray, np.ndarray]]) -> None:
+        self.pieces = pieces
+
+    @classmethod
+    def from_rows(cls, bins: np.ndarray, rows: np.ndarray, bounds: np.ndarray) -> _Partial:
+        """Split sorted ``bins``/``rows`` at the block ``bounds`` (views, no copy)."""
+        if bins.size == 0:
+            return cls({})
+        first = int(np.searchsorted(bounds, bins[0], "right")) - 1
+        last = int(np.searchsorted(bounds, bins[-1], "right")) - 1
+        cuts = [0, *np.searchsorted(bins, bounds[first + 1 : last + 1]).tolist(), bins.size]
+        return cls({first + k: (bins[cuts[k]:cuts[k + 1]], rows[cuts[k]:cuts[k + 1]])
+                    for k in range(len(cuts) - 1) if cuts[k + 1] > cuts[k]})  # fmt: skip
+
+    @property
+    def n_rows(self) -> int:
+        """Number of occupied bins stored."""
+        return sum(b.size for b, _ in self.pieces.values())
+
+
+def _merge_block(w: int, *items: _Partial | _Piece) -> _Piece:
+    """Merge the pieces of block ``w`` in the order given (the *combine* step); linear in their rows.
+
+    ``items`` are chunk partials (their piece of block ``w`` is taken) or pieces of
+    block ``w`` merged before; None when there is no sounding in the block.
+    """
+    pieces = [it.pieces.get(w) if isinstance(it, _Partial) else it for it in items]
+    live = [p for p in pieces if p is not None]
+    if len(live) <= 1:
+        return live[0] if live else None
+    total = sum(b.size for b, _ in live)
+    out_b, out_r = np.empty(total, dtype=np.int64), np.empty((total, _NSTAT))
+    m = _merge_sorted(numba.typed.List([b for b, _ in live]), numba.typed.List([r for _, r in live]),
+                      out_b, out_r)  # fmt: skip
+    if 4 * m < 3 * total:
+        return out_b[:m].copy(), out_r[:m].copy()
+    return out_b[:m], out_r[:m]
+
+
+def _block_stats(piece: _Piece, w: int, layout: _Layout) -> tuple[np.ndarray, ...]:
+    """The L3 statistics of block ``w`` from its merged piece (the *finalize* step), ``_OUTPUTS`` order.
+
+    Arrays of the block's shape (time bins, rows, columns); n_soundings int32.
+    """
+    _SCRATCH.clear()  # every chunk is done when a block is finalized
+    t0, r0, nt, nr = layout.block(w)
+    shape = (nt, nr, layout.nx)
+    outs = _empty_outputs(nt * nr * layout.nx)
+    _fill_block(piece, (t0 * layout.ny + r0) * layout.nx, outs)
+    return tuple(o.reshape(shape) for o in outs)
+
+
+def _empty_outputs(size: int) -> list[np.ndarray]:
+    return [np.empty(size, dtype=np.int32)] + [np.empty(size) for _ in range(len(_OUTPUTS) - 1)]
+
+
+def _fill_block(piece: _Piece, start: int, outs: list[np.ndarray]) -> None:
+    bins, rows = piece if piece is not None else (np.zeros(0, dtype=np.int64), np.zeros((0, _NSTAT)))
+    _finalize_block(bins, rows, start, start + outs[0].size, *outs, float(STD_DDOF))
+
+
+def _dense(part: _Partial, layout: _Layout) -> tuple[np.ndarray, ...]:
+    """The whole L3 grid of one partial (eager path), written block by block into arrays allocated once."""
+    outs = _empty_outputs(layout.nt * layout.ny * layout.nx)
+    bounds = layout.bounds()
+    for w in range(layout.nblocks):
+        piece = part.pieces.pop(w, None)  # our own partial: free it block by block
+        _fill_block(piece, int(bounds[w]), [o[bounds[w] : bounds[w + 1]] for o in outs])
+    _SCRATCH.clear()
+    shape = (layout.nt, layout.ny, layout.nx)
+    return tuple(o.reshape(shape) for o in outs)
 
 
 def _as_f64(x: Any) -> np.ndarray:
@@ -304,6 +677,17 @@ def _time_ns(t: Any) -> np.ndarray:
     if t.dtype.kind == "M":
         return np.ascontiguousarray(t.astype("datetime64[ns]", copy=False).view("int64")).ravel()
     return np.ascontiguousarray(t, dtype="int64").ravel()
+
+
+def _bucket_shift(span: int) -> int:
+    """log2 of the bucket width of :func:`_chunk_rows` for a chunk spanning ``span`` bins.
+
+    One bucket (no sort) while the local table fits the L2 cache; beyond that buckets
+    of ``2**_BUCKET_SHIFT`` bins, widened so that there are at most ``_MAX_BUCKETS``.
+    """
+    if span <= _DIRECT_SPAN:
+        return max(1, int(span - 1).bit_length())
+    return max(_BUCKET_SHIFT, int(-(-span // _MAX_BUCKETS) - 1).bit_length())
 
 
 def _chunk_partial(
@@ -329,96 +713,28 @@ def _chunk_partial(
         if arr is not None and np.size(arr) != n:
             raise SchemaError(f"{name} has {np.size(arr)} values; expected {n}")
     tt = _time_ns(t) if t is not None else np.zeros(0, dtype="int64")
-    ncell = (lat_e.size - 1) * (lon_e.size - 1)
-    nbins = (t_edges.size - 1) * ncell
-    if nbins > _MAX_BINS:
-        raise SchemaError(
-            f"{t_edges.size - 1} time bins x {ncell} cells = {nbins} bins is too large a dense L3 grid "
-            f"(limit {_MAX_BINS}); use a coarser resolution, a regional bbox or longer time bins"
-        )
+    _check_size(t_edges.size - 1, (lat_e.size - 1) * (lon_e.size - 1))
+    bounds = _Layout.for_grid(t_edges.size - 1, lat_e.size - 1, lon_e.size - 1).bounds()
     dummy = np.zeros(1)
     wmode = _W_GIVEN if w is not None else (_W_FROM_UNC if u is not None else _W_ONE)
     ww = _as_f64(w) if w is not None else dummy
     uu = _as_f64(u) if u is not None else dummy
     aa = _as_f64(a) if a is not None else dummy
-    slot = np.zeros(nbins, dtype=np.int32)  # calloc: pages never touched cost nothing
     idx = _bin_index(lat, lon, tt, lat_e, lon_e, t_edges, wrap)
-    bins, rows, tlo, thi = _accumulate(
-        idx, x, ww, uu, aa, wmode, u is not None, a is not None, slot, ncell
-    )
-    del slot
-    if thi < 0:
-        return _Partial.empty()
-    if 4 * rows.shape[0] < min(n, nbins):  # do not keep a mostly empty work array alive
-        bins, rows = bins.copy(), rows.copy()
-    return _Partial(tlo, thi - tlo + 1, bins, rows)
+    lo, hi, nv = _valid_range(idx, x)
+    if nv == 0:
+        return _Partial({})
+    bins, rows = _chunk_rows(idx, x, ww, uu, aa, wmode, u is not None, a is not None, int(lo), int(hi), nv)
+    return _Partial.from_rows(bins, rows, bounds)
 
 
-def _combine(*parts: _Partial, ncell: int) -> _Partial:
-    """Merge partials in the order given (the *combine* step of the tree).
-
-    The result is dense over the union of the time ranges, or sparse again when
-    fewer than a quarter of its bins are occupied.
-    """
-    parts_ = [p for p in parts if p.ntr > 0]
-    if not parts_:
-        return _Partial.empty()
-    tlo = min(p.tlo for p in parts_)
-    ntr = max(p.tlo + p.ntr for p in parts_) - tlo
-    dst = np.zeros((ntr * ncell, _NSTAT))
-    nobins = np.zeros(0, dtype="int64")
-    for p in parts_:
-        if p.bins is None:
-            _merge_rows(dst, p.rows, nobins, True, (p.tlo - tlo) * ncell)
-        else:
-            _merge_rows(dst, p.rows, p.bins, False, -tlo * ncell)
-    occupied = np.flatnonzero(dst[:, _N])
-    if 4 * occupied.size < dst.shape[0]:
-        return _Partial(tlo, ntr, occupied + tlo * ncell, dst[occupied])
-    return _Partial(tlo, ntr, None, dst)
-
-
-@numba.njit(cache=True, nogil=True)
-def _finalize_rows(rows, out, ddof):  # pragma: no cover - numba
-    """The L3 statistics (``_OUTPUTS`` order) of dense partial ``rows`` (nbins, 10) into ``out`` (7, nbins).
-
-    mean where n > 0; sum(w x)/sum(w) where sum(w) > 0; std = sqrt(M2 / (n - ddof))
-    and std / sqrt(n) where n > ddof; uncertainty and AK means where they have
-    values; NaN elsewhere.
-    """
-    nan = np.nan
-    for b in range(rows.shape[0]):
-        n = rows[b, 0]
-        out[0, b] = n
-        out[1, b] = rows[b, 1] if n > 0.0 else nan
-        sw = rows[b, 3]
-        out[2, b] = rows[b, 4] / sw if sw > 0.0 else nan
-        if n > ddof:
-            std = np.sqrt(max(rows[b, 2], 0.0) / (n - ddof))
-            out[3, b] = std
-            out[4, b] = std / np.sqrt(n)
-        else:
-            out[3, b] = nan
-            out[4, b] = nan
-        out[5, b] = rows[b, 6] / rows[b, 5] if rows[b, 5] > 0.0 else nan
-        out[6, b] = rows[b, 8] / rows[b, 7] if rows[b, 7] > 0.0 else nan
-
-
-def _finalize(part: _Partial, nt: int, shape: tuple[int, int]) -> np.ndarray:
-    """Stack of the L3 statistics, shape (7, nt, ny, nx), in the order of ``_OUTPUTS``."""
-    ny, nx = shape
-    nbins = nt * ny * nx
-    if part.ntr and part.bins is None and part.tlo == 0 and part.rows.shape[0] == nbins:
-        full = part.rows  # dense over every bin already (the usual result of the tree)
-    else:
-        full = np.zeros((nbins, _NSTAT))
-        if part.ntr and part.bins is None:
-            _merge_rows(full, part.rows, np.zeros(0, dtype="int64"), True, part.tlo * ny * nx)
-        elif part.ntr:
-            _merge_rows(full, part.rows, part.bins, False, 0)
-    out = np.empty((len(_OUTPUTS), nbins))
-    _finalize_rows(full, out, float(STD_DDOF))
-    return out.reshape(len(_OUTPUTS), nt, ny, nx)
+def _check_size(nt: int, ncell: int) -> None:
+    nbins = nt * ncell
+    if nbins > _MAX_BINS:
+        raise SchemaError(
+            f"{nt} time bins x {ncell} cells = {nbins} bins is too large a dense L3 grid "
+            f"(limit {_MAX_BINS}); use a coarser resolution, a regional bbox or longer time bins"
+        )
 
 
 # ---------------------------------------------------------------------------- numpy core
@@ -517,10 +833,8 @@ def grid_arrays(
     part = _chunk_partial(
         _grid_edges(grid), t_edges, lat, lon, values, time, weights, uncertainty, ak_pbl
     )
-    stack = _finalize(part, t_edges.size - 1, grid.shape)
-    out = {name: stack[k] for k, name in enumerate(_OUTPUTS)}
-    out["n_soundings"] = out["n_soundings"].astype("int32")
-    return out
+    stack = _dense(part, _Layout.for_grid(t_edges.size - 1, *grid.shape))
+    return dict(zip(_OUTPUTS, stack, strict=True))
 
 
 def boundary_layer_ak(
@@ -711,8 +1025,15 @@ def _lazy_stack(
     t_edges: np.ndarray,
     depth: float,
     split_every: int,
-) -> da.Array:
-    """Delayed chunk + tree-combine + finalize graph; returns the (7, nt, ny, nx) stack."""
+) -> tuple[da.Array, ...]:
+    """The graph: chunk, per-block tree of merges, per-block finalize; 7 arrays (nt, ny, nx).
+
+    Each chunk's partial is split into the pieces of the blocks of the L3 grid
+    (:class:`_Layout`); each block is reduced by its own tree (``split_every`` pieces
+    per merge) and finalized into that block of the dense arrays, which are chunked by
+    block. Memory follows the soundings (the sparse pieces) and one block at a time of
+    the grid; written with ``to_netcdf``, the grid never exists whole in memory.
+    """
     x = da.asarray(inputs["xgas"])
     chunks = x.chunks[0]
 
@@ -728,34 +1049,33 @@ def _lazy_stack(
     if inputs["averaging_kernel"] is None:
         cols[5:] = [[None] * len(chunks)] * 4
     edges = _grid_edges(grid)
+    layout = _Layout.for_grid(t_edges.size - 1, *grid.shape)
+    token = dask.base.tokenize(x.name, t_edges, edges, depth, split_every)
     chunk_fn = dask.delayed(_soundings_partial, pure=True)
-    token = dask.base.tokenize(x.name, t_edges, edges, depth)
-    parts = [
-        chunk_fn(
-            edges,
-            t_edges,
-            depth,
-            *(c[k] for c in cols),
-            dask_key_name=f"gosat-grid-chunk-{token}-{k}",
-        )
-        for k in range(len(chunks))
-    ]
-    if not parts:
-        parts = [dask.delayed(_Partial.empty())]
-    while len(parts) > 1:
-        parts = [
-            dask.delayed(_combine, pure=True)(*parts[i : i + split_every], ncell=grid.size)
-            for i in range(0, len(parts), split_every)
-        ]
-    final = dask.delayed(_finalize, pure=True)(parts[0], t_edges.size - 1, grid.shape)
-    return da.from_delayed(
-        final, shape=(len(_OUTPUTS), t_edges.size - 1, *grid.shape), dtype="float64"
-    )
+    parts = [chunk_fn(edges, t_edges, depth, *(c[k] for c in cols), dask_key_name=f"gosat-grid-chunk-{token}-{k}")
+             for k in range(len(chunks))]  # fmt: skip
+    merge_fn = dask.delayed(_merge_block, pure=True)
+    stats_fn = dask.delayed(_block_stats, pure=True, nout=len(_OUTPUTS))
+    blocks: list[Any] = []
+    for w in range(layout.nblocks):
+        nodes: list[Any] = list(parts)  # the first merges take each chunk's piece of block w
+        while len(nodes) > 1:
+            nodes = [merge_fn(w, *nodes[i : i + split_every]) for i in range(0, len(nodes), split_every)]
+        root = merge_fn(w, *nodes)  # one piece (or None), also with a single chunk
+        blocks.append(stats_fn(root, w, layout, dask_key_name=f"gosat-grid-block-{token}-{w}"))
+    out = []
+    for k, name in enumerate(_OUTPUTS):
+        dtype = np.int32 if k == 0 else np.float64
+        arrs = [da.from_delayed(b[k], shape=(nt, nr, grid.shape[1]), dtype=dtype, name=f"gosat-l3-{name}-{token}-{w}")
+                for w, (b, (_, _, nt, nr)) in enumerate(zip(blocks, map(layout.block, range(layout.nblocks))))]  # fmt: skip
+        rows_of = [arrs[i : i + layout.nbands] for i in range(0, len(arrs), layout.nbands)]
+        out.append(da.concatenate([da.concatenate(r, axis=1) for r in rows_of], axis=0))
+    return tuple(out)
 
 
 def _eager_stack(
     inputs: dict[str, Any], grid: GridSpec, t_edges: np.ndarray, depth: float
-) -> np.ndarray:
+) -> tuple[np.ndarray, ...]:
     ak = boundary_layer_ak(
         inputs["averaging_kernel"],
         inputs["pressure_weight"],
@@ -767,7 +1087,7 @@ def _eager_stack(
         _grid_edges(grid), t_edges, inputs["latitude"], inputs["longitude"], inputs["xgas"], inputs["time"],
         None, inputs["xgas_uncertainty"], ak,
     )  # fmt: skip
-    return _finalize(part, t_edges.size - 1, grid.shape)
+    return _dense(part, _Layout.for_grid(t_edges.size - 1, *grid.shape))
 
 
 def _minmax_block(t: np.ndarray) -> np.ndarray:
@@ -808,7 +1128,7 @@ def _build_dataset(
     gas: str,
     attrs: dict[str, Any],
 ) -> xr.Dataset:
-    """The L3 dataset around ``stack`` (7, nt, ny, nx), built in one constructor call.
+    """The L3 dataset around ``stack`` (7 arrays (nt, ny, nx), ``_OUTPUTS`` order), built in one constructor call.
 
     (Adding variables one by one re-aligns the whole dataset each time: that was
     most of the fixed cost of :func:`grid_soundings`.)
@@ -841,7 +1161,7 @@ def _build_dataset(
     for k, name in enumerate(_OUTPUTS):
         data = stack[k]
         if name == "n_soundings":
-            data = data.astype("int32")
+            data = data if data.dtype == np.int32 else data.astype("int32")
         var_attrs = dict(cf_attrs(name, None if GRIDDED_VARIABLES[name].get("units") != "gas" else gas))
         if name in comments:
             var_attrs["comment"] = comments[name]

@@ -464,3 +464,72 @@ def test_refuses_absurdly_large_grids() -> None:
             time=edges[:1],
             time_edges=edges,
         )
+
+
+# ---------------------------------------------------------------------------- sparse partials (issue 19)
+@pytest.mark.parametrize("layout", ["direct", "buckets", "blocks"])
+def test_every_kernel_path_equals_pandas_reference(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One local table, the bucket sort (sparse and dense buckets) and many blocks give the reference."""
+    import gosat_pipeline.gridding as gridding
+
+    if layout != "direct":  # small buckets and blocks, so that a small test crosses many of them
+        monkeypatch.setattr(gridding, "_DIRECT_SPAN", 64)
+        monkeypatch.setattr(gridding, "_BUCKET_SHIFT", 4)
+        monkeypatch.setattr(gridding, "_MAX_BUCKETS", 64)
+    if layout == "blocks":
+        monkeypatch.setattr(gridding, "_BLOCK_BINS", 500)  # bands of 2 rows of 2 degree cells: 45 a month
+    ds = make_soundings(6000, "CH4", seed=21, start="2020-01-01", end="2020-03-01")
+    # half the soundings crowd into a few cells (dense buckets), the rest are spread out (sparse ones)
+    ds["latitude"][:3000] = 10.0 + (np.arange(3000) % 7) * 0.3
+    ds["longitude"][:3000] = 20.0 + (np.arange(3000) % 5) * 0.3
+    ds["xgas"][::89] = np.nan
+    grid = GridSpec.from_resolution(2.0)
+    lazy = grid_soundings(ds.chunk({"sounding": 1700}), grid=grid, time_bin="MS", split_every=2)
+    if layout == "blocks":
+        assert lazy.xgas_mean.data.numblocks == (2, 45, 1)
+    edges = time_bin_edges(ds.time.values, "MS")
+    akp = boundary_layer_ak(ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values,
+                            ds.surface_pressure.values, 150.0)  # fmt: skip
+    ref = _pandas_reference(ds, grid, edges, akp)
+    for l3 in (lazy.compute(), grid_soundings(ds, grid=grid, time_bin="MS")):
+        for name, series in ref.items():
+            full = np.full(l3.sizes["time"] * grid.size, np.nan)
+            full[series.index.values] = series.values
+            if name == "n_soundings":
+                full = np.nan_to_num(full)
+            np.testing.assert_allclose(l3[name].values.ravel(), full, rtol=1e-11, atol=0, err_msg=name)
+
+
+@pytest.mark.parametrize(("nt", "ny", "nx"), [(12, 1800, 3600), (1, 180, 360), (400, 18, 36), (3, 7, 5000)])
+def test_blocks_tile_the_grid(nt: int, ny: int, nx: int) -> None:
+    from gosat_pipeline.gridding import _MAX_BLOCKS, _Layout
+
+    lay = _Layout.for_grid(nt, ny, nx)
+    bounds = lay.bounds()
+    assert bounds[0] == 0 and bounds[-1] == nt * ny * nx and np.all(np.diff(bounds) > 0)
+    assert lay.nblocks <= _MAX_BLOCKS
+    assert lay.tb == 1 or lay.rb == ny
+    sizes = [tb * rb * nx for _, _, tb, rb in map(lay.block, range(lay.nblocks))]
+    np.testing.assert_array_equal(np.diff(bounds), sizes)
+    assert [sum(c) for c in lay.chunks()] == [nt, ny, nx]
+
+
+def test_partials_scale_with_soundings_not_grid() -> None:
+    """A few soundings on a 0.02 degree global grid: the chunk and merge steps allocate next to nothing."""
+    import tracemalloc
+
+    from gosat_pipeline.gridding import _chunk_partial, _merge_block
+
+    grid = GridSpec.from_resolution(0.02)  # 1.6e8 cells: a dense partial would be 13 GB
+    edges = _grid_edges(grid)
+    rng = np.random.default_rng(3)
+    lat, lon = rng.uniform(-80, 80, 2000), rng.uniform(-180, 180, 2000)
+    x = rng.normal(400.0, 1.0, 2000)
+    tracemalloc.start()
+    parts = [_chunk_partial(edges, _single_bin_edges(), lat[k::4], lon[k::4], x[k::4]) for k in range(4)]
+    blocks = sorted({w for p in parts for w in p.pieces})
+    merged = [_merge_block(w, *parts) for w in blocks]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert sum(b.size for b, _ in merged) == 2000  # every sounding in its own cell
+    assert peak < 8 * 2**20, peak
