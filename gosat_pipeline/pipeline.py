@@ -32,21 +32,24 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
 from gosat_pipeline import __version__
 from gosat_pipeline.config import RunConfig, config_to_yaml, section_hash
-from gosat_pipeline.errors import ConfigError, GosatPipelineError, SchemaError
+from gosat_pipeline.errors import ConfigError, GosatPipelineError, GranuleError, SchemaError
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.outputs import (
     atomic_write_json,
@@ -54,7 +57,7 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
-from gosat_pipeline.schema import cf_encoding
+from gosat_pipeline.schema import cf_attrs, cf_encoding
 
 __all__ = ["STAGES", "PipelineResult", "run", "dask_cluster", "Manifest"]
 
@@ -313,6 +316,293 @@ def _file_record(path: Path, kind: str) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- streaming ingest
+#: Work files of the ingest stage (one per group of granules), removed when the stage ends.
+_PARTS_DIR = ".ingest-{gas}-parts"
+#: Soundings whose duplicate-check hashes one task of the cross-group check holds at most.
+_DUP_PARTITION = 20_000_000
+_PART_ONLY = ("screen_code", "key_hash", "key")
+
+
+def _file_groups(files: list[str], chunk: int, gas: str, fmt: str | None, screen: bool) -> list[list[str]]:
+    """Consecutive granules in groups of about ``chunk`` soundings, from their sizes on disk.
+
+    The soundings per byte come from the first file that opens (one scan); the files
+    are not read here. ``chunk`` 0: one file per group.
+    """
+    from gosat_pipeline.io import open_granules
+
+    sizes = [max(1, Path(f).stat().st_size) if Path(f).is_file() else 1 for f in files]
+    per_byte = 0.0
+    for f, size in zip(files[:5], sizes, strict=False):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                n = open_granules([f], gas=gas, format=fmt, screen=screen).attrs["n_soundings_in_files"]
+        except GosatPipelineError:
+            continue
+        per_byte = n / size
+        break
+    budget = chunk / per_byte if chunk > 0 and per_byte > 0 else 0
+    groups: list[list[str]] = []
+    total = 0.0
+    for f, size in zip(files, sizes, strict=True):
+        if not groups or total + size > budget:
+            groups.append([])
+            total = 0.0
+        groups[-1].append(f)
+        total += size
+    return groups
+
+
+def _error_record(exc: GosatPipelineError) -> list[str]:
+    """An error as data: exceptions with a custom ``__init__`` do not pickle back from a worker."""
+    if isinstance(exc, GranuleError):
+        return [type(exc).__name__, exc.path, exc.reason]
+    return [type(exc).__name__, str(exc)]
+
+
+def _raise_record(rec: list[str]) -> None:
+    from gosat_pipeline import errors
+
+    cls = getattr(errors, rec[0], GosatPipelineError)
+    if len(rec) == 3:
+        raise cls(rec[1], rec[2])
+    raise cls(rec[1])
+
+
+def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dict[str, Any]) -> dict[str, Any]:
+    """Phase 1 of the ingest, on a worker: read a group of granules once, screen it, write a work file.
+
+    The work file holds every sounding the reader planned (after the duplicate check
+    within the group), its screen code (:func:`gosat_pipeline.quality.screen_codes`)
+    and its duplicate-check key and hash. Returns only counts and records.
+    """
+    from gosat_pipeline.io import key_hashes, read_granule_group
+    from gosat_pipeline.quality import screen_codes
+
+    try:
+        ds, keys, skipped = read_granule_group(paths, **read)
+        if ds is None:
+            return {"part": None, "skipped": skipped}
+        codes = screen_codes(ds, **screens)
+    except GosatPipelineError as exc:
+        return {"error": _error_record(exc)}
+    n = int(ds.sizes["sounding"])
+    hashes = key_hashes(keys)
+    hashes[hashes == 0] = 1
+    hashes[keys == b""] = 0  # no identifier: never compared
+    ds = ds.assign(screen_code=("sounding", codes), key_hash=("sounding", hashes), key=("sounding", keys))
+    ds.to_netcdf(part, engine="netcdf4")
+    files = json.loads(ds.attrs["input_files"])
+    return {
+        "part": part, "n": n, "files": files, "skipped": skipped, "attrs": dict(ds.attrs),
+        "n_levels": int(ds.sizes.get("level", 0)),
+        "codes": np.bincount(codes, minlength=len(_drop_reasons()) + 1).tolist(),
+        "per_file": np.bincount(ds["file_index"].values, minlength=len(files)).tolist(),
+        "variables": {str(k): (str(v.dtype), v.dims) for k, v in ds.variables.items()
+                      if "sounding" in v.dims and k not in _PART_ONLY},
+    }  # fmt: skip
+
+
+def _drop_reasons() -> tuple[str, ...]:
+    from gosat_pipeline.quality import DROP_REASONS
+
+    return DROP_REASONS
+
+
+def _part_values(part: str, name: str, positions: list[int]) -> list[Any]:
+    with xr.open_dataset(part, engine="netcdf4") as ds:
+        return ds[name].values[np.asarray(positions, dtype=np.int64)].tolist()
+
+
+def _gather(parts: list[str], name: str, where: list[tuple[int, int]]) -> list[Any]:
+    """``name`` at each (group, position), reading each work file once."""
+    out: list[Any] = [None] * len(where)
+    by_part: dict[int, list[int]] = {}
+    for k, (g, _) in enumerate(where):
+        by_part.setdefault(g, []).append(k)
+    for g, ks in by_part.items():
+        for k, v in zip(ks, _part_values(parts[g], name, [where[k][1] for k in ks]), strict=True):
+            out[k] = v
+    return out
+
+
+def _cross_duplicates(parts: list[str], p: int, n_partitions: int) -> list[list[int]]:
+    """Phase 2, on a worker: soundings of later groups repeating a key of an earlier one (hash partition ``p``).
+
+    Returns rows ``[group, position, screen code, file index, first group, first file index]``;
+    keys are compared exactly, hashes only propose.
+    """
+    from gosat_pipeline.io import first_occurrences
+
+    hashes, where = [], []
+    for g, part in enumerate(parts):
+        with xr.open_dataset(part, engine="netcdf4") as ds:
+            h = np.asarray(ds["key_hash"].values, dtype=np.uint64)
+        mine = np.flatnonzero((h != 0) & (h % np.uint64(n_partitions) == p))
+        hashes.append(h[mine])
+        where.append(np.column_stack([np.full(mine.size, g), mine]))
+    if not hashes:
+        return []
+    h, loc = np.concatenate(hashes), np.concatenate(where)
+
+    def key_of(pos: np.ndarray) -> np.ndarray:
+        return np.array(_gather(parts, "key", [tuple(r) for r in loc[pos].tolist()]))
+
+    first = first_occurrences(h, key_of)
+    dup = np.flatnonzero(first != np.arange(first.size))
+    if dup.size == 0:
+        return []
+    at = [tuple(r) for r in loc[dup].tolist()]
+    firsts = [tuple(r) for r in loc[first[dup]].tolist()]
+    codes, fidx = _gather(parts, "screen_code", at), _gather(parts, "file_index", at)
+    ffidx = _gather(parts, "file_index", firsts)
+    return [[g, i, int(c), int(f), fg, int(ff)] for (g, i), c, f, (fg, _), ff in zip(at, codes, fidx, firsts, ffidx,
+                                                                                     strict=True)]  # fmt: skip
+
+
+def _load_part(part: str, drop: np.ndarray, remap: np.ndarray, variables: dict[str, tuple[str, tuple]],
+               n_levels: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Phase 3, on a worker: the kept soundings of one work file (screen code 0, not a duplicate)."""
+    with xr.open_dataset(part, engine="netcdf4") as ds:
+        keep = ds["screen_code"].values == 0
+        keep[drop] = False
+        out: dict[str, np.ndarray] = {}
+        for name, (dtype, dims) in variables.items():
+            n = int(keep.sum())
+            if name in ds.variables:
+                out[name] = np.asarray(ds[name].values[keep]).astype(dtype, copy=False)
+            else:  # a variable of another group's product
+                shape = (n, n_levels) if len(dims) == 2 else (n,)
+                kind = np.dtype(dtype).kind
+                fill = np.datetime64("NaT") if kind == "M" else (np.nan if kind == "f" else -1)
+                out[name] = np.full(shape, fill, dtype=dtype)
+        out["file_index"] = remap[out["file_index"]].astype(np.int32)
+    return out
+
+
+def _same_levels(live: list[dict[str, Any]], skipped: list[dict[str, Any]], strict: bool) -> list[dict[str, Any]]:
+    """Drop (or, strict, refuse) groups whose level count differs from the first group's."""
+    levels = next((r["n_levels"] for r in live if r["n_levels"]), 0)
+    out = []
+    for r in live:
+        if r["n_levels"] and r["n_levels"] != levels:
+            reason = f"has {r['n_levels']} levels; earlier files have {levels}"
+            if strict:
+                raise GranuleError(r["files"][0], reason)
+            skipped += [{"path": f, "reason": reason} for f in r["files"]]
+            continue
+        out.append(r)
+    return out
+
+
+def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[str, Any]:
+    """What phase 3 keeps: per work file the duplicates to drop and the file table; counts and records."""
+    reasons = _drop_reasons()
+    drop: list[list[int]] = [[] for _ in live]
+    lost: dict[tuple[int, int], int] = {}
+    sources: dict[tuple[int, int], set[str]] = {}
+    codes = [np.array(r["codes"], dtype=np.int64) for r in live]
+    for g, i, code, f, fg, ff in rows:
+        drop[g].append(i)
+        lost[(g, f)] = lost.get((g, f), 0) + 1
+        sources.setdefault((g, f), set()).add(live[fg]["files"][ff])
+        codes[g][code] -= 1
+    records = {rec["path"]: rec for r in live for rec in json.loads(r["attrs"]["duplicate_soundings"])}
+    table: list[str] = []
+    remaps, skipped = [], []
+    for g, r in enumerate(live):
+        remap = np.full(len(r["files"]) + 1, -1, dtype=np.int64)
+        for f, path in enumerate(r["files"]):
+            n_lost, n_file = lost.get((g, f), 0), r["per_file"][f]
+            if n_lost:
+                rec = records.setdefault(path, {"path": path, "n_duplicates": 0, "n_kept": n_file,
+                                                "duplicates_of": []})  # fmt: skip
+                rec["n_duplicates"] += n_lost
+                rec["n_kept"] = n_file - n_lost
+                rec["duplicates_of"] = sorted(set(rec["duplicates_of"]) | sources[(g, f)])
+            if n_file and n_lost == n_file:
+                skipped.append({"path": path, "reason": f"all {n_file} soundings duplicate sounding_id values "
+                                                        f"already read from {rec['duplicates_of']}"})  # fmt: skip
+                continue
+            remap[f] = len(table)
+            table.append(path)
+        remaps.append(remap)
+    total = sum(codes)
+    order = {rec_path: k for k, rec_path in enumerate(p for r in live for p in r["files"])}
+    return {
+        "drop": [np.array(d, dtype=np.int64) for d in drop], "remap": remaps, "table": table, "skipped": skipped,
+        "kept": [int(c[0]) for c in codes], "before": int(total.sum()),
+        "dropped": {reason: int(total[k + 1]) for k, reason in enumerate(reasons)},
+        "records": sorted(records.values(), key=lambda rec: order.get(rec["path"], len(order))),
+    }  # fmt: skip
+
+
+def _assemble_parts(live: list[dict[str, Any]], plan: dict[str, Any]) -> xr.Dataset:
+    """The kept soundings of every work file as one lazy dataset (one chunk per work file)."""
+    import operator
+
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    variables: dict[str, tuple[str, tuple]] = {}
+    for r in live:
+        for k, v in r["variables"].items():
+            variables.setdefault(k, (v[0], tuple(v[1])))
+    n_levels = next((r["n_levels"] for r in live if r["n_levels"]), 0)
+    token = tokenize([r["part"] for r in live], [d.tolist() for d in plan["drop"]], plan["table"])
+    load = f"ingest-load-{token}"
+    layer = {(load, g): (_load_part, r["part"], plan["drop"][g], plan["remap"][g], variables, n_levels)
+             for g, r in enumerate(live)}  # fmt: skip
+    sizes = tuple(plan["kept"])
+    with xr.open_dataset(live[0]["part"], engine="netcdf4") as first:
+        attrs = {k: dict(first[k].attrs) if k in first.variables else {} for k in variables}
+    data_vars: dict[str, Any] = {}
+    coords: dict[str, Any] = {}
+    for name, (dtype, dims) in variables.items():
+        vname = f"ingest-{name}-{token}"
+        level = len(dims) == 2
+        vlayer = {((vname, g, 0) if level else (vname, g)): (operator.getitem, (load, g), name) for g in range(len(live))}
+        graph = HighLevelGraph({load: layer, vname: vlayer}, {load: set(), vname: {load}})
+        arr = da.Array(graph, vname, (sizes, (n_levels,)) if level else (sizes,), dtype=np.dtype(dtype))
+        (coords if name in ("time", "latitude", "longitude") else data_vars)[name] = (dims, arr, attrs[name])
+    data_vars["granule_path"] = ("granule", np.array(plan["table"], dtype=object),
+                                 cf_attrs("granule_path", live[0]["attrs"]["gas"]))  # fmt: skip
+    return xr.Dataset(data_vars, coords=coords)
+
+
+def _joined(values: list[str]) -> str:
+    seen: list[str] = []
+    for v in values:
+        for item in str(v).split("; "):
+            if item not in seen:
+                seen.append(item)
+    return "; ".join(seen)
+
+
+def _ingest_attrs(gas: str, live: list[dict[str, Any]], plan: dict[str, Any], skipped: list[dict[str, Any]],
+                  screens: str) -> dict[str, Any]:  # fmt: skip
+    """Global attributes of the soundings file: those of :func:`open_granules` and the quality filter's."""
+    a = [r["attrs"] for r in live]
+    records = plan["records"]
+    return {
+        "gas": gas,
+        **{k: _joined([x[k] for x in a]) for k in ("product", "product_version", "reader", "xgas_units",
+                                                   "product_screen", "bias_corrected")},
+        "n_soundings_in_files": int(sum(x["n_soundings_in_files"] for x in a)),
+        "n_soundings_good": int(sum(x["n_soundings_good"] for x in a)),
+        "input_files": json.dumps(plan["table"]),
+        "skipped_inputs": json.dumps(skipped),
+        "duplicate_soundings": json.dumps(records),
+        "n_duplicate_soundings": int(sum(rec["n_duplicates"] for rec in records)),
+        "n_soundings_before_filter": plan["before"],
+        "quality_filter": screens,
+        "quality_filter_dropped": json.dumps(plan["dropped"]),
+    }  # fmt: skip
+
+
 @dataclass
 class PipelineResult:
     """What :func:`run` returns: the run directory, its manifest and the stages run or skipped."""
@@ -447,44 +737,72 @@ class _Runner:
 
     # -- stages -------------------------------------------------------------------
     def ingest(self, gs: Any) -> None:
-        from gosat_pipeline.io import open_granules
-        from gosat_pipeline.quality import apply_quality_filter
-
         cfg = self.cfg
         key = f"ingest:{gs.gas}"
-        fp = section_hash(key, gs, cfg.period, cfg.domain, self._hash_inputs(f"granule:{gs.gas}"))
+        # the grid resolution does not change the soundings: a new grid does not re-ingest
+        fp = section_hash(key, gs, cfg.period, {"bbox": cfg.domain.bbox}, self._hash_inputs(f"granule:{gs.gas}"))
         name = f"soundings_{gs.gas}.nc"
 
         def work() -> list[str]:
-            files = [str(p) for p in expand_granules(gs.granules)]
-            ds = open_granules(
-                files,
-                gas=gs.gas,
-                format=gs.format,
-                chunks={"sounding": cfg.cluster.chunk_size},
-                screen=gs.screen.product_screen,
-                bias_corrected=gs.bias_corrected,
-                errors="raise" if cfg.run.strict else "skip",
-            )
-            skipped = json.loads(ds.attrs.get("skipped_inputs", "[]"))
-            self._record_skipped(key, skipped)
-            ds = apply_quality_filter(
-                ds,
-                bbox=cfg.domain.bbox,
-                time_range=(str(cfg.period.start), str(cfg.period.end)),
-                max_solar_zenith=gs.screen.max_solar_zenith,
-                max_uncertainty=gs.screen.max_uncertainty,
-                surface=gs.screen.surface,
-            )
-            # Nothing is dropped silently: duplicates and screened soundings are counted.
-            self.manifest.data.setdefault("screening", {})[gs.gas] = {
-                "duplicate_soundings": json.loads(ds.attrs.get("duplicate_soundings", "[]")),
-                "quality_filter_dropped": json.loads(ds.attrs.get("quality_filter_dropped", "{}")),
-                "soundings_kept": int(ds.sizes.get("sounding", 0)),
-            }
-            return [self.write_nc(ds, name)]
+            parts_dir = self.run_dir / _PARTS_DIR.format(gas=gs.gas)
+            try:
+                ds, screening, skipped = self._streamed_ingest(gs, parts_dir)
+                self._record_skipped(key, skipped)
+                # Nothing is dropped silently: duplicates and screened soundings are counted.
+                self.manifest.data.setdefault("screening", {})[gs.gas] = screening
+                return [self.write_nc(ds, name)]
+            finally:
+                shutil.rmtree(parts_dir, ignore_errors=True)
 
         self.stage(key, fp, work)
+
+    def _streamed_ingest(self, gs: Any, parts_dir: Path) -> tuple[xr.Dataset, dict[str, Any], list[dict[str, Any]]]:
+        """Read each group of granules once on a worker, check duplicates across groups, assemble lazily.
+
+        Phase 1 (one task per group of about ``cluster.chunk_size`` soundings): read,
+        screen and write a work file; phase 2: the duplicate check across groups on
+        hashed keys; phase 3: the kept soundings of every work file as one lazy dataset,
+        written by the caller. The main process only handles counts and records: its
+        memory does not grow with the number of soundings.
+        """
+        import dask
+
+        from gosat_pipeline.quality import describe_screens
+
+        cfg = self.cfg
+        shutil.rmtree(parts_dir, ignore_errors=True)  # left by a killed run
+        parts_dir.mkdir()
+        files = [str(p) for p in expand_granules(gs.granules)]
+        read = {"gas": gs.gas, "format": gs.format, "screen": gs.screen.product_screen,
+                "bias_corrected": gs.bias_corrected, "errors": "raise" if cfg.run.strict else "skip"}  # fmt: skip
+        screens = {"bbox": cfg.domain.bbox, "time_range": (str(cfg.period.start), str(cfg.period.end)),
+                   "max_solar_zenith": gs.screen.max_solar_zenith, "max_uncertainty": gs.screen.max_uncertainty,
+                   "surface": gs.screen.surface}  # fmt: skip
+        groups = _file_groups(files, cfg.cluster.chunk_size, gs.gas, gs.format, gs.screen.product_screen)
+        tasks = [dask.delayed(_ingest_part, pure=False)(g, str(parts_dir / f"part-{k:06d}.nc"), read, screens)
+                 for k, g in enumerate(groups)]  # fmt: skip
+        results = list(dask.compute(*tasks))
+        for r in results:
+            if "error" in r:
+                _raise_record(r["error"])
+        skipped = [s for r in results for s in r["skipped"]]
+        live = _same_levels([r for r in results if r.get("part")], skipped, cfg.run.strict)
+        if not live:
+            lines = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped)
+            raise GranuleError(str(gs.granules), f"no readable granule among {len(files)} file(s): {lines}")
+        parts = [r["part"] for r in live]
+        n_part = max(1, -(-sum(r["n"] for r in live) // _DUP_PARTITION))
+        rows = [row for found in dask.compute(*[dask.delayed(_cross_duplicates, pure=False)(parts, p, n_part)
+                                                for p in range(n_part)]) for row in found]  # fmt: skip
+        plan = _assembly_plan(live, rows)
+        skipped += plan["skipped"]
+        ds = _assemble_parts(live, plan)
+        ds.attrs.update(_ingest_attrs(gs.gas, live, plan, skipped, describe_screens(**screens)))
+        screening = {"duplicate_soundings": plan["records"], "quality_filter_dropped": plan["dropped"],
+                     "soundings_kept": int(ds.sizes["sounding"])}  # fmt: skip
+        logger.info("ingest %s: %d soundings kept from %d file(s) in %d group(s), %d skipped", gs.gas,
+                    ds.sizes["sounding"], len(plan["table"]), len(groups), len(skipped))  # fmt: skip
+        return ds, screening, skipped
 
     def _record_skipped(self, stage: str, skipped: list[dict[str, Any]]) -> None:
         allrec = [

@@ -26,7 +26,7 @@ import xarray as xr
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.schema import SOUNDING_DIM
 
-__all__ = ["quality_mask", "apply_quality_filter", "DROP_REASONS"]
+__all__ = ["quality_mask", "apply_quality_filter", "describe_screens", "screen_codes", "DROP_REASONS"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +181,56 @@ def quality_mask(
     return mask
 
 
+def describe_screens(
+    *,
+    bbox: Sequence[float] | None = None,
+    time_range: Sequence[Any] | None = None,
+    max_solar_zenith: float | None = None,
+    max_uncertainty: float | None = None,
+    surface: str = "all",
+    drop_flagged: bool = True,
+) -> str:
+    """The screens applied, as recorded in the ``quality_filter`` attribute of the filtered soundings."""
+    return repr({
+        "bbox": list(bbox) if bbox is not None else None,
+        "time_range": [str(t) for t in time_range] if time_range is not None else None,
+        "max_solar_zenith": max_solar_zenith,
+        "max_uncertainty": max_uncertainty,
+        "surface": surface,
+        "drop_flagged": drop_flagged,
+    })  # fmt: skip
+
+
+def screen_codes(
+    ds: xr.Dataset,
+    *,
+    bbox: Sequence[float] | None = None,
+    time_range: Sequence[str | datetime | None] | None = None,
+    max_solar_zenith: float | None = None,
+    max_uncertainty: float | None = None,
+    surface: str = "all",
+    drop_flagged: bool = True,
+) -> np.ndarray:
+    """The first screen each sounding fails, as a code: 0 kept, k drops it for ``DROP_REASONS[k - 1]``.
+
+    Parameters are those of :func:`apply_quality_filter`, which keeps exactly the
+    soundings with code 0 and counts the others per code. Lets a caller screen part of
+    a batch at a time (e.g. one group of granules on a worker) and add up the counts.
+
+    Returns
+    -------
+    numpy.ndarray, int8, dims (sounding,)
+    """
+    screens = _screens(ds, bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
+                       max_uncertainty=max_uncertainty, surface=surface, drop_flagged=drop_flagged)  # fmt: skip
+    n = int(ds.sizes.get(SOUNDING_DIM, 0))
+    values = dask.compute(*[ok.data for _, ok in screens]) if n else [np.zeros(0, bool)] * len(screens)
+    codes = np.zeros(n, dtype=np.int8)
+    for (reason, _), ok in zip(screens, values, strict=True):
+        codes[(codes == 0) & ~np.asarray(ok, dtype=bool)] = DROP_REASONS.index(reason) + 1
+    return codes
+
+
 def _attribute_drops(
     screens: list[tuple[str, xr.DataArray]], n: int
 ) -> tuple[np.ndarray, dict[str, int]]:
@@ -260,18 +310,12 @@ def apply_quality_filter(
     )
     keep, dropped = _attribute_drops(screens, n_before)
     out = ds.isel({SOUNDING_DIM: np.flatnonzero(keep)})
-    screens_applied = {
-        "bbox": list(bbox) if bbox is not None else None,
-        "time_range": [str(t) for t in time_range] if time_range is not None else None,
-        "max_solar_zenith": max_solar_zenith,
-        "max_uncertainty": max_uncertainty,
-        "surface": surface,
-        "drop_flagged": drop_flagged,
-    }
     out.attrs = {
         **ds.attrs,
         "n_soundings_before_filter": n_before,
-        "quality_filter": repr(screens_applied),
+        "quality_filter": describe_screens(bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
+                                           max_uncertainty=max_uncertainty, surface=surface,
+                                           drop_flagged=drop_flagged),  # fmt: skip
         "quality_filter_dropped": json.dumps(dropped),
     }
     why = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)

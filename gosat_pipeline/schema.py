@@ -31,6 +31,7 @@ __all__ = [
     "SOUNDING_VARIABLES",
     "LEVEL_VARIABLES",
     "GRIDDED_VARIABLES",
+    "FILE_TABLE_VARIABLES",
     "POSTERIOR_VARIABLES",
     "DISCREPANCY_COLUMNS",
     "DISCREPANCY_SCHEMA_VERSION",
@@ -111,7 +112,17 @@ SOUNDING_VARIABLES: dict[str, dict[str, Any]] = {
         "flag_meanings": "land glint",
     },
     "sounding_id": {"required": False, "long_name": "product sounding identifier"},
+    "file_index": {
+        "required": False,
+        "units": "1",
+        "long_name": "granule the sounding was read from: index into granule_path (0-based)",
+    },
     "source_file": {"required": False, "long_name": "granule the sounding was read from"},
+}
+
+#: The file table of a soundings dataset (dims ``granule``): ``file_index`` points into it.
+FILE_TABLE_VARIABLES: dict[str, dict[str, Any]] = {
+    "granule_path": {"long_name": "path of each granule read, in input order"},
 }
 
 # Level variables on (sounding, level), surface first.
@@ -332,8 +343,8 @@ def cf_attrs(name: str, gas: str | None = None) -> dict[str, Any]:
     Parameters
     ----------
     name : str
-        A key of :data:`SOUNDING_VARIABLES`, :data:`LEVEL_VARIABLES` or
-        :data:`GRIDDED_VARIABLES`.
+        A key of :data:`SOUNDING_VARIABLES`, :data:`LEVEL_VARIABLES`,
+        :data:`GRIDDED_VARIABLES` or :data:`FILE_TABLE_VARIABLES`.
     gas : str, optional
         Needed for variables whose units are those of the gas.
 
@@ -343,7 +354,7 @@ def cf_attrs(name: str, gas: str | None = None) -> dict[str, Any]:
         ``units``, ``long_name`` and, where they exist, ``standard_name``,
         ``cell_methods``, ``ancillary_variables``, ``flag_values``, ``flag_meanings``.
     """
-    for table in (SOUNDING_VARIABLES, LEVEL_VARIABLES, GRIDDED_VARIABLES):
+    for table in (SOUNDING_VARIABLES, LEVEL_VARIABLES, GRIDDED_VARIABLES, FILE_TABLE_VARIABLES):
         if name in table:
             spec = dict(table[name])
             break

@@ -7,7 +7,9 @@ contract). Every reader returns the canonical schema of DESIGN.md section 4: dim
 ``sounding`` and ``level``; level arrays **surface first** whatever the file order;
 every fill convention as NaN; ``xgas`` in ppm (CO2) or ppb (CH4); ``time`` UTC
 datetime64[ns]; longitude in [-180, 180); ``quality_flag`` int8 with 0 = good;
-``source_file`` per sounding; attrs ``gas``, ``product``, ``product_version``, ``reader``.
+attrs ``gas``, ``product``, ``product_version``, ``reader``. :func:`open_granules` adds
+the file of each sounding as ``file_index`` (int32) into the file table ``granule_path``
+(dims ``granule``), and ``source_file`` decoded from them (lazily, per chunk).
 
 :func:`open_granules` is lazy: each file is checked and planned at open time (1-D
 variables only) and read inside one dask task when the data are computed. Bad files
@@ -42,8 +44,8 @@ import dask
 import dask.array as da
 import dask.local
 import dask.threaded
+import numba
 import numpy as np
-import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
@@ -65,7 +67,15 @@ from gosat_pipeline.schema import LEVEL_DIM, LEVEL_VARIABLES, SOUNDING_DIM, cf_a
 __all__ = [
     "DEFAULT_CHUNK_SOUNDINGS",
     "ENTRY_POINT_GROUP",
+    "FILE_INDEX",
+    "GRANULE_DIM",
+    "GRANULE_PATH",
     "FileSummary",
+    "decode_source_file",
+    "first_occurrences",
+    "key_hashes",
+    "read_granule_group",
+    "sounding_keys",
     "close_cached",
     "GranulePlan",
     "GranuleReader",
@@ -81,6 +91,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _COORDS = ("time", "latitude", "longitude")
+
+#: Per-sounding index into the file table :data:`GRANULE_PATH` (int32; dims ``sounding``).
+FILE_INDEX = "file_index"
+#: The file table: path of each granule read, in input order (dims :data:`GRANULE_DIM`).
+GRANULE_PATH = "granule_path"
+GRANULE_DIM = "granule"
 
 #: Default size of a chunk of :func:`open_granules` (soundings); consecutive files are grouped up to it.
 DEFAULT_CHUNK_SOUNDINGS = 200_000
@@ -212,90 +228,195 @@ def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -
     except _READ_FAULTS as exc:  # a fault scan() did not catch: still name the file, never a bare traceback
         raise GranuleError(plan.path, f"reader {reader.name} failed while reading (after a successful scan): "
                                       f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
-    out["source_file"] = np.full(plan.n, plan.path, dtype=object)
     return out
 
 
-def _id_codes(plans: list[GranulePlan]) -> tuple[np.ndarray, int]:
-    """Integer code of each id over ``plans`` (equal ids, equal codes; hashing, O(n)) and the number of codes.
+# ---------------------------------------------------------------------------- duplicate check
+_KEY_TAGS = {"int": b"i", "rows": b"r", "text": b"t"}
 
-    Ids are scalars per sounding (integers or strings) or integer rows (n, k), e.g.
-    TROPOMI's (time, latitude, longitude) key.
+
+def sounding_keys(ids: Any) -> np.ndarray:
+    """Canonical duplicate-check keys of a product's sounding identifiers, as fixed-width bytes.
+
+    Parameters
+    ----------
+    ids : array_like
+        :attr:`GranulePlan.ids`: integers (n,), integer rows (n, k) such as TROPOMI's
+        (time, latitude bits, longitude bits), or text (bytes, str or objects).
+
+    Returns
+    -------
+    numpy.ndarray, dtype ``S``, (n,)
+        A kind tag (integer, row or text) followed by the raw bytes of the integer(s)
+        or the UTF-8 text, so that equal identifiers give equal keys whatever the file's
+        storage (``S`` or ``U`` text, int32 or int64) and identifiers of different kinds
+        never match.
     """
-    arrays = [np.asarray(p.ids) for p in plans]
-    ndims = {a.ndim for a in arrays}
-    if ndims == {2} and len({a.shape[1] for a in arrays}) == 1 and all(a.dtype.kind in "iu" for a in arrays):
-        rows = np.concatenate([a.astype(np.int64) for a in arrays])
-        codes, uniques = pd.MultiIndex.from_arrays(list(rows.T)).factorize()
-        return np.asarray(codes), len(uniques)
-    if ndims == {1} and all(a.dtype.kind in "iu" for a in arrays):
-        keys = np.concatenate([a.astype(np.int64) for a in arrays])
-    elif ndims == {1} and all(a.dtype.kind in "OU" for a in arrays):
-        keys = np.concatenate([a.astype(object) for a in arrays])
-    elif ndims == {1} and all(a.dtype.kind == "S" for a in arrays):  # fixed-width text ids
-        keys = np.concatenate(arrays).astype(object)
-    else:  # products with different kinds of ids in one batch: compare as text
-        keys = np.concatenate([np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                                         for v in a.tolist()], dtype=object) for a in arrays])  # fmt: skip
-    codes, uniques = pd.factorize(keys)
-    return np.asarray(codes), len(uniques)
+    a = np.asarray(ids)
+    n = a.shape[0] if a.ndim else 0
+    if a.dtype.kind in "iu" and a.ndim in (1, 2):
+        raw = np.ascontiguousarray(a.astype(np.int64).reshape(n, -1)).view(np.uint8).reshape(n, -1)
+        tag = _KEY_TAGS["int" if a.ndim == 1 else "rows"]
+    elif a.ndim == 1:
+        if a.dtype.kind == "U":
+            text = np.char.encode(a, "utf-8")
+        elif a.dtype.kind == "S":
+            text = a
+        else:  # objects: str or bytes
+            text = np.array([v if isinstance(v, bytes) else str(v).encode("utf-8") for v in a.tolist()], dtype="S")
+        text = text if text.itemsize else text.astype("S1")
+        raw = np.ascontiguousarray(text).view(np.uint8).reshape(n, text.itemsize)
+        tag = _KEY_TAGS["text"]
+    else:
+        raise GranuleError("<ids>", f"sounding identifiers of shape {a.shape} and dtype {a.dtype} are not "
+                                    "supported (integers, integer rows or text)")  # fmt: skip
+    out = np.empty((n, raw.shape[1] + 1), dtype=np.uint8)
+    out[:, 0] = tag[0]
+    out[:, 1:] = raw
+    return out.view(f"S{out.shape[1]}").ravel()
+
+
+@numba.njit(cache=True, nogil=True)
+def _fnv_hashes(raw):  # pragma: no cover - numba
+    """64-bit FNV-1a of each row of ``raw`` (uint8, (n, w)) without its trailing NUL bytes, then fmix64."""
+    n, w = raw.shape
+    out = np.empty(n, dtype=np.uint64)
+    prime = np.uint64(1099511628211)
+    for i in range(n):
+        end = w
+        while end > 0 and raw[i, end - 1] == 0:
+            end -= 1
+        h = np.uint64(14695981039346656037)
+        for j in range(end):
+            h = (h ^ np.uint64(raw[i, j])) * prime
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xFF51AFD7ED558CCD)
+        h ^= h >> np.uint64(33)
+        h *= np.uint64(0xC4CEB9FE1A85EC53)
+        h ^= h >> np.uint64(33)
+        out[i] = h
+    return out
+
+
+def key_hashes(keys: np.ndarray) -> np.ndarray:
+    """64-bit hash (uint64) of each key of :func:`sounding_keys` (equal keys, equal hashes).
+
+    A hash only proposes duplicates: :func:`first_occurrences` confirms them on the keys.
+    """
+    keys = np.ascontiguousarray(keys)
+    if keys.size == 0:
+        return np.zeros(0, dtype=np.uint64)
+    return _fnv_hashes(keys.view(np.uint8).reshape(keys.size, keys.itemsize))
+
+
+def first_occurrences(hashes: np.ndarray, key_of: Any) -> np.ndarray:
+    """Position of the first sounding with the same key, for every sounding (in input order).
+
+    Parameters
+    ----------
+    hashes : uint64 (n,)
+        :func:`key_hashes` of the soundings, in input order.
+    key_of : callable
+        ``key_of(positions) -> S array``: the keys at those positions; called only for
+        the few soundings whose hash repeats, to confirm each duplicate exactly (a hash
+        collision is never taken for a duplicate).
+
+    Returns
+    -------
+    int64 (n,)
+        ``first[i] == i`` for a first occurrence, else the position of the earlier
+        sounding with the same key. Cost O(n log n) (one sort of the hashes), memory
+        16 bytes a sounding.
+    """
+    n = hashes.size
+    first = np.arange(n, dtype=np.int64)
+    if n < 2:
+        return first
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in input order
+    sh = hashes[order]
+    rep = np.flatnonzero(sh[1:] == sh[:-1]) + 1  # sorted positions whose hash equals the previous one
+    if rep.size == 0:
+        return first
+    starts = np.unique(np.concatenate([rep - 1, rep]))
+    runs = np.split(starts, np.flatnonzero(np.diff(starts) > 1) + 1)  # consecutive sorted positions per hash
+    cand = order[starts]
+    keys = dict(zip(cand.tolist(), key_of(cand).tolist(), strict=True))
+    for run in runs:
+        seen: dict[bytes, int] = {}
+        for pos in order[run].tolist():  # ascending input positions within a run
+            first[pos] = seen.setdefault(keys[pos], pos)
+    return first
 
 
 def _drop_duplicates(
     parts: list[tuple[GranuleReader, GranulePlan]],
-) -> tuple[list[tuple[GranuleReader, GranulePlan]], list[dict[str, Any]], list[dict[str, str]]]:
+) -> tuple[list[tuple[GranuleReader, GranulePlan]], list[dict[str, Any]], list[dict[str, str]], list[np.ndarray]]:
     """Keep the first sounding of each repeated ``sounding_id`` (in input order), drop the others.
 
     The same sounding in two files (an overlapping download, a product delivered twice
-    under two names) must count once. Files without identifiers are not compared.
+    under two names) must count once. Files without identifiers are not compared. The
+    check hashes the keys (:func:`sounding_keys`, :func:`key_hashes`) and confirms
+    repeated hashes on the keys themselves: O(n log n), 16 bytes a sounding.
 
     Returns
     -------
     parts : the plans narrowed to first occurrences (files left empty removed)
     records : one ``{"path", "n_duplicates", "n_kept", "duplicates_of"}`` per file that lost soundings
     skipped : ``{"path", "reason"}`` of files whose every sounding was a duplicate
+    keys : the keys (:func:`sounding_keys`) of the soundings kept, per part returned (empty
+        for a file without identifiers)
     """
     with_ids = [k for k, (_, p) in enumerate(parts) if p.ids is not None and p.n > 0]
+    keys_of = {k: sounding_keys(parts[k][1].ids) for k in with_ids}
     if not with_ids:
-        return parts, [], []
+        return parts, [], [], [np.zeros(0, dtype="S1") for _ in parts]
     plans = [parts[k][1] for k in with_ids]
-    codes, n_unique = _id_codes(plans)
-    if n_unique == codes.size:
-        return parts, [], []
-    first = np.full(n_unique, codes.size, dtype=np.int64)
-    np.minimum.at(first, codes, np.arange(codes.size))  # first position of each id
-    keep = first[codes] == np.arange(codes.size)
-    owner = np.repeat(np.arange(len(plans)), [p.n for p in plans])
     bounds = np.concatenate([[0], np.cumsum([p.n for p in plans])])
-    out = list(parts)
+    hashes = np.concatenate([key_hashes(keys_of[k]) for k in with_ids])
+
+    def key_at(pos: np.ndarray) -> np.ndarray:
+        owner = np.searchsorted(bounds, pos, "right") - 1
+        return np.array([keys_of[with_ids[o]][p - bounds[o]] for o, p in zip(owner, pos, strict=True)])
+
+    first = first_occurrences(hashes, key_at)
+    keep = first == np.arange(first.size)
+    out: list[Any] = list(parts)
+    out_keys: list[Any] = [keys_of.get(k, np.zeros(0, dtype="S1")) for k in range(len(parts))]
     records: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for j, k in enumerate(with_ids):
-        sl = slice(bounds[j], bounds[j + 1])
-        mine = keep[sl]
+        mine = keep[bounds[j] : bounds[j + 1]]
         if mine.all():
             continue
         plan = plans[j]
         dup = np.flatnonzero(~mine) + bounds[j]
-        sources = sorted({plans[i].path for i in owner[first[codes[dup]]]})
+        owners = np.searchsorted(bounds, first[dup], "right") - 1
+        sources = sorted({plans[i].path for i in owners.tolist()})
         records.append({"path": plan.path, "n_duplicates": int(dup.size), "n_kept": int(mine.sum()),
                         "duplicates_of": sources})  # fmt: skip
         if not mine.any():
             skipped.append({"path": plan.path, "reason": f"all {plan.n} soundings duplicate sounding_id values "
                                                          f"already read from {sources}"})  # fmt: skip
-            out[k] = None  # type: ignore[call-overload]
+            out[k] = None
         else:
             out[k] = (parts[k][0], dataclasses.replace(plan, index=plan.index[mine], ids=plan.ids[mine]))
-    return [p for p in out if p is not None], records, skipped
+            out_keys[k] = out_keys[k][mine]
+    live = [k for k in range(len(parts)) if out[k] is not None]
+    return [out[k] for k in live], records, skipped, [out_keys[k] for k in live]
 
 
 def _read_group(
-    group: list[tuple[GranuleReader, GranulePlan]], bias_corrected: bool, variables: dict[str, str], n_levels: int
+    group: list[tuple[GranuleReader, GranulePlan, int]], bias_corrected: bool, variables: dict[str, str],
+    n_levels: int,
 ) -> dict[str, np.ndarray]:
-    """Read consecutive files and concatenate them per variable (one task of the graph)."""
+    """Read consecutive files and concatenate them per variable (one task of the graph).
+
+    Each item is (reader, plan, file number); ``file_index`` gets the file number.
+    """
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in variables}
-    for reader, plan in group:
+    for reader, plan, file_no in group:
         d = _read_task(reader, plan, bias_corrected)
+        d[FILE_INDEX] = np.full(plan.n, file_no, dtype=np.int32)
         for name, dtype in variables.items():
             shape = (plan.n, n_levels) if name in LEVEL_VARIABLES else (plan.n,)
             pieces[name].append(np.asarray(d[name]).astype(dtype, copy=False) if name in d else _fill(dtype, shape))
@@ -352,18 +473,19 @@ def _lazy_arrays(
     The graph is written by hand (as xarray's backends do): building it through
     ``dask.delayed`` + ``concatenate`` costs more than reading a small granule.
     """
-    variables = {**variables, "source_file": "object"}
+    variables = {**variables, FILE_INDEX: "int32"}
     live = [(r, p) for r, p in parts if p.n > 0]
-    groups = _groups(live, chunk)
-    token = tokenize([(p.path, p.n, p.n_total, r.name) for r, p in live], bias_corrected, sorted(variables), chunk)
+    numbers = {id(p): k for k, (_, p) in enumerate(parts)}
+    groups = [[(r, p, numbers[id(p)]) for r, p in g] for g in _groups(live, chunk)]
+    token = tokenize([(p.path, p.n, p.n_total, r.name) for r, p in parts], bias_corrected, sorted(variables), chunk)
     read_name = f"read-granules-{token}"
     read_layer: dict[Any, Any] = {}
     for i, group in enumerate(groups):
-        if all(p.variables for _, p in group):
+        if all(p.variables for _, p, _ in group):
             read_layer[(read_name, i)] = (_read_group, group, bias_corrected, variables, n_levels)
         else:  # a plug-in without a declared variable list: read now
             read_layer[(read_name, i)] = _read_group(group, bias_corrected, variables, n_levels)
-    sizes = tuple(sum(p.n for _, p in g) for g in groups)
+    sizes = tuple(sum(p.n for _, p, _ in g) for g in groups)
     out: dict[str, da.Array] = {}
     for name, dtype in variables.items():
         level = name in LEVEL_VARIABLES
@@ -389,7 +511,8 @@ def _assemble(
             variables.setdefault(k, v)
     if not variables:  # plug-in readers without declared variables: take the first file's arrays
         first = _read_task(parts[0][0], parts[0][1], bias_corrected)
-        variables = {k: str(np.asarray(v).dtype) for k, v in first.items() if k != "source_file"}
+        variables = {k: str(np.asarray(v).dtype) for k, v in first.items() if k not in (FILE_INDEX, "source_file")}
+    variables.pop("source_file", None)  # decoded from the file index below
     n_levels = max((p.n_levels for _, p in parts), default=0)
     arrays = _lazy_arrays(parts, variables, n_levels, bias_corrected, chunk)
     data_vars: dict[str, Any] = {}
@@ -398,9 +521,30 @@ def _assemble(
         dims = (SOUNDING_DIM, LEVEL_DIM) if name in LEVEL_VARIABLES else (SOUNDING_DIM,)
         attrs = _var_attrs(name, gas)
         (coords if name in _COORDS else data_vars)[name] = (dims, arr, attrs)
+    paths = [p.path for _, p in parts]
+    data_vars[GRANULE_PATH] = (GRANULE_DIM, da.from_array(np.array(paths, dtype=object), chunks=-1),
+                               _var_attrs(GRANULE_PATH, gas))  # fmt: skip
+    data_vars["source_file"] = (SOUNDING_DIM, decode_source_file(arrays[FILE_INDEX], paths),
+                                _var_attrs("source_file", gas))  # fmt: skip
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(_global_attrs(parts, gas, bias_corrected, screen))
     return ds
+
+
+def decode_source_file(file_index: Any, paths: list[str]) -> Any:
+    """Per-sounding granule paths from ``file_index`` and the file table (lazy for a dask index).
+
+    A convenience for notebooks; files keep the integer index and the table (per-sounding
+    text costs about 100 bytes a sounding to write and to read back).
+    """
+    table = np.array([*paths, ""], dtype=object)  # -1 (no file) decodes to ""
+    if isinstance(file_index, da.Array):
+        return file_index.map_blocks(_take, table, dtype=object)
+    return _take(np.asarray(file_index), table)
+
+
+def _take(index: np.ndarray, table: np.ndarray) -> np.ndarray:
+    return table[index]
 
 
 def _var_attrs(name: str, gas: str) -> dict[str, Any]:
@@ -540,12 +684,15 @@ def open_granules(
         ``errors="raise"`` and a bad file; or no file at all is readable (every
         reason listed).
     """
-    if errors not in ("skip", "raise"):
-        raise ValueError(f"errors={errors!r}; expected 'skip' or 'raise'")
-    paths = _expand(paths_or_glob)
-    if not paths:
-        raise GranuleError(str(paths_or_glob), "no file matches; check the path or glob pattern")
-    want = gas.upper() if gas else None
+    ds, _ = _open(paths_or_glob, gas=gas, format=format, chunks=chunks, screen=screen,
+                  bias_corrected=bias_corrected, errors=errors)  # fmt: skip
+    return ds
+
+
+def _scan_checked(
+    paths: list[str], want: str | None, format: str | None, screen: bool, errors: str
+) -> tuple[list[tuple[GranuleReader, GranulePlan]], list[dict[str, str]]]:
+    """Scan every file; skip (and record) or raise on bad ones, other gases and other level counts."""
     parts: list[tuple[GranuleReader, GranulePlan]] = []
     skipped: list[dict[str, str]] = []
     for reader, plan, err in _scan_all(paths, want, format, screen):
@@ -562,22 +709,38 @@ def open_granules(
         except GranuleError as exc:
             if errors == "raise":
                 raise
-            warnings.warn(f"skipping {exc.path}: {exc.reason}", stacklevel=2)
+            warnings.warn(f"skipping {exc.path}: {exc.reason}", stacklevel=4)
             logger.warning("skipping %s: %s", exc.path, exc.reason)
             skipped.append({"path": exc.path, "reason": exc.reason})
             continue
         want = want or plan.gas
         parts.append((reader, plan))
+    return parts, skipped
+
+
+def _open(
+    paths_or_glob: Any, *, gas: str | None, format: str | None, chunks: Any, screen: bool, bias_corrected: bool,
+    errors: str,
+) -> tuple[xr.Dataset, np.ndarray]:
+    """:func:`open_granules`, also returning the duplicate-check key of each sounding (``S``; b"" if none)."""
+    if errors not in ("skip", "raise"):
+        raise ValueError(f"errors={errors!r}; expected 'skip' or 'raise'")
+    paths = _expand(paths_or_glob)
+    if not paths:
+        raise GranuleError(str(paths_or_glob), "no file matches; check the path or glob pattern")
+    want = gas.upper() if gas else None
+    parts, skipped = _scan_checked(paths, want, format, screen, errors)
     if not parts:
         lines = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped)
         raise GranuleError(str(paths_or_glob), f"no readable granule among {len(paths)} file(s): {lines}")
-    parts, duplicates, dup_skipped = _drop_duplicates(parts)
+    parts, duplicates, dup_skipped, keys = _drop_duplicates(parts)
+    keys = [k if k.size == p.n else np.zeros(p.n, dtype="S1") for k, (_, p) in zip(keys, parts, strict=True)]
     # the ids have done their work: keep them out of the read graph (readers read them again)
     parts = [(r, dataclasses.replace(p, ids=None)) for r, p in parts]
     for rec in duplicates:
         msg = (f"dropping {rec['n_duplicates']} soundings of {rec['path']} whose sounding_id was already read "
                f"from {rec['duplicates_of']} (kept the first)")  # fmt: skip
-        warnings.warn(msg, stacklevel=2)
+        warnings.warn(msg, stacklevel=3)
         logger.warning(msg)
     skipped += dup_skipped
     n = _chunk_soundings(chunks)
@@ -590,7 +753,43 @@ def open_granules(
     ds.attrs["n_duplicate_soundings"] = int(sum(r["n_duplicates"] for r in duplicates))
     logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts),
                 len(skipped))  # fmt: skip
-    return ds
+    return ds, np.concatenate(keys) if keys else np.zeros(0, dtype="S1")
+
+
+def read_granule_group(
+    paths: list[str], *, gas: str | None = None, format: str | None = None, screen: bool = True,
+    bias_corrected: bool = True, errors: str = "skip",
+) -> tuple[xr.Dataset | None, np.ndarray, list[dict[str, str]]]:
+    """Scan and read a few granules into memory in this process, each file opened and read once.
+
+    The building block of a streaming ingest (``gosat_pipeline.pipeline`` runs one per
+    group of files on a worker): :func:`open_granules` on ``paths`` computed at once
+    with the synchronous scheduler, warnings kept as records.
+
+    Returns
+    -------
+    ds : xarray.Dataset or None
+        The canonical soundings in memory (as :func:`open_granules`, its attributes
+        included; ``file_index`` into this group's ``granule_path``), or None when no
+        file is readable (``errors="skip"``).
+    keys : numpy.ndarray, ``S`` (n,)
+        :func:`sounding_keys` of each sounding (``b""`` for a product without
+        identifiers), for a duplicate check across groups.
+    skipped : list of dict
+        ``{"path", "reason"}`` of the files skipped (also in ``ds.attrs``).
+    """
+    with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # every skip and duplicate is returned as a record
+        try:
+            ds, keys = _open(paths, gas=gas, format=format, chunks=0, screen=screen, bias_corrected=bias_corrected,
+                             errors=errors)  # fmt: skip
+        except GranuleError as exc:
+            if errors == "raise" or not exc.reason.startswith("no readable granule"):
+                raise
+            _, skipped = _scan_checked(paths, gas.upper() if gas else None, format, screen, "skip")
+            return None, np.zeros(0, dtype="S1"), skipped
+        ds = ds.drop_vars("source_file").compute()
+    return ds, keys, json.loads(ds.attrs["skipped_inputs"])
 
 
 def open_granule(
