@@ -34,6 +34,7 @@ import os
 import platform
 import shutil
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -59,7 +60,7 @@ from gosat_pipeline.outputs import (
 )
 from gosat_pipeline.schema import cf_attrs, cf_encoding
 
-__all__ = ["STAGES", "PipelineResult", "run", "dask_cluster", "Manifest"]
+__all__ = ["STAGES", "PipelineResult", "PeakMemory", "run", "dask_cluster", "Manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +253,61 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
     raise ConfigError(f"cluster.type: unknown {kind!r}")
 
 
+class PeakMemory:
+    """Peak resident memory of this process and of the whole process tree while the block runs.
+
+    The tree is this process and every descendant (the worker processes of a
+    ``LocalCluster`` and their nannies included), sampled with psutil every
+    ``interval`` seconds in a background thread. Workers of a cluster reached by
+    address or through a job queue run elsewhere and are not counted.
+
+    Attributes
+    ----------
+    peak_tree, peak_main : int
+        Bytes (largest sampled sum of RSS over the tree; largest RSS of this process).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        import psutil
+
+        self.interval = interval
+        self._proc = psutil.Process()
+        self.peak_tree = self.peak_main = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gosat-peak-memory", daemon=True)
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        import psutil
+
+        try:
+            main = self._proc.memory_info().rss
+            tree = main
+            for child in self._proc.children(recursive=True):
+                try:
+                    tree += child.memory_info().rss
+                except psutil.Error:  # exited between the listing and the reading
+                    continue
+        except psutil.Error:
+            return
+        self.peak_main = max(self.peak_main, main)
+        self.peak_tree = max(self.peak_tree, tree)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> PeakMemory:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -382,10 +438,11 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dic
     from gosat_pipeline.quality import screen_codes
 
     try:
-        ds, keys, skipped = read_granule_group(paths, **read)
+        got = read_granule_group(paths, **read)
+        ds, keys, skipped = got.ds, got.keys, got.skipped
         if ds is None:
             return {"part": None, "skipped": skipped}
-        codes = screen_codes(ds, **screens)
+        codes, reasons = screen_codes(ds, **screens)
     except GosatPipelineError as exc:
         return {"error": _error_record(exc)}
     n = int(ds.sizes["sounding"])
@@ -398,8 +455,9 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dic
     return {
         "part": part, "n": n, "files": files, "skipped": skipped, "attrs": dict(ds.attrs),
         "n_levels": int(ds.sizes.get("level", 0)),
-        "codes": np.bincount(codes, minlength=len(_drop_reasons()) + 1).tolist(),
+        "codes": np.bincount(codes, minlength=len(_drop_reasons()) + 1).tolist(), "reasons": list(reasons),
         "per_file": np.bincount(ds["file_index"].values, minlength=len(files)).tolist(),
+        "in_files": [[n_total, n_good] for _, n_total, n_good in got.files],
         "variables": {str(k): (str(v.dtype), v.dims) for k, v in ds.variables.items()
                       if "sounding" in v.dims and k not in _PART_ONLY},
     }  # fmt: skip
@@ -512,6 +570,7 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
     records = {rec["path"]: rec for r in live for rec in json.loads(r["attrs"]["duplicate_soundings"])}
     table: list[str] = []
     remaps, skipped = [], []
+    in_files = np.sum([np.array(r["in_files"], dtype=np.int64).reshape(-1, 2).sum(axis=0) for r in live], axis=0)
     for g, r in enumerate(live):
         remap = np.full(len(r["files"]) + 1, -1, dtype=np.int64)
         for f, path in enumerate(r["files"]):
@@ -525,6 +584,7 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
             if n_file and n_lost == n_file:
                 skipped.append({"path": path, "reason": f"all {n_file} soundings duplicate sounding_id values "
                                                         f"already read from {rec['duplicates_of']}"})  # fmt: skip
+                in_files -= np.array(r["in_files"][f])  # no longer a file read, as open_granules counts
                 continue
             remap[f] = len(table)
             table.append(path)
@@ -534,7 +594,8 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
     return {
         "drop": [np.array(d, dtype=np.int64) for d in drop], "remap": remaps, "table": table, "skipped": skipped,
         "kept": [int(c[0]) for c in codes], "before": int(total.sum()),
-        "dropped": {reason: int(total[k + 1]) for k, reason in enumerate(reasons)},
+        "in_files": int(in_files[0]), "good": int(in_files[1]),
+        "dropped": {reason: int(total[k + 1]) for k, reason in enumerate(reasons) if reason in live[0]["reasons"]},
         "records": sorted(records.values(), key=lambda rec: order.get(rec["path"], len(order))),
     }  # fmt: skip
 
@@ -591,8 +652,8 @@ def _ingest_attrs(gas: str, live: list[dict[str, Any]], plan: dict[str, Any], sk
         "gas": gas,
         **{k: _joined([x[k] for x in a]) for k in ("product", "product_version", "reader", "xgas_units",
                                                    "product_screen", "bias_corrected")},
-        "n_soundings_in_files": int(sum(x["n_soundings_in_files"] for x in a)),
-        "n_soundings_good": int(sum(x["n_soundings_good"] for x in a)),
+        "n_soundings_in_files": plan["in_files"],
+        "n_soundings_good": plan["good"],
         "input_files": json.dumps(plan["table"]),
         "skipped_inputs": json.dumps(skipped),
         "duplicate_soundings": json.dumps(records),
@@ -708,10 +769,12 @@ class _Runner:
         self.manifest.data["stages"].pop(key, None)
         self.manifest.data["current_stage"] = key
         self.manifest.save()
-        outputs = func()
+        with PeakMemory() as mem:
+            outputs = func()
         dt = time.perf_counter() - t0
         self.manifest.data["current_stage"] = None
-        self.manifest.record_stage(key, fingerprint, outputs, dt, **extra)
+        self.manifest.record_stage(key, fingerprint, outputs, dt, peak_memory_bytes=mem.peak_tree,
+                                   peak_memory_main_bytes=mem.peak_main, **extra)  # fmt: skip
         logger.info("stage %s: done in %.1f s", key, dt)
         self.progress(f"{key}: done in {dt:.1f} s")
         self.ran.append(key)
@@ -778,10 +841,12 @@ class _Runner:
         screens = {"bbox": cfg.domain.bbox, "time_range": (str(cfg.period.start), str(cfg.period.end)),
                    "max_solar_zenith": gs.screen.max_solar_zenith, "max_uncertainty": gs.screen.max_uncertainty,
                    "surface": gs.screen.surface}  # fmt: skip
+        t0 = time.perf_counter()
         groups = _file_groups(files, cfg.cluster.chunk_size, gs.gas, gs.format, gs.screen.product_screen)
         tasks = [dask.delayed(_ingest_part, pure=False)(g, str(parts_dir / f"part-{k:06d}.nc"), read, screens)
                  for k, g in enumerate(groups)]  # fmt: skip
         results = list(dask.compute(*tasks))
+        t1 = time.perf_counter()
         for r in results:
             if "error" in r:
                 _raise_record(r["error"])
@@ -795,6 +860,8 @@ class _Runner:
         rows = [row for found in dask.compute(*[dask.delayed(_cross_duplicates, pure=False)(parts, p, n_part)
                                                 for p in range(n_part)]) for row in found]  # fmt: skip
         plan = _assembly_plan(live, rows)
+        logger.info("ingest %s: %d group(s) read and screened in %.1f s; %d duplicate(s) across groups found in "
+                    "%.1f s", gs.gas, len(groups), t1 - t0, len(rows), time.perf_counter() - t1)  # fmt: skip
         skipped += plan["skipped"]
         ds = _assemble_parts(live, plan)
         ds.attrs.update(_ingest_attrs(gs.gas, live, plan, skipped, describe_screens(**screens)))

@@ -210,7 +210,7 @@ def screen_codes(
     max_uncertainty: float | None = None,
     surface: str = "all",
     drop_flagged: bool = True,
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[str, ...]]:
     """The first screen each sounding fails, as a code: 0 kept, k drops it for ``DROP_REASONS[k - 1]``.
 
     Parameters are those of :func:`apply_quality_filter`, which keeps exactly the
@@ -219,7 +219,9 @@ def screen_codes(
 
     Returns
     -------
-    numpy.ndarray, int8, dims (sounding,)
+    codes : numpy.ndarray, int8, dims (sounding,)
+    reasons : tuple of str
+        The screens applied (the keys of ``quality_filter_dropped``), in order.
     """
     screens = _screens(ds, bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
                        max_uncertainty=max_uncertainty, surface=surface, drop_flagged=drop_flagged)  # fmt: skip
@@ -228,7 +230,7 @@ def screen_codes(
     codes = np.zeros(n, dtype=np.int8)
     for (reason, _), ok in zip(screens, values, strict=True):
         codes[(codes == 0) & ~np.asarray(ok, dtype=bool)] = DROP_REASONS.index(reason) + 1
-    return codes
+    return codes, tuple(reason for reason, _ in screens)
 
 
 def _attribute_drops(

@@ -160,6 +160,8 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
     for rec in man["stages"].values():
         assert rec["status"] == "done" and rec["wall_time_s"] >= 0
         assert all((rd / o).is_file() for o in rec["outputs"])
+        # peak memory of the process tree: the two worker processes of the local cluster included
+        assert rec["peak_memory_bytes"] > rec["peak_memory_main_bytes"] > 0
     granules = [i for i in man["inputs"] if i["kind"].startswith("granule")]
     assert len(granules) > 600 and all(len(i["sha256"]) == 64 for i in granules)  # a year of daily files
     assert man["skipped_inputs"] == []
@@ -167,6 +169,11 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
         scr = man["screening"][gas]
         with xr.open_dataset(rd / f"soundings_{gas}.nc") as snd:
             assert scr["soundings_kept"] == snd.sizes["sounding"] > 1000
+            # the granule of each sounding as an index into the file table, not a string per sounding
+            assert "source_file" not in snd and snd.file_index.dtype == np.int32
+            assert set(snd.granule_path.values[np.unique(snd.file_index.values)]) <= {
+                i["path"] for i in man["inputs"] if i["kind"] == f"granule:{gas}"
+            }
         assert scr["duplicate_soundings"] == [] and set(scr["quality_filter_dropped"]) >= {
             "outside_bbox"
         }

@@ -71,6 +71,7 @@ __all__ = [
     "GRANULE_DIM",
     "GRANULE_PATH",
     "FileSummary",
+    "GroupRead",
     "decode_source_file",
     "first_occurrences",
     "key_hashes",
@@ -684,8 +685,8 @@ def open_granules(
         ``errors="raise"`` and a bad file; or no file at all is readable (every
         reason listed).
     """
-    ds, _ = _open(paths_or_glob, gas=gas, format=format, chunks=chunks, screen=screen,
-                  bias_corrected=bias_corrected, errors=errors)  # fmt: skip
+    ds, _, _ = _open(paths_or_glob, gas=gas, format=format, chunks=chunks, screen=screen,
+                     bias_corrected=bias_corrected, errors=errors)  # fmt: skip
     return ds
 
 
@@ -721,8 +722,9 @@ def _scan_checked(
 def _open(
     paths_or_glob: Any, *, gas: str | None, format: str | None, chunks: Any, screen: bool, bias_corrected: bool,
     errors: str,
-) -> tuple[xr.Dataset, np.ndarray]:
-    """:func:`open_granules`, also returning the duplicate-check key of each sounding (``S``; b"" if none)."""
+) -> tuple[xr.Dataset, np.ndarray, list[tuple[str, int, int]]]:
+    """:func:`open_granules`, also returning the duplicate-check key of each sounding (``S``; b"" if none)
+    and (path, soundings in the file, good soundings) of each file read."""
     if errors not in ("skip", "raise"):
         raise ValueError(f"errors={errors!r}; expected 'skip' or 'raise'")
     paths = _expand(paths_or_glob)
@@ -753,21 +755,16 @@ def _open(
     ds.attrs["n_duplicate_soundings"] = int(sum(r["n_duplicates"] for r in duplicates))
     logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts),
                 len(skipped))  # fmt: skip
-    return ds, np.concatenate(keys) if keys else np.zeros(0, dtype="S1")
+    counts = [(p.path, int(p.n_total), int(p.n_good)) for _, p in parts]
+    return ds, np.concatenate(keys) if keys else np.zeros(0, dtype="S1"), counts
 
 
-def read_granule_group(
-    paths: list[str], *, gas: str | None = None, format: str | None = None, screen: bool = True,
-    bias_corrected: bool = True, errors: str = "skip",
-) -> tuple[xr.Dataset | None, np.ndarray, list[dict[str, str]]]:
-    """Scan and read a few granules into memory in this process, each file opened and read once.
+@dataclasses.dataclass
+class GroupRead:
+    """What :func:`read_granule_group` returns.
 
-    The building block of a streaming ingest (``gosat_pipeline.pipeline`` runs one per
-    group of files on a worker): :func:`open_granules` on ``paths`` computed at once
-    with the synchronous scheduler, warnings kept as records.
-
-    Returns
-    -------
+    Attributes
+    ----------
     ds : xarray.Dataset or None
         The canonical soundings in memory (as :func:`open_granules`, its attributes
         included; ``file_index`` into this group's ``granule_path``), or None when no
@@ -777,19 +774,39 @@ def read_granule_group(
         identifiers), for a duplicate check across groups.
     skipped : list of dict
         ``{"path", "reason"}`` of the files skipped (also in ``ds.attrs``).
+    files : list of (str, int, int)
+        Path, soundings in the file and good soundings of each file read, in
+        ``granule_path`` order (the terms of ``n_soundings_in_files`` and ``n_soundings_good``).
+    """
+
+    ds: xr.Dataset | None
+    keys: np.ndarray
+    skipped: list[dict[str, str]]
+    files: list[tuple[str, int, int]]
+
+
+def read_granule_group(
+    paths: list[str], *, gas: str | None = None, format: str | None = None, screen: bool = True,
+    bias_corrected: bool = True, errors: str = "skip",
+) -> GroupRead:
+    """Scan and read a few granules into memory in this process, each file opened and read once.
+
+    The building block of a streaming ingest (``gosat_pipeline.pipeline`` runs one per
+    group of files on a worker): :func:`open_granules` on ``paths`` computed at once
+    with the synchronous scheduler, warnings kept as records (:class:`GroupRead`).
     """
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # every skip and duplicate is returned as a record
         try:
-            ds, keys = _open(paths, gas=gas, format=format, chunks=0, screen=screen, bias_corrected=bias_corrected,
-                             errors=errors)  # fmt: skip
+            ds, keys, files = _open(paths, gas=gas, format=format, chunks=0, screen=screen,
+                                    bias_corrected=bias_corrected, errors=errors)  # fmt: skip
         except GranuleError as exc:
             if errors == "raise" or not exc.reason.startswith("no readable granule"):
                 raise
             _, skipped = _scan_checked(paths, gas.upper() if gas else None, format, screen, "skip")
-            return None, np.zeros(0, dtype="S1"), skipped
+            return GroupRead(None, np.zeros(0, dtype="S1"), skipped, [])
         ds = ds.drop_vars("source_file").compute()
-    return ds, keys, json.loads(ds.attrs["skipped_inputs"])
+    return GroupRead(ds, keys, json.loads(ds.attrs["skipped_inputs"]), files)
 
 
 def open_granule(
