@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench data-samples notebooks clean
+.PHONY: install demo test lint bench bench-scale data-samples notebooks clean
 
 $(STAMP): pyproject.toml
 	@echo "Installing the Python environment into $(VENV) (first run, or pyproject.toml changed):"
@@ -41,6 +41,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# Real volumes through the whole pipeline (about 1 h and 4 GB of generated granules; not part of make test).
+bench-scale: $(STAMP)
+	$(PY) benchmarks/bench_scale.py $(BENCH_ARGS)
 
 data-samples: $(STAMP)
 	$(VENV)/bin/gosat-pipeline synth samples --out data_samples
