@@ -184,3 +184,44 @@ def test_lognormal_converges_and_is_positive() -> None:
     lin = lognormal_map(ne, np.zeros(n + 1, bool), np.zeros(n + 1), np.full(n + 1, 4.0), gradient_tolerance=1e-10)
     ref = analytic_inversion(K, y, np.zeros(n + 1), np.full(n + 1, 4.0), So)
     assert _rel(lin.x_hat, ref.x_hat) < 1e-8 and _rel(lin.S_hat, ref.S_hat) < 1e-10
+
+
+def test_symmetric_update_equals_the_plain_sums_over_mixed_chunks() -> None:
+    """dsyrk on [K_w | y_w] gives G, b and c as the plain products, whatever the chunk kind and memory order."""
+    K, y, _, _, So = _case(130, 9, seed=12, full=False)
+    G = (K / So[:, None]).T @ K
+    b = K.T @ (y / So)
+    c = float(y @ (y / So))
+    rng = np.random.default_rng(1)
+    B = rng.normal(size=(20, 20))
+    block = B @ B.T / 20 + np.eye(20)  # a correlated block of S_o for rows 110..129
+    L = np.linalg.cholesky(block)
+    Kw, yw = np.linalg.solve(L, K[110:]), np.linalg.solve(L, y[110:])
+    G_full = G - (K[110:] / So[110:, None]).T @ K[110:] + Kw.T @ Kw
+    b_full = b - K[110:].T @ (y[110:] / So[110:]) + Kw.T @ yw
+    c_full = c - float(y[110:] @ (y[110:] / So[110:])) + float(yw @ yw)
+    chunks = [
+        (np.asfortranarray(K[:40]), y[:40], So[:40]),  # Fortran-ordered rows
+        (sp.csr_matrix(K[40:70]), y[40:70], So[40:70]),  # sparse between dense chunks
+        (K[70:70], y[70:70], So[70:70]),  # an empty chunk
+        (K[70:110], y[70:110], So[70:110]),
+        (K[110:], y[110:], block),  # a full S_o block
+    ]
+    ne = accumulate_normal_equations(chunks)
+    np.testing.assert_allclose(ne.G, G_full, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(ne.G, ne.G.T)  # symmetric exactly: one triangle mirrored
+    np.testing.assert_allclose(ne.b, b_full, rtol=1e-12, atol=1e-12)
+    assert ne.c == pytest.approx(c_full, rel=1e-12) and ne.m == 130
+    with pytest.raises(InversionError, match="expected"):
+        accumulate_normal_equations([(K[:5], y[:5], So[:5]), (K[5:10, :4], y[5:10], So[5:10])])
+
+
+def test_small_states_are_accumulated_in_large_blocks() -> None:
+    from gosat_pipeline.inversion import _block_rows
+
+    assert _block_rows(1000) == 1000  # one n x n work block
+    assert _block_rows(4) * 4 >= 2**19  # not 4-row BLAS calls
+    K, y, xa, Sa, So = _case(3000, 4, seed=3, full=False)
+    ref = analytic_inversion(K, y, xa, Sa, So, form="observation")
+    got = analytic_inversion(K, y, xa, Sa, So, form="state")
+    assert _rel(got.x_hat, ref.x_hat) < 1e-10 and _rel(got.S_hat, ref.S_hat) < 1e-10
