@@ -436,14 +436,24 @@ def _posterior_from_G(G: np.ndarray, Sa: np.ndarray) -> tuple[np.ndarray, np.nda
         A *= -1.0
         A[np.diag_indices(n)] += 1.0
         return S_hat, A
-    La = sla.cholesky(Sa, lower=True)
-    M = La.T @ G @ La
+    # Triangular BLAS throughout (about 6.7 n^3 flops instead of 10.7 n^3 with general products):
+    # M = La^T G La (two dtrmm), M + I = R R^T, B = La R^-T (dtrsm), S_hat = B B^T (dsyrk), A = S_hat G.
+    blas = sla.blas
+    La = np.asfortranarray(sla.cholesky(Sa, lower=True))
+    W = blas.dtrmm(1.0, La, np.asfortranarray(G), side=1, lower=1)  # G La
+    M = blas.dtrmm(1.0, La, W, side=0, lower=1, trans_a=1, overwrite_b=1)  # La^T (G La)
     M[np.diag_indices(n)] += 1.0
-    cf = sla.cho_factor(M, lower=True, overwrite_a=True)
-    S_hat = La @ sla.cho_solve(cf, La.T)
-    _symmetrize(S_hat)
+    R = sla.cholesky(M, lower=True, overwrite_a=True, check_finite=False)
+    B = blas.dtrsm(1.0, R, La, side=1, lower=1, trans_a=1)  # B R^T = La
+    S_hat = blas.dsyrk(1.0, B)  # upper triangle of B B^T
+    _fill_lower_from_upper(S_hat)
     A = S_hat @ G
-    return S_hat, A
+    return np.ascontiguousarray(S_hat), A
+
+
+def _fill_lower_from_upper(a: np.ndarray) -> None:
+    """Mirror the upper triangle of ``a`` into its lower triangle (in place)."""
+    _fill_upper_from_lower(a.T)
 
 
 def _fill_upper_from_lower(a: np.ndarray, block: int = 256) -> None:
