@@ -492,12 +492,16 @@ def _cross_duplicates(parts: list[str], p: int, n_partitions: int) -> list[list[
     Returns rows ``[group, position, screen code, file index, first group, first file index]``;
     keys are compared exactly, hashes only propose.
     """
+    import netCDF4
+
     from gosat_pipeline.io import first_occurrences
 
     hashes, where = [], []
     for g, part in enumerate(parts):
-        with xr.open_dataset(part, engine="netcdf4") as ds:
-            h = np.asarray(ds["key_hash"].values, dtype=np.uint64)
+        with netCDF4.Dataset(part) as nc:  # one raw variable: no decoding of the whole file
+            var = nc["key_hash"]
+            var.set_auto_maskandscale(False)
+            h = np.asarray(var[:], dtype=np.uint64)
         mine = np.flatnonzero((h != 0) & (h % np.uint64(n_partitions) == p))
         hashes.append(h[mine])
         where.append(np.column_stack([np.full(mine.size, g), mine]))
@@ -800,6 +804,8 @@ class _Runner:
 
     # -- stages -------------------------------------------------------------------
     def ingest(self, gs: Any) -> None:
+        import dask
+
         cfg = self.cfg
         key = f"ingest:{gs.gas}"
         # the grid resolution does not change the soundings: a new grid does not re-ingest
@@ -813,7 +819,11 @@ class _Runner:
                 self._record_skipped(key, skipped)
                 # Nothing is dropped silently: duplicates and screened soundings are counted.
                 self.manifest.data.setdefault("screening", {})[gs.gas] = screening
-                return [self.write_nc(ds, name)]
+                # Written by this process, one work file at a time: on 2 worker processes the
+                # same write took twice as long (every chunk of every variable reopens the file
+                # under a cluster-wide lock). Memory: one work file's soundings.
+                with dask.config.set(scheduler="synchronous"):
+                    return [self.write_nc(ds, name)]
             finally:
                 shutil.rmtree(parts_dir, ignore_errors=True)
 
