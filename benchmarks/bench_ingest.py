@@ -26,6 +26,14 @@ Prints soundings/s, MB/s and ratios to the bare read. Targets (issue 3): ingest 
 By default two batches: 40 granules of 3000 soundings, and a year of daily granules
 (365 of 2500, about the size of a real OCPR day).
 
+``--tropomi N`` (default 2e6 in the full run, 0 with ``--quick``): the pipeline's ingest
+stage (``gosat_pipeline.run(..., until="ingest")``: each group of granules read once and
+screened on a worker, duplicates checked across groups, the soundings file written) on
+N TROPOMI-like soundings in 20 granules over ASEAN, on a two-process local cluster: rate
+(soundings in the files per second of the stage) and peak memory of the main process and
+of the process tree, from the manifest. Targets (issue 21): >= 200 000 soundings/s, main
+process < 1.5 GiB at any number of soundings.
+
 Usage: ``.venv/bin/python benchmarks/bench_ingest.py [--quick] [--files N] [--per-file N]``
 """
 
@@ -134,6 +142,40 @@ def run(n_files: int, per_file: int, repeat: int, workers: int) -> None:
         print("target: ingest <= 1.5x bare; parallel < 1.0x bare (throughput counted over all soundings in files)\n")
 
 
+def run_tropomi(n: int, n_files: int = 20) -> None:
+    """The pipeline's ingest stage on ``n`` TROPOMI-like soundings; rate and peak memory from the manifest."""
+    import yaml
+
+    from gosat_pipeline import load_config, run
+    from gosat_pipeline.testing.demo import DEMO_BBOX, build_demo_samples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        t0 = time.perf_counter()
+        files = make_granule_files(root / "granules", "tropomi_ch4", n_files=n_files, n_per_file=-(-n // n_files),
+                                   seed=3, bbox=DEMO_BBOX)  # fmt: skip
+        build_demo_samples(root / "samples")
+        mb = sum(f.stat().st_size for f in files) / 1e6
+        print(f"{n_files} TROPOMI-like granules, {n:,} soundings, {mb:.0f} MB (written in {time.perf_counter() - t0:.0f} s)")
+        cfg = {"run": {"name": "ingest", "output_dir": str(root / "out"), "synthetic": True},
+               "period": {"start": "2020-01-01", "end": "2021-01-01"},
+               "domain": {"bbox": list(DEMO_BBOX), "resolution": 0.25},
+               "gases": [{"gas": "CH4", "granules": [str(root / "granules" / "*.nc")], "format": "tropomi_ch4",
+                          "prior": {"path": str(root / "samples" / "prior_CH4.nc")}, "sigma_model": 8.0,
+                          "background_prior_sigma": 30.0}],
+               "winds": {"path": str(root / "samples" / "winds_era5.nc")},
+               "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0}}  # fmt: skip
+        (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+        res = run(load_config(root / "cfg.yaml"), until="ingest")
+        rec = res.manifest["stages"]["ingest:CH4"]
+        kept = res.manifest["screening"]["CH4"]["soundings_kept"]
+        gib = 2**30
+        print(f"pipeline ingest stage, 2 worker processes: {rec['wall_time_s']:.1f} s = "
+              f"{n / rec['wall_time_s']:,.0f} soundings/s ({kept:,} kept); peak memory main process "
+              f"{rec['peak_memory_main_bytes'] / gib:.2f} GiB, process tree {rec['peak_memory_bytes'] / gib:.2f} GiB")
+        print("target: >= 200 000 soundings/s; main process < 1.5 GiB\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10 files x 1000 soundings, 2 repeats")
@@ -141,6 +183,7 @@ def main() -> None:
     ap.add_argument("--per-file", type=int, default=3000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--tropomi", type=int, default=None, help="soundings of the TROPOMI-like ingest-stage run")
     args = ap.parse_args()
     if args.quick:
         batches, args.repeat = [(10, 1000)], 2
@@ -150,6 +193,9 @@ def main() -> None:
         batches = [(40, 3000), (365, 2500)]
     for n_files, per_file in batches:
         run(n_files, per_file, args.repeat, args.workers)
+    n_tropomi = args.tropomi if args.tropomi is not None else (0 if args.quick else 2_000_000)
+    if n_tropomi:
+        run_tropomi(n_tropomi)
 
 
 if __name__ == "__main__":
