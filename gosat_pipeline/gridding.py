@@ -71,7 +71,7 @@ _NSTAT = 9
 #: Largest number of (time bin, cell) pairs gridded (the dense output alone is 52 bytes a bin).
 _MAX_BINS = 2**31 - 1
 #: Partials are reduced, and the dense grid built, in blocks of about this many bins ...
-_BLOCK_BINS = 1 << 21
+_BLOCK_BINS = 1 << 15
 #: ... and at most this many blocks (a graph task per chunk and block).
 _MAX_BLOCKS = 256
 #: A chunk spanning at most this many bins is accumulated in one local table (80 bytes a bin: in L2).
@@ -452,37 +452,61 @@ def _merge_row(dst, i, src, r):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge_sorted(bins_list, rows_list, out_b, out_r):  # pragma: no cover - numba
-    """k-way merge of sorted sparse partials into ``out_b``/``out_r``; returns the rows written.
+def _merge_sorted(bins, rows, starts, out_b, out_r):  # pragma: no cover - numba
+    """k-way merge of sorted sparse pieces stored one after another; returns the rows written.
 
-    Rows of one bin are merged in list order. Linear in the rows (k is small): no
-    grid-sized array is touched.
+    Piece s is ``bins[starts[s]:starts[s + 1]]`` (and the same rows). Rows of one bin are
+    merged in piece order. Linear in the rows (k is small); no grid-sized array.
     """
-    k = len(bins_list)
-    cur = np.zeros(k, dtype=np.int64)
+    k = starts.size - 1
+    cur = starts[:-1].copy()
     m = 0
     big = np.int64(2**62)
     while True:
         bmin = big
         for s in range(k):
-            if cur[s] < bins_list[s].size:
-                bmin = min(bmin, bins_list[s][cur[s]])
+            if cur[s] < starts[s + 1]:
+                bmin = min(bmin, bins[cur[s]])
         if bmin == big:
             break
         first = True
         for s in range(k):
             c = cur[s]
-            if c < bins_list[s].size and bins_list[s][c] == bmin:
-                src = rows_list[s]
+            if c < starts[s + 1] and bins[c] == bmin:
                 if first:
                     for col in range(9):
-                        out_r[m, col] = src[c, col]
+                        out_r[m, col] = rows[c, col]
                     first = False
                 else:
-                    _merge_row(out_r, m, src, c)
+                    _merge_row(out_r, m, rows, c)
                 cur[s] = c + 1
         out_b[m] = bmin
         m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_into(dst, lo, bins, rows):  # pragma: no cover - numba
+    """Merge sorted rows into the dense table ``dst`` (bins ``lo ..``; n = 0 where empty)."""
+    for r in range(bins.size):
+        j = bins[r] - lo
+        if dst[j, 0] == 0.0:
+            for col in range(9):
+                dst[j, col] = rows[r, col]
+        else:
+            _merge_row(dst, j, rows, r)
+
+
+@numba.njit(cache=True, nogil=True)
+def _emit_dense(dst, lo, out_b, out_r):  # pragma: no cover - numba
+    """The occupied rows of a dense table, in bin order; returns their number."""
+    m = 0
+    for j in range(dst.shape[0]):
+        if dst[j, 0] != 0.0:
+            out_b[m] = lo + j
+            for col in range(9):
+                out_r[m, col] = dst[j, col]
+            m += 1
     return m
 
 
@@ -550,9 +574,11 @@ class _Layout:
     def for_grid(cls, nt: int, ny: int, nx: int) -> _Layout:
         """About ``_BLOCK_BINS`` bins a block (more when there would be over ``_MAX_BLOCKS``)."""
         target = max(_BLOCK_BINS, -(-nt * ny * nx // _MAX_BLOCKS))
-        if ny * nx >= target:
-            return cls(nt, ny, nx, 1, max(1, min(ny, target // nx)))
-        return cls(nt, ny, nx, max(1, min(nt, target // (ny * nx))), ny)
+        if ny * nx >= target and nt <= _MAX_BLOCKS:  # bands of rows within each time bin
+            rb = max(1, min(ny, target // nx), -(-ny // max(1, _MAX_BLOCKS // nt)))
+            return cls(nt, ny, nx, 1, rb)
+        tb = max(1, min(nt, target // (ny * nx)), -(-nt // _MAX_BLOCKS))
+        return cls(nt, ny, nx, tb, ny)
 
     @property
     def nbands(self) -> int:
@@ -625,9 +651,20 @@ def _merge_block(w: int, *items: _Partial | _Piece) -> _Piece:
     if len(live) <= 1:
         return live[0] if live else None
     total = sum(b.size for b, _ in live)
+    lo, hi = min(int(b[0]) for b, _ in live), max(int(b[-1]) for b, _ in live)
+    if hi - lo + 1 <= 2 * total:  # dense enough: direct addressing, no comparisons
+        dst = np.zeros((hi - lo + 1, _NSTAT))
+        for b, r in live:
+            _merge_into(dst, lo, b, r)
+        m = int(np.count_nonzero(dst[:, 0]))
+        out_b, out_r = np.empty(m, dtype=np.int64), np.empty((m, _NSTAT))
+        _emit_dense(dst, lo, out_b, out_r)
+        return out_b, out_r
+    starts = np.cumsum([0] + [b.size for b, _ in live])
+    bins, rows = np.concatenate([b for b, _ in live]), np.concatenate([r for _, r in live])
     out_b, out_r = np.empty(total, dtype=np.int64), np.empty((total, _NSTAT))
-    m = _merge_sorted(numba.typed.List([b for b, _ in live]), numba.typed.List([r for _, r in live]),
-                      out_b, out_r)  # fmt: skip
+    m = _merge_sorted(bins, rows, starts, out_b, out_r)
+    del bins, rows
     if 4 * m < 3 * total:
         return out_b[:m].copy(), out_r[:m].copy()
     return out_b[:m], out_r[:m]

@@ -500,7 +500,8 @@ def test_every_kernel_path_equals_pandas_reference(layout: str, monkeypatch: pyt
             np.testing.assert_allclose(l3[name].values.ravel(), full, rtol=1e-11, atol=0, err_msg=name)
 
 
-@pytest.mark.parametrize(("nt", "ny", "nx"), [(12, 1800, 3600), (1, 180, 360), (400, 18, 36), (3, 7, 5000)])
+@pytest.mark.parametrize(("nt", "ny", "nx"), [(12, 1800, 3600), (1, 180, 360), (400, 18, 36), (3, 7, 5000),
+                                          (300, 1800, 3600)])
 def test_blocks_tile_the_grid(nt: int, ny: int, nx: int) -> None:
     from gosat_pipeline.gridding import _MAX_BLOCKS, _Layout
 
