@@ -1258,7 +1258,12 @@ def grid_soundings(
         :data:`gosat_pipeline.schema.GRIDDED_VARIABLES` and ``cell_area`` (m2).
         Dask-backed (lazy until computed or written) when the input is
         dask-backed, numpy otherwise. See :func:`grid_arrays` for the formulas
-        (sample std, standard error of the unweighted mean).
+        (sample std, standard error of the unweighted mean). Lazy results are
+        chunked in blocks of the grid (one time bin and a band of latitude rows,
+        or whole time bins on small grids), each computed from its own reduction:
+        ``to_netcdf`` writes the grid block by block, never whole in memory.
+        (Computing it into memory holds it twice for a moment: dask copies every
+        array it returns.)
 
     Examples
     --------

@@ -46,6 +46,7 @@ import dask.local
 import dask.threaded
 import numba
 import numpy as np
+import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
