@@ -143,11 +143,17 @@ def _wrap(lon: float, west: float) -> float:  # pragma: no cover - numba
 def _bin_index(lat, lon, t, lat_e, lon_e, t_e, wrap):  # pragma: no cover - numba
     """Flat (time bin, row, column) index of each sounding (int32), -1 when dropped.
 
-    The same lookup as the accumulation kernel (kept as straight-line code in
-    both: a shared helper function made numba's loop ~6x slower), exposed for
-    tests and for callers that need the cell of each sounding. ``t`` is int64 ns,
-    or empty for no time binning.
+    Exposed for tests and for callers that need the cell of each sounding. ``t`` is
+    int64 ns, or empty for no time binning. See :func:`_bin_index_into`.
     """
+    out = np.empty(lat.size, dtype=np.int32)  # int32: half the memory traffic of int64 indices
+    _bin_index_into(lat, lon, t, lat_e, lon_e, t_e, wrap, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _bin_index_into(lat, lon, t, lat_e, lon_e, t_e, wrap, out):  # pragma: no cover - numba
+    """:func:`_bin_index` written into ``out`` (int32, (n,)), e.g. a reused work array."""
     n = lat.size
     ny = lat_e.size - 1
     nx = lon_e.size - 1
@@ -156,7 +162,6 @@ def _bin_index(lat, lon, t, lat_e, lon_e, t_e, wrap):  # pragma: no cover - numb
     inv_lon = nx / (lon_e[nx] - lon_e[0])
     if nt * ny * nx > 2147483647:  # _MAX_BINS
         raise ValueError("more than 2**31 - 1 (time bin, cell) pairs: bin indices do not fit int32")
-    out = np.empty(n, dtype=np.int32)  # int32: half the memory traffic of int64 indices
     for k in range(n):
         out[k] = -1
         i = _edge_locate(lat[k], lat_e, inv_lat)
@@ -176,7 +181,6 @@ def _bin_index(lat, lon, t, lat_e, lon_e, t_e, wrap):  # pragma: no cover - numb
             if nt > 1:
                 tb = np.searchsorted(t_e, tk, side="right") - 1
         out[k] = (tb * ny + i) * nx + j
-    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -412,8 +416,9 @@ def _chunk_rows(
     """
     shift = _bucket_shift(hi - lo + 1)
     nb = ((hi - lo) >> shift) + 1
-    bins = np.empty(nv, dtype=np.int64)
-    rows = np.empty((nv, _NSTAT))
+    cap = min(nv, hi - lo + 1)  # at most one row a sounding and one a bin
+    bins = np.empty(cap, dtype=np.int64)
+    rows = np.empty((cap, _NSTAT))
     width = 1 << shift
     tab, flag = _SCRATCH.take_table(width)
     touched = np.empty(width, dtype=np.int64)
@@ -427,7 +432,7 @@ def _chunk_rows(
         m = _bucket_rows(start, rec, has_u, lo, shift, tab, flag, touched, bins, rows)
         _SCRATCH.give(buf)
     _SCRATCH.give_table(tab, flag)  # zeroed again by the kernel (an error above drops it instead)
-    if 4 * m < 3 * nv:  # do not keep a mostly empty work array alive
+    if 4 * m < 3 * cap:  # do not keep a mostly empty work array alive
         return bins[:m].copy(), rows[:m].copy()
     return bins[:m], rows[:m]
 
@@ -757,11 +762,15 @@ def _chunk_partial(
     ww = _as_f64(w) if w is not None else dummy
     uu = _as_f64(u) if u is not None else dummy
     aa = _as_f64(a) if a is not None else dummy
-    idx = _bin_index(lat, lon, tt, lat_e, lon_e, t_edges, wrap)
+    buf = _SCRATCH.take(-(-n // 2))  # the int32 bin of each sounding, in a reused work array
+    idx = buf.view(np.int32)[:n]
+    _bin_index_into(lat, lon, tt, lat_e, lon_e, t_edges, wrap, idx)
     lo, hi, nv = _valid_range(idx, x)
     if nv == 0:
+        _SCRATCH.give(buf)
         return _Partial({})
     bins, rows = _chunk_rows(idx, x, ww, uu, aa, wmode, u is not None, a is not None, int(lo), int(hi), nv)
+    _SCRATCH.give(buf)
     return _Partial.from_rows(bins, rows, bounds)
 
 
