@@ -74,7 +74,7 @@ _MAX_BINS = 2**31 - 1
 _BLOCK_BINS = 1 << 15
 #: ... and at most this many blocks (a graph task per chunk and block).
 _MAX_BLOCKS = 256
-#: A chunk spanning at most this many bins is accumulated in one local table (80 bytes a bin: in L2).
+#: A chunk spanning at most this many bins is accumulated in one local table (80 bytes a bin).
 _DIRECT_SPAN = 1 << 16
 #: Otherwise soundings are first sorted into buckets of at least 2**_BUCKET_SHIFT bins ...
 _BUCKET_SHIFT = 11
@@ -162,6 +162,7 @@ def _bin_index_into(lat, lon, t, lat_e, lon_e, t_e, wrap, out):  # pragma: no co
     inv_lon = nx / (lon_e[nx] - lon_e[0])
     if nt * ny * nx > 2147483647:  # _MAX_BINS
         raise ValueError("more than 2**31 - 1 (time bin, cell) pairs: bin indices do not fit int32")
+    tb = 0
     for k in range(n):
         out[k] = -1
         i = _edge_locate(lat[k], lat_e, inv_lat)
@@ -173,12 +174,11 @@ def _bin_index_into(lat, lon, t, lat_e, lon_e, t_e, wrap, out):  # pragma: no co
         j = _edge_locate(xl, lon_e, inv_lon)
         if j < 0:
             continue
-        tb = 0
         if t.size == n:
             tk = t[k]
             if tk < t_e[0] or tk >= t_e[nt]:
                 continue
-            if nt > 1:
+            if nt > 1 and not (t_e[tb] <= tk < t_e[tb + 1]):  # soundings come in time order: try the last bin
                 tb = np.searchsorted(t_e, tk, side="right") - 1
         out[k] = (tb * ny + i) * nx + j
 
@@ -414,7 +414,7 @@ def _chunk_rows(
     bins : int64 (m,), flat (time bin, cell) index of each row, ascending
     rows : float64 (m, 9), columns n, mean, M2, sum w, sum w x, n_u, sum u, n_a, sum a
     """
-    shift = _bucket_shift(hi - lo + 1)
+    shift = _bucket_shift(hi - lo + 1, nv)
     nb = ((hi - lo) >> shift) + 1
     cap = min(nv, hi - lo + 1)  # at most one row a sounding and one a bin
     bins = np.empty(cap, dtype=np.int64)
@@ -721,13 +721,16 @@ def _time_ns(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t, dtype="int64").ravel()
 
 
-def _bucket_shift(span: int) -> int:
-    """log2 of the bucket width of :func:`_chunk_rows` for a chunk spanning ``span`` bins.
+def _bucket_shift(span: int, nv: int) -> int:
+    """log2 of the bucket width of :func:`_chunk_rows` for ``nv`` soundings spanning ``span`` bins.
 
-    One bucket (no sort) while the local table fits the L2 cache; beyond that buckets
-    of ``2**_BUCKET_SHIFT`` bins, widened so that there are at most ``_MAX_BUCKETS``.
+    One bucket (no sort) while the local table is small, or up to four times larger when
+    the bins are crowded (8 soundings a bin or more: the table stays in cache; measured
+    2x faster than the sort on a chunk spanning two months of a 1 degree grid). Beyond
+    that, buckets of ``2**_BUCKET_SHIFT`` bins, widened so that there are at most
+    ``_MAX_BUCKETS``.
     """
-    if span <= _DIRECT_SPAN:
+    if span <= _DIRECT_SPAN or (span <= 4 * _DIRECT_SPAN and nv >= 8 * span):
         return max(1, int(span - 1).bit_length())
     return max(_BUCKET_SHIFT, int(-(-span // _MAX_BUCKETS) - 1).bit_length())
 
