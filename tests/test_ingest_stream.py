@@ -162,3 +162,40 @@ def test_streamed_ingest_on_worker_processes(inputs: dict[str, Any]) -> None:
         assert got.attrs["duplicate_soundings"] == ref.attrs["duplicate_soundings"]
     rec = res.manifest["stages"]["ingest:CH4"]
     assert rec["peak_memory_bytes"] > rec["peak_memory_main_bytes"] > 0
+
+
+def test_overlapping_granules_in_different_groups(inputs: dict[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """Part of a later group's granule repeats an earlier group's: those soundings are dropped, the rest kept."""
+    from gosat_pipeline.testing.granules import granule_filename, granule_soundings, write_granule
+
+    src = granule_soundings("acos_lite", 2400, "CO2", seed=8, bbox=(96.0, -4.0, 129.0, 24.0), start="2020-04-01")
+    root = inputs["root"] / "overlap"
+    a = write_granule(src.isel(sounding=slice(0, 1400)), root / granule_filename("acos_lite", "2020-04-01"), "acos_lite")
+    b = write_granule(src.isel(sounding=slice(900, 2400)), root / granule_filename("acos_lite", "2020-04-02"),
+                      "acos_lite")  # fmt: skip
+    s = inputs["root"] / "samples"
+    cfg = config_from_dict({
+        "run": {"name": "overlap", "output_dir": str(inputs["root"] / "out"), "synthetic": True},
+        "period": {"start": PERIOD[0], "end": PERIOD[1]},
+        "domain": {"bbox": [95.0, -5.0, 130.0, 25.0], "resolution": 2.0},
+        "gases": [{"gas": "CO2", "granules": [str(root / "*.nc4")], "prior": {"path": str(s / "prior_CO2.nc")},
+                   "sigma_model": 1.0, "background_prior_sigma": 5.0}],
+        "winds": {"path": str(s / "winds_era5.nc")},
+        "cluster": {"type": "threads", "chunk_size": 1000},
+    })  # fmt: skip
+    with caplog.at_level("INFO", logger="gosat_pipeline.pipeline"):
+        res = run(cfg, until="ingest")
+    assert "1 duplicate" not in caplog.text and "in 2 group(s)" in caplog.text  # one granule a group
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref = apply_quality_filter(open_granules([a, b], gas="CO2"), bbox=[95.0, -5.0, 130.0, 25.0],
+                                   time_range=PERIOD).compute()  # fmt: skip
+    with xr.open_dataset(res.run_dir / "soundings_CO2.nc") as got:
+        np.testing.assert_array_equal(got.sounding_id.values, ref.sounding_id.values)
+        rec = json.loads(got.attrs["duplicate_soundings"])
+        assert rec == json.loads(ref.attrs["duplicate_soundings"])
+        assert rec[0]["path"] == str(b) and rec[0]["n_duplicates"] > 0 and rec[0]["n_kept"] > 0
+        assert got.attrs["n_soundings_in_files"] == ref.attrs["n_soundings_in_files"]
+        np.testing.assert_array_equal(got.granule_path.values, [str(a), str(b)])
