@@ -192,7 +192,8 @@ def report(title: str, res: dict[str, Any]) -> None:
           f"(process tree, sampled every 0.2 s)")  # fmt: skip
     print(f"    {'stage':16s} {'wall s':>8s} {'peak GiB (tree)':>16s} {'peak GiB (main)':>16s}")
     stages = man.get("stages", {})
-    for key in sorted(stages, key=lambda k: STAGE_ORDER.index(k.split(":")[0])):
+    order = {name: k for k, name in enumerate(STAGE_ORDER)}
+    for key in sorted(stages, key=lambda k: (order.get(k.split(":")[0], len(order)), k)):
         rec = stages[key]
         print(f"    {key:16s} {rec['wall_time_s']:8.1f} {rec.get('peak_memory_bytes', 0) / GIB:16.2f} "
               f"{rec.get('peak_memory_main_bytes', 0) / GIB:16.2f}")  # fmt: skip
