@@ -53,6 +53,10 @@ DEFAULT_EDDY_DIFFUSIVITY = 5.0e4
 #: troposphere on a time scale of 1-3 days; at 5 m s-1 it travels ~860 km in 2 days, the
 #: size of a country-scale (~1000 km) domain, so upwind sources still matter downwind.
 DEFAULT_VENTILATION_TIME = 2.0 * 86400.0
+#: Column ordering of the steady operator's sparse LU (SuperLU ``permc_spec``). The 5-point
+#: stencil is structurally symmetric, so a minimum-degree ordering on the pattern of
+#: :math:`A^T + A` suits it better than SuperLU's default COLAMD.
+LU_ORDERING = "MMD_AT_PLUS_A"
 
 #: Domain edges, in the order of the faces of :func:`_faces` (east, west, north, south).
 EDGES: tuple[str, ...] = ("east", "west", "north", "south")
@@ -195,7 +199,9 @@ class SimpleTransport:
         self._faces = _faces(grid, self.u, self.v, self.eddy_diffusivity)
         self.area = grid.cell_area()
         self.matrix = _assemble(self._faces, self.area, self.ventilation_time)
-        self._lu = splu(self.matrix)
+        # LU_ORDERING keeps the fill 40-45 % below COLAMD's (0.05 deg over ASEAN, 873 600
+        # cells: 70 M instead of 122 M non-zeros, factorised 2.4x faster; README "Performance")
+        self._lu = splu(self.matrix, permc_spec=LU_ORDERING)
         self.attrs: dict[str, Any] = {
             "transport_operator": "simple steady-state advection-diffusion-ventilation (DESIGN.md 5.2)",
             "transport_eddy_diffusivity_m2_s-1": self.eddy_diffusivity,
