@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: HDF5 (under netCDF4 and h5py) is not thread-safe. Code of this package that opens HDF5 or
+#: netCDF files from several threads of one process outside xarray's own locking (the
+#: ingest's granule groups on a threaded scheduler, the fetcher's checks from its download
+#: pool) holds this lock around each read or write; it is taken before any of xarray's locks,
+#: never while holding one, so the two cannot deadlock. Reentrant: a holder may open again.
+HDF5_IO_LOCK = threading.RLock()
 
 
 def _read_umask() -> int:

@@ -435,10 +435,12 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dic
     and its duplicate-check key and hash. Returns only counts and records.
     """
     from gosat_pipeline.io import key_hashes, read_granule_group
+    from gosat_pipeline.outputs import HDF5_IO_LOCK
     from gosat_pipeline.quality import screen_codes
 
     try:
-        got = read_granule_group(paths, **read)
+        with HDF5_IO_LOCK:  # two groups read (or one read, one written) at once on threads crash HDF5
+            got = read_granule_group(paths, **read)
         ds, keys, skipped = got.ds, got.keys, got.skipped
         if ds is None:
             return {"part": None, "skipped": skipped}
@@ -450,7 +452,8 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dic
     hashes[hashes == 0] = 1
     hashes[keys == b""] = 0  # no identifier: never compared
     ds = ds.assign(screen_code=("sounding", codes), key_hash=("sounding", hashes), key=("sounding", keys))
-    ds.to_netcdf(part, engine="netcdf4")
+    with HDF5_IO_LOCK:
+        ds.to_netcdf(part, engine="netcdf4")
     files = json.loads(ds.attrs["input_files"])
     return {
         "part": part, "n": n, "files": files, "skipped": skipped, "attrs": dict(ds.attrs),

@@ -12,22 +12,21 @@ from __future__ import annotations
 
 import logging
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
 from gosat_pipeline.fetch._core import FileSpec
 from gosat_pipeline.fetch._errors import CorruptFileError
 from gosat_pipeline.fetch.cache import file_digest
+from gosat_pipeline.outputs import HDF5_IO_LOCK
 
 __all__ = ["check_file", "open_check"]
 
 logger = logging.getLogger(__name__)
 
-#: HDF5 (under netCDF4 and h5py) is not thread-safe, and the fetcher checks files from a thread
-#: pool: two files opened at once from two threads could crash the process. Every check that
-#: opens an HDF5 or netCDF file holds this lock.
-_HDF5_LOCK = threading.Lock()
+#: The fetcher checks files from a thread pool: every check that opens an HDF5 or netCDF file
+#: holds the package's HDF5 lock (two files opened at once from two threads could crash).
+_HDF5_LOCK = HDF5_IO_LOCK
 
 
 def _check_l2(path: Path) -> None:
