@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +31,42 @@ def real_samples() -> Path:
 def project_root() -> Path:
     """The repository root."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def demo_samples() -> Path:
+    """``data_samples/`` (what ``make data-samples`` builds), built once per session when missing
+    or made by an older builder; shared by the demo, notebook and ingest tests (read only)."""
+    from gosat_pipeline.testing.demo import DEMO_VERSION, build_demo_samples
+
+    out = ROOT / "data_samples"
+    truth = out / "truth.json"
+    if not truth.is_file() or json.loads(truth.read_text()).get("builder") != DEMO_VERSION:
+        build_demo_samples(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_work(demo_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding ``demo.yaml``: configs/demo.yaml with its inputs at ``demo_samples``."""
+    work = tmp_path_factory.mktemp("demo")
+    text = (ROOT / "configs" / "demo.yaml").read_text().replace("data_samples/", f"{demo_samples}/")
+    (work / "demo.yaml").write_text(text)
+    return work
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo_work: Path) -> tuple[Path, Any]:
+    """The whole demo, run once per session in ``demo_work`` (tests/test_demo.py checks it; the
+    notebook test resumes a copy of it instead of running the year again)."""
+    from gosat_pipeline import load_config, run
+
+    mp = pytest.MonkeyPatch()
+    mp.chdir(demo_work)
+    try:
+        return demo_work, run(load_config(demo_work / "demo.yaml"), config_path=demo_work / "demo.yaml", force=True)
+    finally:
+        mp.undo()
 
 
 # -- bad-input corpus bookkeeping (tests/test_reliability_inputs.py) ---------------------------

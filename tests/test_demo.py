@@ -26,27 +26,17 @@ import xarray as xr
 
 from gosat_pipeline import load_config, run
 from gosat_pipeline.pipeline import STAGES
-from gosat_pipeline.testing.demo import ASEAN, DEMO_VERSION, PLANTED, build_demo_samples
+from gosat_pipeline.testing.demo import ASEAN, PLANTED
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with configs/demo.yaml pointing at the demonstration inputs.
-
-    The inputs are ``data_samples/`` (what ``make data-samples`` builds), built when missing
-    or made by an older builder, so that the notebooks and these tests build them once.
-    """
-    samples = REPO / "data_samples"
-    truth = samples / "truth.json"
-    if not truth.is_file() or json.loads(truth.read_text()).get("builder") != DEMO_VERSION:
-        build_demo_samples(samples)
-    work = tmp_path_factory.mktemp("demo")
-    text = (REPO / "configs" / "demo.yaml").read_text().replace("data_samples/", f"{samples}/")
-    (work / "demo.yaml").write_text(text)
-    (work / "light.yaml").write_text(_light(text))
-    return work
+def work(demo_work: Path) -> Path:
+    """The session's demo folder (tests/conftest.py) with the light variant beside demo.yaml."""
+    if not (demo_work / "light.yaml").is_file():
+        (demo_work / "light.yaml").write_text(_light((demo_work / "demo.yaml").read_text()))
+    return demo_work
 
 
 def _light(text: str) -> str:
@@ -71,11 +61,6 @@ def _run(work: Path, config: Path) -> object:
         return run(load_config(config), config_path=config)
     finally:
         mp.undo()
-
-
-@pytest.fixture(scope="module")
-def demo_run(work: Path) -> tuple[Path, object]:
-    return work, _run(work, work / "demo.yaml")
 
 
 @pytest.fixture(scope="module")

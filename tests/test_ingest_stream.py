@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from gosat_pipeline.io import (
 )
 from gosat_pipeline.quality import apply_quality_filter
 from gosat_pipeline.testing import make_granule_files
-from gosat_pipeline.testing.demo import DEMO_BBOX, build_demo_samples
+from gosat_pipeline.testing.demo import DEMO_BBOX
 
 PERIOD = ("2020-01-01", "2021-01-01")
 
@@ -74,22 +75,21 @@ def test_first_occurrences_are_exact_even_when_every_hash_collides() -> None:
 
 # ------------------------------------------------------------------------------ the stage
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def inputs(tmp_path_factory: pytest.TempPathFactory, demo_samples: Path) -> dict[str, Any]:
     """Demo prior and winds; 9 CCI granules, one empty (bad), one delivered twice (a later copy)."""
     root = tmp_path_factory.mktemp("ingest")
-    build_demo_samples(root / "samples")
     files = make_granule_files(root / "granules", "cci_ocpr", n_files=8, n_per_file=700, seed=5, bbox=DEMO_BBOX,
                                start="2020-03-01")  # fmt: skip
     (root / "granules" / "zz-empty.nc").write_bytes(b"")
     copy = root / "granules" / "zz-copy" / files[1].name  # sorts after the original
     copy.parent.mkdir()
     shutil.copy(files[1], copy)
-    return {"root": root, "pattern": str(root / "granules" / "**" / "*.nc")}
+    return {"root": root, "samples": demo_samples, "pattern": str(root / "granules" / "**" / "*.nc")}
 
 
 def _config(inputs: dict[str, Any], name: str, *, chunk: int, resolution: float = 2.0, strict: bool = False,
             cluster: str = "threads") -> Any:  # fmt: skip
-    s = inputs["root"] / "samples"
+    s = inputs["samples"]
     return config_from_dict({
         "run": {"name": name, "output_dir": str(inputs["root"] / "out"), "synthetic": True, "strict": strict},
         "period": {"start": PERIOD[0], "end": PERIOD[1], "time_bin": "MS"},
@@ -174,7 +174,7 @@ def test_overlapping_granules_in_different_groups(inputs: dict[str, Any], caplog
     a = write_granule(src.isel(sounding=slice(0, 1400)), root / granule_filename("acos_lite", "2020-04-01"), "acos_lite")
     b = write_granule(src.isel(sounding=slice(900, 2400)), root / granule_filename("acos_lite", "2020-04-02"),
                       "acos_lite")  # fmt: skip
-    s = inputs["root"] / "samples"
+    s = inputs["samples"]
     cfg = config_from_dict({
         "run": {"name": "overlap", "output_dir": str(inputs["root"] / "out"), "synthetic": True},
         "period": {"start": PERIOD[0], "end": PERIOD[1]},
