@@ -286,8 +286,9 @@ def _equally_spaced(x: np.ndarray) -> bool:
     return x.size > 1 and bool(np.allclose(d, d[0], rtol=1e-6, atol=1e-9))
 
 
-def _frac_regionmask(gdf: gpd.GeoDataFrame, grid: GridSpec) -> np.ndarray:
-    """(n_region, ny, nx) area fractions; regionmask 10x10 sub-sampling per cell."""
+def _frac_regionmask(gdf: gpd.GeoDataFrame, grid: GridSpec, max_cells: int = 250_000) -> np.ndarray:
+    """(n_region, ny, nx) area fractions; regionmask 10x10 sub-sampling per cell, computed in
+    bands of at most ``max_cells`` cells (at least two rows)."""
     import regionmask
 
     n = len(gdf)
@@ -297,11 +298,19 @@ def _frac_regionmask(gdf: gpd.GeoDataFrame, grid: GridSpec) -> np.ndarray:
     regions = regionmask.from_geopandas(gdf.assign(num=np.arange(n)), numbers="num", names="region",
                                         abbrevs="region", overlap=False)  # fmt: skip
     lon, lat = grid.lon, grid.lat
-    if _equally_spaced(lon) and _equally_spaced(lat):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "no gridpoint belongs to any region"
-            m = regions.mask_3D_frac_approx(lon, lat, drop=False)
-        out[m["region"].values.astype(int)] = m.transpose("region", "lat", "lon").values
+    if _equally_spaced(lon) and _equally_spaced(lat) and lat.size >= 2:
+        # in bands of rows: regionmask samples every cell 10 x 10 times, so one call on a fine
+        # grid (0.025 deg over ASEAN: 3.5e6 cells) would hold 3.5e8 samples and a float64
+        # (region, lat, lon) copy at once; each cell's fraction depends on that cell only
+        rows = max(2, max_cells // max(lon.size, 1))
+        for i0 in range(0, lat.size, rows):
+            i1 = min(lat.size, i0 + rows)
+            if i1 - i0 < 2:  # regionmask needs two rows to know the spacing: take one more
+                i0 = i1 - 2
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "no gridpoint belongs to any region"
+                m = regions.mask_3D_frac_approx(lon, lat[i0:i1], drop=False)
+            out[m["region"].values.astype(int), i0:i1] = m.transpose("region", "lat", "lon").values
         return np.nan_to_num(out)
     return _frac_subsample(regions, grid, n)
 

@@ -145,3 +145,18 @@ def test_missing_key_column_is_named(tmp_path):
         load_boundaries(tmp_path / "k.gpkg")
     b = load_boundaries(tmp_path / "k.gpkg", iso3_column="foo")
     assert list(b["region"]) == ["a"]
+
+
+def test_fractions_computed_in_bands_of_rows_equal_one_pass(asean):
+    """Fine grids (issue 19): the masks are sampled in bands of rows, so regionmask's 10 x 10
+    samples per cell never exist for the whole grid at once; every cell's fraction is the same as
+    in one pass (bands of 2 to 4 rows here, a last band of one row taken with its neighbour)."""
+    from gosat_pipeline.regions import _crop, _frac_regionmask
+
+    grid = GridSpec.from_resolution(0.5, (96.0, 0.0, 110.0, 20.5))  # 41 rows: the last band has one
+    gdf = _crop(asean[~asean["is_group"].astype(bool)].reset_index(drop=True), grid)
+    gdf = gdf[~gdf.geometry.is_empty].reset_index(drop=True)
+    whole = _frac_regionmask(gdf, grid, max_cells=10**9)
+    for max_cells in (grid.shape[1] * 2, grid.shape[1] * 3 + 5, 1):
+        np.testing.assert_array_equal(_frac_regionmask(gdf, grid, max_cells=max_cells), whole)
+    assert whole.sum() > 100  # THA, KHM, VNM, LAO, MYS ... cover many cells
