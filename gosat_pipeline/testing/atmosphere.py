@@ -62,7 +62,7 @@ _LEVEL_FACTOR = {1000.0: 0.7, 925.0: 0.9, 850.0: 1.0}
 
 def _season(times: pd.DatetimeIndex) -> np.ndarray:
     """+1 in mid-January (north-east monsoon) ... -1 in mid-July (south-west monsoon)."""
-    doy = times.dayofyear.values + times.hour.values / 24.0
+    doy = times.day_of_year.values + times.hour.values / 24.0
     return np.cos(2.0 * np.pi * (doy - 15.0) / 365.25)
 
 
@@ -380,7 +380,7 @@ def background_field(gas: str, lat: Any, lon: Any, t: Any, *, seed: int = 0, cur
     lon = np.asarray(lon, dtype="float64")
     times = pd.DatetimeIndex(t)
     scale = 1.0 if gas == "CH4" else 410.0 / 1850.0 * 0.5
-    doy = times.dayofyear.values
+    doy = times.day_of_year.values
     seasonal = 8.0 * np.sin(2 * np.pi * (doy - 100) / 365.25)
     grad = 0.35 * lat + curvature * np.clip(lat - 10.0, 0.0, None) ** 2 + 0.05 * (lon - 115.0)
     rng = np.random.default_rng(seed)
