@@ -17,6 +17,7 @@ __all__ = [
     "SchemaError",
     "FootprintError",
     "UnknownFormatError",
+    "ReaderContractError",
     "GranuleError",
     "InventoryError",
     "ReportedTotalsError",
@@ -109,6 +110,16 @@ class GranuleError(GosatPipelineError, ValueError):
 
 class UnknownFormatError(GranuleError):
     """No registered reader recognises a file."""
+
+
+class ReaderContractError(GosatPipelineError, ValueError):
+    """A granule reader breaks the reader contract (checked when it is defined or registered).
+
+    Raised for a reader without a name or description, a ``scan``/``read`` with the wrong
+    signature, or a layout (:class:`gosat_pipeline.io.ReaderLayout`) with an unknown
+    transform, a misspelt key or a transform that does not fit its variable. The
+    message names the reader and the field.
+    """
 
 
 class InventoryError(GosatPipelineError, ValueError):

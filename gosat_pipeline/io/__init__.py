@@ -52,7 +52,8 @@ from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
 from gosat_pipeline.errors import GranuleError, UnknownFormatError
-from gosat_pipeline.io._common import IO_LOCK, close_cached, summarise_file
+from gosat_pipeline.io._common import IO_LOCK, NcTableReader, close_cached, summarise_file
+from gosat_pipeline.io._layout import TRANSFORMS, ReaderLayout, VarSpec
 from gosat_pipeline.io._registry import (
     ENTRY_POINT_GROUP,
     FileSummary,
@@ -81,6 +82,12 @@ __all__ = [
     "close_cached",
     "GranulePlan",
     "GranuleReader",
+    "NcTableReader",
+    "ReaderLayout",
+    "TRANSFORMS",
+    "VarSpec",
+    "available_readers",
+    "get_reader",
     "detect_format",
     "inspect_granule",
     "list_formats",

@@ -1,27 +1,21 @@
 """Shared reading machinery: file peeking, fill masking and the table-driven netCDF reader.
 
 The CCI (OCPR, OCFP, SRFP) and Lite (ACOS, OCO-2, OCO-3) readers are instances of
-:class:`NcTableReader`: their layouts are **data** (a variable map per gas), so a
-layout correction is a table edit. Each map entry is
-
-``canonical name -> {"path": file path, "level": bool, "factor": float, "transform": str,
-"required": bool}``
-
-with ``factor`` the multiplier to canonical units (ppm CO2, ppb CH4, hPa) and
-``transform`` one of ``"chars"`` (char array -> str), ``"layer_mid"`` (level edges
--> layer mid-pressures), ``"glint_eq1"`` (integer -> int8, 1 where the file value is 1),
-``"time"`` (CF time offsets -> datetime64[ns]), ``"first"`` (the first level of a
-surface-first profile, e.g. surface pressure), ``"int"`` (-> int64).
+:class:`NcTableReader`: their layouts are **data** (a typed
+:class:`~gosat_pipeline.io._layout.ReaderLayout` per gas, canonical name ->
+:class:`~gosat_pipeline.io._layout.VarSpec` of path, transform, unit factor and
+required), so a layout correction is a table edit, checked when the class is defined.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +25,8 @@ import netCDF4
 import numpy as np
 import pandas as pd
 
-from gosat_pipeline.errors import GranuleError
+from gosat_pipeline.errors import GranuleError, ReaderContractError
+from gosat_pipeline.io._layout import ReaderLayout, VarSpec, as_layout
 from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
 from gosat_pipeline.schema import LEVEL_VARIABLES
 
@@ -572,10 +567,66 @@ def plan_from_flags(path: str, gas: str, xgas: np.ndarray, flag_bad: np.ndarray,
 
 
 class NcTableReader(GranuleReader):
-    """A netCDF reader whose layout is a variable map per gas (see the module docstring)."""
+    """Base class of a netCDF/HDF5 reader whose layout is data: one :class:`ReaderLayout` per gas.
 
-    #: gas -> canonical name -> spec
-    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {}
+    A product whose soundings are 1-D variables along one dimension (and whose
+    profiles are 2-D ``(sounding, level)``) needs no code: subclass, set the class
+    attributes below and, for content detection, :meth:`sniff`. :meth:`scan` checks
+    the required variables, the gas, the time units and the plausibility of the gas
+    values, and plans the soundings passing ``flag_variable == 0``; :meth:`read`
+    returns the canonical arrays (fills as NaN, level arrays surface first, longitude
+    wrapped to [-180, 180), ``xgas_apriori = sum_j h_j x_a,j`` when the file has none).
+
+    The layout is checked when the class is defined and again when the reader is
+    registered: a plain dict is converted to :class:`ReaderLayout`, and an unknown
+    transform, a misspelt key, a missing ``xgas``, a gas without ``flag_variable``
+    raise :class:`~gosat_pipeline.errors.ReaderContractError` naming the reader.
+
+    Attributes
+    ----------
+    variable_map : dict of str to ReaderLayout
+        Gas (``"CO2"``, ``"CH4"``) -> layout. The gas of a file is the first whose
+        ``xgas`` path exists in it.
+    flag_variable : dict of str to str
+        Gas -> path of the product quality flag (0 = good); every gas needs one.
+    raw_variable : dict of str to str
+        Gas -> path of the not-bias-corrected gas value, read when ``bias_corrected=False``.
+    level_order : {"surface_first", "toa_first"}
+        Order of the level dimension in the file; ``"toa_first"`` flips every 2-D array.
+    bare_fill : float or None
+        A fill value the product writes without a ``_FillValue`` attribute (CCI: -9999.99).
+    product : str
+        Product name written to the ``product`` attribute.
+    version_pattern : str
+        Regular expression whose group 1 is the version in the file name (used when
+        the file has no ``product_version``/``version`` attribute).
+
+    Examples
+    --------
+    A reader plug-in for a hypothetical flat XCO2 product::
+
+        from gosat_pipeline.io import NcTableReader, ReaderLayout, VarSpec
+
+        class MyXco2Reader(NcTableReader):
+            name = "my_xco2"
+            description = "My mission L2 XCO2, netCDF"
+            gases = ("CO2",)
+            filename_patterns = (r"MY-L2-XCO2-\\d{8}\\.nc",)
+            screen = "qflag == 0"
+            product = "My L2 XCO2"
+            variable_map = {"CO2": ReaderLayout({
+                "time": VarSpec("time", transform="time"),
+                "latitude": VarSpec("lat"), "longitude": VarSpec("lon"),
+                "xgas": VarSpec("xco2"), "xgas_uncertainty": VarSpec("xco2_err"),
+                "averaging_kernel": VarSpec("ak"), "pressure_weight": VarSpec("pwf"),
+                "profile_apriori": VarSpec("co2_apriori"),
+                "pressure": VarSpec("p_levels", factor=0.01),  # Pa -> hPa
+            }, reader="my_xco2")}
+            flag_variable = {"CO2": "qflag"}
+    """
+
+    #: gas -> layout (canonical name -> VarSpec)
+    variable_map: ClassVar[Mapping[str, ReaderLayout]] = {}
     #: gas -> path of the not-bias-corrected gas value (``bias_corrected=False``)
     raw_variable: ClassVar[dict[str, str]] = {}
     #: gas -> path of the product quality flag (0 = good)
@@ -585,16 +636,44 @@ class NcTableReader(GranuleReader):
     product: ClassVar[str] = ""
     version_pattern: ClassVar[str] = r"fv([\d.]+)\.nc"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "variable_map" in cls.__dict__:  # checked where it is written, converted once
+            cls.variable_map = _checked_map(cls.variable_map, cls.name or cls.__qualname__)
+
+    def check_definition(self) -> None:
+        """Check the layouts against the contract (called by :func:`register_reader`).
+
+        Raises
+        ------
+        ReaderContractError
+            A layout that is not valid, a gas without ``flag_variable``, a gas not in
+            ``gases``, or a ``level_order`` other than ``surface_first``/``toa_first``.
+        """
+        who = self.name or type(self).__qualname__
+        vmap = _checked_map(self.variable_map, who)
+        if not vmap:
+            raise ReaderContractError(f"reader {who}: variable_map is empty; give one ReaderLayout per gas")
+        for gas in vmap:
+            if gas not in self.gases:
+                raise ReaderContractError(f"reader {who}: variable_map has gas {gas!r} not in gases {self.gases}")
+            if not self.flag_variable.get(gas):
+                raise ReaderContractError(f"reader {who}: flag_variable has no path for gas {gas!r} "
+                                          "(the product quality flag, 0 = good)")  # fmt: skip
+        if self.level_order not in ("surface_first", "toa_first"):
+            raise ReaderContractError(f"reader {who}: level_order {self.level_order!r}; expected "
+                                      "'surface_first' or 'toa_first'")  # fmt: skip
+
     # -- scan -------------------------------------------------------------------------------
     def file_gas(self, ds: NcHandle, path: str) -> str:
         """The gas whose xgas variable the file holds."""
         for gas, vmap in self.variable_map.items():
             try:
-                ds[vmap["xgas"]["path"]]
+                ds[vmap["xgas"].path]
             except (KeyError, IndexError):
                 continue
             return gas
-        wanted = [v["xgas"]["path"] for v in self.variable_map.values()]
+        wanted = [v["xgas"].path for v in self.variable_map.values()]
         raise GranuleError(path, f"missing variable: none of {wanted} is present ({self.name} layout)")
 
     def product_version(self, ds: NcHandle, path: str) -> str:
@@ -610,26 +689,26 @@ class NcTableReader(GranuleReader):
         with cached_nc(path) as ds:
             found = check_gas(path, self.file_gas(ds, path), gas)
             vmap = self.variable_map[found]
-            missing = [s["path"] for s in vmap.values() if s.get("required", True) and not _has(ds, s["path"])]
+            missing = [s.path for s in vmap.values() if s.required and not _has(ds, s.path)]
             if missing:
                 raise GranuleError(path, f"missing variable(s) {missing} required by the {self.name} reader")
-            xv = get_var(ds, vmap["xgas"]["path"], path)
+            xv = get_var(ds, vmap["xgas"].path, path)
             xgas = mask_fill(read_raw(xv, path), _attrs(xv), self.bare_fill)
             fv = get_var(ds, self.flag_variable[found], path)
             flag = mask_fill(read_raw(fv, path), _attrs(fv), None)
             n_levels = 0
-            if "averaging_kernel" in vmap and _has(ds, vmap["averaging_kernel"]["path"]):
-                n_levels = int(get_var(ds, vmap["averaging_kernel"]["path"], path).shape[-1])
+            if "averaging_kernel" in vmap and _has(ds, vmap["averaging_kernel"].path):
+                n_levels = int(get_var(ds, vmap["averaging_kernel"].path, path).shape[-1])
             for spec in vmap.values():  # what read() would fail on must fail here, where a batch can skip it
-                if spec.get("transform") == "time":
-                    time_epoch(_attrs(get_var(ds, spec["path"], path), "units").get("units"), path, spec["path"])
+                if spec.transform == "time":
+                    time_epoch(_attrs(get_var(ds, spec.path, path), "units").get("units"), path, spec.path)
             attrs = {"product": self.product, "product_version": self.product_version(ds, path),
                      "reader": self.name}  # fmt: skip
             variables = self._variables(ds, vmap)
             plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs,
-                                   variable=vmap["xgas"]["path"])  # fmt: skip
+                                   variable=vmap["xgas"].path)  # fmt: skip
             sid = vmap.get("sounding_id")
-            if sid is not None and _has(ds, sid["path"]):  # ids of the planned soundings (duplicate check)
+            if sid is not None and _has(ds, sid.path):  # ids of the planned soundings (duplicate check)
                 # text ids stay fixed-width bytes: scan results travel from the workers, and
                 # an object array of Python strings is slow to pickle (and 4x larger as str)
                 plan.ids = self._read_one(ds, sid, plan.index, path, text_as_bytes=True)
@@ -637,12 +716,12 @@ class NcTableReader(GranuleReader):
         return plan
 
     @staticmethod
-    def _variables(ds: NcHandle, vmap: dict[str, dict[str, Any]]) -> dict[str, str]:
+    def _variables(ds: NcHandle, vmap: Mapping[str, VarSpec]) -> dict[str, str]:
         """Canonical name -> dtype of what :meth:`read` returns for this file."""
         out = {"quality_flag": "int8"}
         for name, spec in vmap.items():
-            if _has(ds, spec["path"]):
-                out[name] = _DTYPES.get(spec.get("transform"), "float32" if name in LEVEL_VARIABLES else "float64")
+            if _has(ds, spec.path):
+                out[name] = _DTYPES.get(spec.transform, "float32" if name in LEVEL_VARIABLES else "float64")
         if "xgas_apriori" not in out and {"profile_apriori", "pressure_weight"} <= set(out):
             out["xgas_apriori"] = "float64"
         return out
@@ -653,14 +732,14 @@ class NcTableReader(GranuleReader):
         path = plan.path
         vmap = dict(self.variable_map[plan.gas])
         if not bias_corrected and plan.gas in self.raw_variable:
-            vmap["xgas"] = {**vmap["xgas"], "path": self.raw_variable[plan.gas]}
+            vmap["xgas"] = dataclasses.replace(vmap["xgas"], path=self.raw_variable[plan.gas])
         out: dict[str, np.ndarray] = {}
         idx = plan.index
         with cached_nc(path) as ds:
             for name, spec in vmap.items():
-                if not _has(ds, spec["path"]):
-                    if spec.get("required", True):
-                        raise GranuleError(path, f"missing variable {spec['path']!r}")
+                if not _has(ds, spec.path):
+                    if spec.required:
+                        raise GranuleError(path, f"missing variable {spec.path!r}")
                     continue
                 out[name] = self._read_one(ds, spec, idx, path)
         out["quality_flag"] = plan.extra["bad"][idx].astype(np.int8)
@@ -672,14 +751,14 @@ class NcTableReader(GranuleReader):
                     out[name] = arr[:, ::-1]
         return add_apriori_column(out)
 
-    def _read_one(self, ds: NcHandle, spec: dict[str, Any], idx: np.ndarray, path: str,
+    def _read_one(self, ds: NcHandle, spec: VarSpec, idx: np.ndarray, path: str,
                   text_as_bytes: bool = False) -> np.ndarray:  # fmt: skip
-        var = get_var(ds, spec["path"], path)
+        var = get_var(ds, spec.path, path)
         raw = read_raw(var, path)
         if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
             raw = raw[idx]
         # raw is a fresh array from here on: float32 level arrays are masked in place
-        transform = spec.get("transform")
+        transform = spec.transform
         if transform == "chars":
             arr = raw
             if arr.ndim == 2:
@@ -693,10 +772,10 @@ class NcTableReader(GranuleReader):
             return (raw == 1).astype(np.int8)
         attrs = _attrs(var, "units") if transform == "time" else _attrs(var)
         if transform == "time":
-            return cf_time(mask_fill(raw, attrs, self.bare_fill), attrs.get("units"), path, spec["path"])
+            return cf_time(mask_fill(raw, attrs, self.bare_fill), attrs.get("units"), path, spec.path)
         vals = mask_fill(raw, attrs, self.bare_fill)
-        if spec.get("factor", 1.0) != 1.0:
-            vals = vals.astype(np.float64) * spec["factor"]
+        if spec.factor != 1.0:
+            vals = vals.astype(np.float64) * spec.factor
         if transform == "layer_mid":
             vals = 0.5 * (vals[:, :-1] + vals[:, 1:])
         elif transform == "first":
@@ -707,6 +786,14 @@ class NcTableReader(GranuleReader):
 
 
 _DTYPES = {"time": "datetime64[ns]", "chars": "object", "int": "int64", "glint_eq1": "int8"}
+
+
+def _checked_map(value: Any, who: str) -> dict[str, ReaderLayout]:
+    """``variable_map`` with every layout checked (plain dicts converted), errors naming ``who``."""
+    if not isinstance(value, Mapping):
+        raise ReaderContractError(f"reader {who}: variable_map must map each gas to a ReaderLayout, "
+                                  f"found {type(value).__name__}")  # fmt: skip
+    return {gas: as_layout(layout, f"{who} ({gas})") for gas, layout in value.items()}
 
 
 def add_apriori_column(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

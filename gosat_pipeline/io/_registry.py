@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from gosat_pipeline.errors import GosatPipelineError, GranuleError
+from gosat_pipeline.errors import GosatPipelineError, GranuleError, ReaderContractError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -180,6 +180,18 @@ class GranuleReader:
         """Canonical arrays of the planned soundings (surface-first, NaN fills, canonical units)."""
         raise NotImplementedError
 
+    def check_definition(self) -> None:
+        """Check the reader's own declarations (layouts, tables); called by :func:`register_reader`.
+
+        The base class has nothing to check; table-driven readers
+        (:class:`~gosat_pipeline.io.NcTableReader`) check their layouts here.
+
+        Raises
+        ------
+        ReaderContractError
+            A declaration breaks the contract; the message names the reader and the field.
+        """
+
 
 _REQUIRED_METHODS = {"guess_can_open": ["path"], "scan": ["path", "gas", "screen"],
                      "read": ["plan", "bias_corrected"]}  # fmt: skip
@@ -189,23 +201,24 @@ def _check_contract(reader: GranuleReader) -> None:
     cls = type(reader)
     where = f"{cls.__module__}.{cls.__qualname__}"
     if not isinstance(reader, GranuleReader):
-        raise GosatPipelineError(f"reader {where} must subclass gosat_pipeline.io.GranuleReader")
+        raise ReaderContractError(f"reader {where} must subclass gosat_pipeline.io.GranuleReader")
     if not reader.name or not re.fullmatch(r"[a-z][a-z0-9_]*", reader.name):
-        raise GosatPipelineError(f"reader {where} has name {reader.name!r}; expected lower_snake_case")
+        raise ReaderContractError(f"reader {where} has name {reader.name!r}; expected lower_snake_case")
     if not reader.description:
-        raise GosatPipelineError(f"reader {where} ({reader.name}) needs a one-line description")
+        raise ReaderContractError(f"reader {where} ({reader.name}) needs a one-line description")
     for meth, params in _REQUIRED_METHODS.items():
         fn = getattr(reader, meth, None)
         if meth in ("scan", "read") and getattr(cls, meth) is getattr(GranuleReader, meth):
-            raise GosatPipelineError(f"reader {where} ({reader.name}) does not implement {meth}()")
+            raise ReaderContractError(f"reader {where} ({reader.name}) does not implement {meth}()")
         sig = inspect.signature(fn)
         kinds = {p.kind for p in sig.parameters.values()}
         if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
-            raise GosatPipelineError(f"reader {where}.{meth} may not take *args/**kwargs; "
+            raise ReaderContractError(f"reader {where}.{meth} may not take *args/**kwargs; "
                                      f"declare {params}")  # fmt: skip
         missing = [p for p in params if p not in sig.parameters]
         if missing:
-            raise GosatPipelineError(f"reader {where}.{meth} lacks parameter(s) {missing}")
+            raise ReaderContractError(f"reader {where}.{meth} lacks parameter(s) {missing}")
+    reader.check_definition()
 
 
 def register_reader(reader: type[GranuleReader] | GranuleReader, *, overwrite: bool = False) -> GranuleReader:

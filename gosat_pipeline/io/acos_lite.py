@@ -17,11 +17,13 @@ for ACOS GOSAT]; ``surface_pressure`` from ``Retrieval/psurf`` (hPa).
 from __future__ import annotations
 
 import logging
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
 
 from gosat_pipeline.io._common import NcTableReader, cached_nc
+from gosat_pipeline.io._layout import ReaderLayout, VarSpec
 from gosat_pipeline.io._registry import FileSummary, GranulePlan
 
 __all__ = ["AcosLiteReader", "Oco2LiteReader", "Oco3LiteReader", "LITE_VARIABLES"]
@@ -29,28 +31,31 @@ __all__ = ["AcosLiteReader", "Oco2LiteReader", "Oco3LiteReader", "LITE_VARIABLES
 logger = logging.getLogger(__name__)
 
 #: Lite XCO2 map [CODE HARP/xtralite/X-STILT; groups partly 3P].
-LITE_VARIABLES: dict[str, dict[str, Any]] = {
-    "time": {"path": "time", "transform": "time"},
-    "latitude": {"path": "latitude"},
-    "longitude": {"path": "longitude"},
-    "xgas": {"path": "xco2"},  # ppm
-    "xgas_uncertainty": {"path": "xco2_uncertainty"},
-    "xgas_apriori": {"path": "xco2_apriori", "required": False},
-    "averaging_kernel": {"path": "xco2_averaging_kernel"},
-    "pressure_weight": {"path": "pressure_weight"},
-    "profile_apriori": {"path": "co2_profile_apriori"},
-    "pressure": {"path": "pressure_levels"},
-    "solar_zenith_angle": {"path": "solar_zenith_angle", "required": False},
-    "sounding_id": {"path": "sounding_id", "transform": "int", "required": False},
-    "surface_pressure": {"path": "Retrieval/psurf", "required": False},
-    "surface_type": {"path": "Sounding/operation_mode", "transform": "glint_eq1", "required": False},
-}
+LITE_VARIABLES = ReaderLayout(
+    {
+        "time": VarSpec("time", transform="time"),
+        "latitude": VarSpec("latitude"),
+        "longitude": VarSpec("longitude"),
+        "xgas": VarSpec("xco2"),  # ppm
+        "xgas_uncertainty": VarSpec("xco2_uncertainty"),
+        "xgas_apriori": VarSpec("xco2_apriori", required=False),
+        "averaging_kernel": VarSpec("xco2_averaging_kernel"),
+        "pressure_weight": VarSpec("pressure_weight"),
+        "profile_apriori": VarSpec("co2_profile_apriori"),
+        "pressure": VarSpec("pressure_levels"),
+        "solar_zenith_angle": VarSpec("solar_zenith_angle", required=False),
+        "sounding_id": VarSpec("sounding_id", transform="int", required=False),
+        "surface_pressure": VarSpec("Retrieval/psurf", required=False),
+        "surface_type": VarSpec("Sounding/operation_mode", transform="glint_eq1", required=False),
+    },
+    reader="acos_lite",
+)
 
 
 class _LiteBase(NcTableReader):
     gases = ("CO2",)
     screen = "xco2_quality_flag == 0"
-    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"CO2": LITE_VARIABLES}
+    variable_map: ClassVar[Mapping[str, ReaderLayout]] = {"CO2": LITE_VARIABLES}
     raw_variable: ClassVar[dict[str, str]] = {"CO2": "Retrieval/xco2_raw"}
     flag_variable: ClassVar[dict[str, str]] = {"CO2": "xco2_quality_flag"}
     level_order = "toa_first"

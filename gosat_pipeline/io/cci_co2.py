@@ -3,7 +3,9 @@
 **OCFP** (``ESACCI-GHG-L2-CO2-GOSAT-OCFP-YYYYMMDD-fv*.nc``): the layout is **not
 verified** on a real file (L2_FORMATS.md b.3). It is assumed to mirror OCPR from the
 same producer (dims ``n``/``m``, 20 levels surface-first, bare -9999.99 fills, units
-``"1e-6"``). The map :data:`OCFP_VARIABLES` is data: correct it there.
+``"1e-6"``): :data:`OCFP_VARIABLES` is the OCPR layout with only the gas-named
+variables changed (``xco2``, ``xco2_uncertainty``, ``xco2_averaging_kernel``,
+``co2_profile_apriori``). It is data: correct it there.
 
 **SRFP/SRPR** (``ESACCI-GHG-L2-(CO2|CH4)-GOSAT[2]-(SRFP|SRPR)-YYYYMMDD-fv*.nc``): the
 structure follows a **real header** of the GOSAT-2 fv2 file (L2_FORMATS.md b.2; no real
@@ -21,52 +23,50 @@ Recommended screen (both): ``x{co2,ch4}_quality_flag == 0`` and a valid gas valu
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 from gosat_pipeline.io._common import NcTableReader
+from gosat_pipeline.io._layout import ReaderLayout, VarSpec
 from gosat_pipeline.io._registry import FileSummary
+from gosat_pipeline.io.cci_ocpr import OCPR_VARIABLES
 
 __all__ = ["CciOcfpReader", "CciSrfpReader", "OCFP_VARIABLES", "SRFP_VARIABLES"]
 
-#: OCFP XCO2 map [INF: by analogy with OCPR v7.2; verify on a real file].
-OCFP_VARIABLES: dict[str, dict[str, Any]] = {
-    "time": {"path": "time", "transform": "time"},
-    "latitude": {"path": "latitude"},
-    "longitude": {"path": "longitude"},
-    "xgas": {"path": "xco2"},  # ppm ("1e-6")
-    "xgas_uncertainty": {"path": "xco2_uncertainty"},
-    "averaging_kernel": {"path": "xco2_averaging_kernel"},
-    "pressure_weight": {"path": "pressure_weight"},
-    "profile_apriori": {"path": "co2_profile_apriori"},
-    "pressure": {"path": "pressure_levels"},
-    "surface_pressure": {"path": "surface_air_pressure_apriori", "required": False},
-    "solar_zenith_angle": {"path": "solar_zenith_angle", "required": False},
-    "surface_type": {"path": "retr_flag", "transform": "glint_eq1", "required": False},
-    "sounding_id": {"path": "exposure_id", "transform": "chars", "required": False},
-}
+#: OCFP XCO2 map [INF: OCPR v7.2 from the same producer with the gas names changed; verify on a real file].
+OCFP_VARIABLES = OCPR_VARIABLES.derive(
+    reader="cci_ocfp",
+    xgas=VarSpec("xco2"),  # ppm ("1e-6")
+    xgas_uncertainty=VarSpec("xco2_uncertainty"),
+    averaging_kernel=VarSpec("xco2_averaging_kernel"),
+    profile_apriori=VarSpec("co2_profile_apriori"),
+)
 
 
-def _srfp_map(gas: str) -> dict[str, dict[str, Any]]:
+def _srfp_map(gas: str) -> ReaderLayout:
     g = gas.lower()
-    return {
-        "time": {"path": "time", "transform": "time"},
-        "latitude": {"path": "latitude"},
-        "longitude": {"path": "longitude"},
-        "xgas": {"path": f"x{g}"},
-        "xgas_uncertainty": {"path": f"x{g}_uncertainty"},
-        "averaging_kernel": {"path": f"x{g}_averaging_kernel"},
-        "pressure_weight": {"path": "pressure_weight"},
-        "profile_apriori": {"path": f"{g}_profile_apriori"},
-        "pressure": {"path": "pressure_levels", "transform": "layer_mid"},
-        "surface_pressure": {"path": "pressure_levels", "transform": "first"},  # "1st element = surface"
-        "solar_zenith_angle": {"path": "solar_zenith_angle", "required": False},
-        "surface_type": {"path": "flag_sunglint", "transform": "glint_eq1", "required": False},
-        "sounding_id": {"path": "exposure_id", "transform": "int", "required": False},
-    }
+    return ReaderLayout(
+        {
+            "time": VarSpec("time", transform="time"),
+            "latitude": VarSpec("latitude"),
+            "longitude": VarSpec("longitude"),
+            "xgas": VarSpec(f"x{g}"),
+            "xgas_uncertainty": VarSpec(f"x{g}_uncertainty"),
+            "averaging_kernel": VarSpec(f"x{g}_averaging_kernel"),
+            "pressure_weight": VarSpec("pressure_weight"),
+            "profile_apriori": VarSpec(f"{g}_profile_apriori"),
+            "pressure": VarSpec("pressure_levels", transform="layer_mid"),
+            "surface_pressure": VarSpec("pressure_levels", transform="first"),  # "1st element = surface"
+            "solar_zenith_angle": VarSpec("solar_zenith_angle", required=False),
+            "surface_type": VarSpec("flag_sunglint", transform="glint_eq1", required=False),
+            "sounding_id": VarSpec("exposure_id", transform="int", required=False),
+        },
+        reader=f"cci_srfp ({gas})",
+    )
 
 
 #: SRFP/SRPR maps per gas [CDL: real GOSAT-2 XCO2 header; CH4 names by analogy].
-SRFP_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {"CO2": _srfp_map("CO2"), "CH4": _srfp_map("CH4")}
+SRFP_VARIABLES: dict[str, ReaderLayout] = {"CO2": _srfp_map("CO2"), "CH4": _srfp_map("CH4")}
 
 
 class CciOcfpReader(NcTableReader):
@@ -78,7 +78,7 @@ class CciOcfpReader(NcTableReader):
     filename_patterns = (r"(ESACCI|UoL)-GHG-L2-CO2-GOSAT-OCFP-\d{8}-fv[\d.]+\.nc",)
     screen = "xco2_quality_flag == 0 and xco2 not -9999.99"
     product = "CCI GOSAT OCFP XCO2"
-    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"CO2": OCFP_VARIABLES}
+    variable_map: ClassVar[Mapping[str, ReaderLayout]] = {"CO2": OCFP_VARIABLES}
     raw_variable: ClassVar[dict[str, str]] = {"CO2": "raw_xco2"}
     flag_variable: ClassVar[dict[str, str]] = {"CO2": "xco2_quality_flag"}
     bare_fill = -9999.99
@@ -98,7 +98,7 @@ class CciSrfpReader(NcTableReader):
     filename_patterns = (r"ESACCI-GHG-L2-(CO2|CH4)-GOSAT2?-SR(FP|PR)-\d{8}-fv[\d.]+\.nc",)
     screen = "x{gas}_quality_flag == 0 and a valid gas value"
     product = "CCI GOSAT SRFP"
-    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = SRFP_VARIABLES
+    variable_map: ClassVar[Mapping[str, ReaderLayout]] = SRFP_VARIABLES
     raw_variable: ClassVar[dict[str, str]] = {"CO2": "raw_xco2", "CH4": "raw_xch4"}
     flag_variable: ClassVar[dict[str, str]] = {"CO2": "xco2_quality_flag", "CH4": "xch4_quality_flag"}
     bare_fill = -9999.99

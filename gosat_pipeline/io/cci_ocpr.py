@@ -16,29 +16,34 @@ The a-priori XCH4 is not stored; it is computed as :math:`X_a = \\sum_j h_j x_{a
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import ClassVar
 
 from gosat_pipeline.io._common import NcTableReader
+from gosat_pipeline.io._layout import ReaderLayout, VarSpec
 from gosat_pipeline.io._registry import FileSummary
 
 __all__ = ["CciOcprReader", "OCPR_VARIABLES"]
 
 #: canonical name -> file variable (the verified v7.2 layout).
-OCPR_VARIABLES: dict[str, dict[str, Any]] = {
-    "time": {"path": "time", "transform": "time"},
-    "latitude": {"path": "latitude"},
-    "longitude": {"path": "longitude"},
-    "xgas": {"path": "xch4"},  # ppb ("1e-9")
-    "xgas_uncertainty": {"path": "xch4_uncertainty"},
-    "averaging_kernel": {"path": "xch4_averaging_kernel"},
-    "pressure_weight": {"path": "pressure_weight"},
-    "profile_apriori": {"path": "ch4_profile_apriori"},  # ppb although described as ppm
-    "pressure": {"path": "pressure_levels"},
-    "surface_pressure": {"path": "surface_air_pressure_apriori", "required": False},
-    "solar_zenith_angle": {"path": "solar_zenith_angle", "required": False},
-    "surface_type": {"path": "retr_flag", "transform": "glint_eq1", "required": False},
-    "sounding_id": {"path": "exposure_id", "transform": "chars", "required": False},
-}
+OCPR_VARIABLES = ReaderLayout(
+    {
+        "time": VarSpec("time", transform="time"),
+        "latitude": VarSpec("latitude"),
+        "longitude": VarSpec("longitude"),
+        "xgas": VarSpec("xch4"),  # ppb ("1e-9")
+        "xgas_uncertainty": VarSpec("xch4_uncertainty"),
+        "averaging_kernel": VarSpec("xch4_averaging_kernel"),
+        "pressure_weight": VarSpec("pressure_weight"),
+        "profile_apriori": VarSpec("ch4_profile_apriori"),  # ppb although described as ppm
+        "pressure": VarSpec("pressure_levels"),
+        "surface_pressure": VarSpec("surface_air_pressure_apriori", required=False),
+        "solar_zenith_angle": VarSpec("solar_zenith_angle", required=False),
+        "surface_type": VarSpec("retr_flag", transform="glint_eq1", required=False),
+        "sounding_id": VarSpec("exposure_id", transform="chars", required=False),
+    },
+    reader="cci_ocpr",
+)
 
 
 class CciOcprReader(NcTableReader):
@@ -51,7 +56,7 @@ class CciOcprReader(NcTableReader):
                          r"UoL-GHG-L2-CH4-GOSAT-OCPR-\d{8}-fv[\d.]+\.nc")  # fmt: skip
     screen = "xch4_quality_flag == 0 and xch4 not -9999.99"
     product = "CCI GOSAT OCPR XCH4"
-    variable_map: ClassVar[dict[str, dict[str, dict[str, Any]]]] = {"CH4": OCPR_VARIABLES}
+    variable_map: ClassVar[Mapping[str, ReaderLayout]] = {"CH4": OCPR_VARIABLES}
     raw_variable: ClassVar[dict[str, str]] = {"CH4": "raw_xch4"}
     flag_variable: ClassVar[dict[str, str]] = {"CH4": "xch4_quality_flag"}
     bare_fill = -9999.99
