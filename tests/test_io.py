@@ -211,7 +211,7 @@ def test_chunks_default_groups_files_and_zero_gives_one_per_file(tmp_path: Path,
     assert open_granules(files).xgas.data.chunks[0] == (200,)  # default: all five in one chunk
     assert open_granules(files, chunks=0).xgas.data.chunks[0] == (40,) * 5
     assert open_granules(files, chunks={"sounding": 100}).xgas.data.chunks[0] == (80, 40, 80)  # even, <= 100
-    monkeypatch.setattr("gosat_pipeline.io.DEFAULT_CHUNK_SOUNDINGS", 120)
+    monkeypatch.setattr("gosat_pipeline.io._assemble.DEFAULT_CHUNK_SOUNDINGS", 120)
     assert open_granules(files).xgas.data.chunks[0] == (80, 120)
     np.testing.assert_array_equal(open_granules(files).xgas.values, open_granules(files, chunks=0).xgas.values)
 
@@ -415,7 +415,7 @@ def test_entry_point_group_is_discovered(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_file_groups_are_even_and_within_the_chunk() -> None:
     from types import SimpleNamespace
 
-    from gosat_pipeline.io import _groups
+    from gosat_pipeline.io._assemble import _groups
 
     def sizes(ns: list[int], chunk: int) -> list[int]:
         live = [(None, SimpleNamespace(n=n)) for n in ns]
