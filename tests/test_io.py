@@ -1,4 +1,7 @@
-"""Ingest: the reader contract over every format, detection, bad input and the plug-in seam."""
+"""Ingest: per-product behaviour, batches, bad input and the plug-in seam.
+
+The reader contract over every built-in format is in ``tests/test_readers_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import dask
-import dask.array as da
 import netCDF4
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ from gosat_pipeline.io import (
     register_reader,
     unregister_reader,
 )
-from gosat_pipeline.schema import LEVEL_VARIABLES, validate_soundings
+from gosat_pipeline.schema import validate_soundings
 from gosat_pipeline.testing.granules import (
     GRANULE_FORMATS,
     RAW_OFFSET,
@@ -39,16 +40,6 @@ from gosat_pipeline.testing.granules import (
 )
 
 CASES = [(fmt, gas) for fmt, (_, _, gases) in GRANULE_FORMATS.items() for gas in gases]
-SCALARS = ["xgas", "xgas_uncertainty", "xgas_apriori", "latitude", "longitude", "quality_flag", "surface_type",
-           "surface_pressure", "solar_zenith_angle"]  # fmt: skip
-#: canonical variables a product does not hold (never made up by the reader)
-NOT_IN_PRODUCT = {"tropomi_blended_ch4": {"solar_zenith_angle"}}
-
-
-def _raise_on_compute(dsk: Any, keys: Any, **kwargs: Any) -> Any:
-    raise AssertionError("a dask computation ran while opening (must be lazy)")
-
-
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, xr.Dataset]]:
     d = tmp_path_factory.mktemp("granules")
@@ -58,62 +49,6 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], t
         path = write_granule(src, d / gas / granule_filename(fmt, "2021-03-04", gas=gas), fmt)
         out[(fmt, gas)] = (path, src)
     return out
-
-
-@pytest.mark.parametrize(("fmt", "gas"), CASES, ids=[f"{f}-{g}" for f, g in CASES])
-class TestReaderContract:
-    """Every reader: write with the factory in the real layout, read back, compare."""
-
-    def test_round_trip_values(self, written: dict, fmt: str, gas: str) -> None:
-        path, src = written[(fmt, gas)]
-        ds = open_granule(path, screen=False).compute()
-        if fmt == "nies_gosat_l2":  # the product holds only NIES-screened soundings
-            src = src.isel(sounding=np.flatnonzero(src.quality_flag.values == 0))
-        assert ds.sizes["sounding"] == src.sizes["sounding"]
-        for name in [*SCALARS, *LEVEL_VARIABLES]:
-            if name in NOT_IN_PRODUCT.get(fmt, ()):
-                assert name not in ds, name
-                continue
-            np.testing.assert_allclose(ds[name].values.astype(float), src[name].values.astype(float),
-                                       rtol=3e-6, atol=2e-4, err_msg=f"{fmt} {name}")  # fmt: skip
-        dt = np.abs((ds.time.values - src.time.values).astype("timedelta64[ns]").astype(np.int64))
-        assert dt.max() <= 1_000_000  # 1 ms: the coarsest time encoding (TROPOMI delta_time)
-        assert ds.attrs["gas"] == gas and ds.attrs["reader"] == fmt
-        assert set(ds.source_file.values) == {str(path)}
-
-    def test_schema_units_and_surface_first(self, written: dict, fmt: str, gas: str) -> None:
-        path, _ = written[(fmt, gas)]
-        ds = open_granule(path, screen=False)
-        validate_soundings(ds)
-        assert ds.xgas.attrs["units"] == {"CO2": "ppm", "CH4": "ppb"}[gas]
-        assert ds.time.dtype == np.dtype("datetime64[ns]")
-        assert ds.quality_flag.dtype == np.int8
-        p = ds.pressure.values
-        assert np.all(p[:, 0] > p[:, -1]), "pressure must decrease from the surface (index 0) upwards"
-        lon = ds.longitude.values
-        assert np.all((lon >= -180) & (lon < 180))
-        np.testing.assert_allclose(ds.pressure_weight.values.sum(axis=1), 1.0, rtol=1e-5)
-
-    def test_screen_keeps_only_good(self, written: dict, fmt: str, gas: str) -> None:
-        path, src = written[(fmt, gas)]
-        ds = open_granule(path)
-        assert ds.sizes["sounding"] == int((src.quality_flag.values == 0).sum())
-        assert (ds.quality_flag.values == 0).all()
-
-    def test_lazy(self, written: dict, fmt: str, gas: str) -> None:
-        path, _ = written[(fmt, gas)]
-        with dask.config.set(scheduler=_raise_on_compute):
-            ds = open_granule(path)
-        for name in ds.variables:
-            assert isinstance(ds[name].data, da.Array), name
-
-    def test_detect_by_name_and_content(self, written: dict, fmt: str, gas: str, tmp_path: Path) -> None:
-        path, _ = written[(fmt, gas)]
-        assert detect_format(path) == fmt
-        anon = tmp_path / ("renamed" + path.suffix)
-        shutil.copy(path, anon)
-        assert detect_format(anon) == fmt
-        assert open_granule(anon, format=fmt).attrs["reader"] == fmt
 
 
 def test_bias_corrected_switch(written: dict) -> None:

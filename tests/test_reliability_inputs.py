@@ -63,6 +63,7 @@ from gosat_pipeline.testing.granules import (
     write_granule,
 )
 from gosat_pipeline.testing.inventories import write_edgar_like
+from gosat_pipeline.testing.readers import BUILTIN_READER_FACTS
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = list(GRANULE_FORMATS)
@@ -73,39 +74,16 @@ BBOX = (-170.0, -60.0, 170.0, 60.0)
 DAY0 = pd.Timestamp("2020-03-01")
 WINDOW = ("2020-01-01", "2020-12-31")  # the run period of the screened cases
 
+#: per-product file layout facts of the files the factories write (default gas of each format)
+FACTS = {f: BUILTIN_READER_FACTS[f].for_gas(GRANULE_FORMATS[f][0]) for f in FORMATS}
 #: file variables holding each product's gas value (bias-corrected first, then its raw twin)
-XGAS_VARS = {
-    "cci_ocpr": ["xch4", "raw_xch4"],
-    "cci_ocfp": ["xco2", "raw_xco2"],
-    "cci_srfp": ["xco2", "raw_xco2"],
-    "acos_lite": ["xco2", "Retrieval/xco2_raw"],
-    "oco2_lite": ["xco2", "Retrieval/xco2_raw"],
-    "oco3_lite": ["xco2", "Retrieval/xco2_raw"],
-    "nies_gosat_l2": ["Data/mixingRatio/XCH4"],  # V02.80: no bias-corrected value
-    "nies_gosat2_l2": ["RetrievalResult/xco2"],
-    "tropomi_ch4": [
-        "PRODUCT/methane_mixing_ratio_bias_corrected",
-        "PRODUCT/methane_mixing_ratio",
-    ],
-    "tropomi_blended_ch4": ["methane_mixing_ratio_blended", "methane_mixing_ratio"],
-}
-UNCERTAINTY_VAR = {
-    "cci_ocpr": "xch4_uncertainty",
-    "cci_ocfp": "xco2_uncertainty",
-    "cci_srfp": "xco2_uncertainty",
-    "acos_lite": "xco2_uncertainty",
-    "oco2_lite": "xco2_uncertainty",
-    "oco3_lite": "xco2_uncertainty",
-    "nies_gosat_l2": "Data/mixingRatio/XCH4RetrievalNoise",
-    "nies_gosat2_l2": "RetrievalResult/xco2_uncertainty",
-    "tropomi_ch4": "PRODUCT/methane_mixing_ratio_precision",
-    "tropomi_blended_ch4": "methane_mixing_ratio_precision",
-}
+XGAS_VARS = {f: list(FACTS[f].gas_variables) for f in FORMATS}
+UNCERTAINTY_VAR = {f: FACTS[f].uncertainty_variable for f in FORMATS}
 #: the variable the missing-variable case renames: the uncertainty, except where it is built from
 #: components of which any one may be absent (NIES GOSAT)
-MISSING_VAR = {**UNCERTAINTY_VAR, "nies_gosat_l2": "Data/geolocation/latitude"}
+MISSING_VAR = {f: FACTS[f].missing_variable for f in FORMATS}
 #: numeric time variables with CF units (the blended product has only ISO strings, ``time_utc``)
-TIME_VAR = {f: ("PRODUCT/time" if f == "tropomi_ch4" else "time") for f in NETCDF if f != "tropomi_blended_ch4"}
+TIME_VAR = {f: FACTS[f].time_variable for f in NETCDF if FACTS[f].time_variable}
 NIES_TIME_VAR = {
     "nies_gosat_l2": "scanAttribute/time",
     "nies_gosat2_l2": "SoundingAttribute/observationTime",
