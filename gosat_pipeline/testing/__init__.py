@@ -10,6 +10,8 @@ Everything here is deterministic for a given ``seed``. Submodules:
 - :mod:`~gosat_pipeline.testing.osse`: observing-system simulation cases.
 - :mod:`~gosat_pipeline.testing.posteriors`: exact small posteriors and whole run directories.
 - :mod:`~gosat_pipeline.testing.demo`: the bundled demonstration inputs (``make data-samples``).
+- :mod:`~gosat_pipeline.testing.readers`: the reader contract as pytest tests, for built-in
+  readers and plug-ins (needs pytest; import it explicitly, it is not re-exported here).
 """
 
 from __future__ import annotations
