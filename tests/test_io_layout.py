@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import netCDF4
+import numpy as np
 import pytest
 
-from gosat_pipeline.errors import GosatPipelineError, ReaderContractError
+from gosat_pipeline.errors import GosatPipelineError, GranuleError, ReaderContractError
 from gosat_pipeline.io import (
     NcTableReader,
     ReaderLayout,
     VarSpec,
+    close_cached,
+    open_granule,
     register_reader,
     unregister_reader,
 )
 from gosat_pipeline.io.cci_co2 import OCFP_VARIABLES
 from gosat_pipeline.io.cci_ocpr import OCPR_VARIABLES, CciOcprReader
+from gosat_pipeline.testing.granules import granule_filename, granule_soundings, write_granule
 
 MINIMAL: dict[str, Any] = {"time": {"path": "t", "transform": "time"}, "latitude": {"path": "lat"},
                            "longitude": {"path": "lon"}, "xgas": {"path": "xco2"}}  # fmt: skip
@@ -117,3 +123,41 @@ def test_a_layout_edited_after_definition_is_checked_at_registration() -> None:
     reader.variable_map = {"CH4": {**MINIMAL, "xgas": {"path": "xch4", "transform": "log"}}}  # type: ignore[misc]
     with pytest.raises(ReaderContractError, match=r"reader edited_ocpr \(CH4\): variable 'xgas': unknown transform"):
         register_reader(reader)
+
+
+# -- dimensions checked against the layout when a file is scanned --------------------------------
+def _ocpr_with(tmp_path: Path, n: int, name: str, dims: tuple[str, ...], extra: tuple[str, int] | None) -> Path:
+    """An OCPR granule of ``n`` soundings (20 levels) whose variable ``name`` is replaced by one on ``dims``."""
+    src = granule_soundings("cci_ocpr", n, seed=8)
+    path = write_granule(src, tmp_path / granule_filename("cci_ocpr", "2020-02-01"), "cci_ocpr")
+    close_cached(path)
+    with netCDF4.Dataset(path, "a") as nc:
+        if extra is not None:
+            nc.createDimension(*extra)
+        nc.renameVariable(name, name + "_as_written")
+        var = nc.createVariable(name, "f4", dims)
+        var[...] = np.ones(tuple(len(nc.dimensions[d]) for d in dims), dtype="f4")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("n", "name", "dims", "extra", "message"),
+    [
+        (20, "solar_zenith_angle", ("n", "m"), None,
+         r"'solar_zenith_angle' \(solar_zenith_angle\) has shape \(20, 20\); the cci_ocpr layout expects 1-D "
+         r"with 20 soundings first"),
+        (20, "pressure_weight", ("n", "m19"), ("m19", 19),
+         r"'pressure_weight' \(pressure_weight\) has shape \(20, 19\); the cci_ocpr layout expects "
+         r"\(soundings, 20 levels\)"),
+        (30, "xch4_uncertainty", ("m",), None,
+         r"'xch4_uncertainty' \(xgas_uncertainty\) has shape \(20,\); the cci_ocpr layout expects 1-D with 30"),
+        (20, "ch4_profile_apriori", ("n",), None, r"\(profile_apriori\) has shape \(20,\); .* expects 2-D"),
+    ],
+)  # fmt: skip
+def test_a_variable_on_the_wrong_dimensions_is_refused_at_scan(
+    tmp_path: Path, n: int, name: str, dims: tuple[str, ...], extra: tuple[str, int] | None, message: str
+) -> None:
+    path = _ocpr_with(tmp_path, n, name, dims, extra)
+    with pytest.raises(GranuleError, match=message) as info:
+        open_granule(path)
+    assert info.value.path == str(path)

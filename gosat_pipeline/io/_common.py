@@ -704,6 +704,7 @@ class NcTableReader(GranuleReader):
                     time_epoch(_attrs(get_var(ds, spec.path, path), "units").get("units"), path, spec.path)
             attrs = {"product": self.product, "product_version": self.product_version(ds, path),
                      "reader": self.name}  # fmt: skip
+            self._check_shapes(ds, vmap, path, n_levels)
             variables = self._variables(ds, vmap)
             plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs,
                                    variable=vmap["xgas"].path)  # fmt: skip
@@ -714,6 +715,31 @@ class NcTableReader(GranuleReader):
                 plan.ids = self._read_one(ds, sid, plan.index, path, text_as_bytes=True)
         plan.variables = variables
         return plan
+
+    def _check_shapes(self, ds: NcHandle, vmap: Mapping[str, VarSpec], path: str, n_levels: int) -> None:
+        """GranuleError naming the variable when a mapped variable's dimensions do not fit its role.
+
+        Per-sounding variables are 1-D (char arrays and ``first`` sources 2-D), level variables
+        2-D with the levels of ``averaging_kernel`` (a ``layer_mid`` source one more), all with
+        the soundings of ``xgas``. A layout pointing at the wrong variable, or a file of
+        another layout, is refused here, where a batch can skip it, not while reading.
+        """
+        xshape = get_var(ds, vmap["xgas"].path, path).shape
+        n = int(xshape[0]) if len(xshape) else 0
+        for name, spec in vmap.items():
+            if not _has(ds, spec.path):
+                continue
+            shape = tuple(int(k) for k in get_var(ds, spec.path, path).shape)
+            level = name in LEVEL_VARIABLES
+            ndims = (2,) if level or spec.transform == "first" else (1, 2) if spec.transform == "chars" else (1,)
+            want = f"{' or '.join(f'{k}-D' for k in ndims)} with {n} soundings first"
+            ok = len(shape) in ndims and shape[0] == n
+            if ok and level and n_levels:
+                m = n_levels + 1 if spec.transform == "layer_mid" else n_levels
+                ok, want = shape[1] == m, f"(soundings, {m} levels) like the averaging kernel"
+            if not ok:
+                raise GranuleError(path, f"variable {spec.path!r} ({name}) has shape {shape}; the {self.name} "
+                                         f"layout expects {want}")  # fmt: skip
 
     @staticmethod
     def _variables(ds: NcHandle, vmap: Mapping[str, VarSpec]) -> dict[str, str]:
