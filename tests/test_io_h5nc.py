@@ -13,8 +13,10 @@ import pytest
 from gosat_pipeline.io import close_cached, open_granules
 from gosat_pipeline.io._common import H5NcFile, open_granule_file
 from gosat_pipeline.testing.granules import make_granule_files
+from gosat_pipeline.testing.readers import BUILTIN_READER_FACTS
 
-NETCDF_FORMATS = ["cci_ocpr", "cci_ocfp", "cci_srfp", "acos_lite", "oco2_lite", "tropomi_ch4", "tropomi_blended_ch4"]
+#: every built-in product stored as netCDF (NIES files are plain HDF5)
+NETCDF_FORMATS = [f for f, facts in BUILTIN_READER_FACTS.items() if facts.netcdf]
 
 
 def _walk(grp: netCDF4.Dataset, prefix: str = "") -> list[tuple[str, netCDF4.Variable]]:

@@ -295,6 +295,8 @@ class ReaderFacts:
         Canonical variables the product does not hold.
     file_holds_screened_only : bool
         The product stores only the soundings passing its own screen.
+    netcdf : bool
+        The file is netCDF (read by netCDF4 as well as h5py); False for plain HDF5.
     """
 
     gas_variables: tuple[str, ...]
@@ -303,6 +305,7 @@ class ReaderFacts:
     time_variable: str | None = "time"
     not_in_product: frozenset[str] = frozenset()
     file_holds_screened_only: bool = False
+    netcdf: bool = True
 
     @property
     def missing_variable(self) -> str:
@@ -338,8 +341,9 @@ BUILTIN_READER_FACTS: dict[str, ReaderFacts] = {
     # one may be absent, so the missing-variable case takes the latitude
     "nies_gosat_l2": ReaderFacts(("Data/mixingRatio/X{G}",), "Data/mixingRatio/X{G}RetrievalNoise",
                                  required_variable="Data/geolocation/latitude", time_variable=None,
-                                 file_holds_screened_only=True),  # fmt: skip
-    "nies_gosat2_l2": ReaderFacts(("RetrievalResult/x{g}",), "RetrievalResult/x{g}_uncertainty", time_variable=None),
+                                 file_holds_screened_only=True, netcdf=False),  # fmt: skip
+    "nies_gosat2_l2": ReaderFacts(("RetrievalResult/x{g}",), "RetrievalResult/x{g}_uncertainty", time_variable=None,
+                                  netcdf=False),  # fmt: skip
     "tropomi_ch4": ReaderFacts(("PRODUCT/methane_mixing_ratio_bias_corrected", "PRODUCT/methane_mixing_ratio"),
                                "PRODUCT/methane_mixing_ratio_precision", time_variable="PRODUCT/time"),  # fmt: skip
     # times are ISO strings only (time_utc); no solar zenith angle in the product
