@@ -1308,8 +1308,8 @@ def posterior_flux_maps(
             "averaging_kernel_sensitivity": (dims, pick(aks), va["averaging_kernel_sensitivity"]),
         },
         coords=coords,
-        attrs={"gas": posterior.attrs.get("gas", ""), "Conventions": "CF-1.8",
-               "title": "prior and posterior emission maps"},
+        attrs={**global_attrs("prior and posterior emission maps", source="gosat_pipeline analytical inversion"),
+               "gas": posterior.attrs.get("gas", "")},
     )  # fmt: skip
     if "period" in ds.coords:
         _char_encoding(ds["period"])

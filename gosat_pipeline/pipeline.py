@@ -58,7 +58,7 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
-from gosat_pipeline.schema import cf_attrs, cf_encoding
+from gosat_pipeline.schema import cf_attrs, cf_encoding, output_title
 
 __all__ = ["STAGES", "PipelineResult", "PeakMemory", "run", "dask_cluster", "Manifest"]
 
@@ -794,6 +794,8 @@ class _Runner:
                 # strings (sounding ids, file names) are computed once here: netCDF needs their width
                 ds[vname] = ds[vname].load()
         ds.attrs.setdefault("Conventions", "CF-1.8")
+        if not ds.attrs.get("title"):
+            ds.attrs["title"] = output_title(name)
         ds.attrs["history"] = f"{_now()} gosat_pipeline {__version__} run {self.cfg.run.name}"
         if self.synthetic:
             ds.attrs["synthetic"] = "true"

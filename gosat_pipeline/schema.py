@@ -42,6 +42,8 @@ __all__ = [
     "validate_gridded",
     "validate_posterior",
     "global_attrs",
+    "OUTPUT_TITLES",
+    "output_title",
 ]
 
 SOUNDING_DIM = "sounding"
@@ -378,7 +380,9 @@ def global_attrs(title: str, source: str, history: str = "", **extra: Any) -> di
     Parameters
     ----------
     title, source, history : str
-        CF global attributes.
+        CF global attributes; an empty ``history`` becomes
+        ``"created by gosat_pipeline <version>"`` (CF 2.6.2 asks for a non-empty one; the
+        pipeline replaces it with the run's timestamped line when it writes the file).
     **extra
         Further attributes (values must be netCDF-serialisable).
     """
@@ -389,12 +393,45 @@ def global_attrs(title: str, source: str, history: str = "", **extra: Any) -> di
         "title": title,
         "institution": "gosat_pipeline user",
         "source": source,
-        "history": history,
+        "history": history or f"created by gosat_pipeline {__version__}",
         "references": "https://github.com/gosat-pipeline/gosat_pipeline",
         "gosat_pipeline_version": __version__,
     }
     attrs.update(extra)
     return attrs
+
+
+#: ``title`` global attribute of each netCDF output of a run, by file stem (``posterior`` for
+#: ``posterior_CH4.nc``); ``{gas}`` is replaced by the gas of the file name.
+OUTPUT_TITLES: dict[str, str] = {
+    "soundings": "{gas} soundings after quality screening (L2, canonical schema)",
+    "gridded": "Gridded {gas} column-averaged dry-air mole fraction (L3)",
+    "prior": "{gas} prior emission maps by sector",
+    "regions": "region masks on the analysis grid",
+    "winds": "winds on the analysis grid",
+    "jacobian": "{gas} Jacobian of the observations with respect to the state vector",
+    "posterior": "{gas} analytical inversion: prior and posterior state vector",
+    "emissions": "{gas} prior and posterior emission maps",
+    "ensemble": "{gas} ensemble of inversions over transport and error choices",
+}
+
+
+def output_title(filename: str) -> str:
+    """The ``title`` global attribute of run output ``filename`` (see :data:`OUTPUT_TITLES`).
+
+    Examples
+    --------
+    >>> output_title("posterior_CH4.nc")
+    'CH4 analytical inversion: prior and posterior state vector'
+    >>> output_title("regions.nc")
+    'region masks on the analysis grid'
+    """
+    stem = filename.rsplit("/", 1)[-1].removesuffix(".nc")
+    kind, _, gas = stem.partition("_")
+    try:
+        return OUTPUT_TITLES[kind].format(gas=gas.upper()).strip()
+    except KeyError:
+        raise SchemaError(f"no title for output {filename!r}; known outputs: {sorted(OUTPUT_TITLES)}") from None
 
 
 def _require(ds: xr.Dataset, names: Iterable[str], what: str) -> None:
@@ -470,9 +507,13 @@ def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     -------
     dict
         variable name -> encoding: int64/uint64 -> int32 (float64 when out of range),
-        bool -> int8, datetime64 -> float64 offsets, no ``_FillValue`` on coordinates.
+        bool -> int8, datetime64 -> float64 offsets, no ``_FillValue`` on coordinates nor on
+        boundary variables (CF 7.1).
     """
     enc: dict[str, dict[str, Any]] = {}
+    # CF 7.1: boundary variables inherit their coordinate's missing-data treatment, no _FillValue
+    bounds = {var.attrs[key] for var in ds.variables.values() for key in ("bounds", "climatology")
+              if key in var.attrs}  # fmt: skip
     for name, var in ds.variables.items():
         e: dict[str, Any] = {}
         kind = var.dtype.kind
@@ -490,7 +531,7 @@ def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             e["dtype"] = "float64"
             e["units"] = "seconds since 1970-01-01 00:00:00"
             e["calendar"] = "standard"
-        if name in ds.coords and kind in "fcMiu":
+        if (name in ds.coords or name in bounds) and kind in "fcMiu":
             e["_FillValue"] = None
         e.update({k: v for k, v in var.encoding.items() if k in ("dtype", "_FillValue", "units", "calendar")})
         if e:

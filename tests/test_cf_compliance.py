@@ -1,12 +1,18 @@
 """CF compliance of the netCDF outputs, checked with the IOOS compliance-checker (CF 1.8).
 
 ``check_cf(path)`` is reusable: any test that writes a netCDF output can call
-``assert_cf_compliant(path)``. A high-priority failure (weight 3) or a checker
-exception counts as an error; medium and low priority findings are only reported.
+``assert_cf_compliant(path)``. Every finding counts: a high-priority failure (weight 3,
+an error), a medium or low priority one (a warning) and a checker exception. The checker
+runs offline: it uses the CF standard-name table bundled with compliance-checker (the
+outputs carry no ``standard_name_vocabulary`` that would make it download another), and
+``check_cf`` refuses any network connection while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +45,30 @@ def _suite() -> CheckSuite:
     return _SUITE
 
 
-def check_cf(path: str | Path, checker: str = "cf:1.8") -> list[str]:
-    """High-priority CF failures of a netCDF file (empty list = compliant).
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """Refuse every connection that leaves the machine (the checker must not need the internet)."""
+    real = socket.socket.connect
+
+    def connect(sock: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else None
+        if host is not None and host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"network access during the CF check: {address!r}")
+        real(sock, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        socket.socket.connect = real  # type: ignore[method-assign]
+
+
+_PRIORITIES = {3: ("high_priorities",), 2: ("high_priorities", "medium_priorities"),
+               1: ("high_priorities", "medium_priorities", "low_priorities")}  # fmt: skip
+
+
+def check_cf(path: str | Path, checker: str = "cf:1.8", priority: int = 1) -> list[str]:
+    """CF failures of a netCDF file (empty list = compliant), offline.
 
     Parameters
     ----------
@@ -48,20 +76,24 @@ def check_cf(path: str | Path, checker: str = "cf:1.8") -> list[str]:
         A netCDF file.
     checker : str
         Compliance-checker name, e.g. ``"cf"`` or ``"cf:1.8"``.
+    priority : {1, 2, 3}
+        Lowest priority reported: 3 errors only, 2 also medium-priority warnings, 1 (the
+        default) every finding.
 
     Returns
     -------
     list of str
-        One line per failed high-priority check (with the checker's messages) and one
+        One line per failed check (priority, name and the checker's messages) and one
         per checker exception.
     """
     cs = _suite()
-    ds = cs.load_dataset(str(path))
-    try:
-        groups = cs.run_all(ds, [checker], [], [])
-    finally:
-        if hasattr(ds, "close"):
-            ds.close()
+    with _offline():
+        ds = cs.load_dataset(str(path))
+        try:
+            groups = cs.run_all(ds, [checker], [], [])
+        finally:
+            if hasattr(ds, "close"):
+                ds.close()
     if not groups:
         raise RuntimeError(
             f"compliance checker {checker!r} not found; installed: {sorted(cs.checkers)}"
@@ -70,15 +102,16 @@ def check_cf(path: str | Path, checker: str = "cf:1.8") -> list[str]:
     for name, (results, errors) in groups.items():
         for check, err in (errors or {}).items():
             failures.append(f"{name}: checker error in {check}: {err}")
-        struct = cs.build_structure(name, results, str(path), 3)
-        for res in struct["high_priorities"]:
-            if res.value[0] < res.value[1]:
-                failures.append(f"{name}: {res.name}: {'; '.join(map(str, res.msgs))}")
+        struct = cs.build_structure(name, results, str(path), priority)
+        for level in _PRIORITIES[priority]:
+            for res in struct[level]:
+                if res.value[0] < res.value[1]:
+                    failures.append(f"{name}: {level.split('_')[0]}: {res.name}: {'; '.join(map(str, res.msgs))}")
     return failures
 
 
 def assert_cf_compliant(path: str | Path, checker: str = "cf:1.8") -> None:
-    """Fail the calling test with every high-priority CF failure of ``path``."""
+    """Fail the calling test with every CF error and warning of ``path``."""
     failures = check_cf(path, checker)
     assert not failures, f"{path} fails {checker}:\n" + "\n".join(failures)
 
@@ -160,5 +193,38 @@ def test_mass_balance_is_cf_compliant(tmp_path, osse):
     winds = osse["winds"]
     mb = mass_balance(osse["obs"], osse["masks"], u=winds["u"], v=winds["v"], gas="CH4")
     ds = mb.to_dataset()
-    ds.attrs.update(Conventions="CF-1.8", title="mass-balance cross-check")
+    ds.attrs.update(Conventions="CF-1.8", title="mass-balance cross-check", history="test")
     assert_cf_compliant(_write(ds, tmp_path / "mass_balance_CH4.nc"))
+
+
+def test_ensemble_nc_is_cf_compliant(tmp_path, osse):
+    from gosat_pipeline.ensemble import Member, ensemble_dataset
+    from gosat_pipeline.transport import TransportSettings
+
+    post = osse["posterior"]
+    ds = ensemble_dataset([post, post], [Member(i, TransportSettings(), 8.0, 0.5) for i in range(2)])
+    ds.attrs["history"] = "test"  # the pipeline writes its timestamped line here
+    assert_cf_compliant(_write(ds, tmp_path / "ensemble_CH4.nc"))
+
+
+def test_check_cf_reports_warnings_and_stays_offline(tmp_path, monkeypatch):
+    """Warnings count: a missing title and a bounds variable with a _FillValue; and the
+    checker never leaves the machine (a connection attempt would fail the check)."""
+    ds = xr.Dataset(
+        {"x": (("latitude",), np.zeros(2, dtype="float32"), {"units": "1", "long_name": "x"}),
+         "latitude_bounds": (("latitude", "nv"), np.array([[0.0, 1.0], [1.0, 2.0]]))},
+        coords={"latitude": ("latitude", [0.5, 1.5], {"units": "degrees_north", "standard_name": "latitude",
+                                                      "bounds": "latitude_bounds"})},
+        attrs={"Conventions": "CF-1.8", "history": "test"},
+    )  # fmt: skip
+    ds.to_netcdf(tmp_path / "warn.nc", encoding={"latitude": {"_FillValue": None}})
+    failures = check_cf(tmp_path / "warn.nc")
+    assert any("medium" in f and "title" in f for f in failures), failures
+    assert any("_FillValue" in f and "latitude_bounds" in f for f in failures), failures
+    assert check_cf(tmp_path / "warn.nc", priority=3) == []  # warnings only, no errors
+    # the same file written with cf_encoding and a title: nothing left
+    ds.attrs["title"] = "t"
+    assert check_cf(_write(ds, tmp_path / "ok.nc")) == []
+    # offline: the guard refuses a connection to the internet while the checker runs
+    with pytest.raises(OSError, match="network access"), _offline():
+        socket.create_connection(("192.0.2.1", 80), timeout=1)

@@ -41,7 +41,7 @@ def test_posterior_schema_and_netcdf(jac: xr.DataArray, tmp_path) -> None:
     assert post["S_prior"].dims == ("state", "state2")
     assert int(post["status"]) == 0 and post["status"].attrs["flag_meanings"] == "ok no_observations degenerate"
     assert post.attrs["mode"] == "linear" and post.attrs["prior_error"] == 0.5
-    assert "transport_eddy_diffusivity_m2_s-1" in post.attrs
+    assert "transport_eddy_diffusivity_m2_per_s" in post.attrs
     assert 0 < float(post["dofs"]) < n
     assert np.all(post["x_posterior_sigma"] <= np.sqrt(np.diag(post["S_prior"])) + 1e-12)
     assert np.all(post["total_error_reduction"] >= 0) and np.all(post["total_error_reduction"] < 1)

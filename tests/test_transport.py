@@ -110,7 +110,7 @@ def test_response_is_nonnegative_linear_and_batched() -> None:
     # footprints are the rows of the inverse: fp . F = c at the receptor
     fp = op.footprints([5, 17])
     np.testing.assert_allclose((fp[1] * pats[3]).sum(), many[3].ravel()[17], rtol=1e-10)
-    assert op.attrs["transport_eddy_diffusivity_m2_s-1"] == 5.0e4
+    assert op.attrs["transport_eddy_diffusivity_m2_per_s"] == 5.0e4
 
 
 def test_steady_lu_keeps_fill_in_below_the_default_ordering() -> None:

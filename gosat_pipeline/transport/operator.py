@@ -204,12 +204,12 @@ class SimpleTransport:
         self._lu = splu(self.matrix, permc_spec=LU_ORDERING)
         self.attrs: dict[str, Any] = {
             "transport_operator": "simple steady-state advection-diffusion-ventilation (DESIGN.md 5.2)",
-            "transport_eddy_diffusivity_m2_s-1": self.eddy_diffusivity,
+            "transport_eddy_diffusivity_m2_per_s": self.eddy_diffusivity,
             "transport_ventilation_time_s": self.ventilation_time,
             "transport_surface_pressure_hPa": self.surface_pressure,
-            "transport_dry_air_column_mol_m-2": self.n_air,
-            "transport_wind_u_mean_m_s-1": float(self.u.mean()),
-            "transport_wind_v_mean_m_s-1": float(self.v.mean()),
+            "transport_dry_air_column_mol_per_m2": self.n_air,
+            "transport_wind_u_mean_m_per_s": float(self.u.mean()),
+            "transport_wind_v_mean_m_per_s": float(self.v.mean()),
             "transport_wind_uniform": int(np.ptp(self.u) == 0 and np.ptp(self.v) == 0),
             "transport_boundaries": "zero inflow (c = 0 outside the domain)",
             **grid.to_attrs(),
