@@ -58,7 +58,14 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
-from gosat_pipeline.schema import cf_attrs, cf_encoding, output_title
+from gosat_pipeline.schema import (
+    cf_attrs,
+    cf_encoding,
+    output_title,
+    validate_gridded,
+    validate_posterior,
+    validate_soundings,
+)
 
 __all__ = ["STAGES", "PipelineResult", "PeakMemory", "run", "dask_cluster", "Manifest"]
 
@@ -309,6 +316,18 @@ class PeakMemory:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _contract(validate: Callable[[xr.Dataset], xr.Dataset], ds: xr.Dataset, where: str) -> xr.Dataset:
+    """Check a stage's input or output against its schema contract; the error names ``where``.
+
+    ``where`` is the run file and the side of the stage boundary, e.g.
+    ``"grid:CH4 input soundings_CH4.nc"``.
+    """
+    try:
+        return validate(ds)
+    except SchemaError as exc:
+        raise SchemaError(f"{where}: {exc}") from None
 
 
 def _masks_to_dataset(masks: xr.DataArray) -> xr.Dataset:
@@ -827,6 +846,7 @@ class _Runner:
                 # Written by this process, one work file at a time: on 2 worker processes the
                 # same write took twice as long (every chunk of every variable reopens the file
                 # under a cluster-wide lock). Memory: one work file's soundings.
+                _contract(validate_soundings, ds, f"{key} output {name}")
                 with dask.config.set(scheduler="synchronous"):
                     return [self.write_nc(ds, name)]
             finally:
@@ -906,6 +926,7 @@ class _Runner:
         def work() -> list[str]:
             with xr.open_dataset(self.run_dir / f"soundings_{gs.gas}.nc",
                                  chunks={"sounding": self.cfg.cluster.chunk_size}) as snd:  # fmt: skip
+                _contract(validate_soundings, snd, f"{key} input soundings_{gs.gas}.nc")
                 l3 = grid_soundings(
                     snd,
                     grid=self.grid,
@@ -913,6 +934,7 @@ class _Runner:
                     time_range=(str(self.cfg.period.start), str(self.cfg.period.end)),
                     pbl_pressure_depth=self.cfg.transport.pbl_pressure_depth,
                 )
+                _contract(validate_gridded, l3, f"{key} output {name}")
                 return [self.write_nc(l3, name)]
 
         self.stage(key, fp, work)
@@ -1007,7 +1029,7 @@ class _Runner:
                           self._hash_inputs("footprints"))  # fmt: skip
 
         def work() -> list[str]:
-            l3 = self.open_nc(f"gridded_{gs.gas}.nc")
+            l3 = _contract(validate_gridded, self.open_nc(f"gridded_{gs.gas}.nc"), f"{key} input gridded_{gs.gas}.nc")
             emissions = _emissions_from_dataset(self.open_nc(f"prior_{gs.gas}.nc"))
             masks = _masks_from_dataset(self.open_nc("regions.nc"))
             winds = self.open_nc("winds.nc")
@@ -1030,7 +1052,8 @@ class _Runner:
             jac = build_jacobian(l3, emissions, winds=winds, settings=settings, sigma_model=gs.sigma_model, **jkw)
             from gosat_pipeline.inversion import invert
 
-            post = invert(jac, prior_error=cfg.inversion.prior_error, **ikw)
+            post = _contract(validate_posterior, invert(jac, prior_error=cfg.inversion.prior_error, **ikw),
+                             f"{key} output posterior_{gs.gas}.nc")  # fmt: skip
             outs = [self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc")]
             if len(members) > 1:
                 others = invert_ensemble(l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw,
@@ -1071,7 +1094,8 @@ class _Runner:
                                     max_detectable_difference=c.max_detectable_difference,
                                     max_chi2_obs=c.max_chi2_obs, transport_error=c.transport_error)  # fmt: skip
             for gs in cfg.gases:
-                post = self.open_nc(f"posterior_{gs.gas}.nc")
+                post = _contract(validate_posterior, self.open_nc(f"posterior_{gs.gas}.nc"),
+                                 f"{key} input posterior_{gs.gas}.nc")  # fmt: skip
                 ens_path = self.run_dir / f"ensemble_{gs.gas}.nc"
                 ens = self.open_nc(ens_path.name) if ens_path.is_file() and cfg.ensemble.members > 0 else None
                 sub = self._reported_by_year(rep, gs.gas)

@@ -437,7 +437,10 @@ def output_title(filename: str) -> str:
 def _require(ds: xr.Dataset, names: Iterable[str], what: str) -> None:
     missing = [n for n in names if n not in ds.variables]
     if missing:
-        raise SchemaError(f"{what} dataset is missing {missing}; has {sorted(map(str, ds.variables))}")
+        raise SchemaError(
+            f"{what} dataset is missing variable(s) {missing}; it has {sorted(map(str, ds.variables))}. "
+            f"Write it with the stage that makes {what} datasets, or add the variable(s)"
+        )
 
 
 def _check_units(ds: xr.Dataset, expected: Mapping[str, str], what: str) -> None:
@@ -447,50 +450,98 @@ def _check_units(ds: xr.Dataset, expected: Mapping[str, str], what: str) -> None
         if n in ds.variables and ds[n].attrs.get("units") != u
     }
     if wrong:
-        raise SchemaError(f"{what} dataset has wrong units {wrong}; expected {dict(expected)}")
+        raise SchemaError(
+            f"{what} dataset has wrong units {wrong}; expected {dict(expected)}: convert the "
+            "variable(s) and set their 'units' attribute"
+        )
+
+
+def _check_dims(ds: xr.Dataset, expected: Mapping[str, tuple[str, ...]], what: str, *,
+                ordered: bool = True) -> None:  # fmt: skip
+    for name, dims in expected.items():
+        if name not in ds.variables:
+            continue
+        found = ds[name].dims
+        if (found != dims) if ordered else (set(found) != set(dims)):
+            raise SchemaError(f"{what} variable {name!r} has dims {found}; expected {dims}")
+
+
+def _gas_of(ds: xr.Dataset, what: str) -> str:
+    gas = ds.attrs.get("gas")
+    if gas not in GASES:
+        raise SchemaError(f"{what} attribute 'gas' is {gas!r}; expected one of {GASES}")
+    return str(gas)
 
 
 def validate_soundings(ds: xr.Dataset) -> xr.Dataset:
     """Check that ``ds`` is a canonical soundings dataset; return it unchanged.
+
+    Cheap: names, dimensions, units and the ``gas`` attribute; the values are not read
+    (a lazy dataset stays lazy).
+
+    Raises
+    ------
+    SchemaError
+        Naming the missing variable, wrong dimension or wrong unit.
+
+    Examples
+    --------
+    >>> import numpy as np, xarray as xr
+    >>> ds = xr.Dataset({"xgas": ("sounding", np.zeros(2), {"units": "ppm"})}, attrs={"gas": "CO2"})
+    >>> validate_soundings(ds)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    gosat_pipeline.errors.SchemaError: soundings dataset is missing variable(s) ['time', ...
+    """
+    gas = _gas_of(ds, "soundings")
+    required = [k for k, v in SOUNDING_VARIABLES.items() if v.get("required")]
+    _require(ds, ["time", "latitude", "longitude", *required], "soundings")
+    one_d = ["time", "latitude", "longitude", *SOUNDING_VARIABLES]
+    _check_dims(ds, {n: (SOUNDING_DIM,) for n in one_d}, "soundings")
+    _check_dims(ds, {n: (SOUNDING_DIM, LEVEL_DIM) for n in LEVEL_VARIABLES}, "soundings")
+    units = gas_units(gas)
+    _check_units(ds, {"xgas": units, "xgas_uncertainty": units, "xgas_apriori": units}, "soundings")
+    return ds
+
+
+def validate_gridded(ds: xr.Dataset) -> xr.Dataset:
+    """Check that ``ds`` is a canonical L3 dataset (dims time, latitude, longitude).
+
+    Cheap: names, dimensions and (when the dataset names its ``gas``) units.
 
     Raises
     ------
     SchemaError
         Naming the missing variable, wrong dimension or wrong unit.
     """
-    gas = ds.attrs.get("gas")
-    if gas not in GASES:
-        raise SchemaError(f"soundings attribute 'gas' is {gas!r}; expected one of {GASES}")
-    if SOUNDING_DIM not in ds.dims and ds.sizes.get(SOUNDING_DIM, 0) != 0:
-        raise SchemaError(f"soundings dataset has no {SOUNDING_DIM!r} dimension: {dict(ds.sizes)}")
-    required = [k for k, v in SOUNDING_VARIABLES.items() if v.get("required")]
-    _require(ds, ["time", "latitude", "longitude", *required], "soundings")
-    units = gas_units(gas)
-    _check_units(ds, {"xgas": units, "xgas_uncertainty": units}, "soundings")
-    for name in LEVEL_VARIABLES:
-        if name in ds.variables and ds[name].dims != (SOUNDING_DIM, LEVEL_DIM):
-            raise SchemaError(
-                f"soundings variable {name!r} has dims {ds[name].dims}; "
-                f"expected ({SOUNDING_DIM!r}, {LEVEL_DIM!r})"
-            )
-    return ds
-
-
-def validate_gridded(ds: xr.Dataset) -> xr.Dataset:
-    """Check that ``ds`` is a canonical L3 dataset (dims time, latitude, longitude)."""
-    _require(ds, ["n_soundings", "xgas_mean", "xgas_weighted_mean", "xgas_std"], "gridded")
-    for name in ("n_soundings", "xgas_mean"):
-        if set(ds[name].dims) != {"time", "latitude", "longitude"}:
-            raise SchemaError(
-                f"gridded variable {name!r} has dims {ds[name].dims}; "
-                "expected ('time', 'latitude', 'longitude')"
-            )
+    names = ["n_soundings", "xgas_mean", "xgas_weighted_mean", "xgas_std"]
+    _require(ds, names, "gridded")
+    _check_dims(ds, {n: ("time", "latitude", "longitude") for n in GRIDDED_VARIABLES}, "gridded",
+                ordered=False)  # fmt: skip
+    if "gas" in ds.attrs:
+        units = gas_units(_gas_of(ds, "gridded"))
+        _check_units(ds, {n: units for n, v in GRIDDED_VARIABLES.items() if v.get("units") == "gas"}, "gridded")
+    _check_units(ds, {"n_soundings": "1"}, "gridded")
     return ds
 
 
 def validate_posterior(ds: xr.Dataset) -> xr.Dataset:
-    """Check that ``ds`` is a canonical posterior dataset (dims state, state2)."""
+    """Check that ``ds`` is a canonical posterior dataset (dims state, state2).
+
+    Cheap: names, dimensions, units (the state vector is in units "1"; ``state_units``
+    gives each element's units) and the ``gas`` attribute.
+
+    Raises
+    ------
+    SchemaError
+        Naming the missing variable, wrong dimension or wrong unit.
+    """
+    _gas_of(ds, "posterior")
     _require(ds, POSTERIOR_VARIABLES, "posterior")
+    _check_dims(ds, {"x_prior": ("state",), "x_posterior": ("state",), "S_prior": ("state", "state2"),
+                     "S_posterior": ("state", "state2"), "averaging_kernel": ("state", "state2")},
+                "posterior")  # fmt: skip
+    _check_units(ds, dict.fromkeys(POSTERIOR_VARIABLES, "1"), "posterior")
     return ds
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 import xarray as xr
 
 from gosat_pipeline import load_config, run
+from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.pipeline import STAGES
 from gosat_pipeline.testing.demo import ASEAN, PLANTED
 
@@ -348,3 +350,22 @@ def test_a_run_on_external_footprints_from_a_folder(work: Path, light_run: objec
         assert np.unique(ens["member_prior_error"].values).size == 2
     rows = pd.read_csv(res.run_dir / "discrepancies.csv")
     assert set(rows["gas"]) == {"CH4"} and len(rows) > 0
+
+
+def test_a_stage_refuses_an_input_that_breaks_its_contract(work: Path, light_run: object) -> None:
+    """The comparison stage validates the posterior it reads (schema.validate_posterior): a
+    run file whose state vector lost its units stops the run with an error naming the stage,
+    the file and the variable, instead of a comparison in the wrong units."""
+    run_dir = light_run.run_dir.parent / "contract"
+    shutil.copytree(light_run.run_dir, run_dir)
+    path = run_dir / "posterior_CH4.nc"
+    with xr.open_dataset(path) as ds:
+        post = ds.load()
+    post["x_posterior"].attrs["units"] = "kg s-1"
+    post.to_netcdf(path)
+    config = _variant(work, "contract", "synchronous")
+    # only the comparison is out of date (a new threshold): the earlier stages are reused
+    config.write_text(config.read_text().replace("  z_critical: 2.0\n", "  z_critical: 2.5\n"))
+    with pytest.raises(SchemaError, match=r"compare input posterior_CH4\.nc: .*'x_posterior': 'kg s-1'"):
+        _run(work, config)
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "failed"
