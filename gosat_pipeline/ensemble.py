@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 
 from gosat_pipeline.inversion import invert
-from gosat_pipeline.schema import gas_units
+from gosat_pipeline.schema import gas_units, output_attrs
 from gosat_pipeline.statevector import StateVector
 from gosat_pipeline.transport import BACKGROUND_MODES, TransportSettings, build_jacobian
 
@@ -258,46 +258,40 @@ def ensemble_dataset(posteriors: Sequence[xr.Dataset], members: Sequence[Member]
         Ss.append(post["S_posterior"].values[ix])
         As.append(post["averaging_kernel"].values[ix])
         Ps.append(post["S_prior"].values[ix])
-    one = {"units": "1"}
+    gas = str(posteriors[0].attrs.get("gas", "")).upper()
+    units = gas_units(gas) if gas in ("CO2", "CH4") else "1"
+
+    def var(name: str, dims: str | tuple[str, ...], values: Any) -> tuple[Any, Any, dict[str, Any]]:
+        return dims, values, output_attrs("ensemble", name, units=units)
+
+    square = ("member", "emission", "emission2")
     ds = xr.Dataset(
         {
-            "member_x_posterior": (("member", "emission"), np.array(xs),
-                                   {**one, "long_name": "posterior emission scale factors of each member"}),
-            "member_S_posterior": (("member", "emission", "emission2"), np.array(Ss),
-                                   {**one, "long_name": "posterior covariance of the emission scale factors"}),
-            "member_averaging_kernel": (("member", "emission", "emission2"), np.array(As),
-                                        {**one, "long_name": "averaging kernel of the emission scale factors"}),
-            "member_S_prior": (("member", "emission", "emission2"), np.array(Ps),
-                               {**one, "long_name": "prior covariance of the emission scale factors"}),
+            "member_x_posterior": var("member_x_posterior", ("member", "emission"), np.array(xs)),
+            "member_S_posterior": var("member_S_posterior", square, np.array(Ss)),
+            "member_averaging_kernel": var("member_averaging_kernel", square, np.array(As)),
+            "member_S_prior": var("member_S_prior", square, np.array(Ps)),
         },
         coords={
-            "member": ("member", np.arange(len(posteriors)), {"long_name": "ensemble member (0: configured)"}),
-            "emission_region": ("emission", np.array([k[0] for k in keys], dtype=str), {"long_name": "region code"}),
-            "emission_sector": ("emission", np.array([k[1] for k in keys], dtype=str), {"long_name": "sector"}),
-            "emission_period": ("emission", np.array([k[2] for k in keys], dtype=str),
-                                {"long_name": "ISO 8601 period"}),
+            "member": var("member", "member", np.arange(len(posteriors))),
+            "emission_region": var("emission_region", "emission", np.array([k[0] for k in keys], dtype=str)),
+            "emission_sector": var("emission_sector", "emission", np.array([k[1] for k in keys], dtype=str)),
+            "emission_period": var("emission_period", "emission", np.array([k[2] for k in keys], dtype=str)),
         },
     )  # fmt: skip
     for name in ("chi2_obs_normalized", "chi2_state_normalized", "dofs"):
-        ds[f"member_{name}"] = ("member", np.array([float(p[name]) if name in p else np.nan for p in posteriors]),
-                                {"units": "1", "long_name": f"{name.replace('_', ' ')} of each member"})  # fmt: skip
-    units = {"eddy_diffusivity": "m2 s-1", "ventilation_time": "s", "wind_scale": "1", "wind_rotation": "degree",
-             "time_step": "s"}  # fmt: skip
+        ds[f"member_{name}"] = var(f"member_{name}", "member",
+                                   np.array([float(p[name]) if name in p else np.nan for p in posteriors]))  # fmt: skip
     for k in ("eddy_diffusivity", "ventilation_time", "wind_scale", "wind_rotation"):
-        ds[f"member_{k}"] = ("member", np.array([asdict(m.transport)[k] for m in members], dtype="float64"),
-                             {"units": units[k], "long_name": f"transport {k.replace('_', ' ')} of each member"})  # fmt: skip
-    ds["member_background"] = ("member", np.array([m.transport.background for m in members], dtype=str),
-                               {"long_name": "background treatment of each member"})  # fmt: skip
-    ds["member_inflow"] = ("member", np.array([int(m.transport.inflow) for m in members], dtype="int8"),
-                           {"units": "1", "long_name": "boundary inflow estimated (1) or not (0)", "flag_values": np.array([0, 1],
-                            dtype="int8"), "flag_meanings": "no_inflow inflow"})  # fmt: skip
-    ds["member_prior_error"] = ("member", np.array([m.prior_error for m in members]),
-                                {"units": "1", "long_name": "relative prior error of each member"})  # fmt: skip
-    gas = str(posteriors[0].attrs.get("gas", "")).upper()
-    ds["member_sigma_model"] = ("member", np.array([np.nan if m.sigma_model is None else m.sigma_model
-                                                    for m in members]),
-                                {"units": gas_units(gas) if gas in ("CO2", "CH4") else "1",
-                                 "long_name": "model error of each member"})  # fmt: skip
+        ds[f"member_{k}"] = var(f"member_{k}", "member",
+                                np.array([asdict(m.transport)[k] for m in members], dtype="float64"))  # fmt: skip
+    ds["member_background"] = var("member_background", "member",
+                                  np.array([m.transport.background for m in members], dtype=str))  # fmt: skip
+    ds["member_inflow"] = var("member_inflow", "member", np.array([int(m.transport.inflow) for m in members],
+                                                                  dtype="int8"))  # fmt: skip
+    ds["member_prior_error"] = var("member_prior_error", "member", np.array([m.prior_error for m in members]))
+    ds["member_sigma_model"] = var("member_sigma_model", "member",
+                                   np.array([np.nan if m.sigma_model is None else m.sigma_model for m in members]))  # fmt: skip
     ds.attrs.update(title="ensemble of inversions over transport and error choices", Conventions="CF-1.8",
                     gas=str(posteriors[0].attrs.get("gas", "")), members=len(posteriors))  # fmt: skip
     return ds

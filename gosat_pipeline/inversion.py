@@ -39,6 +39,7 @@ from gosat_pipeline.schema import (
     SECONDS_PER_YEAR,
     gas_units,
     global_attrs,
+    output_attrs,
 )
 from gosat_pipeline.statevector import StateVector
 
@@ -991,34 +992,26 @@ def _posterior_dataset(
     cov_note = (f"the units of element (i, j) are the product of the state_units of elements i and j: 1 between "
                 f"scale factors, {units} between a scale factor and an offset, {units}2 between offsets")  # fmt: skip
 
-    def state_attrs(long_name: str, **more: str) -> dict[str, str]:
-        return {"units": "1", "long_name": long_name, "comment": state_note, **more}
+    def attrs(name: str) -> dict[str, Any]:
+        return output_attrs("posterior", name, state_note=state_note, cov_note=cov_note)
 
     sig = np.sqrt(np.clip(np.diag(S_x), 0.0, None))
     ds = xr.Dataset(coords=scoords)
-    ds["x_prior"] = ("state", xa, state_attrs("prior state vector", ancillary_variables="x_prior_sigma"))
-    ds["x_posterior"] = ("state", x_post, state_attrs("posterior state vector (mean)",
-                                                      ancillary_variables="x_posterior_sigma"))  # fmt: skip
-    ds["x_posterior_sigma"] = ("state", sig, state_attrs("posterior 1-sigma uncertainty of the state vector"))
-    ds["x_prior_sigma"] = ("state", np.sqrt(np.diag(Sa)), state_attrs("prior 1-sigma uncertainty of the state vector"))
+    ds["x_prior"] = ("state", xa, attrs("x_prior"))
+    ds["x_posterior"] = ("state", x_post, attrs("x_posterior"))
+    ds["x_posterior_sigma"] = ("state", sig, attrs("x_posterior_sigma"))
+    ds["x_prior_sigma"] = ("state", np.sqrt(np.diag(Sa)), attrs("x_prior_sigma"))
     for k, v in extra.items():
-        ds[k] = ("state", v, state_attrs("posterior state vector (median, lognormal)"))
-    ds["S_prior"] = (("state", "state2"), Sa, {"units": "1", "long_name": "prior error covariance of the state vector",
-                                               "comment": cov_note})  # fmt: skip
-    ds["S_posterior"] = (("state", "state2"), S_x, {"units": "1", "comment": cov_note,
-                                                    "long_name": "posterior error covariance of the state vector"})  # fmt: skip
-    ds["averaging_kernel"] = (("state", "state2"), res.A, {
-        "units": "1", "long_name": "averaging kernel d x_hat / d x_true",
-        "comment": "element (i, j) = d x_hat_i / d x_true_j (Rodgers 2000), in the units of element i divided by "
-                   "those of element j (see state_units): 1 within elements of the same kind"})  # fmt: skip
-    ds["dofs"] = ((), res.dofs, {"units": "1", "long_name": "degrees of freedom for signal, tr(A)"})
-    ds["chi2_obs"] = ((), res.chi2_obs, {"units": "1", "long_name": "observation chi-square per observation, J_o / m"})
-    ds["chi2_state"] = ((), res.chi2_state, {"units": "1", "long_name": "state chi-square per element, J_a / n"})
-    ds["n_observations"] = ((), np.int64(res.n_obs), {"units": "1", "long_name": "number of super-observations"})
-    ds["status"] = ((), np.int8(res.status), {"units": "1", "long_name": "inversion status",
-                                              "flag_values": np.array([0, 1, 2], dtype="int8"),
-                                              "flag_meanings": "ok no_observations degenerate"})  # fmt: skip
-    ds["state_units"] = ("state", np.asarray(su, dtype=str), {"long_name": "units of each state element"})
+        ds[k] = ("state", v, attrs(k))
+    ds["S_prior"] = (("state", "state2"), Sa, attrs("S_prior"))
+    ds["S_posterior"] = (("state", "state2"), S_x, attrs("S_posterior"))
+    ds["averaging_kernel"] = (("state", "state2"), res.A, attrs("averaging_kernel"))
+    ds["dofs"] = ((), res.dofs, attrs("dofs"))
+    ds["chi2_obs"] = ((), res.chi2_obs, attrs("chi2_obs"))
+    ds["chi2_state"] = ((), res.chi2_state, attrs("chi2_state"))
+    ds["n_observations"] = ((), np.int64(res.n_obs), attrs("n_observations"))
+    ds["status"] = ((), np.int8(res.status), attrs("status"))
+    ds["state_units"] = ("state", np.asarray(su, dtype=str), attrs("state_units"))
     ds = ds.set_coords("state_units")
     return ds
 
@@ -1072,13 +1065,10 @@ def consistency_diagnostics(
     tstart = np.array([jac["obs_time"].values[tb == b][0] for b in bins]) if "obs_time" in jac.coords and m else \
         np.zeros(bins.size, dtype="datetime64[ns]")  # fmt: skip
     ds = xr.Dataset(
-        {"chi2_obs_normalized": ((), chi_o, {"units": "1", "long_name":
-                                 "observation chi-square over its expected value, J_o / (m - DOFS)"}),
-         "chi2_state_normalized": ((), chi_a, {"units": "1", "long_name":
-                                   "state chi-square over its expected value, J_a / DOFS"}),
-         "chi2_obs_by_time": ("time_bin", by_time, {"units": "1", "long_name":
-                              "mean squared whitened residual of the time bin's observations"})},
-        coords={"time_bin_start": ("time_bin", tstart, {"long_name": "start of the L3 time bin"})},
+        {"chi2_obs_normalized": ((), chi_o, output_attrs("posterior", "chi2_obs_normalized")),
+         "chi2_state_normalized": ((), chi_a, output_attrs("posterior", "chi2_state_normalized")),
+         "chi2_obs_by_time": ("time_bin", by_time, output_attrs("posterior", "chi2_obs_by_time"))},
+        coords={"time_bin_start": ("time_bin", tstart, output_attrs("posterior", "time_bin_start"))},
     )  # fmt: skip
     return ds, rw
 
@@ -1159,41 +1149,30 @@ def region_totals(
             r2 = whitened_residual**2
             chi_o = np.array([float(r2[seen[:, t]].mean()) if nobs[t] else np.nan for t in range(len(keys))])
     status = np.where(np.asarray(W.sum(axis=1)).ravel() <= 0, 2, np.where(nobs == 0, 1, 0)).astype("int8")
-    tg = "Tg yr-1"
+    def tot(name: str, dims: str | tuple[str, ...], values: Any) -> tuple[Any, Any, dict[str, Any]]:
+        return dims, values, output_attrs("region_totals", name)
+
     ds = xr.Dataset(
         {
-            "total_prior": ("total", W @ xa, {"units": tg, "long_name": "prior regional total",
-                                              "ancillary_variables": "total_prior_sigma"}),
-            "total_prior_sigma": ("total", sa, {"units": tg, "long_name": "prior 1-sigma, sqrt(w^T S_a w)"}),
-            "total_posterior": ("total", W @ xp, {"units": tg, "long_name": "posterior regional total",
-                                                  "ancillary_variables": "total_posterior_sigma total_error_reduction "
-                                                  "total_sensitivity total_n_observations total_status"}),
-            "total_posterior_sigma": ("total", spost, {"units": tg, "long_name": "posterior 1-sigma, sqrt(w^T S w)"}),
-            "total_prior_covariance": (("total", "total2"), Ca, {"units": "Tg2 yr-2",
-                                   "long_name": "prior error covariance of the regional totals, W S_a W^T"}),
-            "total_posterior_covariance": (("total", "total2"), Cp, {"units": "Tg2 yr-2",
-                                       "long_name": "posterior error covariance of the regional totals, W S W^T"}),
-            "total_error_reduction": ("total", er, {"units": "1",
-                                    "long_name": "error reduction of the regional total, 1 - sigma_post / sigma_prior"}),
-            "total_sensitivity": ("total", sens, {"units": "1",
-                                      "long_name": "averaging-kernel sensitivity of the regional total, w^T A w / w^T w"}),
-            "total_n_observations": ("total", nobs, {"units": "1", "long_name":
-                                     "observations whose region column exceeds sensitivity_fraction of its max"}),
-            "total_chi2_state": ("total", chi_s, {"units": "1", "long_name":
-                                 "state chi-square of the region's elements over its expected value"}),
-            "total_chi2_obs": ("total", chi_o, {"units": "1", "long_name":
-                               "mean squared whitened residual of the observations that see the region"}),
-            "total_status": ("total", status, {"units": "1", "long_name": "status of the regional total",
-                                               "flag_values": np.array([0, 1, 2], dtype="int8"),
-                                               "flag_meanings": "ok no_observations no_prior_emission"}),
+            "total_prior": tot("total_prior", "total", W @ xa),
+            "total_prior_sigma": tot("total_prior_sigma", "total", sa),
+            "total_posterior": tot("total_posterior", "total", W @ xp),
+            "total_posterior_sigma": tot("total_posterior_sigma", "total", spost),
+            "total_prior_covariance": tot("total_prior_covariance", ("total", "total2"), Ca),
+            "total_posterior_covariance": tot("total_posterior_covariance", ("total", "total2"), Cp),
+            "total_error_reduction": tot("total_error_reduction", "total", er),
+            "total_sensitivity": tot("total_sensitivity", "total", sens),
+            "total_n_observations": tot("total_n_observations", "total", nobs),
+            "total_chi2_state": tot("total_chi2_state", "total", chi_s),
+            "total_chi2_obs": tot("total_chi2_obs", "total", chi_o),
+            "total_status": tot("total_status", "total", status),
         },
         coords={
-            "total_region": ("total", np.array([k[0] for k in keys], dtype=str), {"long_name": "region code"}),
-            "total_region_name": ("total", np.array([names.get(k[0], k[0]) for k in keys], dtype=str),
-                                  {"long_name": "region name"}),
-            "total_role": ("total", np.array([role.get(k[0], "requested") for k in keys], dtype=str),
-                           {"long_name": "role of the region (requested, other, rest)"}),
-            "total_period": ("total", np.array([k[1] for k in keys], dtype=str), {"long_name": "ISO 8601 period"}),
+            "total_region": tot("total_region", "total", np.array([k[0] for k in keys], dtype=str)),
+            "total_region_name": tot("total_region_name", "total",
+                                     np.array([names.get(k[0], k[0]) for k in keys], dtype=str)),
+            "total_role": tot("total_role", "total", np.array([role.get(k[0], "requested") for k in keys], dtype=str)),
+            "total_period": tot("total_period", "total", np.array([k[1] for k in keys], dtype=str)),
         },
     )  # fmt: skip
     return ds
@@ -1297,8 +1276,10 @@ def posterior_flux_maps(
     pick: Any = (lambda a: a[0]) if len(periods) == 1 else np.stack
     if len(periods) > 1:
         dims = ("period", *dims)
-        coords["period"] = ("period", np.array(periods, dtype=str), {"long_name": "ISO 8601 period"})
-    va = _flux_map_attrs(str(posterior.attrs.get("gas", "")))
+        coords["period"] = ("period", np.array(periods, dtype=str), output_attrs("flux_maps", "period"))
+    gas = str(posterior.attrs.get("gas", ""))
+    va = {n: output_attrs("flux_maps", n, gas=gas) for n in
+          ("prior_flux", "posterior_flux", "posterior_flux_sigma", "scale_factor", "averaging_kernel_sensitivity")}
     ds = xr.Dataset(
         {
             "prior_flux": (("latitude", "longitude"), prior, va["prior_flux"]),
@@ -1326,25 +1307,6 @@ def _char_encoding(coord: xr.DataArray) -> None:
     :func:`gosat_pipeline.schema.cf_encoding`.
     """
     coord.encoding["dtype"] = "S1"
-
-
-def _flux_map_attrs(gas: str) -> dict[str, dict[str, str]]:
-    """CF attributes of the :func:`posterior_flux_maps` variables for ``gas``."""
-    fu = "kg m-2 s-1"
-    g = f"{gas} " if gas else ""
-    # the CF name the inventory stage gives the prior flux; the posterior is an estimate of the same quantity
-    std = {"CH4": "methane", "CO2": "carbon_dioxide"}.get(gas.upper())
-    name = {"standard_name": f"tendency_of_atmosphere_mass_content_of_{std}_due_to_emission"} if std else {}
-    sigma_name = {"standard_name": f"{name['standard_name']} standard_error"} if std else {}
-    return {
-        "prior_flux": {"units": fu, "long_name": f"prior {g}emission flux", **name},
-        "posterior_flux": {"units": fu, "long_name": f"posterior {g}emission flux", **name,
-                           "ancillary_variables": "posterior_flux_sigma averaging_kernel_sensitivity"},
-        "posterior_flux_sigma": {"units": fu, "long_name": f"posterior 1-sigma uncertainty of the {g}emission flux",
-                                 **sigma_name},
-        "scale_factor": {"units": "1", "long_name": "posterior / prior emission flux"},
-        "averaging_kernel_sensitivity": {"units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"},
-    }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- mass balance
@@ -1422,13 +1384,14 @@ def mass_balance(
         u_r = float((speed * fr[r] * area).sum() / a_r)
         q = dx * GAS_UNIT_TO_MOLMOL[gas] * n_air * MOLAR_MASS[gas] * u_r * math.sqrt(a_r)  # kg s-1
         out[r] = q * SECONDS_PER_YEAR / 1e9
-    coords: dict[str, Any] = {"region": ("region", masks["region"].values.astype(str), {"long_name": "region code"})}
+    coords: dict[str, Any] = {"region": ("region", masks["region"].values.astype(str),
+                                         output_attrs("mass_balance", "region"))}  # fmt: skip
     if "region_name" in masks.coords:
-        coords["region_name"] = ("region", masks["region_name"].values.astype(str), {"long_name": "region name"})
+        coords["region_name"] = ("region", masks["region_name"].values.astype(str),
+                                 output_attrs("mass_balance", "region_name"))  # fmt: skip
     da = xr.DataArray(
         out, dims="region", coords=coords, name="mass_balance_emission",
-        attrs={"units": "Tg yr-1", "long_name": f"{gas} mass-balance emission estimate",
-               "method": "Q = dX N_air M U sqrt(A) (Varon et al. 2018; Buchwitz et al. 2017)",
+        attrs={**output_attrs("mass_balance", "mass_balance_emission", gas=gas),
                "background_percentile": background_percentile, "surface_pressure_hPa": surface_pressure},
     )  # fmt: skip
     _char_encoding(da["region"])

@@ -43,6 +43,8 @@ __all__ = [
     "validate_posterior",
     "global_attrs",
     "OUTPUT_TITLES",
+    "OUTPUT_VARIABLES",
+    "output_attrs",
     "output_title",
 ]
 
@@ -398,6 +400,208 @@ def global_attrs(title: str, source: str, history: str = "", **extra: Any) -> di
         "gosat_pipeline_version": __version__,
     }
     attrs.update(extra)
+    return attrs
+
+
+#: CF attributes of the variables the inversion stages write, by output then variable: the
+#: single table the stages take them from with :func:`output_attrs`. String values may hold
+#: placeholders filled from its keyword arguments: ``{units}`` (the observations' units, the
+#: gas's column units), ``{gas}``, ``{g}`` (the gas and a space, or nothing), ``{first}``
+#: (the L3 variable a super-observation was taken from), ``{state_note}``, ``{cov_note}``.
+OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
+    # transport.super_observations: one value per (time bin, cell) with soundings
+    "observations": {
+        "y": {"units": "{units}", "long_name": "{gas} super-observation ({first})"},
+        "sigma": {"units": "{units}", "long_name": "total 1-sigma observation error"},
+        "sigma_retrieval": {"units": "{units}", "long_name": "single-sounding retrieval error"},
+        "sigma_model": {"units": "{units}", "long_name": "model error"},
+        "n": {"units": "1", "long_name": "soundings in the super-observation"},
+        "column_sensitivity": {"units": "1", "long_name": "boundary-layer AK sensitivity"},
+        "latitude": {"units": "degrees_north", "standard_name": "latitude"},
+        "longitude": {"units": "degrees_east", "standard_name": "longitude"},
+        "time": {"long_name": "start of the time bin"},
+        "time_index": {"units": "1", "long_name": "index of the L3 time bin"},
+        "cell": {"units": "1", "long_name": "flat cell index"},
+        # transport.column_sensitivity, on the L3 grid
+        "column_sensitivity_l3": {"units": "1",
+                                  "long_name": "boundary-layer column averaging-kernel sensitivity (1 where missing)"},
+    },
+    # transport.build_jacobian
+    "jacobian": {
+        "jacobian": {"units": "{units}",
+                     "comment": "d(observation)/d(state element) in {units} per state unit (see state_units): "
+                                "scale factors for emissions, gas units for background offsets and inflow",
+                     "long_name": "Jacobian of {gas} super-observations with respect to the state vector"},
+        "obs_background_reference": {"units": "{units}", "long_name": "reference background subtracted before "
+                                                                      "the inversion (median of the window)"},
+    },
+    # transport.footprints.open_footprints: external footprints (STILT, FLEXPART, NAME, IMI)
+    "footprints": {
+        "footprint": {"units": "m2 s mol-1", "long_name": "sensitivity of the column-average dry-air mole fraction "
+                                                          "to a surface flux density"},
+        "obs_latitude": {"units": "degrees_north", "long_name": "receptor latitude"},
+        "obs_longitude": {"units": "degrees_east", "long_name": "receptor longitude"},
+        "obs_time": {"long_name": "receptor time (UTC)"},
+        "obs_id": {"long_name": "file and receptor the footprint came from"},
+        "obs_outside_fraction": {"units": "1", "long_name": "share of the footprint outside the inversion grid "
+                                                            "(not seen by the state)"},
+        "latitude": {"units": "degrees_north", "standard_name": "latitude"},
+        "longitude": {"units": "degrees_east", "standard_name": "longitude"},
+    },
+    # inversion.invert: the posterior (state, state2) and its scalar diagnostics
+    "posterior": {
+        "x_prior": {"units": "1", "long_name": "prior state vector", "comment": "{state_note}",
+                    "ancillary_variables": "x_prior_sigma"},
+        "x_posterior": {"units": "1", "long_name": "posterior state vector (mean)", "comment": "{state_note}",
+                        "ancillary_variables": "x_posterior_sigma"},
+        "x_posterior_sigma": {"units": "1", "long_name": "posterior 1-sigma uncertainty of the state vector",
+                              "comment": "{state_note}"},
+        "x_prior_sigma": {"units": "1", "long_name": "prior 1-sigma uncertainty of the state vector",
+                          "comment": "{state_note}"},
+        "x_posterior_median": {"units": "1", "long_name": "posterior state vector (median, lognormal)",
+                               "comment": "{state_note}"},
+        "S_prior": {"units": "1", "long_name": "prior error covariance of the state vector", "comment": "{cov_note}"},
+        "S_posterior": {"units": "1", "comment": "{cov_note}",
+                        "long_name": "posterior error covariance of the state vector"},
+        "averaging_kernel": {"units": "1", "long_name": "averaging kernel d x_hat / d x_true",
+                             "comment": "element (i, j) = d x_hat_i / d x_true_j (Rodgers 2000), in the units of "
+                                        "element i divided by those of element j (see state_units): 1 within "
+                                        "elements of the same kind"},
+        "dofs": {"units": "1", "long_name": "degrees of freedom for signal, tr(A)"},
+        "chi2_obs": {"units": "1", "long_name": "observation chi-square per observation, J_o / m"},
+        "chi2_state": {"units": "1", "long_name": "state chi-square per element, J_a / n"},
+        "n_observations": {"units": "1", "long_name": "number of super-observations"},
+        "status": {"units": "1", "long_name": "inversion status", "flag_values": np.array([0, 1, 2], dtype="int8"),
+                   "flag_meanings": "ok no_observations degenerate"},
+        "state_units": {"long_name": "units of each state element"},
+        # inversion.consistency_diagnostics
+        "chi2_obs_normalized": {"units": "1", "long_name": "observation chi-square over its expected value, "
+                                                           "J_o / (m - DOFS)"},
+        "chi2_state_normalized": {"units": "1", "long_name": "state chi-square over its expected value, J_a / DOFS"},
+        "chi2_obs_by_time": {"units": "1", "long_name": "mean squared whitened residual of the time bin's "
+                                                        "observations"},
+        "time_bin_start": {"long_name": "start of the L3 time bin"},
+    },
+    # inversion.region_totals: totals of the emission elements per region and period
+    "region_totals": {
+        "total_prior": {"units": "Tg yr-1", "long_name": "prior regional total",
+                        "ancillary_variables": "total_prior_sigma"},
+        "total_prior_sigma": {"units": "Tg yr-1", "long_name": "prior 1-sigma, sqrt(w^T S_a w)"},
+        "total_posterior": {"units": "Tg yr-1", "long_name": "posterior regional total",
+                            "ancillary_variables": "total_posterior_sigma total_error_reduction total_sensitivity "
+                                                   "total_n_observations total_status"},
+        "total_posterior_sigma": {"units": "Tg yr-1", "long_name": "posterior 1-sigma, sqrt(w^T S w)"},
+        "total_prior_covariance": {"units": "Tg2 yr-2",
+                                   "long_name": "prior error covariance of the regional totals, W S_a W^T"},
+        "total_posterior_covariance": {"units": "Tg2 yr-2",
+                                       "long_name": "posterior error covariance of the regional totals, W S W^T"},
+        "total_error_reduction": {"units": "1", "long_name": "error reduction of the regional total, "
+                                                             "1 - sigma_post / sigma_prior"},
+        "total_sensitivity": {"units": "1", "long_name": "averaging-kernel sensitivity of the regional total, "
+                                                         "w^T A w / w^T w"},
+        "total_n_observations": {"units": "1", "long_name": "observations whose region column exceeds "
+                                                            "sensitivity_fraction of its max"},
+        "total_chi2_state": {"units": "1", "long_name": "state chi-square of the region's elements over its "
+                                                        "expected value"},
+        "total_chi2_obs": {"units": "1", "long_name": "mean squared whitened residual of the observations that "
+                                                      "see the region"},
+        "total_status": {"units": "1", "long_name": "status of the regional total",
+                         "flag_values": np.array([0, 1, 2], dtype="int8"),
+                         "flag_meanings": "ok no_observations no_prior_emission"},
+        "total_region": {"long_name": "region code"},
+        "total_region_name": {"long_name": "region name"},
+        "total_role": {"long_name": "role of the region (requested, other, rest)"},
+        "total_period": {"long_name": "ISO 8601 period"},
+    },
+    # inversion.posterior_flux_maps (standard names added by :func:`output_attrs` for a known gas)
+    "flux_maps": {
+        "prior_flux": {"units": "kg m-2 s-1", "long_name": "prior {g}emission flux"},
+        "posterior_flux": {"units": "kg m-2 s-1", "long_name": "posterior {g}emission flux",
+                           "ancillary_variables": "posterior_flux_sigma averaging_kernel_sensitivity"},
+        "posterior_flux_sigma": {"units": "kg m-2 s-1",
+                                 "long_name": "posterior 1-sigma uncertainty of the {g}emission flux"},
+        "scale_factor": {"units": "1", "long_name": "posterior / prior emission flux"},
+        "averaging_kernel_sensitivity": {"units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"},
+        "period": {"long_name": "ISO 8601 period"},
+    },
+    # inversion.mass_balance
+    "mass_balance": {
+        "mass_balance_emission": {"units": "Tg yr-1", "long_name": "{gas} mass-balance emission estimate",
+                                  "method": "Q = dX N_air M U sqrt(A) (Varon et al. 2018; Buchwitz et al. 2017)"},
+        "region": {"long_name": "region code"},
+        "region_name": {"long_name": "region name"},
+    },
+    # ensemble.ensemble_dataset: dims member, emission, emission2
+    "ensemble": {
+        "member_x_posterior": {"units": "1", "long_name": "posterior emission scale factors of each member"},
+        "member_S_posterior": {"units": "1", "long_name": "posterior covariance of the emission scale factors"},
+        "member_averaging_kernel": {"units": "1", "long_name": "averaging kernel of the emission scale factors"},
+        "member_S_prior": {"units": "1", "long_name": "prior covariance of the emission scale factors"},
+        "member": {"long_name": "ensemble member (0: configured)"},
+        "emission_region": {"long_name": "region code"},
+        "emission_sector": {"long_name": "sector"},
+        "emission_period": {"long_name": "ISO 8601 period"},
+        "member_chi2_obs_normalized": {"units": "1", "long_name": "chi2 obs normalized of each member"},
+        "member_chi2_state_normalized": {"units": "1", "long_name": "chi2 state normalized of each member"},
+        "member_dofs": {"units": "1", "long_name": "dofs of each member"},
+        "member_eddy_diffusivity": {"units": "m2 s-1", "long_name": "transport eddy diffusivity of each member"},
+        "member_ventilation_time": {"units": "s", "long_name": "transport ventilation time of each member"},
+        "member_wind_scale": {"units": "1", "long_name": "transport wind scale of each member"},
+        "member_wind_rotation": {"units": "degree", "long_name": "transport wind rotation of each member"},
+        "member_background": {"long_name": "background treatment of each member"},
+        "member_inflow": {"units": "1", "long_name": "boundary inflow estimated (1) or not (0)",
+                          "flag_values": np.array([0, 1], dtype="int8"), "flag_meanings": "no_inflow inflow"},
+        "member_prior_error": {"units": "1", "long_name": "relative prior error of each member"},
+        "member_sigma_model": {"units": "{units}", "long_name": "model error of each member"},
+    },
+}  # fmt: skip
+
+#: CF names of the emission flux density, by gas (the inventory stage gives the prior this name).
+_FLUX_GAS_NAMES: dict[str, str] = {"CH4": "methane", "CO2": "carbon_dioxide"}
+
+
+def output_attrs(output: str, name: str, **values: Any) -> dict[str, Any]:
+    """CF attributes of variable ``name`` of ``output`` (a key of :data:`OUTPUT_VARIABLES`).
+
+    Parameters
+    ----------
+    output, name : str
+        The output kind and the variable.
+    **values
+        Fill the placeholders of the table's strings (``units``, ``gas``, ...).
+
+    Returns
+    -------
+    dict
+        A new dict (arrays copied): the caller may change it.
+
+    Examples
+    --------
+    >>> output_attrs("observations", "sigma", units="ppb")
+    {'units': 'ppb', 'long_name': 'total 1-sigma observation error'}
+    >>> output_attrs("flux_maps", "prior_flux", gas="CH4")["standard_name"]
+    'tendency_of_atmosphere_mass_content_of_methane_due_to_emission'
+    """
+    try:
+        spec = OUTPUT_VARIABLES[output][name]
+    except KeyError:
+        raise SchemaError(f"no CF attributes for variable {name!r} of output {output!r} in schema.OUTPUT_VARIABLES") from None
+    gas = str(values.get("gas", ""))
+    values.setdefault("g", f"{gas} " if gas else "")
+    attrs: dict[str, Any] = {}
+    for key, value in spec.items():
+        if isinstance(value, str):
+            try:
+                attrs[key] = value.format_map(values)
+            except KeyError as exc:
+                raise SchemaError(f"CF attribute {key!r} of {output}/{name} needs {exc.args[0]}=") from None
+        else:
+            attrs[key] = value.copy() if isinstance(value, np.ndarray) else value
+    std = _FLUX_GAS_NAMES.get(gas.upper())
+    if output == "flux_maps" and name.endswith("_flux") and std:
+        attrs["standard_name"] = f"tendency_of_atmosphere_mass_content_of_{std}_due_to_emission"
+    elif output == "flux_maps" and name == "posterior_flux_sigma" and std:
+        attrs["standard_name"] = f"tendency_of_atmosphere_mass_content_of_{std}_due_to_emission standard_error"
     return attrs
 
 

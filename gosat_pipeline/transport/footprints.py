@@ -27,7 +27,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import FootprintError, SchemaError
 from gosat_pipeline.grids import GridSpec, regrid_extensive
-from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, gas_units
+from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, gas_units, output_attrs
 from gosat_pipeline.transport.footprint_formats import (
     STILT_NAME,
     Block,
@@ -372,21 +372,18 @@ def open_footprints(
     cat = np.concatenate
     ds = xr.Dataset(
         {"footprint": (("obs", "latitude", "longitude"), vals,
-                       {"units": "m2 s mol-1", "long_name": "sensitivity of the column-average dry-air mole fraction "
-                        "to a surface flux density", "averaging_kernel_applied": int(ak)})},
+                       {**output_attrs("footprints", "footprint"), "averaging_kernel_applied": int(ak)})},
         coords={
-            "obs_latitude": ("obs", cat([b.obs_latitude for b in blocks]).astype("float64"),
-                             {"units": "degrees_north", "long_name": "receptor latitude"}),
-            "obs_longitude": ("obs", cat([b.obs_longitude for b in blocks]).astype("float64"),
-                              {"units": "degrees_east", "long_name": "receptor longitude"}),
-            "obs_time": ("obs", cat([b.obs_time for b in blocks]).astype("datetime64[ns]"),
-                         {"long_name": "receptor time (UTC)"}),
-            "obs_id": ("obs", np.array([i for b in blocks for i in b.obs_id], dtype=str),
-                       {"long_name": "file and receptor the footprint came from"}),
-            "obs_outside_fraction": ("obs", outside, {"units": "1", "long_name":
-                                     "share of the footprint outside the inversion grid (not seen by the state)"}),
-            "latitude": ("latitude", lat, {"units": "degrees_north", "standard_name": "latitude"}),
-            "longitude": ("longitude", lon, {"units": "degrees_east", "standard_name": "longitude"}),
+            name: (dim, values, output_attrs("footprints", name))
+            for name, dim, values in (
+                ("obs_latitude", "obs", cat([b.obs_latitude for b in blocks]).astype("float64")),
+                ("obs_longitude", "obs", cat([b.obs_longitude for b in blocks]).astype("float64")),
+                ("obs_time", "obs", cat([b.obs_time for b in blocks]).astype("datetime64[ns]")),
+                ("obs_id", "obs", np.array([i for b in blocks for i in b.obs_id], dtype=str)),
+                ("obs_outside_fraction", "obs", outside),
+                ("latitude", "latitude", lat),
+                ("longitude", "longitude", lon),
+            )
         },
         attrs={"footprint_format": fmt, "footprint_source": where, "averaging_kernel_applied": int(ak),
                "gas": gas, "Conventions": "CF-1.8",

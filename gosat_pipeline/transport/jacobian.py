@@ -37,7 +37,13 @@ import xarray as xr
 from gosat_pipeline.attribution import attribute_emissions
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, require_same_grid
-from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, SECONDS_PER_YEAR, gas_units
+from gosat_pipeline.schema import (
+    GAS_UNIT_TO_MOLMOL,
+    MOLAR_MASS,
+    SECONDS_PER_YEAR,
+    gas_units,
+    output_attrs,
+)
 from gosat_pipeline.statevector import REST_REGION, StateVector
 from gosat_pipeline.transport.footprints import _match_footprints, read_footprints
 from gosat_pipeline.transport.observations import observation_vector, period_label, time_bins
@@ -457,18 +463,14 @@ def build_jacobian(
     n_emis = len(emis_keys)
     sv = StateVector.from_records(recs)
     coords: dict[str, Any] = dict(sv.to_coords())
-    coords["obs_background_reference"] = ("obs", ref, {"units": units, "long_name":
-                                          "reference background subtracted before the inversion (median of the window)"})  # fmt: skip
+    coords["obs_background_reference"] = ("obs", ref, output_attrs("jacobian", "obs_background_reference", units=units))
     for name in ("y", "sigma", "sigma_retrieval", "sigma_model", "n", "time", "latitude", "longitude",
                  "time_index", "cell", "column_sensitivity"):  # fmt: skip
         target = "obs_value" if name == "y" else f"obs_{name}"
         coords[target] = ("obs", ov[name].values, dict(ov[name].attrs))
     jac = xr.DataArray(kmat, dims=("obs", "state"), coords=coords, name="jacobian")
     jac.attrs = {
-        "units": units,
-        "comment": f"d(observation)/d(state element) in {units} per state unit (see state_units): scale factors "
-                   "for emissions, gas units for background offsets and inflow",
-        "long_name": f"Jacobian of {gas} super-observations with respect to the state vector",
+        **output_attrs("jacobian", "jacobian", units=units, gas=gas),
         "gas": gas,
         "obs_units": units,
         "period_split": period_split or "none",

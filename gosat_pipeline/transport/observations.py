@@ -11,7 +11,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.grids import GridSpec
-from gosat_pipeline.schema import gas_units
+from gosat_pipeline.schema import gas_units, output_attrs
 
 __all__ = ["DEFAULT_SIGMA_MODEL", "column_sensitivity", "observation_vector", "period_label", "time_bins"]
 
@@ -41,7 +41,7 @@ def column_sensitivity(l3: xr.Dataset) -> xr.DataArray:
     else:
         ak = xr.ones_like(l3["xgas_mean"], dtype="float64")
     ak = ak.rename("column_sensitivity")
-    ak.attrs = {"units": "1", "long_name": "boundary-layer column averaging-kernel sensitivity (1 where missing)"}
+    ak.attrs = output_attrs("observations", "column_sensitivity_l3")
     return ak
 
 
@@ -148,17 +148,14 @@ def observation_vector(
     starts, _ends = time_bins(obs)
     ds = xr.Dataset(
         {
-            "y": ("obs", val[ok], {"units": units, "long_name": f"{gas} super-observation ({first})"}),
-            "sigma": ("obs", np.sqrt(var), {"units": units, "long_name": "total 1-sigma observation error"}),
-            "sigma_retrieval": ("obs", sig_r[ok], {"units": units, "long_name": "single-sounding retrieval error"}),
-            "sigma_model": ("obs", np.full(nn.size, sigma_model), {"units": units, "long_name": "model error"}),
-            "n": ("obs", nn.astype("int64"), {"units": "1", "long_name": "soundings in the super-observation"}),
-            "column_sensitivity": ("obs", ak[ok], {"units": "1", "long_name": "boundary-layer AK sensitivity"}),
-            "latitude": ("obs", grid.lat[li], {"units": "degrees_north", "standard_name": "latitude"}),
-            "longitude": ("obs", grid.lon[lj], {"units": "degrees_east", "standard_name": "longitude"}),
-            "time": ("obs", starts[ti], {"long_name": "start of the time bin"}),
-            "time_index": ("obs", ti.astype("int64"), {"units": "1", "long_name": "index of the L3 time bin"}),
-            "cell": ("obs", (li * grid.shape[1] + lj).astype("int64"), {"units": "1", "long_name": "flat cell index"}),
+            name: ("obs", values, output_attrs("observations", name, units=units, gas=gas, first=first))
+            for name, values in (
+                ("y", val[ok]), ("sigma", np.sqrt(var)), ("sigma_retrieval", sig_r[ok]),
+                ("sigma_model", np.full(nn.size, sigma_model)), ("n", nn.astype("int64")),
+                ("column_sensitivity", ak[ok]), ("latitude", grid.lat[li]), ("longitude", grid.lon[lj]),
+                ("time", starts[ti]), ("time_index", ti.astype("int64")),
+                ("cell", (li * grid.shape[1] + lj).astype("int64")),
+            )
         },
         attrs={"gas": gas, "sigma_model": sigma_model, "use_weighted_mean": int(use_weighted_mean),
                "obs_correlation_length_km": float(correlation_length_km or 0.0)},  # fmt: skip
