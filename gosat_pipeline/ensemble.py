@@ -104,6 +104,20 @@ def _lhs(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     return u
 
 
+def _choice_value(choice: str, bounds: Any, u: float) -> float:
+    """A member's value of continuous ``choice`` at Latin-hypercube coordinate ``u`` in [0, 1).
+
+    ``wind_direction`` is an offset in degrees, uniform in ``bounds``; every other choice
+    is a factor, log-uniform in ``bounds`` (both > 0).
+    """
+    lo, hi = (float(x) for x in bounds)
+    if choice == "wind_direction":
+        return lo + (hi - lo) * u
+    if not (lo > 0 and hi > 0):
+        raise ValueError(f"ensemble {choice}: factors must be > 0; got {bounds}")
+    return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u)
+
+
 def design_members(
     transport: TransportSettings,
     *,
@@ -163,13 +177,7 @@ def design_members(
     for i in range(members):
         f: dict[str, Any] = {}
         for j, k in enumerate(cont):
-            lo, hi = (float(x) for x in ranges[k])
-            if k == "wind_direction":
-                f[k] = lo + (hi - lo) * u[i, j]
-            else:
-                if not (lo > 0 and hi > 0):
-                    raise ValueError(f"ensemble {k}: factors must be > 0; got {ranges[k]}")
-                f[k] = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * u[i, j])
+            f[k] = _choice_value(k, ranges[k], u[i, j])
         if backgrounds:
             f["background"] = backgrounds[(i + 1) % len(backgrounds)]
         if inflows:

@@ -418,6 +418,18 @@ def _name_info(name: str) -> tuple[int | None, int | None, str | None]:
     return _year_from_name(Path(name)), None, None
 
 
+def _file_entries(p: Path) -> list[_Entry]:
+    """The netCDF entries of one input: the file itself, or the members of a zip."""
+    kind = _container(p)
+    if kind == "zip":
+        return [_Entry(p, m) for m in _zip_members(p)]
+    if kind == "gzip":
+        raise InventoryError(f"{p}: gzip-compressed; unpack it first (gunzip {p.name}) and pass the .nc file")
+    if not kind.startswith("netCDF"):
+        raise InventoryError(f"{p}: not a netCDF file or a zip holding one: {kind}")
+    return [_Entry(p)]
+
+
 def _entries(paths: list[Path], *, year: int | None, gas: str | None, source: Any) -> list[_Entry]:
     """Every netCDF to read: files, and zip members chosen by year and gas.
 
@@ -425,17 +437,7 @@ def _entries(paths: list[Path], *, year: int | None, gas: str | None, source: An
     several files are given, ``year`` keeps those whose name carries that year and
     ``gas`` drops those named for another gas; files of several years are an error.
     """
-    entries: list[_Entry] = []
-    for p in paths:
-        kind = _container(p)
-        if kind == "zip":
-            entries.extend(_Entry(p, m) for m in _zip_members(p))
-        elif kind == "gzip":
-            raise InventoryError(f"{p}: gzip-compressed; unpack it first (gunzip {p.name}) and pass the .nc file")
-        elif not kind.startswith("netCDF"):
-            raise InventoryError(f"{p}: not a netCDF file or a zip holding one: {kind}")
-        else:
-            entries.append(_Entry(p))
+    entries = [e for p in paths for e in _file_entries(p)]
     if len(entries) < 2:
         return entries
     info = {e: _name_info(e.display.name) for e in entries}
@@ -1671,6 +1673,17 @@ def _crf_rows(path: Path) -> tuple[list[_Row], list[str]]:
 
 
 # ------------------------------------------------------------------------- primap2 netCDF adapter
+def _primap_scenario(ds: xr.Dataset, scen: str, scenario: str | None, path: Path) -> xr.Dataset:
+    """Keep ``scenario`` of dimension ``scen`` (default ``HISTCR``, country-reported, when present)."""
+    values = [str(v) for v in ds[scen].values]
+    want = scenario if scenario is not None else ("HISTCR" if "HISTCR" in values else None)
+    if want is None:
+        return ds
+    if want not in values:
+        raise ReportedTotalsError(str(path), [f"scenario: {want!r} not in the file's {values}"])
+    return ds.sel({scen: [want]})
+
+
 def _primap_nc_rows(path: Path, scenario: str | None) -> tuple[list[_Row], list[str]]:
     """Long rows of primap2's native netCDF (one variable per entity on area x category x time ...)."""
     try:
@@ -1686,12 +1699,7 @@ def _primap_nc_rows(path: Path, scenario: str | None) -> tuple[list[_Row], list[
                                                   "and a 'time' dimension, one variable per entity)"])  # fmt: skip
         scen = next((d for d in dims if d.startswith("scenario")), None)
         if scen is not None:
-            values = [str(v) for v in ds[scen].values]
-            want = scenario if scenario is not None else ("HISTCR" if "HISTCR" in values else None)
-            if want is not None:
-                if want not in values:
-                    raise ReportedTotalsError(str(path), [f"scenario: {want!r} not in the file's {values}"])
-                ds = ds.sel({scen: [want]})
+            ds = _primap_scenario(ds, scen, scenario, path)
         if not np.issubdtype(ds["time"].dtype, np.datetime64):
             raise ReportedTotalsError(str(path), [f"variable time: units {ds['time'].attrs.get('units')!r} are not "
                                                   "dates xarray can decode"])  # fmt: skip
@@ -1744,6 +1752,25 @@ def _is_oco2mip(path: Path) -> bool:
     return any(line.startswith("Alpha 3 Code,Year,") for line in head) and any("OCO-2" in line for line in head)
 
 
+def _oco2mip_header(path: Path, lines: list[str], exp: str) -> tuple[int, list[str], dict[str, tuple[str, str]]]:
+    """The column line of the MIP budget CSV: its index, its columns and the (value,
+    uncertainty) columns of ``FF`` and of experiment ``exp``'s ``NCE``."""
+    h = next((i for i, line in enumerate(lines) if line.startswith("Alpha 3 Code,Year,")), None)
+    if h is None:
+        raise ReportedTotalsError(str(path), ["header: no column line starting 'Alpha 3 Code,Year,' after the "
+                                              "descriptive header"])  # fmt: skip
+    header = [c.strip() for c in next(csv.reader([lines[h]]))]
+    found = [m.group(1) for c in header if (m := re.fullmatch(r"(\w+) NCE \(TgCO2\)", c))]
+    if exp not in found:
+        raise ReportedTotalsError(str(path), [f"experiment: {exp!r} has no 'NCE' column; the file has {found} "
+                                              "(choose one with experiment=)"])  # fmt: skip
+    cols = {"FF": ("FF (TgCO2)", "FF unc (TgCO2)"), "NCE": (f"{exp} NCE (TgCO2)", f"{exp} NCE unc (TgCO2)")}
+    missing = [c for pair in cols.values() for c in pair if c not in header]
+    if missing:
+        raise ReportedTotalsError(str(path), [f"line {h + 1}, column {c}: required column missing" for c in missing])
+    return h, header, cols
+
+
 def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[str], frozenset[str]]:
     """Long rows of ``pilot_topdown_CO2_Budget_countries_v1.csv`` (Byrne et al. 2023, ESSD 15, 963).
 
@@ -1762,19 +1789,7 @@ def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ReportedTotalsError(str(path), [f"cannot read as text: {exc}"]) from None
-    h = next((i for i, line in enumerate(lines) if line.startswith("Alpha 3 Code,Year,")), None)
-    if h is None:
-        raise ReportedTotalsError(str(path), ["header: no column line starting 'Alpha 3 Code,Year,' after the "
-                                              "descriptive header"])  # fmt: skip
-    header = [c.strip() for c in next(csv.reader([lines[h]]))]
-    found = [m.group(1) for c in header if (m := re.fullmatch(r"(\w+) NCE \(TgCO2\)", c))]
-    if exp not in found:
-        raise ReportedTotalsError(str(path), [f"experiment: {exp!r} has no 'NCE' column; the file has {found} "
-                                              "(choose one with experiment=)"])  # fmt: skip
-    cols = {"FF": ("FF (TgCO2)", "FF unc (TgCO2)"), "NCE": (f"{exp} NCE (TgCO2)", f"{exp} NCE unc (TgCO2)")}
-    missing = [c for pair in cols.values() for c in pair if c not in header]
-    if missing:
-        raise ReportedTotalsError(str(path), [f"line {h + 1}, column {c}: required column missing" for c in missing])
+    h, header, cols = _oco2mip_header(path, lines, exp)
     idx = {c: header.index(c) for pair in cols.values() for c in pair}
     rows, problems, regions, n_mean = [], [], set(), 0
     for k, rec in enumerate(csv.reader(lines[h + 1:]), start=h + 2):
@@ -1824,6 +1839,31 @@ def _detect_reported_format(path: Path) -> str:
     if _is_oco2mip(path):
         return "oco2mip"
     return "csv"
+
+
+def _csv_rows(path: Path, fmt: str, scenario: str | None) -> tuple[Path, list[str], list[_Row], bool]:
+    """Rows of a long or primap (wide CSV or interchange YAML) table.
+
+    Returns the path of the CSV read (a YAML names it), its header, the rows in the long
+    layout and whether the table holds every level of the category hierarchy (primap).
+    """
+    if path.suffix.lower() in (".yaml", ".yml"):
+        path, fmt = _read_primap_yaml(path), "primap"
+    header, rows = _read_csv_rows(path)
+    if fmt in ("auto", "csv"):
+        fmt = "primap" if ("entity" in header and any(_YEAR_RE.match(h) for h in header)) else "long"
+    if fmt == "primap":
+        rows = _primap_to_long(path, header, rows, scenario)
+        header = [*_LONG_REQUIRED, "category_scheme", "notes"]
+    return path, header, rows, fmt != "long"
+
+
+def _rows_of_source(path: Path, rows: list[_Row], source: str) -> list[_Row]:
+    """The rows of one ``source``; an unknown source is an error listing those present."""
+    present = list(dict.fromkeys((r.fields.get("source") or "").strip() for r in rows))
+    if source not in present:
+        raise ReportedTotalsError(str(path), [f"source: {source!r} is not in the table; sources are {present}"])
+    return [r for r in rows if (r.fields.get("source") or "").strip() == source]
 
 
 def read_reported_totals(
@@ -1913,20 +1953,9 @@ def read_reported_totals(
             _container(path).startswith("netCDF"):  # fmt: skip
         rows, problems = _primap_nc_rows(path, scenario)
     else:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            path, fmt = _read_primap_yaml(path), "primap"
-        header, rows = _read_csv_rows(path)
-        if fmt in ("auto", "csv"):
-            fmt = "primap" if ("entity" in header and any(_YEAR_RE.match(h) for h in header)) else "long"
-        if fmt == "primap":
-            rows = _primap_to_long(path, header, rows, scenario)
-            header = [*_LONG_REQUIRED, "category_scheme", "notes"]
-        totals = fmt != "long"
+        path, header, rows, totals = _csv_rows(path, fmt, scenario)
     if source is not None:
-        present = list(dict.fromkeys((r.fields.get("source") or "").strip() for r in rows))
-        if source not in present:
-            raise ReportedTotalsError(str(path), [f"source: {source!r} is not in the table; sources are {present}"])
-        rows = [r for r in rows if (r.fields.get("source") or "").strip() == source]
+        rows = _rows_of_source(path, rows, source)
     return _validate_long(path, header, rows, categories, problems, gases=gases, totals=totals,
                           extra_areas=extra_areas)  # fmt: skip
 

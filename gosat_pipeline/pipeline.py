@@ -751,15 +751,8 @@ class _Runner:
         for p, kind in ((cfg.regions.boundaries, "boundaries"), (cfg.winds.path, "winds")):
             if p is not None:
                 self.inputs[str(p)] = _file_record(p, kind)
-        if cfg.transport.type == "footprints" and cfg.transport.footprints is not None:
-            from gosat_pipeline.transport import footprint_files
-
-            try:  # a file, every file under a folder (a STILT or IMI run) or a glob's matches
-                fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
-            except SchemaError as exc:
-                raise ConfigError(f"transport.footprints: {exc}") from None
-            for f in fp_files:
-                self.inputs[str(f)] = _file_record(f, "footprints")
+        for f in self._footprint_files():
+            self.inputs[str(f)] = _file_record(f, "footprints")
         # Inputs that `gosat-pipeline fetch` put in a cache: where and when they came from.
         from gosat_pipeline.fetch.cache import provenance_for
 
@@ -773,6 +766,18 @@ class _Runner:
         if missing:
             raise ConfigError(f"input file(s) not found: {missing}")
         return total
+
+    def _footprint_files(self) -> list[Path]:
+        """The external footprint files of the run (none unless ``transport.type: footprints``)."""
+        tp = self.cfg.transport
+        if tp.type != "footprints" or tp.footprints is None:
+            return []
+        from gosat_pipeline.transport import footprint_files
+
+        try:  # a file, every file under a folder (a STILT or IMI run) or a glob's matches
+            return list(footprint_files(tp.footprints, tp.footprints_format))
+        except SchemaError as exc:
+            raise ConfigError(f"transport.footprints: {exc}") from None
 
     def _hash_inputs(self, kind_prefix: str) -> list[tuple[str, str | None]]:
         return sorted(
@@ -1228,20 +1233,7 @@ def run(
             m["cluster"] = cluster_info
             r.manifest.save()
             try:
-                for gs in cfg.gases:
-                    r.ingest(gs)
-                if last >= 1:
-                    for gs in cfg.gases:
-                        r.grid_stage(gs)
-                if last >= 2:
-                    r.inventory()
-                if last >= 3:
-                    for gs in cfg.gases:
-                        r.invert(gs)
-                if last >= 4:
-                    r.compare()
-                if last >= 5 and cfg.report.enabled:
-                    _report_last(r, t_start)
+                _run_stages(r, last, t_start)
             except BaseException as exc:
                 # Free the failed stage's lazy datasets (file handles holding distributed
                 # locks) while the cluster is still up, not at interpreter exit.
@@ -1255,6 +1247,29 @@ def run(
     _finalise(m, "complete" if last == len(STAGES) - 1 else f"complete up to {STAGES[last]}", t_start)
     r.manifest.save()
     return PipelineResult(r.run_dir, m, r.ran, r.skipped)
+
+
+def _run_stages(r: _Runner, last: int, t_start: float) -> None:
+    """Run (or resume) the stages ``STAGES[: last + 1]`` in order (per gas where they are)."""
+    cfg = r.cfg
+
+    def each_gas(stage: Callable[[Any], None]) -> Callable[[], None]:
+        def step() -> None:
+            for gs in cfg.gases:
+                stage(gs)
+
+        return step
+
+    def report() -> None:
+        if cfg.report.enabled:
+            _report_last(r, t_start)
+
+    steps: dict[str, Callable[[], None]] = {
+        "ingest": each_gas(r.ingest), "grid": each_gas(r.grid_stage), "inventory": r.inventory,
+        "invert": each_gas(r.invert), "compare": r.compare, "report": report,
+    }  # fmt: skip
+    for name in STAGES[: last + 1]:
+        steps[name]()
 
 
 def _report_last(r: _Runner, t_start: float) -> None:

@@ -124,19 +124,25 @@ def _check_inputs(cfg: RunConfig, rep: PreflightReport) -> dict[str, list[str]]:
     for key, p in (("regions.boundaries", cfg.regions.boundaries), ("winds.path", cfg.winds.path)):
         if p is not None:
             _readable(Path(p), key, rep)
-    if cfg.transport.type == "footprints" and cfg.transport.footprints is not None:
-        from gosat_pipeline.errors import SchemaError
-        from gosat_pipeline.transport import footprint_files
-
-        try:  # a file, a folder (a STILT or IMI run) or a glob
-            fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
-            unreadable = [f for f in fp_files if not os.access(f, os.R_OK)]
-            if unreadable:
-                rep.problems.append(f"transport.footprints: {len(unreadable)} of {len(fp_files)} file(s) not "
-                                    f"readable, e.g. {unreadable[0]}")  # fmt: skip
-        except SchemaError as exc:
-            rep.problems.append(f"transport.footprints: {exc}")
+    _check_footprints(cfg, rep)
     return files
+
+
+def _check_footprints(cfg: RunConfig, rep: PreflightReport) -> None:
+    """External footprints (``transport.type: footprints``) exist and are readable."""
+    if cfg.transport.type != "footprints" or cfg.transport.footprints is None:
+        return
+    from gosat_pipeline.errors import SchemaError
+    from gosat_pipeline.transport import footprint_files
+
+    try:  # a file, a folder (a STILT or IMI run) or a glob
+        fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
+        unreadable = [f for f in fp_files if not os.access(f, os.R_OK)]
+        if unreadable:
+            rep.problems.append(f"transport.footprints: {len(unreadable)} of {len(fp_files)} file(s) not "
+                                f"readable, e.g. {unreadable[0]}")  # fmt: skip
+    except SchemaError as exc:
+        rep.problems.append(f"transport.footprints: {exc}")
 
 
 def _check_formats(cfg: RunConfig, files: dict[str, list[str]], rep: PreflightReport) -> None:
