@@ -189,11 +189,27 @@ class HttpClient:
 
     def _start(self, r: Any, url: str, part: Path, meta: Path, offset: int, expected: int | None) -> int | None:
         """Check the response status; returns the full length (-1 unknown), None when complete."""
+        if self._check_status(r, url, part, offset, expected):
+            return None
+        if r.status_code == 200 and offset:
+            part.unlink()  # the server sent the whole file: start over
+        validator = r.headers.get("ETag") or r.headers.get("Last-Modified")
+        if validator and not meta.is_file():
+            meta.write_text(json.dumps({"validator": validator}))
+        if r.status_code == 206:
+            return _resumed_length(r, part, offset, expected)
+        n = r.headers.get("Content-Length")
+        if n and n.isdigit() and "Content-Encoding" not in r.headers:
+            return int(n)
+        return expected if expected is not None else -1
+
+    def _check_status(self, r: Any, url: str, part: Path, offset: int, expected: int | None) -> bool:
+        """Raise for a refused, failed or retryable response; True when the file is already complete."""
         if r.status_code in (401, 403):
             raise self._refused(url, r.status_code)
         if r.status_code == 416 and offset:
             if expected is None or offset == expected:
-                return None
+                return True
             part.unlink()
             raise _Transient("server refused the resume range; starting again")
         if r.status_code in _RETRY_STATUS:
@@ -202,24 +218,18 @@ class HttpClient:
             raise FetchError(f"{public_url(url)}: not found (HTTP 404); the archive may have moved the file")
         if r.status_code not in (200, 206):
             raise FetchError(f"{public_url(url)}: HTTP {r.status_code}")
-        if r.status_code == 200 and offset:
-            part.unlink()  # the server sent the whole file: start over
-            offset = 0
-        validator = r.headers.get("ETag") or r.headers.get("Last-Modified")
-        if validator and not meta.is_file():
-            meta.write_text(json.dumps({"validator": validator}))
-        if r.status_code == 206:
-            crange = r.headers.get("Content-Range", "")
-            start, _, total = crange.removeprefix("bytes ").partition("-")
-            if not start.isdigit() or int(start) != offset:
-                part.unlink(missing_ok=True)
-                raise _Transient(f"unexpected Content-Range {crange!r}")
-            tot = total.partition("/")[2]
-            return int(tot) if tot.isdigit() else (expected if expected is not None else -1)
-        n = r.headers.get("Content-Length")
-        if n and n.isdigit() and "Content-Encoding" not in r.headers:
-            return int(n)
-        return expected if expected is not None else -1
+        return False
+
+
+def _resumed_length(r: Any, part: Path, offset: int, expected: int | None) -> int:
+    """Full length of the file from a 206 response that must resume at ``offset`` (-1 unknown)."""
+    crange = r.headers.get("Content-Range", "")
+    start, _, total = crange.removeprefix("bytes ").partition("-")
+    if not start.isdigit() or int(start) != offset:
+        part.unlink(missing_ok=True)
+        raise _Transient(f"unexpected Content-Range {crange!r}")
+    tot = total.partition("/")[2]
+    return int(tot) if tot.isdigit() else (expected if expected is not None else -1)
 
 
 class _Transient(Exception):

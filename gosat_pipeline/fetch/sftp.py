@@ -312,33 +312,13 @@ class SftpClient:
             attrs = await asyncio.wait_for(sftp.stat(path), self.timeout)
             size, mtime = int(attrs.size), attrs.mtime
             stamp = {"size": size, "mtime": mtime}
-            offset = part.stat().st_size if part.exists() else 0
-            if offset:
-                try:
-                    seen = json.loads(meta.read_text()) if meta.is_file() else None
-                except (OSError, ValueError):
-                    seen = None  # no record of what was being fetched: start again
-                if seen != stamp or offset > size:
-                    logger.info("%s%s: changed on the archive since the interrupted transfer; starting again",
-                                self.address, path)  # fmt: skip
-                    part.unlink()
-                    offset = 0
+            offset = self._resume_offset(path, part, meta, stamp)
             if expected is not None and size != expected:
                 logger.warning("%s%s: the archive now lists %d bytes, the plan %d", self.address, path, size, expected)
             meta.write_text(json.dumps(stamp))
             if offset:
                 logger.info("%s%s: resuming at byte %d of %d", self.address, path, offset, size)
-            async with sftp.open(path, "rb") as f:
-                with open(part, "ab") as out:
-                    while offset < size:
-                        data = await asyncio.wait_for(f.read(min(PIECE, size - offset), offset), self.timeout)
-                        if not data:
-                            raise _Transient(f"the server ended the file at byte {offset} of {size}")
-                        out.write(data)
-                        out.flush()
-                        offset += len(data)
-                        if progress is not None:
-                            progress(len(data))
+            await self._copy(sftp, path, part, offset, size, progress)
         except _Transient:
             raise
         except Exception as exc:  # noqa: BLE001 - sorted into transient/permanent below
@@ -348,6 +328,37 @@ class SftpClient:
                 raise _Transient(f"transfer interrupted at byte {have} ({type(exc).__name__})") from None
             raise self._map_error(exc, path) from None
         meta.unlink(missing_ok=True)
+
+    def _resume_offset(self, path: str, part: Path, meta: Path, stamp: dict[str, Any]) -> int:
+        """Bytes of ``part`` to keep: 0 (and ``part`` removed) when the remote file changed since."""
+        offset = part.stat().st_size if part.exists() else 0
+        if not offset:
+            return 0
+        try:
+            seen = json.loads(meta.read_text()) if meta.is_file() else None
+        except (OSError, ValueError):
+            seen = None  # no record of what was being fetched: start again
+        if seen != stamp or offset > stamp["size"]:
+            logger.info("%s%s: changed on the archive since the interrupted transfer; starting again",
+                        self.address, path)  # fmt: skip
+            part.unlink()
+            return 0
+        return offset
+
+    async def _copy(self, sftp: Any, path: str, part: Path, offset: int, size: int,
+                    progress: Callable[[int], None] | None) -> None:  # fmt: skip
+        """Append bytes ``offset:size`` of remote ``path`` to ``part``, piece by piece."""
+        async with sftp.open(path, "rb") as f:
+            with open(part, "ab") as out:
+                while offset < size:
+                    data = await asyncio.wait_for(f.read(min(PIECE, size - offset), offset), self.timeout)
+                    if not data:
+                        raise _Transient(f"the server ended the file at byte {offset} of {size}")
+                    out.write(data)
+                    out.flush()
+                    offset += len(data)
+                    if progress is not None:
+                        progress(len(data))
 
 
 def _listed_keys(ssh: Any, host: str, addr: str, port: int) -> bool:
