@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench bench-scale data-samples notebooks clean
+.PHONY: install demo test test-fast lint typecheck bench bench-scale data-samples notebooks clean
 
 $(STAMP): pyproject.toml
 	@echo "Installing the Python environment into $(VENV) (first run, or pyproject.toml changed):"
@@ -38,6 +38,15 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest
+
+# The inner loop: ruff and every test not marked slow (the demo runs, notebooks, browser, kill/resume).
+test-fast: $(STAMP) lint
+	$(VENV)/bin/pytest -m "not slow"
+
+# mypy on the public API and the stage modules ([tool.mypy] in pyproject.toml). Not part of
+# `make lint`: a first (uncached) run takes one to three minutes on this machine.
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -8,7 +8,7 @@ xarray objects; :func:`run` chains them from a configuration file.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -56,6 +56,32 @@ _API: dict[str, str] = {
 }
 
 __all__ = ["__version__", *_API]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy API below (tests keep the two equal)
+    from gosat_pipeline.attribution import attribute_emissions
+    from gosat_pipeline.compare import compare_to_inventory, domain_budget, period_change
+    from gosat_pipeline.config import load_config
+    from gosat_pipeline.domain import prior_emissions
+    from gosat_pipeline.ensemble import design_members, ensemble_dataset, invert_ensemble
+    from gosat_pipeline.gridding import grid_soundings
+    from gosat_pipeline.grids import GridSpec
+    from gosat_pipeline.inventory import (
+        attribute_to_regions,
+        open_prior_inventory,
+        read_reported_totals,
+        regrid_conservative,
+        reported_for,
+    )
+    from gosat_pipeline.inversion import invert, mass_balance, posterior_flux_maps
+    from gosat_pipeline.io import list_formats, open_granule, open_granules
+    from gosat_pipeline.pipeline import run
+    from gosat_pipeline.preflight import preflight
+    from gosat_pipeline.quality import apply_quality_filter
+    from gosat_pipeline.regions import domain_regions, load_boundaries, region_masks
+    from gosat_pipeline.report import write_report
+    from gosat_pipeline.statevector import StateVector
+    from gosat_pipeline.transport import TransportSettings, build_jacobian
+    from gosat_pipeline.winds import open_winds
 
 
 def __getattr__(name: str) -> Any:

@@ -694,7 +694,7 @@ def _empty_outputs(size: int) -> list[np.ndarray]:
 
 def _fill_block(piece: _Piece, start: int, outs: list[np.ndarray]) -> None:
     bins, rows = piece if piece is not None else (np.zeros(0, dtype=np.int64), np.zeros((0, _NSTAT)))
-    _finalize_block(bins, rows, start, start + outs[0].size, *outs, float(STD_DDOF))
+    _finalize_block(bins, rows, start, start + outs[0].size, *outs, float(STD_DDOF))  # type: ignore[call-arg]  # numba dispatcher
 
 
 def _dense(part: _Partial, layout: _Layout) -> tuple[np.ndarray, ...]:
@@ -986,7 +986,7 @@ def time_bin_edges(
         raise SchemaError(
             f"time_bin {time_bin!r} is not a pandas frequency (e.g. '1D', 'MS', '7D'): {exc}"
         ) from None
-    edges = pd.date_range(labels[0], periods=labels.size + 1, freq=labels.freq or time_bin)
+    edges = pd.date_range(labels[0], periods=labels.size + 1, freq=getattr(labels, "freq", None) or time_bin)
     if time_range is not None:
         edges = edges.where(edges > start, start).where(edges < end, end)
     return pd.DatetimeIndex(edges).as_unit("ns")
@@ -1205,7 +1205,7 @@ def _build_dataset(
         "averaging_kernel_pbl": "mean over soundings of sum(h a) / sum(h) over levels with p >= p_surface - "
         "pbl_pressure_depth (h pressure weight, a column averaging kernel); 1 for products without an averaging kernel",
     }
-    data_vars: dict[str, Any] = {name: grid_ds[name].variable for name in grid_ds.data_vars}
+    data_vars: dict[str, Any] = {str(name): grid_ds[name].variable for name in grid_ds.data_vars}
     data_vars["time_bounds"] = time_bounds
     for k, name in enumerate(_OUTPUTS):
         data = stack[k]
@@ -1300,6 +1300,7 @@ def grid_soundings(
         edges = time_bin_edges(None if extent is None else list(extent), time_bin)
     t_edges = edges.asi8.copy()
     lazy = any(isinstance(v, da.Array) for v in inputs.values())
+    stack: tuple[Any, ...]
     if lazy:
         stack = _lazy_stack(inputs, grid, t_edges, float(pbl_pressure_depth), split_every)
     else:

@@ -93,8 +93,10 @@ class GridSpec:
             Defaults to the globe. Edges are snapped outward to multiples of the
             resolution so that grids of the same resolution nest.
         """
-        dlat, dlon = (resolution, resolution) if np.isscalar(resolution) else resolution
-        dlat, dlon = float(dlat), float(dlon)
+        if isinstance(resolution, (tuple, list, np.ndarray)):
+            dlat, dlon = (float(r) for r in resolution)
+        else:
+            dlat = dlon = float(resolution)
         if dlat <= 0 or dlon <= 0:
             raise SchemaError(f"resolution must be positive; got {resolution!r}")
         west, south, east, north = bbox if bbox is not None else (-180.0, -90.0, 180.0, 90.0)

@@ -225,6 +225,7 @@ class _NormalAccumulator:
 
     def _add_sparse(self, Kc: Any, yc: np.ndarray, Soc: np.ndarray) -> None:
         Kw, yw = _whiten(Kc, Soc, yc)
+        assert yw is not None  # y was given
         n = self.n
         if sp.issparse(Kw):
             self.C[:n, :n] += (Kw.T @ Kw).toarray()
@@ -281,11 +282,9 @@ def accumulate_normal_equations(
     and :math:`S_{o,c} = L L^T` (:math:`L` diagonal for variances): G, b and c in one
     BLAS call with half the flops of a general matrix product.
     """
-    try:
-        import dask.array as da
-    except ImportError:  # pragma: no cover - dask is a hard dependency
-        da = None
-    if da is not None and isinstance(chunks, da.Array):
+    import dask.array as da  # a hard dependency
+
+    if isinstance(chunks, da.Array):
         return _accumulate_dask(chunks, y, So)
     acc: _NormalAccumulator | None = None
     for Kc, yc, Soc in chunks:
@@ -1271,7 +1270,7 @@ def posterior_flux_maps(
         post.append(fpost)
         sigma.append(np.sqrt(np.clip(var, 0.0, None)))
         aks.append(akm)
-    coords = {"latitude": em["latitude"], "longitude": em["longitude"]}
+    coords: dict[str, Any] = {"latitude": em["latitude"], "longitude": em["longitude"]}
     dims: tuple[str, ...] = ("latitude", "longitude")
     pick: Any = (lambda a: a[0]) if len(periods) == 1 else np.stack
     if len(periods) > 1:

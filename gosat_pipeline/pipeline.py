@@ -615,7 +615,7 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
             remap[f] = len(table)
             table.append(path)
         remaps.append(remap)
-    total = sum(codes)
+    total: Any = sum(codes)  # (n_reasons + 1,) counts, summed over the parts
     order = {rec_path: k for k, rec_path in enumerate(p for r in live for p in r["files"])}
     return {
         "drop": [np.array(d, dtype=np.int64) for d in drop], "remap": remaps, "table": table, "skipped": skipped,
@@ -652,7 +652,8 @@ def _assemble_parts(live: list[dict[str, Any]], plan: dict[str, Any]) -> xr.Data
         vname = f"ingest-{name}-{token}"
         level = len(dims) == 2
         vlayer = {((vname, g, 0) if level else (vname, g)): (operator.getitem, (load, g), name) for g in range(len(live))}
-        graph = HighLevelGraph({load: layer, vname: vlayer}, {load: set(), vname: {load}})
+        layers: dict[str, Any] = {load: layer, vname: vlayer}
+        graph = HighLevelGraph(layers, {load: set(), vname: {load}})
         arr = da.Array(graph, vname, (sizes, (n_levels,)) if level else (sizes,), dtype=np.dtype(dtype))
         (coords if name in ("time", "latitude", "longitude") else data_vars)[name] = (dims, arr, attrs[name])
     data_vars["granule_path"] = ("granule", np.array(plan["table"], dtype=object),

@@ -379,7 +379,7 @@ def region_masks(
     if "region" not in boundaries.columns:
         raise BoundaryError("boundaries need a 'region' column; use load_boundaries()")
     is_group = boundaries["is_group"].astype(bool) if "is_group" in boundaries else pd.Series(False, boundaries.index)
-    base = boundaries[~is_group.values].reset_index(drop=True)
+    base = boundaries[~np.asarray(is_group, dtype=bool)].reset_index(drop=True)
     base = _crop(base, grid)
     nonempty = ~base.geometry.is_empty
     frac = np.zeros((len(base), *grid.shape))

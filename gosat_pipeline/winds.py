@@ -74,7 +74,8 @@ def _open(paths: list[Path]) -> xr.Dataset:
         if len(paths) == 1:
             return xr.open_dataset(paths[0]).load()
         dsets = [_rename(xr.open_dataset(p).load()) for p in paths]
-        return xr.combine_by_coords(dsets, combine_attrs="drop_conflicts", join="outer")
+        combined = xr.combine_by_coords(dsets, combine_attrs="drop_conflicts", join="outer")
+        return combined if isinstance(combined, xr.Dataset) else combined.to_dataset()
     except Exception as exc:  # netCDF4, h5py and xarray raise many types for unreadable files
         raise WindError(f"cannot open wind files {[str(p) for p in paths]} ({type(exc).__name__}: {exc}); "
                         "give netCDF files with u/v (ERA5) or U/V (MERRA-2, GEOS-FP)") from exc
@@ -210,7 +211,8 @@ def _pick_level(da: xr.DataArray, level: str) -> xr.DataArray:
     return da.isel(level=int(k[0]))
 
 
-def _select_winds(ds: xr.Dataset, level: str, pressure_range: tuple[float, float]) -> tuple[xr.DataArray, ...]:
+def _select_winds(ds: xr.Dataset, level: str,
+                  pressure_range: tuple[float, float]) -> tuple[xr.DataArray, xr.DataArray, str]:  # fmt: skip
     found = sorted(str(v) for v in ds.data_vars)
     u3, v3, u10, v10 = _first(ds, _U3D), _first(ds, _V3D), _first(ds, _U10), _first(ds, _V10)
     has3d = u3 is not None and v3 is not None and "level" in ds[u3].dims

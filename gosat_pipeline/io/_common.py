@@ -777,7 +777,7 @@ class NcTableReader(GranuleReader):
                     out[name] = arr[:, ::-1]
         return add_apriori_column(out)
 
-    def _read_one(self, ds: NcHandle, spec: VarSpec, idx: np.ndarray, path: str,
+    def _read_one(self, ds: NcHandle, spec: VarSpec, idx: np.ndarray, path: str,  # noqa: C901 - one branch per transform
                   text_as_bytes: bool = False) -> np.ndarray:  # fmt: skip
         var = get_var(ds, spec.path, path)
         raw = read_raw(var, path)

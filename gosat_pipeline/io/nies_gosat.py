@@ -452,7 +452,7 @@ class _NiesBase(GranuleReader):
             if p and _has(ds, p):
                 _pressure_factor(_attr(ds, p, "unit"), path, p)
 
-    def _level_plan(self, ds: NcHandle, vmap: dict[str, Any], path: str) -> dict[str, Any]:
+    def _level_plan(self, ds: NcHandle, vmap: dict[str, Any], path: str) -> dict[str, Any]:  # noqa: C901 - io/ is being restructured (issue 20, readers)
         """Which level arrays exist, their order in the file and how weights and pressures are made."""
         have = {k: vmap[k] for k in ("averaging_kernel", "profile_apriori", "dry_air", "pressure", "pressure_weight")
                 if vmap[k] and _has(ds, vmap[k])}  # fmt: skip
@@ -517,7 +517,7 @@ class _NiesBase(GranuleReader):
         return raw.astype(np.int64)
 
     @staticmethod
-    def _variables(ds: NcHandle, vmap: dict[str, Any], levels: dict[str, Any]) -> dict[str, str]:
+    def _variables(ds: NcHandle, vmap: dict[str, Any], levels: dict[str, Any]) -> dict[str, str]:  # noqa: C901 - io/ is being restructured (issue 20, readers)
         out = {"time": "datetime64[ns]", "latitude": "float64", "longitude": "float64", "xgas": "float64",
                "xgas_uncertainty": "float64", "quality_flag": "int8"}  # fmt: skip
         have = levels["have"]

@@ -325,6 +325,32 @@ def column_weights(z1: np.ndarray, z2: np.ndarray, kindz: np.ndarray, where: str
     return w
 
 
+def _check_flexpart_layout(ds: Any, name: str, where: str) -> int:
+    """Units and dims of species ``name`` and the release metadata; returns the number of releases."""
+    spec = ds[name]
+    units = _str_attr(spec, "units").strip()
+    if units != FLEXPART_UNITS:
+        hint = (" (IND_RECEPTOR = 1, a mass-concentration receptor; rerun with IND_RECEPTOR = 2, mass mixing ratio)"
+                if units == "s" else "")  # fmt: skip
+        raise FootprintError(where, f"{name} units {units!r}; expected {FLEXPART_UNITS!r} (backward run with "
+                             f"IND_SOURCE = 1 and IND_RECEPTOR = 2){hint}")  # fmt: skip
+    need = {"pointspec", "time", "height", "latitude", "longitude"}
+    if not need <= set(spec.dims) or not set(spec.dims) <= need | {"nageclass"}:
+        raise FootprintError(where, f"{name} has dims {spec.dims}; expected "
+                             "(nageclass, pointspec, time, height, latitude, longitude)")  # fmt: skip
+    rel = ["RELLAT1", "RELLNG1", "RELSTART", "RELEND", "RELZZ1", "RELZZ2"]
+    missing = [v for v in rel if v not in ds.variables]
+    if missing:
+        raise FootprintError(where, f"no release metadata {missing}; FLEXPART writes RELLAT1/RELLNG1/RELZZ1/"
+                             "RELZZ2/RELSTART/RELEND unless write_releases is switched off")  # fmt: skip
+    npoint = int(ds["RELLAT1"].size)
+    if spec.sizes["pointspec"] != npoint:
+        raise FootprintError(where, f"{name} has {spec.sizes['pointspec']} pointspec entries for {npoint} releases: "
+                             "the releases were summed (IOUTPUTFOREACHRELEASE = 0); rerun with "
+                             "IOUTPUTFOREACHRELEASE = 1 so that each release keeps its own footprint")  # fmt: skip
+    return npoint
+
+
 def read_flexpart(path: Path, gas: str) -> list[Block]:
     """Read a FLEXPART backward run's ``grid_time_<date>.nc`` (or ``..._nest.nc``).
 
@@ -358,26 +384,7 @@ def read_flexpart(path: Path, gas: str) -> list[Block]:
                                  "backward runs (LDIRECT = -1 in COMMAND)")  # fmt: skip
         name = _flexpart_spec(ds, gas, where)
         spec = ds[name]
-        units = _str_attr(spec, "units").strip()
-        if units != FLEXPART_UNITS:
-            hint = (" (IND_RECEPTOR = 1, a mass-concentration receptor; rerun with IND_RECEPTOR = 2, mass mixing ratio)"
-                    if units == "s" else "")  # fmt: skip
-            raise FootprintError(where, f"{name} units {units!r}; expected {FLEXPART_UNITS!r} (backward run with "
-                                 f"IND_SOURCE = 1 and IND_RECEPTOR = 2){hint}")  # fmt: skip
-        need = {"pointspec", "time", "height", "latitude", "longitude"}
-        if not need <= set(spec.dims) or not set(spec.dims) <= need | {"nageclass"}:
-            raise FootprintError(where, f"{name} has dims {spec.dims}; expected "
-                                 "(nageclass, pointspec, time, height, latitude, longitude)")  # fmt: skip
-        rel = ["RELLAT1", "RELLNG1", "RELSTART", "RELEND", "RELZZ1", "RELZZ2"]
-        missing = [v for v in rel if v not in ds.variables]
-        if missing:
-            raise FootprintError(where, f"no release metadata {missing}; FLEXPART writes RELLAT1/RELLNG1/RELZZ1/"
-                                 "RELZZ2/RELSTART/RELEND unless write_releases is switched off")  # fmt: skip
-        npoint = ds["RELLAT1"].size
-        if spec.sizes["pointspec"] != npoint:
-            raise FootprintError(where, f"{name} has {spec.sizes['pointspec']} pointspec entries for {npoint} releases: "
-                                 "the releases were summed (IOUTPUTFOREACHRELEASE = 0); rerun with "
-                                 "IOUTPUTFOREACHRELEASE = 1 so that each release keeps its own footprint")  # fmt: skip
+        npoint = _check_flexpart_layout(ds, name, where)
         h = ds["height"].values.astype("float64") if "height" in ds.variables else np.array([])
         if h.size == 0 or not h[0] > 0:
             raise FootprintError(where, "cannot read the top of the lowest output layer ('height'); "
@@ -547,6 +554,23 @@ def find_imi_run(source: Path | list[Path]) -> tuple[Path, list[Path], Path, lis
     return run, pkls, run / "StateVector.nc", [Path(p) for p in prior]
 
 
+def _imi_prior_field(p: Path, gas: str, lat_c: np.ndarray, lon_c: np.ndarray, sv_path: Path) -> np.ndarray:
+    """IMI's prior emission (kg m-2 s-1) of one HEMCO file on the state-vector grid, (lat, lon)."""
+    var_names = (f"Emis{gas.upper()}_Total_ExclSoilAbs", f"Emis{gas.upper()}_Total")
+    with open_netcdf(p) as pr:
+        name = next((v for v in var_names if v in pr.data_vars), None)
+        if name is None:
+            raise FootprintError(str(p), f"has none of {list(var_names)} (found {sorted(pr.data_vars)})")
+        da = pr[name]
+        da = da.mean([d for d in da.dims if d not in ("lat", "lon")]) if da.ndim > 2 else da
+        if not (np.allclose(da["lat"].values, lat_c) and np.allclose(da["lon"].values, lon_c)):
+            raise FootprintError(str(p), f"{name} is on another grid than {sv_path.name}")
+        units = _str_attr(pr[name], "units").replace(" ", "").replace("^", "")
+        if units and units not in ("kg/m2/s", "kgm-2s-1", "kg/m2s", "kgm-2s-1."):
+            raise FootprintError(str(p), f"{name} units {_str_attr(pr[name], 'units')!r}; expected kg/m2/s")
+        return np.nan_to_num(da.transpose("lat", "lon").values.astype("float64"))
+
+
 def read_imi(source: Path | list[Path], gas: str, grid: Any = None) -> tuple[list[Block], dict[str, Any]]:
     """Read the Jacobian of an IMI (GEOS-Chem) run and turn its columns into footprints.
 
@@ -587,21 +611,7 @@ def read_imi(source: Path | list[Path], gas: str, grid: Any = None) -> tuple[lis
         sv = sv_ds["StateVector"].transpose("lat", "lon")
         labels = np.nan_to_num(sv.values.astype("float64"), nan=-9999.0)
         lat_c, lon_c = sv["lat"].values.astype("float64"), sv["lon"].values.astype("float64")
-    var_names = (f"Emis{gas.upper()}_Total_ExclSoilAbs", f"Emis{gas.upper()}_Total")
-    fields = []
-    for p in prior_paths:
-        with open_netcdf(p) as pr:
-            name = next((v for v in var_names if v in pr.data_vars), None)
-            if name is None:
-                raise FootprintError(str(p), f"has none of {list(var_names)} (found {sorted(pr.data_vars)})")
-            da = pr[name]
-            da = da.mean([d for d in da.dims if d not in ("lat", "lon")]) if da.ndim > 2 else da
-            if not (np.allclose(da["lat"].values, lat_c) and np.allclose(da["lon"].values, lon_c)):
-                raise FootprintError(str(p), f"{name} is on another grid than {sv_path.name}")
-            units = _str_attr(pr[name], "units").replace(" ", "").replace("^", "")
-            if units and units not in ("kg/m2/s", "kgm-2s-1", "kg/m2s", "kgm-2s-1."):
-                raise FootprintError(str(p), f"{name} units {_str_attr(pr[name], 'units')!r}; expected kg/m2/s")
-            fields.append(np.nan_to_num(da.transpose("lat", "lon").values.astype("float64")))
+    fields = [_imi_prior_field(p, gas, lat_c, lon_c, sv_path) for p in prior_paths]
     emis = np.mean(fields, axis=0) / MOLAR_MASS[gas.upper()]  # mol m-2 s-1
     n_el = int(labels.max()) if np.any(labels > 0) else 0
     lab = np.where(labels > 0, np.rint(labels).astype("int64") - 1, -1)

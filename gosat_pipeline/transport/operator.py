@@ -537,6 +537,29 @@ class _Stencil:
         return np.where(self.valid[k], 0.0, self.coef[k])
 
 
+def _active_forcings(active: list[int], state: np.ndarray, starts: np.ndarray, until: np.ndarray,
+                     t: np.datetime64, dt: np.timedelta64) -> tuple[list[int], np.ndarray]:  # fmt: skip
+    """The forcings followed in the step starting at ``t`` and their states (ncell, active).
+
+    Forcings starting in the step join with a zero state; those past ``until`` (their end
+    plus the tail) are dropped.
+    """
+    new = [k for k in np.flatnonzero((starts <= t) & (t < starts + dt)) if k not in active]
+    keep = [i for i, k in enumerate(active) if t < until[k]]
+    if len(keep) < len(active) or new:
+        state = np.concatenate([state[:, keep], np.zeros((state.shape[0], len(new)))], axis=1)
+        active = [active[i] for i in keep] + [int(k) for k in new]
+    return active, state
+
+
+def _advance(state: np.ndarray, src: np.ndarray, op: Any, time_step: float) -> None:
+    """Advance ``state`` in place over ``time_step`` s: forward-Euler sub-steps with h max M_PP <= 0.95."""
+    nsub = max(1, int(np.ceil(time_step * op.diag_max / 0.95)))
+    h = time_step / nsub
+    for _ in range(nsub):
+        state += h * (src - op.matrix @ state)
+
+
 def integrate_responses(
     grid: GridSpec,
     wind_times: np.ndarray,
@@ -631,18 +654,11 @@ def integrate_responses(
     state = np.zeros((ncell, 0))
     flux_src = {k: f.pattern / n_air for k, f in enumerate(forcings) if f.kind == "flux" and f.pattern is not None}
     for step in range(nsteps):
-        new = [k for k in np.flatnonzero((starts <= t) & (t < starts + dt)) if k not in active]
-        keep = [i for i, k in enumerate(active) if t < ends[k] + tail_ns]
-        if len(keep) < len(active) or new:
-            state = np.concatenate([state[:, keep], np.zeros((ncell, len(new)))], axis=1)
-            active = [active[i] for i in keep] + [int(k) for k in new]
+        active, state = _active_forcings(active, state, starts, ends + tail_ns, t, dt)
         if active:
             op.update(*_winds_at(wind_times, u, v, t + dt // 2))
             src = _step_sources(forcings, active, starts, ends, t, flux_src, op)
-            nsub = max(1, int(np.ceil(time_step * op.diag_max / 0.95)))
-            h = time_step / nsub
-            for _ in range(nsub):
-                state += h * (src - op.matrix @ state)
+            _advance(state, src, op, time_step)
         t = t + dt
         for b in sampler.bins_at(t):
             rows = sampler.members[b]
