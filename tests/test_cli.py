@@ -57,6 +57,7 @@ def test_run_with_missing_granules_is_a_clean_error(tmp_path: Path, capsys: pyte
     assert "matches no file" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_synth_samples_writes_the_demo_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
@@ -157,6 +158,7 @@ def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path
     assert "CODE=WEST,SOUTH,EAST,NORTH" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_synth_osse_independent_prints_combined_sigma_coverage_and_json(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     import json

@@ -19,6 +19,7 @@ from gosat_pipeline.testing.granules import make_granule_files
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_two_process_local_cluster(tmp_path: Path) -> None:
     cfg = ClusterSection(type="local", n_workers=2, threads_per_worker=1, tiny_job_bytes=0)
     with dask_cluster(cfg, input_bytes=10**9) as info:

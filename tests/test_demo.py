@@ -30,6 +30,9 @@ from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.pipeline import STAGES
 from gosat_pipeline.testing.demo import ASEAN, PLANTED
 
+# whole-pipeline runs (make test-fast skips them; make test runs them)
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -49,6 +49,7 @@ def _totals(em: xr.DataArray, grid: GridSpec) -> dict[str, float]:
     return dict(zip(em["region"].values.astype(str), tot, strict=True))
 
 
+@pytest.mark.slow
 def test_prior_totals_do_not_depend_on_the_inversion_grid(source_flux, boundaries) -> None:
     """Each ASEAN member's prior total equals the direct sum on the source grid at 1, 0.5 and
     0.25 degree (within 1 %), Indonesia and the Philippines included; the old coarse-grid rule

@@ -21,6 +21,9 @@ import yaml
 from gosat_pipeline import load_config, run
 from gosat_pipeline.testing.demo import build_demo_samples
 
+# inversions over random and real domains (about 2 minutes)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 MEKONG = [96.0, 4.0, 111.0, 25.0]
 FLAGS = {"higher than reported", "lower than reported"}

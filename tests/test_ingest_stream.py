@@ -155,6 +155,7 @@ def test_strict_run_stops_at_the_bad_granule(inputs: dict[str, Any]) -> None:
         run(_config(inputs, "strict", chunk=1000, strict=True), until="ingest")
 
 
+@pytest.mark.slow
 def test_streamed_ingest_on_worker_processes(inputs: dict[str, Any]) -> None:
     res = run(_config(inputs, "workers", chunk=1000, cluster="local"), until="ingest")
     ref = _reference(inputs)

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# executes the notebooks on the demo run
+pytestmark = pytest.mark.slow
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 

@@ -159,6 +159,7 @@ def test_independent_run_reports_combined_and_analytic_sigma(independent: dict) 
     assert {"region_coverage", "region_coverage_analytic", "n_regions_constrained"} <= set(doc)
 
 
+@pytest.mark.slow
 def test_independent_osse_truth_within_two_combined_sigma_over_seeds() -> None:
     """With the ensemble (8 members) and the structural transport error the truth is covered.
 

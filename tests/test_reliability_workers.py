@@ -121,6 +121,7 @@ def reference() -> xr.Dataset:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_worker_killed_while_gridding_does_not_change_the_result(reference: xr.Dataset) -> None:
     kill: dict[str, Any] = {}
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",

@@ -27,6 +27,7 @@ from gosat_pipeline.report.verdicts import FLAGGED
 from gosat_pipeline.testing.posteriors import write_run_dir
 
 pytestmark = [
+    pytest.mark.slow,  # headless chromium
     pytest.mark.browser,
     pytest.mark.skipif(
         (shutil.which("chromium") or shutil.which("chromium-browser")) is None,
