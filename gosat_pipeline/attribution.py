@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
+from gosat_pipeline.grids import same_grid
 from gosat_pipeline.statevector import REST_REGION
 
 __all__ = ["ATTRIBUTION_RULES", "attribute_emissions"]
@@ -70,13 +71,7 @@ def attribute_emissions(
     """
     if rule not in ATTRIBUTION_RULES:
         raise SchemaError(f"attribution rule {rule!r}; allowed: {list(ATTRIBUTION_RULES)}")
-    same = masks.sizes.get("latitude") == flux.sizes.get("latitude") and masks.sizes.get(
-        "longitude"
-    ) == flux.sizes.get("longitude")
-    if not same or not (
-        np.allclose(masks["latitude"].values, flux["latitude"].values)
-        and np.allclose(masks["longitude"].values, flux["longitude"].values)
-    ):
+    if not same_grid(masks, flux):
         raise SchemaError("flux and region masks are on different grids; build the masks on the flux's grid")
     if "is_group" in masks.coords:
         masks = masks.isel(region=np.flatnonzero(~masks["is_group"].values.astype(bool)))

@@ -18,7 +18,8 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 
-__all__ = ["EARTH_RADIUS_M", "GridSpec", "overlap_fractions", "regrid_extensive", "require_same_grid", "wrap_longitude"]
+__all__ = ["EARTH_RADIUS_M", "GridSpec", "overlap_fractions", "regrid_extensive", "require_same_grid", "same_axes",
+           "same_grid", "wrap_longitude"]
 
 #: Radius of the authalic (equal-area) sphere of WGS84, in metres (Moritz 1980).
 EARTH_RADIUS_M = 6_371_007.181
@@ -262,6 +263,29 @@ class GridSpec:
         }
 
 
+def same_axes(lat_a: Any, lon_a: Any, lat_b: Any, lon_b: Any) -> bool:
+    """Whether two pairs of 1-D axes (centres or edges, degrees) have equal lengths and values (``np.allclose``)."""
+    la, oa, lb, ob = (np.asarray(x) for x in (lat_a, lon_a, lat_b, lon_b))
+    return la.shape == lb.shape and oa.shape == ob.shape and bool(np.allclose(la, lb) and np.allclose(oa, ob))
+
+
+def _centres(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(x, GridSpec):
+        return x.lat, x.lon
+    return np.asarray(x["latitude"].values), np.asarray(x["longitude"].values)
+
+
+def same_grid(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` have the same cell centres.
+
+    Parameters
+    ----------
+    a, b : GridSpec or xarray object with 1-D ``latitude`` and ``longitude`` coordinates
+        Degrees north / east; compared with :func:`same_axes`.
+    """
+    return same_axes(*_centres(a), *_centres(b))
+
+
 def require_same_grid(da: Any, grid: GridSpec, name: str) -> None:
     """Raise :class:`SchemaError` unless ``da``'s latitude/longitude are the centres of ``grid``.
 
@@ -272,10 +296,8 @@ def require_same_grid(da: Any, grid: GridSpec, name: str) -> None:
     name : str
         What ``da`` is, for the message (e.g. "prior flux").
     """
-    lat, lon = np.asarray(da["latitude"].values), np.asarray(da["longitude"].values)
-    if lat.size != grid.shape[0] or lon.size != grid.shape[1] or not (
-        np.allclose(lat, grid.lat) and np.allclose(lon, grid.lon)
-    ):
+    lat, lon = _centres(da)
+    if not same_grid(da, grid):
         raise SchemaError(
             f"{name} is on a grid ({lat.size} x {lon.size}) that differs from the inversion grid "
             f"{grid.shape} ({grid.bbox}); regrid it to the inversion grid first"

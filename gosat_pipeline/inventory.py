@@ -43,7 +43,9 @@ import scipy.sparse as sp
 import xarray as xr
 
 from gosat_pipeline.errors import InventoryError, ReportedTotalsError
-from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, wrap_longitude
+from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid, wrap_longitude
+from gosat_pipeline.paths import expand_paths
+from gosat_pipeline.schema import SECONDS_PER_YEAR
 
 __all__ = [
     "CARBON_TO_CO2",
@@ -72,7 +74,6 @@ logger = logging.getLogger(__name__)
 #: Canonical flux units of the prior.
 FLUX_UNITS = "kg m-2 s-1"
 #: Seconds per (Julian) year, used for kg s-1 <-> kg yr-1 unless a layout documents otherwise.
-SECONDS_PER_YEAR = 365.25 * 86400.0
 #: Mass of CO2 per mass of carbon, as openscm-units defines it (44/12).
 CARBON_TO_CO2 = 44.0 / 12.0
 
@@ -364,17 +365,9 @@ def _container(path: Path) -> str:
 
 
 def _expand_paths(path: Any) -> list[Path]:
-    if isinstance(path, (list, tuple)):
-        paths = [Path(p) for p in path]
-    else:
-        p = Path(path)
-        if p.is_dir():
-            paths = sorted(q for q in p.iterdir() if q.suffix in (*_NC_SUFFIXES, ".zip") and
-                           not re.search(r"_(gsd|rsd)\.nc", q.name))  # fmt: skip
-        elif any(ch in str(p) for ch in "*?["):
-            paths = sorted(p.parent.glob(p.name))
-        else:
-            paths = [p]
+    paths = expand_paths(path, suffixes=(*_NC_SUFFIXES, ".zip"))
+    if not isinstance(path, (list, tuple)) and Path(path).is_dir():  # uncertainty companions are not inventories
+        paths = [q for q in paths if not re.search(r"_(gsd|rsd)\.nc", q.name)]
     if not paths:
         raise InventoryError(f"{path}: no netCDF inventory files found (looked for *.nc, *.nc4, *.zip)")
     missing = [str(p) for p in paths if not p.is_file()]
@@ -824,8 +817,7 @@ def _mean_over_month_files(fields: list[tuple[str, xr.DataArray]], months: list[
 def _combine(fields: list[tuple[str, xr.DataArray]], sectors: str, path: Any) -> xr.DataArray:
     ref = fields[0][1]
     for name, da in fields[1:]:
-        if da.shape != ref.shape or not (np.allclose(da.latitude, ref.latitude) and
-                                         np.allclose(da.longitude, ref.longitude)):  # fmt: skip
+        if da.shape != ref.shape or not same_grid(da, ref):
             raise InventoryError(f"{path}: sector {name!r} is on a different grid {dict(da.sizes)} from "
                                  f"{fields[0][0]!r} {dict(ref.sizes)}; regrid the files to one grid first")  # fmt: skip
     fields = [(n, d.assign_coords(latitude=ref.latitude, longitude=ref.longitude)) for n, d in fields]

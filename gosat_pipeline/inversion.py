@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import xarray as xr
 
 from gosat_pipeline.errors import InversionError, SchemaError
-from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
+from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid
 from gosat_pipeline.schema import (
     G0,
     GAS_UNIT_TO_MOLMOL,
@@ -1403,7 +1403,7 @@ def _field(value: Any, grid: GridSpec) -> np.ndarray:
         da = value.mean(extra) if extra else value
         if da.ndim == 0:
             return np.full(grid.shape, float(da))
-        if da.shape != grid.shape or not np.allclose(da["latitude"].values, grid.lat):
+        if da.shape != grid.shape or not same_grid(da, grid):
             da = da.interp(latitude=grid.lat, longitude=grid.lon, kwargs={"fill_value": None})
         return da.transpose("latitude", "longitude").values.astype("float64")
     arr = np.asarray(value, dtype="float64")

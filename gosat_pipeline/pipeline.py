@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import glob
 import importlib.metadata
 import json
 import logging
@@ -58,6 +57,7 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
+from gosat_pipeline.paths import expand_paths
 from gosat_pipeline.schema import (
     cf_attrs,
     cf_encoding,
@@ -371,13 +371,8 @@ def _emissions_from_dataset(ds: xr.Dataset) -> xr.DataArray:
 
 
 def expand_granules(patterns: list[str]) -> list[Path]:
-    """Expand glob patterns into a sorted, de-duplicated list of files."""
-    files: dict[str, None] = {}
-    for pat in patterns:
-        matches = sorted(glob.glob(pat, recursive=True)) if glob.has_magic(pat) else [pat]
-        for m in matches:
-            files[str(Path(m))] = None
-    return [Path(f) for f in files]
+    """Expand glob patterns into a sorted, de-duplicated list of files (:func:`gosat_pipeline.paths.expand_paths`)."""
+    return expand_paths(patterns)
 
 
 def _file_record(path: Path, kind: str) -> dict[str, Any]:

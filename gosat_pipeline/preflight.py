@@ -10,7 +10,6 @@ true when the question changes").
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import pandas as pd
 
 from gosat_pipeline.config import RunConfig
 from gosat_pipeline.errors import GosatPipelineError
+from gosat_pipeline.paths import expand_paths, has_glob
 
 __all__ = ["PreflightReport", "preflight", "synthetic_mark"]
 
@@ -54,8 +54,7 @@ class PreflightReport:
 
 
 def _glob(pattern: str) -> list[str]:
-    return sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else (
-        [pattern] if Path(pattern).exists() else [])  # fmt: skip
+    return [str(p) for p in expand_paths(pattern) if has_glob(pattern) or p.exists()]
 
 
 def _readable(path: Path, key: str, rep: PreflightReport) -> bool:

@@ -33,7 +33,8 @@ import shapely
 import xarray as xr
 
 from gosat_pipeline.errors import BoundaryError, SchemaError
-from gosat_pipeline.grids import GridSpec
+from gosat_pipeline.grids import GridSpec, same_grid
+from gosat_pipeline.schema import SECONDS_PER_YEAR
 
 __all__ = [
     "ASEAN_MEMBERS",
@@ -57,7 +58,6 @@ _NAME_COLUMNS = ("NAME_EN", "NAME", "name", "ADMIN", "COUNTRY", "NAME_0", "regio
 #: A region is resolvable when its covered area is at least this many grid cells.
 DEFAULT_MIN_FRACTION = 0.5
 #: Seconds per year used by :func:`region_totals` (Julian year of 365.25 days).
-SECONDS_PER_YEAR = 365.25 * 86400.0
 _NE_ZIP = "ne_10m_admin_0_countries_deu.zip"
 
 
@@ -454,10 +454,7 @@ def region_totals(flux: xr.DataArray, masks: xr.DataArray) -> xr.DataArray:
     with exact spherical cell areas :math:`A_{ij}`. Over non-group regions,
     :math:`\\sum_r E_r + E_\\mathrm{outside} = \\sum_{ij} F_{ij} A_{ij} \\times 365.25 \\times 86400`.
     """
-    same = (flux.sizes.get("latitude") == masks.sizes["latitude"] and
-            flux.sizes.get("longitude") == masks.sizes["longitude"] and
-            np.allclose(flux["latitude"], masks["latitude"]) and np.allclose(flux["longitude"], masks["longitude"]))  # fmt: skip
-    if not same:
+    if not same_grid(flux, masks):
         raise SchemaError("flux and masks are on different grids; regrid the flux with "
                           "inventory.regrid_conservative first")  # fmt: skip
     grid = _grid_of(masks)

@@ -33,6 +33,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import WindError
 from gosat_pipeline.grids import GridSpec, wrap_longitude
+from gosat_pipeline.paths import expand_paths
 
 __all__ = ["PBL_PRESSURE_RANGE_HPA", "open_winds"]
 
@@ -53,16 +54,7 @@ _LON = ("longitude", "lon")
 
 
 def _paths(path: Any) -> list[Path]:
-    if isinstance(path, (list, tuple)):
-        out = [Path(p) for p in path]
-    else:
-        p = Path(path)
-        if p.is_dir():
-            out = sorted(q for q in p.iterdir() if q.suffix in (".nc", ".nc4", ".netcdf"))
-        elif any(c in str(p) for c in "*?["):
-            out = sorted(p.parent.glob(p.name))
-        else:
-            out = [p]
+    out = expand_paths(path, suffixes=(".nc", ".nc4", ".netcdf"))
     missing = [str(p) for p in out if not p.is_file()]
     if not out or missing:
         raise WindError(f"wind file(s) not found: {missing or path}")

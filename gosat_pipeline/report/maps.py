@@ -35,6 +35,7 @@ from matplotlib.figure import Figure as MplFigure
 from gosat_pipeline.report.names import display_name
 from gosat_pipeline.report.tables import unit
 from gosat_pipeline.report.verdicts import verdict_of
+from gosat_pipeline.schema import SECONDS_PER_YEAR
 
 __all__ = ["Figure", "Outline", "read_outlines", "map_figures", "bar_figures", "no_cartopy_downloads",
            "mpl_text", "FLUX_TO_T_KM2_YR"]  # fmt: skip
@@ -42,7 +43,7 @@ __all__ = ["Figure", "Outline", "read_outlines", "map_figures", "bar_figures", "
 logger = logging.getLogger(__name__)
 
 #: kg m-2 s-1 -> t km-2 yr-1 (365.25 days)
-FLUX_TO_T_KM2_YR = 365.25 * 86400.0 * 1e6 / 1e3
+FLUX_TO_T_KM2_YR = SECONDS_PER_YEAR * 1e6 / 1e3
 _MAX_PERIODS = 4
 _DPI = 100
 #: ISO-3 columns of a boundary file, in the order they are tried (Natural Earth writes -99 for "none")

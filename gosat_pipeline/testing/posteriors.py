@@ -31,7 +31,14 @@ from gosat_pipeline.compare import compare_to_inventory, period_change, write_di
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import region_totals
 from gosat_pipeline.outputs import atomic_write_netcdf, atomic_write_text
-from gosat_pipeline.schema import GAS_STANDARD_NAMES, cf_attrs, cf_encoding, gas_units, global_attrs
+from gosat_pipeline.schema import (
+    GAS_STANDARD_NAMES,
+    SECONDS_PER_YEAR,
+    cf_attrs,
+    cf_encoding,
+    gas_units,
+    global_attrs,
+)
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -53,7 +60,6 @@ DEFAULT_REGIONS: dict[str, tuple[str, float, tuple[float, float, float, float]]]
 }
 
 _BBOX = (95.0, -10.0, 125.0, 20.0)
-_SECONDS_PER_YEAR = 365.25 * 86400.0
 
 
 def _regions(regions: Sequence[str] | Mapping[str, Any] | None) -> dict[str, tuple[str, float, tuple]]:
@@ -299,7 +305,7 @@ def make_flux_maps(posterior: xr.Dataset, regions: Mapping[str, tuple] | None = 
             continue
         sel = (kind == "emission") & (reg == code) & (per == p0)
         sf = float(posterior["x_posterior"].values[sel].mean()) if sel.any() else 1.0
-        flux = total * 1e9 / _SECONDS_PER_YEAR / area[m].sum()
+        flux = total * 1e9 / SECONDS_PER_YEAR / area[m].sum()
         prior[m] += flux
         post[m] += flux * sf
         aks[m] = float(A[sel].mean()) if sel.any() else 0.0

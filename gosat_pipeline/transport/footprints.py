@@ -14,7 +14,6 @@ the state elements. ``docs/footprints.md`` describes every format.
 
 from __future__ import annotations
 
-import glob
 import logging
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,8 @@ import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.errors import FootprintError, SchemaError
-from gosat_pipeline.grids import GridSpec, regrid_extensive
+from gosat_pipeline.grids import GridSpec, regrid_extensive, same_axes, same_grid
+from gosat_pipeline.paths import expand_paths, has_glob
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, gas_units, output_attrs
 from gosat_pipeline.transport.footprint_formats import (
     STILT_NAME,
@@ -72,7 +72,6 @@ FOOTPRINT_FORMATS: tuple[str, ...] = ("generic", "stilt", "flexpart", "name", "i
 AVERAGING_KERNEL_APPLIED: dict[str, bool] = {"generic": False, "stilt": False, "flexpart": False, "name": True,
                                              "imi": True}  # fmt: skip
 
-_GLOB = set("*?[")
 
 
 # ------------------------------------------------------------------------------ sources
@@ -111,8 +110,8 @@ def _sources(source: Any) -> tuple[str, list[Path] | Path | xr.Dataset]:
             p = p / "out" / "footprints"  # an R-STILT project: out/footprints links every simulation's footprint
         if p.exists():
             return str(p), p
-        if _GLOB & set(str(source)):
-            hits = sorted(Path(h) for h in glob.glob(str(source)))
+        if has_glob(source):
+            hits = expand_paths(source, recursive=False)
             if not hits:
                 raise FootprintError(str(source), "matches no file; check the pattern")
             return str(source), hits
@@ -257,14 +256,12 @@ def _read_generic(ds: xr.Dataset, gas: str, where: str) -> tuple[Block, bool | N
 
 # ------------------------------------------------------------------------------ combine
 def _same_grid(a: Block, b: Block) -> bool:
-    return a.lat_edges.size == b.lat_edges.size and a.lon_edges.size == b.lon_edges.size and bool(
-        np.allclose(a.lat_edges, b.lat_edges) and np.allclose(a.lon_edges, b.lon_edges))  # fmt: skip
+    return same_axes(a.lat_edges, a.lon_edges, b.lat_edges, b.lon_edges)
 
 
 def _on_grid(blk: Block, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
     """The block's footprints summed onto ``grid`` and the share of each footprint outside it."""
-    same = (blk.lat_edges.size == grid.lat_edges.size and blk.lon_edges.size == grid.lon_edges.size
-            and np.allclose(blk.lat_edges, grid.lat_edges) and np.allclose(blk.lon_edges, grid.lon_edges))  # fmt: skip
+    same = same_axes(blk.lat_edges, blk.lon_edges, grid.lat_edges, grid.lon_edges)
     vals = blk.values if same else regrid_extensive(blk.values, blk.lat_edges, blk.lon_edges, grid)
     total = blk.native_total if blk.native_total is not None else blk.values.reshape(blk.values.shape[0], -1).sum(1)
     inside = vals.reshape(vals.shape[0], -1).sum(1)
@@ -442,7 +439,7 @@ def _match_footprints(
     Returns the (m_kept, ncell) sensitivities and the indices of the kept observations.
     """
     fgrid = GridSpec.from_coords(fp["latitude"].values, fp["longitude"].values)
-    if fgrid.shape != grid.shape or not np.allclose(fgrid.lat, grid.lat) or not np.allclose(fgrid.lon, grid.lon):
+    if not same_grid(fgrid, grid):
         raise SchemaError(
             f"footprint grid {fgrid.shape} ({fgrid.bbox}) differs from the inversion grid "
             f"{grid.shape} ({grid.bbox}); read them with read_footprints(..., grid=) to regrid them"

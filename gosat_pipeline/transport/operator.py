@@ -29,7 +29,7 @@ import xarray as xr
 from scipy.sparse.linalg import splu
 
 from gosat_pipeline.errors import SchemaError, WindError
-from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
+from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid
 from gosat_pipeline.schema import G0, MOLAR_MASS
 
 __all__ = [
@@ -90,13 +90,7 @@ def _wind_field(value: Any, grid: GridSpec, name: str) -> np.ndarray:
             da = da.mean(extra)
         if set(da.dims) == {"latitude", "longitude"}:
             lat, lon = grid.lat, grid.lon
-            same = (
-                da.sizes["latitude"] == lat.size
-                and da.sizes["longitude"] == lon.size
-                and np.allclose(da["latitude"].values, lat)
-                and np.allclose(da["longitude"].values, lon)
-            )
-            if not same:
+            if not same_grid(da, grid):
                 da = da.interp(latitude=lat, longitude=lon, kwargs={"fill_value": None})
             arr = da.transpose("latitude", "longitude").values.astype("float64")
         elif da.ndim == 0:
