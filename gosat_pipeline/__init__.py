@@ -17,6 +17,11 @@ _API: dict[str, str] = {
     # configuration and orchestration
     "load_config": "gosat_pipeline.config",
     "run": "gosat_pipeline.pipeline",
+    # settings objects (each default written once, in gosat_pipeline.params)
+    "QualityScreens": "gosat_pipeline.params",
+    "TransportSettings": "gosat_pipeline.params",
+    "InversionSettings": "gosat_pipeline.params",
+    "VerdictThresholds": "gosat_pipeline.params",
     # ingest and quality
     "open_granule": "gosat_pipeline.io",
     "open_granules": "gosat_pipeline.io",
@@ -38,7 +43,6 @@ _API: dict[str, str] = {
     "prior_emissions": "gosat_pipeline.domain",
     "open_winds": "gosat_pipeline.winds",
     # transport and inversion
-    "TransportSettings": "gosat_pipeline.transport",
     "build_jacobian": "gosat_pipeline.transport",
     "invert": "gosat_pipeline.inversion",
     "StateVector": "gosat_pipeline.statevector",

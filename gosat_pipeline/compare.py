@@ -123,11 +123,11 @@ import xarray as xr
 
 from gosat_pipeline.errors import GosatPipelineError, SchemaError
 from gosat_pipeline.outputs import atomic_write_text
+from gosat_pipeline.params import VerdictThresholds, with_overrides
 from gosat_pipeline.schema import (
     DISCREPANCY_COLUMNS,
     DISCREPANCY_SCHEMA_VERSION,
     VERDICTS,
-    VerdictThresholds,
 )
 from gosat_pipeline.statevector import StateVector
 
@@ -146,7 +146,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The verdict thresholds (one definition, in gosat_pipeline.schema).
+#: The verdict thresholds (one definition, in gosat_pipeline.params).
 Thresholds = VerdictThresholds
 
 
@@ -798,12 +798,10 @@ def _shift_for(prior_is_reported: bool | str, source: str) -> bool:
     return bool(prior_is_reported)
 
 
-def _thresholds(thresholds: Thresholds | None, **kw: Any) -> Thresholds:
-    from dataclasses import replace
-
-    base = thresholds or Thresholds()
-    upd = {k: v for k, v in kw.items() if v is not None}
-    return replace(base, **upd) if upd else base
+def _thresholds(thresholds: Thresholds | None, overrides: Mapping[str, Any]) -> Thresholds:
+    """``thresholds`` (default :class:`Thresholds`) with the keyword overrides that are not None."""
+    return with_overrides(thresholds or Thresholds(), {k: v for k, v in overrides.items() if v is not None},
+                          "verdict threshold")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- public API
@@ -816,14 +814,7 @@ def compare_to_inventory(
     prior_is_reported: bool | str = False,
     aggregates: Mapping[str, Sequence[str]] | None = None,
     reference: str = "reported",
-    z_critical: float | None = None,
-    min_error_reduction: float | None = None,
-    min_sensitivity: float | None = None,
-    min_observations: int | None = None,
-    min_domain_share: float | None = None,
-    max_detectable_difference: float | None = None,
-    max_chi2_obs: float | None = None,
-    transport_error: float | None = None,
+    **overrides: float | None,
 ) -> pd.DataFrame:
     """Compare posterior regional totals with reported totals (DESIGN.md 5.5).
 
@@ -842,8 +833,7 @@ def compare_to_inventory(
         matched to the reported year holding its midpoint.
     thresholds : Thresholds, optional
         Verdict thresholds and the structural transport error
-        (:class:`gosat_pipeline.schema.VerdictThresholds`); the keyword arguments
-        ``z_critical`` ... ``transport_error`` override single ones.
+        (:class:`gosat_pipeline.params.VerdictThresholds`, which documents each one).
     ensemble : xarray.Dataset or sequence of posteriors, optional
         The ensemble of inversions (member 0 the configured one), see
         :func:`ensemble_members`; totals then combine the members (module docstring).
@@ -858,6 +848,9 @@ def compare_to_inventory(
         observation count is the largest member's (a lower bound of the union).
     reference : str
         Reference name for rows of ``reported`` without a ``source``.
+    **overrides
+        Fields of ``thresholds`` to replace (``z_critical=3.0``); ``None`` keeps the
+        field.
 
     Returns
     -------
@@ -866,10 +859,7 @@ def compare_to_inventory(
         :data:`gosat_pipeline.schema.DISCREPANCY_COLUMNS` in order (Tg yr-1 totals).
         ``df.attrs`` holds ``thresholds``, ``schema_version``, ``gas``.
     """
-    thr = _thresholds(thresholds, z_critical=z_critical, min_error_reduction=min_error_reduction,
-                      min_sensitivity=min_sensitivity, min_observations=min_observations,
-                      min_domain_share=min_domain_share, max_detectable_difference=max_detectable_difference,
-                      max_chi2_obs=max_chi2_obs, transport_error=transport_error)  # fmt: skip
+    thr = _thresholds(thresholds, overrides)
     st = _state_from_posterior(posterior, ensemble)
     tables = _prepare_reported(reported, st.gas, reference)
     targets = _targets(st, aggregates)
@@ -906,7 +896,7 @@ def domain_budget(posterior: xr.Dataset, *, ensemble: Any = None, transport_erro
         Columns :data:`BUDGET_COLUMNS`, Tg yr-1.
     """
     st = _state_from_posterior(posterior, ensemble)
-    f_t = Thresholds().transport_error if transport_error is None else float(transport_error)
+    f_t = _thresholds(None, {"transport_error": transport_error}).transport_error
     names = st.sv.names()
     rows = []
     for r in st.sv.regions():
@@ -993,19 +983,14 @@ def period_change(
     ensemble: Any = None,
     aggregates: Mapping[str, Sequence[str]] | None = None,
     reference: str = "reported",
-    z_critical: float | None = None,
-    min_error_reduction: float | None = None,
-    min_sensitivity: float | None = None,
-    min_observations: int | None = None,
-    min_domain_share: float | None = None,
-    transport_error: float | None = None,
+    **overrides: float | None,
 ) -> pd.DataFrame:
     """Estimated change of each region's total between two periods, next to the reported change.
 
     Parameters
     ----------
-    posterior, reported, thresholds, ensemble, aggregates, reference
-        As in :func:`compare_to_inventory` (and the single-threshold keywords).
+    posterior, reported, thresholds, ensemble, aggregates, reference, **overrides
+        As in :func:`compare_to_inventory`.
     period_a, period_b : str or sequence of str
         Period labels of the posterior (``state_period``). A sequence (e.g. every year
         before and after a policy date) means the mean rate over those periods.
@@ -1026,9 +1011,7 @@ def period_change(
     change): the cross-period covariance is included. Reported values of different years
     are taken as independent (conservative). The constraint gate applies to every period.
     """
-    thr = _thresholds(thresholds, z_critical=z_critical, min_error_reduction=min_error_reduction,
-                      min_sensitivity=min_sensitivity, min_observations=min_observations,
-                      min_domain_share=min_domain_share, transport_error=transport_error)  # fmt: skip
+    thr = _thresholds(thresholds, overrides)
     st = _state_from_posterior(posterior, ensemble)
     pa, pb = _as_list(period_a), _as_list(period_b)
     known = set(st.sv.periods())

@@ -1,7 +1,10 @@
 """Run configuration: YAML files loaded into validated, frozen pydantic models.
 
 ``load_config(path)`` parses the YAML once, at the edge; ``pipeline.py`` then passes
-plain keyword arguments to the stage functions, so no stage ever sees this module.
+the settings objects of :mod:`gosat_pipeline.params` (built here: ``cfg.compare.thresholds()``,
+``cfg.transport.settings(...)``, ``cfg.inversion.settings(...)``, ``gas.screen.screens(...)``)
+and plain values to the stage functions, so no stage ever sees this module. The defaults
+of those sections are the defaults of the settings classes, written once there.
 
 Every problem in a file is reported at once, each with its key path, the value found
 and what is allowed; unknown keys are rejected with a did-you-mean suggestion where a
@@ -23,6 +26,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gosat_pipeline.errors import ConfigError
+from gosat_pipeline.params import (
+    DEFAULT_PBL_PRESSURE_DEPTH,
+    InversionSettings,
+    QualityScreens,
+    TransportSettings,
+    VerdictThresholds,
+)
 
 __all__ = [
     "RunConfig",
@@ -118,13 +128,24 @@ class DomainSection(_Model):
         return v
 
 
+_SCREENS = QualityScreens()
+_TRANSPORT = TransportSettings()
+_INVERSION = InversionSettings()
+_THRESHOLDS = VerdictThresholds()
+
+
 class ScreenSection(_Model):
     """Screens applied after the product's own recommended screen."""
 
     product_screen: bool = True
-    max_solar_zenith: float | None = Field(None, gt=0, le=90)
-    max_uncertainty: float | None = Field(None, gt=0)
-    surface: Literal["all", "land", "glint"] = "all"
+    max_solar_zenith: float | None = Field(_SCREENS.max_solar_zenith, gt=0, le=90)
+    max_uncertainty: float | None = Field(_SCREENS.max_uncertainty, gt=0)
+    surface: Literal["all", "land", "glint"] = _SCREENS.surface  # type: ignore[assignment]
+
+    def screens(self, bbox: tuple[float, float, float, float], time_range: tuple[str, str]) -> QualityScreens:
+        """These screens within the run's domain ``bbox`` and period ``time_range``."""
+        return QualityScreens(bbox=bbox, time_range=time_range, max_solar_zenith=self.max_solar_zenith,
+                              max_uncertainty=self.max_uncertainty, surface=self.surface)  # fmt: skip
 
 
 class PriorSection(_Model):
@@ -199,16 +220,16 @@ class TransportSection(_Model):
     """Forward-operator parameters, written into every output."""
 
     type: Literal["simple", "footprints"] = "simple"
-    mode: Literal["auto", "time_resolved", "steady"] = "auto"
-    eddy_diffusivity: float = Field(5.0e4, gt=0)
-    ventilation_time: float = Field(2.0 * 86400.0, gt=0)
-    time_step: float = Field(21600.0, gt=0, le=86400.0)
-    spinup: float | None = Field(None, ge=0)
-    background: Literal["plane", "offset", "none"] = "plane"
-    background_period: str | None = "MS"
-    inflow: bool = True
-    pbl_pressure_depth: float = Field(150.0, gt=0, le=1000)
-    surface_pressure: float = Field(1013.25, gt=0)
+    mode: Literal["auto", "time_resolved", "steady"] = _TRANSPORT.mode  # type: ignore[assignment]
+    eddy_diffusivity: float = Field(_TRANSPORT.eddy_diffusivity, gt=0)
+    ventilation_time: float = Field(_TRANSPORT.ventilation_time, gt=0)
+    time_step: float = Field(_TRANSPORT.time_step, gt=0, le=86400.0)
+    spinup: float | None = Field(_TRANSPORT.spinup, ge=0)
+    background: Literal["plane", "offset", "none"] = _TRANSPORT.background  # type: ignore[assignment]
+    background_period: str | None = _TRANSPORT.background_period
+    inflow: bool = _TRANSPORT.inflow
+    pbl_pressure_depth: float = Field(DEFAULT_PBL_PRESSURE_DEPTH, gt=0, le=1000)
+    surface_pressure: float = Field(_TRANSPORT.surface_pressure, gt=0)
     footprints: Path | None = None
     footprints_format: Literal["auto", "generic", "stilt", "flexpart", "name", "imi"] = "auto"
 
@@ -226,15 +247,37 @@ class TransportSection(_Model):
             )
         return self
 
+    def settings(self, *, mode: str | None = None, spinup: float | None = None) -> TransportSettings:
+        """The operator's :class:`~gosat_pipeline.params.TransportSettings`.
+
+        ``mode`` replaces ``auto`` once the winds are known; ``spinup`` (s) the configured
+        one (the pipeline resolves a missing spin-up from the period).
+        """
+        return TransportSettings(
+            mode=mode or self.mode, eddy_diffusivity=self.eddy_diffusivity, ventilation_time=self.ventilation_time,
+            surface_pressure=self.surface_pressure, time_step=self.time_step,
+            spinup=self.spinup if spinup is None else spinup, background=self.background,
+            background_period=self.background_period, inflow=self.inflow,
+        )  # fmt: skip
+
 
 class InversionSection(_Model):
     """Analytic Bayesian inversion settings (DESIGN.md 5.3-5.4)."""
 
-    prior_error: float = Field(0.5, gt=0)
-    correlation_length_km: float | None = Field(None, gt=0)
-    lognormal: bool = False
-    gradient_tolerance: float = Field(1e-6, gt=0)
+    prior_error: float = Field(_INVERSION.prior_error, gt=0)
+    correlation_length_km: float | None = Field(_INVERSION.correlation_length_km, gt=0)
+    lognormal: bool = _INVERSION.lognormal
+    gradient_tolerance: float = Field(_INVERSION.gradient_tolerance, gt=0)
     use_weighted_mean: bool = True
+
+    def settings(self, gas: GasSection) -> InversionSettings:
+        """The :class:`~gosat_pipeline.params.InversionSettings` of one gas (its background and inflow priors)."""
+        return InversionSettings(
+            prior_error=self.prior_error, correlation_length_km=self.correlation_length_km,
+            background_prior_sigma=gas.background_prior_sigma, background_gradient_sigma=gas.background_gradient_sigma,
+            inflow_prior_sigma=gas.inflow_prior_sigma, lognormal=self.lognormal,
+            gradient_tolerance=self.gradient_tolerance,
+        )  # fmt: skip
 
 
 class ChangeSection(_Model):
@@ -247,16 +290,20 @@ class ChangeSection(_Model):
 class CompareSection(_Model):
     """Verdict thresholds (DESIGN.md 5.5)."""
 
-    z_critical: float = Field(2.0, gt=0)
-    min_error_reduction: float = Field(0.2, ge=0, lt=1)
-    min_sensitivity: float = Field(0.1, ge=0, le=1)
-    min_observations: int = Field(5, ge=0)
-    min_domain_share: float = Field(0.95, gt=0, le=1)
-    max_detectable_difference: float = Field(0.5, gt=0)
-    max_chi2_obs: float = Field(2.0, gt=0)
-    transport_error: float = Field(0.25, ge=0, lt=2)
+    z_critical: float = Field(_THRESHOLDS.z_critical, gt=0)
+    min_error_reduction: float = Field(_THRESHOLDS.min_error_reduction, ge=0, lt=1)
+    min_sensitivity: float = Field(_THRESHOLDS.min_sensitivity, ge=0, le=1)
+    min_observations: int = Field(_THRESHOLDS.min_observations, ge=0)
+    min_domain_share: float = Field(_THRESHOLDS.min_domain_share, gt=0, le=1)
+    max_detectable_difference: float = Field(_THRESHOLDS.max_detectable_difference, gt=0)
+    max_chi2_obs: float = Field(_THRESHOLDS.max_chi2_obs, gt=0)
+    transport_error: float = Field(_THRESHOLDS.transport_error, ge=0, lt=2)
     prior_is_reported: bool = False
     change: ChangeSection | None = None
+
+    def thresholds(self) -> VerdictThresholds:
+        """The :class:`~gosat_pipeline.params.VerdictThresholds` of this section."""
+        return VerdictThresholds(**{f: getattr(self, f) for f in _THRESHOLDS.as_dict()})
 
 
 class EnsembleSection(_Model):

@@ -50,6 +50,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.grids import GridSpec
+from gosat_pipeline.params import DEFAULT_PBL_PRESSURE_DEPTH
 from gosat_pipeline.schema import GASES, GRIDDED_VARIABLES, cf_attrs, global_attrs
 
 __all__ = [
@@ -891,7 +892,7 @@ def boundary_layer_ak(
     pressure_weight: np.ndarray | None,
     pressure: np.ndarray | None,
     surface_pressure: np.ndarray | None = None,
-    pbl_pressure_depth: float = 150.0,
+    pbl_pressure_depth: float = DEFAULT_PBL_PRESSURE_DEPTH,
 ) -> np.ndarray | None:
     """Pressure-weighted boundary-layer column averaging kernel of each sounding.
 
@@ -1229,7 +1230,7 @@ def grid_soundings(
     grid: GridSpec | None = None,
     bbox: tuple[float, float, float, float] | None = None,
     time_bin: str | None = "MS",
-    pbl_pressure_depth: float = 150.0,
+    pbl_pressure_depth: float = DEFAULT_PBL_PRESSURE_DEPTH,
     time_range: tuple[Any, Any] | None = None,
     split_every: int = 8,
 ) -> xr.Dataset:

@@ -32,6 +32,7 @@ import xarray as xr
 
 from gosat_pipeline.errors import InversionError, SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid
+from gosat_pipeline.params import STANDARD_SURFACE_PRESSURE, InversionSettings, with_overrides
 from gosat_pipeline.schema import (
     G0,
     GAS_UNIT_TO_MOLMOL,
@@ -823,16 +824,9 @@ def invert(
     observations: xr.Dataset | xr.DataArray,
     jacobian: xr.DataArray | None = None,
     *,
-    prior_error: float = 0.5,
-    correlation_length_km: float | None = None,
-    background_prior_sigma: float | None = None,
-    lognormal: bool = False,
-    gradient_tolerance: float = 1e-6,
+    settings: InversionSettings | None = None,
     region_names: dict[str, str] | None = None,
-    obs_correlation_length_km: float | None = None,
-    sensitivity_fraction: float = 0.1,
-    background_gradient_sigma: float | None = None,
-    inflow_prior_sigma: float | None = None,
+    **overrides: Any,
 ) -> xr.Dataset:
     """Bayesian inversion of the super-observations for the state of :func:`build_jacobian`.
 
@@ -843,33 +837,14 @@ def invert(
         ``sigma`` on ``obs``), or directly the Jacobian when it carries ``obs_value`` and
         ``obs_sigma`` (then ``jacobian`` is omitted: ``invert(jac)``).
     jacobian : xarray.DataArray (obs, state), optional
-    prior_error : float
-        Relative 1-sigma prior error of every emission scale factor (0.5 = 50 %).
-    correlation_length_km : float, optional
-        Prior error correlation :math:`\\exp(-d/L)` between emission elements of the same
-        period and sector (d between emission-weighted centroids).
-    background_prior_sigma : float, optional
-        1-sigma prior of background offsets (gas units); default
-        :data:`DEFAULT_BACKGROUND_PRIOR_SIGMA`.
-    lognormal : bool
-        Solve for ln(scale factor) (non-negative emissions), see :func:`lognormal_map`.
-        The prior is lognormal with mean 1 and relative sd ``prior_error``.
-    gradient_tolerance : float
-        Whitened gradient-norm tolerance of the lognormal MAP.
+    settings : InversionSettings, optional
+        Prior errors, lognormal mode and diagnostics settings (defaults:
+        :class:`gosat_pipeline.params.InversionSettings`, which documents each one).
     region_names : dict, optional
         ISO-3 -> name for ``total_region_name`` (default: the jacobian's names).
-    obs_correlation_length_km : float, optional
-        Exponential correlation of the model-error part of S_o within a time bin
-        (default: the jacobian attribute of the same name; 0 = none).
-    sensitivity_fraction : float
-        An observation counts for a region (``total_n_observations``) when its Jacobian
-        column for the region's elements exceeds this fraction of the column's maximum.
-    background_gradient_sigma : float, optional
-        1-sigma prior of the background's north-south and east-west gradients, gas units
-        per 1000 km (default a third of ``background_prior_sigma``).
-    inflow_prior_sigma : float, optional
-        1-sigma prior of the boundary inflow elements, gas units (default a third of
-        ``background_prior_sigma``).
+    **overrides
+        Fields of :class:`~gosat_pipeline.params.InversionSettings` that replace those of
+        ``settings`` (``invert(jac, prior_error=0.3, lognormal=True)``).
 
     Returns
     -------
@@ -886,6 +861,11 @@ def invert(
         :math:`\\bar x_i \\bar x_j (e^{\\hat S_{z,ij}} - 1)`; the averaging kernel is that
         of z.
     """
+    st = with_overrides(settings or InversionSettings(), overrides, "inversion")
+    prior_error, correlation_length_km, lognormal = st.prior_error, st.correlation_length_km, st.lognormal
+    background_prior_sigma, background_gradient_sigma = st.background_prior_sigma, st.background_gradient_sigma
+    inflow_prior_sigma, gradient_tolerance = st.inflow_prior_sigma, st.gradient_tolerance
+    obs_correlation_length_km, sensitivity_fraction = st.obs_correlation_length_km, st.sensitivity_fraction
     jac, y, sigma = _resolve_inputs(observations, jacobian)
     gas = str(jac.attrs.get("gas", "CH4")).upper()
     units = gas_units(gas)
@@ -1315,7 +1295,7 @@ def mass_balance(
     *,
     u: Any,
     v: Any,
-    surface_pressure: float = 1013.25,
+    surface_pressure: float = STANDARD_SURFACE_PRESSURE,
     gas: str | None = None,
     background_percentile: float = 10.0,
     min_fraction: float = 0.5,

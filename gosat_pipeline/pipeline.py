@@ -57,6 +57,7 @@ from gosat_pipeline.outputs import (
     atomic_write_text,
     sha256_file,
 )
+from gosat_pipeline.params import QualityScreens, TransportSettings
 from gosat_pipeline.paths import expand_paths
 from gosat_pipeline.schema import (
     cf_attrs,
@@ -441,7 +442,7 @@ def _raise_record(rec: list[str]) -> None:
     raise cls(rec[1])
 
 
-def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dict[str, Any]) -> dict[str, Any]:
+def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: QualityScreens) -> dict[str, Any]:
     """Phase 1 of the ingest, on a worker: read a group of granules once, screen it, write a work file.
 
     The work file holds every sounding the reader planned (after the duplicate check
@@ -458,7 +459,7 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: dic
         ds, keys, skipped = got.ds, got.keys, got.skipped
         if ds is None:
             return {"part": None, "skipped": skipped}
-        codes, reasons = screen_codes(ds, **screens)
+        codes, reasons = screen_codes(ds, screens)
     except GosatPipelineError as exc:
         return {"error": _error_record(exc)}
     n = int(ds.sizes["sounding"])
@@ -866,17 +867,13 @@ class _Runner:
         """
         import dask
 
-        from gosat_pipeline.quality import describe_screens
-
         cfg = self.cfg
         shutil.rmtree(parts_dir, ignore_errors=True)  # left by a killed run
         parts_dir.mkdir()
         files = [str(p) for p in expand_granules(gs.granules)]
         read = {"gas": gs.gas, "format": gs.format, "screen": gs.screen.product_screen,
                 "bias_corrected": gs.bias_corrected, "errors": "raise" if cfg.run.strict else "skip"}  # fmt: skip
-        screens = {"bbox": cfg.domain.bbox, "time_range": (str(cfg.period.start), str(cfg.period.end)),
-                   "max_solar_zenith": gs.screen.max_solar_zenith, "max_uncertainty": gs.screen.max_uncertainty,
-                   "surface": gs.screen.surface}  # fmt: skip
+        screens = gs.screen.screens(cfg.domain.bbox, (str(cfg.period.start), str(cfg.period.end)))
         t0 = time.perf_counter()
         groups = _file_groups(files, cfg.cluster.chunk_size, gs.gas, gs.format, gs.screen.product_screen)
         tasks = [dask.delayed(_ingest_part, pure=False)(g, str(parts_dir / f"part-{k:06d}.nc"), read, screens)
@@ -900,7 +897,7 @@ class _Runner:
                     "%.1f s", gs.gas, len(groups), t1 - t0, len(rows), time.perf_counter() - t1)  # fmt: skip
         skipped += plan["skipped"]
         ds = _assemble_parts(live, plan)
-        ds.attrs.update(_ingest_attrs(gs.gas, live, plan, skipped, describe_screens(**screens)))
+        ds.attrs.update(_ingest_attrs(gs.gas, live, plan, skipped, screens.describe()))
         screening = {"duplicate_soundings": plan["records"], "quality_filter_dropped": plan["dropped"],
                      "soundings_kept": int(ds.sizes["sounding"])}  # fmt: skip
         logger.info("ingest %s: %d soundings kept from %d file(s) in %d group(s), %d skipped", gs.gas,
@@ -993,10 +990,8 @@ class _Runner:
 
         self.stage(key, fp, work)
 
-    def _transport_settings(self, winds: xr.Dataset) -> Any:
+    def _transport_settings(self, winds: xr.Dataset) -> TransportSettings:
         """The configured operator; ``auto`` is time-resolved only when the winds cover the period."""
-        from gosat_pipeline.transport import TransportSettings
-
         tp = self.cfg.transport
         mode = tp.mode
         if mode == "auto":
@@ -1011,11 +1006,7 @@ class _Runner:
                     logger.warning("winds cover %s .. %s, not the period %s .. %s: using the steady operator from "
                                    "their time mean (transport.mode: auto)", t.min(), t.max(), need0, need1)  # fmt: skip
             self.manifest.data.setdefault("transport", {})["mode"] = mode
-        return TransportSettings(
-            mode=mode, eddy_diffusivity=tp.eddy_diffusivity, ventilation_time=tp.ventilation_time,
-            surface_pressure=tp.surface_pressure, time_step=tp.time_step, spinup=self.spinup_seconds(),
-            background=tp.background, background_period=tp.background_period, inflow=tp.inflow,
-        )  # fmt: skip
+        return tp.settings(mode=mode, spinup=self.spinup_seconds())
 
     def invert(self, gs: Any) -> None:
         from gosat_pipeline.ensemble import design_members, ensemble_dataset, invert_ensemble
@@ -1039,11 +1030,7 @@ class _Runner:
             jkw = {"use_weighted_mean": cfg.inversion.use_weighted_mean, "period_split": cfg.period.split,
                    "footprints": tp.footprints if tp.type == "footprints" else None,
                    "footprints_format": tp.footprints_format}  # fmt: skip
-            ikw = {"correlation_length_km": cfg.inversion.correlation_length_km,
-                   "background_prior_sigma": gs.background_prior_sigma,
-                   "background_gradient_sigma": gs.background_gradient_sigma,
-                   "inflow_prior_sigma": gs.inflow_prior_sigma, "lognormal": cfg.inversion.lognormal,
-                   "gradient_tolerance": cfg.inversion.gradient_tolerance}  # fmt: skip
+            ikw = {"settings": cfg.inversion.settings(gs)}
             ens = cfg.ensemble
             members = design_members(settings, sigma_model=gs.sigma_model, prior_error=cfg.inversion.prior_error,
                                      members=ens.members, ranges=ens.ranges(), seed=ens.seed,
@@ -1053,8 +1040,7 @@ class _Runner:
             jac = build_jacobian(l3, emissions, winds=winds, settings=settings, sigma_model=gs.sigma_model, **jkw)
             from gosat_pipeline.inversion import invert
 
-            post = _contract(validate_posterior, invert(jac, prior_error=cfg.inversion.prior_error, **ikw),
-                             f"{key} output posterior_{gs.gas}.nc")  # fmt: skip
+            post = _contract(validate_posterior, invert(jac, **ikw), f"{key} output posterior_{gs.gas}.nc")
             outs = [self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc")]
             if len(members) > 1:
                 others = invert_ensemble(l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw,
@@ -1078,8 +1064,6 @@ class _Runner:
             period_change,
             write_discrepancies,
         )
-        from gosat_pipeline.schema import VerdictThresholds
-
         cfg = self.cfg
         key = "compare"
         fp = section_hash(key, cfg.compare, cfg.regions.groups,
@@ -1089,11 +1073,7 @@ class _Runner:
             rep = pd.read_csv(self.run_dir / "reported_totals.csv") if cfg.reported else pd.DataFrame()
             frames, changes, budgets = [], [], []
             c = cfg.compare
-            thr = VerdictThresholds(z_critical=c.z_critical, min_error_reduction=c.min_error_reduction,
-                                    min_sensitivity=c.min_sensitivity, min_observations=c.min_observations,
-                                    min_domain_share=c.min_domain_share,
-                                    max_detectable_difference=c.max_detectable_difference,
-                                    max_chi2_obs=c.max_chi2_obs, transport_error=c.transport_error)  # fmt: skip
+            thr = c.thresholds()
             for gs in cfg.gases:
                 post = _contract(validate_posterior, self.open_nc(f"posterior_{gs.gas}.nc"),
                                  f"{key} input posterior_{gs.gas}.nc")  # fmt: skip

@@ -2,8 +2,10 @@
 
 The product's recommended screen is applied by the readers (``screen=True`` in
 :func:`gosat_pipeline.io.open_granules`, documented per reader). This module adds the
-user's screens from the config: quality flag, bounding box, time window, solar zenith
-angle, retrieval uncertainty and observation mode (land / glint). The choice between
+user's screens (:class:`gosat_pipeline.params.QualityScreens`, built from the config or
+in a notebook): quality flag, bounding box, time window, solar zenith angle, retrieval
+uncertainty and observation mode (land / glint). Every function takes the screens object;
+keyword arguments override single fields (``apply_quality_filter(ds, surface="land")``). The choice between
 bias-corrected and raw values is made at read time (``bias_corrected=``).
 
 The mask is computed (1-D, cheap), then the dataset is indexed with it, so the
@@ -24,13 +26,13 @@ import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
+from gosat_pipeline.params import SURFACES, QualityScreens, with_overrides
 from gosat_pipeline.schema import SOUNDING_DIM
 
-__all__ = ["quality_mask", "apply_quality_filter", "describe_screens", "screen_codes", "DROP_REASONS"]
+__all__ = ["quality_mask", "apply_quality_filter", "describe_screens", "screen_codes", "DROP_REASONS",
+           "QualityScreens"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-_SURFACES = {"all": None, "land": 0, "glint": 1}
 
 
 def _bbox_mask(ds: xr.Dataset, bbox: Sequence[float]) -> xr.DataArray:
@@ -110,106 +112,60 @@ def _validity_screens(ds: xr.Dataset) -> list[tuple[str, xr.DataArray]]:
     ]
 
 
-def _screens(
-    ds: xr.Dataset,
-    *,
-    bbox: Sequence[float] | None,
-    time_range: Sequence[Any] | None,
-    max_solar_zenith: float | None,
-    max_uncertainty: float | None,
-    surface: str,
-    drop_flagged: bool,
-) -> list[tuple[str, xr.DataArray]]:
+def _resolve(screens: QualityScreens | None, overrides: dict[str, Any]) -> QualityScreens:
+    return with_overrides(screens or QualityScreens(), overrides, "quality screen")
+
+
+def _screens(ds: xr.Dataset, q: QualityScreens) -> list[tuple[str, xr.DataArray]]:
     """(reason, pass mask) of every requested screen, in :data:`DROP_REASONS` order."""
-    if surface not in _SURFACES:
-        raise SchemaError(f"surface={surface!r}; allowed: {sorted(_SURFACES)}")
     screens = _validity_screens(ds)
-    if drop_flagged:
+    if q.drop_flagged:
         screens.append(("flagged", ds["quality_flag"] == 0))
-    if time_range is not None:
-        screens.append(("outside_time_window", _time_mask(ds, time_range)))
-    if bbox is not None:
-        screens.append(("outside_bbox", _bbox_mask(ds, bbox)))
-    if max_solar_zenith is not None:
+    if q.time_range is not None:
+        screens.append(("outside_time_window", _time_mask(ds, q.time_range)))
+    if q.bbox is not None:
+        screens.append(("outside_bbox", _bbox_mask(ds, q.bbox)))
+    if q.max_solar_zenith is not None:
         if "solar_zenith_angle" not in ds:
             raise SchemaError(
-                f"max_solar_zenith={max_solar_zenith} needs 'solar_zenith_angle'; "
+                f"max_solar_zenith={q.max_solar_zenith} needs 'solar_zenith_angle'; "
                 f"product {ds.attrs.get('product')!r} has none: drop that screen"
             )
-        screens.append(("solar_zenith", ds["solar_zenith_angle"] <= max_solar_zenith))
-    if max_uncertainty is not None:
-        screens.append(("uncertainty", ds["xgas_uncertainty"] <= max_uncertainty))
-    code = _SURFACES[surface]
+        screens.append(("solar_zenith", ds["solar_zenith_angle"] <= q.max_solar_zenith))
+    if q.max_uncertainty is not None:
+        screens.append(("uncertainty", ds["xgas_uncertainty"] <= q.max_uncertainty))
+    code = SURFACES[q.surface]
     if code is not None:
         if "surface_type" not in ds:
             raise SchemaError(
-                f"surface={surface!r} needs 'surface_type'; product "
+                f"surface={q.surface!r} needs 'surface_type'; product "
                 f"{ds.attrs.get('product')!r} has none: use surface='all'"
             )
         screens.append(("surface", ds["surface_type"] == code))
     return screens
 
 
-def quality_mask(
-    ds: xr.Dataset,
-    *,
-    bbox: Sequence[float] | None = None,
-    time_range: Sequence[str | datetime | None] | None = None,
-    max_solar_zenith: float | None = None,
-    max_uncertainty: float | None = None,
-    surface: str = "all",
-    drop_flagged: bool = True,
-) -> xr.DataArray:
+def quality_mask(ds: xr.Dataset, screens: QualityScreens | None = None, **overrides: Any) -> xr.DataArray:
     """Boolean mask (dims ``sounding``) of the soundings that pass every requested screen.
 
     Parameters are those of :func:`apply_quality_filter`. Soundings with a NaN
     ``xgas``, a NaT ``time``, a latitude outside [-90, 90] or a longitude outside
     [-180, 360] (or NaN) never pass.
     """
-    screens = _screens(
-        ds,
-        bbox=bbox,
-        time_range=time_range,
-        max_solar_zenith=max_solar_zenith,
-        max_uncertainty=max_uncertainty,
-        surface=surface,
-        drop_flagged=drop_flagged,
-    )
-    mask = screens[0][1]
-    for _, ok in screens[1:]:
+    found = _screens(ds, _resolve(screens, overrides))
+    mask = found[0][1]
+    for _, ok in found[1:]:
         mask = mask & ok
     return mask
 
 
-def describe_screens(
-    *,
-    bbox: Sequence[float] | None = None,
-    time_range: Sequence[Any] | None = None,
-    max_solar_zenith: float | None = None,
-    max_uncertainty: float | None = None,
-    surface: str = "all",
-    drop_flagged: bool = True,
-) -> str:
-    """The screens applied, as recorded in the ``quality_filter`` attribute of the filtered soundings."""
-    return repr({
-        "bbox": list(bbox) if bbox is not None else None,
-        "time_range": [str(t) for t in time_range] if time_range is not None else None,
-        "max_solar_zenith": max_solar_zenith,
-        "max_uncertainty": max_uncertainty,
-        "surface": surface,
-        "drop_flagged": drop_flagged,
-    })  # fmt: skip
+def describe_screens(screens: QualityScreens | None = None, **overrides: Any) -> str:
+    """The screens applied, as recorded in the ``quality_filter`` attribute (:meth:`QualityScreens.describe`)."""
+    return _resolve(screens, overrides).describe()
 
 
 def screen_codes(
-    ds: xr.Dataset,
-    *,
-    bbox: Sequence[float] | None = None,
-    time_range: Sequence[str | datetime | None] | None = None,
-    max_solar_zenith: float | None = None,
-    max_uncertainty: float | None = None,
-    surface: str = "all",
-    drop_flagged: bool = True,
+    ds: xr.Dataset, screens: QualityScreens | None = None, **overrides: Any
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """The first screen each sounding fails, as a code: 0 kept, k drops it for ``DROP_REASONS[k - 1]``.
 
@@ -223,14 +179,13 @@ def screen_codes(
     reasons : tuple of str
         The screens applied (the keys of ``quality_filter_dropped``), in order.
     """
-    screens = _screens(ds, bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
-                       max_uncertainty=max_uncertainty, surface=surface, drop_flagged=drop_flagged)  # fmt: skip
+    found = _screens(ds, _resolve(screens, overrides))
     n = int(ds.sizes.get(SOUNDING_DIM, 0))
-    values = dask.compute(*[ok.data for _, ok in screens]) if n else [np.zeros(0, bool)] * len(screens)
+    values = dask.compute(*[ok.data for _, ok in found]) if n else [np.zeros(0, bool)] * len(found)
     codes = np.zeros(n, dtype=np.int8)
-    for (reason, _), ok in zip(screens, values, strict=True):
+    for (reason, _), ok in zip(found, values, strict=True):
         codes[(codes == 0) & ~np.asarray(ok, dtype=bool)] = DROP_REASONS.index(reason) + 1
-    return codes, tuple(reason for reason, _ in screens)
+    return codes, tuple(reason for reason, _ in found)
 
 
 def _attribute_drops(
@@ -249,36 +204,20 @@ def _attribute_drops(
     return keep, dropped
 
 
-def apply_quality_filter(
-    ds: xr.Dataset,
-    *,
-    bbox: Sequence[float] | None = None,
-    time_range: Sequence[str | datetime | None] | None = None,
-    max_solar_zenith: float | None = None,
-    max_uncertainty: float | None = None,
-    surface: str = "all",
-    drop_flagged: bool = True,
-) -> xr.Dataset:
+def apply_quality_filter(ds: xr.Dataset, screens: QualityScreens | None = None, **overrides: Any) -> xr.Dataset:
     """Keep the soundings that pass every requested screen, and count why the others went.
 
     Parameters
     ----------
     ds : xarray.Dataset
         Canonical soundings (dims ``sounding``, ``level``).
-    bbox : (west, south, east, north), degrees, optional
-        Inclusive box; ``west > east`` (after wrapping to [-180, 180)) crosses the
-        antimeridian.
-    time_range : (start, end), optional
-        Inclusive UTC window; strings or datetimes; either end may be ``None``. An
-        end given as a bare date (``"2020-12-31"``) includes that whole day.
-    max_solar_zenith : float, optional
-        Degrees; needs ``solar_zenith_angle``.
-    max_uncertainty : float, optional
-        In the gas's canonical units (ppm CO2, ppb CH4), on ``xgas_uncertainty``.
-    surface : {"all", "land", "glint"}
-        Observation mode, on ``surface_type`` (0 land, 1 glint/water).
-    drop_flagged : bool
-        Drop soundings with ``quality_flag != 0``.
+    screens : QualityScreens, optional
+        The screens (default :class:`gosat_pipeline.params.QualityScreens`: only the
+        quality flag and the validity checks); its docstring documents each one.
+    **overrides
+        Fields of :class:`~gosat_pipeline.params.QualityScreens` that replace those of
+        ``screens`` (``bbox=``, ``time_range=``, ``max_solar_zenith=``,
+        ``max_uncertainty=``, ``surface=``, ``drop_flagged=``).
 
     Returns
     -------
@@ -292,6 +231,8 @@ def apply_quality_filter(
     ------
     SchemaError
         A screen needs a variable the product does not have, or an argument is invalid.
+    TypeError
+        An override names no field of :class:`~gosat_pipeline.params.QualityScreens`.
 
     Notes
     -----
@@ -301,23 +242,13 @@ def apply_quality_filter(
     sounding is charged to the first screen it fails, in :data:`DROP_REASONS` order.
     """
     n_before = int(ds.sizes.get(SOUNDING_DIM, 0))
-    screens = _screens(
-        ds,
-        bbox=bbox,
-        time_range=time_range,
-        max_solar_zenith=max_solar_zenith,
-        max_uncertainty=max_uncertainty,
-        surface=surface,
-        drop_flagged=drop_flagged,
-    )
-    keep, dropped = _attribute_drops(screens, n_before)
+    q = _resolve(screens, overrides)
+    keep, dropped = _attribute_drops(_screens(ds, q), n_before)
     out = ds.isel({SOUNDING_DIM: np.flatnonzero(keep)})
     out.attrs = {
         **ds.attrs,
         "n_soundings_before_filter": n_before,
-        "quality_filter": describe_screens(bbox=bbox, time_range=time_range, max_solar_zenith=max_solar_zenith,
-                                           max_uncertainty=max_uncertainty, surface=surface,
-                                           drop_flagged=drop_flagged),  # fmt: skip
+        "quality_filter": q.describe(),
         "quality_filter_dropped": json.dumps(dropped),
     }
     why = ", ".join(f"{k} {v}" for k, v in dropped.items() if v)

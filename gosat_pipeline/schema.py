@@ -11,13 +11,13 @@ writes a variable takes its attributes from here with :func:`cf_attrs`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
+from gosat_pipeline.params import VerdictThresholds  # re-exported: defined with the other settings
 
 __all__ = [
     "VerdictThresholds",
@@ -211,57 +211,6 @@ VERDICTS: tuple[str, ...] = (
     "no reported value",
 )
 
-
-@dataclass(frozen=True)
-class VerdictThresholds:
-    """Verdict thresholds (DESIGN.md 5.5): each default is written here once.
-
-    Attributes
-    ----------
-    z_critical : float
-        |z| at or above which a difference is a discrepancy.
-    min_error_reduction : float
-        Below it (1 - sigma / sigma_prior, with the combined sigma) "not constrained".
-    min_sensitivity : float
-        Below it (the region's averaging-kernel sensitivity) "not constrained".
-    min_observations : int
-        Fewer observations seeing the region: "not constrained".
-    min_domain_share : float
-        A region with a smaller share of its area or of its prior emission inside the
-        domain is "partly outside the domain": never compared with its national total.
-    max_detectable_difference : float
-        "consistent" needs the comparison to have been able to see a difference of this
-        fraction of the reported total (the smallest detectable difference
-        :math:`z_{crit} \\sigma_z`); otherwise the data cannot tell and the verdict is
-        "not constrained". 0.5: a difference of half the reported total (a halving, or
-        1.5 times) must have been detectable.
-    max_chi2_obs : float
-        A region whose observations the model fits worse than this (mean squared whitened
-        residual of the observations that see it) is "not constrained": the transport model
-        cannot reproduce what the satellite saw there.
-    transport_error : float
-        Relative 1-sigma structural error of the transport model on a region's total,
-        added in quadrature to the analytic and ensemble uncertainty (the part of
-        transport-model error that a parametric ensemble does not sample).
-    """
-
-    z_critical: float = 2.0
-    min_error_reduction: float = 0.2
-    min_sensitivity: float = 0.1
-    min_observations: int = 5
-    min_domain_share: float = 0.95
-    max_detectable_difference: float = 0.5
-    max_chi2_obs: float = 2.0
-    transport_error: float = 0.25
-
-    def as_dict(self) -> dict[str, float | int]:
-        """Plain values for outputs."""
-        return {"z_critical": float(self.z_critical), "min_error_reduction": float(self.min_error_reduction),
-                "min_sensitivity": float(self.min_sensitivity), "min_observations": int(self.min_observations),
-                "min_domain_share": float(self.min_domain_share),
-                "max_detectable_difference": float(self.max_detectable_difference),
-                "max_chi2_obs": float(self.max_chi2_obs),
-                "transport_error": float(self.transport_error)}  # fmt: skip
 
 #: Columns of discrepancies.csv, in order, with units (the JSON schema mirrors them).
 DISCREPANCY_COLUMNS: dict[str, str] = {

@@ -260,7 +260,7 @@ def test_report_package_imports_no_stage(monkeypatch):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gosat_pipeline."):
                 top = node.module.split(".")[1]
-                assert top in {"errors", "schema", "grids", "outputs", "report"}, (path, node.module)
+                assert top in {"errors", "schema", "grids", "outputs", "params", "report"}, (path, node.module)
     assert os.path.isfile(pkg / "templates" / "report.html")
 
 

@@ -290,7 +290,7 @@ def _context(data: RunData, title: str | None, names_override: Mapping[str, Any]
                      "(gosat-pipeline report uses the bundled Natural Earth countries; from Python, pass "
                      "outlines=gosat_pipeline.regions.default_boundaries_path() to write_report)")  # fmt: skip
     named = [g for g in gases if g]
-    zc = thr.base.get("z_critical", 2.0)
+    zc = thr.base["z_critical"]
     detail = detail_table(rows, names)
     change_table = change_rows([r for r in changes.get("rows", []) if isinstance(r, Mapping)], names) if changes else None
     return {

@@ -17,6 +17,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gosat_pipeline.params import VerdictThresholds
 from gosat_pipeline.report.names import display_name
 from gosat_pipeline.report.verdicts import (
     COMPARED,
@@ -43,7 +44,8 @@ __all__ = [
     "numeric_columns",
 ]
 
-_DEFAULT_THRESHOLDS = {"z_critical": 2.0, "min_error_reduction": 0.2, "min_sensitivity": 0.1, "min_observations": 5}
+#: The comparison's defaults, for a document that does not record its thresholds.
+_DEFAULT_THRESHOLDS: dict[str, float | int] = VerdictThresholds().as_dict()
 
 
 def num(x: Any) -> float:

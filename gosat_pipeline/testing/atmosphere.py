@@ -42,6 +42,7 @@ import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec
+from gosat_pipeline.params import STANDARD_SURFACE_PRESSURE
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS
 
 __all__ = [
@@ -250,7 +251,7 @@ class TruthAtmosphere:
     unresolved_rms: float = 1.5
     dt: float = 3600.0
     seed: int = 1
-    surface_pressure: float = 1013.25
+    surface_pressure: float = STANDARD_SURFACE_PRESSURE
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def _wind_at(self, t: np.datetime64) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,12 @@ import xarray as xr
 from gosat_pipeline.attribution import attribute_emissions
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, require_same_grid
+from gosat_pipeline.params import (
+    BACKGROUND_MODES,
+    TRANSPORT_MODES,
+    TransportSettings,
+    with_overrides,
+)
 from gosat_pipeline.schema import (
     GAS_UNIT_TO_MOLMOL,
     MOLAR_MASS,
@@ -48,8 +53,6 @@ from gosat_pipeline.statevector import REST_REGION, StateVector
 from gosat_pipeline.transport.footprints import _match_footprints, read_footprints
 from gosat_pipeline.transport.observations import observation_vector, period_label, time_bins
 from gosat_pipeline.transport.operator import (
-    DEFAULT_EDDY_DIFFUSIVITY,
-    DEFAULT_VENTILATION_TIME,
     EDGES,
     Forcing,
     SimpleTransport,
@@ -63,88 +66,22 @@ __all__ = ["BACKGROUND_MODES", "TRANSPORT_MODES", "TransportSettings", "build_ja
 
 logger = logging.getLogger(__name__)
 
-#: How the background column is represented per window.
-BACKGROUND_MODES: tuple[str, ...] = ("plane", "offset", "none")
-#: Forward-operator modes.
-TRANSPORT_MODES: tuple[str, ...] = ("auto", "time_resolved", "steady")
 _KM = 1000.0e3  # gradients are per 1000 km
-
-
-@dataclass(frozen=True)
-class TransportSettings:
-    """Every setting of the forward operator, written into every output.
-
-    Attributes
-    ----------
-    mode : {"auto", "time_resolved", "steady"}
-        ``time_resolved`` steps the transport with the winds of every time step;
-        ``steady`` solves one steady state from the time-mean wind (the identical-twin
-        teaching operator); ``auto`` is time-resolved when the winds have a time axis
-        with more than one step.
-    eddy_diffusivity : float, m2 s-1
-    ventilation_time : float, s
-    surface_pressure : float, hPa
-    time_step : float, s
-        Implicit step of the time-resolved operator (the wind file's interval, 6 h).
-    spinup : float, s, optional
-        The first period's emissions (and inflow) start this long before the first
-        observation bin (default: 5 ventilation times).
-    background : {"plane", "offset", "none"}
-        Background column per window: offset plus gradients, offset only, or none.
-    background_period : str or None
-        Pandas frequency of the background and inflow windows (None: one per time bin).
-    inflow : bool
-        Estimate boundary inflow per edge and window (not with footprints).
-    wind_scale, wind_rotation : float
-        Multiply the winds by ``wind_scale`` and turn them by ``wind_rotation`` degrees
-        (counter-clockwise): the transport ensemble's wind perturbations.
-    """
-
-    mode: str = "auto"
-    eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY
-    ventilation_time: float = DEFAULT_VENTILATION_TIME
-    surface_pressure: float = 1013.25
-    time_step: float = 6 * 3600.0
-    spinup: float | None = None
-    background: str = "plane"
-    background_period: str | None = "MS"
-    inflow: bool = True
-    wind_scale: float = 1.0
-    wind_rotation: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in TRANSPORT_MODES:
-            raise SchemaError(f"transport mode {self.mode!r}; allowed: {list(TRANSPORT_MODES)}")
-        if self.background not in BACKGROUND_MODES:
-            raise SchemaError(f"background={self.background!r}; allowed: {list(BACKGROUND_MODES)}")
-        for name in ("ventilation_time", "time_step", "surface_pressure", "wind_scale"):
-            if not getattr(self, name) > 0:
-                raise SchemaError(f"{name} must be > 0; got {getattr(self, name)}")
-        if not self.eddy_diffusivity >= 0:
-            raise SchemaError(f"eddy_diffusivity must be >= 0 m2 s-1; got {self.eddy_diffusivity}")
-
-    def attrs(self) -> dict[str, Any]:
-        """The settings as netCDF attributes (``transport_*``)."""
-        out = {}
-        for k, v in asdict(self).items():
-            out[f"transport_{k}"] = "none" if v is None else (int(v) if isinstance(v, bool) else v)
-        return out
 
 
 _LEGACY_BACKGROUND = {"per_time": ("offset", None), "single": ("offset", "single"), "none": ("none", None)}
 
 
-def _settings(settings: TransportSettings | None, background: str | None, **legacy: Any) -> TransportSettings:
-    """Settings from the object and the older keyword arguments (which take precedence)."""
-    s = settings or TransportSettings()
-    upd = {k: v for k, v in legacy.items() if v is not None}
-    if background is not None:
-        if background in _LEGACY_BACKGROUND:
-            mode, period = _LEGACY_BACKGROUND[background]
-            upd.update(background=mode, background_period=period)
-        else:
-            upd["background"] = background
-    return replace(s, **upd) if upd else s
+def _settings(settings: TransportSettings | None, overrides: dict[str, Any]) -> TransportSettings:
+    """``settings`` (default :class:`TransportSettings`) with the keyword overrides applied.
+
+    ``background`` also takes the older names ``"per_time"`` (an offset per time bin) and
+    ``"single"`` (one offset); a ``None`` override is ignored.
+    """
+    upd = {k: v for k, v in overrides.items() if v is not None}
+    if upd.get("background") in _LEGACY_BACKGROUND:
+        upd["background"], upd["background_period"] = _LEGACY_BACKGROUND[upd["background"]]
+    return with_overrides(settings or TransportSettings(), upd, "transport")
 
 
 # ---------------------------------------------------------------------------- emissions
@@ -309,10 +246,7 @@ def build_jacobian(
     period_split: str | None = None,
     obs_correlation_length_km: float | None = None,
     progress: Any = None,
-    background: str | None = None,
-    eddy_diffusivity: float | None = None,
-    ventilation_time: float | None = None,
-    surface_pressure: float | None = None,
+    **overrides: Any,
 ) -> xr.DataArray:
     """Jacobian of the super-observations with respect to the state vector.
 
@@ -350,9 +284,10 @@ def build_jacobian(
         Pandas frequency splitting the emission state in time (:func:`periods`).
     progress : callable, optional
         Receives (steps done, steps total) from the time-resolved integration.
-    background, eddy_diffusivity, ventilation_time, surface_pressure
-        Older keyword forms of the settings; ``background`` also accepts ``"per_time"``
-        (an offset per time bin), ``"single"`` (one offset) and ``"none"``.
+    **overrides
+        Fields of :class:`TransportSettings` that replace those of ``settings``
+        (``build_jacobian(..., eddy_diffusivity=3e4)``); ``background`` also accepts the
+        older ``"per_time"`` (an offset per time bin) and ``"single"`` (one offset).
 
     Returns
     -------
@@ -366,8 +301,7 @@ def build_jacobian(
         column_sensitivity, background_reference); state coords
         :meth:`StateVector.to_coords`. Attrs: gas, units and every transport setting.
     """
-    s = _settings(settings, background, eddy_diffusivity=eddy_diffusivity, ventilation_time=ventilation_time,
-                  surface_pressure=surface_pressure)  # fmt: skip
+    s = _settings(settings, overrides)
     gas = str(obs.attrs.get("gas", "")).upper()
     units = gas_units(gas)
     grid = GridSpec.from_coords(obs["latitude"].values, obs["longitude"].values)

@@ -30,6 +30,12 @@ from scipy.sparse.linalg import splu
 
 from gosat_pipeline.errors import SchemaError, WindError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid
+from gosat_pipeline.params import (
+    DEFAULT_EDDY_DIFFUSIVITY,
+    DEFAULT_TIME_STEP,
+    DEFAULT_VENTILATION_TIME,
+    STANDARD_SURFACE_PRESSURE,
+)
 from gosat_pipeline.schema import G0, MOLAR_MASS
 
 __all__ = [
@@ -44,15 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default horizontal eddy diffusivity, m2 s-1. Boundary-layer horizontal mixing by
-#: unresolved mesoscale eddies on 50-200 km grids is of order 1e4-1e5 m2 s-1; 5e4 gives a
-#: diffusion length sqrt(K tau) of ~90 km over one ventilation time, about one 1-degree
-#: cell, so a source spreads over its neighbours without dominating advection.
-DEFAULT_EDDY_DIFFUSIVITY = 5.0e4
-#: Default ventilation time, s (2 days). A boundary-layer enhancement is vented to the free
-#: troposphere on a time scale of 1-3 days; at 5 m s-1 it travels ~860 km in 2 days, the
-#: size of a country-scale (~1000 km) domain, so upwind sources still matter downwind.
-DEFAULT_VENTILATION_TIME = 2.0 * 86400.0
 #: Column ordering of the steady operator's sparse LU (SuperLU ``permc_spec``). The 5-point
 #: stencil is structurally symmetric, so a minimum-degree ordering on the pattern of
 #: :math:`A^T + A` suits it better than SuperLU's default COLAMD.
@@ -62,7 +59,7 @@ LU_ORDERING = "MMD_AT_PLUS_A"
 EDGES: tuple[str, ...] = ("east", "west", "north", "south")
 
 
-def dry_air_column(surface_pressure: float = 1013.25) -> float:
+def dry_air_column(surface_pressure: float = STANDARD_SURFACE_PRESSURE) -> float:
     """Dry-air column in mol m-2.
 
     Parameters
@@ -177,7 +174,7 @@ class SimpleTransport:
         *,
         eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
         ventilation_time: float = DEFAULT_VENTILATION_TIME,
-        surface_pressure: float = 1013.25,
+        surface_pressure: float = STANDARD_SURFACE_PRESSURE,
     ) -> None:
         if not eddy_diffusivity >= 0:
             raise SchemaError(f"eddy_diffusivity must be >= 0 m2 s-1; got {eddy_diffusivity}")
@@ -566,8 +563,8 @@ def integrate_responses(
     *,
     eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
     ventilation_time: float = DEFAULT_VENTILATION_TIME,
-    surface_pressure: float = 1013.25,
-    time_step: float = 6 * 3600.0,
+    surface_pressure: float = STANDARD_SURFACE_PRESSURE,
+    time_step: float = DEFAULT_TIME_STEP,
     tail: float | None = None,
     progress: Any = None,
     out: np.ndarray | None = None,
