@@ -128,6 +128,7 @@ from gosat_pipeline.schema import (
     DISCREPANCY_COLUMNS,
     DISCREPANCY_SCHEMA_VERSION,
     VERDICTS,
+    status_text,
 )
 from gosat_pipeline.statevector import StateVector
 
@@ -185,7 +186,6 @@ CHANGE_COLUMNS: dict[str, str] = {
 }
 
 _REQUIRED_REPORTED = ("area", "year", "value_tg_per_yr")
-_STATUS_TEXT = {1: "no observations", 2: "degenerate inversion"}
 
 
 def _period_year(label: str) -> int | None:
@@ -345,10 +345,6 @@ class _State:
         return self.members[0]
 
 
-def _subset(sv: StateVector, idx: np.ndarray) -> StateVector:
-    return StateVector(**{f: getattr(sv, f)[idx] for f in sv.__dataclass_fields__})
-
-
 def _total_maps(posterior: xr.Dataset) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float],
                                                   dict[tuple[str, str], float]]:  # fmt: skip
     n_obs: dict[tuple[str, str], int] = {}
@@ -380,7 +376,7 @@ def _state_from_posterior(posterior: xr.Dataset, ensemble: Any = None) -> _State
                    posterior["S_posterior"].values[ix].astype("float64"),
                    posterior["averaging_kernel"].values[ix].astype("float64"),
                    posterior["S_prior"].values[ix].astype("float64"))  # fmt: skip
-    sv = _subset(sv_all, e)
+    sv = sv_all.subset(e)
     members = [base] if ensemble is None else ensemble_members(ensemble, sv)
     n_obs, chi_s, chi_o = _total_maps(posterior)
     return _State(
@@ -597,7 +593,7 @@ def _domain_share(st: _State, members: Sequence[str], period: str) -> tuple[floa
 def _gate(st: _State, tot: _Totals, nobs: int, thr: Thresholds, chi2_obs: float = math.nan) -> str | None:
     """Reason (plain words) the data do not constrain the total, or None."""
     if st.status:
-        return f"the inversion failed ({_STATUS_TEXT.get(st.status, 'status ' + str(st.status))}): the estimate is the prior"
+        return f"the inversion failed ({status_text(st.status)}): the estimate is the prior"
     fails = []
     er = tot.error_reduction
     if not er >= thr.min_error_reduction:

@@ -36,6 +36,7 @@ from gosat_pipeline.params import STANDARD_SURFACE_PRESSURE, InversionSettings, 
 from gosat_pipeline.schema import (
     G0,
     GAS_UNIT_TO_MOLMOL,
+    INVERSION_STATUS,
     MOLAR_MASS,
     SECONDS_PER_YEAR,
     gas_units,
@@ -63,7 +64,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Status flag values of every inversion result.
-STATUS_MEANINGS: dict[int, str] = {0: "ok", 1: "no_observations", 2: "degenerate"}
+STATUS_MEANINGS: dict[int, str] = INVERSION_STATUS
 #: Default 1-sigma prior of background offsets, canonical units (wide: estimated, not guessed).
 DEFAULT_BACKGROUND_PRIOR_SIGMA: dict[str, float] = {"CO2": 5.0, "CH4": 30.0}
 
@@ -87,7 +88,8 @@ class InversionResult:
     chi2_state : float
         :math:`J_a / n`.
     status : int
-        0 ok, 1 no observations, 2 degenerate (see :data:`STATUS_MEANINGS`).
+        0 ok, 1 no observations, 2 degenerate
+        (:data:`gosat_pipeline.schema.INVERSION_STATUS`, also :data:`STATUS_MEANINGS`).
     n_obs : int
     form : str
         "state", "observation", "normal-equations", "lognormal" or "prior".
@@ -880,7 +882,7 @@ def invert(
         logger.warning("dropping %d observations with non-finite values", int((~ok).sum()))
         jac, K, y, sigma = jac.isel(obs=np.flatnonzero(ok)), K[ok], y[ok], sigma[ok]
     n = K.shape[1]
-    emis = jac["state_kind"].values.astype(str) == "emission"
+    emis = StateVector.from_coords(jac).emission
     xa = np.where(emis, 1.0, 0.0)
     gr_sigma = bg_sigma / 3.0 if background_gradient_sigma is None else float(background_gradient_sigma)
     in_sigma = bg_sigma / 3.0 if inflow_prior_sigma is None else float(inflow_prior_sigma)
@@ -1086,7 +1088,7 @@ def region_totals(
         (the region's elements' :math:`J_a` over its expected value),
         ``total_chi2_obs`` (mean squared whitened residual of the observations that see
         the region), ``total_status`` (0 ok, 1 no observation sees the region in that
-        period, 2 no prior emission); coords ``total_region``, ``total_region_name``,
+        period, 2 no prior emission: :data:`gosat_pipeline.schema.TOTAL_STATUS`); coords ``total_region``, ``total_region_name``,
         ``total_role``, ``total_period``.
 
     Notes

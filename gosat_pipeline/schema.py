@@ -36,6 +36,10 @@ __all__ = [
     "DISCREPANCY_COLUMNS",
     "DISCREPANCY_SCHEMA_VERSION",
     "VERDICTS",
+    "INVERSION_STATUS",
+    "TOTAL_STATUS",
+    "status_attrs",
+    "status_text",
     "cf_attrs",
     "gas_units",
     "validate_soundings",
@@ -210,6 +214,23 @@ VERDICTS: tuple[str, ...] = (
     "partly outside the domain",
     "no reported value",
 )
+
+#: Status vocabulary of an inversion (the posterior's ``status``, ``InversionResult.status``):
+#: code -> flag meaning. A status other than 0 means the posterior is the prior.
+INVERSION_STATUS: dict[int, str] = {0: "ok", 1: "no_observations", 2: "degenerate"}
+#: Status vocabulary of a regional total (the posterior's ``total_status``): codes 0 and 1 mean
+#: what they mean for the inversion, 2 that the region has no prior emission in that period.
+TOTAL_STATUS: dict[int, str] = {0: "ok", 1: "no_observations", 2: "no_prior_emission"}
+
+
+def status_attrs(vocabulary: Mapping[int, str]) -> dict[str, Any]:
+    """CF ``flag_values`` (int8) and ``flag_meanings`` of a status vocabulary."""
+    return {"flag_values": np.array(list(vocabulary), dtype="int8"), "flag_meanings": " ".join(vocabulary.values())}
+
+
+def status_text(code: int, vocabulary: Mapping[int, str] = INVERSION_STATUS) -> str:
+    """A status code in plain words (``"no observations"``); unknown codes as ``"status N"``."""
+    return vocabulary[code].replace("_", " ") if code in vocabulary else f"status {code}"
 
 
 #: Columns of discrepancies.csv, in order, with units (the JSON schema mirrors them).
@@ -420,8 +441,7 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "chi2_obs": {"units": "1", "long_name": "observation chi-square per observation, J_o / m"},
         "chi2_state": {"units": "1", "long_name": "state chi-square per element, J_a / n"},
         "n_observations": {"units": "1", "long_name": "number of super-observations"},
-        "status": {"units": "1", "long_name": "inversion status", "flag_values": np.array([0, 1, 2], dtype="int8"),
-                   "flag_meanings": "ok no_observations degenerate"},
+        "status": {"units": "1", "long_name": "inversion status", **status_attrs(INVERSION_STATUS)},
         "state_units": {"long_name": "units of each state element"},
         # inversion.consistency_diagnostics
         "chi2_obs_normalized": {"units": "1", "long_name": "observation chi-square over its expected value, "
@@ -454,9 +474,7 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
                                                         "expected value"},
         "total_chi2_obs": {"units": "1", "long_name": "mean squared whitened residual of the observations that "
                                                       "see the region"},
-        "total_status": {"units": "1", "long_name": "status of the regional total",
-                         "flag_values": np.array([0, 1, 2], dtype="int8"),
-                         "flag_meanings": "ok no_observations no_prior_emission"},
+        "total_status": {"units": "1", "long_name": "status of the regional total", **status_attrs(TOTAL_STATUS)},
         "total_region": {"long_name": "region code"},
         "total_region_name": {"long_name": "region name"},
         "total_role": {"long_name": "role of the region (requested, other, rest)"},

@@ -155,6 +155,15 @@ class StateVector:
     def __len__(self) -> int:
         return int(self.kind.size)
 
+    def subset(self, index: Any) -> StateVector:
+        """The elements selected by ``index`` (integer positions or a boolean mask), in that order."""
+        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def labels(self) -> list[str]:
+        """One readable label per element: ``"IDN 2020-01"`` for emissions, ``"<kind> <sector> <period>"`` else."""
+        return [f"{r} {p}" if k == "emission" else f"{k} {s} {p}"
+                for k, r, s, p in zip(self.kind, self.region, self.sector, self.period, strict=True)]  # fmt: skip
+
     @property
     def emission(self) -> np.ndarray:
         """Boolean mask of the emission elements."""

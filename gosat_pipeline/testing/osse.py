@@ -633,13 +633,9 @@ def _element_table(post: xr.Dataset, truth: np.ndarray, constrained_threshold: f
     scored = np.isfinite(truth)
     constrained = ((er >= constrained_threshold) | (aii >= constrained_threshold)) & scored
     within = scored & (np.abs(xp - truth) <= 2.0 * sp_)
-    kind = post["state_kind"].values.astype(str)
-    label = [f"{r} {p}" if k == "emission" else f"{k} {s} {p}"
-             for k, r, s, p in zip(kind, post["state_region"].values.astype(str), post["state_sector"].values.astype(str),
-                                   post["state_period"].values.astype(str), strict=True)]  # fmt: skip
+    sv = StateVector.from_coords(post)
     return pd.DataFrame({
-        "element": label, "kind": kind, "region": post["state_region"].values.astype(str),
-        "period": post["state_period"].values.astype(str), "truth": truth, "prior": post["x_prior"].values,
+        "element": sv.labels(), "kind": sv.kind, "region": sv.region, "period": sv.period, "truth": truth, "prior": post["x_prior"].values,
         "posterior": xp, "posterior_sigma": sp_, "prior_sigma": sa, "error_reduction": er,
         "averaging_kernel": aii, "constrained": constrained, "within_2sigma": within,
     })  # fmt: skip

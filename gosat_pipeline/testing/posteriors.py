@@ -33,12 +33,15 @@ from gosat_pipeline.inversion import region_totals
 from gosat_pipeline.outputs import atomic_write_netcdf, atomic_write_text
 from gosat_pipeline.schema import (
     GAS_STANDARD_NAMES,
+    INVERSION_STATUS,
     SECONDS_PER_YEAR,
     cf_attrs,
     cf_encoding,
     gas_units,
     global_attrs,
+    status_attrs,
 )
+from gosat_pipeline.statevector import StateVector
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -197,8 +200,7 @@ def make_posterior(
     ds["chi2_state"] = ((), float(dx @ Sa_inv @ dx / n), {"units": "1", "long_name": "J_a / n"})
     ds["n_observations"] = ((), np.int64(K.shape[0]), {"units": "1", "long_name": "number of observations"})
     ds["status"] = ((), np.int8(0), {"units": "1", "long_name": "inversion status",
-                                     "flag_values": np.array([0, 1, 2], dtype="int8"),
-                                     "flag_meanings": "ok no_observations degenerate"})  # fmt: skip
+                                     **status_attrs(INVERSION_STATUS)})  # fmt: skip
     totals = region_totals(ds, K=K, region_names={c: regs[c][0] for c in codes})
     ds = xr.merge([ds, totals], combine_attrs="override")
     ds.attrs = global_attrs(
@@ -287,23 +289,20 @@ def make_flux_maps(posterior: xr.Dataset, regions: Mapping[str, tuple] | None = 
     Each region's prior total is spread uniformly over its box; the posterior scales it
     by the region's first-period scale factor. dims (latitude, longitude).
     """
-    regs = _regions(regions) if regions is not None else _regions(
-        list(dict.fromkeys(r for r in posterior["state_region"].values.astype(str) if r)))
+    sv = StateVector.from_coords(posterior)
+    regs = _regions(regions) if regions is not None else _regions(list(dict.fromkeys(r for r in sv.region if r)))
     grid = _grid()
     area = grid.cell_area()
     prior = np.zeros(grid.shape)
     post = np.zeros(grid.shape)
     aks = np.zeros(grid.shape)
-    kind = posterior["state_kind"].values.astype(str)
-    reg = posterior["state_region"].values.astype(str)
-    per = posterior["state_period"].values.astype(str)
-    p0 = per[kind == "emission"][0]
+    p0 = sv.periods()[0]
     A = np.diag(posterior["averaging_kernel"].values)
     for code, (_name, total, box) in regs.items():
         m = _box_mask(grid, box)
         if not m.any():
             continue
-        sel = (kind == "emission") & (reg == code) & (per == p0)
+        sel = sv.emission & (sv.region == code) & (sv.period == p0)
         sf = float(posterior["x_posterior"].values[sel].mean()) if sel.any() else 1.0
         flux = total * 1e9 / SECONDS_PER_YEAR / area[m].sum()
         prior[m] += flux
