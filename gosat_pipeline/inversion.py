@@ -43,7 +43,7 @@ from gosat_pipeline.schema import (
     global_attrs,
     output_attrs,
 )
-from gosat_pipeline.statevector import StateVector
+from gosat_pipeline.statevector import StateVector, total_moments, total_sensitivity
 
 __all__ = [
     "DEFAULT_BACKGROUND_PRIOR_SIGMA",
@@ -1106,16 +1106,13 @@ def region_totals(
     role = {r: ro for r, ro in zip(sv.region[sv.emission], sv.role[sv.emission], strict=True)}
     xa, xp = posterior["x_prior"].values, posterior["x_posterior"].values
     Sa, Sp, A = (posterior[v].values for v in ("S_prior", "S_posterior", "averaging_kernel"))
-    WSa, WSp = np.asarray(W @ Sa), np.asarray(W @ Sp)
-    Ca, Cp = np.asarray((W @ WSa.T).T), np.asarray((W @ WSp.T).T)
+    prior_tot, Ca = total_moments(W, xa, Sa)
+    post_tot, Cp = total_moments(W, xp, Sp)
     sa = np.sqrt(np.clip(np.diag(Ca), 0.0, None))
     spost = np.sqrt(np.clip(np.diag(Cp), 0.0, None))
     with np.errstate(invalid="ignore", divide="ignore"):
         er = np.where(sa > 0, 1.0 - spost / np.where(sa > 0, sa, 1.0), 0.0)
-        ww = np.asarray(W.multiply(W).sum(axis=1)).ravel()
-        WA = np.asarray(W @ A)
-        wAw = np.asarray(W.multiply(WA).sum(axis=1)).ravel()
-        sens = np.where(ww > 0, wAw / np.where(ww > 0, ww, 1.0), 0.0)
+    sens = total_sensitivity(W, A)
     chi_s = _region_state_chi2(W, xa, xp, Sa, Sp)
     nobs = np.zeros(len(keys), dtype="int64")
     chi_o = np.full(len(keys), np.nan)
@@ -1135,9 +1132,9 @@ def region_totals(
 
     ds = xr.Dataset(
         {
-            "total_prior": tot("total_prior", "total", W @ xa),
+            "total_prior": tot("total_prior", "total", prior_tot),
             "total_prior_sigma": tot("total_prior_sigma", "total", sa),
-            "total_posterior": tot("total_posterior", "total", W @ xp),
+            "total_posterior": tot("total_posterior", "total", post_tot),
             "total_posterior_sigma": tot("total_posterior_sigma", "total", spost),
             "total_prior_covariance": tot("total_prior_covariance", ("total", "total2"), Ca),
             "total_posterior_covariance": tot("total_posterior_covariance", ("total", "total2"), Cp),

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ELEMENT_KINDS", "REGION_ROLES", "REST_REGION", "StateVector"]
+__all__ = ["ELEMENT_KINDS", "REGION_ROLES", "REST_REGION", "StateVector", "total_moments", "total_sensitivity"]
 
 #: Kinds of state elements.
 ELEMENT_KINDS: tuple[str, ...] = ("emission", "background", "inflow")
@@ -214,3 +214,50 @@ class StateVector:
             return sp.csr_matrix((0, len(self)))
         return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                              shape=(len(targets), len(self)))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- region totals
+def _rows(W: Any) -> sp.csr_matrix:
+    return W.tocsr() if sp.issparse(W) else sp.csr_matrix(np.atleast_2d(np.asarray(W, dtype="float64")))
+
+
+def total_moments(W: Any, x: np.ndarray, S: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Totals :math:`W x` and their covariance :math:`W S W^T`: the one region-total calculation.
+
+    Parameters
+    ----------
+    W : scipy.sparse matrix or array, (n_targets, n) or (n,)
+        Weight rows, Tg yr-1 per unit of the state (:meth:`StateVector.weight_matrix`,
+        or one :meth:`StateVector.region_weights` row, or a difference of rows).
+    x : ndarray (n,)
+        State (prior, posterior or a member's posterior).
+    S : ndarray (n, n), optional
+        Its error covariance (prior, posterior).
+
+    Returns
+    -------
+    totals : ndarray (n_targets,), Tg yr-1
+    covariance : ndarray (n_targets, n_targets), Tg2 yr-2, or None without ``S``
+        The full covariance (DESIGN.md 5.5): off-diagonal terms are the covariances
+        between totals (e.g. two periods of one region).
+
+    Notes
+    -----
+    :math:`E = W x`, :math:`C = W S W^T` (e.g. Rodgers 2000, eq. 2.38, for a linear
+    function of the state). W is sparse, so no n x n temporary is made per target.
+    """
+    W = _rows(W)
+    totals = np.asarray(W @ x).ravel()
+    if S is None:
+        return totals, None
+    WS = np.asarray(W @ S)
+    return totals, np.asarray((W @ WS.T).T)
+
+
+def total_sensitivity(W: Any, A: np.ndarray) -> np.ndarray:
+    """Averaging-kernel sensitivity of each total, :math:`w^T A w / w^T w` (0 for an empty row), 1."""
+    W = _rows(W)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ww = np.asarray(W.multiply(W).sum(axis=1)).ravel()
+        wAw = np.asarray(W.multiply(np.asarray(W @ A)).sum(axis=1)).ravel()
+        return np.where(ww > 0, wAw / np.where(ww > 0, ww, 1.0), 0.0)
