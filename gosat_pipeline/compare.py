@@ -119,6 +119,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import xarray as xr
 
 from gosat_pipeline.errors import GosatPipelineError, SchemaError
@@ -130,7 +131,7 @@ from gosat_pipeline.schema import (
     VERDICTS,
     status_text,
 )
-from gosat_pipeline.statevector import StateVector
+from gosat_pipeline.statevector import StateVector, total_moments, total_sensitivity
 
 __all__ = [
     "BUDGET_COLUMNS",
@@ -502,26 +503,26 @@ class _Totals:
         return 1.0 - self.sigma / self.prior_sigma if self.prior_sigma > 0 else 0.0
 
 
-def _quad(w: np.ndarray, S: np.ndarray, v: np.ndarray | None = None) -> float:
-    """w^T S v on the non-zero entries only: a region's weights touch a few elements, so the
-    cost is O(k^2) per total, not O(n^2) (a daily state has thousands of elements)."""
-    i = np.flatnonzero(w)
-    j = i if v is None else np.flatnonzero(v)
-    vv = w[j] if v is None else v[j]
-    return float(w[i] @ S[np.ix_(i, j)] @ vv)
+def _moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    tot, cov = total_moments(W, x, S)
+    return tot, cov  # type: ignore[return-value]
 
 
 def _totals(st: _State, w: np.ndarray, structural: float = 0.0) -> _Totals:
-    ww = float(w @ w)
+    """A target's totals from weights ``w`` (Tg yr-1 per unit of the emission state), by
+    :func:`gosat_pipeline.statevector.total_moments` (the calculation of ``region_totals``)."""
+    W = sp.csr_matrix(w[None, :])
     b = st.base
+    prior, cov_a = _moments(W, st.xa, st.Sa)
+    posts = [_moments(W, m.xh, m.Sh) for m in st.members]
     return _Totals(
         structural=structural,
-        prior=float(w @ st.xa),
-        prior_sigma=_sqrt(float(np.mean([_quad(w, m.Sa) for m in st.members]))),
-        estimates=np.array([float(w @ m.xh) for m in st.members]),
-        variances=np.array([_quad(w, m.Sh) for m in st.members]) * st.inflation,
-        sensitivity=_quad(w, b.A) / ww if ww > 0 else 0.0,
-        shift_sigma=_sqrt(_quad(w, st.Sa) - _quad(w, b.Sh)),
+        prior=float(prior[0]),
+        prior_sigma=_sqrt(float(np.mean([_moments(W, m.xh, m.Sa)[1][0, 0] for m in st.members]))),
+        estimates=np.array([float(t[0]) for t, _ in posts]),
+        variances=np.array([float(c[0, 0]) for _, c in posts]) * st.inflation,
+        sensitivity=float(total_sensitivity(W, b.A)[0]),
+        shift_sigma=_sqrt(float(cov_a[0, 0]) - float(posts[0][1][0, 0])),
     )
 
 
@@ -918,12 +919,12 @@ def _change_row(st: _State, target: tuple[str, str, tuple[str, ...]], pa: list[s
     code, name, members = target
     e = st.sv.emission
     wa, wb = st.sv.region_weights(members, pa)[e], st.sv.region_weights(members, pb)[e]
-    d = wb - wa
-    changes = np.array([float(d @ m.xh) for m in st.members])
-    var = float(np.mean([_quad(d, m.Sh) for m in st.members])) + (float(changes.var(ddof=1)) if changes.size > 1
-                                                                   else 0.0)  # fmt: skip
-    ea = float(np.mean([wa @ m.xh for m in st.members]))
-    eb = float(np.mean([wb @ m.xh for m in st.members]))
+    ab = [_moments(sp.csr_matrix(np.vstack([wa, wb, wb - wa])), m.xh, m.Sh) for m in st.members]
+    changes = np.array([float(t[2]) for t, _ in ab])
+    var = float(np.mean([c[2, 2] for _, c in ab])) + (float(changes.var(ddof=1)) if changes.size > 1
+                                                      else 0.0)  # fmt: skip
+    ea = float(np.mean([t[0] for t, _ in ab]))
+    eb = float(np.mean([t[1] for t, _ in ab]))
     change = eb - ea
     sig = _sqrt(var + (thr.transport_error * change) ** 2)  # a relative transport bias scales the change too
     z = _div(change, sig)
@@ -944,7 +945,7 @@ def _change_row(st: _State, target: tuple[str, str, tuple[str, ...]], pa: list[s
         "region": code, "region_name": name, "members": " ".join(members) if len(members) > 1 else "",
         "gas": st.gas, "period_a": " ".join(pa), "period_b": " ".join(pb), "reference": source,
         "posterior_a": ea, "posterior_b": eb, "posterior_change": change, "posterior_change_sigma": sig,
-        "posterior_cross_covariance": float(np.mean([_quad(wa, m.Sh, wb) for m in st.members])),
+        "posterior_cross_covariance": float(np.mean([c[0, 1] for _, c in ab])),
         "relative_change": _div(change, abs(ea)), "change_z": z, "significant": bool(significant),
         "change_verdict": cverdict, "error_reduction": er, "sensitivity": sens, "n_observations": nobs,
     }  # fmt: skip
