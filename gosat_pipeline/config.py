@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gosat_pipeline.errors import ConfigError
 from gosat_pipeline.params import (
     DEFAULT_PBL_PRESSURE_DEPTH,
+    ENSEMBLE_RANGES,
     InversionSettings,
     QualityScreens,
     TransportSettings,
@@ -311,13 +312,13 @@ class EnsembleSection(_Model):
 
     members: int = Field(8, ge=0, le=200)
     seed: int = 0
-    eddy_diffusivity: tuple[float, float] | None = (0.5, 2.0)
-    ventilation_time: tuple[float, float] | None = (0.5, 1.5)
-    wind_speed: tuple[float, float] | None = (0.8, 1.25)
-    wind_direction: tuple[float, float] | None = (-15.0, 15.0)
-    sigma_model: tuple[float, float] | None = (0.75, 1.5)
-    prior_error: tuple[float, float] | None = (0.75, 1.5)
-    inflow: list[bool] | None = [True, False]
+    eddy_diffusivity: tuple[float, float] | None = ENSEMBLE_RANGES["eddy_diffusivity"]
+    ventilation_time: tuple[float, float] | None = ENSEMBLE_RANGES["ventilation_time"]
+    wind_speed: tuple[float, float] | None = ENSEMBLE_RANGES["wind_speed"]
+    wind_direction: tuple[float, float] | None = ENSEMBLE_RANGES["wind_direction"]
+    sigma_model: tuple[float, float] | None = ENSEMBLE_RANGES["sigma_model"]
+    prior_error: tuple[float, float] | None = ENSEMBLE_RANGES["prior_error"]
+    inflow: list[bool] | None = list(ENSEMBLE_RANGES["inflow"])
     background: list[Literal["plane", "offset", "none"]] | None = None
 
     @model_validator(mode="after")

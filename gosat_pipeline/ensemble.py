@@ -36,6 +36,7 @@ import numpy as np
 import xarray as xr
 
 from gosat_pipeline.inversion import invert
+from gosat_pipeline.params import ENSEMBLE_RANGES
 from gosat_pipeline.schema import gas_units, output_attrs
 from gosat_pipeline.statevector import StateVector
 from gosat_pipeline.transport import BACKGROUND_MODES, TransportSettings, build_jacobian
@@ -44,21 +45,8 @@ __all__ = ["DEFAULT_RANGES", "OPERATOR_CHOICES", "Member", "design_members", "en
 
 logger = logging.getLogger(__name__)
 
-#: Default perturbation ranges: multiplicative factors (min, max) for the continuous
-#: choices (drawn uniformly in log space), degrees for the wind direction, and the boundary
-#: treatments cycled through (with and without inflow elements). Boundary-layer ventilation
-#: takes 1-3 days (DEFAULT_VENTILATION_TIME's range); horizontal eddy diffusivity on
-#: 50-200 km grids is 1e4-1e5 m2 s-1; reanalysis boundary-layer winds are uncertain by about
-#: 20 % in speed and 15 degrees in direction; model and prior errors by about a factor 1.5.
-DEFAULT_RANGES: dict[str, Any] = {
-    "eddy_diffusivity": (0.5, 2.0),
-    "ventilation_time": (0.5, 1.5),
-    "wind_speed": (0.8, 1.25),
-    "wind_direction": (-15.0, 15.0),
-    "sigma_model": (0.75, 1.5),
-    "prior_error": (0.75, 1.5),
-    "inflow": (True, False),
-}
+#: Default perturbation ranges (:data:`gosat_pipeline.params.ENSEMBLE_RANGES`, which says why).
+DEFAULT_RANGES: dict[str, Any] = dict(ENSEMBLE_RANGES)
 
 #: Choices that act on the built-in operator only: with external footprints the Jacobian does
 #: not depend on them, so they are not varied (transport error then comes from the structural

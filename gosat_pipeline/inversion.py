@@ -650,7 +650,7 @@ def lognormal_map(
     za: Any,
     Sa_z: Any,
     *,
-    gradient_tolerance: float = 1e-6,
+    gradient_tolerance: float = InversionSettings.gradient_tolerance,
     max_iterations: int = 200,
 ) -> InversionResult:
     """MAP of a state whose ``log_mask`` elements are lognormal (x = exp(z)), others Gaussian.

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from gosat_pipeline.errors import SchemaError
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_PBL_PRESSURE_DEPTH",
     "DEFAULT_TIME_STEP",
     "DEFAULT_VENTILATION_TIME",
+    "ENSEMBLE_RANGES",
     "STANDARD_SURFACE_PRESSURE",
     "SURFACES",
     "TRANSPORT_MODES",
@@ -61,6 +63,23 @@ BACKGROUND_MODES: tuple[str, ...] = ("plane", "offset", "none")
 TRANSPORT_MODES: tuple[str, ...] = ("auto", "time_resolved", "steady")
 #: Observation modes of the ``surface`` screen and their ``surface_type`` code (None: all).
 SURFACES: dict[str, int | None] = {"all": None, "land": 0, "glint": 1}
+
+#: Default perturbation ranges of the transport ensemble: multiplicative factors (min, max)
+#: for the continuous choices (drawn uniformly in log space), degrees for the wind direction,
+#: and the boundary treatments cycled through (with and without inflow elements).
+#: Boundary-layer ventilation takes 1-3 days (DEFAULT_VENTILATION_TIME's range); horizontal
+#: eddy diffusivity on 50-200 km grids is 1e4-1e5 m2 s-1; reanalysis boundary-layer winds are
+#: uncertain by about 20 % in speed and 15 degrees in direction; model and prior errors by
+#: about a factor 1.5.
+ENSEMBLE_RANGES: Mapping[str, tuple[Any, Any]] = MappingProxyType({
+    "eddy_diffusivity": (0.5, 2.0),
+    "ventilation_time": (0.5, 1.5),
+    "wind_speed": (0.8, 1.25),
+    "wind_direction": (-15.0, 15.0),
+    "sigma_model": (0.75, 1.5),
+    "prior_error": (0.75, 1.5),
+    "inflow": (True, False),
+})  # fmt: skip
 
 _T = TypeVar("_T")
 

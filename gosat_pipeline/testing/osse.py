@@ -37,6 +37,7 @@ import xarray as xr
 from gosat_pipeline.errors import ConfigError
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import invert, mass_balance
+from gosat_pipeline.params import InversionSettings
 from gosat_pipeline.schema import GAS_UNIT_TO_MOLMOL, MOLAR_MASS, cf_attrs, gas_units
 from gosat_pipeline.statevector import REST_REGION, StateVector
 from gosat_pipeline.testing.soundings import BACKGROUND_XGAS
@@ -156,7 +157,7 @@ def make_osse_case(
     v: float = 1.0,
     eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
     ventilation_time: float = DEFAULT_VENTILATION_TIME,
-    prior_error: float = 0.5,
+    prior_error: float = InversionSettings.prior_error,
     period_split: str | None = None,
     truth: str = "identical",
     margin: float = 8.0,
@@ -619,7 +620,7 @@ def osse_inversion_inputs(case: dict[str, Any]) -> dict[str, Any]:
         "winds": case["winds"],
         "settings": settings,
         "sigma_model": case["sigma_model"],
-        "prior_error": case.get("prior_error", 0.5),
+        "prior_error": case.get("prior_error", InversionSettings.prior_error),
         "jacobian_kwargs": {"period_split": case.get("period_split")},
     }
 

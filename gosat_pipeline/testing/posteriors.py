@@ -31,6 +31,7 @@ from gosat_pipeline.compare import compare_to_inventory, period_change, write_di
 from gosat_pipeline.grids import GridSpec
 from gosat_pipeline.inversion import region_totals
 from gosat_pipeline.outputs import atomic_write_netcdf, atomic_write_text
+from gosat_pipeline.params import InversionSettings
 from gosat_pipeline.schema import (
     GAS_STANDARD_NAMES,
     INVERSION_STATUS,
@@ -111,7 +112,7 @@ def make_posterior(
     constraint: float | Mapping[str, float] = 30.0,
     n_obs: int = 20,
     obs_sigma: float = 10.0,
-    prior_error: float = 0.5,
+    prior_error: float = InversionSettings.prior_error,
     period_correlation: float = 0.0,
     region_correlation: float = 0.0,
     crosstalk: float = 0.15,
