@@ -57,7 +57,6 @@ ISO3_COLUMNS: tuple[str, ...] = ("ISO_A3_EH", "ISO_A3", "ADM0_A3", "iso3", "iso_
 _NAME_COLUMNS = ("NAME_EN", "NAME", "name", "ADMIN", "COUNTRY", "NAME_0", "region_name")
 #: A region is resolvable when its covered area is at least this many grid cells.
 DEFAULT_MIN_FRACTION = 0.5
-#: Seconds per year used by :func:`region_totals` (Julian year of 365.25 days).
 _NE_ZIP = "ne_10m_admin_0_countries_deu.zip"
 
 

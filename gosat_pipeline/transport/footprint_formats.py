@@ -30,7 +30,6 @@ Varon, D. J. et al. (2022): Integrated Methane Inversion (IMI 1.0), Geosci. Mode
 
 from __future__ import annotations
 
-import glob
 import io
 import pickle
 import re
@@ -45,7 +44,8 @@ import scipy.sparse as sp
 import xarray as xr
 
 from gosat_pipeline.errors import FootprintError
-from gosat_pipeline.grids import overlap_fractions
+from gosat_pipeline.grids import overlap_fractions, same_axes
+from gosat_pipeline.paths import expand_paths
 from gosat_pipeline.schema import G0, MOLAR_MASS
 
 __all__ = [
@@ -547,7 +547,8 @@ def find_imi_run(source: Path | list[Path]) -> tuple[Path, list[Path], Path, lis
     if not pkls:
         raise FootprintError(where, "no Jacobian files (*.pkl) in inversion/data_converted/ or here; run IMI's "
                              "jacobian.py with build_jacobian (or point to the folder that holds the .pkl files)")  # fmt: skip
-    prior = sorted(glob.glob(str(run / "hemco_prior_emis" / "OutputDir" / "HEMCO_sa_diagnostics*.nc")))
+    prior = [str(p) for p in expand_paths(str(run / "hemco_prior_emis" / "OutputDir" / "HEMCO_sa_diagnostics*.nc"),
+                                          recursive=False)]  # fmt: skip
     if not prior:
         raise FootprintError(str(run), "no prior emissions hemco_prior_emis/OutputDir/HEMCO_sa_diagnostics*.nc: IMI's "
                              "Jacobian is per unit scale factor of its prior, which is needed to turn it into footprints")  # fmt: skip
@@ -563,7 +564,7 @@ def _imi_prior_field(p: Path, gas: str, lat_c: np.ndarray, lon_c: np.ndarray, sv
             raise FootprintError(str(p), f"has none of {list(var_names)} (found {sorted(pr.data_vars)})")
         da = pr[name]
         da = da.mean([d for d in da.dims if d not in ("lat", "lon")]) if da.ndim > 2 else da
-        if not (np.allclose(da["lat"].values, lat_c) and np.allclose(da["lon"].values, lon_c)):
+        if not same_axes(da["lat"].values, da["lon"].values, lat_c, lon_c):
             raise FootprintError(str(p), f"{name} is on another grid than {sv_path.name}")
         units = _str_attr(pr[name], "units").replace(" ", "").replace("^", "")
         if units and units not in ("kg/m2/s", "kgm-2s-1", "kg/m2s", "kgm-2s-1."):
