@@ -84,10 +84,11 @@ def _per_region(value: float | Mapping[str, float], code: str, default: float) -
     return float(value)
 
 
-def _prior_covariance(meta: list[tuple], prior_error: float, period_corr: float, region_corr: float,
+def _prior_covariance(sv: StateVector, prior_error: float, period_corr: float, region_corr: float,
                       bg_sigma: float) -> np.ndarray:  # fmt: skip
-    n = len(meta)
+    n = len(sv)
     Sa = np.zeros((n, n))
+    meta = list(zip(sv.kind, sv.region, sv.sector, sv.period, strict=True))
     for i, (ki, ri, si, pi) in enumerate(meta):
         for j, (kj, rj, sj, pj) in enumerate(meta):
             if ki != kj:
@@ -161,9 +162,12 @@ def make_posterior(
     """
     regs = _regions(regions)
     codes = list(regs)
-    meta = [("emission", r, s, p) for p in periods for r in codes for s in sectors]
-    meta += [("background", "", "total", p) for p in periods]
-    n = len(meta)
+    units = gas_units(gas)
+    sv = StateVector.from_records(
+        [{"kind": "emission", "region": r, "region_name": regs[r][0], "role": "requested", "sector": s, "period": p,
+          "prior_emission": regs[r][1] * 1e9 / len(sectors)} for p in periods for r in codes for s in sectors]
+        + [{"kind": "background", "sector": "total", "period": p, "units": units} for p in periods])  # fmt: skip
+    n = len(sv)
     rng = np.random.default_rng(seed)
     rows = []
     for p in periods:
@@ -171,7 +175,7 @@ def make_posterior(
             nxt = codes[(ir + 1) % len(codes)] if len(codes) > 1 else None
             for _ in range(n_obs):
                 k = np.zeros(n)
-                for j, (kind, rj, _s, pj) in enumerate(meta):
+                for j, (kind, rj, pj) in enumerate(zip(sv.kind, sv.region, sv.period, strict=True)):
                     if kind == "background" and pj == p:
                         k[j] = 1.0
                     elif kind == "emission" and pj == p and rj == r:
@@ -180,10 +184,9 @@ def make_posterior(
                         k[j] = crosstalk * _per_region(constraint, rj, 30.0) / len(sectors)
                 rows.append(k)
     K = np.array(rows).reshape(-1, n)
-    emis = np.array([m[0] == "emission" for m in meta])
-    xa = np.where(emis, 1.0, 0.0)
-    x_true = np.array([_per_region(truth, m[1], 1.0) if m[0] == "emission" else 3.0 for m in meta])
-    Sa = _prior_covariance(meta, prior_error, period_correlation, region_correlation, background_sigma)
+    xa = np.where(sv.emission, 1.0, 0.0)
+    x_true = np.array([_per_region(truth, r, 1.0) if e else 3.0 for e, r in zip(sv.emission, sv.region, strict=True)])
+    Sa = _prior_covariance(sv, prior_error, period_correlation, region_correlation, background_sigma)
     y = K @ x_true + (rng.normal(0.0, obs_sigma, K.shape[0]) if noise else 0.0)
     KtK = K.T @ K / obs_sigma**2
     Sa_inv = np.linalg.inv(Sa)
@@ -192,9 +195,7 @@ def make_posterior(
     x_hat = xa + S_hat @ (K.T @ (y - K @ xa)) / obs_sigma**2
     A = np.eye(n) - S_hat @ Sa_inv
     r = y - K @ x_hat
-    units = gas_units(gas)
-    prior_kg = np.array([regs[m[1]][1] * 1e9 / len(sectors) if m[0] == "emission" else 0.0 for m in meta])
-    ds = _posterior_dataset(meta, regs, units, xa, x_hat, Sa, S_hat, A, prior_kg)
+    ds = _posterior_dataset(sv, xa, x_hat, Sa, S_hat, A)
     ds["dofs"] = ((), float(np.trace(A)), {"units": "1", "long_name": "degrees of freedom for signal, tr(A)"})
     ds["chi2_obs"] = ((), float(r @ r / obs_sigma**2 / max(K.shape[0], 1)), {"units": "1", "long_name": "J_o / m"})
     dx = x_hat - xa
@@ -212,22 +213,13 @@ def make_posterior(
     return ds
 
 
-def _posterior_dataset(meta: list[tuple], regs: Mapping[str, tuple], units: str, xa: np.ndarray,
-                       x_hat: np.ndarray, Sa: np.ndarray, S_hat: np.ndarray, A: np.ndarray,
-                       prior_kg: np.ndarray) -> xr.Dataset:  # fmt: skip
-    n = len(meta)
-    su = np.array(["1" if m[0] == "emission" else units for m in meta], dtype=str)
-    coords = {
+def _posterior_dataset(sv: StateVector, xa: np.ndarray, x_hat: np.ndarray, Sa: np.ndarray, S_hat: np.ndarray,
+                       A: np.ndarray) -> xr.Dataset:  # fmt: skip
+    n = len(sv)
+    coords: dict[str, Any] = {
         "state": ("state", np.arange(n), {"long_name": "state element index", "units": "1"}),
         "state2": ("state2", np.arange(n), {"long_name": "state element index (second matrix dim)", "units": "1"}),
-        "state_kind": ("state", np.array([m[0] for m in meta], dtype=str), {"long_name": "state element kind"}),
-        "state_region": ("state", np.array([m[1] for m in meta], dtype=str), {"long_name": "region code"}),
-        "state_region_name": ("state", np.array([regs[m[1]][0] if m[1] else "" for m in meta], dtype=str),
-                              {"long_name": "region name"}),
-        "state_sector": ("state", np.array([m[2] for m in meta], dtype=str), {"long_name": "emission sector"}),
-        "state_period": ("state", np.array([m[3] for m in meta], dtype=str), {"long_name": "ISO 8601 period"}),
-        "state_prior_emission": ("state", prior_kg, {"units": "kg yr-1", "long_name": "prior emission"}),
-        "state_units": ("state", su, {"long_name": "units of each state element"}),
+        **sv.to_coords(),
     }  # fmt: skip
     # element units differ (1 for scale factors, gas units for backgrounds): state_units says which;
     # the variable units are "1" so that the file is CF-valid (udunits-parseable).
