@@ -504,8 +504,7 @@ class _Totals:
 
 
 def _moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    tot, cov = total_moments(W, x, S)
-    return tot, cov  # type: ignore[return-value]
+    return total_moments(W, x, S)
 
 
 def _totals(st: _State, w: np.ndarray, structural: float = 0.0) -> _Totals:

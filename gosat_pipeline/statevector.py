@@ -221,7 +221,7 @@ def _rows(W: Any) -> sp.csr_matrix:
     return W.tocsr() if sp.issparse(W) else sp.csr_matrix(np.atleast_2d(np.asarray(W, dtype="float64")))
 
 
-def total_moments(W: Any, x: np.ndarray, S: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def total_moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Totals :math:`W x` and their covariance :math:`W S W^T`: the one region-total calculation.
 
     Parameters
@@ -231,13 +231,13 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray | None = None) -> tuple[n
         or one :meth:`StateVector.region_weights` row, or a difference of rows).
     x : ndarray (n,)
         State (prior, posterior or a member's posterior).
-    S : ndarray (n, n), optional
+    S : ndarray (n, n)
         Its error covariance (prior, posterior).
 
     Returns
     -------
     totals : ndarray (n_targets,), Tg yr-1
-    covariance : ndarray (n_targets, n_targets), Tg2 yr-2, or None without ``S``
+    covariance : ndarray (n_targets, n_targets), Tg2 yr-2
         The full covariance (DESIGN.md 5.5): off-diagonal terms are the covariances
         between totals (e.g. two periods of one region).
 
@@ -248,8 +248,6 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray | None = None) -> tuple[n
     """
     W = _rows(W)
     totals = np.asarray(W @ x).ravel()
-    if S is None:
-        return totals, None
     WS = np.asarray(W @ S)
     return totals, np.asarray((W @ WS.T).T)
 
