@@ -78,13 +78,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy API below (test
     )
     from gosat_pipeline.inversion import invert, mass_balance, posterior_flux_maps
     from gosat_pipeline.io import list_formats, open_granule, open_granules
+    from gosat_pipeline.params import (
+        InversionSettings,
+        QualityScreens,
+        TransportSettings,
+        VerdictThresholds,
+    )
     from gosat_pipeline.pipeline import run
     from gosat_pipeline.preflight import preflight
     from gosat_pipeline.quality import apply_quality_filter
     from gosat_pipeline.regions import domain_regions, load_boundaries, region_masks
     from gosat_pipeline.report import write_report
     from gosat_pipeline.statevector import StateVector
-    from gosat_pipeline.transport import TransportSettings, build_jacobian
+    from gosat_pipeline.transport import build_jacobian
     from gosat_pipeline.winds import open_winds
 
 
