@@ -35,6 +35,7 @@ demo: $(SAMPLES)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gosat_pipeline tests benchmarks
+	$(VENV)/bin/ruff format --check gosat_pipeline tests benchmarks
 
 test: $(STAMP) lint
 	$(VENV)/bin/pytest

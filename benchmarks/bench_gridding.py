@@ -164,13 +164,9 @@ def pyresample_mean(d: dict) -> tuple[np.ndarray, np.ndarray]:
     from pyresample.geometry import AreaDefinition
 
     ny, nx = GRID.shape
-    area = AreaDefinition(
-        "ll", "global grid", "ll", "EPSG:4326", nx, ny, (-180.0, -90.0, 180.0, 90.0)
-    )
+    area = AreaDefinition("ll", "global grid", "ll", "EPSG:4326", nx, ny, (-180.0, -90.0, 180.0, 90.0))
     chunks = 2_000_000
-    res = BucketResampler(
-        area, da.from_array(d["lon"], chunks=chunks), da.from_array(d["lat"], chunks=chunks)
-    )
+    res = BucketResampler(area, da.from_array(d["lon"], chunks=chunks), da.from_array(d["lat"], chunks=chunks))
     mean = res.get_average(da.from_array(d["x"], chunks=chunks))
     count = res.get_count()
     mean, count = dask.compute(mean, count, scheduler="threads", num_workers=2)
@@ -211,9 +207,7 @@ def chunked_soundings(d: dict, chunk: int) -> xr.Dataset:
 
 def ours_dask(ds: xr.Dataset) -> tuple[np.ndarray, np.ndarray]:
     l3 = grid_soundings(ds, grid=GRID, time_bin=None, time_range=("2020-01-01", "2020-01-29"))
-    n, m = dask.compute(
-        l3.n_soundings.data[0], l3.xgas_mean.data[0], scheduler="threads", num_workers=2
-    )
+    n, m = dask.compute(l3.n_soundings.data[0], l3.xgas_mean.data[0], scheduler="threads", num_workers=2)
     return n, m
 
 
@@ -235,8 +229,9 @@ def run_compare(n: int, repeat: int, chunk: int | None = None) -> int:
     ours_dask(chunked_soundings(make_data(1000), 500))
     chunk = chunk or max(n // 8, 250_000)
     chunked = chunked_soundings(d, chunk)
-    main = timed_interleaved({"ref": lambda: bincount_mean(d), "all": lambda: bincount_all(d),
-                              "dask": lambda: ours_dask(chunked)}, repeat)  # fmt: skip
+    main = timed_interleaved(
+        {"ref": lambda: bincount_mean(d), "all": lambda: bincount_all(d), "dask": lambda: ours_dask(chunked)}, repeat
+    )
     t_ref, ref = main["ref"]
     rows = [
         ("numpy bincount count+mean, 1 thread (reference)", t_ref, ref),
@@ -248,11 +243,11 @@ def run_compare(n: int, repeat: int, chunk: int | None = None) -> int:
         ("xarray groupby BinGrouper + flox count+mean", *timed(lambda: flox_mean(d), 1)),
     ]
     res = 180.0 / GRID.shape[0]
-    print(f"gridding benchmark: {n:,} soundings, global {res:g} degree grid ({GRID.size} cells), 2 cores, "
-          f"dask chunks of {chunk:,}")  # fmt: skip
     print(
-        f"{'method':52s} {'Msoundings/s':>12s} {'vs bincount':>11s} {'max|dcount|':>11s} {'max|dmean|':>11s}"
+        f"gridding benchmark: {n:,} soundings, global {res:g} degree grid ({GRID.size} cells), 2 cores, "
+        f"dask chunks of {chunk:,}"
     )
+    print(f"{'method':52s} {'Msoundings/s':>12s} {'vs bincount':>11s} {'max|dcount|':>11s} {'max|dmean|':>11s}")
     rates = {}
     for name, t, res in rows:
         dn, dm = diffs(ref, res)
@@ -341,15 +336,13 @@ def run_scale(n: int, chunk: int) -> int:
     sampler.join()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     total = int(out.n_soundings.sum())
-    print(
-        f"scale: {n:,} lazily generated soundings, chunks of {chunk:,}, 1 degree x 12 months, 2 threads"
-    )
+    print(f"scale: {n:,} lazily generated soundings, chunks of {chunk:,}, 1 degree x 12 months, 2 threads")
     print(f"  wall {dt:.1f} s = {n / dt / 1e6:.1f} M soundings/s (generation included)")
-    print(f"  peak RSS {peak[0] / 2**30:.2f} GiB (psutil sampling; {base / 2**30:.2f} GiB before compute), "
-          f"ru_maxrss {maxrss / 2**30:.2f} GiB; target < 2 GB")  # fmt: skip
     print(
-        f"  counted {total:,} of {n:,} soundings; global mean {float(out.xgas_mean.mean()):.3f} ppb"
+        f"  peak RSS {peak[0] / 2**30:.2f} GiB (psutil sampling; {base / 2**30:.2f} GiB before compute), "
+        f"ru_maxrss {maxrss / 2**30:.2f} GiB; target < 2 GB"
     )
+    print(f"  counted {total:,} of {n:,} soundings; global mean {float(out.xgas_mean.mean()):.3f} ppb")
     return 0 if (total == n and peak[0] < 2e9) else 1
 
 
@@ -368,8 +361,10 @@ def first_touch_seconds(nbytes: int) -> float:
     """Seconds to allocate and first write ``nbytes`` in a fresh process (page faults on this machine)."""
     import subprocess
 
-    code = (f"import time, numpy as np; t = time.perf_counter(); a = np.empty({nbytes // 8}); a.fill(1.0); "
-            "print(time.perf_counter() - t)")  # fmt: skip
+    code = (
+        f"import time, numpy as np; t = time.perf_counter(); a = np.empty({nbytes // 8}); a.fill(1.0); "
+        "print(time.perf_counter() - t)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     time.sleep(3)  # let the machine take the freed memory back, as it would before a run
     return float(out.stdout)
@@ -413,10 +408,14 @@ def run_fine(n: int, chunk: int, res: float = 0.1) -> int:
     ours_dask(chunked_soundings(make_data(1000), 500))  # load the cached numba kernels
     d = _year_soundings(n)
     ds = chunked_soundings(d, chunk)
-    print(f"fine: {n:,} soundings in memory, global {res:g} degree x 12 months = {nt * grid.size:,} bins "
-          f"(L3 {out_bytes / 2**30:.2f} GiB), dask chunks of {chunk:,}, threads x2")  # fmt: skip
-    print(f"  first write of a fresh {out_bytes / 2**30:.2f} GiB array on this machine: {floor:.2f} s "
-          f"(page faults, paid by any gridding that produces this output)")  # fmt: skip
+    print(
+        f"fine: {n:,} soundings in memory, global {res:g} degree x 12 months = {nt * grid.size:,} bins "
+        f"(L3 {out_bytes / 2**30:.2f} GiB), dask chunks of {chunk:,}, threads x2"
+    )
+    print(
+        f"  first write of a fresh {out_bytes / 2**30:.2f} GiB array on this machine: {floor:.2f} s "
+        f"(page faults, paid by any gridding that produces this output)"
+    )
     rc = 0
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="threads", num_workers=2):
         for mode in ("to_netcdf", "compute"):
@@ -430,9 +429,11 @@ def run_fine(n: int, chunk: int, res: float = 0.1) -> int:
                     total = int(out.n_soundings.sum(dtype="int64"))
                     del out
             extra = (pk.peak - pk.base) / 2**30
-            print(f"  {mode:9s}: wall {pk.seconds:6.2f} s = {n / pk.seconds / 1e6:5.1f} M soundings/s (target >= 20); "
-                  f"peak RSS above the input {extra:.2f} GiB = L3 {extra - out_bytes / 2**30:+.2f} GiB "
-                  f"(target <= L3 + 1 GB); counted {total:,}")  # fmt: skip
+            print(
+                f"  {mode:9s}: wall {pk.seconds:6.2f} s = {n / pk.seconds / 1e6:5.1f} M soundings/s (target >= 20); "
+                f"peak RSS above the input {extra:.2f} GiB = L3 {extra - out_bytes / 2**30:+.2f} GiB "
+                f"(target <= L3 + 1 GB); counted {total:,}"
+            )
             rc |= int(total != n)
     return rc
 
@@ -440,16 +441,21 @@ def run_fine(n: int, chunk: int, res: float = 0.1) -> int:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="short run (2e6 soundings)")
+    p.add_argument("--scale", action="store_true", help="1e8 lazily generated soundings, peak memory")
     p.add_argument(
-        "--scale", action="store_true", help="1e8 lazily generated soundings, peak memory"
+        "--fine", action="store_true", help="3e7 in-memory soundings, global 0.1 degree monthly, rate and peak memory"
     )
-    p.add_argument("--fine", action="store_true",
-                   help="3e7 in-memory soundings, global 0.1 degree monthly, rate and peak memory")  # fmt: skip
-    p.add_argument("--res", type=float, action="append", default=None,
-                   help="grid resolution of the comparison (repeatable; default 1 and 0.5)")  # fmt: skip
+    p.add_argument(
+        "--res",
+        type=float,
+        action="append",
+        default=None,
+        help="grid resolution of the comparison (repeatable; default 1 and 0.5)",
+    )
     p.add_argument("-n", type=int, default=None, help="number of soundings")
-    p.add_argument("--chunk", type=int, default=None,
-                   help="dask chunk size (default: n/8, at least 250,000; 2,000,000 in --scale)")  # fmt: skip
+    p.add_argument(
+        "--chunk", type=int, default=None, help="dask chunk size (default: n/8, at least 250,000; 2,000,000 in --scale)"
+    )
     a = p.parse_args(argv)
     if a.scale:
         return run_scale(a.n or 100_000_000, a.chunk or 2_000_000)

@@ -55,9 +55,22 @@ from gosat_pipeline.io import close_cached, open_granules
 from gosat_pipeline.pipeline import WORKER_CONFIG
 from gosat_pipeline.testing.granules import make_granule_files
 
-VARIABLES = ["time", "latitude", "longitude", "xch4", "xch4_uncertainty", "xch4_quality_flag",
-             "xch4_averaging_kernel", "ch4_profile_apriori", "pressure_levels", "pressure_weight",
-             "surface_air_pressure_apriori", "solar_zenith_angle", "retr_flag", "exposure_id"]  # fmt: skip
+VARIABLES = [
+    "time",
+    "latitude",
+    "longitude",
+    "xch4",
+    "xch4_uncertainty",
+    "xch4_quality_flag",
+    "xch4_averaging_kernel",
+    "ch4_profile_apriori",
+    "pressure_levels",
+    "pressure_weight",
+    "surface_air_pressure_apriori",
+    "solar_zenith_angle",
+    "retr_flag",
+    "exposure_id",
+]
 
 
 def bare_read(files: list[Path]) -> int:
@@ -70,8 +83,15 @@ def bare_read(files: list[Path]) -> int:
     return n
 
 
-def ingest(files: list[Path], scheduler: Any, screen: bool = True, workers: int | None = None,
-           chunk: int | None = None, client: Any = None, concat: bool = False) -> int:  # fmt: skip
+def ingest(
+    files: list[Path],
+    scheduler: Any,
+    screen: bool = True,
+    workers: int | None = None,
+    chunk: int | None = None,
+    client: Any = None,
+    concat: bool = False,
+) -> int:
     close_cached()  # no handle reuse across repeats: every run pays every open
     if client is not None:
         client.run(close_cached)
@@ -128,13 +148,18 @@ def run(n_files: int, per_file: int, repeat: int, workers: int) -> None:
         rows.append((f"ingest threads x{workers}", t, n))
         # a running dask.distributed cluster of worker processes, as the pipeline uses (startup not timed);
         # two read tasks per worker
-        with dask.config.set(WORKER_CONFIG), \
-                LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl, \
-                Client(cl) as client:  # fmt: skip
+        with (
+            dask.config.set(WORKER_CONFIG),
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cl,
+            Client(cl) as client,
+        ):
             client.run(lambda: None)
             per_task = -(-total // (2 * workers))
-            t, n = best_of(lambda: ingest(files, client.get, chunk=per_task, client=client), repeat,
-                           reset=lambda: forget_all(client))  # fmt: skip
+            t, n = best_of(
+                lambda: ingest(files, client.get, chunk=per_task, client=client),
+                repeat,
+                reset=lambda: forget_all(client),
+            )
         rows.append((f"ingest distributed x{workers} proc", t, n))
         print(f"{'mode':<28}{'time s':>9}{'kept':>9}{'soundings/s':>14}{'MB/s':>9}{'x bare':>9}")
         for name, t, n in rows:
@@ -152,27 +177,41 @@ def run_tropomi(n: int, n_files: int = 20) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
-        files = make_granule_files(root / "granules", "tropomi_ch4", n_files=n_files, n_per_file=-(-n // n_files),
-                                   seed=3, bbox=DEMO_BBOX)  # fmt: skip
+        files = make_granule_files(
+            root / "granules", "tropomi_ch4", n_files=n_files, n_per_file=-(-n // n_files), seed=3, bbox=DEMO_BBOX
+        )
         build_demo_samples(root / "samples")
         mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"{n_files} TROPOMI-like granules, {n:,} soundings, {mb:.0f} MB (written in {time.perf_counter() - t0:.0f} s)")
-        cfg = {"run": {"name": "ingest", "output_dir": str(root / "out"), "synthetic": True},
-               "period": {"start": "2020-01-01", "end": "2021-01-01"},
-               "domain": {"bbox": list(DEMO_BBOX), "resolution": 0.25},
-               "gases": [{"gas": "CH4", "granules": [str(root / "granules" / "*.nc")], "format": "tropomi_ch4",
-                          "prior": {"path": str(root / "samples" / "prior_CH4.nc")}, "sigma_model": 8.0,
-                          "background_prior_sigma": 30.0}],
-               "winds": {"path": str(root / "samples" / "winds_era5.nc")},
-               "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0}}  # fmt: skip
+        print(
+            f"{n_files} TROPOMI-like granules, {n:,} soundings, {mb:.0f} MB (written in {time.perf_counter() - t0:.0f} s)"
+        )
+        cfg = {
+            "run": {"name": "ingest", "output_dir": str(root / "out"), "synthetic": True},
+            "period": {"start": "2020-01-01", "end": "2021-01-01"},
+            "domain": {"bbox": list(DEMO_BBOX), "resolution": 0.25},
+            "gases": [
+                {
+                    "gas": "CH4",
+                    "granules": [str(root / "granules" / "*.nc")],
+                    "format": "tropomi_ch4",
+                    "prior": {"path": str(root / "samples" / "prior_CH4.nc")},
+                    "sigma_model": 8.0,
+                    "background_prior_sigma": 30.0,
+                }
+            ],
+            "winds": {"path": str(root / "samples" / "winds_era5.nc")},
+            "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
+        }
         (root / "cfg.yaml").write_text(yaml.safe_dump(cfg))
         res = run(load_config(root / "cfg.yaml"), until="ingest")
         rec = res.manifest["stages"]["ingest:CH4"]
         kept = res.manifest["screening"]["CH4"]["soundings_kept"]
         gib = 2**30
-        print(f"pipeline ingest stage, 2 worker processes: {rec['wall_time_s']:.1f} s = "
-              f"{n / rec['wall_time_s']:,.0f} soundings/s ({kept:,} kept); peak memory main process "
-              f"{rec['peak_memory_main_bytes'] / gib:.2f} GiB, process tree {rec['peak_memory_bytes'] / gib:.2f} GiB")
+        print(
+            f"pipeline ingest stage, 2 worker processes: {rec['wall_time_s']:.1f} s = "
+            f"{n / rec['wall_time_s']:,.0f} soundings/s ({kept:,} kept); peak memory main process "
+            f"{rec['peak_memory_main_bytes'] / gib:.2f} GiB, process tree {rec['peak_memory_bytes'] / gib:.2f} GiB"
+        )
         print("target: >= 200 000 soundings/s; main process < 1.5 GiB\n")
 
 

@@ -79,8 +79,18 @@ def dense_case(m: int, n: int, repeats: int) -> dict[str, float]:
     peak = tracemalloc.get_traced_memory()[1] - base
     tracemalloc.stop()
     kept = res.S_hat.nbytes + res.A.nbytes
-    return {"m": m, "n": n, "t_ktk": min(t_ktk), "t_gemm": min(t_gemm), "t_inv": min(t_inv), "extra_peak": peak,
-            "budget": 4 * n * n * 8, "K_bytes": K.nbytes, "kept": kept, "dofs": res.dofs}  # fmt: skip
+    return {
+        "m": m,
+        "n": n,
+        "t_ktk": min(t_ktk),
+        "t_gemm": min(t_gemm),
+        "t_inv": min(t_inv),
+        "extra_peak": peak,
+        "budget": 4 * n * n * 8,
+        "K_bytes": K.nbytes,
+        "kept": kept,
+        "dofs": res.dofs,
+    }
 
 
 def _chunks(m: int, n: int, rows: int, seed: int):
@@ -110,9 +120,19 @@ def streamed_case(m: int, n: int, rows: int) -> dict[str, float]:
         t0 = time.perf_counter()
         r2 = analytic_inversion_chunked(K, xa, sa, y=y, So=np.ones(m))
         t_dask = time.perf_counter() - t0
-    return {"m": m, "n": n, "rows": rows, "t_gen": t_gen, "peak_gen": peak_gen, "t_dask": t_dask,
-            "peak_dask": pk.peak, "base": base, "dofs_gen": r1.dofs, "dofs_dask": r2.dofs,
-            "logical_K_bytes": m * n * 8}  # fmt: skip
+    return {
+        "m": m,
+        "n": n,
+        "rows": rows,
+        "t_gen": t_gen,
+        "peak_gen": peak_gen,
+        "t_dask": t_dask,
+        "peak_dask": pk.peak,
+        "base": base,
+        "dofs_gen": r1.dofs,
+        "dofs_dask": r2.dofs,
+        "logical_K_bytes": m * n * 8,
+    }
 
 
 def main() -> None:
@@ -125,17 +145,27 @@ def main() -> None:
     print(f"(1) dense K: m={d['m']}, n={d['n']} (K = {d['K_bytes'] / mb:.0f} MiB)")
     print(f"    K^T K by dgemm          {d['t_gemm']:.3f} s")
     print(f"    K.T @ K (numpy: dsyrk)  {d['t_ktk']:.3f} s")
-    print(f"    analytic_inversion      {d['t_inv']:.3f} s   ratio {d['t_inv'] / d['t_gemm']:.2f}x one dgemm "
-          f"(target <= 1.0x), {d['t_inv'] / d['t_ktk']:.2f}x numpy's K.T @ K")
-    print(f"    extra peak memory       {d['extra_peak'] / mb:.1f} MiB beyond K; four n x n = {d['budget'] / mb:.1f} MiB"
-          f"   ratio {d['extra_peak'] / d['budget']:.2f} (target <= 1)")  # fmt: skip
+    print(
+        f"    analytic_inversion      {d['t_inv']:.3f} s   ratio {d['t_inv'] / d['t_gemm']:.2f}x one dgemm "
+        f"(target <= 1.0x), {d['t_inv'] / d['t_ktk']:.2f}x numpy's K.T @ K"
+    )
+    print(
+        f"    extra peak memory       {d['extra_peak'] / mb:.1f} MiB beyond K; four n x n = {d['budget'] / mb:.1f} MiB"
+        f"   ratio {d['extra_peak'] / d['budget']:.2f} (target <= 1)"
+    )
     print(f"    DOFS {d['dofs']:.1f}")
     s = streamed_case(1_000_000 // f, 500, rows=20_000)
-    print(f"(2) streamed: m={s['m']}, n={s['n']}, chunks of {s['rows']} rows "
-          f"(K would be {s['logical_K_bytes'] / mb:.0f} MiB)")  # fmt: skip
-    print(f"    generator: {s['t_gen']:.2f} s, {s['m'] / s['t_gen']:.0f} obs/s, peak RSS {s['peak_gen'] / mb:.0f} MiB "
-          f"(process baseline {s['base'] / mb:.0f} MiB; target < 2048 MiB)")  # fmt: skip
-    print(f"    dask:      {s['t_dask']:.2f} s, {s['m'] / s['t_dask']:.0f} obs/s, peak RSS {s['peak_dask'] / mb:.0f} MiB")
+    print(
+        f"(2) streamed: m={s['m']}, n={s['n']}, chunks of {s['rows']} rows "
+        f"(K would be {s['logical_K_bytes'] / mb:.0f} MiB)"
+    )
+    print(
+        f"    generator: {s['t_gen']:.2f} s, {s['m'] / s['t_gen']:.0f} obs/s, peak RSS {s['peak_gen'] / mb:.0f} MiB "
+        f"(process baseline {s['base'] / mb:.0f} MiB; target < 2048 MiB)"
+    )
+    print(
+        f"    dask:      {s['t_dask']:.2f} s, {s['m'] / s['t_dask']:.0f} obs/s, peak RSS {s['peak_dask'] / mb:.0f} MiB"
+    )
     print(f"    DOFS generator {s['dofs_gen']:.2f}, dask {s['dofs_dask']:.2f}")
 
 

@@ -71,12 +71,28 @@ def _score(run_dir: Path, truth: dict[str, Any]) -> pd.DataFrame:
     national = truth["true_tg_per_yr"]["CH4"]
     rep = truth["reported_tg_per_yr"]["CH4"]
     df["truth"] = [true.get(r, math.nan) for r in df["region"]]
-    df["discrepancy"] = [0 if abs(national.get(r, 0) - rep.get(r, 0)) < 1e-6 * max(rep.get(r, 1), 1e-9)
-                         else (1 if national.get(r, 0) > rep.get(r, 0) else -1) for r in df["region"]]  # fmt: skip
+    df["discrepancy"] = [
+        0
+        if abs(national.get(r, 0) - rep.get(r, 0)) < 1e-6 * max(rep.get(r, 1), 1e-9)
+        else (1 if national.get(r, 0) > rep.get(r, 0) else -1)
+        for r in df["region"]
+    ]
     df["flag"] = df["verdict"].map(FLAG).fillna(0).astype(int)
     df["covered"] = (df["posterior_total"] - df["truth"]).abs() <= 2.0 * df["posterior_sigma"]
-    return df[["region", "verdict", "posterior_total", "posterior_sigma", "truth", "reported_total", "z_score",
-               "discrepancy", "flag", "covered"]]  # fmt: skip
+    return df[
+        [
+            "region",
+            "verdict",
+            "posterior_total",
+            "posterior_sigma",
+            "truth",
+            "reported_total",
+            "z_score",
+            "discrepancy",
+            "flag",
+            "covered",
+        ]
+    ]
 
 
 def _experiment(name: str, identical: bool, seeds: list[int], work: Path) -> dict[str, Any]:
@@ -89,8 +105,14 @@ def _experiment(name: str, identical: bool, seeds: list[int], work: Path) -> dic
     rows, times = [], []
     for seed in seeds:
         t0 = time.perf_counter()
-        build_demo_samples(data, seed=2024, truth="identical" if identical else "independent", planted=PLANTED,
-                           noise_seed=seed, background={"curvature": 0.0, "synoptic": 0.0} if identical else None)  # fmt: skip
+        build_demo_samples(
+            data,
+            seed=2024,
+            truth="identical" if identical else "independent",
+            planted=PLANTED,
+            noise_seed=seed,
+            background={"curvature": 0.0, "synoptic": 0.0} if identical else None,
+        )
         cfg = load_config(_config(data, out, name, identical))
         run(cfg)
         truth = json.loads((data / "truth.json").read_text())

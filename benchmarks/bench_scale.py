@@ -64,8 +64,9 @@ def _write_day(args: tuple[str, str, int, int, int, str]) -> str:
     return str(path)
 
 
-def make_granules(root: Path, fmt: str, n_days: int, total: int, *, start: str = "2020-01-01",
-                  seed: int = 11, procs: int = 2) -> tuple[Path, float]:  # fmt: skip
+def make_granules(
+    root: Path, fmt: str, n_days: int, total: int, *, start: str = "2020-01-01", seed: int = 11, procs: int = 2
+) -> tuple[Path, float]:
     """``total`` soundings in ``n_days`` daily granules of ``fmt`` over ASEAN (kept between runs)."""
     out = root / f"{fmt}-{n_days}d-{total}"
     out.mkdir(parents=True, exist_ok=True)
@@ -111,8 +112,18 @@ def per_cell_boundaries(path: Path, resolution: float, avoid: set[str]) -> list[
 
 
 # ---------------------------------------------------------------------------- runs
-def make_config(root: Path, name: str, granules: Path, fmt: str, resolution: float, *, start: str, end: str,
-                boundaries: Path | None = None, iso3: list[str] | None = None) -> Path:  # fmt: skip
+def make_config(
+    root: Path,
+    name: str,
+    granules: Path,
+    fmt: str,
+    resolution: float,
+    *,
+    start: str,
+    end: str,
+    boundaries: Path | None = None,
+    iso3: list[str] | None = None,
+) -> Path:
     s = root / "samples"
     regions: dict[str, Any] = {"iso3": iso3 or list(ASEAN)}
     if boundaries is None:
@@ -123,15 +134,23 @@ def make_config(root: Path, name: str, granules: Path, fmt: str, resolution: flo
         "run": {"name": name, "output_dir": str(root / "runs"), "synthetic": True},
         "period": {"start": start, "end": end, "time_bin": "MS"},
         "domain": {"bbox": list(DEMO_BBOX), "resolution": resolution},
-        "gases": [{"gas": "CH4", "granules": [str(granules / "*.nc")], "format": fmt,
-                   "prior": {"path": str(s / "prior_CH4.nc")}, "sigma_model": 8.0, "background_prior_sigma": 30.0}],
+        "gases": [
+            {
+                "gas": "CH4",
+                "granules": [str(granules / "*.nc")],
+                "format": fmt,
+                "prior": {"path": str(s / "prior_CH4.nc")},
+                "sigma_model": 8.0,
+                "background_prior_sigma": 30.0,
+            }
+        ],
         "reported": [{"path": str(s / "reported_totals.csv"), "name": "national submission"}],
         "regions": regions,
         "winds": {"path": str(s / "winds_era5.nc")},
         "transport": {"eddy_diffusivity": 50000.0, "ventilation_time": 172800.0},
         "report": {"enabled": False},
         "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
-    }  # fmt: skip
+    }
     path = root / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -188,15 +207,19 @@ def run_case(config: Path, run_dir: Path, timeout: float, max_memory: float) -> 
 
 def report(title: str, res: dict[str, Any]) -> None:
     man = res["manifest"]
-    print(f"\n--- {title}: {res['status']}; {res['wall']:.0f} s in all, peak {res['peak'] / GIB:.2f} GiB "
-          f"(process tree, sampled every 0.2 s)")  # fmt: skip
+    print(
+        f"\n--- {title}: {res['status']}; {res['wall']:.0f} s in all, peak {res['peak'] / GIB:.2f} GiB "
+        f"(process tree, sampled every 0.2 s)"
+    )
     print(f"    {'stage':16s} {'wall s':>8s} {'peak GiB (tree)':>16s} {'peak GiB (main)':>16s}")
     stages = man.get("stages", {})
     order = {name: k for k, name in enumerate(STAGE_ORDER)}
     for key in sorted(stages, key=lambda k: (order.get(k.split(":")[0], len(order)), k)):
         rec = stages[key]
-        print(f"    {key:16s} {rec['wall_time_s']:8.1f} {rec.get('peak_memory_bytes', 0) / GIB:16.2f} "
-              f"{rec.get('peak_memory_main_bytes', 0) / GIB:16.2f}")  # fmt: skip
+        print(
+            f"    {key:16s} {rec['wall_time_s']:8.1f} {rec.get('peak_memory_bytes', 0) / GIB:16.2f} "
+            f"{rec.get('peak_memory_main_bytes', 0) / GIB:16.2f}"
+        )
     current = man.get("current_stage")
     if current and res["status"] != "complete":
         print(f"    {current:16s} {'(' + res['status'] + ' in this stage)':>42s}")
@@ -228,8 +251,10 @@ def main(argv: list[str]) -> int:
         build_demo_samples(root / "samples")
     cases = a.cases.split(",")
     limit = a.max_memory * GIB
-    print(f"bench-scale: {os.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB; runs on a "
-          f"2-process local cluster; data in {root}")  # fmt: skip
+    print(
+        f"bench-scale: {os.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB; runs on a "
+        f"2-process local cluster; data in {root}"
+    )
     if "gosat" in cases:
         gdir, gen = make_granules(root, "cci_ocpr", 366, a.gosat)
         print(f"(a) GOSAT-like year: {a.gosat:,} soundings in 366 CCI granules (generated in {gen:.0f} s)")
@@ -244,24 +269,23 @@ def main(argv: list[str]) -> int:
             bnd = root / "configs" / f"cells-{res:g}.geojson"
             avoid = set(pd.read_csv(root / "samples" / "reported_totals.csv")["area"].astype(str)) | set(ASEAN)
             codes = per_cell_boundaries(bnd, res, avoid)
-            cfg = make_config(root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01",
-                              boundaries=bnd, iso3=codes)  # fmt: skip
+            cfg = make_config(
+                root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01", boundaries=bnd, iso3=codes
+            )
             out = run_case(cfg, root / "runs" / name, a.timeout, limit)
             out["n_soundings"] = a.gosat
             report(f"GOSAT year, {res:g} degree, per-cell state ({len(codes)} land cells)", out)
     if "tropomi-year" in cases:
         tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
         print(f"\n(b) TROPOMI-like year: {a.tropomi_year:,} soundings in 366 granules (generated in {gen:.0f} s)")
-        cfg = make_config(root, "tropomi-year-0.25deg", tdir, "tropomi_ch4", 0.25, start="2020-01-01",
-                          end="2021-01-01")  # fmt: skip
+        cfg = make_config(root, "tropomi-year-0.25deg", tdir, "tropomi_ch4", 0.25, start="2020-01-01", end="2021-01-01")
         out = run_case(cfg, root / "runs" / "tropomi-year-0.25deg", a.timeout, limit)
         out["n_soundings"] = a.tropomi_year
         report("TROPOMI-like year, 0.25 degree, national state", out)
     if "tropomi-month" in cases:
         mdir, gen = make_granules(root, "tropomi_ch4", 31, a.tropomi_month)
         print(f"\n(c) TROPOMI-like month: {a.tropomi_month:,} soundings in 31 granules (generated in {gen:.0f} s)")
-        cfg = make_config(root, "tropomi-month-0.1deg", mdir, "tropomi_ch4", 0.1, start="2020-01-01",
-                          end="2020-02-01")  # fmt: skip
+        cfg = make_config(root, "tropomi-month-0.1deg", mdir, "tropomi_ch4", 0.1, start="2020-01-01", end="2020-02-01")
         out = run_case(cfg, root / "runs" / "tropomi-month-0.1deg", a.timeout, limit)
         out["n_soundings"] = a.tropomi_month
         report("TROPOMI-like month, 0.1 degree, national state (one period: monthly per-country)", out)

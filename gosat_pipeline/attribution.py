@@ -78,7 +78,9 @@ def attribute_emissions(
     fr = np.clip(masks.transpose("region", "latitude", "longitude").values.astype("float64"), 0.0, 1.0)
     total = fr.sum(axis=0)
     if np.any(total > 1.0 + 1e-6):
-        raise SchemaError(f"region masks overlap (fractions sum to {total.max():.3f} in a cell); pass non-group regions")
+        raise SchemaError(
+            f"region masks overlap (fractions sum to {total.max():.3f} in a cell); pass non-group regions"
+        )
     if rule == "land":
         share = np.where(total > 0, fr / np.where(total > 0, total, 1.0), 0.0)
         rest_share = (total <= 0).astype("float64")
@@ -100,12 +102,24 @@ def attribute_emissions(
     else:
         out = share * vals[None]
         dims = ("region", "latitude", "longitude")
-    coords: dict[str, Any] = {"region": ("region", codes), "region_name": ("region", names),
-                              "region_role": ("region", role_list),
-                              "latitude": f["latitude"], "longitude": f["longitude"]}  # fmt: skip
+    coords: dict[str, Any] = {
+        "region": ("region", codes),
+        "region_name": ("region", names),
+        "region_role": ("region", role_list),
+        "latitude": f["latitude"],
+        "longitude": f["longitude"],
+    }
     if "sector" in f.dims:
         coords["sector"] = f["sector"]
-    return xr.DataArray(out, dims=dims, coords=coords, name="emissions",
-                        attrs={**{k: v for k, v in flux.attrs.items() if k != "long_name"},
-                               "units": "kg m-2 s-1", "long_name": "emission flux attributed to each region",
-                               "attribution_rule": rule})  # fmt: skip
+    return xr.DataArray(
+        out,
+        dims=dims,
+        coords=coords,
+        name="emissions",
+        attrs={
+            **{k: v for k, v in flux.attrs.items() if k != "long_name"},
+            "units": "kg m-2 s-1",
+            "long_name": "emission flux attributed to each region",
+            "attribution_rule": rule,
+        },
+    )

@@ -38,10 +38,16 @@ def _verbosity(defaults: bool) -> argparse.ArgumentParser:
     """
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-v", "--verbose", action="count", default=0 if defaults else argparse.SUPPRESS,
-                   help="more output: progress details, then debug logs with -vv; tracebacks on errors")
-    g.add_argument("-q", "--quiet", action="store_true", default=False if defaults else argparse.SUPPRESS,
-                   help="print errors only")  # fmt: skip
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if defaults else argparse.SUPPRESS,
+        help="more output: progress details, then debug logs with -vv; tracebacks on errors",
+    )
+    g.add_argument(
+        "-q", "--quiet", action="store_true", default=False if defaults else argparse.SUPPRESS, help="print errors only"
+    )
     return p
 
 
@@ -58,8 +64,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", help="connect to an existing scheduler, e.g. tcp://host:8786")
     p.add_argument("--workers", type=int, metavar="N", help="override cluster.n_workers of a local cluster")
     p.add_argument("--strict", action="store_true", help="fail on the first bad granule instead of skipping it")
-    p.add_argument("--progress-every", type=float, default=15.0, metavar="SECONDS",
-                   help="while a stage runs, print a progress line this often (default 15; 0: never)")  # fmt: skip
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="while a stage runs, print a progress line this often (default 15; 0: never)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,13 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="GOSAT-style XCO2/XCH4 granules -> emission estimates checked against reported inventories.",
         parents=[_verbosity(True)],
     )
-    parser.add_argument("--version", action="version", version=f"gosat-pipeline {__version__}",
-                        help="print the version and exit")  # fmt: skip
+    parser.add_argument(
+        "--version", action="version", version=f"gosat-pipeline {__version__}", help="print the version and exit"
+    )
     common = [_verbosity(False)]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run every stage (resuming completed ones)", parents=common,
-                       description="Run every stage of a configuration, resuming the stages already done.")  # fmt: skip
+    p = sub.add_parser(
+        "run",
+        help="run every stage (resuming completed ones)",
+        parents=common,
+        description="Run every stage of a configuration, resuming the stages already done.",
+    )
     _add_run_options(p)
     for stage, text in (
         ("ingest", "read and screen the granules"),
@@ -86,32 +102,36 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=f"run stages up to '{stage}': {text}", parents=common)
         _add_run_options(p)
 
-    p = sub.add_parser("report", help="rebuild report.html (and optionally report.pdf) from a run directory",
-                       parents=common)  # fmt: skip
+    p = sub.add_parser(
+        "report", help="rebuild report.html (and optionally report.pdf) from a run directory", parents=common
+    )
     p.add_argument("run_dir", type=Path, help="the run directory (outputs/<run.name>)")
     p.add_argument("--title", help="page title (default: the run's report.title, else one naming the gases)")
-    p.add_argument("--pdf", action="store_true",
-                   help="also print the report to report.pdf with a headless Chromium (needs the [pdf] extra)")
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print the report to report.pdf with a headless Chromium (needs the [pdf] extra)",
+    )
     p.add_argument("--browser", metavar="EXE", help="Chromium or Chrome executable used by --pdf (default: found)")
 
-    p = sub.add_parser("inspect", help="describe an L2 granule: format, version, gas, counts, ranges",
-                       parents=common)  # fmt: skip
+    p = sub.add_parser("inspect", help="describe an L2 granule: format, version, gas, counts, ranges", parents=common)
     p.add_argument("file", type=Path, help="the granule file (netCDF or HDF5)")
     p.add_argument("--format", help="reader name (default: auto-detect; see gosat-pipeline formats)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("validate", help="check a configuration and its inputs without running anything",
-                       parents=common)  # fmt: skip
+    p = sub.add_parser("validate", help="check a configuration and its inputs without running anything", parents=common)
     p.add_argument("config", type=Path, help="the YAML run configuration")
-    p.add_argument("--config-only", action="store_true",
-                   help="check the file's keys and values only, not the files, regions and periods it names")
+    p.add_argument(
+        "--config-only",
+        action="store_true",
+        help="check the file's keys and values only, not the files, regions and periods it names",
+    )
 
     sub.add_parser("formats", help="list the installed granule readers", parents=common)
 
     _add_fetch_parser(sub, common)
 
-    p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples",
-                       parents=common)  # fmt: skip
+    p = sub.add_parser("synth", help="make synthetic data: granules, an OSSE, or the bundled samples", parents=common)
     ss = p.add_subparsers(dest="synth_command", required=True, metavar="KIND")
     q = ss.add_parser("granules", help="write synthetic granules in a real product layout", parents=common)
     q.add_argument("--format", required=True, help="reader name, e.g. cci_ocpr, acos_lite (gosat-pipeline formats)")
@@ -120,45 +140,78 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-files", type=int, default=3, help="number of granules, one per day (default 3)")
     q.add_argument("--n-per-file", type=int, default=500, help="soundings per granule (default 500)")
     q.add_argument("--seed", type=int, default=0, help="random seed; file i uses seed + i (default 0)")
-    q = ss.add_parser("osse", help="run an observing-system simulation experiment and report what is resolved",
-                      parents=common)  # fmt: skip
+    q = ss.add_parser(
+        "osse", help="run an observing-system simulation experiment and report what is resolved", parents=common
+    )
     q.add_argument("--seed", type=int, default=0, help="random seed of the truth, sampling and noise (default 0)")
     q.add_argument("--gas", default="CH4", choices=["CH4", "CO2"], help="gas of the experiment (default CH4)")
-    q.add_argument("--region", action="append", default=None, metavar="CODE=W,S,E,N",
-                   help="a box region to resolve, in degrees (repeat for several; default: 16 boxes)")
-    q.add_argument("--truth", choices=["independent", "identical"], default="independent",
-                   help="independent: the truth from an atmosphere that is not the inversion's transport model "
-                        "(monsoon winds read from an ERA5-like file, daily super-observations, an ensemble of "
-                        "inversions; default); identical: from the inversion's own steady operator (a teaching twin)")
-    q.add_argument("--members", type=int, default=None, metavar="N",
-                   help="perturbed inversions of the ensemble with --truth independent (default: the config's "
-                        "ensemble.members, 8; 0 for none)")
+    q.add_argument(
+        "--region",
+        action="append",
+        default=None,
+        metavar="CODE=W,S,E,N",
+        help="a box region to resolve, in degrees (repeat for several; default: 16 boxes)",
+    )
+    q.add_argument(
+        "--truth",
+        choices=["independent", "identical"],
+        default="independent",
+        help="independent: the truth from an atmosphere that is not the inversion's transport model "
+        "(monsoon winds read from an ERA5-like file, daily super-observations, an ensemble of "
+        "inversions; default); identical: from the inversion's own steady operator (a teaching twin)",
+    )
+    q.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        metavar="N",
+        help="perturbed inversions of the ensemble with --truth independent (default: the config's "
+        "ensemble.members, 8; 0 for none)",
+    )
     q.add_argument("--months", type=int, default=3, metavar="N", help="length of the experiment (default 3)")
-    q.add_argument("--start", default="2020-01-01", metavar="DATE",
-                   help="first day of the experiment (default 2020-01-01, the north-east monsoon)")
+    q.add_argument(
+        "--start",
+        default="2020-01-01",
+        metavar="DATE",
+        help="first day of the experiment (default 2020-01-01, the north-east monsoon)",
+    )
     q.add_argument("--out", type=Path, default=None, help="folder for the per-element table (osse_elements.csv)")
     q.add_argument("--json", action="store_true", help="print the full summary as JSON instead of tables")
-    q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)",
-                      parents=common)  # fmt: skip
+    q = ss.add_parser("samples", help="(re)build the bundled demonstration inputs (make data-samples)", parents=common)
     q.add_argument("--out", type=Path, default=Path("data_samples"), help="folder (default data_samples)")
     q.add_argument("--seed", type=int, default=2024, help="random seed (default 2024, the documented samples)")
-    q.add_argument("--truth", choices=["independent", "identical"], default="independent",
-                   help="independent: soundings from an atmosphere that is not the inversion's transport model "
-                        "(default); identical: from the inversion's own steady operator (a teaching twin)")
+    q.add_argument(
+        "--truth",
+        choices=["independent", "identical"],
+        default="independent",
+        help="independent: soundings from an atmosphere that is not the inversion's transport model "
+        "(default); identical: from the inversion's own steady operator (a teaching twin)",
+    )
     return parser
 
 
 def _add_fetch_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("fetch", help="download what a run needs (or one source) into a local cache", parents=parents,
-                       description="gosat-pipeline fetch CONFIG | fetch SOURCE --period START/END [--bbox W,S,E,N] "
-                                   "--out DIR.  Credentials come from ~/.netrc or environment variables only.")  # fmt: skip
+    p = sub.add_parser(
+        "fetch",
+        help="download what a run needs (or one source) into a local cache",
+        parents=parents,
+        description="gosat-pipeline fetch CONFIG | fetch SOURCE --period START/END [--bbox W,S,E,N] "
+        "--out DIR.  Credentials come from ~/.netrc or environment variables only.",
+    )
     p.add_argument("target", nargs="?", help="a run configuration (its fetch: section) or a source name (--list)")
     p.add_argument("--list", action="store_true", help="list the sources and their options")
     p.add_argument("--plan", action="store_true", help="print and write the file list; download nothing")
-    p.add_argument("--plan-file", type=Path, help="where --plan writes the list (default <cache>/fetch-plan.tsv, "
-                                                  "plus the same name with .json)")  # fmt: skip
-    p.add_argument("--from-plan", type=Path, metavar="PLAN_JSON",
-                   help="fetch (or check files copied in for) a plan written by --plan, without listing the archives")
+    p.add_argument(
+        "--plan-file",
+        type=Path,
+        help="where --plan writes the list (default <cache>/fetch-plan.tsv, plus the same name with .json)",
+    )
+    p.add_argument(
+        "--from-plan",
+        type=Path,
+        metavar="PLAN_JSON",
+        help="fetch (or check files copied in for) a plan written by --plan, without listing the archives",
+    )
     p.add_argument("--period", help="START/END dates, UTC, END exclusive (source mode), e.g. 2020-01-01/2020-02-01")
     p.add_argument("--bbox", help="W,S,E,N degrees (source mode; default global)")
     p.add_argument("--out", type=Path, help="cache folder (default: fetch.cache_dir of the config, or data_cache)")
@@ -166,10 +219,19 @@ def _add_fetch_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--workers", type=int, help="parallel downloads (default: fetch.workers or 4)")
     p.add_argument("--retries", type=int, help="retries of a failed transfer (default: fetch.retries or 4)")
     for key in ("gas", "product", "version", "year", "url", "base_url", "record", "file_pattern", "stream"):
-        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int if key == "year" else str,
-                       help=f"source option {key} (source mode)")  # fmt: skip
-    p.add_argument("--no-overpass-filter", dest="overpass_filter", action="store_false", default=True,
-                   help="tropomi_*: keep every orbit of the period, not only those that can see the box")
+        p.add_argument(
+            f"--{key.replace('_', '-')}",
+            dest=key,
+            type=int if key == "year" else str,
+            help=f"source option {key} (source mode)",
+        )
+    p.add_argument(
+        "--no-overpass-filter",
+        dest="overpass_filter",
+        action="store_false",
+        default=True,
+        help="tropomi_*: keep every orbit of the period, not only those that can see the box",
+    )
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -288,7 +350,7 @@ class Heartbeat:
 
 
 def _dask_tasks() -> str:
-    """" (dask: 2 tasks running, 40 waiting)" from the default distributed client; "" when idle or absent."""
+    """ " (dask: 2 tasks running, 40 waiting)" from the default distributed client; "" when idle or absent."""
     try:
         from distributed import default_client
 
@@ -364,9 +426,12 @@ def _inspect_error(args: argparse.Namespace, exc: GosatPipelineError) -> GosatPi
 
     installed = ", ".join(list_formats())
     if isinstance(exc, UnknownFormatError):
-        return UnknownFormatError(exc.path, f"no reader recognised {args.file.name!r} by name or content; use "
-                                            f"--format NAME with one of the installed formats: {installed} "
-                                            "(gosat-pipeline formats describes them)")  # fmt: skip
+        return UnknownFormatError(
+            exc.path,
+            f"no reader recognised {args.file.name!r} by name or content; use "
+            f"--format NAME with one of the installed formats: {installed} "
+            "(gosat-pipeline formats describes them)",
+        )
     if not isinstance(exc, GranuleError):
         return exc
     try:
@@ -377,8 +442,10 @@ def _inspect_error(args: argparse.Namespace, exc: GosatPipelineError) -> GosatPi
         how = "its name" if get_reader(detected).guess_can_open(args.file) else "its content"
         return GranuleError(exc.path, f"{exc.reason} (read as {detected}, recognised by {how})")
     if detected != args.format:
-        return GranuleError(exc.path, f"{exc.reason} (read as --format {args.format}; the file looks like "
-                                      f"{detected}: use --format {detected})")  # fmt: skip
+        return GranuleError(
+            exc.path,
+            f"{exc.reason} (read as --format {args.format}; the file looks like {detected}: use --format {detected})",
+        )
     return GranuleError(exc.path, f"{exc.reason} (read as --format {args.format})")
 
 
@@ -424,8 +491,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     installed = list_formats()
     if args.format is not None and args.format not in installed:
-        raise GosatPipelineError(f"--format {args.format!r} is not an installed format; use --format NAME with one "
-                                 f"of: {', '.join(installed)} (gosat-pipeline formats describes them)")  # fmt: skip
+        raise GosatPipelineError(
+            f"--format {args.format!r} is not an installed format; use --format NAME with one "
+            f"of: {', '.join(installed)} (gosat-pipeline formats describes them)"
+        )
     try:
         info = inspect_granule(args.file, format=args.format)
     except GosatPipelineError as exc:
@@ -442,8 +511,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     if args.config_only:
-        print(f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
-              f"run directory {cfg.run_dir}); inputs not checked (--config-only)")  # fmt: skip
+        print(
+            f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
+            f"run directory {cfg.run_dir}); inputs not checked (--config-only)"
+        )
         return 0
     rep = preflight(cfg)
     for line in rep.problems:
@@ -451,8 +522,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if rep.problems:
         print(f"{args.config}: {len(rep.problems)} problem(s); nothing was run", file=sys.stderr)
         return 2
-    print(f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
-          f"run directory {cfg.run_dir})")  # fmt: skip
+    print(
+        f"{args.config}: valid ({len(cfg.gases)} gas(es): {', '.join(g.gas for g in cfg.gases)}; "
+        f"run directory {cfg.run_dir})"
+    )
     for line in rep.notices:
         print(f"  note: {line}")
     return 0
@@ -476,15 +549,20 @@ def _regions_option(values: list[str] | None) -> dict[str, tuple[float, float, f
         try:
             w, s, e, n = (float(x) for x in box.split(","))
         except ValueError:
-            raise ConfigError(f"--region {text!r}: expected CODE=WEST,SOUTH,EAST,NORTH in degrees, "
-                              "e.g. --region THA=97.5,5.5,105.5,20.5") from None  # fmt: skip
+            raise ConfigError(
+                f"--region {text!r}: expected CODE=WEST,SOUTH,EAST,NORTH in degrees, "
+                "e.g. --region THA=97.5,5.5,105.5,20.5"
+            ) from None
         if not code.strip() or not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-            raise ConfigError(f"--region {text!r}: needs a code and west < east, south < north within "
-                              "[-180, 180] x [-90, 90]")  # fmt: skip
+            raise ConfigError(
+                f"--region {text!r}: needs a code and west < east, south < north within [-180, 180] x [-90, 90]"
+            )
         for other, (w2, s2, e2, n2) in out.items():
             if w < e2 and w2 < e and s < n2 and s2 < n:
-                raise ConfigError(f"--region {code.strip()} overlaps --region {other}: each cell belongs to one "
-                                  "region, so the boxes must not overlap")  # fmt: skip
+                raise ConfigError(
+                    f"--region {code.strip()} overlaps --region {other}: each cell belongs to one "
+                    "region, so the boxes must not overlap"
+                )
         out[code.strip()] = (w, s, e, n)
     return out
 
@@ -504,8 +582,12 @@ def _pm(value: float, sigma: float) -> str:
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
 
 
@@ -544,21 +626,38 @@ def osse_tables(summary: dict[str, Any]) -> str:
         + (f" ({100 * frac:.0f} %)" if isinstance(frac, float) and math.isfinite(frac) else ""),
         f"chi-square per observation {summary.get('chi2_obs', float('nan')):.2f} (about 1 when the assumed errors "
         f"are right); per state element {summary.get('chi2_state', float('nan')):.2f}",
-    ]  # fmt: skip
+    ]
     totals = summary.get("regions_total") or []
     periods = list(dict.fromkeys(str(t.get("period")) for t in totals))
-    header = ["region"] + (["period"] if len(periods) > 1 else []) + [
-        f"truth ({unit})", f"prior ({unit})", f"estimate \u00b1 1 sigma ({unit})", "error reduction",
-        "truth within 2 sigma", f"mass balance ({unit})"]  # fmt: skip
+    header = (
+        ["region"]
+        + (["period"] if len(periods) > 1 else [])
+        + [
+            f"truth ({unit})",
+            f"prior ({unit})",
+            f"estimate \u00b1 1 sigma ({unit})",
+            "error reduction",
+            "truth within 2 sigma",
+            f"mass balance ({unit})",
+        ]
+    )
     rows = []
     for t in totals:
         post, sig, truth = (float(t.get(k, math.nan)) for k in ("posterior", "posterior_sigma", "truth"))
         within = "yes" if abs(post - truth) <= 2 * sig else "no"
         mb = float(t.get("mass_balance", math.nan))
-        rows.append([str(t.get("region"))] + ([str(t.get("period"))] if len(periods) > 1 else []) + [
-            f"{truth:.3g}", f"{float(t.get('prior', math.nan)):.3g}", _pm(post, sig),
-            f"{100 * float(t.get('error_reduction', math.nan)):.0f} %", within,
-            f"{mb:.3g}" if math.isfinite(mb) else "n/a"])  # fmt: skip
+        rows.append(
+            [str(t.get("region"))]
+            + ([str(t.get("period"))] if len(periods) > 1 else [])
+            + [
+                f"{truth:.3g}",
+                f"{float(t.get('prior', math.nan)):.3g}",
+                _pm(post, sig),
+                f"{100 * float(t.get('error_reduction', math.nan)):.0f} %",
+                within,
+                f"{mb:.3g}" if math.isfinite(mb) else "n/a",
+            ]
+        )
     right = set(range(1 + (len(periods) > 1), len(header) - 2)) | {len(header) - 1}
     when = f", period {periods[0]}" if len(periods) == 1 else ""
     lines += ["", f"regional totals{when}:", *_table(header, rows, right)]
@@ -591,30 +690,57 @@ def _osse_independent_tables(summary: dict[str, Any]) -> str:
         f"transport error {100 * f_t:.0f} %",
         f"degrees of freedom for signal: {summary.get('dofs', float('nan')):.1f}; chi-square per observation "
         f"{summary.get('chi2_obs', float('nan')):.2f}, per state element {summary.get('chi2_state', float('nan')):.2f}",
-    ]  # fmt: skip
+    ]
     periods = list(dict.fromkeys(str(t.get("period")) for t in totals))
     multi = len(periods) > 1
-    header = ["region"] + (["period"] if multi else []) + [
-        f"truth ({unit})", f"prior ({unit})", f"estimate \u00b1 combined sigma ({unit})", "analytic sigma",
-        "ensemble spread", "error reduction (analytic)", "constrained", "truth within 2 sigma"]  # fmt: skip
+    header = (
+        ["region"]
+        + (["period"] if multi else [])
+        + [
+            f"truth ({unit})",
+            f"prior ({unit})",
+            f"estimate \u00b1 combined sigma ({unit})",
+            "analytic sigma",
+            "ensemble spread",
+            "error reduction (analytic)",
+            "constrained",
+            "truth within 2 sigma",
+        ]
+    )
     rows = []
     for t in totals:
         post, sig = float(t.get("posterior", math.nan)), float(t.get("posterior_sigma", math.nan))
         d = _decimals(sig)
-        rows.append([str(t.get("region"))] + ([str(t.get("period"))] if multi else []) + [
-            f"{float(t.get('truth', math.nan)):.3g}", f"{float(t.get('prior', math.nan)):.3g}", _pm(post, sig),
-            f"{float(t.get('analytic_sigma', math.nan)):.{d}f}", f"{float(t.get('ensemble_spread', math.nan)):.{d}f}",
-            f"{100 * float(t.get('error_reduction', math.nan)):.0f} %", "yes" if t.get("constrained") else "no",
-            "yes" if t.get("within_2sigma") else "no"])  # fmt: skip
+        rows.append(
+            [str(t.get("region"))]
+            + ([str(t.get("period"))] if multi else [])
+            + [
+                f"{float(t.get('truth', math.nan)):.3g}",
+                f"{float(t.get('prior', math.nan)):.3g}",
+                _pm(post, sig),
+                f"{float(t.get('analytic_sigma', math.nan)):.{d}f}",
+                f"{float(t.get('ensemble_spread', math.nan)):.{d}f}",
+                f"{100 * float(t.get('error_reduction', math.nan)):.0f} %",
+                "yes" if t.get("constrained") else "no",
+                "yes" if t.get("within_2sigma") else "no",
+            ]
+        )
     right = set(range(1 + multi, len(header) - 2))
     gate = f"analytic error reduction >= {100 * float(summary.get('constrained_threshold', 0.5)):.0f} %"
     if rc:
-        cover = (f"coverage: the truth is within 2 combined sigma for {_pct(n_in, len(rc))} of the constrained "
-                 f"regions ({gate}); within 2 analytic sigma alone for {_pct(n_an, len(rc))}")  # fmt: skip
+        cover = (
+            f"coverage: the truth is within 2 combined sigma for {_pct(n_in, len(rc))} of the constrained "
+            f"regions ({gate}); within 2 analytic sigma alone for {_pct(n_an, len(rc))}"
+        )
     else:
         cover = f"coverage: no region is constrained ({gate}), so the uncertainty is not tested; try more --months"
-    lines += ["", "regional totals" + (f", period {periods[0]}" if not multi else "") + ":",
-              *_table(header, rows, right), "", cover]  # fmt: skip
+    lines += [
+        "",
+        "regional totals" + (f", period {periods[0]}" if not multi else "") + ":",
+        *_table(header, rows, right),
+        "",
+        cover,
+    ]
     if summary.get("table_csv"):
         lines += ["", f"per-element table: {summary['table_csv']}"]
     return "\n".join(lines)
@@ -650,11 +776,18 @@ def osse_ensemble(case: dict[str, Any], members: int | None = None, *, seed: int
     if n <= 0:
         return []
     inp = osse_inversion_inputs(case)
-    design = design_members(inp["settings"], sigma_model=inp["sigma_model"], prior_error=inp["prior_error"], members=n,
-                            ranges=ens.ranges(), seed=ens.seed if seed is None else seed,
-                            default_sigma_model=DEFAULT_SIGMA_MODEL[case["gas"]])  # fmt: skip
-    return invert_ensemble(inp["obs"], inp["emissions"], design[1:], winds=inp["winds"],
-                           jacobian_kwargs=inp["jacobian_kwargs"])  # fmt: skip
+    design = design_members(
+        inp["settings"],
+        sigma_model=inp["sigma_model"],
+        prior_error=inp["prior_error"],
+        members=n,
+        ranges=ens.ranges(),
+        seed=ens.seed if seed is None else seed,
+        default_sigma_model=DEFAULT_SIGMA_MODEL[case["gas"]],
+    )
+    return invert_ensemble(
+        inp["obs"], inp["emissions"], design[1:], winds=inp["winds"], jacobian_kwargs=inp["jacobian_kwargs"]
+    )
 
 
 def _synth_osse(args: argparse.Namespace) -> int:
@@ -673,23 +806,34 @@ def _synth_osse(args: argparse.Namespace) -> int:
         start = pd.Timestamp(args.start)
     except ValueError as exc:
         raise ConfigError(f"--start {args.start!r} is not a date (e.g. 2020-04-01): {exc}") from exc
-    kw: dict[str, Any] = {"seed": args.seed, "gas": args.gas, "truth": args.truth, "n_months": args.months,
-                          "start": start.strftime("%Y-%m-%d")}  # fmt: skip
+    kw: dict[str, Any] = {
+        "seed": args.seed,
+        "gas": args.gas,
+        "truth": args.truth,
+        "n_months": args.months,
+        "start": start.strftime("%Y-%m-%d"),
+    }
     if boxes:
         w = min(b[0] for b in boxes.values()) - 3
         s_ = min(b[1] for b in boxes.values()) - 3
         e = max(b[2] for b in boxes.values()) + 3
         n = max(b[3] for b in boxes.values()) + 3
-        kw.update(regions=boxes, grid=GridSpec.from_resolution(1.0, (max(w, -180), max(s_, -90), min(e, 180), min(n, 90))))
+        kw.update(
+            regions=boxes, grid=GridSpec.from_resolution(1.0, (max(w, -180), max(s_, -90), min(e, 180), min(n, 90)))
+        )
     if args.truth == "independent":
         _say(args, "building the independent truth (monsoon winds, semi-Lagrangian atmosphere) ...")
     case = make_osse_case(**kw)
     if args.truth == "independent":
         members = EnsembleSection().members if args.members is None else args.members
-        _say(args, f"inverting with the time-resolved operator: the configured inversion and {members} perturbed "
-                   "member(s) ...")  # fmt: skip
-        summary = run_osse(case, ensemble=osse_ensemble(case, members),
-                           transport_error=CompareSection().transport_error)  # fmt: skip
+        _say(
+            args,
+            f"inverting with the time-resolved operator: the configured inversion and {members} perturbed "
+            "member(s) ...",
+        )
+        summary = run_osse(
+            case, ensemble=osse_ensemble(case, members), transport_error=CompareSection().transport_error
+        )
     else:
         summary = run_osse(case)
     table = summary.pop("table", None)
@@ -707,17 +851,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     if args.synth_command == "granules":
         from gosat_pipeline.testing import make_granule_files
 
-        paths = make_granule_files(args.out, args.format, n_files=args.n_files, n_per_file=args.n_per_file,
-                                   gas=args.gas, seed=args.seed)  # fmt: skip
+        paths = make_granule_files(
+            args.out, args.format, n_files=args.n_files, n_per_file=args.n_per_file, gas=args.gas, seed=args.seed
+        )
         gas = (args.gas or "").upper()
         if not gas and paths:
             from gosat_pipeline.io import open_granule
 
             with open_granule(paths[0], format=args.format) as first:
                 gas = str(first.attrs.get("gas", ""))
-        _say(args, f"wrote {len(paths)} synthetic {gas} granule(s) in the {args.format} layout to {args.out} "
-                   f"({args.n_per_file} soundings each, about 20 % of them flagged bad to exercise the quality "
-                   f"screen; one file per day from 2020-01-01; seeds {args.seed}..{args.seed + len(paths) - 1}):")  # fmt: skip
+        _say(
+            args,
+            f"wrote {len(paths)} synthetic {gas} granule(s) in the {args.format} layout to {args.out} "
+            f"({args.n_per_file} soundings each, about 20 % of them flagged bad to exercise the quality "
+            f"screen; one file per day from 2020-01-01; seeds {args.seed}..{args.seed + len(paths) - 1}):",
+        )
         for p in paths:
             print(p)
         return 0
@@ -746,8 +894,16 @@ class _FetchBar:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=total_bytes or None, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                        desc=f"0/{n_files} files", dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+        self.bar = tqdm(
+            total=total_bytes or None,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            desc=f"0/{n_files} files",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
 
     def update(self, nbytes: int) -> None:
         if self.bar is not None:
@@ -805,16 +961,25 @@ def _fetch_plan(args: argparse.Namespace) -> tuple[Any, Path, int, int]:
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
         cfg = _load(argparse.Namespace(config=Path(target)))
         plan = gf.plan_for_config(cfg)
-        return (plan, args.out or cfg.fetch.cache_dir, args.workers or cfg.fetch.workers,
-                cfg.fetch.retries if args.retries is None else args.retries)  # fmt: skip
+        return (
+            plan,
+            args.out or cfg.fetch.cache_dir,
+            args.workers or cfg.fetch.workers,
+            cfg.fetch.retries if args.retries is None else args.retries,
+        )
     if target not in gf.source_names():
-        raise ConfigError(f"fetch: {target!r} is neither a configuration file nor a source; sources: "
-                          f"{', '.join(gf.source_names())} (gosat-pipeline fetch --list)")  # fmt: skip
+        raise ConfigError(
+            f"fetch: {target!r} is neither a configuration file nor a source; sources: "
+            f"{', '.join(gf.source_names())} (gosat-pipeline fetch --list)"
+        )
     if args.out is None:
         raise ConfigError("fetch SOURCE needs --out DIR (the cache folder)")
     start, end = _period(args.period)
-    options = {k: getattr(args, k) for k in ("product", "version", "year", "url", "base_url", "record",
-                                             "file_pattern", "stream") if getattr(args, k) is not None}  # fmt: skip
+    options = {
+        k: getattr(args, k)
+        for k in ("product", "version", "year", "url", "base_url", "record", "file_pattern", "stream")
+        if getattr(args, k) is not None
+    }
     options["overpass_filter"] = args.overpass_filter
     retries = 4 if args.retries is None else args.retries
     plan = gf.plan_source(target, start, end, _bbox(args.bbox), gas=args.gas, retries=retries, **options)
@@ -829,8 +994,10 @@ def _print_plan(plan: Any, cache: Path, plan_file: Path | None) -> None:
         print(f"{size}  {f.relpath}  <- {f.url}")
     for note in plan.notes:
         print(f"# {note}")
-    print(f"# {len(plan.files)} file(s), {plan.known_bytes / 1e6:.1f} MB listed"
-          + (f" ({plan.unknown_sizes} without a published size)" if plan.unknown_sizes else ""))  # fmt: skip
+    print(
+        f"# {len(plan.files)} file(s), {plan.known_bytes / 1e6:.1f} MB listed"
+        + (f" ({plan.unknown_sizes} without a published size)" if plan.unknown_sizes else "")
+    )
     tsv = plan_file or (Path(cache) / "fetch-plan.tsv")
     tsv.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(plan.url_list(), tsv)

@@ -249,8 +249,9 @@ def _prepare_reported(
         usrc = str(rec.get("uncertainty_source") or "reported")
         if not math.isfinite(sigma):
             sigma, usrc = 0.0, "none given (treated as 0)"
-            logger.warning("reported value %s %s %s has no uncertainty; using 0",
-                           rec["_source"], rec["area"], rec["year"])  # fmt: skip
+            logger.warning(
+                "reported value %s %s %s has no uncertainty; using 0", rec["_source"], rec["area"], rec["year"]
+            )
         year = int(rec["year"]) if pd.notna(rec["year"]) else None
         entry = _Reported(float(rec["value_tg_per_yr"]), sigma, usrc, year)
         key: Any = str(rec["period"]) if "period" in rec and pd.notna(rec.get("period")) else year
@@ -265,7 +266,6 @@ def _lookup(table: Mapping[str, Mapping[Any, _Reported]], area: str, period: str
     if period in by_key:
         return by_key[period]
     return by_key.get(_period_year(period))
-
 
 
 def _aggregate_reported(
@@ -286,16 +286,14 @@ def _aggregate_reported(
     return _Reported(value, sigma, "sum of members (independent errors)", parts[0].year), False  # type: ignore[union-attr]
 
 
-
-def _mean_reported(table: Mapping[str, Mapping[Any, _Reported]], code: str, members: Sequence[str],
-                   periods: Sequence[str]) -> tuple[float, float] | None:  # fmt: skip
+def _mean_reported(
+    table: Mapping[str, Mapping[Any, _Reported]], code: str, members: Sequence[str], periods: Sequence[str]
+) -> tuple[float, float] | None:
     vals = [_aggregate_reported(table, code, members, p)[0] for p in periods]
     if any(v is None for v in vals):
         return None
     n = len(vals)
     return sum(v.value for v in vals) / n, math.sqrt(sum(v.sigma**2 for v in vals)) / n  # type: ignore[union-attr]
-
-
 
 
 #: Columns of ``domain_budget_<GAS>.csv``: every emission region of the state, with units.
@@ -346,14 +344,16 @@ class _State:
         return self.members[0]
 
 
-def _total_maps(posterior: xr.Dataset) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float],
-                                                  dict[tuple[str, str], float]]:  # fmt: skip
+def _total_maps(
+    posterior: xr.Dataset,
+) -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], float], dict[tuple[str, str], float]]:
     n_obs: dict[tuple[str, str], int] = {}
     chi_s: dict[tuple[str, str], float] = {}
     chi_o: dict[tuple[str, str], float] = {}
     if "total" in posterior.dims and "total_region" in posterior.variables:
-        keys = list(zip(posterior["total_region"].values.astype(str), posterior["total_period"].values.astype(str),
-                        strict=True))  # fmt: skip
+        keys = list(
+            zip(posterior["total_region"].values.astype(str), posterior["total_period"].values.astype(str), strict=True)
+        )
         for name, out in (("total_n_observations", n_obs), ("total_chi2_state", chi_s), ("total_chi2_obs", chi_o)):
             if name in posterior:
                 for key, v in zip(keys, posterior[name].values, strict=True):
@@ -362,8 +362,17 @@ def _total_maps(posterior: xr.Dataset) -> tuple[dict[tuple[str, str], int], dict
 
 
 def _state_from_posterior(posterior: xr.Dataset, ensemble: Any = None) -> _State:
-    need = ("x_prior", "x_posterior", "S_prior", "S_posterior", "averaging_kernel",
-            "state_kind", "state_region", "state_period", "state_prior_emission")  # fmt: skip
+    need = (
+        "x_prior",
+        "x_posterior",
+        "S_prior",
+        "S_posterior",
+        "averaging_kernel",
+        "state_kind",
+        "state_region",
+        "state_period",
+        "state_prior_emission",
+    )
     missing = [v for v in need if v not in posterior.variables]
     if missing:
         raise SchemaError(
@@ -373,10 +382,12 @@ def _state_from_posterior(posterior: xr.Dataset, ensemble: Any = None) -> _State
     sv_all = StateVector.from_coords(posterior)
     e = np.flatnonzero(sv_all.emission)
     ix = np.ix_(e, e)
-    base = _Member(posterior["x_posterior"].values[e].astype("float64"),
-                   posterior["S_posterior"].values[ix].astype("float64"),
-                   posterior["averaging_kernel"].values[ix].astype("float64"),
-                   posterior["S_prior"].values[ix].astype("float64"))  # fmt: skip
+    base = _Member(
+        posterior["x_posterior"].values[e].astype("float64"),
+        posterior["S_posterior"].values[ix].astype("float64"),
+        posterior["averaging_kernel"].values[ix].astype("float64"),
+        posterior["S_prior"].values[ix].astype("float64"),
+    )
     sv = sv_all.subset(e)
     members = [base] if ensemble is None else ensemble_members(ensemble, sv)
     n_obs, chi_s, chi_o = _total_maps(posterior)
@@ -423,14 +434,25 @@ def ensemble_members(ensemble: Any, sv: StateVector | None = None) -> list[_Memb
         The emission elements to align to (default: the ensemble's own order).
     """
     if isinstance(ensemble, xr.Dataset):
-        keys = list(zip(ensemble["emission_region"].values.astype(str), ensemble["emission_sector"].values.astype(str),
-                        ensemble["emission_period"].values.astype(str), strict=True))  # fmt: skip
+        keys = list(
+            zip(
+                ensemble["emission_region"].values.astype(str),
+                ensemble["emission_sector"].values.astype(str),
+                ensemble["emission_period"].values.astype(str),
+                strict=True,
+            )
+        )
         order = _align(keys, sv)
         ix = np.ix_(order, order)
-        return [_Member(ensemble["member_x_posterior"].values[m][order],
-                        ensemble["member_S_posterior"].values[m][ix],
-                        ensemble["member_averaging_kernel"].values[m][ix],
-                        ensemble["member_S_prior"].values[m][ix]) for m in range(ensemble.sizes["member"])]  # fmt: skip
+        return [
+            _Member(
+                ensemble["member_x_posterior"].values[m][order],
+                ensemble["member_S_posterior"].values[m][ix],
+                ensemble["member_averaging_kernel"].values[m][ix],
+                ensemble["member_S_prior"].values[m][ix],
+            )
+            for m in range(ensemble.sizes["member"])
+        ]
     out = []
     for post in ensemble:
         msv = StateVector.from_coords(post)
@@ -438,8 +460,14 @@ def ensemble_members(ensemble: Any, sv: StateVector | None = None) -> list[_Memb
         keys = list(zip(msv.region[e], msv.sector[e], msv.period[e], strict=True))
         order = e[_align(keys, sv)]
         ix = np.ix_(order, order)
-        out.append(_Member(post["x_posterior"].values[order], post["S_posterior"].values[ix],
-                           post["averaging_kernel"].values[ix], post["S_prior"].values[ix]))  # fmt: skip
+        out.append(
+            _Member(
+                post["x_posterior"].values[order],
+                post["S_posterior"].values[ix],
+                post["averaging_kernel"].values[ix],
+                post["S_prior"].values[ix],
+            )
+        )
     if not out:
         raise SchemaError("the ensemble has no members")
     return out
@@ -452,8 +480,10 @@ def _align(keys: list[tuple[str, str, str]], sv: StateVector | None) -> np.ndarr
     want = list(zip(sv.region, sv.sector, sv.period, strict=True))
     missing = [k for k in want if k not in pos]
     if missing:
-        raise SchemaError(f"ensemble members lack emission elements {missing[:3]} of the posterior; they must "
-                          "come from the same state definition")  # fmt: skip
+        raise SchemaError(
+            f"ensemble members lack emission elements {missing[:3]} of the posterior; they must "
+            "come from the same state definition"
+        )
     return np.array([pos[k] for k in want], dtype="int64")
 
 
@@ -556,8 +586,12 @@ def _n_observations(st: _State, members: Sequence[str], period: str) -> int:
     if counts:
         return int(max(counts))
     if st.n_obs_total is not None:
-        logger.warning("posterior has no total_n_observations for %s %s; using the inversion's "
-                       "total count %d", list(members), period, st.n_obs_total)  # fmt: skip
+        logger.warning(
+            "posterior has no total_n_observations for %s %s; using the inversion's total count %d",
+            list(members),
+            period,
+            st.n_obs_total,
+        )
         return st.n_obs_total
     return 0
 
@@ -597,16 +631,22 @@ def _gate(st: _State, tot: _Totals, nobs: int, thr: Thresholds, chi2_obs: float 
     fails = []
     er = tot.error_reduction
     if not er >= thr.min_error_reduction:
-        fails.append(f"the satellite data reduce its uncertainty by only {100 * max(er, 0):.0f} % "
-                     f"(at least {100 * thr.min_error_reduction:.0f} % needed)")  # fmt: skip
+        fails.append(
+            f"the satellite data reduce its uncertainty by only {100 * max(er, 0):.0f} % "
+            f"(at least {100 * thr.min_error_reduction:.0f} % needed)"
+        )
     if not tot.sensitivity >= thr.min_sensitivity:
-        fails.append(f"the data see only {100 * max(tot.sensitivity, 0):.0f} % of a change in its emissions "
-                     f"(averaging-kernel sensitivity; at least {100 * thr.min_sensitivity:.0f} % needed)")  # fmt: skip
+        fails.append(
+            f"the data see only {100 * max(tot.sensitivity, 0):.0f} % of a change in its emissions "
+            f"(averaging-kernel sensitivity; at least {100 * thr.min_sensitivity:.0f} % needed)"
+        )
     if nobs < thr.min_observations:
         fails.append(f"only {nobs} observations see it (at least {thr.min_observations} needed)")
     if math.isfinite(chi2_obs) and chi2_obs > thr.max_chi2_obs:
-        fails.append(f"the transport model fits the observations that see it poorly (their mean squared "
-                     f"normalised misfit is {chi2_obs:.2f}, at most {thr.max_chi2_obs:g} allowed)")  # fmt: skip
+        fails.append(
+            f"the transport model fits the observations that see it poorly (their mean squared "
+            f"normalised misfit is {chi2_obs:.2f}, at most {thr.max_chi2_obs:g} allowed)"
+        )
     return "; ".join(fails) if fails else None
 
 
@@ -678,17 +718,24 @@ def _z_test(st: _State, tot: _Totals, w: np.ndarray, rep: _Reported, xr_t: np.nd
 
 def _verdict(test: _Test, gate: str | None, rep: _Reported, tot: _Totals, thr: Thresholds) -> tuple[str, str]:
     """(verdict, reason) for a region that is inside the domain and has a reported value."""
-    nums = (f"estimate {_fmt(tot.mean)} ± {_fmt(tot.sigma)} Tg/yr against "
-            + (f"{_fmt(test.compared)} Tg/yr (the reported {_fmt(rep.value)} ± {_fmt(rep.sigma)} Tg/yr as the "
-               "satellite data would see it)" if test.form == "direct" else
-               f"the prior (= reported) {_fmt(test.compared)} Tg/yr")
-            + f": z = ({_fmt(tot.mean)} - {_fmt(test.compared)}) / {_fmt(test.sigma)} = {test.z:.2f}")  # fmt: skip
+    nums = (
+        f"estimate {_fmt(tot.mean)} ± {_fmt(tot.sigma)} Tg/yr against "
+        + (
+            f"{_fmt(test.compared)} Tg/yr (the reported {_fmt(rep.value)} ± {_fmt(rep.sigma)} Tg/yr as the "
+            "satellite data would see it)"
+            if test.form == "direct"
+            else f"the prior (= reported) {_fmt(test.compared)} Tg/yr"
+        )
+        + f": z = ({_fmt(tot.mean)} - {_fmt(test.compared)}) / {_fmt(test.sigma)} = {test.z:.2f}"
+    )
     if gate:
         return "not constrained", "the satellite data cannot tell: " + gate
     if not test.separable:
-        return "not constrained", (f"the satellite data cannot tell this region apart from its neighbours: seen "
-                                   f"through the inversion, the reported {_fmt(rep.value)} Tg/yr would look like "
-                                   f"{_fmt(test.compared)} Tg/yr")  # fmt: skip
+        return "not constrained", (
+            f"the satellite data cannot tell this region apart from its neighbours: seen "
+            f"through the inversion, the reported {_fmt(rep.value)} Tg/yr would look like "
+            f"{_fmt(test.compared)} Tg/yr"
+        )
     if not math.isfinite(test.z):
         return "not constrained", "the satellite data cannot tell: the z-score is undefined (zero expected spread)"
     dirs = {_direction(z, thr) for z in test.z_members}
@@ -696,7 +743,8 @@ def _verdict(test: _Test, gate: str | None, rep: _Reported, tot: _Totals, thr: T
         said = ", ".join(sorted(_word(d) for d in dirs))
         return "not constrained (transport-sensitive)", (
             f"the answer depends on the transport model: the {test.z_members.size} inversions of the ensemble "
-            f"say {said} (z from {np.nanmin(test.z_members):.2f} to {np.nanmax(test.z_members):.2f}); {nums}")
+            f"say {said} (z from {np.nanmin(test.z_members):.2f} to {np.nanmax(test.z_members):.2f}); {nums}"
+        )
     d = _direction(test.z, thr)
     if d:
         return _word(d), f"|z| >= {thr.z_critical:g}: {nums}"
@@ -705,13 +753,21 @@ def _verdict(test: _Test, gate: str | None, rep: _Reported, tot: _Totals, thr: T
         return "not constrained", (
             f"the satellite data cannot tell: with this uncertainty only a difference larger than "
             f"{_fmt(detectable)} Tg/yr ({100 * detectable / rep.value:.0f} % of the reported total; at most "
-            f"{100 * thr.max_detectable_difference:.0f} % allowed) could be detected; {nums}")  # fmt: skip
+            f"{100 * thr.max_detectable_difference:.0f} % allowed) could be detected; {nums}"
+        )
     return "consistent", f"|z| < {thr.z_critical:g}: {nums}"
 
 
-def _row(st: _State, target: tuple[str, str, tuple[str, ...]], period: str, source: str,
-         table: Mapping[str, Mapping[Any, _Reported]], x_rep: np.ndarray, shift: bool,
-         thr: Thresholds) -> dict[str, Any]:  # fmt: skip
+def _row(
+    st: _State,
+    target: tuple[str, str, tuple[str, ...]],
+    period: str,
+    source: str,
+    table: Mapping[str, Mapping[Any, _Reported]],
+    x_rep: np.ndarray,
+    shift: bool,
+    thr: Thresholds,
+) -> dict[str, Any]:
     code, name, members = target
     w = st.sv.region_weights(members, period)[st.sv.emission]
     tot = _totals(st, w, thr.transport_error)
@@ -720,36 +776,60 @@ def _row(st: _State, target: tuple[str, str, tuple[str, ...]], period: str, sour
     share, share_a, share_e = _domain_share(st, members, period)
     key = (code, period)
     row: dict[str, Any] = {
-        "region": code, "region_name": name, "gas": st.gas, "period": period, "reference": source,
-        "prior_total": tot.prior, "prior_sigma": tot.prior_sigma, "posterior_total": tot.mean,
-        "posterior_sigma": tot.sigma, "posterior_sigma_analytic": tot.analytic_sigma,
-        "ensemble_spread": tot.spread, "ensemble_members": len(st.members),
+        "region": code,
+        "region_name": name,
+        "gas": st.gas,
+        "period": period,
+        "reference": source,
+        "prior_total": tot.prior,
+        "prior_sigma": tot.prior_sigma,
+        "posterior_total": tot.mean,
+        "posterior_sigma": tot.sigma,
+        "posterior_sigma_analytic": tot.analytic_sigma,
+        "ensemble_spread": tot.spread,
+        "ensemble_members": len(st.members),
         "transport_error_sigma": tot.structural_sigma,
-        "ensemble_min": float(tot.estimates.min()), "ensemble_max": float(tot.estimates.max()),
-        "error_reduction": tot.error_reduction, "sensitivity": tot.sensitivity, "n_observations": nobs,
-        "members": " ".join(members) if len(members) > 1 else "", "domain_share": share,
-        "domain_share_area": share_a, "domain_share_emission": share_e,
-        "chi2_state": st.chi2_state.get(key, math.nan), "chi2_obs": st.chi2_obs.get(key, math.nan),
-    }  # fmt: skip
+        "ensemble_min": float(tot.estimates.min()),
+        "ensemble_max": float(tot.estimates.max()),
+        "error_reduction": tot.error_reduction,
+        "sensitivity": tot.sensitivity,
+        "n_observations": nobs,
+        "members": " ".join(members) if len(members) > 1 else "",
+        "domain_share": share,
+        "domain_share_area": share_a,
+        "domain_share_emission": share_e,
+        "chi2_state": st.chi2_state.get(key, math.nan),
+        "chi2_obs": st.chi2_obs.get(key, math.nan),
+    }
     if rep is not None:
         diff = tot.mean - rep.value
-        row.update(reported_total=rep.value, reported_sigma=rep.sigma, reported_year=rep.year,
-                   uncertainty_source=rep.uncertainty_source, difference=diff,
-                   relative_difference=_div(diff, abs(rep.value)) if rep.value else math.nan)  # fmt: skip
+        row.update(
+            reported_total=rep.value,
+            reported_sigma=rep.sigma,
+            reported_year=rep.year,
+            uncertainty_source=rep.uncertainty_source,
+            difference=diff,
+            relative_difference=_div(diff, abs(rep.value)) if rep.value else math.nan,
+        )
     if share < thr.min_domain_share:
         extra = "" if rep is not None else "; the reference has no value for it either"
         txt = f"{100 * share_a:.0f} % of its area"
         if math.isfinite(share_e):
             txt += f" and {100 * share_e:.0f} % of its prior emissions"
-        row.update(verdict="partly outside the domain",
-                   reason=f"only {txt} lie inside the inversion domain (at least {100 * thr.min_domain_share:.0f} % "
-                          f"needed): the estimate {_fmt(tot.mean)} ± {_fmt(tot.sigma)} Tg/yr covers the part inside "
-                          f"and is not compared with the national total{extra}")  # fmt: skip
+        row.update(
+            verdict="partly outside the domain",
+            reason=f"only {txt} lie inside the inversion domain (at least {100 * thr.min_domain_share:.0f} % "
+            f"needed): the estimate {_fmt(tot.mean)} ± {_fmt(tot.sigma)} Tg/yr covers the part inside "
+            f"and is not compared with the national total{extra}",
+        )
         return row
     if rep is None:
         gate = _gate(st, tot, nobs, thr)
-        row.update(verdict="no reported value", reason="the reference has no value for this region and period"
-                   + (f" (and the satellite data cannot tell: {gate})" if gate else ""))  # fmt: skip
+        row.update(
+            verdict="no reported value",
+            reason="the reference has no value for this region and period"
+            + (f" (and the satellite data cannot tell: {gate})" if gate else ""),
+        )
         return row
     xr_t = x_rep
     if own_row and tot.prior > 0:  # aggregate value only: scale its members uniformly
@@ -759,13 +839,20 @@ def _row(st: _State, target: tuple[str, str, tuple[str, ...]], period: str, sour
     test = _z_test(st, tot, w, rep, xr_t, shift)
     verdict, reason = _verdict(test, _gate(st, tot, nobs, thr, st.chi2_obs.get(key, math.nan)), rep, tot, thr)
     zm = test.z_members[np.isfinite(test.z_members)]
-    row.update(reported_total_smoothed=test.compared if test.form == "direct" else
-               float(np.mean(_seen(st, w, xr_t))),
-               z_direct=test.z_direct, z_shift=test.z_shift, z_score=test.z, z_form=test.form,
-               compared_value=test.compared, compared_sigma=test.sigma,
-               detectable_difference=thr.z_critical * test.sigma,
-               z_min=float(zm.min()) if zm.size else math.nan, z_max=float(zm.max()) if zm.size else math.nan,
-               verdict=verdict, reason=reason)  # fmt: skip
+    row.update(
+        reported_total_smoothed=test.compared if test.form == "direct" else float(np.mean(_seen(st, w, xr_t))),
+        z_direct=test.z_direct,
+        z_shift=test.z_shift,
+        z_score=test.z,
+        z_form=test.form,
+        compared_value=test.compared,
+        compared_sigma=test.sigma,
+        detectable_difference=thr.z_critical * test.sigma,
+        z_min=float(zm.min()) if zm.size else math.nan,
+        z_max=float(zm.max()) if zm.size else math.nan,
+        verdict=verdict,
+        reason=reason,
+    )
     return row
 
 
@@ -796,8 +883,9 @@ def _shift_for(prior_is_reported: bool | str, source: str) -> bool:
 
 def _thresholds(thresholds: Thresholds | None, overrides: Mapping[str, Any]) -> Thresholds:
     """``thresholds`` (default :class:`Thresholds`) with the keyword overrides that are not None."""
-    return with_overrides(thresholds or Thresholds(), {k: v for k, v in overrides.items() if v is not None},
-                          "verdict threshold")  # fmt: skip
+    return with_overrides(
+        thresholds or Thresholds(), {k: v for k, v in overrides.items() if v is not None}, "verdict threshold"
+    )
 
 
 # ---------------------------------------------------------------------------- public API
@@ -873,8 +961,16 @@ def compare_to_inventory(
             for p in periods:
                 if np.any(np.isin(st.sv.region, target[2]) & (st.sv.period == p)):
                     rows.append(_row(st, target, p, source, table, x_rep, shift, thr))
-    df = _finish(rows, DISCREPANCY_COLUMNS, thr, gas=st.gas, prior_is_reported=prior_is_reported,
-                 references=list(tables), inversion_status=st.status, ensemble_members=len(st.members))  # fmt: skip
+    df = _finish(
+        rows,
+        DISCREPANCY_COLUMNS,
+        thr,
+        gas=st.gas,
+        prior_is_reported=prior_is_reported,
+        references=list(tables),
+        inversion_status=st.status,
+        ensemble_members=len(st.members),
+    )
     counts = df["verdict"].value_counts().to_dict() if len(df) else {}
     logger.info("comparison: %d rows, verdicts %s", len(df), counts)
     return df
@@ -902,10 +998,21 @@ def domain_budget(posterior: xr.Dataset, *, ensemble: Any = None, transport_erro
                 continue
             tot = _totals(st, st.sv.region_weights((r,), p)[st.sv.emission], f_t)
             _, sa, se = _domain_share(st, (r,), p)
-            rows.append({"region": r, "region_name": names.get(r, r), "role": role, "gas": st.gas, "period": p,
-                         "prior_total": tot.prior, "posterior_total": tot.mean, "posterior_sigma": tot.sigma,
-                         "error_reduction": tot.error_reduction, "domain_share_area": sa,
-                         "domain_share_emission": se})  # fmt: skip
+            rows.append(
+                {
+                    "region": r,
+                    "region_name": names.get(r, r),
+                    "role": role,
+                    "gas": st.gas,
+                    "period": p,
+                    "prior_total": tot.prior,
+                    "posterior_total": tot.mean,
+                    "posterior_sigma": tot.sigma,
+                    "error_reduction": tot.error_reduction,
+                    "domain_share_area": sa,
+                    "domain_share_emission": se,
+                }
+            )
     return pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
 
 
@@ -913,15 +1020,21 @@ def _as_list(periods: str | Sequence[str]) -> list[str]:
     return [periods] if isinstance(periods, str) else [str(p) for p in periods]
 
 
-def _change_row(st: _State, target: tuple[str, str, tuple[str, ...]], pa: list[str], pb: list[str],
-                source: str, table: Mapping[str, Mapping[Any, _Reported]], thr: Thresholds) -> dict[str, Any]:  # fmt: skip
+def _change_row(
+    st: _State,
+    target: tuple[str, str, tuple[str, ...]],
+    pa: list[str],
+    pb: list[str],
+    source: str,
+    table: Mapping[str, Mapping[Any, _Reported]],
+    thr: Thresholds,
+) -> dict[str, Any]:
     code, name, members = target
     e = st.sv.emission
     wa, wb = st.sv.region_weights(members, pa)[e], st.sv.region_weights(members, pb)[e]
     ab = [_moments(sp.csr_matrix(np.vstack([wa, wb, wb - wa])), m.xh, m.Sh) for m in st.members]
     changes = np.array([float(t[2]) for t, _ in ab])
-    var = float(np.mean([c[2, 2] for _, c in ab])) + (float(changes.var(ddof=1)) if changes.size > 1
-                                                      else 0.0)  # fmt: skip
+    var = float(np.mean([c[2, 2] for _, c in ab])) + (float(changes.var(ddof=1)) if changes.size > 1 else 0.0)
     ea = float(np.mean([t[0] for t, _ in ab]))
     eb = float(np.mean([t[1] for t, _ in ab]))
     change = eb - ea
@@ -932,22 +1045,39 @@ def _change_row(st: _State, target: tuple[str, str, tuple[str, ...]], pa: list[s
     sens = min(t.sensitivity for t in per)
     nobs = min(_n_observations(st, members, p) for p in pa + pb)
     worst = min(per, key=lambda t: t.error_reduction)
-    gate = _gate(st, worst, nobs, thr) or (None if sens >= thr.min_sensitivity else
-                                           _gate(st, min(per, key=lambda t: t.sensitivity), nobs, thr))  # fmt: skip
+    gate = _gate(st, worst, nobs, thr) or (
+        None if sens >= thr.min_sensitivity else _gate(st, min(per, key=lambda t: t.sensitivity), nobs, thr)
+    )
     share = min(_domain_share(st, members, p)[0] for p in pa + pb)
     if share < thr.min_domain_share:
         gate = f"only {100 * share:.0f} % of it lies inside the inversion domain"
     significant = gate is None and math.isfinite(z) and abs(z) >= thr.z_critical
-    cverdict = "not constrained" if gate else (
-        ("increase" if change > 0 else "decrease") if significant else "no significant change")
+    cverdict = (
+        "not constrained"
+        if gate
+        else (("increase" if change > 0 else "decrease") if significant else "no significant change")
+    )
     row: dict[str, Any] = {
-        "region": code, "region_name": name, "members": " ".join(members) if len(members) > 1 else "",
-        "gas": st.gas, "period_a": " ".join(pa), "period_b": " ".join(pb), "reference": source,
-        "posterior_a": ea, "posterior_b": eb, "posterior_change": change, "posterior_change_sigma": sig,
+        "region": code,
+        "region_name": name,
+        "members": " ".join(members) if len(members) > 1 else "",
+        "gas": st.gas,
+        "period_a": " ".join(pa),
+        "period_b": " ".join(pb),
+        "reference": source,
+        "posterior_a": ea,
+        "posterior_b": eb,
+        "posterior_change": change,
+        "posterior_change_sigma": sig,
         "posterior_cross_covariance": float(np.mean([c[0, 1] for _, c in ab])),
-        "relative_change": _div(change, abs(ea)), "change_z": z, "significant": bool(significant),
-        "change_verdict": cverdict, "error_reduction": er, "sensitivity": sens, "n_observations": nobs,
-    }  # fmt: skip
+        "relative_change": _div(change, abs(ea)),
+        "change_z": z,
+        "significant": bool(significant),
+        "change_verdict": cverdict,
+        "error_reduction": er,
+        "sensitivity": sens,
+        "n_observations": nobs,
+    }
     ra, rb = _mean_reported(table, code, members, pa), _mean_reported(table, code, members, pb)
     has_rep = ra is not None and rb is not None
     if share < thr.min_domain_share:
@@ -959,12 +1089,20 @@ def _change_row(st: _State, target: tuple[str, str, tuple[str, ...]], pa: list[s
     else:
         rch, rsig = rb[0] - ra[0], math.hypot(ra[1], rb[1])  # type: ignore[index]
         zd = _div(change - rch, math.hypot(sig, rsig))
-        row.update(reported_a=ra[0], reported_b=rb[0], reported_change=rch,  # type: ignore[index]
-                   reported_change_sigma=rsig, change_difference=change - rch, change_difference_z=zd)
+        row.update(
+            reported_a=ra[0],
+            reported_b=rb[0],
+            reported_change=rch,  # type: ignore[index]
+            reported_change_sigma=rsig,
+            change_difference=change - rch,
+            change_difference_z=zd,
+        )
         d_ = _direction(zd, thr)
         verdict = _word(d_)
-        reason = f"|z| {'>=' if d_ else '<'} {thr.z_critical:g}: estimated change {_fmt(change)} ± {_fmt(sig)} " \
-                 f"against the reported {_fmt(rch)} ± {_fmt(rsig)} Tg/yr, z = {zd:.2f}"  # fmt: skip
+        reason = (
+            f"|z| {'>=' if d_ else '<'} {thr.z_critical:g}: estimated change {_fmt(change)} ± {_fmt(sig)} "
+            f"against the reported {_fmt(rch)} ± {_fmt(rsig)} Tg/yr, z = {zd:.2f}"
+        )
     row.update(verdict=verdict, reason=f"change {cverdict} (z = {z:.2f}); vs reported: {reason}")
     return row
 
@@ -1015,8 +1153,11 @@ def period_change(
     if unknown:
         raise GosatPipelineError(f"period(s) {unknown} are not periods of the posterior; periods: {sorted(known)}")
     tables = _prepare_reported(reported, st.gas, reference)
-    rows = [_change_row(st, t, pa, pb, source, table, thr)
-            for source, table in tables.items() for t in _targets(st, aggregates)]  # fmt: skip
+    rows = [
+        _change_row(st, t, pa, pb, source, table, thr)
+        for source, table in tables.items()
+        for t in _targets(st, aggregates)
+    ]
     return _finish(rows, dict(CHANGE_COLUMNS), thr, gas=st.gas)
 
 
@@ -1028,8 +1169,18 @@ def discrepancy_json_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of ``discrepancies.json``."""
     num = {"type": ["number", "null"]}
     row_props: dict[str, Any] = {c: num for c in DISCREPANCY_COLUMNS}
-    for c in ("region", "region_name", "gas", "period", "reference", "z_form", "reason", "members",
-              "uncertainty_source", "gosat_pipeline_version"):  # fmt: skip
+    for c in (
+        "region",
+        "region_name",
+        "gas",
+        "period",
+        "reference",
+        "z_form",
+        "reason",
+        "members",
+        "uncertainty_source",
+        "gosat_pipeline_version",
+    ):
         row_props[c] = {"type": ["string", "null"]}
     row_props["verdict"] = {"enum": list(VERDICTS)}
     row_props["z_form"] = {"enum": ["shift", "direct", "", None]}
@@ -1043,8 +1194,11 @@ def discrepancy_json_schema() -> dict[str, Any]:
         "properties": {
             "schema_version": {"const": DISCREPANCY_SCHEMA_VERSION},
             "kind": {"const": "gosat_pipeline.discrepancies"},
-            "columns": {"type": "object", "required": list(DISCREPANCY_COLUMNS),
-                        "additionalProperties": {"type": "string"}},  # fmt: skip
+            "columns": {
+                "type": "object",
+                "required": list(DISCREPANCY_COLUMNS),
+                "additionalProperties": {"type": "string"},
+            },
             "thresholds": {
                 "type": "object",
                 "required": ["z_critical", "min_error_reduction", "min_sensitivity", "min_observations"],
@@ -1053,11 +1207,18 @@ def discrepancy_json_schema() -> dict[str, Any]:
             },
             "verdicts": {"type": "array", "items": {"enum": list(VERDICTS)}},
             "metadata": {"type": "object"},
-            "rows": {"type": "array", "items": {"type": "object", "required": list(DISCREPANCY_COLUMNS),
-                                                "properties": row_props, "additionalProperties": False}},
+            "rows": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": list(DISCREPANCY_COLUMNS),
+                    "properties": row_props,
+                    "additionalProperties": False,
+                },
+            },
             "period_changes": {"type": "object", "required": ["columns", "rows"]},
         },
-    }  # fmt: skip
+    }
 
 
 def _jsonable(value: Any) -> Any:
@@ -1081,8 +1242,6 @@ def _records(df: pd.DataFrame, int_columns: Sequence[str] = ()) -> list[dict[str
     return rows
 
 
-
-
 def discrepancy_document(df: pd.DataFrame, changes: pd.DataFrame | None = None) -> dict[str, Any]:
     """The ``discrepancies.json`` document of a comparison table (see the module docstring)."""
     from gosat_pipeline import __version__
@@ -1091,8 +1250,11 @@ def discrepancy_document(df: pd.DataFrame, changes: pd.DataFrame | None = None) 
     if not thresholds and len(df):
         thresholds = {k: _jsonable(df[k].iloc[0]) for k in Thresholds().as_dict() if k in df.columns}
     thresholds = thresholds or Thresholds().as_dict()
-    meta = {k: _jsonable(v) if not isinstance(v, list | dict) else v
-            for k, v in df.attrs.items() if k not in ("thresholds", "schema_version")}  # fmt: skip
+    meta = {
+        k: _jsonable(v) if not isinstance(v, list | dict) else v
+        for k, v in df.attrs.items()
+        if k not in ("thresholds", "schema_version")
+    }
     meta.setdefault("gosat_pipeline_version", __version__)
     doc: dict[str, Any] = {
         "schema_version": DISCREPANCY_SCHEMA_VERSION,
@@ -1104,8 +1266,10 @@ def discrepancy_document(df: pd.DataFrame, changes: pd.DataFrame | None = None) 
         "rows": _records(df[list(DISCREPANCY_COLUMNS)], _INT_COLUMNS),
     }
     if changes is not None:
-        doc["period_changes"] = {"columns": dict(CHANGE_COLUMNS),
-                                 "rows": _records(changes[list(CHANGE_COLUMNS)], _INT_COLUMNS)}  # fmt: skip
+        doc["period_changes"] = {
+            "columns": dict(CHANGE_COLUMNS),
+            "rows": _records(changes[list(CHANGE_COLUMNS)], _INT_COLUMNS),
+        }
     return doc
 
 
@@ -1136,13 +1300,16 @@ def write_discrepancies(
     directory = Path(directory)
     paths = {
         "csv": atomic_write_text(df[list(DISCREPANCY_COLUMNS)].to_csv(index=False), directory / "discrepancies.csv"),
-        "json": atomic_write_text(json.dumps(discrepancy_document(df, changes), indent=2) + "\n",
-                                  directory / "discrepancies.json"),
-        "schema": atomic_write_text(json.dumps(discrepancy_json_schema(), indent=2) + "\n",
-                                    directory / "discrepancies.schema.json"),
-    }  # fmt: skip
+        "json": atomic_write_text(
+            json.dumps(discrepancy_document(df, changes), indent=2) + "\n", directory / "discrepancies.json"
+        ),
+        "schema": atomic_write_text(
+            json.dumps(discrepancy_json_schema(), indent=2) + "\n", directory / "discrepancies.schema.json"
+        ),
+    }
     if changes is not None:
-        paths["changes_csv"] = atomic_write_text(changes[list(CHANGE_COLUMNS)].to_csv(index=False),
-                                                 directory / "period_changes.csv")  # fmt: skip
+        paths["changes_csv"] = atomic_write_text(
+            changes[list(CHANGE_COLUMNS)].to_csv(index=False), directory / "period_changes.csv"
+        )
     logger.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return paths

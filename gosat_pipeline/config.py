@@ -58,9 +58,7 @@ def _is_numeric(annotation: Any) -> bool:
 
 class _Model(BaseModel):
     # allow_inf_nan=False: "inf" or ".nan" is never a valid setting (sigma, thresholds, winds)
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False
-    )
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -123,8 +121,7 @@ class DomainSection(_Model):
         w, s, e, n = v
         if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
             raise ValueError(
-                f"{list(v)} is not [west, south, east, north] with -180<=west<east<=180 "
-                "and -90<=south<north<=90"
+                f"{list(v)} is not [west, south, east, north] with -180<=west<east<=180 and -90<=south<north<=90"
             )
         return v
 
@@ -145,8 +142,13 @@ class ScreenSection(_Model):
 
     def screens(self, bbox: tuple[float, float, float, float], time_range: tuple[str, str]) -> QualityScreens:
         """These screens within the run's domain ``bbox`` and period ``time_range``."""
-        return QualityScreens(bbox=bbox, time_range=time_range, max_solar_zenith=self.max_solar_zenith,
-                              max_uncertainty=self.max_uncertainty, surface=self.surface)  # fmt: skip
+        return QualityScreens(
+            bbox=bbox,
+            time_range=time_range,
+            max_solar_zenith=self.max_solar_zenith,
+            max_uncertainty=self.max_uncertainty,
+            surface=self.surface,
+        )
 
 
 class PriorSection(_Model):
@@ -255,11 +257,16 @@ class TransportSection(_Model):
         one (the pipeline resolves a missing spin-up from the period).
         """
         return TransportSettings(
-            mode=mode or self.mode, eddy_diffusivity=self.eddy_diffusivity, ventilation_time=self.ventilation_time,
-            surface_pressure=self.surface_pressure, time_step=self.time_step,
-            spinup=self.spinup if spinup is None else spinup, background=self.background,
-            background_period=self.background_period, inflow=self.inflow,
-        )  # fmt: skip
+            mode=mode or self.mode,
+            eddy_diffusivity=self.eddy_diffusivity,
+            ventilation_time=self.ventilation_time,
+            surface_pressure=self.surface_pressure,
+            time_step=self.time_step,
+            spinup=self.spinup if spinup is None else spinup,
+            background=self.background,
+            background_period=self.background_period,
+            inflow=self.inflow,
+        )
 
 
 class InversionSection(_Model):
@@ -274,11 +281,14 @@ class InversionSection(_Model):
     def settings(self, gas: GasSection) -> InversionSettings:
         """The :class:`~gosat_pipeline.params.InversionSettings` of one gas (its background and inflow priors)."""
         return InversionSettings(
-            prior_error=self.prior_error, correlation_length_km=self.correlation_length_km,
-            background_prior_sigma=gas.background_prior_sigma, background_gradient_sigma=gas.background_gradient_sigma,
-            inflow_prior_sigma=gas.inflow_prior_sigma, lognormal=self.lognormal,
+            prior_error=self.prior_error,
+            correlation_length_km=self.correlation_length_km,
+            background_prior_sigma=gas.background_prior_sigma,
+            background_gradient_sigma=gas.background_gradient_sigma,
+            inflow_prior_sigma=gas.inflow_prior_sigma,
+            lognormal=self.lognormal,
             gradient_tolerance=self.gradient_tolerance,
-        )  # fmt: skip
+        )
 
 
 class ChangeSection(_Model):
@@ -333,8 +343,16 @@ class EnsembleSection(_Model):
 
     def ranges(self) -> dict[str, object]:
         """The choices varied and their ranges (those set to null are not varied)."""
-        keys = ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model",
-                "prior_error", "inflow", "background")  # fmt: skip
+        keys = (
+            "eddy_diffusivity",
+            "ventilation_time",
+            "wind_speed",
+            "wind_direction",
+            "sigma_model",
+            "prior_error",
+            "inflow",
+            "background",
+        )
         return {k: tuple(getattr(self, k)) for k in keys if getattr(self, k)}
 
 

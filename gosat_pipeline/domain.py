@@ -54,12 +54,15 @@ def requested_regions(domain: pd.DataFrame, iso3: Sequence[str] | None, boundari
     known = set(boundaries["region"].astype(str))
     unknown = sorted(set(iso3) - known)
     if unknown:
-        raise BoundaryError(f"regions.iso3: {unknown} are not region codes of the boundaries "
-                            f"({len(known)} regions, e.g. {sorted(known)[:6]})")  # fmt: skip
+        raise BoundaryError(
+            f"regions.iso3: {unknown} are not region codes of the boundaries "
+            f"({len(known)} regions, e.g. {sorted(known)[:6]})"
+        )
     outside = sorted(set(iso3) - set(inside))
     if outside:
-        raise BoundaryError(f"regions.iso3: {outside} have no area inside domain.bbox; enlarge the domain or "
-                            "remove them")  # fmt: skip
+        raise BoundaryError(
+            f"regions.iso3: {outside} have no area inside domain.bbox; enlarge the domain or remove them"
+        )
     return list(iso3)
 
 
@@ -127,13 +130,16 @@ def prior_emissions(
     roles = {c: ("requested" if c in wanted else "other") for c in dom["region"]}
     crop = crop_to_bbox(flux, grid.bbox)
     if not covers(flux, grid.bbox):
-        logger.warning("the prior inventory covers only part of the domain %s: emissions outside it are zero",
-                       grid.bbox)  # fmt: skip
+        logger.warning(
+            "the prior inventory covers only part of the domain %s: emissions outside it are zero", grid.bbox
+        )
     src = source_grid(crop)
     bnd = boundaries[boundaries["region"].isin(list(dom["region"]))]
     if "is_group" in bnd:
         bnd = bnd[~bnd["is_group"].astype(bool)]
-    masks = region_masks(bnd, src, min_fraction=0.0)  # on the inventory grid: resolvability is judged on the inversion grid
+    masks = region_masks(
+        bnd, src, min_fraction=0.0
+    )  # on the inventory grid: resolvability is judged on the inversion grid
     em = attribute_to_regions(crop, masks, grid, rule=rule, roles=roles)
     codes = em["region"].values.astype(str)
     area_in = dom.set_index("region")
@@ -148,16 +154,33 @@ def prior_emissions(
         whole = national_emission(flux, boundaries, c, rule=rule)
         share_e[k] = min(1.0, inside[k] / whole) if whole > 0 else (math.nan if not math.isfinite(whole) else 1.0)
     em = em.assign_coords(
-        region_domain_share_area=("region", share_a, {"units": "1", "long_name": "share of the region's area inside "
-                                                                                 "the domain"}),
-        region_domain_share_emission=("region", share_e, {"units": "1", "long_name": "share of the region's prior "
-                                                          "emission inside the domain (NaN: not covered by the "
-                                                          "inventory)"}),
+        region_domain_share_area=(
+            "region",
+            share_a,
+            {"units": "1", "long_name": "share of the region's area inside the domain"},
+        ),
+        region_domain_share_emission=(
+            "region",
+            share_e,
+            {
+                "units": "1",
+                "long_name": "share of the region's prior "
+                "emission inside the domain (NaN: not covered by the "
+                "inventory)",
+            },
+        ),
         region_area_km2=("region", area_km2, {"units": "km2", "long_name": "area of the whole region"}),
-    )  # fmt: skip
-    partial = [f"{c} ({100 * min(a, e if math.isfinite(e) else a):.0f} %)"
-               for c, a, e in zip(codes, share_a, share_e, strict=True) if c != "REST" and min(a, e if math.isfinite(e)
-                                                                                                else a) < 0.999]  # fmt: skip
-    logger.info("domain: %d regions (%d requested), rest of domain %.3g Tg/yr; partly inside: %s", len(codes) - 1,
-                len(wanted), inside[-1] / 1e9, ", ".join(partial) or "none")  # fmt: skip
+    )
+    partial = [
+        f"{c} ({100 * min(a, e if math.isfinite(e) else a):.0f} %)"
+        for c, a, e in zip(codes, share_a, share_e, strict=True)
+        if c != "REST" and min(a, e if math.isfinite(e) else a) < 0.999
+    ]
+    logger.info(
+        "domain: %d regions (%d requested), rest of domain %.3g Tg/yr; partly inside: %s",
+        len(codes) - 1,
+        len(wanted),
+        inside[-1] / 1e9,
+        ", ".join(partial) or "none",
+    )
     return em

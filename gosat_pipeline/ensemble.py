@@ -41,7 +41,15 @@ from gosat_pipeline.schema import gas_units, output_attrs
 from gosat_pipeline.statevector import StateVector
 from gosat_pipeline.transport import BACKGROUND_MODES, TransportSettings, build_jacobian
 
-__all__ = ["DEFAULT_RANGES", "OPERATOR_CHOICES", "Member", "design_members", "ensemble_dataset", "invert_ensemble", "run_member"]
+__all__ = [
+    "DEFAULT_RANGES",
+    "OPERATOR_CHOICES",
+    "Member",
+    "design_members",
+    "ensemble_dataset",
+    "invert_ensemble",
+    "run_member",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +162,11 @@ def design_members(
     base = Member(0, transport, sigma_model, prior_error)
     if members <= 0 or not ranges:
         return [base]
-    cont = [k for k in ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model",
-                        "prior_error") if k in ranges]  # fmt: skip
+    cont = [
+        k
+        for k in ("eddy_diffusivity", "ventilation_time", "wind_speed", "wind_direction", "sigma_model", "prior_error")
+        if k in ranges
+    ]
     rng = np.random.default_rng(seed)
     u = _lhs(members, max(len(cont), 1), rng)
     backgrounds = [b for b in ranges.get("background", ()) if b in BACKGROUND_MODES]
@@ -194,8 +205,14 @@ def run_member(
     invert_kwargs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Jacobian and posterior of one member (the unit of work sent to a Dask worker)."""
-    jac = build_jacobian(obs, emissions, winds=winds, settings=member.transport, sigma_model=member.sigma_model,
-                         **dict(jacobian_kwargs or {}))  # fmt: skip
+    jac = build_jacobian(
+        obs,
+        emissions,
+        winds=winds,
+        settings=member.transport,
+        sigma_model=member.sigma_model,
+        **dict(jacobian_kwargs or {}),
+    )
     post = invert(jac, prior_error=member.prior_error, **dict(invert_kwargs or {}))
     post.attrs["ensemble_member"] = member.index
     post.attrs["ensemble_member_label"] = member.label()
@@ -219,12 +236,22 @@ def invert_ensemble(
     import dask
 
     if len(members) == 1:
-        return [run_member(members[0], obs, emissions, winds, jacobian_kwargs=jacobian_kwargs,
-                           invert_kwargs=invert_kwargs)]  # fmt: skip
+        return [
+            run_member(members[0], obs, emissions, winds, jacobian_kwargs=jacobian_kwargs, invert_kwargs=invert_kwargs)
+        ]
     d_obs, d_em, d_w = dask.delayed(obs), dask.delayed(emissions), dask.delayed(winds)
-    tasks = [dask.delayed(run_member)(m, d_obs, d_em, d_w, jacobian_kwargs=jacobian_kwargs,
-                                      invert_kwargs=invert_kwargs, dask_key_name=f"ensemble-member-{m.index}")
-             for m in members]  # fmt: skip
+    tasks = [
+        dask.delayed(run_member)(
+            m,
+            d_obs,
+            d_em,
+            d_w,
+            jacobian_kwargs=jacobian_kwargs,
+            invert_kwargs=invert_kwargs,
+            dask_key_name=f"ensemble-member-{m.index}",
+        )
+        for m in members
+    ]
     return list(dask.compute(*tasks))
 
 
@@ -274,20 +301,29 @@ def ensemble_dataset(posteriors: Sequence[xr.Dataset], members: Sequence[Member]
             "emission_sector": var("emission_sector", "emission", np.array([k[1] for k in keys], dtype=str)),
             "emission_period": var("emission_period", "emission", np.array([k[2] for k in keys], dtype=str)),
         },
-    )  # fmt: skip
+    )
     for name in ("chi2_obs_normalized", "chi2_state_normalized", "dofs"):
-        ds[f"member_{name}"] = var(f"member_{name}", "member",
-                                   np.array([float(p[name]) if name in p else np.nan for p in posteriors]))  # fmt: skip
+        ds[f"member_{name}"] = var(
+            f"member_{name}", "member", np.array([float(p[name]) if name in p else np.nan for p in posteriors])
+        )
     for k in ("eddy_diffusivity", "ventilation_time", "wind_scale", "wind_rotation"):
-        ds[f"member_{k}"] = var(f"member_{k}", "member",
-                                np.array([asdict(m.transport)[k] for m in members], dtype="float64"))  # fmt: skip
-    ds["member_background"] = var("member_background", "member",
-                                  np.array([m.transport.background for m in members], dtype=str))  # fmt: skip
-    ds["member_inflow"] = var("member_inflow", "member", np.array([int(m.transport.inflow) for m in members],
-                                                                  dtype="int8"))  # fmt: skip
+        ds[f"member_{k}"] = var(
+            f"member_{k}", "member", np.array([asdict(m.transport)[k] for m in members], dtype="float64")
+        )
+    ds["member_background"] = var(
+        "member_background", "member", np.array([m.transport.background for m in members], dtype=str)
+    )
+    ds["member_inflow"] = var(
+        "member_inflow", "member", np.array([int(m.transport.inflow) for m in members], dtype="int8")
+    )
     ds["member_prior_error"] = var("member_prior_error", "member", np.array([m.prior_error for m in members]))
-    ds["member_sigma_model"] = var("member_sigma_model", "member",
-                                   np.array([np.nan if m.sigma_model is None else m.sigma_model for m in members]))  # fmt: skip
-    ds.attrs.update(title="ensemble of inversions over transport and error choices", Conventions="CF-1.8",
-                    gas=str(posteriors[0].attrs.get("gas", "")), members=len(posteriors))  # fmt: skip
+    ds["member_sigma_model"] = var(
+        "member_sigma_model", "member", np.array([np.nan if m.sigma_model is None else m.sigma_model for m in members])
+    )
+    ds.attrs.update(
+        title="ensemble of inversions over transport and error choices",
+        Conventions="CF-1.8",
+        gas=str(posteriors[0].attrs.get("gas", "")),
+        members=len(posteriors),
+    )
     return ds

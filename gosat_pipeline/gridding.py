@@ -393,8 +393,17 @@ _SCRATCH = _ScratchPool()
 
 
 def _chunk_rows(
-    idx: np.ndarray, x: np.ndarray, w: np.ndarray, u: np.ndarray, a: np.ndarray, wmode: int, has_u: bool,
-    has_a: bool, lo: int, hi: int, nv: int,
+    idx: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    u: np.ndarray,
+    a: np.ndarray,
+    wmode: int,
+    has_u: bool,
+    has_a: bool,
+    lo: int,
+    hi: int,
+    nv: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse partial statistics of one chunk, one row per bin touched, sorted by bin.
 
@@ -607,8 +616,11 @@ class _Layout:
     def chunks(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Dask chunks of the L3 arrays (time, latitude, longitude)."""
         nt, ny, tb, rb = self.nt, self.ny, self.tb, self.rb
-        return ((tb,) * (nt // tb) + ((nt % tb,) if nt % tb else ()),
-                (rb,) * (ny // rb) + ((ny % rb,) if ny % rb else ()), (self.nx,))  # fmt: skip
+        return (
+            (tb,) * (nt // tb) + ((nt % tb,) if nt % tb else ()),
+            (rb,) * (ny // rb) + ((ny % rb,) if ny % rb else ()),
+            (self.nx,),
+        )
 
 
 #: Sorted sparse rows of one block: (bins int64 (k,), rows float64 (k, 9)), or None when empty.
@@ -637,8 +649,13 @@ class _Partial:
         first = int(np.searchsorted(bounds, bins[0], "right")) - 1
         last = int(np.searchsorted(bounds, bins[-1], "right")) - 1
         cuts = [0, *np.searchsorted(bins, bounds[first + 1 : last + 1]).tolist(), bins.size]
-        return cls({first + k: (bins[cuts[k]:cuts[k + 1]], rows[cuts[k]:cuts[k + 1]])
-                    for k in range(len(cuts) - 1) if cuts[k + 1] > cuts[k]})  # fmt: skip
+        return cls(
+            {
+                first + k: (bins[cuts[k] : cuts[k + 1]], rows[cuts[k] : cuts[k + 1]])
+                for k in range(len(cuts) - 1)
+                if cuts[k + 1] > cuts[k]
+            }
+        )
 
     @property
     def n_rows(self) -> int:
@@ -752,9 +769,7 @@ def _chunk_partial(
     lat, lon, x = _as_f64(lat), _as_f64(lon), _as_f64(x)
     n = x.size
     if not (lat.size == lon.size == n):
-        raise SchemaError(
-            f"latitude ({lat.size}), longitude ({lon.size}) and values ({n}) differ in length"
-        )
+        raise SchemaError(f"latitude ({lat.size}), longitude ({lon.size}) and values ({n}) differ in length")
     for name, arr in (("time", t), ("weights", w), ("uncertainty", u), ("ak_pbl", a)):
         if arr is not None and np.size(arr) != n:
             raise SchemaError(f"{name} has {np.size(arr)} values; expected {n}")
@@ -880,9 +895,7 @@ def grid_arrays(
             raise SchemaError("time_edges must be ascending with at least 2 values")
     else:
         t_edges, time = _single_bin_edges(), None
-    part = _chunk_partial(
-        _grid_edges(grid), t_edges, lat, lon, values, time, weights, uncertainty, ak_pbl
-    )
+    part = _chunk_partial(_grid_edges(grid), t_edges, lat, lon, values, time, weights, uncertainty, ak_pbl)
     stack = _dense(part, _Layout.for_grid(t_edges.size - 1, *grid.shape))
     return dict(zip(_OUTPUTS, stack, strict=True))
 
@@ -984,9 +997,7 @@ def time_bin_edges(
             .index
         )
     except ValueError as exc:
-        raise SchemaError(
-            f"time_bin {time_bin!r} is not a pandas frequency (e.g. '1D', 'MS', '7D'): {exc}"
-        ) from None
+        raise SchemaError(f"time_bin {time_bin!r} is not a pandas frequency (e.g. '1D', 'MS', '7D'): {exc}") from None
     edges = pd.date_range(labels[0], periods=labels.size + 1, freq=getattr(labels, "freq", None) or time_bin)
     if time_range is not None:
         edges = edges.where(edges > start, start).where(edges < end, end)
@@ -1005,30 +1016,22 @@ def _level_inputs(ds: xr.Dataset) -> dict[str, Any]:
             out[name] = var.data
         else:
             out[name] = None
-    out["surface_pressure"] = (
-        ds["surface_pressure"].data if "surface_pressure" in ds.variables else None
-    )
+    out["surface_pressure"] = ds["surface_pressure"].data if "surface_pressure" in ds.variables else None
     return out
 
 
 def _sounding_inputs(ds: xr.Dataset) -> dict[str, Any]:
     for name in ("xgas", "latitude", "longitude", "time"):
         if name not in ds.variables:
-            raise SchemaError(
-                f"soundings dataset has no variable {name!r}; has {sorted(map(str, ds.variables))}"
-            )
+            raise SchemaError(f"soundings dataset has no variable {name!r}; has {sorted(map(str, ds.variables))}")
         if ds[name].dims != ("sounding",):
-            raise SchemaError(
-                f"soundings variable {name!r} has dims {ds[name].dims}; expected ('sounding',)"
-            )
+            raise SchemaError(f"soundings variable {name!r} has dims {ds[name].dims}; expected ('sounding',)")
     if ds["time"].dtype.kind != "M":
         raise SchemaError(
             f"soundings 'time' has dtype {ds['time'].dtype}; expected datetime64 (open with decode_times=True)"
         )
     out = {k: ds[k].data for k in ("latitude", "longitude", "xgas", "time")}
-    out["xgas_uncertainty"] = (
-        ds["xgas_uncertainty"].data if "xgas_uncertainty" in ds.variables else None
-    )
+    out["xgas_uncertainty"] = ds["xgas_uncertainty"].data if "xgas_uncertainty" in ds.variables else None
     out.update(_level_inputs(ds))
     return out
 
@@ -1093,8 +1096,17 @@ def _lazy_stack(
         v = np.asarray(v)
         return da.from_array(v, chunks=(chunks,) + ((-1,) * (v.ndim - 1)))
 
-    order = ("latitude", "longitude", "xgas", "time", "xgas_uncertainty",
-             "averaging_kernel", "pressure_weight", "pressure", "surface_pressure")  # fmt: skip
+    order = (
+        "latitude",
+        "longitude",
+        "xgas",
+        "time",
+        "xgas_uncertainty",
+        "averaging_kernel",
+        "pressure_weight",
+        "pressure",
+        "surface_pressure",
+    )
     cols = _block_lists([as_dask(inputs[k]) for k in order], chunks)
     if inputs["averaging_kernel"] is None:
         cols[5:] = [[None] * len(chunks)] * 4
@@ -1102,8 +1114,10 @@ def _lazy_stack(
     layout = _Layout.for_grid(t_edges.size - 1, *grid.shape)
     token = dask.base.tokenize(x.name, t_edges, edges, depth, split_every)
     chunk_fn = dask.delayed(_soundings_partial, pure=True)
-    parts = [chunk_fn(edges, t_edges, depth, *(c[k] for c in cols), dask_key_name=f"gosat-grid-chunk-{token}-{k}")
-             for k in range(len(chunks))]  # fmt: skip
+    parts = [
+        chunk_fn(edges, t_edges, depth, *(c[k] for c in cols), dask_key_name=f"gosat-grid-chunk-{token}-{k}")
+        for k in range(len(chunks))
+    ]
     merge_fn = dask.delayed(_merge_block, pure=True)
     stats_fn = dask.delayed(_block_stats, pure=True, nout=len(_OUTPUTS))
     blocks: list[Any] = []
@@ -1116,16 +1130,16 @@ def _lazy_stack(
     out = []
     for k, name in enumerate(_OUTPUTS):
         dtype = np.int32 if k == 0 else np.float64
-        arrs = [da.from_delayed(b[k], shape=(nt, nr, grid.shape[1]), dtype=dtype, name=f"gosat-l3-{name}-{token}-{w}")
-                for w, (b, (_, _, nt, nr)) in enumerate(zip(blocks, map(layout.block, range(layout.nblocks))))]  # fmt: skip
+        arrs = [
+            da.from_delayed(b[k], shape=(nt, nr, grid.shape[1]), dtype=dtype, name=f"gosat-l3-{name}-{token}-{w}")
+            for w, (b, (_, _, nt, nr)) in enumerate(zip(blocks, map(layout.block, range(layout.nblocks))))
+        ]
         rows_of = [arrs[i : i + layout.nbands] for i in range(0, len(arrs), layout.nbands)]
         out.append(da.concatenate([da.concatenate(r, axis=1) for r in rows_of], axis=0))
     return tuple(out)
 
 
-def _eager_stack(
-    inputs: dict[str, Any], grid: GridSpec, t_edges: np.ndarray, depth: float
-) -> tuple[np.ndarray, ...]:
+def _eager_stack(inputs: dict[str, Any], grid: GridSpec, t_edges: np.ndarray, depth: float) -> tuple[np.ndarray, ...]:
     ak = boundary_layer_ak(
         inputs["averaging_kernel"],
         inputs["pressure_weight"],
@@ -1134,9 +1148,16 @@ def _eager_stack(
         depth,
     )
     part = _chunk_partial(
-        _grid_edges(grid), t_edges, inputs["latitude"], inputs["longitude"], inputs["xgas"], inputs["time"],
-        None, inputs["xgas_uncertainty"], ak,
-    )  # fmt: skip
+        _grid_edges(grid),
+        t_edges,
+        inputs["latitude"],
+        inputs["longitude"],
+        inputs["xgas"],
+        inputs["time"],
+        None,
+        inputs["xgas_uncertainty"],
+        ak,
+    )
     return _dense(part, _Layout.for_grid(t_edges.size - 1, *grid.shape))
 
 
@@ -1158,9 +1179,7 @@ def _time_extent(time: Any) -> tuple[Any, Any] | None:
         if time.size == 0:
             return None
         nb = time.numblocks[0]
-        mm = da.map_blocks(
-            _minmax_block, time, chunks=((2,) * nb,), dtype="int64", name="gosat-time-extent"
-        )
+        mm = da.map_blocks(_minmax_block, time, chunks=((2,) * nb,), dtype="int64", name="gosat-time-extent")
         arr = np.asarray(mm.compute()).reshape(nb, 2)
         lo, hi = int(arr[:, 0].min()), int(arr[:, 1].max())
     else:
@@ -1287,9 +1306,7 @@ def grid_soundings(
     """
     gas = str(soundings.attrs.get("gas", "")).upper()
     if gas not in GASES:
-        raise SchemaError(
-            f"soundings attribute 'gas' is {soundings.attrs.get('gas')!r}; expected one of {GASES}"
-        )
+        raise SchemaError(f"soundings attribute 'gas' is {soundings.attrs.get('gas')!r}; expected one of {GASES}")
     if split_every < 2:
         raise SchemaError(f"split_every must be >= 2; got {split_every}")
     grid = grid if grid is not None else GridSpec.from_resolution(resolution, bbox)
@@ -1323,6 +1340,10 @@ def grid_soundings(
     )
     logger.info(
         "gridding %d %s soundings onto %dx%d cells x %d time bins (%s)",
-        attrs["n_input_soundings"], gas, *grid.shape, edges.size - 1, "lazy" if lazy else "eager",
-    )  # fmt: skip
+        attrs["n_input_soundings"],
+        gas,
+        *grid.shape,
+        edges.size - 1,
+        "lazy" if lazy else "eager",
+    )
     return _build_dataset(stack, grid, edges, gas, attrs)

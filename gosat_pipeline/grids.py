@@ -18,8 +18,16 @@ import xarray as xr
 
 from gosat_pipeline.errors import SchemaError
 
-__all__ = ["EARTH_RADIUS_M", "GridSpec", "overlap_fractions", "regrid_extensive", "require_same_grid", "same_axes",
-           "same_grid", "wrap_longitude"]
+__all__ = [
+    "EARTH_RADIUS_M",
+    "GridSpec",
+    "overlap_fractions",
+    "regrid_extensive",
+    "require_same_grid",
+    "same_axes",
+    "same_grid",
+    "wrap_longitude",
+]
 
 #: Radius of the authalic (equal-area) sphere of WGS84, in metres (Moritz 1980).
 EARTH_RADIUS_M = 6_371_007.181
@@ -244,8 +252,11 @@ class GridSpec:
         """A dataset with the CF bounds variables and ``cell_area`` (m2)."""
         lat_b = np.column_stack([self.lat_edges[:-1], self.lat_edges[1:]])
         lon_b = np.column_stack([self.lon_edges[:-1], self.lon_edges[1:]])
-        area_attrs = {"units": "m2", "standard_name": "cell_area",
-                      "long_name": "cell area on the authalic sphere (R = 6371007.181 m)"}  # fmt: skip
+        area_attrs = {
+            "units": "m2",
+            "standard_name": "cell_area",
+            "long_name": "cell area on the authalic sphere (R = 6371007.181 m)",
+        }
         return xr.Dataset(
             {
                 "latitude_bounds": (("latitude", "nv"), lat_b, {"units": "degrees_north"}),

@@ -78,8 +78,13 @@ FLUX_UNITS = "kg m-2 s-1"
 CARBON_TO_CO2 = 44.0 / 12.0
 
 #: Year length (days) documented by each layout for its per-year units.
-_LAYOUT_YEAR_DAYS = {"edgar_v7_emi": 365.0, "edgar_v8_fluxes": 365.0, "edgar_v8_emissions": 365.0,
-                     "edgar_2024": 365.0, "gfei": 365.0}  # fmt: skip
+_LAYOUT_YEAR_DAYS = {
+    "edgar_v7_emi": 365.0,
+    "edgar_v8_fluxes": 365.0,
+    "edgar_v8_emissions": 365.0,
+    "edgar_2024": 365.0,
+    "gfei": 365.0,
+}
 
 _LAT_NAMES = ("latitude", "lat", "nav_lat", "y")
 _LON_NAMES = ("longitude", "lon", "nav_lon", "x")
@@ -90,8 +95,9 @@ _GAS_TOKENS = ("CH4", "CO2", "N2O", "SF6", "NF3")
 # =============================================================================== units
 #: Base dimensions of physical quantities. Every other base dimension of the unit registry
 #: is a gas species of openscm-units (``[carbon]``, ``[methane]``, ``[C2F6]`` ...).
-_PHYSICAL_DIMS = frozenset({"[length]", "[mass]", "[time]", "[temperature]", "[substance]", "[current]",
-                            "[luminosity]"})  # fmt: skip
+_PHYSICAL_DIMS = frozenset(
+    {"[length]", "[mass]", "[time]", "[temperature]", "[substance]", "[current]", "[luminosity]"}
+)
 #: openscm-units contexts that turn the mass of an element into the mass of the gas that
 #: holds it (C -> CH4, N -> N2O). GWP contexts are never used: a CO2-equivalent is not a
 #: mass of the gas.
@@ -160,8 +166,15 @@ class ParsedUnit:
 _CO2E_RE = re.compile(r"\bCO2[ _-]?(?:e|eq|equiv|equivalent)\b\.?", re.IGNORECASE)
 _CELL_RE = re.compile(r"(?:\bper\b\s*)?\b(?:grid[\s_-]?cell|gridcell|cell)s?\b", re.IGNORECASE)
 #: Words pint reads otherwise (``ton`` is the short ton) or not at all.
-_WORDS = {"tonnes": "tonne", "tons": "tonne", "ton": "tonne", "Tonnes": "tonne", "Tonne": "tonne",
-          "Tons": "tonne", "Ton": "tonne"}  # fmt: skip
+_WORDS = {
+    "tonnes": "tonne",
+    "tons": "tonne",
+    "ton": "tonne",
+    "Tonnes": "tonne",
+    "Tonne": "tonne",
+    "Tons": "tonne",
+    "Ton": "tonne",
+}
 _YEAR_WORDS = frozenset({"yr", "yrs", "year", "years", "a", "annum"})
 _UNIT_TOKEN_RE = re.compile(
     r"\*\*|[*/()^]|[A-Za-z_][A-Za-z0-9_]*(?:-\d+(?![A-Za-z0-9_.]))?|[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\S"
@@ -309,8 +322,9 @@ def _species_factor(pu: ParsedUnit, gas: str | None) -> float:
         return 1.0
     target = _gas_unit(gas)
     if target is None:
-        raise ValueError(f"unit {pu.text!r} is mass of {pu.species} but the gas {gas!r} is not a species "
-                         "openscm-units knows")  # fmt: skip
+        raise ValueError(
+            f"unit {pu.text!r} is mass of {pu.species} but the gas {gas!r} is not a species openscm-units knows"
+        )
     ureg = _ureg()
     one = ureg.Quantity(1.0, pu.species)
     try:
@@ -335,8 +349,14 @@ def _inv_error(path: Any, variable: str | None, msg: str) -> InventoryError:
 
 _NC_SUFFIXES = (".nc", ".nc4", ".netcdf")
 #: First bytes of the containers a prior can come in.
-_MAGIC = ((b"\x89HDF\r\n\x1a\n", "netCDF-4/HDF5"), (b"CDF\x01", "netCDF-3"), (b"CDF\x02", "netCDF-3"),
-          (b"CDF\x05", "netCDF-3"), (b"PK\x03\x04", "zip"), (b"\x1f\x8b", "gzip"))  # fmt: skip
+_MAGIC = (
+    (b"\x89HDF\r\n\x1a\n", "netCDF-4/HDF5"),
+    (b"CDF\x01", "netCDF-3"),
+    (b"CDF\x02", "netCDF-3"),
+    (b"CDF\x05", "netCDF-3"),
+    (b"PK\x03\x04", "zip"),
+    (b"\x1f\x8b", "gzip"),
+)
 
 
 @dataclass(frozen=True)
@@ -382,11 +402,16 @@ def _zip_members(path: Path) -> list[str]:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise InventoryError(f"{path}: a damaged zip archive ({exc}); download it again") from None
-    nc = [n for n in names if n.lower().endswith(_NC_SUFFIXES) and not n.startswith("__MACOSX/")
-          and not re.search(r"_(gsd|rsd)\.nc", n)]  # fmt: skip
+    nc = [
+        n
+        for n in names
+        if n.lower().endswith(_NC_SUFFIXES) and not n.startswith("__MACOSX/") and not re.search(r"_(gsd|rsd)\.nc", n)
+    ]
     if not nc:
-        raise InventoryError(f"{path}: the zip archive holds no netCDF file (members: {names}); an EDGAR "
-                             "download holds one .nc beside _readme.html")  # fmt: skip
+        raise InventoryError(
+            f"{path}: the zip archive holds no netCDF file (members: {names}); an EDGAR "
+            "download holds one .nc beside _readme.html"
+        )
     return nc
 
 
@@ -446,8 +471,9 @@ def _entries(paths: list[Path], *, year: int | None, gas: str | None, source: An
             raise InventoryError(f"{source}: no file for year {year}; the file names hold years {years}: {names}")
         years = [year]
     if len(years) > 1:
-        raise InventoryError(f"{source}: files of several years {years} ({names}); pass year= (prior.year in the "
-                             "config) to choose one")  # fmt: skip
+        raise InventoryError(
+            f"{source}: files of several years {years} ({names}); pass year= (prior.year in the config) to choose one"
+        )
     return entries
 
 
@@ -484,8 +510,10 @@ def _find_dim(da: xr.DataArray, names: Sequence[str], std: str) -> str | None:
     for d in da.dims:
         if d in names:
             return str(d)
-        if d in da.coords and (da[d].attrs.get("standard_name") == std or
-                               da[d].attrs.get("units") == ("degrees_north" if std == "latitude" else "degrees_east")):
+        if d in da.coords and (
+            da[d].attrs.get("standard_name") == std
+            or da[d].attrs.get("units") == ("degrees_north" if std == "latitude" else "degrees_east")
+        ):
             return str(d)
     return None
 
@@ -635,8 +663,12 @@ def _to_flux(da: xr.DataArray, unit: str, *, layout: str, gas: str | None, path:
         pu = parse_unit(unit, year_days=year_days)
         spf = _species_factor(pu, gas)
     except ValueError as exc:
-        raise _inv_error(path, var, f"unit {unit!r} is not understood ({exc}); "
-                         f"expected e.g. 'kg m-2 s-1', 'Mg km-2 yr-1', 'gC m-2 d-1', 't/cell/yr'") from None  # fmt: skip
+        raise _inv_error(
+            path,
+            var,
+            f"unit {unit!r} is not understood ({exc}); "
+            f"expected e.g. 'kg m-2 s-1', 'Mg km-2 yr-1', 'gC m-2 d-1', 't/cell/yr'",
+        ) from None
     dim = pu.dimensionality()
     if pu.has("[mass] / [length] ** 2 / [time]") and not pu.per_cell:
         return da * (pu.factor_to("kg/m**2/s") * spf)
@@ -646,12 +678,17 @@ def _to_flux(da: xr.DataArray, unit: str, *, layout: str, gas: str | None, path:
     if pu.has("[mass]") and (pu.per_cell or layout == "edgar_v8_emissions"):
         seconds = (year_days or 365.25) * 86400.0  # EDGAR: mass per cell per 365-day year
         return da * (pu.factor_to("kg") * spf) / (area * seconds)
-    raise _inv_error(path, var, f"unit {unit!r} has dimensionality {dim}, which is not a flux, a mass rate "
-                     "per cell, or an EDGAR mass per cell per year")  # fmt: skip
+    raise _inv_error(
+        path,
+        var,
+        f"unit {unit!r} has dimensionality {dim}, which is not a flux, a mass rate "
+        "per cell, or an EDGAR mass per cell per year",
+    )
 
 
-def _read_variable(ds: xr.Dataset, var: str, *, layout: str, gas: str | None, year: int | None,
-                   path: Path) -> xr.DataArray:  # fmt: skip
+def _read_variable(
+    ds: xr.Dataset, var: str, *, layout: str, gas: str | None, year: int | None, path: Path
+) -> xr.DataArray:
     da = ds[var]
     unit = da.attrs.get("units")
     if unit is None:
@@ -666,17 +703,20 @@ def _sector_name(path: Path, var: str, layout: str) -> str:
     if layout in ("cams", "odiac", "variable") and var not in ("sum",):
         return var
     stem = re.sub(r"\.\d+(?:\.\d+)?x\d+(?:\.\d+)?$", "", re.sub(r"(?i)\.(nc|nc4|netcdf)$", "", path.name))
-    for pat in (r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*?)_(?:flx|emi)$",
-                r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*)$",
-                r"Global_Fuel_Exploitation_Inventory_(?:v\d_\d{4}_)?([A-Za-z_]+)$"):  # fmt: skip
+    for pat in (
+        r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*?)_(?:flx|emi)$",
+        r"^.*_\d{4}_(?:\d{1,2}_)?([A-Za-z][A-Za-z0-9_]*)$",
+        r"Global_Fuel_Exploitation_Inventory_(?:v\d_\d{4}_)?([A-Za-z_]+)$",
+    ):
         m = re.search(pat, stem)
         if m:
             return m.group(1)
     return stem
 
 
-def _read_file(entry: _Entry, *, gas: str | None, variable: str | None, sectors: str,
-               year: int | None) -> tuple[list[tuple[str, xr.DataArray]], str, str | None]:  # fmt: skip
+def _read_file(
+    entry: _Entry, *, gas: str | None, variable: str | None, sectors: str, year: int | None
+) -> tuple[list[tuple[str, xr.DataArray]], str, str | None]:
     path = entry.display
     with _open(entry) as ds:
         layout, variables = _layout(ds, gas, variable, path)
@@ -686,8 +726,10 @@ def _read_file(entry: _Entry, *, gas: str | None, variable: str | None, sectors:
         gas_used = gas.upper() if gas else fgas
         if layout == "cams" and sectors == "keep" and _cams_sectors(ds):
             variables = _cams_sectors(ds)
-        out = [(_sector_name(path, v, layout),
-                _read_variable(ds, v, layout=layout, gas=gas_used, year=year, path=path)) for v in variables]  # fmt: skip
+        out = [
+            (_sector_name(path, v, layout), _read_variable(ds, v, layout=layout, gas=gas_used, year=year, path=path))
+            for v in variables
+        ]
     if layout == "odiac" and sectors == "sum" and len(out) > 1:
         out = [("total", out[0][1] + out[1][1])]
     return out, layout, gas_used
@@ -783,8 +825,9 @@ def open_prior_inventory(
     return flux
 
 
-def _mean_over_month_files(fields: list[tuple[str, xr.DataArray]], months: list[int | None], paths: list[Path],
-                           year: int | None, source: Any) -> list[tuple[str, xr.DataArray]]:  # fmt: skip
+def _mean_over_month_files(
+    fields: list[tuple[str, xr.DataArray]], months: list[int | None], paths: list[Path], year: int | None, source: Any
+) -> list[tuple[str, xr.DataArray]]:
     """Average the monthly files of each sector (EDGAR v4.3.2-v7 ``..._2015_1_ENE...``).
 
     Each month is weighted by its days in the year of the file names, so a year of
@@ -803,12 +846,18 @@ def _mean_over_month_files(fields: list[tuple[str, xr.DataArray]], months: list[
             result.extend((name, da) for _, da in items)
             continue
         if None in ms or len(set(ms)) != len(ms):
-            raise InventoryError(f"{source}: sector {name!r} mixes monthly and yearly files or repeats a month "
-                                 f"(months {ms}); pass one year of monthly files or the yearly file")  # fmt: skip
+            raise InventoryError(
+                f"{source}: sector {name!r} mixes monthly and yearly files or repeats a month "
+                f"(months {ms}); pass one year of monthly files or the yearly file"
+            )
         days = pd.DatetimeIndex([f"{y}-{m:02d}-01" for m in ms]).days_in_month.values.astype("float64")
         if len(ms) != 12:
-            logger.warning("%s: sector %r has monthly files for months %s only; their day-weighted mean is used",
-                           source, name, sorted(ms))  # fmt: skip
+            logger.warning(
+                "%s: sector %r has monthly files for months %s only; their day-weighted mean is used",
+                source,
+                name,
+                sorted(ms),
+            )
         mean = sum(float(w) * da for w, (_, da) in zip(days / days.sum(), items, strict=True))
         result.append((name, mean))
     return result
@@ -818,8 +867,10 @@ def _combine(fields: list[tuple[str, xr.DataArray]], sectors: str, path: Any) ->
     ref = fields[0][1]
     for name, da in fields[1:]:
         if da.shape != ref.shape or not same_grid(da, ref):
-            raise InventoryError(f"{path}: sector {name!r} is on a different grid {dict(da.sizes)} from "
-                                 f"{fields[0][0]!r} {dict(ref.sizes)}; regrid the files to one grid first")  # fmt: skip
+            raise InventoryError(
+                f"{path}: sector {name!r} is on a different grid {dict(da.sizes)} from "
+                f"{fields[0][0]!r} {dict(ref.sizes)}; regrid the files to one grid first"
+            )
     fields = [(n, d.assign_coords(latitude=ref.latitude, longitude=ref.longitude)) for n, d in fields]
     if sectors == "keep":
         names = [n for n, _ in fields]
@@ -959,8 +1010,10 @@ def crop_to_bbox(flux: xr.DataArray, bbox: tuple[float, float, float, float]) ->
     iy = np.flatnonzero((g.lat_edges[1:] > s) & (g.lat_edges[:-1] < n))
     ix = np.flatnonzero((g.lon_edges[1:] > w) & (g.lon_edges[:-1] < e))
     if iy.size == 0 or ix.size == 0:
-        raise InventoryError(f"the prior inventory (latitude {g.lat_edges[0]:g}..{g.lat_edges[-1]:g}, longitude "
-                             f"{g.lon_edges[0]:g}..{g.lon_edges[-1]:g}) does not overlap the box {list(bbox)}")  # fmt: skip
+        raise InventoryError(
+            f"the prior inventory (latitude {g.lat_edges[0]:g}..{g.lat_edges[-1]:g}, longitude "
+            f"{g.lon_edges[0]:g}..{g.lon_edges[-1]:g}) does not overlap the box {list(bbox)}"
+        )
     return flux.isel(latitude=slice(iy[0], iy[-1] + 1), longitude=slice(ix[0], ix[-1] + 1))
 
 
@@ -969,8 +1022,12 @@ def covers(flux: xr.DataArray, bbox: tuple[float, float, float, float]) -> bool:
     g = _source_grid(flux)
     w, s, e, n = bbox
     tol = 1e-6
-    return bool(g.lat_edges[0] <= s + tol and g.lat_edges[-1] >= n - tol and g.lon_edges[0] <= w + tol
-                and g.lon_edges[-1] >= e - tol)  # fmt: skip
+    return bool(
+        g.lat_edges[0] <= s + tol
+        and g.lat_edges[-1] >= n - tol
+        and g.lon_edges[0] <= w + tol
+        and g.lon_edges[-1] >= e - tol
+    )
 
 
 def attribute_to_regions(
@@ -1018,8 +1075,11 @@ def attribute_to_regions(
     out = regrid_conservative(fields, grid)
     out = out.assign_coords({c: ("region", fields[c].values) for c in ("region_name", "region_role")})
     out.name = "emissions"
-    out.attrs.update(attribution_rule=rule, attribution_grid=f"{_source_grid(flux).shape} source cells",
-                     long_name="prior emission flux attributed to each region")  # fmt: skip
+    out.attrs.update(
+        attribution_rule=rule,
+        attribution_grid=f"{_source_grid(flux).shape} source cells",
+        long_name="prior emission flux attributed to each region",
+    )
     return out
 
 
@@ -1028,23 +1088,26 @@ def attribute_to_regions(
 #: the file gives none. Values are half-widths of the 95 % ranges of the cited sources
 #: divided by 1.96 (rounded); ``"*"`` matches any category of that gas.
 DEFAULT_UNCERTAINTY: dict[tuple[str, str], tuple[float, str]] = {
-    ("CO2", "M.0.EL"): (0.05, "IPCC 2006 GL Vol.1 Ch.3 sec.3.7 / Vol.2 Ch.2 Tab.2.2: national fossil CO2 "
-                              "typically within +-5-10 % (95 %)"),
+    ("CO2", "M.0.EL"): (
+        0.05,
+        "IPCC 2006 GL Vol.1 Ch.3 sec.3.7 / Vol.2 Ch.2 Tab.2.2: national fossil CO2 typically within +-5-10 % (95 %)",
+    ),
     ("CO2", "1"): (0.05, "IPCC 2006 GL Vol.2 Ch.2 (fuel combustion CO2, +-5-10 % at 95 %)"),
     ("CO2", "1.A"): (0.04, "IPCC 2006 GL Vol.2 Ch.2 (fuel combustion CO2, +-5-10 % at 95 %)"),
     ("CO2", "*"): (0.10, "IPCC 2006 GL Vol.1 Ch.3 (typical sectoral CO2 uncertainty, ~+-20 % at 95 %)"),
-    ("CH4", "M.0.EL"): (0.15, "IPCC 2006 GL Vol.1 Ch.3; Annex I NIR uncertainty analyses: national CH4 "
-                              "totals typically +-20-40 % (95 %)"),
+    ("CH4", "M.0.EL"): (
+        0.15,
+        "IPCC 2006 GL Vol.1 Ch.3; Annex I NIR uncertainty analyses: national CH4 totals typically +-20-40 % (95 %)",
+    ),
     ("CH4", "0"): (0.15, "IPCC 2006 GL Vol.1 Ch.3; Annex I NIR uncertainty analyses (national CH4 +-20-40 %)"),
     ("CH4", "1.B.1"): (0.40, "IPCC 2006 GL Vol.2 Ch.4 sec.4.1.3 (coal mining Tier 1 EF: factor of 2-3)"),
-    ("CH4", "1.B.2"): (0.50, "IPCC 2006 GL Vol.2 Ch.4 Tab.4.2.4-4.2.5 (oil and gas Tier 1: -50 % to +100 % "
-                             "or more)"),
+    ("CH4", "1.B.2"): (0.50, "IPCC 2006 GL Vol.2 Ch.4 Tab.4.2.4-4.2.5 (oil and gas Tier 1: -50 % to +100 % or more)"),
     ("CH4", "3.A"): (0.20, "IPCC 2006 GL Vol.4 Ch.10 sec.10.3.4 (enteric fermentation Tier 1: +-30-50 %)"),
     ("CH4", "3.C.7"): (0.30, "IPCC 2019 Refinement Vol.4 Ch.5 sec.5.5 (rice cultivation EF ranges)"),
     ("CH4", "4"): (0.30, "IPCC 2006 GL Vol.5 Ch.3 Tab.3.5 (solid waste disposal: +-30 % to factor 2)"),
     ("CH4", "*"): (0.30, "IPCC 2006 GL Vol.1 Ch.3 (typical sectoral CH4 uncertainty)"),
     ("N2O", "*"): (0.50, "IPCC 2006 GL Vol.4 Ch.11 Tab.11.1 (N2O EF ranges span an order of magnitude)"),
-}  # fmt: skip
+}
 _FALLBACK_UNCERTAINTY = (0.30, "generic default (no gas-specific entry; IPCC 2006 GL Vol.1 Ch.3)")
 
 #: Category codes taken as the national total, in order of preference.
@@ -1053,17 +1116,63 @@ TOTAL_CATEGORIES: tuple[str, ...] = ("M.0.EL", "0", "M.0", "TOTAL")
 #: Area codes accepted besides the Natural Earth ISO-3 list: UNFCCC / PRIMAP aggregates and
 #: ISO 3166-1 codes that Natural Earth folds into other countries. ISO 3166-1 user-assigned
 #: codes (AAA-AAZ, QMA-QZZ, XAA-XZZ, ZZA-ZZZ) are accepted too.
-EXTRA_AREA_CODES: frozenset[str] = frozenset({
-    "EARTH", "EU27", "EU27BX", "EU28", "EUU", "ANNEXI", "NONANNEXI", "AOSIS", "BASIC", "LDC", "UMBRELLA",
-    "ANT", "BES", "BVT", "GLP", "GUF", "MTQ", "MYT", "REU", "SJM", "TKL", "UMI", "XKX", "KOS", "CCK", "CXR",
-})  # fmt: skip
+EXTRA_AREA_CODES: frozenset[str] = frozenset(
+    {
+        "EARTH",
+        "EU27",
+        "EU27BX",
+        "EU28",
+        "EUU",
+        "ANNEXI",
+        "NONANNEXI",
+        "AOSIS",
+        "BASIC",
+        "LDC",
+        "UMBRELLA",
+        "ANT",
+        "BES",
+        "BVT",
+        "GLP",
+        "GUF",
+        "MTQ",
+        "MYT",
+        "REU",
+        "SJM",
+        "TKL",
+        "UMI",
+        "XKX",
+        "KOS",
+        "CCK",
+        "CXR",
+    }
+)
 _USER_CODE_RE = re.compile(r"^(AA[A-Z]|Q[M-Z][A-Z]|X[A-Z]{2}|ZZ[A-Z])$")
 
 _LONG_REQUIRED = ("area", "year", "gas", "category", "value", "unit", "source")
-_LONG_OPTIONAL = ("category_scheme", "uncertainty_rel", "uncertainty_low", "uncertainty_high", "uncertainty_abs",
-                  "notes")  # fmt: skip
-_OUT_COLUMNS = ["area", "year", "gas", "category", "category_scheme", "value", "unit", "source",
-                "value_tg_per_yr", "sigma_tg_per_yr", "uncertainty_rel", "uncertainty_source", "notes", "line"]  # fmt: skip
+_LONG_OPTIONAL = (
+    "category_scheme",
+    "uncertainty_rel",
+    "uncertainty_low",
+    "uncertainty_high",
+    "uncertainty_abs",
+    "notes",
+)
+_OUT_COLUMNS = [
+    "area",
+    "year",
+    "gas",
+    "category",
+    "category_scheme",
+    "value",
+    "unit",
+    "source",
+    "value_tg_per_yr",
+    "sigma_tg_per_yr",
+    "uncertainty_rel",
+    "uncertainty_source",
+    "notes",
+    "line",
+]
 
 
 @functools.lru_cache(maxsize=1)
@@ -1172,12 +1281,22 @@ def _read_csv_rows(path: Path) -> tuple[list[str], list[_Row]]:
                 if header is None:
                     header = [h.strip() for h in rec]
                     continue
-                rows.append(_Row(reader.line_num, dict(zip(header, rec, strict=False)),
-                                 [f for f in rec[len(header):] if f.strip()]))  # fmt: skip
+                rows.append(
+                    _Row(
+                        reader.line_num,
+                        dict(zip(header, rec, strict=False)),
+                        [f for f in rec[len(header) :] if f.strip()],
+                    )
+                )
         except UnicodeDecodeError as exc:
-            raise ReportedTotalsError(str(path), [f"line {reader.line_num + 1}: not UTF-8 text (byte "
-                                                  f"{exc.object[exc.start:exc.start + 1]!r} at offset {exc.start}"
-                                                  "); save the table as UTF-8 CSV"]) from None  # fmt: skip
+            raise ReportedTotalsError(
+                str(path),
+                [
+                    f"line {reader.line_num + 1}: not UTF-8 text (byte "
+                    f"{exc.object[exc.start : exc.start + 1]!r} at offset {exc.start}"
+                    "); save the table as UTF-8 CSV"
+                ],
+            ) from None
         except csv.Error as exc:
             raise ReportedTotalsError(str(path), [f"line {reader.line_num}: not a CSV row ({exc})"]) from None
     if header is None:
@@ -1199,15 +1318,22 @@ def _convert_value(value: float, unit: str, gas: str, cache: dict[tuple[str, str
     return value * cache[key]
 
 
-def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, str], float],
-               extra_areas: frozenset[str] = frozenset()) -> dict[str, Any] | None:  # fmt: skip
+def _check_row(
+    r: _Row,
+    gas: str,
+    problems: list[str],
+    cache: dict[tuple[str, str], float],
+    extra_areas: frozenset[str] = frozenset(),
+) -> dict[str, Any] | None:
     """Validate one long-format row; append every problem; return the parsed record."""
     f, ln = r.fields, r.label
     n0 = len(problems)
     area = f.get("area", "").strip()
     if area not in extra_areas and (not re.fullmatch(r"[A-Z0-9]{3,}", area) or not _area_known(area)):
-        problems.append(f"{ln}, column area: unknown area code {area!r} (expected an ISO 3166-1 alpha-3 "
-                        "code of the boundary layer or an aggregate such as EU27, EARTH)")  # fmt: skip
+        problems.append(
+            f"{ln}, column area: unknown area code {area!r} (expected an ISO 3166-1 alpha-3 "
+            "code of the boundary layer or an aggregate such as EU27, EARTH)"
+        )
     try:
         year = int(float(f.get("year", "")))
         if str(f.get("year", "")).strip() not in (str(year), f"{year}.0"):
@@ -1218,15 +1344,18 @@ def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, st
     if not gas or not gas.isascii():
         problems.append(f"{ln}, column gas: {gas!r} is empty or not ASCII")
     if r.extra:
-        problems.append(f"{ln}: {len(r.fields) + len(r.extra)} fields but the header has {len(r.fields)} "
-                        f"(extra {r.extra}; an unquoted comma in a value such as a thousands separator?)")  # fmt: skip
+        problems.append(
+            f"{ln}: {len(r.fields) + len(r.extra)} fields but the header has {len(r.fields)} "
+            f"(extra {r.extra}; an unquoted comma in a value such as a thousands separator?)"
+        )
     try:
         value = _float_or_nan(f.get("value", ""))
         if math.isinf(value):
             raise ValueError
     except ValueError:
-        problems.append(f"{ln}, column value: {f.get('value')!r} is not a finite number (use empty or NaN "
-                        "for 'not reported')")  # fmt: skip
+        problems.append(
+            f"{ln}, column value: {f.get('value')!r} is not a finite number (use empty or NaN for 'not reported')"
+        )
         value = math.nan
     unit = f.get("unit", "").strip()
     tg = math.nan
@@ -1237,9 +1366,17 @@ def _check_row(r: _Row, gas: str, problems: list[str], cache: dict[tuple[str, st
     rel, low, high, sd = _uncertainty_fields(f, ln, problems)
     if len(problems) > n0:
         return None
-    return {"area": area, "year": year, "value": value, "unit": unit, "value_tg_per_yr": tg,
-            "uncertainty_rel": rel, "uncertainty_low": low, "uncertainty_high": high,
-            "uncertainty_abs_tg": sd * cache[(unit, gas)] if np.isfinite(sd) else math.nan}  # fmt: skip
+    return {
+        "area": area,
+        "year": year,
+        "value": value,
+        "unit": unit,
+        "value_tg_per_yr": tg,
+        "uncertainty_rel": rel,
+        "uncertainty_low": low,
+        "uncertainty_high": high,
+        "uncertainty_abs_tg": sd * cache[(unit, gas)] if np.isfinite(sd) else math.nan,
+    }
 
 
 def _uncertainty_fields(f: dict[str, str], ln: str, problems: list[str]) -> tuple[float, float, float, float]:
@@ -1281,8 +1418,10 @@ def _structural_checks(recs: list[dict[str, Any]], problems: list[str]) -> None:
     for r in recs:
         key = (r["area"], r["year"], r["gas"], r["category"], r["source"])
         if key in seen:
-            problems.append(f"{r['where']}, column category: duplicate key (area, year, gas, category, source) "
-                            f"= {key} first seen on {seen[key]}")  # fmt: skip
+            problems.append(
+                f"{r['where']}, column category: duplicate key (area, year, gas, category, source) "
+                f"= {key} first seen on {seen[key]}"
+            )
         else:
             seen[key] = r["where"]
         groups.setdefault((r["area"], r["year"], r["gas"], r["source"]), []).append(r)
@@ -1310,28 +1449,45 @@ def _select_totals(rows: list[_Row]) -> list[_Row]:
     keep: dict[tuple[str, str, str], set[str]] = {}
     for key, cats in series.items():
         total = next((c for c in TOTAL_CATEGORIES if c in cats), None)
-        keep[key] = {total} if total else {c for c in cats
-                                           if not any(is_parent_category(q, c, scheme[key]) for q in cats)}  # fmt: skip
-    return [r for r in rows if ((r.fields.get("category") or "").strip() or "M.0.EL") in
-            keep[(r.fields.get("area", ""), r.fields.get("gas", ""), r.fields.get("source", ""))]]  # fmt: skip
+        keep[key] = (
+            {total} if total else {c for c in cats if not any(is_parent_category(q, c, scheme[key]) for q in cats)}
+        )
+    return [
+        r
+        for r in rows
+        if ((r.fields.get("category") or "").strip() or "M.0.EL")
+        in keep[(r.fields.get("area", ""), r.fields.get("gas", ""), r.fields.get("source", ""))]
+    ]
 
 
-def _validate_long(path: Path, header: list[str], rows: list[_Row], categories: Sequence[str] | None,
-                   extra_problems: list[str] | None = None, *, gases: Sequence[str] | None = None,
-                   totals: bool = False, extra_areas: frozenset[str] = frozenset()) -> pd.DataFrame:  # fmt: skip
+def _validate_long(
+    path: Path,
+    header: list[str],
+    rows: list[_Row],
+    categories: Sequence[str] | None,
+    extra_problems: list[str] | None = None,
+    *,
+    gases: Sequence[str] | None = None,
+    totals: bool = False,
+    extra_areas: frozenset[str] = frozenset(),
+) -> pd.DataFrame:
     problems = list(extra_problems or [])
     missing = [c for c in _LONG_REQUIRED if c not in header and c != "category"]
     if missing:
-        raise ReportedTotalsError(str(path), [f"line 1, column {c}: required column missing (header has {header})"
-                                              for c in missing])  # fmt: skip
+        raise ReportedTotalsError(
+            str(path), [f"line 1, column {c}: required column missing (header has {header})" for c in missing]
+        )
     if gases is not None:
         want = {g.strip().upper() for g in gases}
         kept = [r for r in rows if (r.fields.get("gas") or "").strip().upper() in want]
         if len(kept) < len(rows):
-            other = sorted({(r.fields.get("gas") or "").strip() for r in rows} - {(r.fields.get("gas") or "").strip()
-                                                                                 for r in kept})  # fmt: skip
-            logger.info("%s: %d rows of gases %s left out (the run uses %s)", path, len(rows) - len(kept), other,
-                        sorted(want))  # fmt: skip
+            other = sorted(
+                {(r.fields.get("gas") or "").strip() for r in rows}
+                - {(r.fields.get("gas") or "").strip() for r in kept}
+            )
+            logger.info(
+                "%s: %d rows of gases %s left out (the run uses %s)", path, len(rows) - len(kept), other, sorted(want)
+            )
         rows = kept
     if categories is None and totals:
         rows = _select_totals(rows)
@@ -1346,10 +1502,18 @@ def _validate_long(path: Path, header: list[str], rows: list[_Row], categories: 
         if rec is None:
             continue
         sigma, rel, usrc = _sigma(rec, gas, category)
-        rec.update(gas=gas, category=category, source=(r.fields.get("source") or "").strip(),
-                   category_scheme=(r.fields.get("category_scheme") or "").strip() or "IPCC2006_PRIMAP",
-                   sigma_tg_per_yr=sigma, uncertainty_rel=rel, uncertainty_source=usrc,
-                   notes=(r.fields.get("notes") or "").strip(), line=r.line, where=r.label)  # fmt: skip
+        rec.update(
+            gas=gas,
+            category=category,
+            source=(r.fields.get("source") or "").strip(),
+            category_scheme=(r.fields.get("category_scheme") or "").strip() or "IPCC2006_PRIMAP",
+            sigma_tg_per_yr=sigma,
+            uncertainty_rel=rel,
+            uncertainty_source=usrc,
+            notes=(r.fields.get("notes") or "").strip(),
+            line=r.line,
+            where=r.label,
+        )
         if not rec["source"]:
             problems.append(f"{r.label}, column source: empty (name the inventory, e.g. UNFCCC-CRT-2024)")
         recs.append(rec)
@@ -1388,8 +1552,9 @@ def _primap_to_long(path: Path, header: list[str], rows: list[_Row], scenario: s
     """Melt wide PRIMAP rows into long rows (keeping each value's line number)."""
     area_c, cat_c = _primap_col(header, "area"), _primap_col(header, "category")
     scen_c = _primap_col(header, "scenario")
-    missing = [n for n, c in (("area (ISO3)", area_c), ("entity", "entity" in header), ("unit", "unit" in header))
-               if not c]  # fmt: skip
+    missing = [
+        n for n, c in (("area (ISO3)", area_c), ("entity", "entity" in header), ("unit", "unit" in header)) if not c
+    ]
     if missing:
         raise ReportedTotalsError(str(path), [f"line 1, column {m}: required PRIMAP column missing" for m in missing])
     years = [h for h in header if _YEAR_RE.match(h)]
@@ -1411,10 +1576,22 @@ def _primap_to_long(path: Path, header: list[str], rows: list[_Row], scenario: s
         for y in years:
             if f.get(y, "").strip() == "":
                 continue
-            out.append(_Row(r.line, {"area": f.get(area_c, ""), "year": y, "gas": entity,
-                                     "category": f.get(cat_c, "") if cat_c else "M.0.EL", "value": f[y],
-                                     "unit": f.get("unit", ""), "source": src, "category_scheme": scheme,
-                                     "notes": f"PRIMAP column {y}"}))  # fmt: skip
+            out.append(
+                _Row(
+                    r.line,
+                    {
+                        "area": f.get(area_c, ""),
+                        "year": y,
+                        "gas": entity,
+                        "category": f.get(cat_c, "") if cat_c else "M.0.EL",
+                        "value": f[y],
+                        "unit": f.get("unit", ""),
+                        "source": src,
+                        "category_scheme": scheme,
+                        "notes": f"PRIMAP column {y}",
+                    },
+                )
+            )
     if dropped:
         logger.info("%s: skipped %d GWP-weighted basket series (not comparable per gas)", path, dropped)
     return out
@@ -1427,12 +1604,23 @@ def _primap_to_long(path: Path, header: list[str], rows: list[_Row], scenario: s
 _CRF_NAME_RE = re.compile(r"^(?P<party>[A-Z]{3})_(?P<sub>\d{4})_(?P<year>\d{4})_\d{8}_\d{6}")
 _CRT_NAME_RE = re.compile(r"^(?P<party>[A-Z]{3})-CRT-(?P<sub>\d{4})-(?P<ver>V[\w.]+)-(?P<year>\d{4})-")
 #: Top-level sectors of the CRF/CRT tables (CRF2013 codes) and how their row labels start.
-_CRF_SECTORS = (("1", r"(total )?energy\s*$"), ("2", r"industrial processes"), ("3", r"agriculture"),
-                ("4", r"land use"), ("5", r"waste\s*$"), ("6", r"other \(as specified"))  # fmt: skip
+_CRF_SECTORS = (
+    ("1", r"(total )?energy\s*$"),
+    ("2", r"industrial processes"),
+    ("3", r"agriculture"),
+    ("4", r"land use"),
+    ("5", r"waste\s*$"),
+    ("6", r"other \(as specified"),
+)
 #: Memo items of the trend tables (CRF2013 codes of climate_categories).
-_CRF_MEMO = (("international bunkers", "M.Memo.Int"), ("aviation", "M.Memo.Int.Avi"),
-             ("navigation", "M.Memo.Int.Mar"), ("multilateral operations", "M.Memo.Mult"),
-             ("co2 emissions from biomass", "M.Memo.Bio"), ("co2 captured", "M.Memo.CO2Cap"))  # fmt: skip
+_CRF_MEMO = (
+    ("international bunkers", "M.Memo.Int"),
+    ("aviation", "M.Memo.Int.Avi"),
+    ("navigation", "M.Memo.Int.Mar"),
+    ("multilateral operations", "M.Memo.Mult"),
+    ("co2 emissions from biomass", "M.Memo.Bio"),
+    ("co2 captured", "M.Memo.CO2Cap"),
+)
 _NOTATION_RE = re.compile(r"^(?:NO|NE|NA|IE|C|NO\*|NE\*)(?:\s*,\s*(?:NO|NE|NA|IE|C))*$")
 _CRF_HEADER_RE = re.compile(r"^greenhouse gas (?:source and sink categories|emissions)", re.IGNORECASE)
 
@@ -1482,10 +1670,14 @@ def _crf_identity(path: Path) -> tuple[str, str, int | None]:
     m = _CRF_NAME_RE.match(path.name)
     if m:
         return m.group("party"), f"UNFCCC-CRF-{m.group('sub')}", int(m.group("year"))
-    raise ReportedTotalsError(str(path), [
-        "file name: cannot tell the party; UNFCCC names CRF workbooks PARTY_SUBMISSION_YEAR_DDMMYYYY_HHMMSS.xlsx "
-        "(e.g. GBR_2023_2021_13042023_170954.xlsx) and CRT workbooks PARTY-CRT-SUBMISSION-VERSION-YEAR-DATE-TIME"
-        ".xlsx; keep or restore that name"])  # fmt: skip
+    raise ReportedTotalsError(
+        str(path),
+        [
+            "file name: cannot tell the party; UNFCCC names CRF workbooks PARTY_SUBMISSION_YEAR_DDMMYYYY_HHMMSS.xlsx "
+            "(e.g. GBR_2023_2021_13042023_170954.xlsx) and CRT workbooks PARTY-CRT-SUBMISSION-VERSION-YEAR-DATE-TIME"
+            ".xlsx; keep or restore that name"
+        ],
+    )
 
 
 def _cell_value(v: Any) -> tuple[str | None, str]:
@@ -1508,8 +1700,9 @@ def _crf_gas(text: str) -> str | None:
     return _gas_unit(t.replace(" ", "")) if t else None
 
 
-def _crf_year_rows(sheet: str, rownum: int, r: tuple, years: dict[int, int], base: dict[str, str],
-                   problems: list[str]) -> list[_Row]:  # fmt: skip
+def _crf_year_rows(
+    sheet: str, rownum: int, r: tuple, years: dict[int, int], base: dict[str, str], problems: list[str]
+) -> list[_Row]:
     """One long row per year column of a table row (blank cells skipped, notation keys NaN)."""
     out = []
     for j, y in years.items():
@@ -1517,21 +1710,28 @@ def _crf_year_rows(sheet: str, rownum: int, r: tuple, years: dict[int, int], bas
         try:
             value, note = _cell_value(v)
         except ValueError:
-            problems.append(f"sheet {sheet!r} row {rownum}, column value: {v!r} ({base['notes']!r}, {y}) is not a "
-                            "number or a notation key (NO, NE, NA, IE, C)")  # fmt: skip
+            problems.append(
+                f"sheet {sheet!r} row {rownum}, column value: {v!r} ({base['notes']!r}, {y}) is not a "
+                "number or a notation key (NO, NE, NA, IE, C)"
+            )
             continue
         if value is not None:
             notes = base["notes"] + (f"; {note}" if note else "")
-            out.append(_Row(rownum, {**base, "year": str(y), "value": value, "notes": notes},
-                            where=f"sheet {sheet!r} row {rownum}"))  # fmt: skip
+            out.append(
+                _Row(
+                    rownum,
+                    {**base, "year": str(y), "value": value, "notes": notes},
+                    where=f"sheet {sheet!r} row {rownum}",
+                )
+            )
     return out
 
 
-def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str,
-                     problems: list[str]) -> list[_Row]:  # fmt: skip
+def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str, problems: list[str]) -> list[_Row]:
     """Long rows of one ``Table10s*`` trend sheet (kt of a gas; CO2-equivalent sheets are skipped)."""
-    h = next((i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())),
-             None)  # fmt: skip
+    h = next(
+        (i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())), None
+    )
     if h is None:
         problems.append(f"sheet {name!r}: no header row 'GREENHOUSE GAS SOURCE AND SINK CATEGORIES'")
         return []
@@ -1562,20 +1762,28 @@ def _crf_trend_sheet(name: str, rows: list[tuple], party: str, source: str,
             if code is None:
                 skipped.append(label)
             continue
-        base = {"area": party, "gas": gas, "category": code, "unit": f"{unit} {gas} / yr", "source": source,
-                "category_scheme": "CRF2013", "notes": f"{name}: {label}"}  # fmt: skip
+        base = {
+            "area": party,
+            "gas": gas,
+            "category": code,
+            "unit": f"{unit} {gas} / yr",
+            "source": source,
+            "category_scheme": "CRF2013",
+            "notes": f"{name}: {label}",
+        }
         out.extend(_crf_year_rows(name, i + 1, r, years, base, problems))
     if skipped:
-        logger.info("CRF sheet %s: %d rows with no national category left out: %s", name, len(skipped),
-                    skipped[:8])  # fmt: skip
+        logger.info("CRF sheet %s: %d rows with no national category left out: %s", name, len(skipped), skipped[:8])
     return out
 
 
-def _crf_summary(name: str, rows: list[tuple], party: str, source: str, year: int | None,
-                 problems: list[str]) -> list[_Row]:  # fmt: skip
+def _crf_summary(
+    name: str, rows: list[tuple], party: str, source: str, year: int | None, problems: list[str]
+) -> list[_Row]:
     """The 'Total national emissions and removals' row of ``Summary1.As1`` (inventory year)."""
-    h = next((i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())),
-             None)  # fmt: skip
+    h = next(
+        (i for i, r in enumerate(rows) if r and isinstance(r[0], str) and _CRF_HEADER_RE.match(r[0].strip())), None
+    )
     head = " ".join(str(v) for r in rows[: (h or 0) + 1] for v in r if v is not None)
     m = re.search(r"Inventory (\d{4})", head)
     year = int(m.group(1)) if m else year
@@ -1586,8 +1794,16 @@ def _crf_summary(name: str, rows: list[tuple], party: str, source: str, year: in
     for v in rows[h + 1] if h + 1 < len(rows) else ():
         last = str(v).strip() if v is not None and str(v).strip() else last
         units.append(last)
-    total = next((i for i in range(h + 1, len(rows)) if rows[i] and isinstance(rows[i][0], str)
-                  and rows[i][0].strip().lower().startswith("total national emissions")), None)  # fmt: skip
+    total = next(
+        (
+            i
+            for i in range(h + 1, len(rows))
+            if rows[i]
+            and isinstance(rows[i][0], str)
+            and rows[i][0].strip().lower().startswith("total national emissions")
+        ),
+        None,
+    )
     if total is None:
         problems.append(f"sheet {name!r}: no row 'Total national emissions and removals'")
         return []
@@ -1600,15 +1816,30 @@ def _crf_summary(name: str, rows: list[tuple], party: str, source: str, year: in
         try:
             value, note = _cell_value(rows[total][j])
         except ValueError:
-            problems.append(f"sheet {name!r} row {total + 1}, column value: {rows[total][j]!r} ({gas}) is not a "
-                            "number or a notation key")  # fmt: skip
+            problems.append(
+                f"sheet {name!r} row {total + 1}, column value: {rows[total][j]!r} ({gas}) is not a "
+                "number or a notation key"
+            )
             continue
         if value is not None:
-            out.append(_Row(total + 1, {"area": party, "year": str(year), "gas": gas, "category": "0", "value": value,
-                                        "unit": f"kt {gas} / yr", "source": source, "category_scheme": "CRF2013",
-                                        "notes": f"{name}: Total national emissions and removals ({head_cell})"
-                                        + (f"; {note}" if note else "")},
-                            where=f"sheet {name!r} row {total + 1}"))  # fmt: skip
+            out.append(
+                _Row(
+                    total + 1,
+                    {
+                        "area": party,
+                        "year": str(year),
+                        "gas": gas,
+                        "category": "0",
+                        "value": value,
+                        "unit": f"kt {gas} / yr",
+                        "source": source,
+                        "category_scheme": "CRF2013",
+                        "notes": f"{name}: Total national emissions and removals ({head_cell})"
+                        + (f"; {note}" if note else ""),
+                    },
+                    where=f"sheet {name!r} row {total + 1}",
+                )
+            )
     return out
 
 
@@ -1618,8 +1849,10 @@ def _open_workbook(path: Path) -> Any:
     try:
         return openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises InvalidFileException, BadZipFile, KeyError, OSError ...
-        raise ReportedTotalsError(str(path), [f"not an Excel workbook openpyxl can read ({type(exc).__name__}: "
-                                              f"{exc}); CRF/CRT tables come as .xlsx"]) from None  # fmt: skip
+        raise ReportedTotalsError(
+            str(path),
+            [f"not an Excel workbook openpyxl can read ({type(exc).__name__}: {exc}); CRF/CRT tables come as .xlsx"],
+        ) from None
 
 
 def _crf_rows(path: Path) -> tuple[list[_Row], list[str]]:
@@ -1639,14 +1872,22 @@ def _crf_rows(path: Path) -> tuple[list[_Row], list[str]]:
         trend = [n for n in names if re.fullmatch(r"Table10s\d", n)]
         summary = next((n for n in names if re.fullmatch(r"Summary1(\.As1)?", n)), None)
         if not trend and summary is None:
-            raise ReportedTotalsError(str(path), [f"workbook: no Table10s* trend sheet and no Summary1 sheet; the "
-                                                  f"sheets are {names[:12]}{' ...' if len(names) > 12 else ''}; "
-                                                  "is this a CRF/CRT workbook?"])  # fmt: skip
+            raise ReportedTotalsError(
+                str(path),
+                [
+                    f"workbook: no Table10s* trend sheet and no Summary1 sheet; the "
+                    f"sheets are {names[:12]}{' ...' if len(names) > 12 else ''}; "
+                    "is this a CRF/CRT workbook?"
+                ],
+            )
         rows: list[_Row] = []
         for n in trend:
             rows.extend(_crf_trend_sheet(n, list(wb[n].iter_rows(values_only=True)), party, source, problems))
-        summ = _crf_summary(summary, list(wb[summary].iter_rows(values_only=True)), party, source, year,
-                            problems) if summary else []  # fmt: skip
+        summ = (
+            _crf_summary(summary, list(wb[summary].iter_rows(values_only=True)), party, source, year, problems)
+            if summary
+            else []
+        )
     finally:
         wb.close()
     have = {(r.fields["gas"], r.fields["year"], r.fields["category"]): r for r in rows}
@@ -1657,8 +1898,10 @@ def _crf_rows(path: Path) -> tuple[list[_Row], list[str]]:
             continue
         a, b = _float_or_nan(r.fields["value"]), _float_or_nan(other.fields["value"])
         if not (math.isnan(a) and math.isnan(b)) and not abs(a - b) <= 1e-6 * max(abs(a), abs(b)):
-            problems.append(f"{r.label}, column value: {r.fields['gas']} national total {a:g} kt differs from "
-                            f"{other.label} ({b:g} kt); the workbook is inconsistent")  # fmt: skip
+            problems.append(
+                f"{r.label}, column value: {r.fields['gas']} national total {a:g} kt differs from "
+                f"{other.label} ({b:g} kt); the workbook is inconsistent"
+            )
     if not rows and not problems:
         problems.append("workbook: no per-gas national totals found in the Table10s*/Summary1 sheets")
     return rows, problems
@@ -1687,14 +1930,20 @@ def _primap_nc_rows(path: Path, scenario: str | None) -> tuple[list[_Row], list[
         area = next((d for d in dims if d.startswith("area")), None)
         cat = next((d for d in dims if d.startswith("category")), None)
         if area is None or "time" not in dims:
-            raise ReportedTotalsError(str(path), [f"dimensions: {dims} are not the primap2 layout (an 'area (ISO3)' "
-                                                  "and a 'time' dimension, one variable per entity)"])  # fmt: skip
+            raise ReportedTotalsError(
+                str(path),
+                [
+                    f"dimensions: {dims} are not the primap2 layout (an 'area (ISO3)' "
+                    "and a 'time' dimension, one variable per entity)"
+                ],
+            )
         scen = next((d for d in dims if d.startswith("scenario")), None)
         if scen is not None:
             ds = _primap_scenario(ds, scen, scenario, path)
         if not np.issubdtype(ds["time"].dtype, np.datetime64):
-            raise ReportedTotalsError(str(path), [f"variable time: units {ds['time'].attrs.get('units')!r} are not "
-                                                  "dates xarray can decode"])  # fmt: skip
+            raise ReportedTotalsError(
+                str(path), [f"variable time: units {ds['time'].attrs.get('units')!r} are not dates xarray can decode"]
+            )
         scheme = re.search(r"\((.*)\)", cat).group(1) if cat and "(" in cat else "IPCC2006_PRIMAP"
         rows: list[_Row] = []
         problems: list[str] = []
@@ -1716,13 +1965,29 @@ def _primap_nc_rows(path: Path, scenario: str | None) -> tuple[list[_Row], list[
                 rd = dict(zip(frame.columns, rec, strict=True))
                 src = str(rd.get("source", "PRIMAP")) + (f" {rd[scen]}" if scen else "")
                 src += "".join(f" [{d}={rd[d]}]" for d in extra)
-                where = (f"variable {var!r} at area={rd[area]}" + (f", category={rd[cat]}" if cat else "")
-                         + (f", source={rd['source']}" if "source" in rd else "") + f", time={rd['time']:%Y}")
-                rows.append(_Row(k + 1, {"area": str(rd[area]), "year": str(pd.Timestamp(rd["time"]).year),
-                                         "gas": entity, "category": str(rd[cat]) if cat else "M.0.EL",
-                                         "value": repr(float(rd["__value__"])), "unit": str(unit), "source": src,
-                                         "category_scheme": scheme, "notes": f"primap2 netCDF variable {var}"},
-                                 where=where))  # fmt: skip
+                where = (
+                    f"variable {var!r} at area={rd[area]}"
+                    + (f", category={rd[cat]}" if cat else "")
+                    + (f", source={rd['source']}" if "source" in rd else "")
+                    + f", time={rd['time']:%Y}"
+                )
+                rows.append(
+                    _Row(
+                        k + 1,
+                        {
+                            "area": str(rd[area]),
+                            "year": str(pd.Timestamp(rd["time"]).year),
+                            "gas": entity,
+                            "category": str(rd[cat]) if cat else "M.0.EL",
+                            "value": repr(float(rd["__value__"])),
+                            "unit": str(unit),
+                            "source": src,
+                            "category_scheme": scheme,
+                            "notes": f"primap2 netCDF variable {var}",
+                        },
+                        where=where,
+                    )
+                )
     if dropped:
         logger.info("%s: skipped GWP-weighted basket variables %s (not comparable per gas)", path, dropped)
     return rows, problems
@@ -1749,13 +2014,15 @@ def _oco2mip_header(path: Path, lines: list[str], exp: str) -> tuple[int, list[s
     uncertainty) columns of ``FF`` and of experiment ``exp``'s ``NCE``."""
     h = next((i for i, line in enumerate(lines) if line.startswith("Alpha 3 Code,Year,")), None)
     if h is None:
-        raise ReportedTotalsError(str(path), ["header: no column line starting 'Alpha 3 Code,Year,' after the "
-                                              "descriptive header"])  # fmt: skip
+        raise ReportedTotalsError(
+            str(path), ["header: no column line starting 'Alpha 3 Code,Year,' after the descriptive header"]
+        )
     header = [c.strip() for c in next(csv.reader([lines[h]]))]
     found = [m.group(1) for c in header if (m := re.fullmatch(r"(\w+) NCE \(TgCO2\)", c))]
     if exp not in found:
-        raise ReportedTotalsError(str(path), [f"experiment: {exp!r} has no 'NCE' column; the file has {found} "
-                                              "(choose one with experiment=)"])  # fmt: skip
+        raise ReportedTotalsError(
+            str(path), [f"experiment: {exp!r} has no 'NCE' column; the file has {found} (choose one with experiment=)"]
+        )
     cols = {"FF": ("FF (TgCO2)", "FF unc (TgCO2)"), "NCE": (f"{exp} NCE (TgCO2)", f"{exp} NCE unc (TgCO2)")}
     missing = [c for pair in cols.values() for c in pair if c not in header]
     if missing:
@@ -1784,7 +2051,7 @@ def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[
     h, header, cols = _oco2mip_header(path, lines, exp)
     idx = {c: header.index(c) for pair in cols.values() for c in pair}
     rows, problems, regions, n_mean = [], [], set(), 0
-    for k, rec in enumerate(csv.reader(lines[h + 1:]), start=h + 2):
+    for k, rec in enumerate(csv.reader(lines[h + 1 :]), start=h + 2):
         if not rec or not any(f.strip() for f in rec):
             continue
         if len(rec) != len(header):
@@ -1795,14 +2062,29 @@ def _oco2mip_rows(path: Path, experiment: str | None) -> tuple[list[_Row], list[
             n_mean += 1
             continue
         if code.startswith("Region_"):
-            code = code[len("Region_"):].upper()
+            code = code[len("Region_") :].upper()
             regions.add(code)
-        for cat, (vcol, ucol), what in (("M.0.EL", cols["FF"], "FF (ODIAC fossil fuel and cement)"),
-                                        ("0", cols["NCE"], f"{exp} NCE (fossil + terrestrial net exchange)")):
-            rows.append(_Row(k, {"area": code, "year": year, "gas": "CO2", "category": cat, "value": rec[idx[vcol]],
-                                 "unit": "Tg CO2 / yr", "source": f"{_OCO2MIP_SOURCE} {'FF' if cat == 'M.0.EL' else exp}",
-                                 "category_scheme": "IPCC2006_PRIMAP", "uncertainty_abs": rec[idx[ucol]],
-                                 "notes": f"{what}: columns {vcol!r} +- {ucol!r} (1 sigma)"}))  # fmt: skip
+        for cat, (vcol, ucol), what in (
+            ("M.0.EL", cols["FF"], "FF (ODIAC fossil fuel and cement)"),
+            ("0", cols["NCE"], f"{exp} NCE (fossil + terrestrial net exchange)"),
+        ):
+            rows.append(
+                _Row(
+                    k,
+                    {
+                        "area": code,
+                        "year": year,
+                        "gas": "CO2",
+                        "category": cat,
+                        "value": rec[idx[vcol]],
+                        "unit": "Tg CO2 / yr",
+                        "source": f"{_OCO2MIP_SOURCE} {'FF' if cat == 'M.0.EL' else exp}",
+                        "category_scheme": "IPCC2006_PRIMAP",
+                        "uncertainty_abs": rec[idx[ucol]],
+                        "notes": f"{what}: columns {vcol!r} +- {ucol!r} (1 sigma)",
+                    },
+                )
+            )
     logger.info("%s: experiment %s; %d period-mean rows left out", path, exp, n_mean)
     return rows, problems, frozenset(regions)
 
@@ -1925,8 +2207,9 @@ def read_reported_totals(
     """
     path = Path(path)
     if format not in REPORTED_FORMATS:
-        raise ReportedTotalsError(str(path), [f"line 0, column format: unknown format {format!r}; use one of "
-                                              f"{list(REPORTED_FORMATS)}"])  # fmt: skip
+        raise ReportedTotalsError(
+            str(path), [f"line 0, column format: unknown format {format!r}; use one of {list(REPORTED_FORMATS)}"]
+        )
     if experiment is not None and experiment not in OCO2MIP_EXPERIMENTS:
         raise ReportedTotalsError(str(path), [f"experiment: {experiment!r} is not one of {list(OCO2MIP_EXPERIMENTS)}"])
     if not path.is_file():
@@ -1941,15 +2224,17 @@ def read_reported_totals(
     elif fmt == "oco2mip":
         rows, problems, extra_areas = _oco2mip_rows(path, experiment)
         categories = ("M.0.EL",) if categories is None else categories
-    elif fmt == "primap" and path.suffix.lower() not in (".yaml", ".yml", ".csv") and \
-            _container(path).startswith("netCDF"):  # fmt: skip
+    elif (
+        fmt == "primap"
+        and path.suffix.lower() not in (".yaml", ".yml", ".csv")
+        and _container(path).startswith("netCDF")
+    ):
         rows, problems = _primap_nc_rows(path, scenario)
     else:
         path, header, rows, totals = _csv_rows(path, fmt, scenario)
     if source is not None:
         rows = _rows_of_source(path, rows, source)
-    return _validate_long(path, header, rows, categories, problems, gases=gases, totals=totals,
-                          extra_areas=extra_areas)  # fmt: skip
+    return _validate_long(path, header, rows, categories, problems, gases=gases, totals=totals, extra_areas=extra_areas)
 
 
 # ------------------------------------------------------------------------- selection
@@ -2027,19 +2312,39 @@ def reported_for(
         src = grp["source"].iloc[0]
         grp = grp[grp["source"] == src]
         chosen, cat = _pick_category(grp)
-        per_year = chosen.groupby("year").agg(value=("value_tg_per_yr", "sum"),
-                                              var=("sigma_tg_per_yr", lambda s: float((s**2).sum())))  # fmt: skip
-        rows.append({"area": area, "gas": gas.upper(), "period": label, "category": cat, "source": src,
-                     "value_tg_per_yr": float(per_year["value"].mean()),
-                     "sigma_tg_per_yr": float(np.sqrt(per_year["var"]).mean()),
-                     "uncertainty_source": "; ".join(dict.fromkeys(chosen["uncertainty_source"])),
-                     "n_years": int(len(per_year))})  # fmt: skip
-    cols = ["area", "gas", "period", "category", "source", "value_tg_per_yr", "sigma_tg_per_yr",
-            "uncertainty_source", "n_years"]  # fmt: skip
+        per_year = chosen.groupby("year").agg(
+            value=("value_tg_per_yr", "sum"), var=("sigma_tg_per_yr", lambda s: float((s**2).sum()))
+        )
+        rows.append(
+            {
+                "area": area,
+                "gas": gas.upper(),
+                "period": label,
+                "category": cat,
+                "source": src,
+                "value_tg_per_yr": float(per_year["value"].mean()),
+                "sigma_tg_per_yr": float(np.sqrt(per_year["var"]).mean()),
+                "uncertainty_source": "; ".join(dict.fromkeys(chosen["uncertainty_source"])),
+                "n_years": int(len(per_year)),
+            }
+        )
+    cols = [
+        "area",
+        "gas",
+        "period",
+        "category",
+        "source",
+        "value_tg_per_yr",
+        "sigma_tg_per_yr",
+        "uncertainty_source",
+        "n_years",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
 def describe_defaults() -> str:
     """The default uncertainty table as JSON text (for reports and the manifest)."""
-    return json.dumps({f"{g}/{c}": {"uncertainty_rel_1sigma": v, "source": s}
-                       for (g, c), (v, s) in DEFAULT_UNCERTAINTY.items()}, indent=1)  # fmt: skip
+    return json.dumps(
+        {f"{g}/{c}": {"uncertainty_rel_1sigma": v, "source": s} for (g, c), (v, s) in DEFAULT_UNCERTAINTY.items()},
+        indent=1,
+    )

@@ -343,8 +343,9 @@ def _accumulate_dask(K: Any, y: Any, So: Any) -> NormalEquations:
         for kb, yb, sb in zip(K.to_delayed().ravel(), y.to_delayed().ravel(), So.to_delayed().ravel(), strict=True)
     ]
     while len(parts) > 1:  # pairwise tree: few (n, n) partial sums alive at once
-        parts = [dask.delayed(_add)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i]
-                 for i in range(0, len(parts), 2)]  # fmt: skip
+        parts = [
+            dask.delayed(_add)(*parts[i : i + 2]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)
+        ]
     (total,) = dask.compute(parts[0])
     return total
 
@@ -412,8 +413,9 @@ def solve_normal_equations(ne: NormalEquations, xa: Any, Sa: Any, *, overwrite_G
     jo = ne.c - 2.0 * float(x_hat @ b) + float(x_hat @ (Gxa + A.T @ r))
     d = x_hat - xa
     ja = _quad_inv(Sa, d)
-    return InversionResult(x_hat, S_hat, A, float(np.trace(A)), max(jo, 0.0) / ne.m, ja / n, 0, ne.m,
-                           "normal-equations")  # fmt: skip
+    return InversionResult(
+        x_hat, S_hat, A, float(np.trace(A)), max(jo, 0.0) / ne.m, ja / n, 0, ne.m, "normal-equations"
+    )
 
 
 def _posterior_from_G(G: np.ndarray, Sa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -562,8 +564,7 @@ def _normal_in_chunks(K: Any, y: np.ndarray, So: np.ndarray, rows: int) -> Norma
     if So.ndim == 2:  # correlated: whiten the whole system once
         return _chunk_normal(K, y, So)
     m = y.size
-    return accumulate_normal_equations((K[i : i + rows], y[i : i + rows], So[i : i + rows])
-                                       for i in range(0, m, rows))  # fmt: skip
+    return accumulate_normal_equations((K[i : i + rows], y[i : i + rows], So[i : i + rows]) for i in range(0, m, rows))
 
 
 def _observation_space(K: Any, y: np.ndarray, xa: np.ndarray, Sa: np.ndarray, So: np.ndarray) -> InversionResult:
@@ -730,8 +731,9 @@ def lognormal_map(
         f0 = cost(z)
         f_tol = eps_cost * (abs(ne.c) + abs(f0))
 
-        def accept(step: np.ndarray, z: np.ndarray = z, f0: float = f0, f_tol: float = f_tol,
-                   gnorm: float = gnorm) -> bool:  # fmt: skip
+        def accept(
+            step: np.ndarray, z: np.ndarray = z, f0: float = f0, f_tol: float = f_tol, gnorm: float = gnorm
+        ) -> bool:
             f1 = cost(z + step)
             return f1 <= f0 or (f1 <= f0 + f_tol and gradient(z + step)[4] < gnorm)
 
@@ -750,8 +752,9 @@ def lognormal_map(
     status = 0 if gnorm < gradient_tolerance else 2
     if status:
         logger.warning("lognormal MAP stopped at gradient norm %.3g > tolerance %.3g", gnorm, gradient_tolerance)
-    return InversionResult(z, S_hat, A, float(np.trace(A)), jo / ne.m, float(d @ Sa_inv @ d) / n, status,
-                           ne.m, "lognormal", gnorm, it)  # fmt: skip
+    return InversionResult(
+        z, S_hat, A, float(np.trace(A)), jo / ne.m, float(d @ Sa_inv @ d) / n, status, ne.m, "lognormal", gnorm, it
+    )
 
 
 # ---------------------------------------------------------------------------- xarray wrapper
@@ -764,8 +767,14 @@ def _haversine_km(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     return 2.0 * EARTH_RADIUS_M / 1000.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
 
 
-def _prior_covariance(jac: xr.DataArray, prior_error: float, corr_km: float | None, bg_sigma: float,
-                      gradient_sigma: float, inflow_sigma: float) -> np.ndarray:  # fmt: skip
+def _prior_covariance(
+    jac: xr.DataArray,
+    prior_error: float,
+    corr_km: float | None,
+    bg_sigma: float,
+    gradient_sigma: float,
+    inflow_sigma: float,
+) -> np.ndarray:
     """S_a (n, n): relative prior error on scale factors (optionally correlated); wide background
     offsets, their gradients (per 1000 km) and the boundary inflow."""
     sv = StateVector.from_coords(jac)
@@ -777,7 +786,9 @@ def _prior_covariance(jac: xr.DataArray, prior_error: float, corr_km: float | No
     if corr_km and emis.sum() > 1:
         idx = np.flatnonzero(emis)
         rho = np.exp(-_haversine_km(np.nan_to_num(sv.latitude[idx]), np.nan_to_num(sv.longitude[idx])) / corr_km)
-        same = (sv.period[idx][:, None] == sv.period[idx][None, :]) & (sv.sector[idx][:, None] == sv.sector[idx][None, :])
+        same = (sv.period[idx][:, None] == sv.period[idx][None, :]) & (
+            sv.sector[idx][:, None] == sv.sector[idx][None, :]
+        )
         S[np.ix_(idx, idx)] = prior_error**2 * np.where(same, rho, 0.0)
     return S
 
@@ -901,8 +912,14 @@ def invert(
     ds = _posterior_dataset(jac, xa, Sa, x_post, S_x, res, units, extra)
     names = region_names or {}
     diag, rw = consistency_diagnostics(jac, K, y, So, xa, Sa, x_post, res.dofs)
-    ds = xr.merge([ds, diag, region_totals(ds, K=K, sensitivity_fraction=sensitivity_fraction, region_names=names,
-                                           whitened_residual=rw)], combine_attrs="override")  # fmt: skip
+    ds = xr.merge(
+        [
+            ds,
+            diag,
+            region_totals(ds, K=K, sensitivity_fraction=sensitivity_fraction, region_names=names, whitened_residual=rw),
+        ],
+        combine_attrs="override",
+    )
     transport_attrs = {k: v for k, v in jac.attrs.items() if k.startswith(("transport", "grid", "footprints"))}
     ds.attrs = global_attrs(
         f"{gas} posterior emissions (analytic Bayesian inversion)",
@@ -924,8 +941,14 @@ def invert(
         references="Rodgers (2000) Inverse Methods for Atmospheric Sounding, eqs. 4.25-4.29",
         **transport_attrs,
     )
-    logger.info("inversion: %d obs, %d state elements, DOFS %.2f, chi2_obs %.2f, status %d",
-                res.n_obs, n, res.dofs, res.chi2_obs, res.status)  # fmt: skip
+    logger.info(
+        "inversion: %d obs, %d state elements, DOFS %.2f, chi2_obs %.2f, status %d",
+        res.n_obs,
+        n,
+        res.dofs,
+        res.chi2_obs,
+        res.status,
+    )
     return ds
 
 
@@ -957,9 +980,15 @@ def _invert_lognormal(
 
 
 def _posterior_dataset(
-    jac: xr.DataArray, xa: np.ndarray, Sa: np.ndarray, x_post: np.ndarray, S_x: np.ndarray,
-    res: InversionResult, units: str, extra: dict[str, Any],
-) -> xr.Dataset:  # fmt: skip
+    jac: xr.DataArray,
+    xa: np.ndarray,
+    Sa: np.ndarray,
+    x_post: np.ndarray,
+    S_x: np.ndarray,
+    res: InversionResult,
+    units: str,
+    extra: dict[str, Any],
+) -> xr.Dataset:
     scoords = {c: jac[c].copy() for c in jac.coords if jac[c].dims == ("state",)}
     for c, std in (("state_latitude", "latitude"), ("state_longitude", "longitude")):
         if c in scoords:  # centroids of the elements: CF auxiliary latitude/longitude
@@ -967,11 +996,15 @@ def _posterior_dataset(
     su = jac["state_units"].values.astype(str) if "state_units" in jac.coords else np.full(xa.size, "1")
     # The elements have different units (scale factors "1", background offsets in gas units);
     # a variable has one CF units string, so it says "1" and state_units gives each element's.
-    state_note = (f"units differ by element and are given by the state_units coordinate: 1 for emission "
-                  f"scale factors (relative to the prior), {units} for background offsets and boundary inflow, "
-                  f"{units} (1000 km)-1 for background gradients")  # fmt: skip
-    cov_note = (f"the units of element (i, j) are the product of the state_units of elements i and j: 1 between "
-                f"scale factors, {units} between a scale factor and an offset, {units}2 between offsets")  # fmt: skip
+    state_note = (
+        f"units differ by element and are given by the state_units coordinate: 1 for emission "
+        f"scale factors (relative to the prior), {units} for background offsets and boundary inflow, "
+        f"{units} (1000 km)-1 for background gradients"
+    )
+    cov_note = (
+        f"the units of element (i, j) are the product of the state_units of elements i and j: 1 between "
+        f"scale factors, {units} between a scale factor and an offset, {units}2 between offsets"
+    )
 
     def attrs(name: str) -> dict[str, Any]:
         return output_attrs("posterior", name, state_note=state_note, cov_note=cov_note)
@@ -998,9 +1031,15 @@ def _posterior_dataset(
 
 
 def consistency_diagnostics(
-    jac: xr.DataArray, K: np.ndarray, y: np.ndarray, So: np.ndarray, xa: np.ndarray, Sa: np.ndarray,
-    x_hat: np.ndarray, dofs: float,
-) -> tuple[xr.Dataset, np.ndarray]:  # fmt: skip
+    jac: xr.DataArray,
+    K: np.ndarray,
+    y: np.ndarray,
+    So: np.ndarray,
+    xa: np.ndarray,
+    Sa: np.ndarray,
+    x_hat: np.ndarray,
+    dofs: float,
+) -> tuple[xr.Dataset, np.ndarray]:
     """Chi-square diagnostics normalised by their expected values, overall and per time bin.
 
     Parameters
@@ -1043,14 +1082,19 @@ def consistency_diagnostics(
     tb = jac["obs_time_index"].values.astype("int64") if "obs_time_index" in jac.coords else np.zeros(m, "int64")
     bins = np.unique(tb)
     by_time = np.array([float(np.mean(rw[tb == b] ** 2)) for b in bins])
-    tstart = np.array([jac["obs_time"].values[tb == b][0] for b in bins]) if "obs_time" in jac.coords and m else \
-        np.zeros(bins.size, dtype="datetime64[ns]")  # fmt: skip
+    tstart = (
+        np.array([jac["obs_time"].values[tb == b][0] for b in bins])
+        if "obs_time" in jac.coords and m
+        else np.zeros(bins.size, dtype="datetime64[ns]")
+    )
     ds = xr.Dataset(
-        {"chi2_obs_normalized": ((), chi_o, output_attrs("posterior", "chi2_obs_normalized")),
-         "chi2_state_normalized": ((), chi_a, output_attrs("posterior", "chi2_state_normalized")),
-         "chi2_obs_by_time": ("time_bin", by_time, output_attrs("posterior", "chi2_obs_by_time"))},
+        {
+            "chi2_obs_normalized": ((), chi_o, output_attrs("posterior", "chi2_obs_normalized")),
+            "chi2_state_normalized": ((), chi_a, output_attrs("posterior", "chi2_state_normalized")),
+            "chi2_obs_by_time": ("time_bin", by_time, output_attrs("posterior", "chi2_obs_by_time")),
+        },
         coords={"time_bin_start": ("time_bin", tstart, output_attrs("posterior", "time_bin_start"))},
-    )  # fmt: skip
+    )
     return ds, rw
 
 
@@ -1127,6 +1171,7 @@ def region_totals(
             r2 = whitened_residual**2
             chi_o = np.array([float(r2[seen[:, t]].mean()) if nobs[t] else np.nan for t in range(len(keys))])
     status = np.where(np.asarray(W.sum(axis=1)).ravel() <= 0, 2, np.where(nobs == 0, 1, 0)).astype("int8")
+
     def tot(name: str, dims: str | tuple[str, ...], values: Any) -> tuple[Any, Any, dict[str, Any]]:
         return dims, values, output_attrs("region_totals", name)
 
@@ -1147,12 +1192,13 @@ def region_totals(
         },
         coords={
             "total_region": tot("total_region", "total", np.array([k[0] for k in keys], dtype=str)),
-            "total_region_name": tot("total_region_name", "total",
-                                     np.array([names.get(k[0], k[0]) for k in keys], dtype=str)),
+            "total_region_name": tot(
+                "total_region_name", "total", np.array([names.get(k[0], k[0]) for k in keys], dtype=str)
+            ),
             "total_role": tot("total_role", "total", np.array([role.get(k[0], "requested") for k in keys], dtype=str)),
             "total_period": tot("total_period", "total", np.array([k[1] for k in keys], dtype=str)),
         },
-    )  # fmt: skip
+    )
     return ds
 
 
@@ -1161,7 +1207,7 @@ def _region_state_chi2(W: Any, xa: np.ndarray, xp: np.ndarray, Sa: np.ndarray, S
     out = np.full(W.shape[0], np.nan)
     W = sp.csr_matrix(W)
     for t in range(W.shape[0]):
-        idx = W.indices[W.indptr[t]:W.indptr[t + 1]]
+        idx = W.indices[W.indptr[t] : W.indptr[t + 1]]
         if idx.size == 0:
             continue
         sa = Sa[np.ix_(idx, idx)]
@@ -1256,8 +1302,16 @@ def posterior_flux_maps(
         dims = ("period", *dims)
         coords["period"] = ("period", np.array(periods, dtype=str), output_attrs("flux_maps", "period"))
     gas = str(posterior.attrs.get("gas", ""))
-    va = {n: output_attrs("flux_maps", n, gas=gas) for n in
-          ("prior_flux", "posterior_flux", "posterior_flux_sigma", "scale_factor", "averaging_kernel_sensitivity")}
+    va = {
+        n: output_attrs("flux_maps", n, gas=gas)
+        for n in (
+            "prior_flux",
+            "posterior_flux",
+            "posterior_flux_sigma",
+            "scale_factor",
+            "averaging_kernel_sensitivity",
+        )
+    }
     ds = xr.Dataset(
         {
             "prior_flux": (("latitude", "longitude"), prior, va["prior_flux"]),
@@ -1267,9 +1321,11 @@ def posterior_flux_maps(
             "averaging_kernel_sensitivity": (dims, pick(aks), va["averaging_kernel_sensitivity"]),
         },
         coords=coords,
-        attrs={**global_attrs("prior and posterior emission maps", source="gosat_pipeline analytical inversion"),
-               "gas": posterior.attrs.get("gas", "")},
-    )  # fmt: skip
+        attrs={
+            **global_attrs("prior and posterior emission maps", source="gosat_pipeline analytical inversion"),
+            "gas": posterior.attrs.get("gas", ""),
+        },
+    )
     if "period" in ds.coords:
         _char_encoding(ds["period"])
     return ds
@@ -1343,8 +1399,12 @@ def mass_balance(
     ak = obs["averaging_kernel_pbl"].transpose(*dims).values if "averaging_kernel_pbl" in obs else np.ones_like(val)
     ak = np.where(np.isfinite(ak) & (ak > 0), ak, 1.0)
     good = (n > 0) & np.isfinite(val)
-    bg = np.array([np.percentile(val[t][good[t]], background_percentile) if good[t].any() else np.nan
-                   for t in range(val.shape[0])])  # fmt: skip
+    bg = np.array(
+        [
+            np.percentile(val[t][good[t]], background_percentile) if good[t].any() else np.nan
+            for t in range(val.shape[0])
+        ]
+    )
     enh = val - bg[:, None, None]
     grid = GridSpec.from_coords(obs["latitude"].values, obs["longitude"].values)
     area = grid.cell_area()
@@ -1362,16 +1422,26 @@ def mass_balance(
         u_r = float((speed * fr[r] * area).sum() / a_r)
         q = dx * GAS_UNIT_TO_MOLMOL[gas] * n_air * MOLAR_MASS[gas] * u_r * math.sqrt(a_r)  # kg s-1
         out[r] = q * SECONDS_PER_YEAR / 1e9
-    coords: dict[str, Any] = {"region": ("region", masks["region"].values.astype(str),
-                                         output_attrs("mass_balance", "region"))}  # fmt: skip
+    coords: dict[str, Any] = {
+        "region": ("region", masks["region"].values.astype(str), output_attrs("mass_balance", "region"))
+    }
     if "region_name" in masks.coords:
-        coords["region_name"] = ("region", masks["region_name"].values.astype(str),
-                                 output_attrs("mass_balance", "region_name"))  # fmt: skip
+        coords["region_name"] = (
+            "region",
+            masks["region_name"].values.astype(str),
+            output_attrs("mass_balance", "region_name"),
+        )
     da = xr.DataArray(
-        out, dims="region", coords=coords, name="mass_balance_emission",
-        attrs={**output_attrs("mass_balance", "mass_balance_emission", gas=gas),
-               "background_percentile": background_percentile, "surface_pressure_hPa": surface_pressure},
-    )  # fmt: skip
+        out,
+        dims="region",
+        coords=coords,
+        name="mass_balance_emission",
+        attrs={
+            **output_attrs("mass_balance", "mass_balance_emission", gas=gas),
+            "background_percentile": background_percentile,
+            "surface_pressure_hPa": surface_pressure,
+        },
+    )
     _char_encoding(da["region"])
     return da
 

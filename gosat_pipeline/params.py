@@ -71,15 +71,17 @@ SURFACES: dict[str, int | None] = {"all": None, "land": 0, "glint": 1}
 #: eddy diffusivity on 50-200 km grids is 1e4-1e5 m2 s-1; reanalysis boundary-layer winds are
 #: uncertain by about 20 % in speed and 15 degrees in direction; model and prior errors by
 #: about a factor 1.5.
-ENSEMBLE_RANGES: Mapping[str, tuple[Any, Any]] = MappingProxyType({
-    "eddy_diffusivity": (0.5, 2.0),
-    "ventilation_time": (0.5, 1.5),
-    "wind_speed": (0.8, 1.25),
-    "wind_direction": (-15.0, 15.0),
-    "sigma_model": (0.75, 1.5),
-    "prior_error": (0.75, 1.5),
-    "inflow": (True, False),
-})  # fmt: skip
+ENSEMBLE_RANGES: Mapping[str, tuple[Any, Any]] = MappingProxyType(
+    {
+        "eddy_diffusivity": (0.5, 2.0),
+        "ventilation_time": (0.5, 1.5),
+        "wind_speed": (0.8, 1.25),
+        "wind_direction": (-15.0, 15.0),
+        "sigma_model": (0.75, 1.5),
+        "prior_error": (0.75, 1.5),
+        "inflow": (True, False),
+    }
+)
 
 _T = TypeVar("_T")
 
@@ -132,14 +134,16 @@ class QualityScreens:
 
     def describe(self) -> str:
         """The screens, as recorded in the ``quality_filter`` attribute of the filtered soundings."""
-        return repr({
-            "bbox": list(self.bbox) if self.bbox is not None else None,
-            "time_range": [str(t) for t in self.time_range] if self.time_range is not None else None,
-            "max_solar_zenith": self.max_solar_zenith,
-            "max_uncertainty": self.max_uncertainty,
-            "surface": self.surface,
-            "drop_flagged": self.drop_flagged,
-        })  # fmt: skip
+        return repr(
+            {
+                "bbox": list(self.bbox) if self.bbox is not None else None,
+                "time_range": [str(t) for t in self.time_range] if self.time_range is not None else None,
+                "max_solar_zenith": self.max_solar_zenith,
+                "max_uncertainty": self.max_uncertainty,
+                "surface": self.surface,
+                "drop_flagged": self.drop_flagged,
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -76,10 +76,26 @@ logger = logging.getLogger(__name__)
 STAGES: tuple[str, ...] = ("ingest", "grid", "inventory", "invert", "compare", "report")
 
 _VERSIONED = (
-    "numpy", "scipy", "pandas", "xarray", "dask", "distributed", "netCDF4", "h5py",
-    "cartopy", "pyproj", "pydantic", "pint", "regionmask", "geopandas", "shapely",
-    "numba", "flox", "jinja2", "matplotlib",
-)  # fmt: skip
+    "numpy",
+    "scipy",
+    "pandas",
+    "xarray",
+    "dask",
+    "distributed",
+    "netCDF4",
+    "h5py",
+    "cartopy",
+    "pyproj",
+    "pydantic",
+    "pint",
+    "regionmask",
+    "geopandas",
+    "shapely",
+    "numba",
+    "flox",
+    "jinja2",
+    "matplotlib",
+)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -115,9 +131,7 @@ class Manifest:
             return False
         return all((run_dir / o).is_file() for o in rec.get("outputs", []))
 
-    def record_stage(
-        self, key: str, fingerprint: str, outputs: list[str], seconds: float, **extra: Any
-    ) -> None:
+    def record_stage(self, key: str, fingerprint: str, outputs: list[str], seconds: float, **extra: Any) -> None:
         """Store a completed stage and save."""
         self.data["stages"][key] = {
             "status": "done",
@@ -189,9 +203,7 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
 
     kind = cluster.type
     if kind == "local" and input_bytes < cluster.tiny_job_bytes:
-        logger.info(
-            "input is %.1f MB (< tiny_job_bytes): using the threaded scheduler", input_bytes / 1e6
-        )
+        logger.info("input is %.1f MB (< tiny_job_bytes): using the threaded scheduler", input_bytes / 1e6)
         kind = "threads"
     if kind in ("threads", "synchronous"):
         with dask.config.set(scheduler=kind):
@@ -219,13 +231,15 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
         worker_config = {k: v for k, v in WORKER_CONFIG.items() if dask.config.get(k, None) is None}
         with dask.config.set(worker_config), LocalCluster(**kwargs) as lc, Client(lc) as client:
             logger.info("started LocalCluster: %d workers x %d threads", n_workers, threads)
-            yield {"type": "local", "workers": n_workers, "threads_per_worker": threads,
-                   "scheduler": client.scheduler.address}  # fmt: skip
+            yield {
+                "type": "local",
+                "workers": n_workers,
+                "threads_per_worker": threads,
+                "scheduler": client.scheduler.address,
+            }
         return
     if kind == "address":
-        with Client(
-            cluster.address, timeout=dask.config.get("distributed.comm.timeouts.connect")
-        ) as client:
+        with Client(cluster.address, timeout=dask.config.get("distributed.comm.timeouts.connect")) as client:
             info = client.scheduler_info()
             yield {
                 "type": "address",
@@ -255,8 +269,13 @@ def dask_cluster(cluster: Any, *, input_bytes: int = 0) -> Iterator[dict[str, An
         with cls(**jkw) as hpc:
             hpc.scale(jobs=jq.jobs)
             with Client(hpc) as client:
-                yield {"type": "jobqueue", "system": jq.system, "jobs": jq.jobs,
-                       "scheduler": client.scheduler.address, "job_script": hpc.job_script()}  # fmt: skip
+                yield {
+                    "type": "jobqueue",
+                    "system": jq.system,
+                    "jobs": jq.jobs,
+                    "scheduler": client.scheduler.address,
+                    "job_script": hpc.job_script(),
+                }
         return
     raise ConfigError(f"cluster.type: unknown {kind!r}")
 
@@ -344,9 +363,7 @@ def _masks_from_dataset(ds: xr.Dataset) -> xr.DataArray:
     """Inverse of :func:`_masks_to_dataset`: masks indexed by region code."""
     masks = ds["region_fraction"]
     if "region_code" in masks.coords:
-        masks = masks.assign_coords(region=masks["region_code"].values.astype(str)).drop_vars(
-            "region_code"
-        )
+        masks = masks.assign_coords(region=masks["region_code"].values.astype(str)).drop_vars("region_code")
     return masks
 
 
@@ -355,8 +372,11 @@ def _emissions_to_dataset(em: xr.DataArray) -> xr.Dataset:
     ``emission_by_region`` with the region codes as the auxiliary coordinate ``region_code``."""
     ds = em.to_dataset(name="emission_by_region")
     total = em.sum("region")
-    total.attrs = {"units": "kg m-2 s-1", "long_name": "prior emission flux (all regions)",
-                   **{k: v for k, v in em.attrs.items() if k in ("standard_name", "gas", "source_file", "layout")}}  # fmt: skip
+    total.attrs = {
+        "units": "kg m-2 s-1",
+        "long_name": "prior emission flux (all regions)",
+        **{k: v for k, v in em.attrs.items() if k in ("standard_name", "gas", "source_file", "layout")},
+    }
     ds["flux"] = total
     codes = ds["region"].values.astype(str)
     ds = ds.drop_vars("region").assign_coords(region_code=("region", codes, {"long_name": "region code"}))
@@ -471,14 +491,22 @@ def _ingest_part(paths: list[str], part: str, read: dict[str, Any], screens: Qua
         ds.to_netcdf(part, engine="netcdf4")
     files = json.loads(ds.attrs["input_files"])
     return {
-        "part": part, "n": n, "files": files, "skipped": skipped, "attrs": dict(ds.attrs),
+        "part": part,
+        "n": n,
+        "files": files,
+        "skipped": skipped,
+        "attrs": dict(ds.attrs),
         "n_levels": int(ds.sizes.get("level", 0)),
-        "codes": np.bincount(codes, minlength=len(_drop_reasons()) + 1).tolist(), "reasons": list(reasons),
+        "codes": np.bincount(codes, minlength=len(_drop_reasons()) + 1).tolist(),
+        "reasons": list(reasons),
         "per_file": np.bincount(ds["file_index"].values, minlength=len(files)).tolist(),
         "in_files": [[n_total, n_good] for _, n_total, n_good in got.files],
-        "variables": {str(k): (str(v.dtype), v.dims) for k, v in ds.variables.items()
-                      if "sounding" in v.dims and k not in _PART_ONLY},
-    }  # fmt: skip
+        "variables": {
+            str(k): (str(v.dtype), v.dims)
+            for k, v in ds.variables.items()
+            if "sounding" in v.dims and k not in _PART_ONLY
+        },
+    }
 
 
 def _drop_reasons() -> tuple[str, ...]:
@@ -538,12 +566,15 @@ def _cross_duplicates(parts: list[str], p: int, n_partitions: int) -> list[list[
     firsts = [tuple(r) for r in loc[first[dup]].tolist()]
     codes, fidx = _gather(parts, "screen_code", at), _gather(parts, "file_index", at)
     ffidx = _gather(parts, "file_index", firsts)
-    return [[g, i, int(c), int(f), fg, int(ff)] for (g, i), c, f, (fg, _), ff in zip(at, codes, fidx, firsts, ffidx,
-                                                                                     strict=True)]  # fmt: skip
+    return [
+        [g, i, int(c), int(f), fg, int(ff)]
+        for (g, i), c, f, (fg, _), ff in zip(at, codes, fidx, firsts, ffidx, strict=True)
+    ]
 
 
-def _load_part(part: str, drop: np.ndarray, remap: np.ndarray, variables: dict[str, tuple[str, tuple]],
-               n_levels: int) -> dict[str, np.ndarray]:  # fmt: skip
+def _load_part(
+    part: str, drop: np.ndarray, remap: np.ndarray, variables: dict[str, tuple[str, tuple]], n_levels: int
+) -> dict[str, np.ndarray]:
     """Phase 3, on a worker: the kept soundings of one work file (screen code 0, not a duplicate)."""
     with xr.open_dataset(part, engine="netcdf4") as ds:
         keep = ds["screen_code"].values == 0
@@ -598,14 +629,18 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
         for f, path in enumerate(r["files"]):
             n_lost, n_file = lost.get((g, f), 0), r["per_file"][f]
             if n_lost:
-                rec = records.setdefault(path, {"path": path, "n_duplicates": 0, "n_kept": n_file,
-                                                "duplicates_of": []})  # fmt: skip
+                rec = records.setdefault(path, {"path": path, "n_duplicates": 0, "n_kept": n_file, "duplicates_of": []})
                 rec["n_duplicates"] += n_lost
                 rec["n_kept"] = n_file - n_lost
                 rec["duplicates_of"] = sorted(set(rec["duplicates_of"]) | sources[(g, f)])
             if n_file and n_lost == n_file:
-                skipped.append({"path": path, "reason": f"all {n_file} soundings duplicate sounding_id values "
-                                                        f"already read from {rec['duplicates_of']}"})  # fmt: skip
+                skipped.append(
+                    {
+                        "path": path,
+                        "reason": f"all {n_file} soundings duplicate sounding_id values "
+                        f"already read from {rec['duplicates_of']}",
+                    }
+                )
                 in_files -= np.array(r["in_files"][f])  # no longer a file read, as open_granules counts
                 continue
             remap[f] = len(table)
@@ -614,12 +649,17 @@ def _assembly_plan(live: list[dict[str, Any]], rows: list[list[int]]) -> dict[st
     total: Any = sum(codes)  # (n_reasons + 1,) counts, summed over the parts
     order = {rec_path: k for k, rec_path in enumerate(p for r in live for p in r["files"])}
     return {
-        "drop": [np.array(d, dtype=np.int64) for d in drop], "remap": remaps, "table": table, "skipped": skipped,
-        "kept": [int(c[0]) for c in codes], "before": int(total.sum()),
-        "in_files": int(in_files[0]), "good": int(in_files[1]),
+        "drop": [np.array(d, dtype=np.int64) for d in drop],
+        "remap": remaps,
+        "table": table,
+        "skipped": skipped,
+        "kept": [int(c[0]) for c in codes],
+        "before": int(total.sum()),
+        "in_files": int(in_files[0]),
+        "good": int(in_files[1]),
         "dropped": {reason: int(total[k + 1]) for k, reason in enumerate(reasons) if reason in live[0]["reasons"]},
         "records": sorted(records.values(), key=lambda rec: order.get(rec["path"], len(order))),
-    }  # fmt: skip
+    }
 
 
 def _assemble_parts(live: list[dict[str, Any]], plan: dict[str, Any]) -> xr.Dataset:
@@ -637,8 +677,10 @@ def _assemble_parts(live: list[dict[str, Any]], plan: dict[str, Any]) -> xr.Data
     n_levels = next((r["n_levels"] for r in live if r["n_levels"]), 0)
     token = tokenize([r["part"] for r in live], [d.tolist() for d in plan["drop"]], plan["table"])
     load = f"ingest-load-{token}"
-    layer = {(load, g): (_load_part, r["part"], plan["drop"][g], plan["remap"][g], variables, n_levels)
-             for g, r in enumerate(live)}  # fmt: skip
+    layer = {
+        (load, g): (_load_part, r["part"], plan["drop"][g], plan["remap"][g], variables, n_levels)
+        for g, r in enumerate(live)
+    }
     sizes = tuple(plan["kept"])
     with xr.open_dataset(live[0]["part"], engine="netcdf4") as first:
         attrs = {k: dict(first[k].attrs) if k in first.variables else {} for k in variables}
@@ -647,13 +689,18 @@ def _assemble_parts(live: list[dict[str, Any]], plan: dict[str, Any]) -> xr.Data
     for name, (dtype, dims) in variables.items():
         vname = f"ingest-{name}-{token}"
         level = len(dims) == 2
-        vlayer = {((vname, g, 0) if level else (vname, g)): (operator.getitem, (load, g), name) for g in range(len(live))}
+        vlayer = {
+            ((vname, g, 0) if level else (vname, g)): (operator.getitem, (load, g), name) for g in range(len(live))
+        }
         layers: dict[str, Any] = {load: layer, vname: vlayer}
         graph = HighLevelGraph(layers, {load: set(), vname: {load}})
         arr = da.Array(graph, vname, (sizes, (n_levels,)) if level else (sizes,), dtype=np.dtype(dtype))
         (coords if name in ("time", "latitude", "longitude") else data_vars)[name] = (dims, arr, attrs[name])
-    data_vars["granule_path"] = ("granule", np.array(plan["table"], dtype=object),
-                                 cf_attrs("granule_path", live[0]["attrs"]["gas"]))  # fmt: skip
+    data_vars["granule_path"] = (
+        "granule",
+        np.array(plan["table"], dtype=object),
+        cf_attrs("granule_path", live[0]["attrs"]["gas"]),
+    )
     return xr.Dataset(data_vars, coords=coords)
 
 
@@ -666,15 +713,18 @@ def _joined(values: list[str]) -> str:
     return "; ".join(seen)
 
 
-def _ingest_attrs(gas: str, live: list[dict[str, Any]], plan: dict[str, Any], skipped: list[dict[str, Any]],
-                  screens: str) -> dict[str, Any]:  # fmt: skip
+def _ingest_attrs(
+    gas: str, live: list[dict[str, Any]], plan: dict[str, Any], skipped: list[dict[str, Any]], screens: str
+) -> dict[str, Any]:
     """Global attributes of the soundings file: those of :func:`open_granules` and the quality filter's."""
     a = [r["attrs"] for r in live]
     records = plan["records"]
     return {
         "gas": gas,
-        **{k: _joined([x[k] for x in a]) for k in ("product", "product_version", "reader", "xgas_units",
-                                                   "product_screen", "bias_corrected")},
+        **{
+            k: _joined([x[k] for x in a])
+            for k in ("product", "product_version", "reader", "xgas_units", "product_screen", "bias_corrected")
+        },
         "n_soundings_in_files": plan["in_files"],
         "n_soundings_good": plan["good"],
         "input_files": json.dumps(plan["table"]),
@@ -684,7 +734,7 @@ def _ingest_attrs(gas: str, live: list[dict[str, Any]], plan: dict[str, Any], sk
         "n_soundings_before_filter": plan["before"],
         "quality_filter": screens,
         "quality_filter_dropped": json.dumps(plan["dropped"]),
-    }  # fmt: skip
+    }
 
 
 @dataclass
@@ -708,9 +758,7 @@ class PipelineResult:
 class _Runner:
     """Holds the state of one run; one method per stage."""
 
-    def __init__(
-        self, cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None
-    ) -> None:
+    def __init__(self, cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None) -> None:
         self.cfg = cfg
         self.force = force
         self.progress = progress or (lambda msg: None)
@@ -756,9 +804,7 @@ class _Runner:
         for path, prov in provenance_for(self.inputs).items():
             self.inputs[path]["fetched"] = prov
         missing = [
-            r["path"]
-            for r in self.inputs.values()
-            if r["sha256"] is None and not r["kind"].startswith("granule")
+            r["path"] for r in self.inputs.values() if r["sha256"] is None and not r["kind"].startswith("granule")
         ]
         if missing:
             raise ConfigError(f"input file(s) not found: {missing}")
@@ -777,13 +823,9 @@ class _Runner:
             raise ConfigError(f"transport.footprints: {exc}") from None
 
     def _hash_inputs(self, kind_prefix: str) -> list[tuple[str, str | None]]:
-        return sorted(
-            (p, r["sha256"]) for p, r in self.inputs.items() if r["kind"].startswith(kind_prefix)
-        )
+        return sorted((p, r["sha256"]) for p, r in self.inputs.items() if r["kind"].startswith(kind_prefix))
 
-    def stage(
-        self, key: str, fingerprint: str, func: Callable[[], list[str]], **extra: Any
-    ) -> bool:
+    def stage(self, key: str, fingerprint: str, func: Callable[[], list[str]], **extra: Any) -> bool:
         """Run ``func`` unless stage ``key`` is current; record its outputs and timing."""
         fingerprint = section_hash(fingerprint, __version__)  # a new release recomputes
         self.fingerprints[key] = fingerprint
@@ -801,8 +843,15 @@ class _Runner:
             outputs = func()
         dt = time.perf_counter() - t0
         self.manifest.data["current_stage"] = None
-        self.manifest.record_stage(key, fingerprint, outputs, dt, peak_memory_bytes=mem.peak_tree,
-                                   peak_memory_main_bytes=mem.peak_main, **extra)  # fmt: skip
+        self.manifest.record_stage(
+            key,
+            fingerprint,
+            outputs,
+            dt,
+            peak_memory_bytes=mem.peak_tree,
+            peak_memory_main_bytes=mem.peak_main,
+            **extra,
+        )
         logger.info("stage %s: done in %.1f s", key, dt)
         self.progress(f"{key}: done in {dt:.1f} s")
         self.ran.append(key)
@@ -871,13 +920,20 @@ class _Runner:
         shutil.rmtree(parts_dir, ignore_errors=True)  # left by a killed run
         parts_dir.mkdir()
         files = [str(p) for p in expand_granules(gs.granules)]
-        read = {"gas": gs.gas, "format": gs.format, "screen": gs.screen.product_screen,
-                "bias_corrected": gs.bias_corrected, "errors": "raise" if cfg.run.strict else "skip"}  # fmt: skip
+        read = {
+            "gas": gs.gas,
+            "format": gs.format,
+            "screen": gs.screen.product_screen,
+            "bias_corrected": gs.bias_corrected,
+            "errors": "raise" if cfg.run.strict else "skip",
+        }
         screens = gs.screen.screens(cfg.domain.bbox, (str(cfg.period.start), str(cfg.period.end)))
         t0 = time.perf_counter()
         groups = _file_groups(files, cfg.cluster.chunk_size, gs.gas, gs.format, gs.screen.product_screen)
-        tasks = [dask.delayed(_ingest_part, pure=False)(g, str(parts_dir / f"part-{k:06d}.nc"), read, screens)
-                 for k, g in enumerate(groups)]  # fmt: skip
+        tasks = [
+            dask.delayed(_ingest_part, pure=False)(g, str(parts_dir / f"part-{k:06d}.nc"), read, screens)
+            for k, g in enumerate(groups)
+        ]
         results = list(dask.compute(*tasks))
         t1 = time.perf_counter()
         for r in results:
@@ -890,24 +946,42 @@ class _Runner:
             raise GranuleError(str(gs.granules), f"no readable granule among {len(files)} file(s): {lines}")
         parts = [r["part"] for r in live]
         n_part = max(1, -(-sum(r["n"] for r in live) // _DUP_PARTITION))
-        rows = [row for found in dask.compute(*[dask.delayed(_cross_duplicates, pure=False)(parts, p, n_part)
-                                                for p in range(n_part)]) for row in found]  # fmt: skip
+        rows = [
+            row
+            for found in dask.compute(
+                *[dask.delayed(_cross_duplicates, pure=False)(parts, p, n_part) for p in range(n_part)]
+            )
+            for row in found
+        ]
         plan = _assembly_plan(live, rows)
-        logger.info("ingest %s: %d group(s) read and screened in %.1f s; %d duplicate(s) across groups found in "
-                    "%.1f s", gs.gas, len(groups), t1 - t0, len(rows), time.perf_counter() - t1)  # fmt: skip
+        logger.info(
+            "ingest %s: %d group(s) read and screened in %.1f s; %d duplicate(s) across groups found in %.1f s",
+            gs.gas,
+            len(groups),
+            t1 - t0,
+            len(rows),
+            time.perf_counter() - t1,
+        )
         skipped += plan["skipped"]
         ds = _assemble_parts(live, plan)
         ds.attrs.update(_ingest_attrs(gs.gas, live, plan, skipped, screens.describe()))
-        screening = {"duplicate_soundings": plan["records"], "quality_filter_dropped": plan["dropped"],
-                     "soundings_kept": int(ds.sizes["sounding"])}  # fmt: skip
-        logger.info("ingest %s: %d soundings kept from %d file(s) in %d group(s), %d skipped", gs.gas,
-                    ds.sizes["sounding"], len(plan["table"]), len(groups), len(skipped))  # fmt: skip
+        screening = {
+            "duplicate_soundings": plan["records"],
+            "quality_filter_dropped": plan["dropped"],
+            "soundings_kept": int(ds.sizes["sounding"]),
+        }
+        logger.info(
+            "ingest %s: %d soundings kept from %d file(s) in %d group(s), %d skipped",
+            gs.gas,
+            ds.sizes["sounding"],
+            len(plan["table"]),
+            len(groups),
+            len(skipped),
+        )
         return ds, screening, skipped
 
     def _record_skipped(self, stage: str, skipped: list[dict[str, Any]]) -> None:
-        allrec = [
-            s for s in self.manifest.data.get("skipped_inputs", []) if s.get("stage") != stage
-        ]
+        allrec = [s for s in self.manifest.data.get("skipped_inputs", []) if s.get("stage") != stage]
         allrec += [{**s, "stage": stage} for s in skipped]
         self.manifest.data["skipped_inputs"] = allrec
         for s in skipped:
@@ -917,13 +991,19 @@ class _Runner:
         from gosat_pipeline.gridding import grid_soundings
 
         key = f"grid:{gs.gas}"
-        fp = section_hash(key, self.fingerprints[f"ingest:{gs.gas}"], self.cfg.domain, self.cfg.period,
-                          self.cfg.transport.pbl_pressure_depth)  # fmt: skip
+        fp = section_hash(
+            key,
+            self.fingerprints[f"ingest:{gs.gas}"],
+            self.cfg.domain,
+            self.cfg.period,
+            self.cfg.transport.pbl_pressure_depth,
+        )
         name = f"gridded_{gs.gas}.nc"
 
         def work() -> list[str]:
-            with xr.open_dataset(self.run_dir / f"soundings_{gs.gas}.nc",
-                                 chunks={"sounding": self.cfg.cluster.chunk_size}) as snd:  # fmt: skip
+            with xr.open_dataset(
+                self.run_dir / f"soundings_{gs.gas}.nc", chunks={"sounding": self.cfg.cluster.chunk_size}
+            ) as snd:
                 _contract(validate_soundings, snd, f"{key} input soundings_{gs.gas}.nc")
                 l3 = grid_soundings(
                     snd,
@@ -950,10 +1030,21 @@ class _Runner:
 
         cfg = self.cfg
         key = "inventory"
-        fp = section_hash(key, cfg.domain, cfg.regions, cfg.winds, cfg.period, cfg.reported,
-                          [(g.gas, g.prior) for g in cfg.gases], cfg.transport.mode, self.spinup_seconds(),
-                          self._hash_inputs("prior"), self._hash_inputs("reported"),
-                          self._hash_inputs("boundaries"), self._hash_inputs("winds"))  # fmt: skip
+        fp = section_hash(
+            key,
+            cfg.domain,
+            cfg.regions,
+            cfg.winds,
+            cfg.period,
+            cfg.reported,
+            [(g.gas, g.prior) for g in cfg.gases],
+            cfg.transport.mode,
+            self.spinup_seconds(),
+            self._hash_inputs("prior"),
+            self._hash_inputs("reported"),
+            self._hash_inputs("boundaries"),
+            self._hash_inputs("winds"),
+        )
 
         def work() -> list[str]:
             outs: list[str] = []
@@ -967,20 +1058,33 @@ class _Runner:
             atomic_write_text(shown.to_json(drop_id=True), self.run_dir / "boundaries.geojson")
             outs.append("boundaries.geojson")
             for gs in cfg.gases:
-                flux = open_prior_inventory(gs.prior.path, gas=gs.gas, variable=gs.prior.variable,
-                                            sectors=gs.prior.sectors, year=gs.prior.year)  # fmt: skip
+                flux = open_prior_inventory(
+                    gs.prior.path, gas=gs.gas, variable=gs.prior.variable, sectors=gs.prior.sectors, year=gs.prior.year
+                )
                 em = prior_emissions(flux, bnd_all, self.grid, iso3=cfg.regions.iso3, rule=cfg.regions.attribution)
                 outs.append(self.write_nc(_emissions_to_dataset(em), f"prior_{gs.gas}.nc"))
             t0 = pd.Timestamp(cfg.period.start) - pd.Timedelta(seconds=self.spinup_seconds())
-            winds = open_winds(cfg.winds.path, grid=self.grid, u=cfg.winds.u, v=cfg.winds.v,
-                               time_range=(str(t0), str(cfg.period.end)), level=cfg.winds.level,
-                               time_resolved=cfg.transport.mode != "steady")  # fmt: skip
+            winds = open_winds(
+                cfg.winds.path,
+                grid=self.grid,
+                u=cfg.winds.u,
+                v=cfg.winds.v,
+                time_range=(str(t0), str(cfg.period.end)),
+                level=cfg.winds.level,
+                time_resolved=cfg.transport.mode != "steady",
+            )
             outs.append(self.write_nc(winds, "winds.nc"))
             tables = []
             for r in cfg.reported:
-                df = read_reported_totals(r.path, format=r.format, categories=r.categories, scenario=r.scenario,
-                                          source=r.source, experiment=r.experiment,
-                                          gases=[g.gas for g in cfg.gases])  # fmt: skip
+                df = read_reported_totals(
+                    r.path,
+                    format=r.format,
+                    categories=r.categories,
+                    scenario=r.scenario,
+                    source=r.source,
+                    experiment=r.experiment,
+                    gases=[g.gas for g in cfg.gases],
+                )
                 df["reference"] = r.name
                 tables.append(df)
             rep = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -1003,8 +1107,14 @@ class _Runner:
                 if covered >= 0.9 * (need1 - need0):
                     mode = "time_resolved"
                 else:
-                    logger.warning("winds cover %s .. %s, not the period %s .. %s: using the steady operator from "
-                                   "their time mean (transport.mode: auto)", t.min(), t.max(), need0, need1)  # fmt: skip
+                    logger.warning(
+                        "winds cover %s .. %s, not the period %s .. %s: using the steady operator from "
+                        "their time mean (transport.mode: auto)",
+                        t.min(),
+                        t.max(),
+                        need0,
+                        need1,
+                    )
             self.manifest.data.setdefault("transport", {})["mode"] = mode
         return tp.settings(mode=mode, spinup=self.spinup_seconds())
 
@@ -1015,10 +1125,20 @@ class _Runner:
 
         cfg = self.cfg
         key = f"invert:{gs.gas}"
-        fp = section_hash(key, self.fingerprints[f"grid:{gs.gas}"], self.fingerprints["inventory"],
-                          cfg.transport, cfg.inversion, cfg.ensemble, cfg.period.split, gs.sigma_model,
-                          gs.background_prior_sigma, gs.background_gradient_sigma, gs.inflow_prior_sigma,
-                          self._hash_inputs("footprints"))  # fmt: skip
+        fp = section_hash(
+            key,
+            self.fingerprints[f"grid:{gs.gas}"],
+            self.fingerprints["inventory"],
+            cfg.transport,
+            cfg.inversion,
+            cfg.ensemble,
+            cfg.period.split,
+            gs.sigma_model,
+            gs.background_prior_sigma,
+            gs.background_gradient_sigma,
+            gs.inflow_prior_sigma,
+            self._hash_inputs("footprints"),
+        )
 
         def work() -> list[str]:
             l3 = _contract(validate_gridded, self.open_nc(f"gridded_{gs.gas}.nc"), f"{key} input gridded_{gs.gas}.nc")
@@ -1027,15 +1147,24 @@ class _Runner:
             winds = self.open_nc("winds.nc")
             tp = cfg.transport
             settings = self._transport_settings(winds)
-            jkw = {"use_weighted_mean": cfg.inversion.use_weighted_mean, "period_split": cfg.period.split,
-                   "footprints": tp.footprints if tp.type == "footprints" else None,
-                   "footprints_format": tp.footprints_format}  # fmt: skip
+            jkw = {
+                "use_weighted_mean": cfg.inversion.use_weighted_mean,
+                "period_split": cfg.period.split,
+                "footprints": tp.footprints if tp.type == "footprints" else None,
+                "footprints_format": tp.footprints_format,
+            }
             ikw = {"settings": cfg.inversion.settings(gs)}
             ens = cfg.ensemble
-            members = design_members(settings, sigma_model=gs.sigma_model, prior_error=cfg.inversion.prior_error,
-                                     members=ens.members, ranges=ens.ranges(), seed=ens.seed,
-                                     default_sigma_model=DEFAULT_SIGMA_MODEL[gs.gas],
-                                     external_footprints=tp.type == "footprints")  # fmt: skip
+            members = design_members(
+                settings,
+                sigma_model=gs.sigma_model,
+                prior_error=cfg.inversion.prior_error,
+                members=ens.members,
+                ranges=ens.ranges(),
+                seed=ens.seed,
+                default_sigma_model=DEFAULT_SIGMA_MODEL[gs.gas],
+                external_footprints=tp.type == "footprints",
+            )
             self.progress(f"invert:{gs.gas}: {len(members)} inversion(s) ({settings.mode} transport)")
             jac = build_jacobian(l3, emissions, winds=winds, settings=settings, sigma_model=gs.sigma_model, **jkw)
             from gosat_pipeline.inversion import invert
@@ -1043,17 +1172,28 @@ class _Runner:
             post = _contract(validate_posterior, invert(jac, **ikw), f"{key} output posterior_{gs.gas}.nc")
             outs = [self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc")]
             if len(members) > 1:
-                others = invert_ensemble(l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw,
-                                         invert_kwargs=ikw)  # fmt: skip
+                others = invert_ensemble(
+                    l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw, invert_kwargs=ikw
+                )
                 outs.append(self.write_nc(ensemble_dataset([post, *others], members), f"ensemble_{gs.gas}.nc"))
             maps = posterior_flux_maps(post, emissions)
-            mb = mass_balance(l3, masks, u=winds["u"].mean("time") if "time" in winds["u"].dims else winds["u"],
-                              v=winds["v"].mean("time") if "time" in winds["v"].dims else winds["v"],
-                              surface_pressure=tp.surface_pressure, gas=gs.gas)  # fmt: skip
-            atomic_write_text(mb.to_dataframe().reset_index().to_csv(index=False),
-                              self.run_dir / f"mass_balance_{gs.gas}.csv")  # fmt: skip
-            return [*outs, self.write_nc(post, f"posterior_{gs.gas}.nc"), self.write_nc(maps, f"emissions_{gs.gas}.nc"),
-                    f"mass_balance_{gs.gas}.csv"]  # fmt: skip
+            mb = mass_balance(
+                l3,
+                masks,
+                u=winds["u"].mean("time") if "time" in winds["u"].dims else winds["u"],
+                v=winds["v"].mean("time") if "time" in winds["v"].dims else winds["v"],
+                surface_pressure=tp.surface_pressure,
+                gas=gs.gas,
+            )
+            atomic_write_text(
+                mb.to_dataframe().reset_index().to_csv(index=False), self.run_dir / f"mass_balance_{gs.gas}.csv"
+            )
+            return [
+                *outs,
+                self.write_nc(post, f"posterior_{gs.gas}.nc"),
+                self.write_nc(maps, f"emissions_{gs.gas}.nc"),
+                f"mass_balance_{gs.gas}.csv",
+            ]
 
         self.stage(key, fp, work)
 
@@ -1064,10 +1204,12 @@ class _Runner:
             period_change,
             write_discrepancies,
         )
+
         cfg = self.cfg
         key = "compare"
-        fp = section_hash(key, cfg.compare, cfg.regions.groups,
-                          [self.fingerprints[f"invert:{g.gas}"] for g in cfg.gases])  # fmt: skip
+        fp = section_hash(
+            key, cfg.compare, cfg.regions.groups, [self.fingerprints[f"invert:{g.gas}"] for g in cfg.gases]
+        )
 
         def work() -> list[str]:
             rep = pd.read_csv(self.run_dir / "reported_totals.csv") if cfg.reported else pd.DataFrame()
@@ -1075,8 +1217,9 @@ class _Runner:
             c = cfg.compare
             thr = c.thresholds()
             for gs in cfg.gases:
-                post = _contract(validate_posterior, self.open_nc(f"posterior_{gs.gas}.nc"),
-                                 f"{key} input posterior_{gs.gas}.nc")  # fmt: skip
+                post = _contract(
+                    validate_posterior, self.open_nc(f"posterior_{gs.gas}.nc"), f"{key} input posterior_{gs.gas}.nc"
+                )
                 ens_path = self.run_dir / f"ensemble_{gs.gas}.nc"
                 ens = self.open_nc(ens_path.name) if ens_path.is_file() and cfg.ensemble.members > 0 else None
                 sub = self._reported_by_year(rep, gs.gas)
@@ -1084,13 +1227,15 @@ class _Runner:
                 frames.append(compare_to_inventory(post, sub, prior_is_reported=c.prior_is_reported, **kw))
                 budgets.append(domain_budget(post, ensemble=ens, transport_error=c.transport_error))
                 if c.change is not None:
-                    changes.append(period_change(post, sub, period_a=c.change.period_a,
-                                                 period_b=c.change.period_b, **kw))  # fmt: skip
+                    changes.append(
+                        period_change(post, sub, period_a=c.change.period_a, period_b=c.change.period_b, **kw)
+                    )
             df = pd.concat(frames, ignore_index=True)
             df.attrs = frames[0].attrs
             written = write_discrepancies(df, self.run_dir, changes=pd.concat(changes) if changes else None)
-            atomic_write_text(pd.concat(budgets, ignore_index=True).to_csv(index=False),
-                              self.run_dir / "domain_budget.csv")  # fmt: skip
+            atomic_write_text(
+                pd.concat(budgets, ignore_index=True).to_csv(index=False), self.run_dir / "domain_budget.csv"
+            )
             return [Path(p).name for p in written.values()] + ["domain_budget.csv"]
 
         self.stage(key, fp, work)
@@ -1126,16 +1271,20 @@ class _Runner:
 
         def work() -> list[str]:
             # outlines: every country in view on the maps, not only the solved regions
-            path = write_report(self.run_dir, title=self.cfg.report.title,
-                                region_names=self.cfg.report.region_names,
-                                outlines=default_boundaries_path())  # fmt: skip
+            path = write_report(
+                self.run_dir,
+                title=self.cfg.report.title,
+                region_names=self.cfg.report.region_names,
+                outlines=default_boundaries_path(),
+            )
             return [Path(path).name]
 
         self.stage(key, fp, work)
 
 
-def _start(cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None,
-           config_path: str | os.PathLike[str] | None) -> tuple[_Runner, dict[str, Any], int]:  # fmt: skip
+def _start(
+    cfg: RunConfig, *, force: bool, progress: Callable[[str], None] | None, config_path: str | os.PathLike[str] | None
+) -> tuple[_Runner, dict[str, Any], int]:
     """Checks before the run (:mod:`gosat_pipeline.preflight`), the runner and the manifest's header."""
     from gosat_pipeline.preflight import preflight
 
@@ -1241,9 +1390,13 @@ def _run_stages(r: _Runner, last: int, t_start: float) -> None:
             _report_last(r, t_start)
 
     steps: dict[str, Callable[[], None]] = {
-        "ingest": each_gas(r.ingest), "grid": each_gas(r.grid_stage), "inventory": r.inventory,
-        "invert": each_gas(r.invert), "compare": r.compare, "report": report,
-    }  # fmt: skip
+        "ingest": each_gas(r.ingest),
+        "grid": each_gas(r.grid_stage),
+        "inventory": r.inventory,
+        "invert": each_gas(r.invert),
+        "compare": r.compare,
+        "report": report,
+    }
     for name in STAGES[: last + 1]:
         steps[name]()
 

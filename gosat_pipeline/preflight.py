@@ -138,8 +138,9 @@ def _check_footprints(cfg: RunConfig, rep: PreflightReport) -> None:
         fp_files = footprint_files(cfg.transport.footprints, cfg.transport.footprints_format)
         unreadable = [f for f in fp_files if not os.access(f, os.R_OK)]
         if unreadable:
-            rep.problems.append(f"transport.footprints: {len(unreadable)} of {len(fp_files)} file(s) not "
-                                f"readable, e.g. {unreadable[0]}")  # fmt: skip
+            rep.problems.append(
+                f"transport.footprints: {len(unreadable)} of {len(fp_files)} file(s) not readable, e.g. {unreadable[0]}"
+            )
     except SchemaError as exc:
         rep.problems.append(f"transport.footprints: {exc}")
 
@@ -154,8 +155,9 @@ def _check_formats(cfg: RunConfig, files: dict[str, list[str]], rep: PreflightRe
         first = files[gs.gas][0]
         if gs.format is not None:
             if gs.format not in list_formats():
-                rep.problems.append(f"gases[{i}].format: {gs.format!r} is not an installed reader; installed: "
-                                    f"{sorted(list_formats())}")  # fmt: skip
+                rep.problems.append(
+                    f"gases[{i}].format: {gs.format!r} is not an installed reader; installed: {sorted(list_formats())}"
+                )
             continue
         try:
             detect_format(first)
@@ -185,8 +187,10 @@ def _check_periods(cfg: RunConfig, rep: PreflightReport) -> list[str]:
         for key in ("period_a", "period_b"):
             for label in str(getattr(ch, key)).split():
                 if label not in labels:
-                    rep.problems.append(f"compare.change.{key}: {label!r} is not a period of this run; with "
-                                        f"period.split {cfg.period.split!r} the periods are {labels[:8]}")  # fmt: skip
+                    rep.problems.append(
+                        f"compare.change.{key}: {label!r} is not a period of this run; with "
+                        f"period.split {cfg.period.split!r} the periods are {labels[:8]}"
+                    )
     return labels
 
 
@@ -209,8 +213,9 @@ def _check_regions(cfg: RunConfig, rep: PreflightReport) -> list[str]:
     for name, members in (cfg.regions.groups or {}).items():
         bad = [m for m in members if m not in known]
         if bad:
-            rep.problems.append(f"regions.groups.{name}: members {bad} have no area inside domain.bbox (or are "
-                                "unknown region codes)")  # fmt: skip
+            rep.problems.append(
+                f"regions.groups.{name}: members {bad} have no area inside domain.bbox (or are unknown region codes)"
+            )
     share = dom.set_index("region")["share_area"]
     partial = {c: float(share[c]) for c in wanted if float(share[c]) < cfg.compare.min_domain_share}
     rep.partial_regions = partial
@@ -219,8 +224,10 @@ def _check_regions(cfg: RunConfig, rep: PreflightReport) -> list[str]:
         rep.notices.append(f"partly outside the domain (estimated, but not compared with national totals): {txt}")
     others = sorted(known - set(wanted))
     if others:
-        rep.notices.append(f"{len(others)} other region(s) inside the domain are estimated too, so that their "
-                           f"emissions cannot alias into the requested ones: {', '.join(others)}")  # fmt: skip
+        rep.notices.append(
+            f"{len(others)} other region(s) inside the domain are estimated too, so that their "
+            f"emissions cannot alias into the requested ones: {', '.join(others)}"
+        )
     return wanted
 
 
@@ -232,9 +239,15 @@ def _check_reported(cfg: RunConfig, wanted: list[str], rep: PreflightReport) -> 
         if not Path(r.path).is_file():
             continue
         try:
-            table = read_reported_totals(r.path, format=r.format, categories=r.categories, scenario=r.scenario,
-                                         source=r.source, experiment=r.experiment,
-                                         gases=[g.gas for g in cfg.gases])  # fmt: skip
+            table = read_reported_totals(
+                r.path,
+                format=r.format,
+                categories=r.categories,
+                scenario=r.scenario,
+                source=r.source,
+                experiment=r.experiment,
+                gases=[g.gas for g in cfg.gases],
+            )
         except GosatPipelineError as exc:
             rep.problems.append(f"reported[{i}].path: {exc}")
             continue
@@ -243,8 +256,10 @@ def _check_reported(cfg: RunConfig, wanted: list[str], rep: PreflightReport) -> 
                 have = set(reported_for(table, gas=gs.gas, year=y)["area"].astype(str)) if len(table) else set()
                 missing = [c for c in wanted if c not in have]
                 if missing:
-                    rep.notices.append(f"reported[{i}] ({r.name}) has no {gs.gas} value for {y} for "
-                                       f"{', '.join(missing)}: they will get 'no reported value'")  # fmt: skip
+                    rep.notices.append(
+                        f"reported[{i}] ({r.name}) has no {gs.gas} value for {y} for "
+                        f"{', '.join(missing)}: they will get 'no reported value'"
+                    )
 
 
 def _check_synthetic(cfg: RunConfig, files: dict[str, list[str]], rep: PreflightReport) -> None:
@@ -257,9 +272,11 @@ def _check_synthetic(cfg: RunConfig, files: dict[str, list[str]], rep: Preflight
             if mark:
                 rep.synthetic_inputs.append({"path": str(p), "mark": mark})
     if rep.synthetic_inputs and not cfg.run.synthetic:
-        rep.notices.append(f"{len(rep.synthetic_inputs)} input(s) are marked synthetic (e.g. "
-                           f"{rep.synthetic_inputs[0]['path']}): the run is treated as synthetic and its outputs "
-                           "carry the banner")  # fmt: skip
+        rep.notices.append(
+            f"{len(rep.synthetic_inputs)} input(s) are marked synthetic (e.g. "
+            f"{rep.synthetic_inputs[0]['path']}): the run is treated as synthetic and its outputs "
+            "carry the banner"
+        )
 
 
 def preflight(cfg: RunConfig, *, deep: bool = True) -> PreflightReport:

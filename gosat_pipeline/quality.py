@@ -29,8 +29,7 @@ from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.params import SURFACES, QualityScreens, with_overrides
 from gosat_pipeline.schema import SOUNDING_DIM
 
-__all__ = ["quality_mask", "apply_quality_filter", "describe_screens", "screen_codes", "DROP_REASONS",
-           "QualityScreens"]  # fmt: skip
+__all__ = ["quality_mask", "apply_quality_filter", "describe_screens", "screen_codes", "DROP_REASONS", "QualityScreens"]
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +187,9 @@ def screen_codes(
     return codes, tuple(reason for reason, _ in found)
 
 
-def _attribute_drops(
-    screens: list[tuple[str, xr.DataArray]], n: int
-) -> tuple[np.ndarray, dict[str, int]]:
+def _attribute_drops(screens: list[tuple[str, xr.DataArray]], n: int) -> tuple[np.ndarray, dict[str, int]]:
     """Keep mask and, per reason, the soundings it drops (each charged to its first failed screen)."""
-    values = (
-        dask.compute(*[ok.data for _, ok in screens]) if n else [np.zeros(0, bool)] * len(screens)
-    )
+    values = dask.compute(*[ok.data for _, ok in screens]) if n else [np.zeros(0, bool)] * len(screens)
     keep = np.ones(n, dtype=bool)
     dropped: dict[str, int] = {}
     for (reason, _), ok in zip(screens, values, strict=True):

@@ -92,28 +92,36 @@ def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
 def _iso3_series(gdf: gpd.GeoDataFrame, column: str | None, path: str) -> pd.Series:
     col = column or _pick(list(gdf.columns), ISO3_COLUMNS)
     if col is None or col not in gdf.columns:
-        raise BoundaryError(f"{path}: no ISO-3 column found among {list(ISO3_COLUMNS)}; columns are "
-                            f"{[c for c in gdf.columns if c != 'geometry']}; pass iso3_column=")  # fmt: skip
+        raise BoundaryError(
+            f"{path}: no ISO-3 column found among {list(ISO3_COLUMNS)}; columns are "
+            f"{[c for c in gdf.columns if c != 'geometry']}; pass iso3_column="
+        )
     codes = gdf[col].astype(str).str.strip()
     fallback = _pick(list(gdf.columns), ("ADM0_A3",))
     if fallback and fallback != col:  # Natural Earth: -99 where no official code (FRA, NOR, ...)
         codes = codes.where(~codes.isin(["-99", "", "None", "nan"]), gdf[fallback].astype(str).str.strip())
     bad = codes.isin(["-99", "", "None", "nan"])
     if bad.any():
-        raise BoundaryError(f"{path}: {int(bad.sum())} feature(s) have no region code in {col!r} "
-                            f"(rows {list(np.flatnonzero(bad.values)[:10])}); fix the file or pass iso3_column=")  # fmt: skip
+        raise BoundaryError(
+            f"{path}: {int(bad.sum())} feature(s) have no region code in {col!r} "
+            f"(rows {list(np.flatnonzero(bad.values)[:10])}); fix the file or pass iso3_column="
+        )
     return codes
 
 
 def _check_polygon(g: Any, label: str, path: str) -> None:
     """A region is an area on the globe: a (multi)polygon inside lon [-180, 360], lat [-90, 90]."""
     if g.geom_type not in ("Polygon", "MultiPolygon"):
-        raise BoundaryError(f"{path}: feature {label} is a {g.geom_type}, not a Polygon or MultiPolygon "
-                            "(a region boundary must enclose an area)")  # fmt: skip
+        raise BoundaryError(
+            f"{path}: feature {label} is a {g.geom_type}, not a Polygon or MultiPolygon "
+            "(a region boundary must enclose an area)"
+        )
     west, south, east, north = g.bounds
     if not (-180.0 <= west and east <= 360.0 and -90.0 <= south and north <= 90.0):
-        raise BoundaryError(f"{path}: feature {label} has coordinates outside longitude [-180, 360] / latitude "
-                            f"[-90, 90] (bounds {[west, south, east, north]}); is its CRS really EPSG:4326?")  # fmt: skip
+        raise BoundaryError(
+            f"{path}: feature {label} has coordinates outside longitude [-180, 360] / latitude "
+            f"[-90, 90] (bounds {[west, south, east, north]}); is its CRS really EPSG:4326?"
+        )
 
 
 def _repair(gdf: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
@@ -131,8 +139,10 @@ def _repair(gdf: gpd.GeoDataFrame, path: str) -> gpd.GeoDataFrame:
         if fixed.geom_type == "GeometryCollection":
             fixed = shapely.union_all([p for p in fixed.geoms if p.geom_type in ("Polygon", "MultiPolygon")])
         if fixed.is_empty or fixed.geom_type not in ("Polygon", "MultiPolygon") or not fixed.is_valid:
-            raise BoundaryError(f"{path}: feature {label} has an invalid geometry that cannot be repaired "
-                                f"({shapely.is_valid_reason(g)})")  # fmt: skip
+            raise BoundaryError(
+                f"{path}: feature {label} has an invalid geometry that cannot be repaired "
+                f"({shapely.is_valid_reason(g)})"
+            )
         geoms[k] = fixed
         repaired.append(label)
     if repaired:
@@ -160,8 +170,7 @@ def _group_rows(base: gpd.GeoDataFrame, groups: Mapping[str, Any]) -> gpd.GeoDat
                 raise BoundaryError(f"group {gname!r}: members {missing} are not in the boundaries")
             geom = shapely.union_all(base.loc[base["region"].isin(members_l), "geometry"].values)
             members = ",".join(members_l)
-        rows.append({"region": str(gname), "name": str(gname), "geometry": geom, "is_group": True,
-                     "members": members})  # fmt: skip
+        rows.append({"region": str(gname), "name": str(gname), "geometry": geom, "is_group": True, "members": members})
     return gpd.GeoDataFrame(rows, geometry="geometry", crs=4326)
 
 
@@ -203,8 +212,11 @@ def load_boundaries(
     """
     src = default_boundaries_path() if path is None else str(path)
     raw = _read_cached(src)
-    gdf = gpd.GeoDataFrame({"region": _iso3_series(raw, iso3_column, src).values,
-                            "geometry": raw.geometry.values}, geometry="geometry", crs=4326)  # fmt: skip
+    gdf = gpd.GeoDataFrame(
+        {"region": _iso3_series(raw, iso3_column, src).values, "geometry": raw.geometry.values},
+        geometry="geometry",
+        crs=4326,
+    )
     ncol = name_column or _pick(list(raw.columns), _NAME_COLUMNS)
     gdf["name"] = raw[ncol].astype(str).values if ncol and ncol in raw.columns else gdf["region"]
     wanted = set(iso3 or [])
@@ -215,8 +227,10 @@ def load_boundaries(
         present = set(gdf["region"])
         missing = sorted(wanted - present)
         if missing:
-            raise BoundaryError(f"{src}: region codes {missing} not found ({len(present)} regions available, "
-                                f"e.g. {sorted(present)[:8]})")  # fmt: skip
+            raise BoundaryError(
+                f"{src}: region codes {missing} not found ({len(present)} regions available, "
+                f"e.g. {sorted(present)[:8]})"
+            )
         if iso3 is not None:
             gdf = gdf[gdf["region"].isin(wanted)]
     gdf = _dissolve(_repair(gdf.reset_index(drop=True), src))
@@ -237,8 +251,9 @@ def _geodesic_area_km2(geoms: Sequence[Any]) -> np.ndarray:
     from pyproj import Geod
 
     geod = Geod(ellps="WGS84")
-    return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e6 if g is not None and not g.is_empty else 0.0
-                     for g in geoms])  # fmt: skip
+    return np.array(
+        [abs(geod.geometry_area_perimeter(g)[0]) / 1e6 if g is not None and not g.is_empty else 0.0 for g in geoms]
+    )
 
 
 def domain_regions(
@@ -263,8 +278,9 @@ def domain_regions(
         (inside the box), ``share_area`` (their ratio), sorted by region; geodesic areas
         on the WGS84 ellipsoid.
     """
-    is_group = boundaries["is_group"].astype(bool).values if "is_group" in boundaries else np.zeros(len(boundaries),
-                                                                                                     bool)  # fmt: skip
+    is_group = (
+        boundaries["is_group"].astype(bool).values if "is_group" in boundaries else np.zeros(len(boundaries), bool)
+    )
     base = boundaries[~is_group].reset_index(drop=True)
     box = shapely.box(*bbox)
     hit = shapely.intersects(base.geometry.values, box)
@@ -272,8 +288,14 @@ def domain_regions(
     inside = shapely.intersection(base.geometry.values, box)
     area = _geodesic_area_km2(base.geometry.values)
     area_in = _geodesic_area_km2(inside)
-    df = pd.DataFrame({"region": base["region"].astype(str).values, "name": base["name"].astype(str).values,
-                       "area_km2": area, "area_in_km2": area_in})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "region": base["region"].astype(str).values,
+            "name": base["name"].astype(str).values,
+            "area_km2": area,
+            "area_in_km2": area_in,
+        }
+    )
     df = df[df["area_in_km2"] >= min_area_km2].reset_index(drop=True)
     df["share_area"] = np.clip(df["area_in_km2"] / np.where(df["area_km2"] > 0, df["area_km2"], 1.0), 0.0, 1.0)
     return df.sort_values("region").reset_index(drop=True)
@@ -294,8 +316,9 @@ def _frac_regionmask(gdf: gpd.GeoDataFrame, grid: GridSpec, max_cells: int = 250
     out = np.zeros((n, *grid.shape))
     if n == 0:
         return out
-    regions = regionmask.from_geopandas(gdf.assign(num=np.arange(n)), numbers="num", names="region",
-                                        abbrevs="region", overlap=False)  # fmt: skip
+    regions = regionmask.from_geopandas(
+        gdf.assign(num=np.arange(n)), numbers="num", names="region", abbrevs="region", overlap=False
+    )
     lon, lat = grid.lon, grid.lat
     if _equally_spaced(lon) and _equally_spaced(lat) and lat.size >= 2:
         # in bands of rows: regionmask samples every cell 10 x 10 times, so one call on a fine
@@ -392,23 +415,35 @@ def region_masks(
     if not_res:
         logger.warning("regions not resolvable on this grid (covered area < %g cell): %s", min_fraction, not_res)
     return xr.DataArray(
-        frac, dims=("region", "latitude", "longitude"),
-        coords={"region": ("region", codes, {"long_name": "region code (ISO 3166-1 alpha-3 or group name)"}),
-                "region_name": ("region", names, {"long_name": "region name"}),
-                "region_cells": ("region", cells, {"long_name": "area inside the region in grid cells",
-                                                   "units": "1"}),
-                "resolvable": ("region", resolvable, {"long_name": "region covers at least min_fraction of a cell"}),
-                "is_group": ("region", np.array(groups, dtype=bool), {"long_name": "aggregate of member regions"}),
-                **grid.coords()},
+        frac,
+        dims=("region", "latitude", "longitude"),
+        coords={
+            "region": ("region", codes, {"long_name": "region code (ISO 3166-1 alpha-3 or group name)"}),
+            "region_name": ("region", names, {"long_name": "region name"}),
+            "region_cells": ("region", cells, {"long_name": "area inside the region in grid cells", "units": "1"}),
+            "resolvable": ("region", resolvable, {"long_name": "region covers at least min_fraction of a cell"}),
+            "is_group": ("region", np.array(groups, dtype=bool), {"long_name": "aggregate of member regions"}),
+            **grid.coords(),
+        },
         name="region_fraction",
-        attrs={"units": "1", "long_name": "fraction of the cell area inside the region",
-               "not_resolvable": json.dumps(not_res), "min_fraction": float(min_fraction),
-               "method": "regionmask mask_3D_frac_approx (10x10 samples per cell; fractions in steps of 0.01)"},
-    )  # fmt: skip
+        attrs={
+            "units": "1",
+            "long_name": "fraction of the cell area inside the region",
+            "not_resolvable": json.dumps(not_res),
+            "min_fraction": float(min_fraction),
+            "method": "regionmask mask_3D_frac_approx (10x10 samples per cell; fractions in steps of 0.01)",
+        },
+    )
 
 
-def _add_groups(groups_gdf: gpd.GeoDataFrame, grid: GridSpec, frac: np.ndarray, codes: list[str],
-                names: list[str], flags: list[bool]) -> tuple[np.ndarray, list[str], list[str], list[bool]]:  # fmt: skip
+def _add_groups(
+    groups_gdf: gpd.GeoDataFrame,
+    grid: GridSpec,
+    frac: np.ndarray,
+    codes: list[str],
+    names: list[str],
+    flags: list[bool],
+) -> tuple[np.ndarray, list[str], list[str], list[bool]]:
     extra = []
     for _, row in groups_gdf.iterrows():
         members = [m for m in str(row.get("members", "") or "").split(",") if m]
@@ -454,8 +489,9 @@ def region_totals(flux: xr.DataArray, masks: xr.DataArray) -> xr.DataArray:
     :math:`\\sum_r E_r + E_\\mathrm{outside} = \\sum_{ij} F_{ij} A_{ij} \\times 365.25 \\times 86400`.
     """
     if not same_grid(flux, masks):
-        raise SchemaError("flux and masks are on different grids; regrid the flux with "
-                          "inventory.regrid_conservative first")  # fmt: skip
+        raise SchemaError(
+            "flux and masks are on different grids; regrid the flux with inventory.regrid_conservative first"
+        )
     grid = _grid_of(masks)
     area = xr.DataArray(grid.cell_area(), dims=("latitude", "longitude"))
     rate = flux.fillna(0.0).drop_vars(["latitude", "longitude"], errors="ignore") * area * SECONDS_PER_YEAR
@@ -464,9 +500,12 @@ def region_totals(flux: xr.DataArray, masks: xr.DataArray) -> xr.DataArray:
     grid_total = rate.sum(["latitude", "longitude"])
     is_group = masks["is_group"] if "is_group" in masks.coords else xr.zeros_like(masks["region"], dtype=bool)
     outside = grid_total - tot.where(~is_group, 0.0).sum("region")
-    tot.attrs = {"units": "kg yr-1", "long_name": "regional emission total",
-                 "grid_total_kg_per_yr": np.asarray(grid_total).tolist(),
-                 "outside_kg_per_yr": np.asarray(outside).tolist(),
-                 "seconds_per_year": SECONDS_PER_YEAR}  # fmt: skip
+    tot.attrs = {
+        "units": "kg yr-1",
+        "long_name": "regional emission total",
+        "grid_total_kg_per_yr": np.asarray(grid_total).tolist(),
+        "outside_kg_per_yr": np.asarray(outside).tolist(),
+        "seconds_per_year": SECONDS_PER_YEAR,
+    }
     tot.name = "region_total"
     return tot

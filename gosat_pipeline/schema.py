@@ -393,50 +393,83 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "time_index": {"units": "1", "long_name": "index of the L3 time bin"},
         "cell": {"units": "1", "long_name": "flat cell index"},
         # transport.column_sensitivity, on the L3 grid
-        "column_sensitivity_l3": {"units": "1",
-                                  "long_name": "boundary-layer column averaging-kernel sensitivity (1 where missing)"},
+        "column_sensitivity_l3": {
+            "units": "1",
+            "long_name": "boundary-layer column averaging-kernel sensitivity (1 where missing)",
+        },
     },
     # transport.build_jacobian
     "jacobian": {
-        "jacobian": {"units": "{units}",
-                     "comment": "d(observation)/d(state element) in {units} per state unit (see state_units): "
-                                "scale factors for emissions, gas units for background offsets and inflow",
-                     "long_name": "Jacobian of {gas} super-observations with respect to the state vector"},
-        "obs_background_reference": {"units": "{units}", "long_name": "reference background subtracted before "
-                                                                      "the inversion (median of the window)"},
+        "jacobian": {
+            "units": "{units}",
+            "comment": "d(observation)/d(state element) in {units} per state unit (see state_units): "
+            "scale factors for emissions, gas units for background offsets and inflow",
+            "long_name": "Jacobian of {gas} super-observations with respect to the state vector",
+        },
+        "obs_background_reference": {
+            "units": "{units}",
+            "long_name": "reference background subtracted before the inversion (median of the window)",
+        },
     },
     # transport.footprints.open_footprints: external footprints (STILT, FLEXPART, NAME, IMI)
     "footprints": {
-        "footprint": {"units": "m2 s mol-1", "long_name": "sensitivity of the column-average dry-air mole fraction "
-                                                          "to a surface flux density"},
+        "footprint": {
+            "units": "m2 s mol-1",
+            "long_name": "sensitivity of the column-average dry-air mole fraction to a surface flux density",
+        },
         "obs_latitude": {"units": "degrees_north", "long_name": "receptor latitude"},
         "obs_longitude": {"units": "degrees_east", "long_name": "receptor longitude"},
         "obs_time": {"long_name": "receptor time (UTC)"},
         "obs_id": {"long_name": "file and receptor the footprint came from"},
-        "obs_outside_fraction": {"units": "1", "long_name": "share of the footprint outside the inversion grid "
-                                                            "(not seen by the state)"},
+        "obs_outside_fraction": {
+            "units": "1",
+            "long_name": "share of the footprint outside the inversion grid (not seen by the state)",
+        },
         "latitude": {"units": "degrees_north", "standard_name": "latitude"},
         "longitude": {"units": "degrees_east", "standard_name": "longitude"},
     },
     # inversion.invert: the posterior (state, state2) and its scalar diagnostics
     "posterior": {
-        "x_prior": {"units": "1", "long_name": "prior state vector", "comment": "{state_note}",
-                    "ancillary_variables": "x_prior_sigma"},
-        "x_posterior": {"units": "1", "long_name": "posterior state vector (mean)", "comment": "{state_note}",
-                        "ancillary_variables": "x_posterior_sigma"},
-        "x_posterior_sigma": {"units": "1", "long_name": "posterior 1-sigma uncertainty of the state vector",
-                              "comment": "{state_note}"},
-        "x_prior_sigma": {"units": "1", "long_name": "prior 1-sigma uncertainty of the state vector",
-                          "comment": "{state_note}"},
-        "x_posterior_median": {"units": "1", "long_name": "posterior state vector (median, lognormal)",
-                               "comment": "{state_note}"},
+        "x_prior": {
+            "units": "1",
+            "long_name": "prior state vector",
+            "comment": "{state_note}",
+            "ancillary_variables": "x_prior_sigma",
+        },
+        "x_posterior": {
+            "units": "1",
+            "long_name": "posterior state vector (mean)",
+            "comment": "{state_note}",
+            "ancillary_variables": "x_posterior_sigma",
+        },
+        "x_posterior_sigma": {
+            "units": "1",
+            "long_name": "posterior 1-sigma uncertainty of the state vector",
+            "comment": "{state_note}",
+        },
+        "x_prior_sigma": {
+            "units": "1",
+            "long_name": "prior 1-sigma uncertainty of the state vector",
+            "comment": "{state_note}",
+        },
+        "x_posterior_median": {
+            "units": "1",
+            "long_name": "posterior state vector (median, lognormal)",
+            "comment": "{state_note}",
+        },
         "S_prior": {"units": "1", "long_name": "prior error covariance of the state vector", "comment": "{cov_note}"},
-        "S_posterior": {"units": "1", "comment": "{cov_note}",
-                        "long_name": "posterior error covariance of the state vector"},
-        "averaging_kernel": {"units": "1", "long_name": "averaging kernel d x_hat / d x_true",
-                             "comment": "element (i, j) = d x_hat_i / d x_true_j (Rodgers 2000), in the units of "
-                                        "element i divided by those of element j (see state_units): 1 within "
-                                        "elements of the same kind"},
+        "S_posterior": {
+            "units": "1",
+            "comment": "{cov_note}",
+            "long_name": "posterior error covariance of the state vector",
+        },
+        "averaging_kernel": {
+            "units": "1",
+            "long_name": "averaging kernel d x_hat / d x_true",
+            "comment": "element (i, j) = d x_hat_i / d x_true_j (Rodgers 2000), in the units of "
+            "element i divided by those of element j (see state_units): 1 within "
+            "elements of the same kind",
+        },
         "dofs": {"units": "1", "long_name": "degrees of freedom for signal, tr(A)"},
         "chi2_obs": {"units": "1", "long_name": "observation chi-square per observation, J_o / m"},
         "chi2_state": {"units": "1", "long_name": "state chi-square per element, J_a / n"},
@@ -444,36 +477,60 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "status": {"units": "1", "long_name": "inversion status", **status_attrs(INVERSION_STATUS)},
         "state_units": {"long_name": "units of each state element"},
         # inversion.consistency_diagnostics
-        "chi2_obs_normalized": {"units": "1", "long_name": "observation chi-square over its expected value, "
-                                                           "J_o / (m - DOFS)"},
+        "chi2_obs_normalized": {
+            "units": "1",
+            "long_name": "observation chi-square over its expected value, J_o / (m - DOFS)",
+        },
         "chi2_state_normalized": {"units": "1", "long_name": "state chi-square over its expected value, J_a / DOFS"},
-        "chi2_obs_by_time": {"units": "1", "long_name": "mean squared whitened residual of the time bin's "
-                                                        "observations"},
+        "chi2_obs_by_time": {
+            "units": "1",
+            "long_name": "mean squared whitened residual of the time bin's observations",
+        },
         "time_bin_start": {"long_name": "start of the L3 time bin"},
     },
     # inversion.region_totals: totals of the emission elements per region and period
     "region_totals": {
-        "total_prior": {"units": "Tg yr-1", "long_name": "prior regional total",
-                        "ancillary_variables": "total_prior_sigma"},
+        "total_prior": {
+            "units": "Tg yr-1",
+            "long_name": "prior regional total",
+            "ancillary_variables": "total_prior_sigma",
+        },
         "total_prior_sigma": {"units": "Tg yr-1", "long_name": "prior 1-sigma, sqrt(w^T S_a w)"},
-        "total_posterior": {"units": "Tg yr-1", "long_name": "posterior regional total",
-                            "ancillary_variables": "total_posterior_sigma total_error_reduction total_sensitivity "
-                                                   "total_n_observations total_status"},
+        "total_posterior": {
+            "units": "Tg yr-1",
+            "long_name": "posterior regional total",
+            "ancillary_variables": "total_posterior_sigma total_error_reduction total_sensitivity "
+            "total_n_observations total_status",
+        },
         "total_posterior_sigma": {"units": "Tg yr-1", "long_name": "posterior 1-sigma, sqrt(w^T S w)"},
-        "total_prior_covariance": {"units": "Tg2 yr-2",
-                                   "long_name": "prior error covariance of the regional totals, W S_a W^T"},
-        "total_posterior_covariance": {"units": "Tg2 yr-2",
-                                       "long_name": "posterior error covariance of the regional totals, W S W^T"},
-        "total_error_reduction": {"units": "1", "long_name": "error reduction of the regional total, "
-                                                             "1 - sigma_post / sigma_prior"},
-        "total_sensitivity": {"units": "1", "long_name": "averaging-kernel sensitivity of the regional total, "
-                                                         "w^T A w / w^T w"},
-        "total_n_observations": {"units": "1", "long_name": "observations whose region column exceeds "
-                                                            "sensitivity_fraction of its max"},
-        "total_chi2_state": {"units": "1", "long_name": "state chi-square of the region's elements over its "
-                                                        "expected value"},
-        "total_chi2_obs": {"units": "1", "long_name": "mean squared whitened residual of the observations that "
-                                                      "see the region"},
+        "total_prior_covariance": {
+            "units": "Tg2 yr-2",
+            "long_name": "prior error covariance of the regional totals, W S_a W^T",
+        },
+        "total_posterior_covariance": {
+            "units": "Tg2 yr-2",
+            "long_name": "posterior error covariance of the regional totals, W S W^T",
+        },
+        "total_error_reduction": {
+            "units": "1",
+            "long_name": "error reduction of the regional total, 1 - sigma_post / sigma_prior",
+        },
+        "total_sensitivity": {
+            "units": "1",
+            "long_name": "averaging-kernel sensitivity of the regional total, w^T A w / w^T w",
+        },
+        "total_n_observations": {
+            "units": "1",
+            "long_name": "observations whose region column exceeds sensitivity_fraction of its max",
+        },
+        "total_chi2_state": {
+            "units": "1",
+            "long_name": "state chi-square of the region's elements over its expected value",
+        },
+        "total_chi2_obs": {
+            "units": "1",
+            "long_name": "mean squared whitened residual of the observations that see the region",
+        },
         "total_status": {"units": "1", "long_name": "status of the regional total", **status_attrs(TOTAL_STATUS)},
         "total_region": {"long_name": "region code"},
         "total_region_name": {"long_name": "region name"},
@@ -483,18 +540,26 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
     # inversion.posterior_flux_maps (standard names added by :func:`output_attrs` for a known gas)
     "flux_maps": {
         "prior_flux": {"units": "kg m-2 s-1", "long_name": "prior {g}emission flux"},
-        "posterior_flux": {"units": "kg m-2 s-1", "long_name": "posterior {g}emission flux",
-                           "ancillary_variables": "posterior_flux_sigma averaging_kernel_sensitivity"},
-        "posterior_flux_sigma": {"units": "kg m-2 s-1",
-                                 "long_name": "posterior 1-sigma uncertainty of the {g}emission flux"},
+        "posterior_flux": {
+            "units": "kg m-2 s-1",
+            "long_name": "posterior {g}emission flux",
+            "ancillary_variables": "posterior_flux_sigma averaging_kernel_sensitivity",
+        },
+        "posterior_flux_sigma": {
+            "units": "kg m-2 s-1",
+            "long_name": "posterior 1-sigma uncertainty of the {g}emission flux",
+        },
         "scale_factor": {"units": "1", "long_name": "posterior / prior emission flux"},
         "averaging_kernel_sensitivity": {"units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"},
         "period": {"long_name": "ISO 8601 period"},
     },
     # inversion.mass_balance
     "mass_balance": {
-        "mass_balance_emission": {"units": "Tg yr-1", "long_name": "{gas} mass-balance emission estimate",
-                                  "method": "Q = dX N_air M U sqrt(A) (Varon et al. 2018; Buchwitz et al. 2017)"},
+        "mass_balance_emission": {
+            "units": "Tg yr-1",
+            "long_name": "{gas} mass-balance emission estimate",
+            "method": "Q = dX N_air M U sqrt(A) (Varon et al. 2018; Buchwitz et al. 2017)",
+        },
         "region": {"long_name": "region code"},
         "region_name": {"long_name": "region name"},
     },
@@ -516,12 +581,16 @@ OUTPUT_VARIABLES: dict[str, dict[str, dict[str, Any]]] = {
         "member_wind_scale": {"units": "1", "long_name": "transport wind scale of each member"},
         "member_wind_rotation": {"units": "degree", "long_name": "transport wind rotation of each member"},
         "member_background": {"long_name": "background treatment of each member"},
-        "member_inflow": {"units": "1", "long_name": "boundary inflow estimated (1) or not (0)",
-                          "flag_values": np.array([0, 1], dtype="int8"), "flag_meanings": "no_inflow inflow"},
+        "member_inflow": {
+            "units": "1",
+            "long_name": "boundary inflow estimated (1) or not (0)",
+            "flag_values": np.array([0, 1], dtype="int8"),
+            "flag_meanings": "no_inflow inflow",
+        },
         "member_prior_error": {"units": "1", "long_name": "relative prior error of each member"},
         "member_sigma_model": {"units": "{units}", "long_name": "model error of each member"},
     },
-}  # fmt: skip
+}
 
 #: CF names of the emission flux density, by gas (the inventory stage gives the prior this name).
 _FLUX_GAS_NAMES: dict[str, str] = {"CH4": "methane", "CO2": "carbon_dioxide"}
@@ -552,7 +621,9 @@ def output_attrs(output: str, name: str, **values: Any) -> dict[str, Any]:
     try:
         spec = OUTPUT_VARIABLES[output][name]
     except KeyError:
-        raise SchemaError(f"no CF attributes for variable {name!r} of output {output!r} in schema.OUTPUT_VARIABLES") from None
+        raise SchemaError(
+            f"no CF attributes for variable {name!r} of output {output!r} in schema.OUTPUT_VARIABLES"
+        ) from None
     gas = str(values.get("gas", ""))
     values.setdefault("g", f"{gas} " if gas else "")
     attrs: dict[str, Any] = {}
@@ -616,9 +687,7 @@ def _require(ds: xr.Dataset, names: Iterable[str], what: str) -> None:
 
 def _check_units(ds: xr.Dataset, expected: Mapping[str, str], what: str) -> None:
     wrong = {
-        n: ds[n].attrs.get("units")
-        for n, u in expected.items()
-        if n in ds.variables and ds[n].attrs.get("units") != u
+        n: ds[n].attrs.get("units") for n, u in expected.items() if n in ds.variables and ds[n].attrs.get("units") != u
     }
     if wrong:
         raise SchemaError(
@@ -627,8 +696,7 @@ def _check_units(ds: xr.Dataset, expected: Mapping[str, str], what: str) -> None
         )
 
 
-def _check_dims(ds: xr.Dataset, expected: Mapping[str, tuple[str, ...]], what: str, *,
-                ordered: bool = True) -> None:  # fmt: skip
+def _check_dims(ds: xr.Dataset, expected: Mapping[str, tuple[str, ...]], what: str, *, ordered: bool = True) -> None:
     for name, dims in expected.items():
         if name not in ds.variables:
             continue
@@ -687,8 +755,7 @@ def validate_gridded(ds: xr.Dataset) -> xr.Dataset:
     """
     names = ["n_soundings", "xgas_mean", "xgas_weighted_mean", "xgas_std"]
     _require(ds, names, "gridded")
-    _check_dims(ds, {n: ("time", "latitude", "longitude") for n in GRIDDED_VARIABLES}, "gridded",
-                ordered=False)  # fmt: skip
+    _check_dims(ds, {n: ("time", "latitude", "longitude") for n in GRIDDED_VARIABLES}, "gridded", ordered=False)
     if "gas" in ds.attrs:
         units = gas_units(_gas_of(ds, "gridded"))
         _check_units(ds, {n: units for n, v in GRIDDED_VARIABLES.items() if v.get("units") == "gas"}, "gridded")
@@ -709,9 +776,17 @@ def validate_posterior(ds: xr.Dataset) -> xr.Dataset:
     """
     _gas_of(ds, "posterior")
     _require(ds, POSTERIOR_VARIABLES, "posterior")
-    _check_dims(ds, {"x_prior": ("state",), "x_posterior": ("state",), "S_prior": ("state", "state2"),
-                     "S_posterior": ("state", "state2"), "averaging_kernel": ("state", "state2")},
-                "posterior")  # fmt: skip
+    _check_dims(
+        ds,
+        {
+            "x_prior": ("state",),
+            "x_posterior": ("state",),
+            "S_prior": ("state", "state2"),
+            "S_posterior": ("state", "state2"),
+            "averaging_kernel": ("state", "state2"),
+        },
+        "posterior",
+    )
     _check_units(ds, dict.fromkeys(POSTERIOR_VARIABLES, "1"), "posterior")
     return ds
 
@@ -734,8 +809,7 @@ def cf_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """
     enc: dict[str, dict[str, Any]] = {}
     # CF 7.1: boundary variables inherit their coordinate's missing-data treatment, no _FillValue
-    bounds = {var.attrs[key] for var in ds.variables.values() for key in ("bounds", "climatology")
-              if key in var.attrs}  # fmt: skip
+    bounds = {var.attrs[key] for var in ds.variables.values() for key in ("bounds", "climatology") if key in var.attrs}
     for name, var in ds.variables.items():
         e: dict[str, Any] = {}
         kind = var.dtype.kind

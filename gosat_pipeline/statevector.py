@@ -47,27 +47,45 @@ _COORDS: dict[str, tuple[str, str, dict[str, str]]] = {
     "region": ("state_region", "str", {"long_name": "region code (ISO 3166-1 alpha-3, REST, or empty)"}),
     "region_name": ("state_region_name", "str", {"long_name": "region name"}),
     "role": ("state_role", "str", {"long_name": "role of an emission region (requested, other, rest)"}),
-    "sector": ("state_sector", "str",
-               {"long_name": "emission sector, background component or inflow edge"}),
+    "sector": ("state_sector", "str", {"long_name": "emission sector, background component or inflow edge"}),
     "period": ("state_period", "str", {"long_name": "ISO 8601 period label"}),
-    "prior_emission": ("state_prior_emission", "float64",
-                       {"units": "kg yr-1", "long_name": "prior emission of the element"}),
+    "prior_emission": (
+        "state_prior_emission",
+        "float64",
+        {"units": "kg yr-1", "long_name": "prior emission of the element"},
+    ),
     "units": ("state_units", "str", {"long_name": "units of the state element"}),
-    "latitude": ("state_latitude", "float64",
-                 {"units": "degrees_north", "standard_name": "latitude",
-                  "long_name": "emission-weighted centroid latitude"}),
-    "longitude": ("state_longitude", "float64",
-                  {"units": "degrees_east", "standard_name": "longitude",
-                   "long_name": "emission-weighted centroid longitude"}),
-    "background_reference": ("state_background_reference", "float64",
-                             {"long_name": "reference a background offset is relative to (0 otherwise)"}),
-    "domain_share_area": ("state_domain_share_area", "float64",
-                          {"units": "1", "long_name": "share of the region's area inside the domain"}),
-    "domain_share_emission": ("state_domain_share_emission", "float64",
-                              {"units": "1", "long_name": "share of the region's prior emission inside the domain "
-                                                          "(NaN: the inventory does not cover the whole region)"}),
+    "latitude": (
+        "state_latitude",
+        "float64",
+        {"units": "degrees_north", "standard_name": "latitude", "long_name": "emission-weighted centroid latitude"},
+    ),
+    "longitude": (
+        "state_longitude",
+        "float64",
+        {"units": "degrees_east", "standard_name": "longitude", "long_name": "emission-weighted centroid longitude"},
+    ),
+    "background_reference": (
+        "state_background_reference",
+        "float64",
+        {"long_name": "reference a background offset is relative to (0 otherwise)"},
+    ),
+    "domain_share_area": (
+        "state_domain_share_area",
+        "float64",
+        {"units": "1", "long_name": "share of the region's area inside the domain"},
+    ),
+    "domain_share_emission": (
+        "state_domain_share_emission",
+        "float64",
+        {
+            "units": "1",
+            "long_name": "share of the region's prior emission inside the domain "
+            "(NaN: the inventory does not cover the whole region)",
+        },
+    ),
     "area_km2": ("state_area_km2", "float64", {"units": "km2", "long_name": "area of the whole region"}),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -106,10 +124,21 @@ class StateVector:
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]]) -> StateVector:
         """Build from one mapping per element (missing fields take their defaults)."""
-        defaults: dict[str, Any] = {"region": "", "region_name": "", "role": "", "sector": "total", "period": "",
-                                    "prior_emission": 0.0, "units": "1", "latitude": np.nan,
-                                    "longitude": np.nan, "background_reference": 0.0, "domain_share_area": 1.0,
-                                    "domain_share_emission": 1.0, "area_km2": np.nan}  # fmt: skip
+        defaults: dict[str, Any] = {
+            "region": "",
+            "region_name": "",
+            "role": "",
+            "sector": "total",
+            "period": "",
+            "prior_emission": 0.0,
+            "units": "1",
+            "latitude": np.nan,
+            "longitude": np.nan,
+            "background_reference": 0.0,
+            "domain_share_area": 1.0,
+            "domain_share_emission": 1.0,
+            "area_km2": np.nan,
+        }
         cols: dict[str, list[Any]] = {f.name: [] for f in fields(cls)}
         for rec in records:
             unknown = set(rec) - set(cols)
@@ -120,8 +149,12 @@ class StateVector:
                     cols[name].append(rec["kind"])
                 else:
                     cols[name].append(rec.get(name, defaults[name]))
-        return cls(**{name: np.asarray(vals, dtype=_COORDS[name][1]) if vals else
-                      np.zeros(0, dtype=_COORDS[name][1]) for name, vals in cols.items()})  # fmt: skip
+        return cls(
+            **{
+                name: np.asarray(vals, dtype=_COORDS[name][1]) if vals else np.zeros(0, dtype=_COORDS[name][1])
+                for name, vals in cols.items()
+            }
+        )
 
     @classmethod
     def from_coords(cls, obj: Any) -> StateVector:
@@ -141,15 +174,22 @@ class StateVector:
             elif dtype == "str":
                 vals[name] = np.full(n, "1" if name == "units" else "", dtype=str)
             else:
-                fill = {"latitude": np.nan, "longitude": np.nan, "area_km2": np.nan,
-                        "domain_share_area": 1.0, "domain_share_emission": 1.0}.get(name, 0.0)  # fmt: skip
+                fill = {
+                    "latitude": np.nan,
+                    "longitude": np.nan,
+                    "area_km2": np.nan,
+                    "domain_share_area": 1.0,
+                    "domain_share_emission": 1.0,
+                }.get(name, 0.0)
                 vals[name] = np.full(n, fill)
         return cls(**vals)
 
     def to_coords(self) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
         """The ``state_*`` coordinates, ready for an xarray constructor."""
-        return {coord: ("state", getattr(self, name).astype(dtype), dict(attrs))
-                for name, (coord, dtype, attrs) in _COORDS.items()}  # fmt: skip
+        return {
+            coord: ("state", getattr(self, name).astype(dtype), dict(attrs))
+            for name, (coord, dtype, attrs) in _COORDS.items()
+        }
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -161,8 +201,10 @@ class StateVector:
 
     def labels(self) -> list[str]:
         """One readable label per element: ``"IDN 2020-01"`` for emissions, ``"<kind> <sector> <period>"`` else."""
-        return [f"{r} {p}" if k == "emission" else f"{k} {s} {p}"
-                for k, r, s, p in zip(self.kind, self.region, self.sector, self.period, strict=True)]  # fmt: skip
+        return [
+            f"{r} {p}" if k == "emission" else f"{k} {s} {p}"
+            for k, r, s, p in zip(self.kind, self.region, self.sector, self.period, strict=True)
+        ]
 
     @property
     def emission(self) -> np.ndarray:
@@ -212,8 +254,9 @@ class StateVector:
             vals.append(pe[idx])
         if not rows:
             return sp.csr_matrix((0, len(self)))
-        return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(len(targets), len(self)))  # fmt: skip
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(targets), len(self))
+        )
 
 
 # ---------------------------------------------------------------------------- region totals

@@ -69,8 +69,10 @@ def _open(paths: list[Path]) -> xr.Dataset:
         combined = xr.combine_by_coords(dsets, combine_attrs="drop_conflicts", join="outer")
         return combined if isinstance(combined, xr.Dataset) else combined.to_dataset()
     except Exception as exc:  # netCDF4, h5py and xarray raise many types for unreadable files
-        raise WindError(f"cannot open wind files {[str(p) for p in paths]} ({type(exc).__name__}: {exc}); "
-                        "give netCDF files with u/v (ERA5) or U/V (MERRA-2, GEOS-FP)") from exc
+        raise WindError(
+            f"cannot open wind files {[str(p) for p in paths]} ({type(exc).__name__}: {exc}); "
+            "give netCDF files with u/v (ERA5) or U/V (MERRA-2, GEOS-FP)"
+        ) from exc
 
 
 def _first(ds: xr.Dataset, names: Sequence[str]) -> str | None:
@@ -100,9 +102,11 @@ def _normalise(ds: xr.Dataset) -> xr.Dataset:
     ds = _rename(ds)
     if "time" in ds.dims and "time" in ds.coords and not _month_numbers(ds):
         if not np.issubdtype(np.asarray(ds["time"].values).dtype, np.datetime64):
-            raise WindError(f"the wind file's time axis holds {ds['time'].dtype} values "
-                            f"({np.asarray(ds['time'].values)[:3].tolist()}...), neither dates nor month numbers 1-12; "
-                            "give CF time units ('hours since ...')")  # fmt: skip
+            raise WindError(
+                f"the wind file's time axis holds {ds['time'].dtype} values "
+                f"({np.asarray(ds['time'].values)[:3].tolist()}...), neither dates nor month numbers 1-12; "
+                "give CF time units ('hours since ...')"
+            )
     for c in ("latitude", "longitude"):
         if c not in ds.coords:
             raise WindError(f"wind file has no {c} coordinate; coordinates are {list(ds.coords)}")
@@ -121,8 +125,9 @@ def _check_units(da: xr.DataArray, want: str, name: str) -> xr.DataArray:
     try:
         factor = pint.Quantity(1.0, units).to(want).magnitude
     except Exception as exc:  # pint raises several error types
-        raise WindError(f"variable {name!r} has units {da.attrs.get('units')!r}, not convertible to {want}: "
-                        f"{exc}") from None  # fmt: skip
+        raise WindError(
+            f"variable {name!r} has units {da.attrs.get('units')!r}, not convertible to {want}: {exc}"
+        ) from None
     return da * factor if factor != 1.0 else da
 
 
@@ -141,8 +146,9 @@ def _expand_months(ds: xr.Dataset, time_range: Any) -> xr.Dataset:
     out = ds.isel(time=idx).assign_coords(time=pd.DatetimeIndex(dates))
     missing = sorted(set(range(1, 13)) - set(months.tolist()))
     if missing:
-        logger.warning("wind climatology has months %s only; months %s take the nearest month's winds",
-                       months.tolist(), missing)  # fmt: skip
+        logger.warning(
+            "wind climatology has months %s only; months %s take the nearest month's winds", months.tolist(), missing
+        )
     return out.sortby("time")
 
 
@@ -159,8 +165,11 @@ def _select_time(ds: xr.Dataset, time_range: Any, *, pad: bool = False) -> xr.Da
     if end is not None:
         keep &= times <= end
     if not keep.any():
-        near = np.flatnonzero((times >= start - pd.Timedelta(days=45)) & (times <= end + pd.Timedelta(days=45))) \
-            if start is not None and end is not None else np.zeros(0, int)  # fmt: skip
+        near = (
+            np.flatnonzero((times >= start - pd.Timedelta(days=45)) & (times <= end + pd.Timedelta(days=45)))
+            if start is not None and end is not None
+            else np.zeros(0, int)
+        )
         if near.size == 0:
             raise WindError(f"no wind time step in {time_range}; the files cover {times.min()} .. {times.max()}")
         keep[near] = True
@@ -203,8 +212,9 @@ def _pick_level(da: xr.DataArray, level: str) -> xr.DataArray:
     return da.isel(level=int(k[0]))
 
 
-def _select_winds(ds: xr.Dataset, level: str,
-                  pressure_range: tuple[float, float]) -> tuple[xr.DataArray, xr.DataArray, str]:  # fmt: skip
+def _select_winds(
+    ds: xr.Dataset, level: str, pressure_range: tuple[float, float]
+) -> tuple[xr.DataArray, xr.DataArray, str]:
     found = sorted(str(v) for v in ds.data_vars)
     u3, v3, u10, v10 = _first(ds, _U3D), _first(ds, _V3D), _first(ds, _U10), _first(ds, _V10)
     has3d = u3 is not None and v3 is not None and "level" in ds[u3].dims
@@ -219,8 +229,10 @@ def _select_winds(ds: xr.Dataset, level: str,
             return _pbl_mean(ds[u3], pressure_range), _pbl_mean(ds[v3], pressure_range), desc
         if has10:
             return ds[u10], ds[v10], f"10 m wind ({u10}, {v10}); no pressure-level winds in the file"
-        raise WindError(f"no wind variables: need u/v on pressure levels or u10/v10 (ERA5), U/V or U10M/V10M "
-                        f"(MERRA-2, GEOS-FP); found {found}")  # fmt: skip
+        raise WindError(
+            f"no wind variables: need u/v on pressure levels or u10/v10 (ERA5), U/V or U10M/V10M "
+            f"(MERRA-2, GEOS-FP); found {found}"
+        )
     if re.fullmatch(r"\d+(\.\d+)?", str(level)):
         if not has3d:
             raise WindError(f"level={level!r} needs u/v (ERA5) or U/V (MERRA-2) on pressure levels; found {found}")
@@ -267,8 +279,10 @@ def _clamp(target: np.ndarray, src: np.ndarray, axis: str, name: str) -> np.ndar
     lo, hi = src.min() - half - 1e-9, src.max() + half + 1e-9
     out = target[(target < lo) | (target > hi)]
     if out.size:
-        raise WindError(f"wind {name!r} covers {axis} {src.min():g}..{src.max():g}; the grid needs "
-                        f"{target.min():g}..{target.max():g}: give winds covering the inversion domain")  # fmt: skip
+        raise WindError(
+            f"wind {name!r} covers {axis} {src.min():g}..{src.max():g}; the grid needs "
+            f"{target.min():g}..{target.max():g}: give winds covering the inversion domain"
+        )
     return np.clip(target, src.min(), src.max())
 
 
@@ -286,9 +300,12 @@ def _attrs(name: str) -> dict[str, str]:
     return {
         "u": {"units": "m s-1", "standard_name": "eastward_wind", "long_name": "eastward wind (time mean)"},
         "v": {"units": "m s-1", "standard_name": "northward_wind", "long_name": "northward wind (time mean)"},
-        "blh": {"units": "m", "standard_name": "atmosphere_boundary_layer_thickness",
-                "long_name": "boundary layer height (time mean)"},
-    }[name]  # fmt: skip
+        "blh": {
+            "units": "m",
+            "standard_name": "atmosphere_boundary_layer_thickness",
+            "long_name": "boundary layer height (time mean)",
+        },
+    }[name]
 
 
 def open_winds(
@@ -352,8 +369,13 @@ def open_winds(
     out = xr.Dataset(coords=grid.coords())
     keep_time = time_resolved and "time" in uu.dims
     if keep_time:
-        out = out.assign_coords(time=("time", pd.DatetimeIndex(ds["time"].values).values,
-                                      {"standard_name": "time", "long_name": "time of the wind field"}))  # fmt: skip
+        out = out.assign_coords(
+            time=(
+                "time",
+                pd.DatetimeIndex(ds["time"].values).values,
+                {"standard_name": "time", "long_name": "time of the wind field"},
+            )
+        )
     fields = [("u", uu), ("v", vv)]
     blh = _first(ds, _BLH)
     if blh is not None:
@@ -363,15 +385,24 @@ def open_winds(
             da = _check_units(da, "m/s", str(da.name or name))
         out[name] = _regrid_field(da, grid, name, keep_time)
     n_times = int(ds.sizes.get("time", 1))
-    out.attrs.update(wind_source=";".join(str(p) for p in paths), level=desc, n_times=n_times,
-                     regrid_method="bilinear interpolation" + ("" if keep_time else " of the time mean"))  # fmt: skip
+    out.attrs.update(
+        wind_source=";".join(str(p) for p in paths),
+        level=desc,
+        n_times=n_times,
+        regrid_method="bilinear interpolation" + ("" if keep_time else " of the time mean"),
+    )
     if "time" in ds.coords and np.issubdtype(np.asarray(ds["time"].values).dtype, np.datetime64):
         t = pd.DatetimeIndex(np.atleast_1d(ds["time"].values))
         out.attrs.update(time_coverage_start=t.min().isoformat(), time_coverage_end=t.max().isoformat())
     if time_range is not None:
         out.attrs["time_range"] = f"{time_range[0]} .. {time_range[1]}"
-    logger.info("winds: %s, %d time steps%s, %s", desc, n_times, " (kept)" if keep_time else " (mean)",
-                [str(p) for p in paths][:3])  # fmt: skip
+    logger.info(
+        "winds: %s, %d time steps%s, %s",
+        desc,
+        n_times,
+        " (kept)" if keep_time else " (mean)",
+        [str(p) for p in paths][:3],
+    )
     return out
 
 
@@ -381,8 +412,10 @@ def _regrid_field(da: xr.DataArray, grid: GridSpec, name: str, keep_time: bool) 
         da = da.mean("time", skipna=True)
     extra = [d for d in da.dims if d not in ("time", "latitude", "longitude")]
     if extra:
-        raise WindError(f"wind variable {name!r} has the unexpected dimension(s) {extra} (dims {da.dims}); "
-                        "expected (time, [level,] latitude, longitude)")  # fmt: skip
+        raise WindError(
+            f"wind variable {name!r} has the unexpected dimension(s) {extra} (dims {da.dims}); "
+            "expected (time, [level,] latitude, longitude)"
+        )
     attrs = dict(_attrs(name))
     if "time" in da.dims:
         vals = _to_grid(da.transpose("time", "latitude", "longitude"), grid, name)

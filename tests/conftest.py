@@ -92,6 +92,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     kinds = Counter(case.split(":", 1)[0] for case in store)
     by_kind = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
     n_checks = sum(len(v) for v in store.values())
-    terminalreporter.write_sep(
-        "-", f"bad-input corpus: {len(store)} cases ({by_kind}); {n_checks} checks passed"
-    )
+    terminalreporter.write_sep("-", f"bad-input corpus: {len(store)} cases ({by_kind}); {n_checks} checks passed")

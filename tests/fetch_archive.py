@@ -97,8 +97,14 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -------------------------------------------------------------- helpers
-    def _send(self, status: int, body: bytes = b"", ctype: str = "application/octet-stream",
-              headers: dict[str, str] | None = None, head: bool = False) -> None:  # fmt: skip
+    def _send(
+        self,
+        status: int,
+        body: bytes = b"",
+        ctype: str = "application/octet-stream",
+        headers: dict[str, str] | None = None,
+        head: bool = False,
+    ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -144,8 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path, query = parts.path, parse_qs(parts.query)
         if not self._authorised(path):
-            self._send(401, b"unauthorised", "text/plain", {"WWW-Authenticate": 'Basic realm="archive"'},
-                       head=method == "HEAD")  # fmt: skip
+            self._send(
+                401, b"unauthorised", "text/plain", {"WWW-Authenticate": 'Basic realm="archive"'}, head=method == "HEAD"
+            )
             return
         if path.startswith("/cds/"):
             self._cds(method, path)
@@ -205,8 +212,13 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(a.slow_delay)
 
     def _listing(self, path: str, head: bool) -> None:
-        names = sorted({p[len(path):].split("/")[0] + ("/" if "/" in p[len(path):] else "")
-                        for p in self.archive.files if p.startswith(path)})  # fmt: skip
+        names = sorted(
+            {
+                p[len(path) :].split("/")[0] + ("/" if "/" in p[len(path) :] else "")
+                for p in self.archive.files
+                if p.startswith(path)
+            }
+        )
         if not names:
             self._send(404, b"not found", "text/plain", head=head)
             return
@@ -218,24 +230,37 @@ class _Handler(BaseHTTPRequestHandler):
         a = self.archive
         bucket = path.rstrip("/") + "/"
         prefix = query.get("prefix", [""])[0]
-        keys = sorted(p[len(bucket):] for p in a.files if p.startswith(bucket + prefix))
+        keys = sorted(p[len(bucket) :] for p in a.files if p.startswith(bucket + prefix))
         start = int(query.get("continuation-token", ["0"])[0])
         page = keys[start : start + a.s3_page]
         more = start + a.s3_page < len(keys)
-        body = "".join(f"<Contents><Key>{escape(k)}</Key><Size>{len(a.files[bucket + k])}</Size>"
-                       f"<ETag>&quot;{'ab' * 16}-3&quot;</ETag></Contents>" for k in page)  # fmt: skip
+        body = "".join(
+            f"<Contents><Key>{escape(k)}</Key><Size>{len(a.files[bucket + k])}</Size>"
+            f"<ETag>&quot;{'ab' * 16}-3&quot;</ETag></Contents>"
+            for k in page
+        )
         token = f"<NextContinuationToken>{start + a.s3_page}</NextContinuationToken>" if more else ""
-        xml = ('<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
-               f"<Name>b</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(page)}</KeyCount>"
-               f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>{token}{body}</ListBucketResult>")  # fmt: skip
+        xml = (
+            '<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+            f"<Name>b</Name><Prefix>{escape(prefix)}</Prefix><KeyCount>{len(page)}</KeyCount>"
+            f"<IsTruncated>{'true' if more else 'false'}</IsTruncated>{token}{body}</ListBucketResult>"
+        )
         self._send(200, xml.encode(), "application/xml")
 
     def _zenodo(self, record: str) -> None:
         a = self.archive
         folder = f"/zenodo/records/{record}/files/"
-        files = [{"key": p[len(folder):], "size": len(d), "checksum": "md5:" + hashlib.md5(d).hexdigest(),
-                  "links": {"self": a.url + p}} for p in sorted(a.files) if p.startswith(folder)
-                 for d in [a.files[p]]]  # fmt: skip
+        files = [
+            {
+                "key": p[len(folder) :],
+                "size": len(d),
+                "checksum": "md5:" + hashlib.md5(d).hexdigest(),
+                "links": {"self": a.url + p},
+            }
+            for p in sorted(a.files)
+            if p.startswith(folder)
+            for d in [a.files[p]]
+        ]
         if not files:
             self._json({"status": 404, "message": "not found"}, 404)
             return
@@ -269,7 +294,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"title": "Authentication failed", "status": 401}, 401)
             return
         base = a.url + "/cds/retrieve/v1"
-        rest = path[len("/cds/retrieve/v1/"):]
+        rest = path[len("/cds/retrieve/v1/") :]
         if method == "POST" and rest.startswith("processes/") and rest.endswith("/execution"):
             dataset = rest.split("/")[1]
             request = json.loads(self._read_body() or b"{}").get("inputs", {})
@@ -281,8 +306,17 @@ class _Handler(BaseHTTPRequestHandler):
         elif rest.startswith("jobs/") and rest.endswith("/results"):
             job = rest.split("/")[1]
             size = len(self._payload(job))
-            self._json({"asset": {"value": {"href": f"{a.url}/cds/download/{job}.nc", "file:size": size,
-                                            "type": "application/netcdf"}}})  # fmt: skip
+            self._json(
+                {
+                    "asset": {
+                        "value": {
+                            "href": f"{a.url}/cds/download/{job}.nc",
+                            "file:size": size,
+                            "type": "application/netcdf",
+                        }
+                    }
+                }
+            )
         elif rest.startswith("jobs/"):
             job = rest.split("/")[1]
             a.cds_jobs[job]["polls"] += 1
@@ -292,10 +326,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _job(self, job: str, base: str, status: str) -> dict[str, Any]:
         now = datetime.utcnow().isoformat()
-        return {"jobID": job, "status": status, "type": "process", "processID": self.archive.cds_jobs[job]["dataset"],
-                "created": now, "updated": now, "metadata": {},
-                "links": [{"rel": "monitor", "href": f"{base}/jobs/{job}"},
-                          {"rel": "results", "href": f"{base}/jobs/{job}/results"}]}  # fmt: skip
+        return {
+            "jobID": job,
+            "status": status,
+            "type": "process",
+            "processID": self.archive.cds_jobs[job]["dataset"],
+            "created": now,
+            "updated": now,
+            "metadata": {},
+            "links": [
+                {"rel": "monitor", "href": f"{base}/jobs/{job}"},
+                {"rel": "results", "href": f"{base}/jobs/{job}/results"},
+            ],
+        }
 
     def _payload(self, job: str) -> bytes:
         a = self.archive
@@ -390,8 +433,15 @@ class SftpArchive:
                 return data
 
         async def listen() -> Any:
-            return await asyncssh.listen("127.0.0.1", 0, server_host_keys=[self.host_key], server_factory=Server,
-                                         sftp_factory=Sftp, allow_scp=False, login_timeout=30)  # fmt: skip
+            return await asyncssh.listen(
+                "127.0.0.1",
+                0,
+                server_host_keys=[self.host_key],
+                server_factory=Server,
+                sftp_factory=Sftp,
+                allow_scp=False,
+                login_timeout=30,
+            )
 
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(30)
@@ -464,8 +514,11 @@ class EarthdataLogin:
                     self._json(404, {"error": "not_found"})
                     return
                 if not got.startswith("Basic "):
-                    self._json(401, {"error": "unauthorized"}, {
-                        "WWW-Authenticate": 'Basic realm="Please enter your Earthdata Login credentials"'})
+                    self._json(
+                        401,
+                        {"error": "unauthorized"},
+                        {"WWW-Authenticate": 'Basic realm="Please enter your Earthdata Login credentials"'},
+                    )
                     return
                 want = base64.b64encode(f"{edl.username}:{edl.password}".encode()).decode()
                 if got != f"Basic {want}":

@@ -18,8 +18,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "gosat_pipeline"
 
 LAYER0 = {"errors", "schema", "grids", "outputs", "statevector", "attribution", "paths", "params"}
-STAGES = {"io", "quality", "gridding", "inventory", "regions", "winds", "transport", "inversion",
-          "compare", "report"}  # fmt: skip
+STAGES = {"io", "quality", "gridding", "inventory", "regions", "winds", "transport", "inversion", "compare", "report"}
 ALLOWED: dict[str, set[str]] = {
     **{m: LAYER0 for m in LAYER0},
     **{s: LAYER0 for s in STAGES},

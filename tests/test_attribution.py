@@ -17,8 +17,11 @@ def _case() -> tuple[xr.DataArray, xr.DataArray]:
     flux = xr.DataArray(np.array([[1.0, 2.0, 4.0]]) * 1e-9, dims=("latitude", "longitude"), coords=g.coords())
     # cell 0: all A; cell 1: 30 % A, 20 % B, half sea; cell 2: open sea
     fr = np.array([[[1.0, 0.3, 0.0]], [[0.0, 0.2, 0.0]]])
-    masks = xr.DataArray(fr, dims=("region", "latitude", "longitude"),
-                         coords={"region": ["AAA", "BBB"], "region_name": ("region", ["A", "B"]), **g.coords()})  # fmt: skip
+    masks = xr.DataArray(
+        fr,
+        dims=("region", "latitude", "longitude"),
+        coords={"region": ["AAA", "BBB"], "region_name": ("region", ["A", "B"]), **g.coords()},
+    )
     return flux, masks
 
 

@@ -63,8 +63,11 @@ def _offline() -> Iterator[None]:
         socket.socket.connect = real  # type: ignore[method-assign]
 
 
-_PRIORITIES = {3: ("high_priorities",), 2: ("high_priorities", "medium_priorities"),
-               1: ("high_priorities", "medium_priorities", "low_priorities")}  # fmt: skip
+_PRIORITIES = {
+    3: ("high_priorities",),
+    2: ("high_priorities", "medium_priorities"),
+    1: ("high_priorities", "medium_priorities", "low_priorities"),
+}
 
 
 def check_cf(path: str | Path, checker: str = "cf:1.8", priority: int = 1) -> list[str]:
@@ -95,9 +98,7 @@ def check_cf(path: str | Path, checker: str = "cf:1.8", priority: int = 1) -> li
             if hasattr(ds, "close"):
                 ds.close()
     if not groups:
-        raise RuntimeError(
-            f"compliance checker {checker!r} not found; installed: {sorted(cs.checkers)}"
-        )
+        raise RuntimeError(f"compliance checker {checker!r} not found; installed: {sorted(cs.checkers)}")
     failures = []
     for name, (results, errors) in groups.items():
         for check, err in (errors or {}).items():
@@ -140,10 +141,9 @@ def test_check_cf_finds_real_errors(tmp_path):
     """The helper must be able to fail: int64 data and a fill value on a coordinate."""
     ds = xr.Dataset(
         {"count": (("latitude",), np.arange(3, dtype="int64"), {"units": "1", "long_name": "c"})},
-        coords={"latitude": ("latitude", [0.0, 1.0, 2.0], {"units": "degrees_north",
-                                                           "standard_name": "latitude"})},
+        coords={"latitude": ("latitude", [0.0, 1.0, 2.0], {"units": "degrees_north", "standard_name": "latitude"})},
         attrs={"Conventions": "CF-1.8"},
-    )  # fmt: skip
+    )
     ds.to_netcdf(tmp_path / "bad.nc")
     failures = check_cf(tmp_path / "bad.nc")
     assert any("int64" in f for f in failures)
@@ -155,8 +155,14 @@ def test_check_cf_finds_real_errors(tmp_path):
 def osse() -> dict:
     """A small real inversion: 2 regions, 2 monthly periods (so the maps have a period dim)."""
     case = make_osse_case(seed=1, regions=2, n_months=2)
-    jac = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"],
-                         sigma_model=case["sigma_model"], period_split="MS")  # fmt: skip
+    jac = build_jacobian(
+        case["obs"],
+        case["prior_flux"],
+        case["masks"],
+        winds=case["winds"],
+        sigma_model=case["sigma_model"],
+        period_split="MS",
+    )
     return {**case, "posterior": invert(jac, prior_error=0.5, correlation_length_km=500.0)}
 
 
@@ -211,12 +217,19 @@ def test_check_cf_reports_warnings_and_stays_offline(tmp_path, monkeypatch):
     """Warnings count: a missing title and a bounds variable with a _FillValue; and the
     checker never leaves the machine (a connection attempt would fail the check)."""
     ds = xr.Dataset(
-        {"x": (("latitude",), np.zeros(2, dtype="float32"), {"units": "1", "long_name": "x"}),
-         "latitude_bounds": (("latitude", "nv"), np.array([[0.0, 1.0], [1.0, 2.0]]))},
-        coords={"latitude": ("latitude", [0.5, 1.5], {"units": "degrees_north", "standard_name": "latitude",
-                                                      "bounds": "latitude_bounds"})},
+        {
+            "x": (("latitude",), np.zeros(2, dtype="float32"), {"units": "1", "long_name": "x"}),
+            "latitude_bounds": (("latitude", "nv"), np.array([[0.0, 1.0], [1.0, 2.0]])),
+        },
+        coords={
+            "latitude": (
+                "latitude",
+                [0.5, 1.5],
+                {"units": "degrees_north", "standard_name": "latitude", "bounds": "latitude_bounds"},
+            )
+        },
         attrs={"Conventions": "CF-1.8", "history": "test"},
-    )  # fmt: skip
+    )
     ds.to_netcdf(tmp_path / "warn.nc", encoding={"latitude": {"_FillValue": None}})
     failures = check_cf(tmp_path / "warn.nc")
     assert any("medium" in f and "title" in f for f in failures), failures

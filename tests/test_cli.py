@@ -68,8 +68,9 @@ def test_synth_samples_writes_the_demo_inputs(tmp_path: Path, capsys: pytest.Cap
     assert main(["synth", "samples", "--truth", "identical", "--out", str(tmp_path / "ds")]) == 0
     err = capsys.readouterr().err
     n = sum(1 for p in (tmp_path / "ds").rglob("*") if p.is_file() and not p.name.startswith("."))
-    assert err.strip().splitlines()[-1:] == [f"wrote {n} demonstration files to {tmp_path / 'ds'} "
-                                        "(described in data_samples/README.md)"]  # fmt: skip
+    assert err.strip().splitlines()[-1:] == [
+        f"wrote {n} demonstration files to {tmp_path / 'ds'} (described in data_samples/README.md)"
+    ]
     granules = list((tmp_path / "ds" / "granules").rglob("*.nc*"))
     assert n == len(granules) + 5 and len(granules) > 600  # daily granules of a year, 2 priors, 3 more
     truth = json.loads((tmp_path / "ds" / "truth.json").read_text())
@@ -121,8 +122,25 @@ def test_verbosity_is_accepted_after_the_subcommand(tmp_path: Path, capsys: pyte
 
 def test_synth_granules_says_what_it_wrote(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "g"
-    assert main(["synth", "granules", "--format", "acos_lite", "--out", str(out), "--n-files", "2",
-                 "--n-per-file", "50", "--seed", "7"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "synth",
+                "granules",
+                "--format",
+                "acos_lite",
+                "--out",
+                str(out),
+                "--n-files",
+                "2",
+                "--n-per-file",
+                "50",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err.strip() == (
         f"wrote 2 synthetic CO2 granule(s) in the acos_lite layout to {out} (50 soundings each, about 20 % of "
@@ -132,8 +150,9 @@ def test_synth_granules_says_what_it_wrote(tmp_path: Path, capsys: pytest.Captur
     assert len(paths) == 2 and all(Path(p).is_file() and Path(p).parent == out for p in paths)
 
 
-def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_synth_osse_prints_a_table_with_units_and_json_on_request(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22", "--truth", "identical"]
@@ -143,10 +162,16 @@ def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path
     assert lines[0].startswith("OSSE (synthetic truth, seed 0): CH4, ")
     assert "degrees of freedom for signal" in out and "chi-square per observation" in out
     header = next(line for line in lines if line.startswith("region "))
-    for col in ("truth (Tg CH4/yr)", "prior (Tg CH4/yr)", "estimate \u00b1 1 sigma (Tg CH4/yr)", "error reduction",
-                "truth within 2 sigma", "mass balance (Tg CH4/yr)"):  # fmt: skip
+    for col in (
+        "truth (Tg CH4/yr)",
+        "prior (Tg CH4/yr)",
+        "estimate \u00b1 1 sigma (Tg CH4/yr)",
+        "error reduction",
+        "truth within 2 sigma",
+        "mass balance (Tg CH4/yr)",
+    ):
         assert col in header
-    body = lines[lines.index(header) + 2:]
+    body = lines[lines.index(header) + 2 :]
     assert [r.split()[0] for r in body[:2]] == ["THA", "VNM"] and "\u00b1" in body[0] and "%" in body[0]
     assert (tmp_path / "osse_elements.csv").is_file()
     assert main(["synth", "osse", *boxes, "--json"]) == 0
@@ -159,8 +184,9 @@ def test_synth_osse_prints_a_table_with_units_and_json_on_request(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_synth_osse_independent_prints_combined_sigma_coverage_and_json(tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_synth_osse_independent_prints_combined_sigma_coverage_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     boxes = ["--region", "THA=98,6,104,19", "--region", "VNM=105,9,109,22"]
@@ -173,11 +199,18 @@ def test_synth_osse_independent_prints_combined_sigma_coverage_and_json(tmp_path
     assert "time-resolved" in out and "3 inversion(s) (the configured one and 2 perturbed)" in out
     assert "structural transport error 25 %" in out
     header = next(line for line in lines if line.startswith("region "))
-    for col in ("truth (Tg CH4/yr)", "prior (Tg CH4/yr)", "estimate \u00b1 combined sigma (Tg CH4/yr)",
-                "analytic sigma", "ensemble spread", "error reduction (analytic)", "constrained",
-                "truth within 2 sigma"):  # fmt: skip
+    for col in (
+        "truth (Tg CH4/yr)",
+        "prior (Tg CH4/yr)",
+        "estimate \u00b1 combined sigma (Tg CH4/yr)",
+        "analytic sigma",
+        "ensemble spread",
+        "error reduction (analytic)",
+        "constrained",
+        "truth within 2 sigma",
+    ):
         assert col in header
-    body = lines[lines.index(header) + 2:lines.index(header) + 4]
+    body = lines[lines.index(header) + 2 : lines.index(header) + 4]
     assert [r.split()[0] for r in body] == ["THA", "VNM"] and all("\u00b1" in r for r in body)
     cover = next(line for line in lines if line.startswith("coverage: "))
     assert "constrained" in cover and "analytic error reduction >= 50 %" in cover
@@ -216,8 +249,9 @@ def test_heartbeat_prints_progress_during_a_long_stage() -> None:
     assert Heartbeat(lines.append, 0.0).tick() is None  # 0: never
 
 
-def test_report_pdf_without_a_browser_names_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_report_pdf_without_a_browser_names_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from gosat_pipeline.report import pdf
     from gosat_pipeline.testing.posteriors import write_run_dir
 

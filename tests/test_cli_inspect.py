@@ -77,8 +77,9 @@ def test_wrong_format_option_points_at_the_right_one(nies: Path, capsys: pytest.
     assert rc == 2 and "the file looks like nies_gosat_l2: use --format nies_gosat_l2" in err
 
 
-def test_unreadable_file_names_the_reader_that_tried(nies: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_unreadable_file_names_the_reader_that_tried(
+    nies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "renamed.h5"
     shutil.copy(nies, broken)
     with h5py.File(broken, "a") as f:

@@ -65,8 +65,9 @@ def test_jobqueue_builds_a_slurm_job_script(monkeypatch: pytest.MonkeyPatch) -> 
     from gosat_pipeline.config import JobqueueSection
 
     jq = JobqueueSection(system="slurm", queue="short", account="ghg", cores=4, memory="8GB", jobs=1)
-    cluster = dj.SLURMCluster(queue=jq.queue, account=jq.account, cores=jq.cores, memory=jq.memory,
-                              walltime=jq.walltime)  # fmt: skip
+    cluster = dj.SLURMCluster(
+        queue=jq.queue, account=jq.account, cores=jq.cores, memory=jq.memory, walltime=jq.walltime
+    )
     try:
         script = cluster.job_script()
     finally:

@@ -86,8 +86,18 @@ def reported_table(values, *, source="national submission", year=2019, sigma=Non
     rows = []
     for area, v in values.items():
         s = 0.1 * v if sigma is None else sigma.get(area, math.nan)
-        rows.append({"area": area, "year": year, "gas": gas, "category": "total", "source": source,
-                     "value_tg_per_yr": v, "sigma_tg_per_yr": s, "uncertainty_source": "reported"})
+        rows.append(
+            {
+                "area": area,
+                "year": year,
+                "gas": gas,
+                "category": "total",
+                "source": source,
+                "value_tg_per_yr": v,
+                "sigma_tg_per_yr": s,
+                "uncertainty_source": "reported",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -171,8 +181,9 @@ def test_shift_z_when_the_prior_is_the_reported_inventory():
 
 def test_prior_is_reported_may_name_one_reference():
     post = hand_posterior(xh=[1.25, 0.95])
-    rep = pd.concat([reported_table({"AAA": 10.0, "BBB": 5.0}),
-                     reported_table({"AAA": 11.0, "BBB": 4.0}, source="EDGAR")])
+    rep = pd.concat(
+        [reported_table({"AAA": 10.0, "BBB": 5.0}), reported_table({"AAA": 11.0, "BBB": 4.0}, source="EDGAR")]
+    )
     df = compare_to_inventory(post, rep, prior_is_reported="national submission")
     assert row(df, "AAA", "national submission")["z_form"] == "shift"
     assert row(df, "AAA", "EDGAR")["z_form"] == "direct"
@@ -181,9 +192,11 @@ def test_prior_is_reported_may_name_one_reference():
 # ---------------------------------------------------------------------------- verdict gates
 @pytest.mark.parametrize(
     ("posterior_scale", "verdict"),
-    [(1.0 + 1.99 * math.sqrt(2) / 10, "consistent"),
-     (1.0 + 2.01 * math.sqrt(2) / 10, "higher than reported"),
-     (1.0 - 2.01 * math.sqrt(2) / 10, "lower than reported")],
+    [
+        (1.0 + 1.99 * math.sqrt(2) / 10, "consistent"),
+        (1.0 + 2.01 * math.sqrt(2) / 10, "higher than reported"),
+        (1.0 - 2.01 * math.sqrt(2) / 10, "lower than reported"),
+    ],
 )
 def test_z_critical_boundary(posterior_scale, verdict):
     # sigma_post = 10*0.1 = 1 Tg, sigma_rep = 1 Tg -> z = 10 (x - 1) / sqrt(2)
@@ -196,9 +209,11 @@ def test_z_critical_boundary(posterior_scale, verdict):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"min_error_reduction": 0.95}, "reduce its uncertainty by only 80 % (at least 95 % needed)"),
-     ({"min_sensitivity": 0.999}, "averaging-kernel sensitivity"),
-     ({"min_observations": 51}, "only 50 observations see it (at least 51 needed)")],
+    [
+        ({"min_error_reduction": 0.95}, "reduce its uncertainty by only 80 % (at least 95 % needed)"),
+        ({"min_sensitivity": 0.999}, "averaging-kernel sensitivity"),
+        ({"min_observations": 51}, "only 50 observations see it (at least 51 needed)"),
+    ],
 )
 def test_not_constrained_gates(kwargs, field):
     post = hand_posterior(xh=[2.0, 1.0])  # a huge discrepancy, but the gates win
@@ -233,8 +248,7 @@ def test_no_reported_value():
 
 def test_other_gases_and_missing_sigma():
     post = hand_posterior(xh=[1.0, 1.0], A=np.eye(2))
-    rep = pd.concat([reported_table({"AAA": 10.0}, sigma={"AAA": math.nan}),
-                     reported_table({"BBB": 100.0}, gas="CO2")])
+    rep = pd.concat([reported_table({"AAA": 10.0}, sigma={"AAA": math.nan}), reported_table({"BBB": 100.0}, gas="CO2")])
     df = compare_to_inventory(post, rep)
     assert row(df, "BBB")["verdict"] == "no reported value"
     a = row(df, "AAA")
@@ -242,8 +256,13 @@ def test_other_gases_and_missing_sigma():
 
 
 def test_period_matching_by_year_and_interval_label():
-    post = hand_posterior(periods=("2019-10-01/2020-10-01", "2021-03"), xh=[1, 1, 1, 1], A=np.eye(4),
-                          Sa=0.25 * np.eye(4), Sh=0.01 * np.eye(4))
+    post = hand_posterior(
+        periods=("2019-10-01/2020-10-01", "2021-03"),
+        xh=[1, 1, 1, 1],
+        A=np.eye(4),
+        Sa=0.25 * np.eye(4),
+        Sh=0.01 * np.eye(4),
+    )
     rep = pd.concat([reported_table({"AAA": 10.0}, year=2020), reported_table({"AAA": 12.0}, year=2021)])
     df = compare_to_inventory(post, rep)
     assert row(df, "AAA", period="2019-10-01/2020-10-01")["reported_year"] == 2020
@@ -253,8 +272,9 @@ def test_period_matching_by_year_and_interval_label():
 # ---------------------------------------------------------------------------- references and aggregates
 def test_several_references_side_by_side():
     post = hand_posterior(xh=[1.3, 1.0])
-    rep = pd.concat([reported_table({"AAA": 10.0, "BBB": 5.0}),
-                     reported_table({"AAA": 13.0, "BBB": 5.0}, source="EDGAR")])
+    rep = pd.concat(
+        [reported_table({"AAA": 10.0, "BBB": 5.0}), reported_table({"AAA": 13.0, "BBB": 5.0}, source="EDGAR")]
+    )
     df = compare_to_inventory(post, rep)
     assert len(df) == 4
     assert list(dict.fromkeys(df["reference"])) == ["national submission", "EDGAR"]
@@ -316,10 +336,12 @@ def test_planted_discrepancy_flagged_only_where_constrained():
 def test_period_change_includes_cross_period_covariance():
     Sh = np.diag([0.04, 0.04, 0.04, 0.04])
     Sh[0, 2] = Sh[2, 0] = 0.03  # AAA 2019 and AAA 2020 strongly correlated
-    post = hand_posterior(periods=("2019", "2020"), xh=[1.0, 1.0, 0.7, 1.0], Sa=0.25 * np.eye(4), Sh=Sh,
-                          prior_tg=(10.0, 5.0))
-    rep = pd.concat([reported_table({"AAA": 10.0, "BBB": 5.0}, year=2019),
-                     reported_table({"AAA": 9.0, "BBB": 5.0}, year=2020)])
+    post = hand_posterior(
+        periods=("2019", "2020"), xh=[1.0, 1.0, 0.7, 1.0], Sa=0.25 * np.eye(4), Sh=Sh, prior_tg=(10.0, 5.0)
+    )
+    rep = pd.concat(
+        [reported_table({"AAA": 10.0, "BBB": 5.0}, year=2019), reported_table({"AAA": 9.0, "BBB": 5.0}, year=2020)]
+    )
     ch = period_change(post, rep, period_a="2019", period_b="2020")
     a = row(ch, "AAA")
     assert list(ch.columns) == list(CHANGE_COLUMNS)
@@ -342,7 +364,9 @@ def test_period_change_includes_cross_period_covariance():
 def test_period_change_over_sets_of_periods_and_aggregates():
     post = make_posterior(("IDN", "MYS"), periods=("2018", "2019", "2020", "2021"), period_correlation=0.6, seed=2)
     rep = make_reported(post)
-    ch = period_change(post, rep, period_a=["2018", "2019"], period_b=["2020", "2021"], aggregates={"IM": ["IDN", "MYS"]})
+    ch = period_change(
+        post, rep, period_a=["2018", "2019"], period_b=["2020", "2021"], aggregates={"IM": ["IDN", "MYS"]}
+    )
     st = post
     kind = st["state_kind"].values.astype(str)
     per = st["state_period"].values.astype(str)
@@ -380,8 +404,12 @@ def test_csv_and_json_round_trip(tmp_path):
     df = compare_to_inventory(post, rep, aggregates={"ASEAN": ["IDN", "MYS", "THA", "VNM"]}, z_critical=2.5)
     ch = period_change(post, rep, period_a="2019", period_b="2020")
     paths = write_discrepancies(df, tmp_path, changes=ch)
-    assert {p.name for p in paths.values()} == {"discrepancies.csv", "discrepancies.json",
-                                                "discrepancies.schema.json", "period_changes.csv"}
+    assert {p.name for p in paths.values()} == {
+        "discrepancies.csv",
+        "discrepancies.json",
+        "discrepancies.schema.json",
+        "period_changes.csv",
+    }
     text = paths["csv"].read_text()
     assert not text.startswith("#") and "\n#" not in text
     back = pd.read_csv(paths["csv"], keep_default_na=True)
@@ -480,10 +508,12 @@ def test_members_that_disagree_make_the_verdict_transport_sensitive():
 
 def test_a_region_partly_outside_the_domain_is_never_compared_whole():
     post = hand_posterior(regions=("AAA", "BBB", "CCC"), prior_tg=(10.0, 5.0, 2.0), xh=[2.0, 1.0, 1.0])
-    post = post.assign_coords(state_domain_share_area=("state", [0.4, 1.0, 1.0]),
-                              state_domain_share_emission=("state", [0.3, 1.0, np.nan]),
-                              state_area_km2=("state", [1e5, 1e5, 1e4]),
-                              state_role=("state", ["requested", "requested", "other"]))  # fmt: skip
+    post = post.assign_coords(
+        state_domain_share_area=("state", [0.4, 1.0, 1.0]),
+        state_domain_share_emission=("state", [0.3, 1.0, np.nan]),
+        state_area_km2=("state", [1e5, 1e5, 1e4]),
+        state_role=("state", ["requested", "requested", "other"]),
+    )
     rep = reported_table({"AAA": 33.0, "BBB": 5.0, "CCC": 2.0})
     df = compare_to_inventory(post, rep, aggregates={"AB": ["AAA", "BBB"]})
     assert set(df["region"]) == {"AAA", "BBB", "AB"}  # CCC was not requested: no verdict
@@ -499,8 +529,11 @@ def test_a_region_partly_outside_the_domain_is_never_compared_whole():
     from gosat_pipeline.compare import domain_budget
 
     budget = domain_budget(post)
-    assert list(budget["region"]) == ["AAA", "BBB", "CCC"] and list(budget["role"]) == ["requested", "requested",
-                                                                                          "other"]  # fmt: skip
+    assert list(budget["region"]) == ["AAA", "BBB", "CCC"] and list(budget["role"]) == [
+        "requested",
+        "requested",
+        "other",
+    ]
 
 
 def test_chi_square_gates_and_inflation():

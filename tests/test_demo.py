@@ -95,8 +95,9 @@ def assert_same_outputs(a: Path, b: Path, rtol: float = 1e-12) -> int:
             for name, va in da.variables.items():
                 vb = db[name]
                 if va.dtype.kind in "fc":
-                    np.testing.assert_allclose(vb.values, va.values, rtol=rtol, atol=0, equal_nan=True,
-                                               err_msg=f"{fa.name}:{name}")  # fmt: skip
+                    np.testing.assert_allclose(
+                        vb.values, va.values, rtol=rtol, atol=0, equal_nan=True, err_msg=f"{fa.name}:{name}"
+                    )
                 else:
                     np.testing.assert_array_equal(vb.values, va.values, err_msg=f"{fa.name}:{name}")
         n += 1
@@ -128,15 +129,20 @@ def test_demo_verdicts_are_honest_about_the_planted_country(demo_run: tuple[Path
     others = df[[(g, r) not in planted for g, r in zip(df["gas"], df["region"], strict=True)]]
     assert not others["verdict"].isin(["higher than reported", "lower than reported"]).any(), others
     # every total given a verdict covers the truth (inside the domain) within two combined sigmas
-    verdicted = df[df["verdict"].isin(["consistent", "higher than reported", "lower than reported",
-                                       "not constrained (transport-sensitive)"]) & (df["members"].fillna("") == "")]  # fmt: skip
+    verdicted = df[
+        df["verdict"].isin(
+            ["consistent", "higher than reported", "lower than reported", "not constrained (transport-sensitive)"]
+        )
+        & (df["members"].fillna("") == "")
+    ]
     for r in verdicted.itertuples():
         true = truth["true_in_domain_tg_per_yr"][r.gas][r.region]
         assert abs(r.posterior_total - true) <= 2 * r.posterior_sigma, (r.region, r.gas)
     # every z is reproducible from the two numbers printed beside it
     z = df.dropna(subset=["z_score"])
-    np.testing.assert_allclose(z["z_score"], (z["posterior_total"] - z["compared_value"]) / z["compared_sigma"],
-                               rtol=1e-9)  # fmt: skip
+    np.testing.assert_allclose(
+        z["z_score"], (z["posterior_total"] - z["compared_value"]) / z["compared_sigma"], rtol=1e-9
+    )
 
 
 def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
@@ -164,9 +170,7 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
             assert set(snd.granule_path.values[np.unique(snd.file_index.values)]) <= {
                 i["path"] for i in man["inputs"] if i["kind"] == f"granule:{gas}"
             }
-        assert scr["duplicate_soundings"] == [] and set(scr["quality_filter_dropped"]) >= {
-            "outside_bbox"
-        }
+        assert scr["duplicate_soundings"] == [] and set(scr["quality_filter_dropped"]) >= {"outside_bbox"}
     assert "numpy" in man["versions"] and (rd / "config.resolved.yaml").is_file()
     assert not list(rd.glob("*.tmp")) and not list(rd.glob("*.partial")) and not list(rd.glob(".*"))
     html = (rd / "report.html").read_text()
@@ -238,8 +242,13 @@ def test_same_answer_on_two_workers_and_on_one_thread(light_run: object, serial_
 def test_a_run_killed_mid_stage_resumes_to_the_same_outputs(work: Path, serial_run: object) -> None:
     config = _variant(work, "killed", "synchronous")
     run_dir = work / "outputs" / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "gosat_pipeline.cli", "-q", "run", str(config)], cwd=work,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gosat_pipeline.cli", "-q", "run", str(config)],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     victim = None
     deadline = time.monotonic() + 120
     try:
@@ -279,12 +288,18 @@ def _victim_outputs(stage: str) -> set[str]:
     kind, _, gas = stage.partition(":")
     names = {
         "grid": {f"gridded_{gas}.nc"},
-        "inventory": {"regions.nc", "boundaries.geojson", "prior_CH4.nc", "prior_CO2.nc", "winds.nc",
-                      "reported_totals.csv"},
+        "inventory": {
+            "regions.nc",
+            "boundaries.geojson",
+            "prior_CH4.nc",
+            "prior_CO2.nc",
+            "winds.nc",
+            "reported_totals.csv",
+        },
         "invert": {f"jacobian_{gas}.nc", f"posterior_{gas}.nc", f"emissions_{gas}.nc", f"mass_balance_{gas}.csv"},
         "compare": {"discrepancies.csv", "discrepancies.json", "discrepancies.schema.json", "period_changes.csv"},
         "report": {"report.html"},
-    }  # fmt: skip
+    }
     return names.get(kind, set())
 
 
@@ -293,8 +308,10 @@ def test_period_change_runs_through_the_pipeline_with_the_config_thresholds(work
     """compare.change: two months of the demo; the truth does not change between them."""
     text = _variant(work, "halves", "synchronous").read_text()
     text = text.replace("  time_bin: 1D ", "  split: MS\n  time_bin: 1D ")
-    text = text.replace("  min_observations: 5\n", "  min_observations: 5\n  min_error_reduction: 0.3\n"
-                        "  change: {period_a: 2020-01, period_b: 2020-03}\n")  # fmt: skip
+    text = text.replace(
+        "  min_observations: 5\n",
+        "  min_observations: 5\n  min_error_reduction: 0.3\n  change: {period_a: 2020-01, period_b: 2020-03}\n",
+    )
     assert "split: MS" in text and "change:" in text
     (work / "halves.yaml").write_text(text)
     res = _run(work, work / "halves.yaml")

@@ -129,9 +129,7 @@ def test_gridding_twice_and_on_two_workers_is_identical(client: Any) -> None:
     _assert_same(sync_a, remote)
     # eager (one chunk) and lazy (16 chunks) differ only in the order of additions
     for name in GRIDDED_VARIABLES:
-        np.testing.assert_allclose(
-            eager_a[name].values, sync_a[name].values, rtol=RTOL, atol=0, err_msg=name
-        )
+        np.testing.assert_allclose(eager_a[name].values, sync_a[name].values, rtol=RTOL, atol=0, err_msg=name)
 
 
 # ------------------------------------------------------------------------------ inversion
@@ -187,11 +185,7 @@ def test_chunked_inversion_on_two_workers_equals_one_thread(client: Any) -> None
     dense = analytic_inversion(K, y, xa, Sa, So)
     for name in ("x_hat", "S_hat", "A"):
         np.testing.assert_array_equal(getattr(one, name), getattr(again, name), err_msg=name)
-        np.testing.assert_allclose(
-            getattr(two, name), getattr(one, name), rtol=RTOL, atol=0, err_msg=name
-        )
+        np.testing.assert_allclose(getattr(two, name), getattr(one, name), rtol=RTOL, atol=0, err_msg=name)
         scale = np.abs(getattr(dense, name)).max()  # 16 chunk sums vs one product: rounding only
-        np.testing.assert_allclose(
-            getattr(one, name), getattr(dense, name), rtol=0, atol=1e-10 * scale
-        )
+        np.testing.assert_allclose(getattr(one, name), getattr(dense, name), rtol=0, atol=1e-10 * scale)
     assert one.status == two.status == 0 and one.dofs == pytest.approx(two.dofs, rel=RTOL)

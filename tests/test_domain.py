@@ -28,11 +28,15 @@ def source_flux(boundaries) -> xr.DataArray:
     """An inventory at 0.25 degree whose emissions sit on land only, as EDGAR's do (CH4-like, ~1e-10)."""
     rng = np.random.default_rng(7)
     near = domain_regions(boundaries, SOURCE.bbox)
-    land = region_masks(boundaries[boundaries["region"].isin(list(near["region"]))], SOURCE,
-                        min_fraction=0.0).sum("region").values  # fmt: skip
+    land = (
+        region_masks(boundaries[boundaries["region"].isin(list(near["region"]))], SOURCE, min_fraction=0.0)
+        .sum("region")
+        .values
+    )
     flux = 1e-10 * np.exp(rng.normal(0.0, 0.8, SOURCE.shape)) * np.clip(land, 0.0, 1.0)
-    return xr.DataArray(flux, dims=("latitude", "longitude"), coords=SOURCE.coords(), name="flux",
-                        attrs={"units": "kg m-2 s-1"})  # fmt: skip
+    return xr.DataArray(
+        flux, dims=("latitude", "longitude"), coords=SOURCE.coords(), name="flux", attrs={"units": "kg m-2 s-1"}
+    )
 
 
 def _direct_sums(flux: xr.DataArray, boundaries, codes) -> dict[str, float]:
@@ -62,13 +66,17 @@ def test_prior_totals_do_not_depend_on_the_inversion_grid(source_flux, boundarie
         for c in ASEAN_MEMBERS:
             assert got[c] == pytest.approx(direct[c], rel=0.01), (res, c)
         # nothing is lost: the regions and the rest of the domain hold all of the flux in the box
-        assert sum(got.values()) == pytest.approx(float((regrid_conservative(source_flux, grid).values *
-                                                         grid.cell_area()).sum() * SECONDS_PER_YEAR / 1e9), rel=1e-9)  # fmt: skip
+        assert sum(got.values()) == pytest.approx(
+            float((regrid_conservative(source_flux, grid).values * grid.cell_area()).sum() * SECONDS_PER_YEAR / 1e9),
+            rel=1e-9,
+        )
     coarse = GridSpec.from_resolution(1.0, ASEAN_BBOX)
     old_flux = regrid_conservative(source_flux, coarse)
     old_masks = region_masks(boundaries[boundaries["region"].isin(list(ASEAN_MEMBERS))], coarse)
-    old = {c: float((old_flux.values * old_masks.sel(region=c).values * coarse.cell_area()).sum()
-                    * SECONDS_PER_YEAR / 1e9) for c in ("IDN", "PHL")}  # fmt: skip
+    old = {
+        c: float((old_flux.values * old_masks.sel(region=c).values * coarse.cell_area()).sum() * SECONDS_PER_YEAR / 1e9)
+        for c in ("IDN", "PHL")
+    }
     assert old["PHL"] < 0.9 * direct["PHL"] and old["IDN"] < 0.95 * direct["IDN"]
 
 

@@ -43,7 +43,9 @@ def _config(twin: Path, out: Path, name: str, bbox: list[float], iso3: list[str]
     cfg["period"]["time_bin"] = "MS"
     cfg["domain"]["bbox"] = bbox
     cfg["gases"] = [g for g in cfg["gases"] if g["gas"] == "CH4"]
-    cfg["gases"][0].update(granules=[str(twin / "granules" / "CH4" / "*.nc")], prior={"path": str(twin / "prior_CH4.nc")})
+    cfg["gases"][0].update(
+        granules=[str(twin / "granules" / "CH4" / "*.nc")], prior={"path": str(twin / "prior_CH4.nc")}
+    )
     cfg["reported"][0]["path"] = str(twin / "reported_totals.csv")
     cfg["winds"]["path"] = str(twin / "winds_era5.nc")
     cfg["regions"] = {"iso3": iso3, "groups": {}}
@@ -121,11 +123,19 @@ def test_random_domains_never_give_a_wrong_sign_or_a_meaningless_comparison(twin
     asean = ["BRN", "KHM", "IDN", "LAO", "MYS", "MMR", "PHL", "SGP", "THA", "VNM"]
     counter = iter(range(1000))
 
-    @settings(max_examples=4, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-    @given(west=st.integers(90, 110), south=st.integers(-12, 8), width=st.integers(12, 30),
-           height=st.integers(12, 22), regions=st.lists(st.sampled_from(asean), min_size=1, max_size=5,
-                                                         unique=True) | st.none())  # fmt: skip
+    @settings(
+        max_examples=4,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        west=st.integers(90, 110),
+        south=st.integers(-12, 8),
+        width=st.integers(12, 30),
+        height=st.integers(12, 22),
+        regions=st.lists(st.sampled_from(asean), min_size=1, max_size=5, unique=True) | st.none(),
+    )
     def check(west, south, width, height, regions):
         bbox = [float(west), float(south), float(min(west + width, 142)), float(min(south + height, 30))]
         from gosat_pipeline.regions import domain_regions, load_boundaries

@@ -48,9 +48,20 @@ def archive() -> Archive:
 @pytest.fixture(autouse=True)
 def _no_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the user's real credentials."""
-    for var in ("EARTHDATA_TOKEN", "EARTHDATA_USERNAME", "EARTHDATA_PASSWORD", "GOSAT_DAS_USERNAME",
-                "GOSAT_DAS_PASSWORD", "GOSAT2_USERNAME", "GOSAT2_PASSWORD", "CDSAPI_URL", "CDSAPI_KEY",
-                "GOSAT_PIPELINE_EDL_HOST", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # fmt: skip
+    for var in (
+        "EARTHDATA_TOKEN",
+        "EARTHDATA_USERNAME",
+        "EARTHDATA_PASSWORD",
+        "GOSAT_DAS_USERNAME",
+        "GOSAT_DAS_PASSWORD",
+        "GOSAT2_USERNAME",
+        "GOSAT2_PASSWORD",
+        "CDSAPI_URL",
+        "CDSAPI_KEY",
+        "GOSAT_PIPELINE_EDL_HOST",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv("CDSAPI_RC", str(tmp_path / "no-cdsapirc"))
@@ -163,8 +174,13 @@ def test_wrong_published_size_and_checksum_are_reported(archive: Archive, tmp_pa
 def test_truncated_granule_fails_the_open_check(archive: Archive, tmp_path: Path) -> None:
     data = granule("cci_ocpr", "2020-01-01", tmp_path)
     url = archive.add("/files/g.nc", data[: len(data) // 3])  # the archive itself holds a cut file
-    spec = FileSpec(source="cci_ghg", url=url, relpath=f"cci_ghg/{granule_filename('cci_ocpr', '2020-01-01')}",
-                    check="l2", role="granule:CH4")  # fmt: skip
+    spec = FileSpec(
+        source="cci_ghg",
+        url=url,
+        relpath=f"cci_ghg/{granule_filename('cci_ocpr', '2020-01-01')}",
+        check="l2",
+        role="granule:CH4",
+    )
     with pytest.raises(gf.FetchError, match="does not open as an L2 granule"):
         gf.fetch(Plan(files=[spec]), tmp_path / "c", backoff=0.01)
 
@@ -178,9 +194,21 @@ def test_resume_after_a_killed_download(archive: Archive, tmp_path: Path) -> Non
     (tmp_path / "plan.json").write_text(plan.to_json())
     cache = tmp_path / "cache"
     part = cache / ".partial" / "unfccc" / "big.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "gosat_pipeline.cli", "-q", "fetch", "--from-plan",
-                             str(tmp_path / "plan.json"), "--out", str(cache)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gosat_pipeline.cli",
+            "-q",
+            "fetch",
+            "--from-plan",
+            str(tmp_path / "plan.json"),
+            "--out",
+            str(cache),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (part.exists() and part.stat().st_size > 16384) and time.monotonic() < deadline:
@@ -220,8 +248,9 @@ def test_tropomi_lists_the_bucket_and_keeps_orbits_that_see_the_box(archive: Arc
     plan = gf.plan_source("tropomi_ch4", date(2020, 1, 1), date(2020, 1, 2), ASEAN, base_url=base)
     assert [f.name for f in plan.files] == [seen]
     assert plan.files[0].size == len(payload)
-    everything = gf.plan_source("tropomi_ch4", date(2020, 1, 1), date(2020, 1, 2), ASEAN, base_url=base,
-                                overpass_filter=False)  # fmt: skip
+    everything = gf.plan_source(
+        "tropomi_ch4", date(2020, 1, 1), date(2020, 1, 2), ASEAN, base_url=base, overpass_filter=False
+    )
     assert sorted(f.name for f in everything.files) == sorted([seen, unseen, late])
     report = gf.fetch(plan, tmp_path / "cache", backoff=0.01)
     assert report.downloaded == [f"tropomi_ch4/{seen}"]
@@ -254,11 +283,18 @@ def _cmr_item(short: str, name: str, day: str, url: str, data: bytes) -> dict:
         "umm": {
             "GranuleUR": name,
             "CollectionReference": {"ShortName": short, "Version": "11r"},
-            "TemporalExtent": {"RangeDateTime": {"BeginningDateTime": f"{day}T00:00:00Z",
-                                                 "EndingDateTime": f"{day}T23:59:59Z"}},  # fmt: skip
-            "DataGranule": {"ArchiveAndDistributionInformation": [
-                {"Name": name, "SizeInBytes": len(data), "Checksum": {"Value": hashlib.md5(data).hexdigest(),
-                                                                      "Algorithm": "MD5"}}]},  # fmt: skip
+            "TemporalExtent": {
+                "RangeDateTime": {"BeginningDateTime": f"{day}T00:00:00Z", "EndingDateTime": f"{day}T23:59:59Z"}
+            },
+            "DataGranule": {
+                "ArchiveAndDistributionInformation": [
+                    {
+                        "Name": name,
+                        "SizeInBytes": len(data),
+                        "Checksum": {"Value": hashlib.md5(data).hexdigest(), "Algorithm": "MD5"},
+                    }
+                ]
+            },
             "RelatedUrls": [{"URL": url, "Type": "GET DATA"}],
         },
     }
@@ -266,8 +302,12 @@ def _cmr_item(short: str, name: str, day: str, url: str, data: bytes) -> dict:
 
 def _serve_lite(a: Archive, tmp_path: Path) -> dict[str, bytes]:
     served = {}
-    for day, build in (("2020-01-01", "B11100Ar_230603215457s"), ("2020-01-02", "B11100Ar_230603215457s"),
-                       ("2020-01-02", "B10206Ar_200729175909s"), ("2020-01-03", "B11100Ar_230603215457s")):  # fmt: skip
+    for day, build in (
+        ("2020-01-01", "B11100Ar_230603215457s"),
+        ("2020-01-02", "B11100Ar_230603215457s"),
+        ("2020-01-02", "B10206Ar_200729175909s"),
+        ("2020-01-03", "B11100Ar_230603215457s"),
+    ):
         name = f"oco2_LtCO2_{day[2:].replace('-', '')}_{build}.nc4"
         data = granule("oco2_lite", day, tmp_path, name=granule_filename("oco2_lite", day))
         url = a.add(f"/gesdisc/data/OCO2_DATA/OCO2_L2_Lite_FP.11r/2020/{name}", data)
@@ -277,8 +317,9 @@ def _serve_lite(a: Archive, tmp_path: Path) -> dict[str, bytes]:
     return served
 
 
-def test_lite_search_through_earthaccess_and_token_login(archive: Archive, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_lite_search_through_earthaccess_and_token_login(
+    archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     served = _serve_lite(archive, tmp_path)
     cmr = archive.url + "/cmr/search/"
     plan = gf.plan_source("oco2_lite", date(2020, 1, 1), date(2020, 1, 3), ASEAN, base_url=cmr)
@@ -332,9 +373,13 @@ def edl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EarthdataLogin:
     server.stop()
 
 
-def test_lite_download_after_earthdata_password_login_over_tls(archive: Archive, edl: EarthdataLogin, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_lite_download_after_earthdata_password_login_over_tls(
+    archive: Archive,
+    edl: EarthdataLogin,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     served = _serve_lite(archive, tmp_path)
     archive.auth["/gesdisc/"] = ("bearer", edl.token)  # the archive takes the token Earthdata Login issues
     plan = gf.plan_source("oco2_lite", date(2020, 1, 1), date(2020, 1, 3), ASEAN, base_url=archive.url + "/cmr/search/")
@@ -382,8 +427,11 @@ def test_lite_download_after_earthdata_password_login_over_tls(archive: Archive,
 
     # the TLS certificate is really checked: without the test CA the login cannot happen
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
-    with pytest.raises(gf.FetchError, match=r"NASA Earthdata Login \(https://urs.earthdata.nasa.gov\) could not be "
-                                            r"reached to log in: SSLError"):  # fmt: skip
+    with pytest.raises(
+        gf.FetchError,
+        match=r"NASA Earthdata Login \(https://urs.earthdata.nasa.gov\) could not be "
+        r"reached to log in: SSLError",
+    ):
         gf.fetch(plan, tmp_path / "c3", backoff=0.01)
 
 
@@ -398,8 +446,9 @@ def test_nies_monthly_tar_with_netrc_login(archive: Archive, tmp_path: Path, mon
         members[f"SWIRL2CO2/{name}"] = granule("nies_gosat_l2", day, tmp_path, gas="CO2")
     archive.add("/gdas/wgetdata/GU/SWIRL2CO2/2020/SWIRL2CO2_202001_V02.97.tar", tar_bytes(members))
     archive.auth["/gdas/"] = ("basic", "user@example.org", "nies-pass-4567")
-    plan = gf.plan_source("nies_gosat", date(2020, 1, 2), date(2020, 1, 4), ASEAN, gas="CO2",
-                          base_url=archive.url + "/gdas")  # fmt: skip
+    plan = gf.plan_source(
+        "nies_gosat", date(2020, 1, 2), date(2020, 1, 4), ASEAN, gas="CO2", base_url=archive.url + "/gdas"
+    )
     assert [f.name for f in plan.files] == ["SWIRL2CO2_202001_V02.97.tar"]
     with pytest.raises(gf.CredentialError, match="GOSAT_DAS_USERNAME and GOSAT_DAS_PASSWORD"):
         gf.fetch(plan, tmp_path / "cache", backoff=0.01)
@@ -456,9 +505,9 @@ def _pin(a: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: 
     monkeypatch.setenv("GOSAT_PIPELINE_KNOWN_HOSTS", str(kh))
 
 
-def test_gosat2_plan_lists_the_newest_version_over_sftp_after_login(sftp_archive: SftpArchive, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_gosat2_plan_lists_the_newest_version_over_sftp_after_login(
+    sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     a = sftp_archive
     swfp = f"{G2}/FTS-2_L2/SWFP"
     for d in range(1, 4):
@@ -499,8 +548,7 @@ def test_gosat2_plan_lists_the_newest_version_over_sftp_after_login(sftp_archive
 
     # a pinned host key that does not match stops everything
     other = SftpArchive(tmp_path / "other", G2_USER, G2_PASS)
-    _pin(a, tmp_path, monkeypatch, a.known_hosts_line().split()[0] + " "
-         + other.host_key.export_public_key().decode())  # fmt: skip
+    _pin(a, tmp_path, monkeypatch, a.known_hosts_line().split()[0] + " " + other.host_key.export_public_key().decode())
     with pytest.raises(gf.FetchError, match="host key does not match the one listed for 127.0.0.1"):
         gf.plan_source("nies_gosat2", *jan, ASEAN, gas="CO2", base_url=base)
     _pin(a, tmp_path, monkeypatch)
@@ -508,7 +556,8 @@ def test_gosat2_plan_lists_the_newest_version_over_sftp_after_login(sftp_archive
 
 
 def test_gosat2_download_resumes_after_a_cut_and_a_second_fetch_transfers_nothing(
-        sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gosat_pipeline.fetch.sftp import PIECE
 
     a = sftp_archive
@@ -554,7 +603,8 @@ def test_gosat2_download_resumes_after_a_cut_and_a_second_fetch_transfers_nothin
 
 
 def test_gosat2_resume_across_fetches_and_restart_when_the_archive_file_changed(
-        sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gosat_pipeline.fetch.sftp import PIECE
 
     a = sftp_archive
@@ -584,21 +634,38 @@ def test_gosat2_resume_across_fetches_and_restart_when_the_archive_file_changed(
     assert sorted(report.downloaded) == sorted(f.relpath for f in plan.files)
     assert (cache / plan.files[0].relpath).read_bytes() == data[0]
     assert (cache / plan.files[1].relpath).read_bytes() == new
-    starts = {p.rsplit("/", 1)[-1]: min(off for s, q, off, _ in a.reads if q == p and s > session)
-              for p in {q for s, q, _, _ in a.reads if s > session}}  # fmt: skip
+    starts = {
+        p.rsplit("/", 1)[-1]: min(off for s, q, off, _ in a.reads if q == p and s > session)
+        for p in {q for s, q, _, _ in a.reads if s > session}
+    }
     assert starts == {names[0]: kept, names[1]: 0}  # resumed where it stopped; the changed file from the start
 
 
-def test_gosat2_wrong_password_is_one_clear_line_and_never_retried(sftp_archive: SftpArchive, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_gosat2_wrong_password_is_one_clear_line_and_never_retried(
+    sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     a = sftp_archive
     folder = f"{G2}/FTS-2_L2/SWFP/0220/2020"
     for d in (1, 2, 3):
         a.add(f"{folder}/{_g2(f'2020-01-0{d}')}", granule("nies_gosat2_l2", f"2020-01-0{d}", tmp_path))
     env = {**os.environ, "GOSAT2_USERNAME": G2_USER, "GOSAT2_PASSWORD": G2_PASS}
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "gosat_pipeline.cli", "-vv", "fetch", "nies_gosat2", "--gas", "CO2", "--period",
-           "2020-01-01/2020-01-04", "--out", str(cache), "--base-url", a.url + G2]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gosat_pipeline.cli",
+        "-vv",
+        "fetch",
+        "nies_gosat2",
+        "--gas",
+        "CO2",
+        "--period",
+        "2020-01-01/2020-01-04",
+        "--out",
+        str(cache),
+        "--base-url",
+        a.url + G2,
+    ]
     ok = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert "3 downloaded" in ok.stderr
@@ -606,11 +673,13 @@ def test_gosat2_wrong_password_is_one_clear_line_and_never_retried(sftp_archive:
     assert G2_PASS not in ok.stdout + ok.stderr + written
 
     n = len(a.logins)
-    bad = subprocess.run([*cmd, "--plan"], capture_output=True, text=True, timeout=300,
-                         env={**env, "GOSAT2_PASSWORD": "wrong-password"})  # fmt: skip
+    bad = subprocess.run(
+        [*cmd, "--plan"], capture_output=True, text=True, timeout=300, env={**env, "GOSAT2_PASSWORD": "wrong-password"}
+    )
     last = bad.stderr.strip().splitlines()[-1]
-    assert bad.returncode == 2 and last.startswith("gosat-pipeline: error: NIES GOSAT-2 Product Archive refused "
-                                                   f"the login at {a.url}: check the credentials;")  # fmt: skip
+    assert bad.returncode == 2 and last.startswith(
+        f"gosat-pipeline: error: NIES GOSAT-2 Product Archive refused the login at {a.url}: check the credentials;"
+    )
     assert "GOSAT2_PASSWORD" in last and "wrong-password" not in bad.stderr
     assert a.logins[n:] == [(G2_USER, False)]  # one attempt: a refused password is not sent again
 
@@ -629,24 +698,38 @@ def test_gosat2_wrong_password_is_one_clear_line_and_never_retried(sftp_archive:
 
 
 def test_edgar_zip_primap_zenodo_oco2mip_unfccc(archive: Archive, tmp_path: Path) -> None:
-    nc = netcdf_bytes({"fluxes": (("lat", "lon"), np.ones((2, 3), "f4"), {"units": "kg m-2 s-1"})},
-                      {"lat": [0.05, 0.15], "lon": [0.05, 0.15, 0.25]})  # fmt: skip
+    nc = netcdf_bytes(
+        {"fluxes": (("lat", "lon"), np.ones((2, 3), "f4"), {"units": "kg m-2 s-1"})},
+        {"lat": [0.05, 0.15], "lon": [0.05, 0.15, 0.25]},
+    )
     edgar = "/jrc/EDGAR/datasets/v80_FT2022_GHG/CH4/TOTALS/flx_nc/v8.0_FT2022_GHG_CH4_2020_TOTALS_flx_nc.zip"
     archive.add(edgar, zip_bytes({"v8.0_FT2022_GHG_CH4_2020_TOTALS_flx.nc": nc, "_readme.html": b"<html/>"}))
     primap = "Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_rounding_13-Mar-2025.csv"
-    archive.add(f"/zenodo/records/15016289/files/{primap}", b"source,scenario (PRIMAP-hist),area (ISO3)\nx,HISTCR,THA\n")
-    archive.add("/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_13-Mar-2025.csv", b"a,b\n")
+    archive.add(
+        f"/zenodo/records/15016289/files/{primap}", b"source,scenario (PRIMAP-hist),area (ISO3)\nx,HISTCR,THA\n"
+    )
+    archive.add(
+        "/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_13-Mar-2025.csv", b"a,b\n"
+    )
     mip = archive.add("/ceos/pilot_topdown_CO2_Budget_countries_v1.csv", b"# header\nAlpha 3 Code,Year\nTHA,2020\n")
     crt = archive.add("/unfccc/THA-CRT-2024-V1.0-2022.xlsx", zip_bytes({"[Content_Types].xml": b"<Types/>"}))
-    reqs = [gf.Request("edgar", *JAN, ASEAN, "CH4", {"base_url": archive.url + "/jrc"}),
-            gf.Request("primap_hist", *JAN, ASEAN, None, {"base_url": archive.url + "/zenodo"}),
-            gf.Request("oco2_mip", *JAN, ASEAN, None, {"url": mip}),
-            gf.Request("unfccc", *JAN, ASEAN, None, {"url": crt})]  # fmt: skip
+    reqs = [
+        gf.Request("edgar", *JAN, ASEAN, "CH4", {"base_url": archive.url + "/jrc"}),
+        gf.Request("primap_hist", *JAN, ASEAN, None, {"base_url": archive.url + "/zenodo"}),
+        gf.Request("oco2_mip", *JAN, ASEAN, None, {"url": mip}),
+        gf.Request("unfccc", *JAN, ASEAN, None, {"url": crt}),
+    ]
     plan = gf.plan(reqs)
     assert [f.relpath for f in plan.files] == [
-        "edgar/v8.0_FT2022_GHG_CH4_2020_TOTALS_flx_nc.zip", f"primap_hist/15016289/{primap}",
-        "oco2_mip/pilot_topdown_CO2_Budget_countries_v1.csv", "unfccc/THA-CRT-2024-V1.0-2022.xlsx"]  # fmt: skip
-    assert plan.files[1].checksum == "md5:" + hashlib.md5(archive.files[f"/zenodo/records/15016289/files/{primap}"]).hexdigest()
+        "edgar/v8.0_FT2022_GHG_CH4_2020_TOTALS_flx_nc.zip",
+        f"primap_hist/15016289/{primap}",
+        "oco2_mip/pilot_topdown_CO2_Budget_countries_v1.csv",
+        "unfccc/THA-CRT-2024-V1.0-2022.xlsx",
+    ]
+    assert (
+        plan.files[1].checksum
+        == "md5:" + hashlib.md5(archive.files[f"/zenodo/records/15016289/files/{primap}"]).hexdigest()
+    )
     assert [f.check for f in plan.files] == ["zip", "csv", "csv", "xlsx"]
     report = gf.fetch(plan, tmp_path / "cache", backoff=0.01)
     assert len(report.downloaded) == 4
@@ -671,16 +754,22 @@ def _era5_payload(dataset: str, request: dict) -> bytes:
     if dataset.endswith("pressure-levels"):
         lev = np.array([float(x) for x in request["pressure_level"]])
         shape = (len(t), len(lev), len(lat), len(lon))
-        return netcdf_bytes({"u": (("valid_time", "pressure_level", "latitude", "longitude"), np.full(shape, 3.0, "f4")),
-                             "v": (("valid_time", "pressure_level", "latitude", "longitude"), np.full(shape, -1.0, "f4"))},
-                            {"valid_time": t, "pressure_level": lev, "latitude": lat, "longitude": lon})  # fmt: skip
-    return netcdf_bytes({"blh": (("valid_time", "latitude", "longitude"), np.full((2, 3, 3), 800.0, "f4"))},
-                        {"valid_time": t, "latitude": lat, "longitude": lon})  # fmt: skip
+        return netcdf_bytes(
+            {
+                "u": (("valid_time", "pressure_level", "latitude", "longitude"), np.full(shape, 3.0, "f4")),
+                "v": (("valid_time", "pressure_level", "latitude", "longitude"), np.full(shape, -1.0, "f4")),
+            },
+            {"valid_time": t, "pressure_level": lev, "latitude": lat, "longitude": lon},
+        )
+    return netcdf_bytes(
+        {"blh": (("valid_time", "latitude", "longitude"), np.full((2, 3, 3), 800.0, "f4"))},
+        {"valid_time": t, "latitude": lat, "longitude": lon},
+    )
 
 
-def test_era5_through_cdsapi_asks_only_for_what_the_transport_needs(archive: Archive, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_era5_through_cdsapi_asks_only_for_what_the_transport_needs(
+    archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     archive.cds_key = "cds-key-abcdef-123456"
     archive.cds_payload = _era5_payload
     plan = gf.plan_source("era5", date(2020, 1, 1), date(2020, 1, 3), ASEAN)
@@ -723,8 +812,11 @@ def _serve_month(a: Archive, tmp_path: Path) -> None:
     for short, sensor in (("ACOS_L2_Lite_FP", "acos"), ("OCO2_L2_Lite_FP", "oco2"), ("OCO3_L2_Lite_FP", "oco3")):
         for d in range(1, 32):
             day = f"2020-01-{d:02d}"
-            name = (f"acos_LtCO2_2001{d:02d}_v210210_B9213A_201026001634s.nc4" if sensor == "acos"
-                    else f"{sensor}_LtCO2_2001{d:02d}_B11100Ar_230603215457s.nc4")  # fmt: skip
+            name = (
+                f"acos_LtCO2_2001{d:02d}_v210210_B9213A_201026001634s.nc4"
+                if sensor == "acos"
+                else f"{sensor}_LtCO2_2001{d:02d}_B11100Ar_230603215457s.nc4"
+            )
             url = a.add(f"/gesdisc/{short}/{name}", b"y" * 20)
             a.cmr.append(_cmr_item(short, name, day, url, b"y" * 20))
     for d in range(1, 32):
@@ -733,9 +825,16 @@ def _serve_month(a: Archive, tmp_path: Path) -> None:
             a.add(f"/s3/meeo/OFFL/L2__CH4___/2020/01/{d:02d}/{name}", b"z")
             a.add(f"/s3/blnd/data/2020-01/{name.replace('_OFFL_', '_BLND_')}", b"z")
     for gas in ("CH4", "CO2"):
-        a.add(f"/jrc/EDGAR/datasets/v80_FT2022_GHG/{gas}/TOTALS/flx_nc/v8.0_FT2022_GHG_{gas}_2020_TOTALS_flx_nc.zip", b"q")
-    a.add("/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_extrap_no_rounding_13-Mar-2025.csv", b"c")
-    a.add("/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_rounding_13-Mar-2025.csv", b"c")
+        a.add(
+            f"/jrc/EDGAR/datasets/v80_FT2022_GHG/{gas}/TOTALS/flx_nc/v8.0_FT2022_GHG_{gas}_2020_TOTALS_flx_nc.zip", b"q"
+        )
+    a.add(
+        "/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_extrap_no_rounding_13-Mar-2025.csv",
+        b"c",
+    )
+    a.add(
+        "/zenodo/records/15016289/files/Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_rounding_13-Mar-2025.csv", b"c"
+    )
     a.add("/ceos/pilot_topdown_CO2_Budget_countries_v1.csv", b"c")
 
 
@@ -749,16 +848,25 @@ def _serve_gosat2_month(a: SftpArchive) -> None:
     a.add(f"{G2}/FTS-2_L2/SWPR/0210/2020/{_g2('2020-01-15', 'SWPR', '0210010017')}", b"h")
 
 
-def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, sftp_archive: SftpArchive,
-                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_plan_of_the_real_month_config_lists_the_right_files(
+    archive: Archive, sftp_archive: SftpArchive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """configs/real_month.yaml with every archive replaced by the loopback one (same layouts)."""
     _serve_month(archive, tmp_path)
     _serve_gosat2_month(sftp_archive)
     _g2_env(monkeypatch)  # the GOSAT-2 archive is listed over SFTP, after login
     cfg = yaml.safe_load((ROOT / "configs" / "real_month.yaml").read_text())
-    bases = {"cci_ghg": "/ceda/neodc", "acos_lite": "/cmr/search/", "oco2_lite": "/cmr/search/",
-             "oco3_lite": "/cmr/search/", "nies_gosat": "/gdas", "tropomi_ch4": "/s3/meeo", "tropomi_blended": "/s3/blnd",
-             "edgar": "/jrc", "primap_hist": "/zenodo"}  # fmt: skip
+    bases = {
+        "cci_ghg": "/ceda/neodc",
+        "acos_lite": "/cmr/search/",
+        "oco2_lite": "/cmr/search/",
+        "oco3_lite": "/cmr/search/",
+        "nies_gosat": "/gdas",
+        "tropomi_ch4": "/s3/meeo",
+        "tropomi_blended": "/s3/blnd",
+        "edgar": "/jrc",
+        "primap_hist": "/zenodo",
+    }
     for s in cfg["fetch"]["sources"]:
         if s["source"] in bases:
             s["base_url"] = archive.url + bases[s["source"]]
@@ -768,8 +876,13 @@ def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, s
             s["url"] = archive.url + "/ceos/pilot_topdown_CO2_Budget_countries_v1.csv"
     path = tmp_path / "month.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "gosat_pipeline.cli", "fetch", "--plan", str(path)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "gosat_pipeline.cli", "fetch", "--plan", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     tsv = (tmp_path / "data_cache" / "fetch-plan.tsv").read_text().splitlines()
     by_source: dict[str, list[str]] = {}
@@ -781,13 +894,21 @@ def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, s
         assert len(by_source[src]) == 31 and all(n.endswith(".nc4") for n in by_source[src])
     assert by_source["nies_gosat"] == ["SWIRL2CO2_202001_V02.97.tar"]
     assert by_source["nies_gosat2"] == [_g2(f"2020-01-{d:02d}") for d in range(1, 32)]  # the newest version, January
-    assert all(u.startswith(f"{sftp_archive.url}{G2}/FTS-2_L2/SWFP/0220/2020/") for u, r in
-               (line.split("\t") for line in tsv) if r.startswith("nies_gosat2/"))  # fmt: skip
+    assert all(
+        u.startswith(f"{sftp_archive.url}{G2}/FTS-2_L2/SWFP/0220/2020/")
+        for u, r in (line.split("\t") for line in tsv)
+        if r.startswith("nies_gosat2/")
+    )
     # the 05 UTC orbits pass over South-East Asia, the 17 UTC ones over the Americas
     assert len(by_source["tropomi_ch4"]) == 31 and all("T044000" in n for n in by_source["tropomi_ch4"])
     assert len(by_source["tropomi_blended"]) == 31
-    assert by_source["edgar"] == ["v8.0_FT2022_GHG_CH4_2020_TOTALS_flx_nc.zip", "v8.0_FT2022_GHG_CO2_2020_TOTALS_flx_nc.zip"]
-    assert by_source["primap_hist"] == ["Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_extrap_no_rounding_13-Mar-2025.csv"]
+    assert by_source["edgar"] == [
+        "v8.0_FT2022_GHG_CH4_2020_TOTALS_flx_nc.zip",
+        "v8.0_FT2022_GHG_CO2_2020_TOTALS_flx_nc.zip",
+    ]
+    assert by_source["primap_hist"] == [
+        "Guetschow_et_al_2025-PRIMAP-hist_v2.6.1_final_no_extrap_no_rounding_13-Mar-2025.csv"
+    ]
     assert by_source["oco2_mip"] == ["pilot_topdown_CO2_Budget_countries_v1.csv"]
     assert by_source["era5"] == ["era5_uv_1000-850hPa_202001_90_m12_142_30.nc", "era5_blh_202001_90_m12_142_30.nc"]
     saved = gf.Plan.from_json((tmp_path / "data_cache" / "fetch-plan.json").read_text())
@@ -799,15 +920,32 @@ def test_plan_of_the_real_month_config_lists_the_right_files(archive: Archive, s
 
 
 def test_cli_fetch_never_writes_credentials(archive: Archive, tmp_path: Path) -> None:
-    members = {granule_filename("nies_gosat_l2", "2020-01-01", gas="CO2"): granule("nies_gosat_l2", "2020-01-01",
-                                                                                   tmp_path, gas="CO2")}  # fmt: skip
+    members = {
+        granule_filename("nies_gosat_l2", "2020-01-01", gas="CO2"): granule(
+            "nies_gosat_l2", "2020-01-01", tmp_path, gas="CO2"
+        )
+    }
     archive.add("/gdas/wgetdata/GU/SWIRL2CO2/2020/SWIRL2CO2_202001_V02.97.tar", tar_bytes(members))
     secret = "Sup3r-Secret-Pa55"
     archive.auth["/gdas/"] = ("basic", "me", secret)
     env = {**os.environ, "GOSAT_DAS_USERNAME": "me", "GOSAT_DAS_PASSWORD": secret}
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "gosat_pipeline.cli", "-vv", "fetch", "nies_gosat", "--gas", "CO2", "--period",
-           "2020-01-01/2020-01-02", "--out", str(cache), "--base-url", archive.url + "/gdas"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "gosat_pipeline.cli",
+        "-vv",
+        "fetch",
+        "nies_gosat",
+        "--gas",
+        "CO2",
+        "--period",
+        "2020-01-01/2020-01-02",
+        "--out",
+        str(cache),
+        "--base-url",
+        archive.url + "/gdas",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "1 downloaded" in out.stderr
@@ -832,7 +970,7 @@ def test_manifest_records_where_fetched_inputs_came_from(archive: Archive, tmp_p
     prior = tmp_path / "prior.nc"
     prior.write_bytes(b"not read before the inventory stage")
     cfg_text = f"""
-run: {{name: fetched, output_dir: {tmp_path / 'out'}}}
+run: {{name: fetched, output_dir: {tmp_path / "out"}}}
 period: {{start: 2020-01-01, end: 2020-01-03}}
 domain: {{bbox: [-180, -90, 180, 90], resolution: 10.0}}
 gases:
@@ -860,8 +998,9 @@ fetch:
     assert "fetched" not in inputs[str(prior)]
 
 
-def test_files_copied_in_for_an_air_gapped_machine_are_checked_without_a_login(archive: Archive,
-                                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_files_copied_in_for_an_air_gapped_machine_are_checked_without_a_login(
+    archive: Archive, tmp_path: Path
+) -> None:
     served = _serve_lite(archive, tmp_path)
     plan = gf.plan_source("oco2_lite", date(2020, 1, 1), date(2020, 1, 3), ASEAN, base_url=archive.url + "/cmr/search/")
     saved = gf.Plan.from_json(plan.to_json())  # what `fetch --plan` writes and `--from-plan` reads

@@ -54,8 +54,9 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     jac = build_jacobian(obs, prior, masks, winds=winds, settings=TransportSettings(inflow=False))
     grid = GridSpec.from_coords(obs.latitude, obs.longitude)
     tp = case["transport"]
-    op = SimpleTransport(grid, winds["u"], winds["v"], eddy_diffusivity=tp["eddy_diffusivity"],
-                         ventilation_time=tp["ventilation_time"])  # fmt: skip
+    op = SimpleTransport(
+        grid, winds["u"], winds["v"], eddy_diffusivity=tp["eddy_diffusivity"], ventilation_time=tp["ventilation_time"]
+    )
     fp = op.footprints(jac["obs_cell"].values)  # m2 s mol-1
     lat, lon = jac["obs_latitude"].values, jac["obs_longitude"].values
     time = jac["obs_time"].values + np.timedelta64(3, "h")
@@ -66,14 +67,27 @@ def ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     src = {
         "generic": write_generic_footprints(d / "generic.nc", fp, grid, lat, lon, time),
         "stilt": (write_stilt_footprints(d / "stilt" / "footprints", fp, grid, lat, lon, time, seed=1)[0].parent),
-        "flexpart": write_flexpart_footprints(d / "flexpart", fp, grid, lat, lon, time, heights=(100.0, 1000.0),
-                                              n_times=2, n_ageclass=2, seed=2),
-        "name": write_name_footprints(d / "name" / "SAT_GOSAT_column_202001.nc", fp, grid, lat, lon, time,
-                                      averaging_kernel=ak),
+        "flexpart": write_flexpart_footprints(
+            d / "flexpart", fp, grid, lat, lon, time, heights=(100.0, 1000.0), n_times=2, n_ageclass=2, seed=2
+        ),
+        "name": write_name_footprints(
+            d / "name" / "SAT_GOSAT_column_202001.nc", fp, grid, lat, lon, time, averaging_kernel=ak
+        ),
         "imi": write_imi_jacobian(d / "imi_run", fp, grid, lat, lon, time, imi_prior, averaging_kernel=ak),
-    }  # fmt: skip
-    return {"case": case, "jac": jac, "grid": grid, "fp": fp, "lat": lat, "lon": lon, "time": time, "ak": ak,
-            "src": src, "dir": d, "imi_prior": imi_prior}  # fmt: skip
+    }
+    return {
+        "case": case,
+        "jac": jac,
+        "grid": grid,
+        "fp": fp,
+        "lat": lat,
+        "lon": lon,
+        "time": time,
+        "ak": ak,
+        "src": src,
+        "dir": d,
+        "imi_prior": imi_prior,
+    }
 
 
 def _jacobian(ref: dict[str, Any], footprints: Any) -> xr.DataArray:
@@ -128,8 +142,9 @@ def test_conservative_sum_onto_the_inversion_grid(ref: dict[str, Any]) -> None:
     native = open_footprints(ref["src"]["stilt"], "CH4")  # 0.5-degree cells
     assert native.sizes["latitude"] == 2 * grid.shape[0]
     on = open_footprints(ref["src"]["stilt"], "CH4", grid=grid)
-    np.testing.assert_allclose(on["footprint"].sum(("latitude", "longitude")),
-                               native["footprint"].sum(("latitude", "longitude")), rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        on["footprint"].sum(("latitude", "longitude")), native["footprint"].sum(("latitude", "longitude")), rtol=1e-12
+    )
     np.testing.assert_allclose(on["obs_outside_fraction"], 0.0, atol=1e-12)
     fx = open_footprints(ref["src"]["flexpart"], "CH4", grid=grid)
     wide = open_footprints(ref["src"]["flexpart"], "CH4")
@@ -172,8 +187,9 @@ def test_imi_jacobian_to_footprints_reproduces_k(ref: dict[str, Any], tmp_path: 
     grid, fp = ref["grid"], ref["fp"]
     water = np.zeros(grid.shape, bool)
     water[:3, :] = True
-    run = write_imi_jacobian(tmp_path / "run", fp, grid, ref["lat"], ref["lon"], ref["time"], ref["imi_prior"],
-                             cluster=(2, 3), water=water)  # fmt: skip
+    run = write_imi_jacobian(
+        tmp_path / "run", fp, grid, ref["lat"], ref["lon"], ref["time"], ref["imi_prior"], cluster=(2, 3), water=water
+    )
     ds = open_footprints(run / "inversion" / "data_converted", "CH4")
     assert ds.attrs["footprint_format"] == "imi" and ds.attrs["imi_extra_columns"] == 4
     assert ds.attrs["averaging_kernel_applied"] == 1
@@ -188,8 +204,9 @@ def test_imi_jacobian_to_footprints_reproduces_k(ref: dict[str, Any], tmp_path: 
     labels = np.unique(sv[sv > 0]).astype(int)
     for lab in labels[:: max(1, labels.size // 20)]:
         cells = sv == lab
-        np.testing.assert_allclose((f[:, cells] * e[cells]).sum(1), k_all[:, lab - 1], rtol=1e-10,
-                                   atol=1e-12 * np.abs(k_all).max())  # fmt: skip
+        np.testing.assert_allclose(
+            (f[:, cells] * e[cells]).sum(1), k_all[:, lab - 1], rtol=1e-10, atol=1e-12 * np.abs(k_all).max()
+        )
         # uniform over the element
         np.testing.assert_allclose(f[:, cells], f[:, cells][:, :1] * np.ones((1, cells.sum())), rtol=1e-12)
 
@@ -346,50 +363,93 @@ BAD: list[tuple[str, B, tuple[str, ...]]] = [
     ("not-netcdf", _text_file, ("footprints.nc", "cannot be read as netCDF")),
     ("unknown-layout", _unknown_nc, ("winds.nc", "not a footprint file", "'u'")),
     ("empty-folder", _empty_dir, ("empty", "holds no footprint files", "README.txt")),
-    ("generic-units", lambda r, d: _nc_edit(_copy(r, "generic", d), _set_attr("footprint", "units", "furlongs")),
-     ("generic.nc", "units 'furlongs'", "allowed")),
+    (
+        "generic-units",
+        lambda r, d: _nc_edit(_copy(r, "generic", d), _set_attr("footprint", "units", "furlongs")),
+        ("generic.nc", "units 'furlongs'", "allowed"),
+    ),
     ("generic-no-obs-time", _generic_no_obs_coords, ("generic.nc", "obs_time")),
-    ("stilt-bad-file-name", lambda r, d: _stilt_one(r, d, "receptor_17_foot.nc"),
-     ("receptor_17_foot.nc", "simulation id", "yyyymmddHHMM")),
-    ("stilt-point-receptor", lambda r, d: _stilt_one(r, d, "202001010300_100.5_5.5_5_foot.nc"),
-     ("202001010300_100.5_5.5_5_foot.nc", "point receptor", "X-STILT")),
-    ("stilt-units", lambda r, d: _nc_edit(_stilt_one(r, d), _set_attr("foot", "units", "ppb")),
-     ("_X_foot.nc", "'foot' units 'ppb'", "ppm (umol-1 m2 s)")),
+    (
+        "stilt-bad-file-name",
+        lambda r, d: _stilt_one(r, d, "receptor_17_foot.nc"),
+        ("receptor_17_foot.nc", "simulation id", "yyyymmddHHMM"),
+    ),
+    (
+        "stilt-point-receptor",
+        lambda r, d: _stilt_one(r, d, "202001010300_100.5_5.5_5_foot.nc"),
+        ("202001010300_100.5_5.5_5_foot.nc", "point receptor", "X-STILT"),
+    ),
+    (
+        "stilt-units",
+        lambda r, d: _nc_edit(_stilt_one(r, d), _set_attr("foot", "units", "ppb")),
+        ("_X_foot.nc", "'foot' units 'ppb'", "ppm (umol-1 m2 s)"),
+    ),
     ("stilt-no-foot", lambda r, d: _nc_edit(_stilt_one(r, d), _rename("foot")), ("no variable 'foot'",)),
-    ("stilt-projected", lambda r, d: _nc_edit(_stilt_one(r, d), _set_attr(None, "crs", "+proj=lcc +lat_1=33")),
-     ("projected grid", "+proj=longlat")),
-    ("flexpart-forward-run", lambda r, d: _nc_edit(_copy(r, "flexpart", d), _set_attr(None, "ldirect", np.int32(1))),
-     ("grid_time_", "forward run", "LDIRECT = -1")),
-    ("flexpart-concentration-receptor", lambda r, d: _nc_edit(_copy(r, "flexpart", d),
-                                                              _set_attr("spec001_mr", "units", "s")),
-     ("spec001_mr units 's'", "IND_RECEPTOR = 2")),
-    ("flexpart-no-releases", lambda r, d: _nc_edit(_copy(r, "flexpart", d), _rename("RELLAT1")),
-     ("no release metadata", "RELLAT1")),
+    (
+        "stilt-projected",
+        lambda r, d: _nc_edit(_stilt_one(r, d), _set_attr(None, "crs", "+proj=lcc +lat_1=33")),
+        ("projected grid", "+proj=longlat"),
+    ),
+    (
+        "flexpart-forward-run",
+        lambda r, d: _nc_edit(_copy(r, "flexpart", d), _set_attr(None, "ldirect", np.int32(1))),
+        ("grid_time_", "forward run", "LDIRECT = -1"),
+    ),
+    (
+        "flexpart-concentration-receptor",
+        lambda r, d: _nc_edit(_copy(r, "flexpart", d), _set_attr("spec001_mr", "units", "s")),
+        ("spec001_mr units 's'", "IND_RECEPTOR = 2"),
+    ),
+    (
+        "flexpart-no-releases",
+        lambda r, d: _nc_edit(_copy(r, "flexpart", d), _rename("RELLAT1")),
+        ("no release metadata", "RELLAT1"),
+    ),
     ("flexpart-point-release", _flexpart_point, ("no vertical extent", "RELZZ1 == RELZZ2", "OBS00000_L00")),
-    ("flexpart-no-spec", lambda r, d: _nc_edit(_copy(r, "flexpart", d), _rename("spec001_mr")),
-     ("no 'specNNN_mr' variable",)),
+    (
+        "flexpart-no-spec",
+        lambda r, d: _nc_edit(_copy(r, "flexpart", d), _rename("spec001_mr")),
+        ("no 'specNNN_mr' variable",),
+    ),
     ("name-site-footprint", _name_site, ("not a satellite column footprint", "From     0 -    40m agl")),
-    ("name-units", lambda r, d: _nc_edit(_copy(r, "name", d), _set_attr("fp", "units", "ppm s")),
-     ("'fp' units 'ppm s'", "(mol/mol)/(mol/m2/s)")),
-    ("name-no-release-position", lambda r, d: _nc_edit(_copy(r, "name", d), _rename("release_lat")),
-     ("no receptor position", "release_lat")),
+    (
+        "name-units",
+        lambda r, d: _nc_edit(_copy(r, "name", d), _set_attr("fp", "units", "ppm s")),
+        ("'fp' units 'ppm s'", "(mol/mol)/(mol/m2/s)"),
+    ),
+    (
+        "name-no-release-position",
+        lambda r, d: _nc_edit(_copy(r, "name", d), _rename("release_lat")),
+        ("no receptor position", "release_lat"),
+    ),
     ("imi-no-state-vector", _imi_without("StateVector.nc"), ("imi_run", "no StateVector.nc")),
     ("imi-no-prior", _imi_without("hemco_prior_emis"), ("HEMCO_sa_diagnostics", "prior")),
     ("imi-no-jacobian", _imi_without("inversion"), ("no Jacobian files",)),
     ("imi-k-too-short", _imi_k_short, ("K has 10 columns", "different runs")),
     ("imi-not-a-jacobian", _bad_pickle({"obs_GC": np.zeros((2, 5))}), ("'obs_GC'", "'K'")),
-    ("imi-code-in-pickle", _bad_pickle({"obs_GC": np.zeros((1, 5)), "K": _Evil()}),
-     ("refusing to load", "only numpy arrays")),
-    ("imi-no-time-in-name", _bad_pickle({"obs_GC": np.zeros((1, 5)), "K": np.zeros((1, 2000))}, "day1.pkl"),
-     ("day1.pkl", "no observation time")),
-]  # fmt: skip
+    (
+        "imi-code-in-pickle",
+        _bad_pickle({"obs_GC": np.zeros((1, 5)), "K": _Evil()}),
+        ("refusing to load", "only numpy arrays"),
+    ),
+    (
+        "imi-no-time-in-name",
+        _bad_pickle({"obs_GC": np.zeros((1, 5)), "K": np.zeros((1, 2000))}, "day1.pkl"),
+        ("day1.pkl", "no observation time"),
+    ),
+]
 
 
 @pytest.mark.parametrize(("name", "build", "fragments"), BAD, ids=[b[0] for b in BAD])
 def test_bad_footprints_are_named_errors(
-    ref: dict[str, Any], tmp_path: Path, name: str, build: B, fragments: tuple[str, ...],
-    bad_input_corpus: Callable[[str, str], None], capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    ref: dict[str, Any],
+    tmp_path: Path,
+    name: str,
+    build: B,
+    fragments: tuple[str, ...],
+    bad_input_corpus: Callable[[str, str], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     source = build(ref, tmp_path)
     with pytest.raises(FootprintError) as err:
         open_footprints(source, "CH4", grid=ref["grid"])

@@ -29,8 +29,9 @@ QUAD = GridSpec(np.array([-90.0, 0.0, 90.0]), np.array([-180.0, 0.0, 180.0]))  #
 def _cells(grid: GridSpec, lat, lon) -> np.ndarray:
     lat = np.asarray(lat, dtype="float64")
     lon = np.asarray(lon, dtype="float64")
-    idx = _bin_index(lat, lon, np.zeros(0, dtype="int64"), *_grid_edges(grid)[:2],
-                           _single_bin_edges(), _grid_edges(grid)[2])  # fmt: skip
+    idx = _bin_index(
+        lat, lon, np.zeros(0, dtype="int64"), *_grid_edges(grid)[:2], _single_bin_edges(), _grid_edges(grid)[2]
+    )
     return idx
 
 
@@ -66,9 +67,7 @@ def test_two_by_two_hand_built() -> None:
     ne = (1, 1)
     assert out["xgas_mean"][0][ne] == pytest.approx(3.0, rel=1e-15)
     assert out["xgas_std"][0][ne] == pytest.approx(np.std([1, 2, 6], ddof=1), rel=1e-14)
-    assert out["xgas_standard_error"][0][ne] == pytest.approx(
-        np.std([1, 2, 6], ddof=1) / np.sqrt(3), rel=1e-14
-    )
+    assert out["xgas_standard_error"][0][ne] == pytest.approx(np.std([1, 2, 6], ddof=1) / np.sqrt(3), rel=1e-14)
     assert out["xgas_weighted_mean"][0][ne] == pytest.approx((1 + 0.25 * 2 + 6) / 2.25, rel=1e-15)
     assert out["xgas_uncertainty_mean"][0][ne] == pytest.approx(4.0 / 3.0, rel=1e-15)
     assert out["averaging_kernel_pbl"][0][ne] == 1.0
@@ -85,9 +84,7 @@ def test_two_by_two_hand_built() -> None:
 
 
 def test_single_sounding_cell_has_nan_std_and_given_weights() -> None:
-    out = grid_arrays(
-        [5.0, 6.0, 50.0], [5.0, 6.0, 50.0], [1.0, 4.0, 9.0], weights=[3.0, 1.0, -1.0], grid=QUAD
-    )
+    out = grid_arrays([5.0, 6.0, 50.0], [5.0, 6.0, 50.0], [1.0, 4.0, 9.0], weights=[3.0, 1.0, -1.0], grid=QUAD)
     assert out["n_soundings"][0][1, 1] == 3
     assert out["xgas_weighted_mean"][0][1, 1] == pytest.approx((3 * 1 + 4 + 0 * 9) / 4.0)
     solo = grid_arrays([5.0], [5.0], [1.0], grid=QUAD)
@@ -115,13 +112,17 @@ def test_single_sounding_cell_has_nan_std_and_given_weights() -> None:
 )
 def test_cell_lookup_identical_to_gridspec(grid: GridSpec) -> None:
     rng = np.random.default_rng(3)
-    lat = np.concatenate(
-        [rng.uniform(-95, 95, 20000), grid.lat_edges, [90.0, -90.0, np.nan, np.inf, -0.0]]
+    lat = np.concatenate([rng.uniform(-95, 95, 20000), grid.lat_edges, [90.0, -90.0, np.nan, np.inf, -0.0]])
+    lon = np.concatenate(
+        [
+            rng.uniform(-400, 400, 20000),
+            rng.choice(grid.lon_edges, grid.lat_edges.size),
+            [180.0, -180.0, 0.0, 1.0, np.nan],
+        ]
     )
-    lon = np.concatenate([rng.uniform(-400, 400, 20000), rng.choice(grid.lon_edges, grid.lat_edges.size),
-                          [180.0, -180.0, 0.0, 1.0, np.nan]])  # fmt: skip
-    lon_edges_pts = np.concatenate([grid.lon_edges, [540.0, -540.0, 180.0 - 1e-13, -180.0 - 1e-13, -1e-300, 1e-300,
-                                                     360.0, -360.0, np.inf]])  # fmt: skip
+    lon_edges_pts = np.concatenate(
+        [grid.lon_edges, [540.0, -540.0, 180.0 - 1e-13, -180.0 - 1e-13, -1e-300, 1e-300, 360.0, -360.0, np.inf]]
+    )
     lat2 = np.concatenate([lat, rng.uniform(-90, 90, lon_edges_pts.size)])
     lon2 = np.concatenate([lon, lon_edges_pts])
     with np.errstate(invalid="ignore"):  # GridSpec's np.mod of inf
@@ -134,8 +135,9 @@ def test_bin_index_refuses_grids_whose_indices_overflow_int32() -> None:
     one = np.zeros(1)
     with pytest.raises(ValueError, match="int32"):
         _bin_index(one, one, np.zeros(0, dtype="int64"), lat_e, lon_e, np.array([0, 1], dtype="int64"), True)
-    small = _bin_index(one, one, np.zeros(0, dtype="int64"), lat_e[::10], lon_e[::10],
-                       np.array([0, 1], dtype="int64"), True)  # fmt: skip
+    small = _bin_index(
+        one, one, np.zeros(0, dtype="int64"), lat_e[::10], lon_e[::10], np.array([0, 1], dtype="int64"), True
+    )
     assert small.dtype == np.int32 and small[0] == 2500 * 5000 + 2500
 
 
@@ -167,9 +169,7 @@ def test_regional_grid_closes_its_outer_edges_and_drops_outside() -> None:
     )
     n = out["n_soundings"][0]
     assert n.sum() == 3
-    assert (
-        n[9, 9] == 1 and n[0, 0] == 1 and n[5, 5] == 1
-    )  # lon=-180 is not wrapped on a regional grid
+    assert n[9, 9] == 1 and n[0, 0] == 1 and n[5, 5] == 1  # lon=-180 is not wrapped on a regional grid
 
 
 @pytest.mark.parametrize("bad", ["lat", "lon", "value", "time"])
@@ -206,22 +206,20 @@ def test_std_accurate_with_large_offset() -> None:
 
 
 # ---------------------------------------------------------------------------- references
-def _pandas_reference(
-    ds: xr.Dataset, grid: GridSpec, edges: pd.DatetimeIndex, akp: np.ndarray
-) -> dict:
+def _pandas_reference(ds: xr.Dataset, grid: GridSpec, edges: pd.DatetimeIndex, akp: np.ndarray) -> dict:
     cell = grid.flat_index(ds.latitude.values, ds.longitude.values)
-    tb = (
-        np.searchsorted(
-            edges.asi8, ds.time.values.astype("datetime64[ns]").view("int64"), side="right"
-        )
-        - 1
-    )
+    tb = np.searchsorted(edges.asi8, ds.time.values.astype("datetime64[ns]").view("int64"), side="right") - 1
     ok = (cell >= 0) & (tb >= 0) & (tb < edges.size - 1) & np.isfinite(ds.xgas.values)
     unc = ds.xgas_uncertainty.values
-    df = pd.DataFrame({
-        "b": (tb * grid.size + cell)[ok], "x": ds.xgas.values[ok], "u": unc[ok],
-        "w": unc[ok] ** -2.0, "ak": akp[ok],
-    })  # fmt: skip
+    df = pd.DataFrame(
+        {
+            "b": (tb * grid.size + cell)[ok],
+            "x": ds.xgas.values[ok],
+            "u": unc[ok],
+            "w": unc[ok] ** -2.0,
+            "ak": akp[ok],
+        }
+    )
     df["wx"] = df.w * df.x
     g = df.groupby("b")
     return {
@@ -235,8 +233,9 @@ def _pandas_reference(
     }
 
 
-@pytest.mark.parametrize(("time_bin", "chunk"), [("1D", 3001), ("MS", 3001), (None, 3001), ("7D", 3001),
-                                                ("MS", -1), (None, 4096)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("time_bin", "chunk"), [("1D", 3001), ("MS", 3001), (None, 3001), ("7D", 3001), ("MS", -1), (None, 4096)]
+)
 def test_equals_pandas_groupby_reference(time_bin: str | None, chunk: int) -> None:
     """Several chunks and a tree of partials, or one chunk whose partial is final (dense, used as is)."""
     ds = make_soundings(20_000, "CH4", seed=7, start="2020-01-20", end="2020-03-10")
@@ -244,8 +243,9 @@ def test_equals_pandas_groupby_reference(time_bin: str | None, chunk: int) -> No
     grid = GridSpec.from_resolution(5.0)
     l3 = grid_soundings(ds.chunk({"sounding": chunk}), grid=grid, time_bin=time_bin).compute()
     edges = time_bin_edges(ds.time.values, time_bin)
-    akp = boundary_layer_ak(ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values,
-                            ds.surface_pressure.values, 150.0)  # fmt: skip
+    akp = boundary_layer_ak(
+        ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values, ds.surface_pressure.values, 150.0
+    )
     ref = _pandas_reference(ds, grid, edges, akp)
     assert l3.sizes["time"] == edges.size - 1
     for name, series in ref.items():
@@ -261,19 +261,13 @@ def test_chunk_independence_to_1e_12() -> None:
     ds = make_soundings(30_000, "CO2", seed=11)
     base = grid_soundings(ds.chunk({"sounding": -1}), 3.0, time_bin="7D").compute()
     for chunk, split in ((997, 2), (4096, 8), (30_000 // 7, 3)):
-        other = grid_soundings(
-            ds.chunk({"sounding": chunk}), 3.0, time_bin="7D", split_every=split
-        ).compute()
+        other = grid_soundings(ds.chunk({"sounding": chunk}), 3.0, time_bin="7D", split_every=split).compute()
         np.testing.assert_array_equal(other.n_soundings.values, base.n_soundings.values)
         for name in GRIDDED_VARIABLES:
-            np.testing.assert_allclose(
-                other[name].values, base[name].values, rtol=1e-12, atol=0, err_msg=name
-            )
+            np.testing.assert_allclose(other[name].values, base[name].values, rtol=1e-12, atol=0, err_msg=name)
     eager = grid_soundings(ds, 3.0, time_bin="7D")
     for name in GRIDDED_VARIABLES:
-        np.testing.assert_allclose(
-            eager[name].values, base[name].values, rtol=1e-12, atol=0, err_msg=name
-        )
+        np.testing.assert_allclose(eager[name].values, base[name].values, rtol=1e-12, atol=0, err_msg=name)
 
 
 # ---------------------------------------------------------------------------- boundary-layer AK
@@ -322,9 +316,7 @@ def test_time_bins_daily_monthly_none_and_range() -> None:
     assert monthly.time.attrs["bounds"] == "time_bounds"
     daily = grid_soundings(ds, 10.0, time_bin="1D")
     assert daily.sizes["time"] == 45  # 2020-01-31 .. 2020-03-15
-    assert (
-        daily.n_soundings.sum(("latitude", "longitude")).values[1] == 2
-    )  # midnight is the start of its day
+    assert daily.n_soundings.sum(("latitude", "longitude")).values[1] == 2  # midnight is the start of its day
     whole = grid_soundings(ds, 10.0, time_bin=None)
     assert whole.sizes["time"] == 1 and int(whole.n_soundings.sum()) == 4
     assert whole.time_bounds.values[0].tolist() == [
@@ -332,9 +324,7 @@ def test_time_bins_daily_monthly_none_and_range() -> None:
         np.datetime64("2020-03-16").astype("datetime64[ns]").tolist(),
     ]
     ranged = grid_soundings(ds, 10.0, time_bin="MS", time_range=("2020-02-01", "2020-03-01"))
-    assert (
-        ranged.sizes["time"] == 1 and int(ranged.n_soundings.sum()) == 2
-    )  # outside the range: dropped
+    assert ranged.sizes["time"] == 1 and int(ranged.n_soundings.sum()) == 2  # outside the range: dropped
     with pytest.raises(SchemaError, match="pandas frequency"):
         grid_soundings(ds, 10.0, time_bin="fortnightly-ish")
 
@@ -348,12 +338,7 @@ def test_regional_bbox_grid() -> None:
         and float(l3.longitude_bounds[0, 0]) == -10.5
         and float(l3.longitude_bounds[-1, 1]) == 30.0
     )
-    inside = (
-        GridSpec.from_resolution(0.5, (-10.2, 35.0, 30.0, 60.1)).flat_index(
-            ds.latitude, ds.longitude
-        )
-        >= 0
-    )
+    inside = GridSpec.from_resolution(0.5, (-10.2, 35.0, 30.0, 60.1)).flat_index(ds.latitude, ds.longitude) >= 0
     assert int(l3.n_soundings.sum()) == int(inside.sum()) > 0
 
 
@@ -387,11 +372,7 @@ def test_cf_attrs_and_netcdf_round_trip(tmp_path) -> None:
     assert l3.cell_area.attrs["units"] == "m2"
     assert float(l3.cell_area.sum()) == pytest.approx(4 * np.pi * 6_371_007.181**2, rel=1e-12)
     assert l3.latitude.attrs["bounds"] == "latitude_bounds" and "longitude_bounds" in l3
-    assert (
-        l3.attrs["gas"] == "CH4"
-        and l3.attrs["n_input_soundings"] == 3000
-        and l3.attrs["time_bin"] == "MS"
-    )
+    assert l3.attrs["gas"] == "CH4" and l3.attrs["n_input_soundings"] == 3000 and l3.attrs["time_bin"] == "MS"
     path = tmp_path / "l3.nc"
     l3.to_netcdf(path)
     with xr.open_dataset(path) as back:
@@ -446,15 +427,11 @@ def test_netcdf_opened_with_chunks_like_the_pipeline(tmp_path) -> None:
         out = lazy.compute()
     assert out.attrs["n_input_soundings"] == 6000 and out.sizes["time"] == 2
     for name in GRIDDED_VARIABLES:
-        np.testing.assert_allclose(
-            out[name].values, eager[name].values, rtol=1e-12, atol=0, err_msg=name
-        )
+        np.testing.assert_allclose(out[name].values, eager[name].values, rtol=1e-12, atol=0, err_msg=name)
 
 
 def test_refuses_absurdly_large_grids() -> None:
-    edges = np.arange(
-        np.datetime64("2000-01-01"), np.datetime64("2030-01-01"), np.timedelta64(1, "D")
-    )
+    edges = np.arange(np.datetime64("2000-01-01"), np.datetime64("2030-01-01"), np.timedelta64(1, "D"))
     with pytest.raises(SchemaError, match="coarser resolution"):
         grid_arrays(
             [0.0],
@@ -488,8 +465,9 @@ def test_every_kernel_path_equals_pandas_reference(layout: str, monkeypatch: pyt
     if layout == "blocks":
         assert lazy.xgas_mean.data.numblocks == (2, 45, 1)
     edges = time_bin_edges(ds.time.values, "MS")
-    akp = boundary_layer_ak(ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values,
-                            ds.surface_pressure.values, 150.0)  # fmt: skip
+    akp = boundary_layer_ak(
+        ds.averaging_kernel.values, ds.pressure_weight.values, ds.pressure.values, ds.surface_pressure.values, 150.0
+    )
     ref = _pandas_reference(ds, grid, edges, akp)
     for l3 in (lazy.compute(), grid_soundings(ds, grid=grid, time_bin="MS")):
         for name, series in ref.items():
@@ -500,8 +478,9 @@ def test_every_kernel_path_equals_pandas_reference(layout: str, monkeypatch: pyt
             np.testing.assert_allclose(l3[name].values.ravel(), full, rtol=1e-11, atol=0, err_msg=name)
 
 
-@pytest.mark.parametrize(("nt", "ny", "nx"), [(12, 1800, 3600), (1, 180, 360), (400, 18, 36), (3, 7, 5000),
-                                          (300, 1800, 3600)])
+@pytest.mark.parametrize(
+    ("nt", "ny", "nx"), [(12, 1800, 3600), (1, 180, 360), (400, 18, 36), (3, 7, 5000), (300, 1800, 3600)]
+)
 def test_blocks_tile_the_grid(nt: int, ny: int, nx: int) -> None:
     from gosat_pipeline.gridding import _MAX_BLOCKS, _Layout
 

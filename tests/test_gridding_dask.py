@@ -19,9 +19,7 @@ def test_threaded_and_distributed_cluster_agree() -> None:
     distributed = pytest.importorskip("distributed")
     ds = make_soundings(40_000, "CH4", seed=21, n_levels=6).chunk({"sounding": 5000})
     threaded = grid_soundings(ds, 5.0, time_bin="7D").compute(scheduler="threads")
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as cl:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cl:
         with distributed.Client(cl) as client:
             lazy = grid_soundings(ds, 5.0, time_bin="7D")
             remote = client.compute(lazy).result()
@@ -29,9 +27,7 @@ def test_threaded_and_distributed_cluster_agree() -> None:
     assert workers_used == 2
     np.testing.assert_array_equal(remote.n_soundings.values, threaded.n_soundings.values)
     for name in GRIDDED_VARIABLES:
-        np.testing.assert_allclose(
-            remote[name].values, threaded[name].values, rtol=1e-12, atol=0, err_msg=name
-        )
+        np.testing.assert_allclose(remote[name].values, threaded[name].values, rtol=1e-12, atol=0, err_msg=name)
     assert int(remote.n_soundings.sum()) == 40_000
 
 
@@ -43,7 +39,7 @@ val_st = st.one_of(st.floats(-1e3, 1e3), nan)
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    pts=st.lists(st.tuples(lat_st, lon_st, val_st), min_size=0, max_size=60),  # fmt: skip
+    pts=st.lists(st.tuples(lat_st, lon_st, val_st), min_size=0, max_size=60),
     res=st.sampled_from([1.0, 7.5, 45.0, (10.0, 36.0)]),
     chunk=st.integers(1, 17),
 )
@@ -60,13 +56,14 @@ def test_counts_conserved_and_chunking_irrelevant(pts, res, chunk) -> None:
     assert int(out["n_soundings"].sum()) == expected
     ds = xr.Dataset(
         {"xgas": ("sounding", x, {"units": "ppm"})},
-        coords={"latitude": ("sounding", lat), "longitude": ("sounding", lon),
-                "time": ("sounding", np.full(x.size, np.datetime64("2021-06-01", "ns")))},
+        coords={
+            "latitude": ("sounding", lat),
+            "longitude": ("sounding", lon),
+            "time": ("sounding", np.full(x.size, np.datetime64("2021-06-01", "ns"))),
+        },
         attrs={"gas": "CO2"},
-    )  # fmt: skip
+    )
     lazy = grid_soundings(ds.chunk({"sounding": chunk}), grid=grid, time_bin=None).compute()
     np.testing.assert_array_equal(lazy.n_soundings.values[0], out["n_soundings"][0])
     for name in ("xgas_mean", "xgas_std", "xgas_weighted_mean"):
-        np.testing.assert_allclose(
-            lazy[name].values[0], out[name][0], rtol=1e-12, atol=1e-12, err_msg=name
-        )
+        np.testing.assert_allclose(lazy[name].values[0], out[name][0], rtol=1e-12, atol=1e-12, err_msg=name)

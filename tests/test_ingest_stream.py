@@ -78,8 +78,9 @@ def test_first_occurrences_are_exact_even_when_every_hash_collides() -> None:
 def inputs(tmp_path_factory: pytest.TempPathFactory, demo_samples: Path) -> dict[str, Any]:
     """Demo prior and winds; 9 CCI granules, one empty (bad), one delivered twice (a later copy)."""
     root = tmp_path_factory.mktemp("ingest")
-    files = make_granule_files(root / "granules", "cci_ocpr", n_files=8, n_per_file=700, seed=5, bbox=DEMO_BBOX,
-                               start="2020-03-01")  # fmt: skip
+    files = make_granule_files(
+        root / "granules", "cci_ocpr", n_files=8, n_per_file=700, seed=5, bbox=DEMO_BBOX, start="2020-03-01"
+    )
     (root / "granules" / "zz-empty.nc").write_bytes(b"")
     copy = root / "granules" / "zz-copy" / files[1].name  # sorts after the original
     copy.parent.mkdir()
@@ -87,20 +88,42 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, demo_samples: Path) -> dict
     return {"root": root, "samples": demo_samples, "pattern": str(root / "granules" / "**" / "*.nc")}
 
 
-def _config(inputs: dict[str, Any], name: str, *, chunk: int, resolution: float = 2.0, strict: bool = False,
-            cluster: str = "threads") -> Any:  # fmt: skip
+def _config(
+    inputs: dict[str, Any],
+    name: str,
+    *,
+    chunk: int,
+    resolution: float = 2.0,
+    strict: bool = False,
+    cluster: str = "threads",
+) -> Any:
     s = inputs["samples"]
-    return config_from_dict({
-        "run": {"name": name, "output_dir": str(inputs["root"] / "out"), "synthetic": True, "strict": strict},
-        "period": {"start": PERIOD[0], "end": PERIOD[1], "time_bin": "MS"},
-        "domain": {"bbox": [95.0, -5.0, 130.0, 25.0], "resolution": resolution},
-        "gases": [{"gas": "CH4", "granules": [inputs["pattern"]], "prior": {"path": str(s / "prior_CH4.nc")},
-                   "sigma_model": 8.0, "background_prior_sigma": 30.0,
-                   "screen": {"max_solar_zenith": 60.0}}],
-        "regions": {"iso3": ["THA", "VNM"]},
-        "winds": {"path": str(s / "winds_era5.nc")},
-        "cluster": {"type": cluster, "chunk_size": chunk, "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
-    })  # fmt: skip
+    return config_from_dict(
+        {
+            "run": {"name": name, "output_dir": str(inputs["root"] / "out"), "synthetic": True, "strict": strict},
+            "period": {"start": PERIOD[0], "end": PERIOD[1], "time_bin": "MS"},
+            "domain": {"bbox": [95.0, -5.0, 130.0, 25.0], "resolution": resolution},
+            "gases": [
+                {
+                    "gas": "CH4",
+                    "granules": [inputs["pattern"]],
+                    "prior": {"path": str(s / "prior_CH4.nc")},
+                    "sigma_model": 8.0,
+                    "background_prior_sigma": 30.0,
+                    "screen": {"max_solar_zenith": 60.0},
+                }
+            ],
+            "regions": {"iso3": ["THA", "VNM"]},
+            "winds": {"path": str(s / "winds_era5.nc")},
+            "cluster": {
+                "type": cluster,
+                "chunk_size": chunk,
+                "n_workers": 2,
+                "threads_per_worker": 1,
+                "tiny_job_bytes": 0,
+            },
+        }
+    )
 
 
 def _reference(inputs: dict[str, Any]) -> xr.Dataset:
@@ -112,8 +135,9 @@ def _reference(inputs: dict[str, Any]) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ds = open_granules(files, gas="CH4")
-        return apply_quality_filter(ds, bbox=[95.0, -5.0, 130.0, 25.0], time_range=PERIOD,
-                                    max_solar_zenith=60.0).compute()  # fmt: skip
+        return apply_quality_filter(
+            ds, bbox=[95.0, -5.0, 130.0, 25.0], time_range=PERIOD, max_solar_zenith=60.0
+        ).compute()
 
 
 @pytest.mark.parametrize("chunk", [1000, 200_000])  # several groups (duplicates across them), or one
@@ -127,11 +151,22 @@ def test_streamed_ingest_equals_the_library_chain(inputs: dict[str, Any], chunk:
         if name in ("source_file", "granule_path"):
             continue
         np.testing.assert_array_equal(got[name].values, ref[name].values, err_msg=name)
-    np.testing.assert_array_equal(decode_source_file(got.file_index.values, got.granule_path.values.tolist()),
-                                  ref.source_file.values)  # fmt: skip
-    for attr in ("input_files", "skipped_inputs", "duplicate_soundings", "n_duplicate_soundings",
-                 "n_soundings_before_filter", "quality_filter", "quality_filter_dropped", "n_soundings_in_files",
-                 "n_soundings_good", "product", "reader"):  # fmt: skip
+    np.testing.assert_array_equal(
+        decode_source_file(got.file_index.values, got.granule_path.values.tolist()), ref.source_file.values
+    )
+    for attr in (
+        "input_files",
+        "skipped_inputs",
+        "duplicate_soundings",
+        "n_duplicate_soundings",
+        "n_soundings_before_filter",
+        "quality_filter",
+        "quality_filter_dropped",
+        "n_soundings_in_files",
+        "n_soundings_good",
+        "product",
+        "reader",
+    ):
         assert got.attrs[attr] == ref.attrs[attr], attr
     dup = json.loads(got.attrs["duplicate_soundings"])
     assert [d["path"] for d in dup] == [str(next(inputs["root"].glob("granules/zz-copy/*.nc")))]
@@ -172,19 +207,31 @@ def test_overlapping_granules_in_different_groups(inputs: dict[str, Any], caplog
 
     src = granule_soundings("acos_lite", 2400, "CO2", seed=8, bbox=(96.0, -4.0, 129.0, 24.0), start="2020-04-01")
     root = inputs["root"] / "overlap"
-    a = write_granule(src.isel(sounding=slice(0, 1400)), root / granule_filename("acos_lite", "2020-04-01"), "acos_lite")
-    b = write_granule(src.isel(sounding=slice(900, 2400)), root / granule_filename("acos_lite", "2020-04-02"),
-                      "acos_lite")  # fmt: skip
+    a = write_granule(
+        src.isel(sounding=slice(0, 1400)), root / granule_filename("acos_lite", "2020-04-01"), "acos_lite"
+    )
+    b = write_granule(
+        src.isel(sounding=slice(900, 2400)), root / granule_filename("acos_lite", "2020-04-02"), "acos_lite"
+    )
     s = inputs["samples"]
-    cfg = config_from_dict({
-        "run": {"name": "overlap", "output_dir": str(inputs["root"] / "out"), "synthetic": True},
-        "period": {"start": PERIOD[0], "end": PERIOD[1]},
-        "domain": {"bbox": [95.0, -5.0, 130.0, 25.0], "resolution": 2.0},
-        "gases": [{"gas": "CO2", "granules": [str(root / "*.nc4")], "prior": {"path": str(s / "prior_CO2.nc")},
-                   "sigma_model": 1.0, "background_prior_sigma": 5.0}],
-        "winds": {"path": str(s / "winds_era5.nc")},
-        "cluster": {"type": "threads", "chunk_size": 1000},
-    })  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "run": {"name": "overlap", "output_dir": str(inputs["root"] / "out"), "synthetic": True},
+            "period": {"start": PERIOD[0], "end": PERIOD[1]},
+            "domain": {"bbox": [95.0, -5.0, 130.0, 25.0], "resolution": 2.0},
+            "gases": [
+                {
+                    "gas": "CO2",
+                    "granules": [str(root / "*.nc4")],
+                    "prior": {"path": str(s / "prior_CO2.nc")},
+                    "sigma_model": 1.0,
+                    "background_prior_sigma": 5.0,
+                }
+            ],
+            "winds": {"path": str(s / "winds_era5.nc")},
+            "cluster": {"type": "threads", "chunk_size": 1000},
+        }
+    )
     with caplog.at_level("INFO", logger="gosat_pipeline.pipeline"):
         res = run(cfg, until="ingest")
     found = re.search(r"(\d+) duplicate\(s\) across groups", caplog.text)
@@ -193,8 +240,9 @@ def test_overlapping_granules_in_different_groups(inputs: dict[str, Any], caplog
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        ref = apply_quality_filter(open_granules([a, b], gas="CO2"), bbox=[95.0, -5.0, 130.0, 25.0],
-                                   time_range=PERIOD).compute()  # fmt: skip
+        ref = apply_quality_filter(
+            open_granules([a, b], gas="CO2"), bbox=[95.0, -5.0, 130.0, 25.0], time_range=PERIOD
+        ).compute()
     with xr.open_dataset(res.run_dir / "soundings_CO2.nc") as got:
         np.testing.assert_array_equal(got.sounding_id.values, ref.sounding_id.values)
         rec = json.loads(got.attrs["duplicate_soundings"])

@@ -73,8 +73,10 @@ def test_sector_files_summed_or_kept_and_totals_not_double_counted(tmp_path):
 
 
 def test_variable_override_year_selection_and_gas_mismatch(tmp_path, ch4):
-    ds = xr.Dataset({"post_oil": (("lat", "lon"), ch4.values * 1e3 * 86400 * 365.25, {"units": "g m-2 yr-1"})},
-                    coords={"lat": GRID.lat, "lon": GRID.lon})  # fmt: skip
+    ds = xr.Dataset(
+        {"post_oil": (("lat", "lon"), ch4.values * 1e3 * 86400 * 365.25, {"units": "g m-2 yr-1"})},
+        coords={"lat": GRID.lat, "lon": GRID.lon},
+    )
     ds.to_netcdf(tmp_path / "topdown.nc")
     out = open_prior_inventory(tmp_path / "topdown.nc", variable="post_oil", gas="CH4")
     np.testing.assert_allclose(out.values, ch4.values, rtol=1e-12)
@@ -88,8 +90,10 @@ def test_variable_override_year_selection_and_gas_mismatch(tmp_path, ch4):
 
 
 def test_unknown_unit_names_the_unit_variable_and_file(tmp_path, ch4):
-    ds = xr.Dataset({"fluxes": (("lat", "lon"), ch4.values, {"units": "furlongs per fortnight"})},
-                    coords={"lat": GRID.lat, "lon": GRID.lon})  # fmt: skip
+    ds = xr.Dataset(
+        {"fluxes": (("lat", "lon"), ch4.values, {"units": "furlongs per fortnight"})},
+        coords={"lat": GRID.lat, "lon": GRID.lon},
+    )
     p = tmp_path / "weird.nc"
     ds.to_netcdf(p)
     with pytest.raises(InventoryError) as err:

@@ -24,8 +24,12 @@ EDGAR_NC = "v6.0_CH4_2015_TOTALS.5.3x5.1.nc"
 def _netcdf4_emi(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     with netCDF4.Dataset(path) as nc:
         v = nc["emi_ch4"]
-        return (np.asarray(v[:], dtype="float64"), np.asarray(nc["lat"][:], dtype="float64"),
-                np.asarray(nc["lon"][:], dtype="float64"), v.units)  # fmt: skip
+        return (
+            np.asarray(v[:], dtype="float64"),
+            np.asarray(nc["lat"][:], dtype="float64"),
+            np.asarray(nc["lon"][:], dtype="float64"),
+            v.units,
+        )
 
 
 def test_edgar_v6_file_and_its_download_zip_read_the_file_values(real_samples: Path, tmp_path: Path) -> None:
@@ -101,15 +105,20 @@ def test_crf_ch4_trend_1990_2021_by_category_matches_table10s3(real_samples: Pat
     path = real_samples / CRF
     levels = (["1", "2", "3", "4", "5", "6"], ["1.A", "1.B", "3.A", "3.B", "3.C", "5.A"], ["1.B.2"])
     frames = [read_reported_totals(path, gases=["CH4"], categories=lv) for lv in levels]  # one level at a time
-    wide = pd.concat(frames).pivot_table(index="year", columns="category", values="value", aggfunc="first",
-                                         dropna=False)  # fmt: skip
+    wide = pd.concat(frames).pivot_table(
+        index="year", columns="category", values="value", aggfunc="first", dropna=False
+    )
     assert list(wide.index) == list(range(1990, 2022))
     rows = _sheet_rows(path, "Table10s3")
     header = next(r for r in rows if r[0] and str(r[0]).startswith("GREENHOUSE GAS"))
     col = {int(v): j for j, v in enumerate(header) if v is not None and str(v).isdigit()}
-    expect = {"1": _row(rows, "1. Energy"), "1.B.2": _row(rows, "2.  Oil and natural gas"),
-              "3.A": _row(rows, "A.  Enteric fermentation"), "5.A": _row(rows, "A.  Solid waste disposal"),
-              "4": _row(rows, "4. Land use")}  # fmt: skip
+    expect = {
+        "1": _row(rows, "1. Energy"),
+        "1.B.2": _row(rows, "2.  Oil and natural gas"),
+        "3.A": _row(rows, "A.  Enteric fermentation"),
+        "5.A": _row(rows, "A.  Solid waste disposal"),
+        "4": _row(rows, "4. Land use"),
+    }
     for code, cells in expect.items():
         for y in (1990, 2005, 2021):
             assert wide.loc[y, code] == pytest.approx(float(cells[col[y]]), rel=1e-12), (code, y)
@@ -167,8 +176,12 @@ def test_primap2_native_netcdf(real_samples: Path) -> None:
         ch4 = np.asarray(nc["CH4"][:], dtype="float64")
         unit = nc["CH4"].units
     assert len(areas) == 7 and len(sources) == 9 and unit == "CH4 * kt / a"
-    t, a, c, s = (next(i for i, tt in enumerate(times) if tt.year == 1990), areas.index("DEU"), cats.index("4"),
-                  sources.index("CRF 2023, 240108"))  # fmt: skip
+    t, a, c, s = (
+        next(i for i, tt in enumerate(times) if tt.year == 1990),
+        areas.index("DEU"),
+        cats.index("4"),
+        sources.index("CRF 2023, 240108"),
+    )
     df = read_reported_totals(path)
     assert set(df["gas"]) == {"CO2", "CH4", "N2O", "SF6"}  # GWP-weighted HFC baskets left out
     assert set(df["area"]) == set(areas) and set(df["source"]) == set(sources)
@@ -212,7 +225,9 @@ def test_oco2_mip_pilot_budgets_as_a_reference(real_samples: Path) -> None:
     assert idn["uncertainty_source"] == "file (uncertainty_abs, 1 sigma)"
     net = read_reported_totals(path, categories=["0"])
     asean = net[(net["area"] == "ASEAN") & (net["year"] == 2019)].iloc[0]
-    assert asean["value_tg_per_yr"] == pytest.approx(float(raw[("Region_ASEAN", "2019")]["LNLG NCE (TgCO2)"]), rel=1e-12)
+    assert asean["value_tg_per_yr"] == pytest.approx(
+        float(raw[("Region_ASEAN", "2019")]["LNLG NCE (TgCO2)"]), rel=1e-12
+    )
     assert asean["sigma_tg_per_yr"] == pytest.approx(float(raw[("Region_ASEAN", "2019")]["LNLG NCE unc (TgCO2)"]))
     assert asean["source"].endswith("LNLG")
     insitu = read_reported_totals(path, categories=["0"], experiment="IS")

@@ -30,14 +30,17 @@ def _write(tmp_path, body: str, name: str = "rep.csv"):
 
 
 def test_long_schema_units_converted_with_pint(tmp_path):
-    p = _write(tmp_path, (
-        "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,UNFCCC-CRF-2021,IPCC2006_PRIMAP,0.15,\n"
-        "USA,2019,CH4,1.B.2,8210.0,Gg CH4 / yr,PRIMAP-hist_v2.6_HISTCR,IPCC2006_PRIMAP,,\n"
-        "FRA,2019,CO2,M.0.EL,300.5,Mt CO2/yr,UNFCCC-CRF-2021,,0.05,\n"
-        "NOR,2019,CO2,M.0.EL,12.0,Mt C/yr,UNFCCC-CRF-2021,,,\n"
-        "IDN,2019,CH4,M.0.EL,7000000,t CH4/yr,national,,0.2,\n"
-        "THA,2019,CH4,M.0.EL,,kt CH4/yr,national,,,not reported\n"
-    ))  # fmt: skip
+    p = _write(
+        tmp_path,
+        (
+            "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,UNFCCC-CRF-2021,IPCC2006_PRIMAP,0.15,\n"
+            "USA,2019,CH4,1.B.2,8210.0,Gg CH4 / yr,PRIMAP-hist_v2.6_HISTCR,IPCC2006_PRIMAP,,\n"
+            "FRA,2019,CO2,M.0.EL,300.5,Mt CO2/yr,UNFCCC-CRF-2021,,0.05,\n"
+            "NOR,2019,CO2,M.0.EL,12.0,Mt C/yr,UNFCCC-CRF-2021,,,\n"
+            "IDN,2019,CH4,M.0.EL,7000000,t CH4/yr,national,,0.2,\n"
+            "THA,2019,CH4,M.0.EL,,kt CH4/yr,national,,,not reported\n"
+        ),
+    )
     df = read_reported_totals(p)
     tg = dict(zip(df["area"], df["value_tg_per_yr"], strict=True))
     assert tg["DEU"] == pytest.approx(2.1653, rel=1e-12)
@@ -53,11 +56,14 @@ def test_long_schema_units_converted_with_pint(tmp_path):
 
 
 def test_default_uncertainties_applied_with_their_source(tmp_path):
-    p = _write(tmp_path, (
-        "USA,2019,CH4,1.B.2,8210.0,Gg CH4 / yr,PRIMAP,IPCC2006_PRIMAP,,\n"
-        "DEU,2019,CO2,M.0.EL,700,Mt CO2/yr,CRF,,,\n"
-        "DEU,2019,N2O,M.0.EL,100,kt N2O/yr,CRF,,,\n"
-    ))  # fmt: skip
+    p = _write(
+        tmp_path,
+        (
+            "USA,2019,CH4,1.B.2,8210.0,Gg CH4 / yr,PRIMAP,IPCC2006_PRIMAP,,\n"
+            "DEU,2019,CO2,M.0.EL,700,Mt CO2/yr,CRF,,,\n"
+            "DEU,2019,N2O,M.0.EL,100,kt N2O/yr,CRF,,,\n"
+        ),
+    )
     df = read_reported_totals(p).set_index(["area", "gas"])
     usa = df.loc[("USA", "CH4")]
     rel, src = DEFAULT_UNCERTAINTY[("CH4", "1.B.2")]
@@ -68,23 +74,35 @@ def test_default_uncertainties_applied_with_their_source(tmp_path):
 
 
 def test_every_bad_row_is_reported_with_line_and_column(tmp_path):
-    p = _write(tmp_path, (
-        "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,CRF,,0.15,\n"          # line 2 ok
-        "JJJ,2019,CH4,M.0.EL,10,kt CH4/yr,CRF,,,\n"                  # line 3 unknown ISO-3
-        "DEU,2019,CH4,M.0.EL,2000,kt CH4/yr,CRF,,,\n"                # line 4 duplicate key of line 2
-        "DEU,2019,CH4,1.B.2,300,kt CH4/yr,CRF,,,\n"                  # line 5 child of M.0.EL (line 2)
-        "FRA,2019,CH4,M.0.EL,12.x,kt CH4/yr,CRF,,,\n"                # line 6 non-numeric value
-        "FRA,2018,CH4,M.0.EL,12,kt blorbs/yr,CRF,,,\n"               # line 7 unparsable unit
-        "ITA,2019,CH4,M.0.EL,40,Mt CO2e/yr,CRF,,,\n"                 # line 8 CO2e for a single gas
-        "ESP,2019,CH4,M.0.EL,40,kt CH4/yr,CRF,,-0.1,\n"              # line 9 negative uncertainty
-        "PRT,20x9,CH4,M.0.EL,40,kt CH4/yr,CRF,,,\n"                  # line 10 bad year
-        "POL,2019,CH4,M.0.EL,40,kt CO2/yr,CRF,,,\n"                  # line 11 unit of another gas
-    ))  # fmt: skip
+    p = _write(
+        tmp_path,
+        (
+            "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,CRF,,0.15,\n"  # line 2 ok
+            "JJJ,2019,CH4,M.0.EL,10,kt CH4/yr,CRF,,,\n"  # line 3 unknown ISO-3
+            "DEU,2019,CH4,M.0.EL,2000,kt CH4/yr,CRF,,,\n"  # line 4 duplicate key of line 2
+            "DEU,2019,CH4,1.B.2,300,kt CH4/yr,CRF,,,\n"  # line 5 child of M.0.EL (line 2)
+            "FRA,2019,CH4,M.0.EL,12.x,kt CH4/yr,CRF,,,\n"  # line 6 non-numeric value
+            "FRA,2018,CH4,M.0.EL,12,kt blorbs/yr,CRF,,,\n"  # line 7 unparsable unit
+            "ITA,2019,CH4,M.0.EL,40,Mt CO2e/yr,CRF,,,\n"  # line 8 CO2e for a single gas
+            "ESP,2019,CH4,M.0.EL,40,kt CH4/yr,CRF,,-0.1,\n"  # line 9 negative uncertainty
+            "PRT,20x9,CH4,M.0.EL,40,kt CH4/yr,CRF,,,\n"  # line 10 bad year
+            "POL,2019,CH4,M.0.EL,40,kt CO2/yr,CRF,,,\n"  # line 11 unit of another gas
+        ),
+    )
     with pytest.raises(ReportedTotalsError) as err:
         read_reported_totals(p)
     problems = err.value.problems
-    expect = {3: "area", 4: "category", 5: "category", 6: "value", 7: "unit", 8: "unit", 9: "uncertainty_rel",
-              10: "year", 11: "unit"}  # fmt: skip
+    expect = {
+        3: "area",
+        4: "category",
+        5: "category",
+        6: "value",
+        7: "unit",
+        8: "unit",
+        9: "uncertainty_rel",
+        10: "year",
+        11: "unit",
+    }
     for line, col in expect.items():
         assert any(f"line {line}, column {col}" in m for m in problems), (line, col, problems)
     assert not any("line 2," in m for m in problems)
@@ -121,11 +139,14 @@ def test_factory_round_trip_and_reported_for(tmp_path):
 
 
 def test_reported_for_prefers_total_then_sums_top_level_categories(tmp_path):
-    p = _write(tmp_path, (
-        "USA,2019,CH4,1.B.2,8.0,Tg CH4/yr,A,,0.5,\n"
-        "USA,2019,CH4,3.A,6.0,Tg CH4/yr,A,,0.2,\n"
-        "DEU,2019,CH4,M.0.EL,2.0,Tg CH4/yr,A,,0.1,\n"
-    ))  # fmt: skip
+    p = _write(
+        tmp_path,
+        (
+            "USA,2019,CH4,1.B.2,8.0,Tg CH4/yr,A,,0.5,\n"
+            "USA,2019,CH4,3.A,6.0,Tg CH4/yr,A,,0.2,\n"
+            "DEU,2019,CH4,M.0.EL,2.0,Tg CH4/yr,A,,0.1,\n"
+        ),
+    )
     out = reported_for(read_reported_totals(p), gas="CH4", year=2019).set_index("area")
     assert out.loc["USA", "value_tg_per_yr"] == pytest.approx(14.0)
     assert out.loc["USA", "sigma_tg_per_yr"] == pytest.approx((4.0**2 + 1.2**2) ** 0.5)
@@ -133,12 +154,19 @@ def test_reported_for_prefers_total_then_sums_top_level_categories(tmp_path):
 
 
 def test_primap_adapter_wide_csv_and_yaml(tmp_path):
-    long = pd.DataFrame({"area": ["DEU", "DEU", "USA", "USA"], "year": [2019, 2020, 2019, 2020],
-                         "gas": "CH4", "category": "M.0.EL", "value": [2165.3, 2100.0, 26000.0, 25500.0]})  # fmt: skip
+    long = pd.DataFrame(
+        {
+            "area": ["DEU", "DEU", "USA", "USA"],
+            "year": [2019, 2020, 2019, 2020],
+            "gas": "CH4",
+            "category": "M.0.EL",
+            "value": [2165.3, 2100.0, 26000.0, 25500.0],
+        }
+    )
     sector = long.assign(category="1.B.2", value=long["value"] / 10)
     p = write_primap_csv(tmp_path / "primap.csv", pd.concat([long, sector]), yaml=True)
     with open(p, "a") as fh:  # a GWP basket series, and a third-party scenario row, both to be skipped
-        fh.write('PRIMAP-hist_v2.6,HISTCR,derived,DEU,KYOTOGHG (AR6GWP100),CO2 * gigagram / a,M.0.EL,800000,790000\n')
+        fh.write("PRIMAP-hist_v2.6,HISTCR,derived,DEU,KYOTOGHG (AR6GWP100),CO2 * gigagram / a,M.0.EL,800000,790000\n")
         fh.write("PRIMAP-hist_v2.6,HISTTP,derived,DEU,CH4,CH4 * gigagram / a,M.0.EL,1,1\n")
     df = read_reported_totals(p)  # auto-detected; M.0.EL only by default
     assert set(df["category"]) == {"M.0.EL"} and len(df) == 4
@@ -158,11 +186,23 @@ YEARS = [2019, 2020, 2021]
 
 
 def _ch4_table(scale: float = 1.0) -> dict:
-    t = {"1": [100.0, 90.0, 80.0], "1.A": [10.0, 9.0, 8.0], "1.A.1": [5.0, 4.0, 3.0], "1.B": [90.0, 81.0, 72.0],
-         "1.B.1": [60.0, 50.0, 40.0], "1.B.2": [30.0, 31.0, 32.0], "2": [1.0, 1.0, 1.0], "3": [200.0, 190.0, 180.0],
-         "3.A": [150.0, 140.0, 130.0], "3.C": ["NO", "NO", "NO"], "4": [20.0, 20.0, 20.0],
-         "5": [300.0, 280.0, "260.0"], "5.A": [250.0, 230.0, 210.0], "6": ["NO", "NO", "NO"],
-         "M.Memo.Int": [0.5, 0.4, 0.3]}  # fmt: skip
+    t = {
+        "1": [100.0, 90.0, 80.0],
+        "1.A": [10.0, 9.0, 8.0],
+        "1.A.1": [5.0, 4.0, 3.0],
+        "1.B": [90.0, 81.0, 72.0],
+        "1.B.1": [60.0, 50.0, 40.0],
+        "1.B.2": [30.0, 31.0, 32.0],
+        "2": [1.0, 1.0, 1.0],
+        "3": [200.0, 190.0, 180.0],
+        "3.A": [150.0, 140.0, 130.0],
+        "3.C": ["NO", "NO", "NO"],
+        "4": [20.0, 20.0, 20.0],
+        "5": [300.0, 280.0, "260.0"],
+        "5.A": [250.0, 230.0, 210.0],
+        "6": ["NO", "NO", "NO"],
+        "M.Memo.Int": [0.5, 0.4, 0.3],
+    }
     t = {k: [v * scale if isinstance(v, float) else v for v in vals] for k, vals in t.items()}
     t["M.0.EL"] = [sum(float(t[c][i]) for c in ("1", "2", "3", "5")) for i in range(3)]
     t["0"] = [t["M.0.EL"][i] + t["4"][i] for i in range(3)]
@@ -171,9 +211,11 @@ def _ch4_table(scale: float = 1.0) -> dict:
 
 @pytest.mark.parametrize(
     ("name", "area", "source"),
-    [("GBR_2023_2021_13042023_170954.xlsx", "GBR", "UNFCCC-CRF-2023"),
-     ("DEU-CRT-2024-V1.0-2021-20240412-123456.xlsx", "DEU", "UNFCCC-CRT-2024-V1.0")],
-)  # fmt: skip
+    [
+        ("GBR_2023_2021_13042023_170954.xlsx", "GBR", "UNFCCC-CRF-2023"),
+        ("DEU-CRT-2024-V1.0-2021-20240412-123456.xlsx", "DEU", "UNFCCC-CRT-2024-V1.0"),
+    ],
+)
 def test_crf_and_crt_workbooks_map_to_the_long_schema(tmp_path, name, area, source):
     from gosat_pipeline.testing.inventories import write_crf_workbook
 
@@ -202,27 +244,36 @@ def test_crf_memo_items_are_not_part_of_the_national_total():
 
 
 def test_gases_the_run_does_not_use_never_make_a_file_unreadable(tmp_path):
-    p = _write(tmp_path, (
-        "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,CRF,,,\n"
-        "DEU,2019,HFC-xyz,M.0.EL,1.0,t HFC-xyz/yr,CRF,,,\n"           # a gas openscm-units does not know
-        "DEU,2019,C2F6,M.0.EL,12.0,t C2F6 / yr,CRF,,,\n"
-        "DEU,2019,HFC134a,M.0.EL,3.0,t HFC134a / yr,CRF,,,\n"
-    ))  # fmt: skip
+    p = _write(
+        tmp_path,
+        (
+            "DEU,2019,CH4,M.0.EL,2165.3,kt CH4/yr,CRF,,,\n"
+            "DEU,2019,HFC-xyz,M.0.EL,1.0,t HFC-xyz/yr,CRF,,,\n"  # a gas openscm-units does not know
+            "DEU,2019,C2F6,M.0.EL,12.0,t C2F6 / yr,CRF,,,\n"
+            "DEU,2019,HFC134a,M.0.EL,3.0,t HFC134a / yr,CRF,,,\n"
+        ),
+    )
     with pytest.raises(ReportedTotalsError, match=r"line 3, column unit: .*HFC-xyz"):
         read_reported_totals(p)
     df = read_reported_totals(p, gases=["CH4"])
     assert list(df["gas"]) == ["CH4"]
     both = read_reported_totals(p, gases=["C2F6", "HFC134a"]).set_index("gas")
-    assert both.loc["C2F6", "value_tg_per_yr"] == pytest.approx(12e-6) and both.loc["HFC134a", "unit"] == "t HFC134a / yr"
+    assert (
+        both.loc["C2F6", "value_tg_per_yr"] == pytest.approx(12e-6) and both.loc["HFC134a", "unit"] == "t HFC134a / yr"
+    )
 
 
 def test_uncertainty_abs_is_one_sigma_in_the_row_unit(tmp_path):
     p = tmp_path / "abs.csv"
-    p.write_text("area,year,gas,category,value,unit,source,uncertainty_abs\n"
-                 "IDN,2019,CO2,M.0.EL,600,Mt CO2/yr,topdown,30\n"
-                 "THA,2019,CO2,M.0.EL,-5,Mt CO2/yr,topdown,20\n"
-                 "MYS,2019,CO2,M.0.EL,0,Mt CO2/yr,topdown,20\n")  # fmt: skip
+    p.write_text(
+        "area,year,gas,category,value,unit,source,uncertainty_abs\n"
+        "IDN,2019,CO2,M.0.EL,600,Mt CO2/yr,topdown,30\n"
+        "THA,2019,CO2,M.0.EL,-5,Mt CO2/yr,topdown,20\n"
+        "MYS,2019,CO2,M.0.EL,0,Mt CO2/yr,topdown,20\n"
+    )
     df = read_reported_totals(p).set_index("area")
-    assert df.loc["IDN", "sigma_tg_per_yr"] == pytest.approx(30.0) and df.loc["IDN", "uncertainty_rel"] == pytest.approx(0.05)
+    assert df.loc["IDN", "sigma_tg_per_yr"] == pytest.approx(30.0) and df.loc[
+        "IDN", "uncertainty_rel"
+    ] == pytest.approx(0.05)
     assert df.loc["THA", "sigma_tg_per_yr"] == pytest.approx(20.0)  # a net sink keeps its sigma
     assert df.loc["MYS", "sigma_tg_per_yr"] == pytest.approx(20.0) and math.isnan(df.loc["MYS", "uncertainty_rel"])

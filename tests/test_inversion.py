@@ -122,8 +122,9 @@ def test_chunked_block_diagonal_so() -> None:
     for i, b in enumerate(blocks):
         So[i * 10 : (i + 1) * 10, i * 10 : (i + 1) * 10] = b
     ref = analytic_inversion(K, y, xa, Sa, So)
-    r = analytic_inversion_chunked([(K[i * 10 : (i + 1) * 10], y[i * 10 : (i + 1) * 10], blocks[i]) for i in range(4)],
-                                   xa, Sa)  # fmt: skip
+    r = analytic_inversion_chunked(
+        [(K[i * 10 : (i + 1) * 10], y[i * 10 : (i + 1) * 10], blocks[i]) for i in range(4)], xa, Sa
+    )
     assert _rel(r.x_hat, ref.x_hat) < 1e-10 and _rel(r.S_hat, ref.S_hat) < 1e-10
 
 
@@ -172,10 +173,12 @@ def test_lognormal_converges_and_is_positive() -> None:
     assert r.status == 0 and r.gradient_norm < tol and r.iterations > 1
     x = np.where(lm, np.exp(r.x_hat), r.x_hat)
     assert np.all(x[lm] > 0)
+
     # the MAP: gradient of the cost vanishes (checked independently, finite differences)
     def cost(z):
         xx = np.where(lm, np.exp(z), z)
         return 0.5 * np.sum((y - K @ xx) ** 2 / So) + 0.5 * np.sum((z - za) ** 2 / Sa)
+
     eps = 1e-6
     g = np.array([(cost(r.x_hat + eps * e) - cost(r.x_hat - eps * e)) / (2 * eps) for e in np.eye(n + 1)])
     assert np.max(np.abs(g * np.sqrt(Sa))) < 1e-4

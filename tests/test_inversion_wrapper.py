@@ -18,8 +18,14 @@ def case() -> dict:
 
 @pytest.fixture(scope="module")
 def jac(case: dict) -> xr.DataArray:
-    return build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"],
-                          sigma_model=case["sigma_model"], period_split="MS")  # fmt: skip
+    return build_jacobian(
+        case["obs"],
+        case["prior_flux"],
+        case["masks"],
+        winds=case["winds"],
+        sigma_model=case["sigma_model"],
+        period_split="MS",
+    )
 
 
 def test_posterior_schema_and_netcdf(jac: xr.DataArray, tmp_path) -> None:
@@ -28,15 +34,46 @@ def test_posterior_schema_and_netcdf(jac: xr.DataArray, tmp_path) -> None:
     assert post.sizes["state"] == post.sizes["state2"] == n
     assert post.sizes["total"] == post.sizes["total2"] == 5 * 2  # 4 regions and the rest of the domain
     assert list(post["total_role"].values).count("rest") == 2
-    for v in ("x_prior", "x_posterior", "x_posterior_sigma", "S_prior", "S_posterior", "averaging_kernel", "dofs",
-              "chi2_obs", "chi2_state", "n_observations", "status", "total_prior", "total_prior_sigma",
-              "total_posterior", "total_posterior_sigma", "total_prior_covariance", "total_posterior_covariance",
-              "total_error_reduction", "total_sensitivity", "total_n_observations", "total_chi2_state",
-              "total_chi2_obs", "chi2_obs_normalized", "chi2_state_normalized", "chi2_obs_by_time"):  # fmt: skip
+    for v in (
+        "x_prior",
+        "x_posterior",
+        "x_posterior_sigma",
+        "S_prior",
+        "S_posterior",
+        "averaging_kernel",
+        "dofs",
+        "chi2_obs",
+        "chi2_state",
+        "n_observations",
+        "status",
+        "total_prior",
+        "total_prior_sigma",
+        "total_posterior",
+        "total_posterior_sigma",
+        "total_prior_covariance",
+        "total_posterior_covariance",
+        "total_error_reduction",
+        "total_sensitivity",
+        "total_n_observations",
+        "total_chi2_state",
+        "total_chi2_obs",
+        "chi2_obs_normalized",
+        "chi2_state_normalized",
+        "chi2_obs_by_time",
+    ):
         assert v in post, v
         assert "units" in post[v].attrs, v
-    for c in ("state_kind", "state_region", "state_sector", "state_period", "state_prior_emission", "state_units",
-              "total_region", "total_region_name", "total_period"):  # fmt: skip
+    for c in (
+        "state_kind",
+        "state_region",
+        "state_sector",
+        "state_period",
+        "state_prior_emission",
+        "state_units",
+        "total_region",
+        "total_region_name",
+        "total_period",
+    ):
         assert c in post.coords, c
     assert post["S_prior"].dims == ("state", "state2")
     assert int(post["status"]) == 0 and post["status"].attrs["flag_meanings"] == "ok no_observations degenerate"
@@ -60,8 +97,10 @@ def test_totals_use_full_covariance(jac: xr.DataArray) -> None:
     post = invert(jac, prior_error=0.5, correlation_length_km=2000.0)
     t = 0
     kind = post["state_kind"].values
-    sel = (kind == "emission") & (post["state_region"].values == post["total_region"].values[t]) & (
-        post["state_period"].values == post["total_period"].values[t]
+    sel = (
+        (kind == "emission")
+        & (post["state_region"].values == post["total_region"].values[t])
+        & (post["state_period"].values == post["total_period"].values[t])
     )
     w = np.where(sel, post["state_prior_emission"].values / 1e9, 0.0)
     S = post["S_prior"].values
@@ -152,8 +191,9 @@ def test_posterior_flux_maps(case: dict, jac: xr.DataArray) -> None:
         t = post["total_period"].values == per
         mapped = float((maps["posterior_flux"][k] * area).sum()) * yr
         assert mapped == pytest.approx(float(post["total_posterior"].values[t].sum()), rel=1e-9)
-    rest = post["x_posterior"].values[(post["state_region"].values == "REST") & (post["state_period"].values ==
-                                                                                  maps["period"].values[0])]  # fmt: skip
+    rest = post["x_posterior"].values[
+        (post["state_region"].values == "REST") & (post["state_period"].values == maps["period"].values[0])
+    ]
     outside = (case["masks"].sum("region").values == 0) & (case["prior_flux"].values > 0)
     np.testing.assert_allclose(maps["scale_factor"].values[0][outside], rest[0])
     assert float(maps["averaging_kernel_sensitivity"].max()) <= 1.0

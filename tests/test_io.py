@@ -40,6 +40,8 @@ from gosat_pipeline.testing.granules import (
 )
 
 CASES = [(fmt, gas) for fmt, (_, _, gases) in GRANULE_FORMATS.items() for gas in gases]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[Path, xr.Dataset]]:
     d = tmp_path_factory.mktemp("granules")
@@ -108,7 +110,8 @@ def test_nies_layout_is_the_real_one_and_reads_surface_first(written: dict) -> N
     np.testing.assert_allclose(ds.pressure_weight.values.sum(axis=1), 1.0, rtol=1e-6)
     assert np.isfinite(ds.xgas_uncertainty.values).all()
     assert ds.attrs["xgas_uncertainty_components"].split() == [
-        f"Data/mixingRatio/XCO2{e}" for e in ("InterferenceError", "RetrievalNoise", "SmoothingError")]
+        f"Data/mixingRatio/XCO2{e}" for e in ("InterferenceError", "RetrievalNoise", "SmoothingError")
+    ]
     assert "XCO2ExternalError: every value is a fill value" in ds.attrs["components_left_out"]
     assert ds.attrs["reference_pressure_levels_hPa"].split()[0] == "1000"
 
@@ -196,8 +199,14 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     return out
 
 
-_REASONS = {"truncated": "truncated or corrupt", "zero-byte": "zero-byte", "unknown": "pass format=",
-            "missing variable": "xch4_averaging_kernel", "all-fill": "fill values", "wrong gas": "holds CO2"}  # fmt: skip
+_REASONS = {
+    "truncated": "truncated or corrupt",
+    "zero-byte": "zero-byte",
+    "unknown": "pass format=",
+    "missing variable": "xch4_averaging_kernel",
+    "all-fill": "fill values",
+    "wrong gas": "holds CO2",
+}
 
 
 @pytest.mark.parametrize("kind", list(_REASONS))
@@ -266,14 +275,32 @@ class ToyReader(GranuleReader):
             flag = ds.quality_flag.values
             n_levels = ds.sizes.get("level", 0)
         index = np.flatnonzero(flag == 0) if screen else np.arange(flag.size)
-        return GranulePlan(path, "CO2", index, flag.size, int((flag == 0).sum()), n_levels,
-                           {"product": "toy", "product_version": "1", "reader": self.name})  # fmt: skip
+        return GranulePlan(
+            path,
+            "CO2",
+            index,
+            flag.size,
+            int((flag == 0).sum()),
+            n_levels,
+            {"product": "toy", "product_version": "1", "reader": self.name},
+        )
 
     def read(self, plan: GranulePlan, *, bias_corrected: bool) -> dict[str, np.ndarray]:
         with xr.open_dataset(plan.path) as ds:
             sub = ds.isel(sounding=plan.index).load()
-        return {k: sub[k].values for k in ("time", "latitude", "longitude", "xgas", "xgas_uncertainty",
-                                            "quality_flag", "averaging_kernel", "pressure")}  # fmt: skip
+        return {
+            k: sub[k].values
+            for k in (
+                "time",
+                "latitude",
+                "longitude",
+                "xgas",
+                "xgas_uncertainty",
+                "quality_flag",
+                "averaging_kernel",
+                "pressure",
+            )
+        }
 
 
 def _toy_file(tmp_path: Path) -> Path:

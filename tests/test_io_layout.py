@@ -23,8 +23,12 @@ from gosat_pipeline.io.cci_co2 import OCFP_VARIABLES
 from gosat_pipeline.io.cci_ocpr import OCPR_VARIABLES, CciOcprReader
 from gosat_pipeline.testing.granules import granule_filename, granule_soundings, write_granule
 
-MINIMAL: dict[str, Any] = {"time": {"path": "t", "transform": "time"}, "latitude": {"path": "lat"},
-                           "longitude": {"path": "lon"}, "xgas": {"path": "xco2"}}  # fmt: skip
+MINIMAL: dict[str, Any] = {
+    "time": {"path": "t", "transform": "time"},
+    "latitude": {"path": "lat"},
+    "longitude": {"path": "lon"},
+    "xgas": {"path": "xco2"},
+}
 
 
 def _with(**changes: Any) -> dict[str, Any]:
@@ -78,13 +82,22 @@ def test_ocfp_is_ocpr_with_only_the_gas_names_changed() -> None:
     assert differ == {"xgas", "xgas_uncertainty", "averaging_kernel", "profile_apriori"}
     assert list(OCFP_VARIABLES) == list(OCPR_VARIABLES)
     assert [OCFP_VARIABLES[k].path for k in sorted(differ)] == [
-        "xco2_averaging_kernel", "co2_profile_apriori", "xco2", "xco2_uncertainty"]  # fmt: skip
+        "xco2_averaging_kernel",
+        "co2_profile_apriori",
+        "xco2",
+        "xco2_uncertainty",
+    ]
     assert "glint" not in repr(OCFP_VARIABLES.derive(surface_type=None))
 
 
 def _reader_class(**attrs: Any) -> type[NcTableReader]:
-    base = {"name": "bad_table", "description": "a broken table reader (tests)", "gases": ("CO2",),
-            "flag_variable": {"CO2": "qf"}, "variable_map": {"CO2": MINIMAL}}  # fmt: skip
+    base = {
+        "name": "bad_table",
+        "description": "a broken table reader (tests)",
+        "gases": ("CO2",),
+        "flag_variable": {"CO2": "qf"},
+        "variable_map": {"CO2": MINIMAL},
+    }
     return type("BadTable", (NcTableReader,), {**base, **attrs})
 
 
@@ -143,17 +156,32 @@ def _ocpr_with(tmp_path: Path, n: int, name: str, dims: tuple[str, ...], extra: 
 @pytest.mark.parametrize(
     ("n", "name", "dims", "extra", "message"),
     [
-        (20, "solar_zenith_angle", ("n", "m"), None,
-         r"'solar_zenith_angle' \(solar_zenith_angle\) has shape \(20, 20\); the cci_ocpr layout expects 1-D "
-         r"with 20 soundings first"),
-        (20, "pressure_weight", ("n", "m19"), ("m19", 19),
-         r"'pressure_weight' \(pressure_weight\) has shape \(20, 19\); the cci_ocpr layout expects "
-         r"\(soundings, 20 levels\)"),
-        (30, "xch4_uncertainty", ("m",), None,
-         r"'xch4_uncertainty' \(xgas_uncertainty\) has shape \(20,\); the cci_ocpr layout expects 1-D with 30"),
+        (
+            20,
+            "solar_zenith_angle",
+            ("n", "m"),
+            None,
+            r"'solar_zenith_angle' \(solar_zenith_angle\) has shape \(20, 20\); the cci_ocpr layout expects 1-D "
+            r"with 20 soundings first",
+        ),
+        (
+            20,
+            "pressure_weight",
+            ("n", "m19"),
+            ("m19", 19),
+            r"'pressure_weight' \(pressure_weight\) has shape \(20, 19\); the cci_ocpr layout expects "
+            r"\(soundings, 20 levels\)",
+        ),
+        (
+            30,
+            "xch4_uncertainty",
+            ("m",),
+            None,
+            r"'xch4_uncertainty' \(xgas_uncertainty\) has shape \(20,\); the cci_ocpr layout expects 1-D with 30",
+        ),
         (20, "ch4_profile_apriori", ("n",), None, r"\(profile_apriori\) has shape \(20,\); .* expects 2-D"),
     ],
-)  # fmt: skip
+)
 def test_a_variable_on_the_wrong_dimensions_is_refused_at_scan(
     tmp_path: Path, n: int, name: str, dims: tuple[str, ...], extra: tuple[str, int] | None, message: str
 ) -> None:

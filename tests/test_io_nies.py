@@ -104,8 +104,11 @@ def test_gosat2_order_is_read_from_the_pressures(tmp_path: Path, order: str) -> 
     path = write_granule(src, tmp_path / granule_filename("nies_gosat2_l2", "2021-06-01", gas="CH4"), "nies_gosat2_l2")
     if order == "surface_first":  # the same file with every level array turned over
         with h5py.File(path, "a") as f:
-            for vp in ("RetrievalResult/pressure_level", "RetrievalResult/xch4_column_averaging_kernel",
-                       "RetrievalResult/ch4_profile_apriori"):  # fmt: skip
+            for vp in (
+                "RetrievalResult/pressure_level",
+                "RetrievalResult/xch4_column_averaging_kernel",
+                "RetrievalResult/ch4_profile_apriori",
+            ):
                 f[vp][...] = f[vp][...][:, ::-1]
     ds = open_granule(path, screen=False).compute()
     assert f"({order.replace('_', ' ')} in the file)" in ds.attrs["vertical_grid"]

@@ -50,11 +50,19 @@ def test_ocpr_values_equal_direct_read(real_samples: Path, day: str) -> None:
     path = _ocpr(real_samples, day)
     ds = open_granule(path, screen=False).compute()
     flag = _direct(path, "xch4_quality_flag")
-    for canon, name in (("xgas", "xch4"), ("xgas_uncertainty", "xch4_uncertainty"), ("latitude", "latitude"),
-                        ("surface_pressure", "surface_air_pressure_apriori")):  # fmt: skip
+    for canon, name in (
+        ("xgas", "xch4"),
+        ("xgas_uncertainty", "xch4_uncertainty"),
+        ("latitude", "latitude"),
+        ("surface_pressure", "surface_air_pressure_apriori"),
+    ):
         np.testing.assert_array_equal(ds[canon].values, _direct(path, name), err_msg=canon)
-    for canon, name in (("averaging_kernel", "xch4_averaging_kernel"), ("pressure", "pressure_levels"),
-                        ("profile_apriori", "ch4_profile_apriori"), ("pressure_weight", "pressure_weight")):  # fmt: skip
+    for canon, name in (
+        ("averaging_kernel", "xch4_averaging_kernel"),
+        ("pressure", "pressure_levels"),
+        ("profile_apriori", "ch4_profile_apriori"),
+        ("pressure_weight", "pressure_weight"),
+    ):
         np.testing.assert_array_equal(ds[canon].values.astype(np.float64), _direct(path, name), err_msg=canon)
     # every fill became NaN; fills are bad soundings; good ones are the file's flag == 0
     assert not (ds.xgas.values < -9000).any() and not (ds.pressure.values < -9000).any()
@@ -83,9 +91,13 @@ def test_ocpr_batch_of_two_days(real_samples: Path) -> None:
 
 
 def test_detect_real_files_by_content(real_samples: Path, tmp_path: Path) -> None:
-    for src, fmt in ((_ocpr(real_samples, "20120101"), "cci_ocpr"), (real_samples / S5P, "tropomi_ch4"),
-                     (real_samples / SUBSETTED, "tropomi_ch4"), (real_samples / BLENDED, "tropomi_blended_ch4"),
-                     (_nies(real_samples, "20181103"), "nies_gosat_l2")):  # fmt: skip
+    for src, fmt in (
+        (_ocpr(real_samples, "20120101"), "cci_ocpr"),
+        (real_samples / S5P, "tropomi_ch4"),
+        (real_samples / SUBSETTED, "tropomi_ch4"),
+        (real_samples / BLENDED, "tropomi_blended_ch4"),
+        (_nies(real_samples, "20181103"), "nies_gosat_l2"),
+    ):
         assert detect_format(src) == fmt
         anon = tmp_path / f"anonymous{src.suffix}"
         shutil.copy(src, anon)
@@ -137,8 +149,15 @@ def test_inspect_real_files(real_samples: Path) -> None:
 
 # -- NIES GOSAT TANSO-FTS SWIR L2 V02.80 (nies_gosat/) ------------------------------------------------
 #: soundings per daily file (valid XCO2 = numScan), read with h5py independently of the project
-NIES_COUNTS = {"20181101": 369, "20181102": 331, "20181103": 305, "20181104": 368, "20181105": 334,
-               "20181106": 354, "20181107": 314}  # fmt: skip
+NIES_COUNTS = {
+    "20181101": 369,
+    "20181102": 331,
+    "20181103": 305,
+    "20181104": 368,
+    "20181105": 334,
+    "20181106": 354,
+    "20181107": 314,
+}
 
 
 def _nies(real_samples: Path, day: str) -> Path:
@@ -182,8 +201,9 @@ def test_nies_counts_uncertainty_levels_and_times(real_samples: Path, day: str) 
     assert np.median(xa[:, 0]) > 400.0 and np.mean(xa[:, -1] < xa[:, 0]) > 0.95
     raw_profile = _h5(path, "scanAttribute/referenceData/CO2Profile")
     np.testing.assert_array_equal(xa, raw_profile[:, ::-1].astype(np.float32))  # every array flipped together
-    np.testing.assert_array_equal(ds.averaging_kernel.values,
-                                  _h5(path, "Data/retrievalQuality/columnAveragingKernel")[:, ::-1].astype(np.float32))
+    np.testing.assert_array_equal(
+        ds.averaging_kernel.values, _h5(path, "Data/retrievalQuality/columnAveragingKernel")[:, ::-1].astype(np.float32)
+    )
     # weights from the dry-air columns sum to 1 and give the file's own a-priori column
     np.testing.assert_allclose(ds.pressure_weight.values.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(ds.xgas_apriori.values, _h5(path, "scanAttribute/referenceData/XCO2"), atol=2e-3)
@@ -275,8 +295,13 @@ def test_blended_counts_values_levels_and_times(real_samples: Path) -> None:
 
 # -- inspect on every real L2 sample ------------------------------------------------------------------
 def _l2_samples(real_samples: Path) -> list[Path]:
-    return [*(_ocpr(real_samples, d) for d in OCPR_DAYS), real_samples / S5P, real_samples / SUBSETTED,
-            real_samples / BLENDED, *(_nies(real_samples, d) for d in NIES_COUNTS)]  # fmt: skip
+    return [
+        *(_ocpr(real_samples, d) for d in OCPR_DAYS),
+        real_samples / S5P,
+        real_samples / SUBSETTED,
+        real_samples / BLENDED,
+        *(_nies(real_samples, d) for d in NIES_COUNTS),
+    ]
 
 
 def test_inspect_every_real_l2_sample(real_samples: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -56,31 +56,37 @@ def test_the_three_notebooks_are_there_and_clean() -> None:
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_executes(path: Path, samples: Path, monkeypatch: pytest.MonkeyPatch,
-                           request: pytest.FixtureRequest) -> None:
+def test_notebook_executes(
+    path: Path, samples: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     # No network: a kernel that tried to download (cartopy features, pooch) would fail here.
     monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
-    monkeypatch.delenv(
-        "MPLBACKEND", raising=False
-    )  # conftest sets Agg; the kernel must draw inline
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # conftest sets Agg; the kernel must draw inline
     if path.stem == "03_discrepancies":
         _seed_the_notebook_run(request)
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(path.parent)}})  # fmt: skip
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()
-    errors = [
-        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
-    ]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if o.output_type == "display_data" and "image/png" in o.get("data", {})]  # fmt: skip
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.output_type == "display_data" and "image/png" in o.get("data", {})
+    ]
     assert images, f"{path.name} drew no figure"
     if path.stem == "03_discrepancies":
         # the covariance remark is decided by the numbers printed, not written in advance
         text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-        m = re.search(r"with covariances: ([\d.]+) Tg/yr; if errors were independent: ([\d.]+) Tg/yr -> .* (add up|partly cancel)", text)
+        m = re.search(
+            r"with covariances: ([\d.]+) Tg/yr; if errors were independent: ([\d.]+) Tg/yr -> .* (add up|partly cancel)",
+            text,
+        )
         assert m, text[-2000:]
         assert (float(m.group(1)) > float(m.group(2))) == (m.group(3) == "add up")
         # the notebook resumed the seeded run: only the report was written again

@@ -75,7 +75,11 @@ def test_independent_case_has_daily_bins_time_resolved_winds_and_true_totals(ind
     np.testing.assert_allclose(winds["latitude"].values, grid.lat)
     np.testing.assert_allclose(winds["longitude"].values, grid.lon)
     t = pd.DatetimeIndex(winds["time"].values)
-    assert (t[1] - t[0]) == pd.Timedelta(hours=6) and t[0] <= pd.Timestamp("2019-12-22") and t[-1] >= pd.Timestamp("2020-04-01")
+    assert (
+        (t[1] - t[0]) == pd.Timedelta(hours=6)
+        and t[0] <= pd.Timestamp("2019-12-22")
+        and t[-1] >= pd.Timestamp("2020-04-01")
+    )
     assert float(winds["u"].std("time").mean()) > 2.0  # winds that change with the weather
     # true totals: truth_scale x the prior's area-rule totals; pattern errors leave the totals as drawn
     area = grid.cell_area()
@@ -136,7 +140,9 @@ def test_independent_truth_is_not_the_inversion_operator(independent: dict) -> N
     resid = []
     for m in np.unique(month):
         sel = ok & (month == m)[:, None, None]
-        a = np.column_stack([np.ones(sel.sum()), np.broadcast_to(lat2, sel.shape)[sel], np.broadcast_to(lon2, sel.shape)[sel]])
+        a = np.column_stack(
+            [np.ones(sel.sum()), np.broadcast_to(lat2, sel.shape)[sel], np.broadcast_to(lon2, sel.shape)[sel]]
+        )
         coef, *_ = np.linalg.lstsq(a, bg[sel], rcond=None)
         resid.append(bg[sel] - a @ coef)
     assert rms(np.concatenate(resid)) > 2.0

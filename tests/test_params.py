@@ -43,8 +43,11 @@ def test_config_sections_take_their_defaults_from_the_settings_classes() -> None
     assert dataclasses.replace(q, bbox=None, time_range=None) == QualityScreens()
     inv = config.InversionSection()
     assert (inv.prior_error, inv.correlation_length_km, inv.lognormal, inv.gradient_tolerance) == (
-        InversionSettings().prior_error, InversionSettings().correlation_length_km,
-        InversionSettings().lognormal, InversionSettings().gradient_tolerance)  # fmt: skip
+        InversionSettings().prior_error,
+        InversionSettings().correlation_length_km,
+        InversionSettings().lognormal,
+        InversionSettings().gradient_tolerance,
+    )
 
 
 def test_overrides_replace_fields_and_unknown_names_are_refused() -> None:
@@ -59,8 +62,10 @@ def test_quality_screens_validate_and_describe() -> None:
     with pytest.raises(SchemaError, match="surface='ocean'"):
         QualityScreens(surface="ocean")
     text = QualityScreens(bbox=(0, 1, 2, 3), time_range=("2020-01-01", None)).describe()
-    assert text == ("{'bbox': [0, 1, 2, 3], 'time_range': ['2020-01-01', 'None'], 'max_solar_zenith': None, "
-                    "'max_uncertainty': None, 'surface': 'all', 'drop_flagged': True}")  # fmt: skip
+    assert text == (
+        "{'bbox': [0, 1, 2, 3], 'time_range': ['2020-01-01', 'None'], 'max_solar_zenith': None, "
+        "'max_uncertainty': None, 'surface': 'all', 'drop_flagged': True}"
+    )
 
 
 def test_transport_settings_refuse_bad_values() -> None:

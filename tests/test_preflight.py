@@ -83,12 +83,16 @@ def test_a_good_config_passes_with_what_the_run_should_know(inputs: Path, tmp_pa
         ({"regions.iso3": ["THA", "XYZ"]}, "regions.iso3: ['XYZ'] are not region codes"),
         ({"regions.iso3": ["THA", "AUS"]}, "regions.iso3: ['AUS'] have no area inside domain.bbox"),
         ({"regions.groups": {"MEKONG": ["THA", "ZZZ"]}}, "regions.groups.MEKONG: members ['ZZZ']"),
-        ({"compare.change": {"period_a": "2020-13", "period_b": "2020"}},
-         "compare.change.period_a: '2020-13' is not a period of this run"),
+        (
+            {"compare.change": {"period_a": "2020-13", "period_b": "2020"}},
+            "compare.change.period_a: '2020-13' is not a period of this run",
+        ),
         ({"period.time_bin": "QS", "period.split": "MS"}, "period.split: period.split 'MS': the time bin"),
         ({"gases.0.format": "no_such_reader"}, "gases[0].format: 'no_such_reader' is not an installed reader"),
-        ({"transport.type": "footprints", "transport.footprints": "/nowhere/stilt/*_foot.nc"},
-         "transport.footprints: /nowhere/stilt/*_foot.nc: matches no file"),
+        (
+            {"transport.type": "footprints", "transport.footprints": "/nowhere/stilt/*_foot.nc"},
+            "transport.footprints: /nowhere/stilt/*_foot.nc: matches no file",
+        ),
         ({"transport.type": "footprints", "transport.footprints": "/"}, "transport.footprints: /: holds no"),
     ],
 )
@@ -106,7 +110,9 @@ def test_partial_countries_are_listed_with_their_share(inputs: Path, tmp_path: P
     assert any("partly outside the domain" in n and "MMR" in n for n in rep.notices)
 
 
-def test_validate_and_run_stop_before_any_stage(inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_and_run_stop_before_any_stage(
+    inputs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from gosat_pipeline import run
 
     cfg = _config(inputs, tmp_path, **{"gases.0.granules": ["/nowhere/*.nc"], "regions.iso3": ["XYZ"]})

@@ -60,28 +60,18 @@ def _read(fmt: str, src: xr.Dataset, screen: bool) -> xr.Dataset:
 @SETTINGS
 @given(
     fmt=st.sampled_from(FORMATS),
-    variable=st.sampled_from(
-        ["xgas", "xgas_uncertainty", "latitude", "longitude", "surface_pressure"]
-    ),
+    variable=st.sampled_from(["xgas", "xgas_uncertainty", "latitude", "longitude", "surface_pressure"]),
     filled=st.lists(st.booleans(), min_size=N, max_size=N),
     seed=st.integers(0, 1000),
 )
-def test_scalar_fills_read_back_as_nan_exactly_there(
-    fmt: str, variable: str, filled: list[bool], seed: int
-) -> None:
+def test_scalar_fills_read_back_as_nan_exactly_there(fmt: str, variable: str, filled: list[bool], seed: int) -> None:
     mask = np.array(filled)
-    assume(
-        not (variable == "xgas" and mask.all())
-    )  # an all-fill granule is an error (the corpus tests it)
+    assume(not (variable == "xgas" and mask.all()))  # an all-fill granule is an error (the corpus tests it)
     src = granule_soundings(fmt, N, seed=seed, start="2020-06-01")
-    src[variable] = src[variable].where(
-        ~mask
-    )  # the writer stores each product's own fill convention
+    src[variable] = src[variable].where(~mask)  # the writer stores each product's own fill convention
     good = np.asarray(src.quality_flag.values) == 0
     if variable == "xgas":
-        kept = _read(
-            fmt, src, screen=True
-        )  # the product screen drops exactly the soundings without a value
+        kept = _read(fmt, src, screen=True)  # the product screen drops exactly the soundings without a value
         np.testing.assert_allclose(kept.xgas.values, src.xgas.values[good & ~mask], rtol=1e-6)
     everything = _read(fmt, src, screen=False)
     rows = np.arange(N)
@@ -102,9 +92,7 @@ def test_scalar_fills_read_back_as_nan_exactly_there(
     cells=st.sets(st.tuples(st.integers(0, N - 1), st.integers(0, 11)), min_size=1, max_size=15),
     seed=st.integers(0, 1000),
 )
-def test_profile_fills_read_back_as_nan_at_their_level(
-    fmt: str, cells: set[tuple[int, int]], seed: int
-) -> None:
+def test_profile_fills_read_back_as_nan_at_their_level(fmt: str, cells: set[tuple[int, int]], seed: int) -> None:
     src = granule_soundings(fmt, N, seed=seed, start="2020-06-01", bad_fraction=0.0)
     mask = np.zeros(src.averaging_kernel.shape, dtype=bool)
     for i, j in cells:
@@ -112,9 +100,7 @@ def test_profile_fills_read_back_as_nan_at_their_level(
     src["averaging_kernel"] = src["averaging_kernel"].where(~mask)
     got = _read(fmt, src, screen=False)
     np.testing.assert_array_equal(np.isnan(got.averaging_kernel.values), mask, err_msg=fmt)
-    np.testing.assert_allclose(
-        got.averaging_kernel.values[~mask], src.averaging_kernel.values[~mask], rtol=1e-6
-    )
+    np.testing.assert_allclose(got.averaging_kernel.values[~mask], src.averaging_kernel.values[~mask], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------ gridding
@@ -124,13 +110,9 @@ finite = st.floats(-1e3, 1e3, allow_nan=False)
 soundings = st.lists(
     st.tuples(
         st.one_of(st.floats(-92, 92), st.sampled_from([-90.0, 90.0, 0.0]), st.just(float("nan"))),
-        st.one_of(
-            st.floats(-200, 400), st.sampled_from([-180.0, 180.0, 0.0]), st.just(float("nan"))
-        ),
+        st.one_of(st.floats(-200, 400), st.sampled_from([-180.0, 180.0, 0.0]), st.just(float("nan"))),
         st.one_of(finite, st.just(float("nan"))),
-        st.one_of(
-            st.integers(-2, 30), st.just(None)
-        ),  # day offset; outside [0, 28) is outside the bins
+        st.one_of(st.integers(-2, 30), st.just(None)),  # day offset; outside [0, 28) is outside the bins
         st.one_of(st.floats(0.1, 10.0), st.sampled_from([0.0, -1.0, float("nan")])),
         st.one_of(st.floats(0.0, 1.2), st.just(float("nan"))),
     ),
@@ -146,24 +128,34 @@ def _columns(pts: list[tuple]) -> dict[str, np.ndarray]:
         np.datetime64("NaT"),
         T0 + (np.nan_to_num(days) * 86400e9 + 3600e9).astype("timedelta64[ns]"),
     )
-    return {"lat": np.asarray(col[0], float), "lon": np.asarray(col[1], float), "x": np.asarray(col[2], float),
-            "time": t.astype("datetime64[ns]"), "unc": np.asarray(col[4], float), "ak": np.asarray(col[5], float)}  # fmt: skip
+    return {
+        "lat": np.asarray(col[0], float),
+        "lon": np.asarray(col[1], float),
+        "x": np.asarray(col[2], float),
+        "time": t.astype("datetime64[ns]"),
+        "unc": np.asarray(col[4], float),
+        "ak": np.asarray(col[5], float),
+    }
 
 
 def _dataset(c: dict[str, np.ndarray], order: np.ndarray) -> xr.Dataset:
     n = order.size
-    ak = np.repeat(
-        c["ak"][order][:, None], 3, axis=1
-    )  # a constant AK profile: its boundary-layer mean is ak
+    ak = np.repeat(c["ak"][order][:, None], 3, axis=1)  # a constant AK profile: its boundary-layer mean is ak
     return xr.Dataset(
-        {"xgas": ("sounding", c["x"][order]), "xgas_uncertainty": ("sounding", c["unc"][order]),
-         "averaging_kernel": (("sounding", "level"), ak),
-         "pressure_weight": (("sounding", "level"), np.full((n, 3), 1 / 3)),
-         "pressure": (("sounding", "level"), np.tile([1000.0, 900.0, 500.0], (n, 1)))},
-        coords={"latitude": ("sounding", c["lat"][order]), "longitude": ("sounding", c["lon"][order]),
-                "time": ("sounding", c["time"][order])},
+        {
+            "xgas": ("sounding", c["x"][order]),
+            "xgas_uncertainty": ("sounding", c["unc"][order]),
+            "averaging_kernel": (("sounding", "level"), ak),
+            "pressure_weight": (("sounding", "level"), np.full((n, 3), 1 / 3)),
+            "pressure": (("sounding", "level"), np.tile([1000.0, 900.0, 500.0], (n, 1))),
+        },
+        coords={
+            "latitude": ("sounding", c["lat"][order]),
+            "longitude": ("sounding", c["lon"][order]),
+            "time": ("sounding", c["time"][order]),
+        },
         attrs={"gas": "CH4"},
-    )  # fmt: skip
+    )
 
 
 @SETTINGS
@@ -173,14 +165,13 @@ def _dataset(c: dict[str, np.ndarray], order: np.ndarray) -> xr.Dataset:
     chunk=st.integers(1, 25),
     perm_seed=st.integers(0, 2**32 - 1),
 )
-def test_gridding_conserves_and_ignores_order_and_chunking(
-    pts: list[tuple], res, chunk: int, perm_seed: int
-) -> None:
+def test_gridding_conserves_and_ignores_order_and_chunking(pts: list[tuple], res, chunk: int, perm_seed: int) -> None:
     c = _columns(pts)
     n = c["x"].size
     grid = GridSpec.from_resolution(res)
-    ref = grid_arrays(c["lat"], c["lon"], c["x"], grid=grid, time=c["time"], time_edges=EDGES,
-                      uncertainty=c["unc"], ak_pbl=c["ak"])  # fmt: skip
+    ref = grid_arrays(
+        c["lat"], c["lon"], c["x"], grid=grid, time=c["time"], time_edges=EDGES, uncertainty=c["unc"], ak_pbl=c["ak"]
+    )
     # conservation: each sounding with a value, a position on the grid and a time in the bins counts once
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore")
@@ -190,24 +181,30 @@ def test_gridding_conserves_and_ignores_order_and_chunking(
     counted = (cell >= 0) & np.isfinite(c["x"]) & in_time
     assert int(ref["n_soundings"].sum()) == int(counted.sum())
     occupied = ref["n_soundings"] > 0
-    np.testing.assert_allclose((ref["xgas_mean"][occupied] * ref["n_soundings"][occupied]).sum(),
-                               c["x"][counted].sum(), rtol=1e-9, atol=1e-9 * max(1.0, np.abs(c["x"]).sum()))  # fmt: skip
+    np.testing.assert_allclose(
+        (ref["xgas_mean"][occupied] * ref["n_soundings"][occupied]).sum(),
+        c["x"][counted].sum(),
+        rtol=1e-9,
+        atol=1e-9 * max(1.0, np.abs(c["x"]).sum()),
+    )
     for name in GRIDDED_VARIABLES:
         if name != "n_soundings":
             assert np.isnan(ref[name][~occupied]).all(), name
     assert np.all(ref["xgas_std"][~np.isnan(ref["xgas_std"])] >= 0)
     # any order, any chunking: the same answer (to rounding)
     order = np.random.default_rng(perm_seed).permutation(n)
-    lazy = grid_soundings(_dataset(c, order).chunk({"sounding": chunk}), grid=grid, time_bin="7D",
-                          time_range=(str(EDGES[0]), str(EDGES[-1])))  # fmt: skip
+    lazy = grid_soundings(
+        _dataset(c, order).chunk({"sounding": chunk}),
+        grid=grid,
+        time_bin="7D",
+        time_range=(str(EDGES[0]), str(EDGES[-1])),
+    )
     got = lazy.compute(scheduler="synchronous")
     np.testing.assert_array_equal(got.n_soundings.values, ref["n_soundings"])
     scale = max(1.0, float(np.nanmax(np.abs(c["x"]))) if n and np.isfinite(c["x"]).any() else 1.0)
     for name in GRIDDED_VARIABLES:
         if name != "n_soundings":
-            np.testing.assert_allclose(
-                got[name].values, ref[name], rtol=1e-12, atol=1e-12 * scale, err_msg=name
-            )
+            np.testing.assert_allclose(got[name].values, ref[name], rtol=1e-12, atol=1e-12 * scale, err_msg=name)
 
 
 @SETTINGS
@@ -238,9 +235,7 @@ def problems(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
     """Badly scaled, possibly rank-deficient linear problems with correlated prior errors."""
     m, n = draw(st.integers(1, 30)), draw(st.integers(1, 12))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    K = (
-        rng.normal(size=(m, n)) * 10.0 ** rng.uniform(-3, 3, size=n)[None, :]
-    )  # columns six decades apart
+    K = rng.normal(size=(m, n)) * 10.0 ** rng.uniform(-3, 3, size=n)[None, :]  # columns six decades apart
     rank = draw(st.integers(1, min(m, n)))
     if draw(st.booleans()):  # rank-deficient: K = B C with inner dimension rank
         K = rng.normal(size=(m, rank)) @ rng.normal(size=(rank, n))
@@ -283,9 +278,7 @@ def test_posterior_invariants(problem: tuple[np.ndarray, ...], form: str) -> Non
     K, y, xa, Sa, So = problem
     if form == "chunked":
         rows = max(1, K.shape[0] // 3)
-        chunks = [
-            (K[i : i + rows], y[i : i + rows], So[i : i + rows]) for i in range(0, K.shape[0], rows)
-        ]
+        chunks = [(K[i : i + rows], y[i : i + rows], So[i : i + rows]) for i in range(0, K.shape[0], rows)]
         res = analytic_inversion_chunked(chunks, xa, Sa)
     elif form == "sparse":
         res = analytic_inversion(sp.csr_matrix(K), y, xa, Sa, So, form="state")

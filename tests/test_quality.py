@@ -57,8 +57,9 @@ def test_time_window_inclusive_and_utc(snd) -> None:
     whole_day = apply_quality_filter(snd, time_range=("2020-01-10", "2020-01-20"), drop_flagged=False)
     expected = int(((snd.time >= np.datetime64("2020-01-10")) & (snd.time < np.datetime64("2020-01-21"))).sum())
     assert whole_day.sizes["sounding"] == expected > out.sizes["sounding"]
-    shifted = apply_quality_filter(snd, time_range=("2020-01-10T02:00+02:00", "2020-01-20T02:00+02:00"),
-                                   drop_flagged=False)  # fmt: skip
+    shifted = apply_quality_filter(
+        snd, time_range=("2020-01-10T02:00+02:00", "2020-01-20T02:00+02:00"), drop_flagged=False
+    )
     assert shifted.sizes["sounding"] == out.sizes["sounding"]
     open_end = apply_quality_filter(snd, time_range=("2020-01-10", None), drop_flagged=False)
     assert open_end.sizes["sounding"] == int((snd.time >= np.datetime64("2020-01-10")).sum())

@@ -63,8 +63,9 @@ def write_example(src: xr.Dataset, path: Path) -> Path:
     n, m = src.sizes["sounding"], src.sizes["level"]
     seconds = (src.time.values - np.datetime64("1970-01-01")) / np.timedelta64(1, "s")
 
-    def put(nc: netCDF4.Dataset, name: str, values: np.ndarray, dims: tuple[str, ...], dtype: str = "f4",
-            **attrs: str) -> None:  # fmt: skip
+    def put(
+        nc: netCDF4.Dataset, name: str, values: np.ndarray, dims: tuple[str, ...], dtype: str = "f4", **attrs: str
+    ) -> None:
         fill = {"_FillValue": np.array(FILL, dtype=dtype)} if dtype[0] == "f" else {}
         var = nc.createVariable(name, dtype, dims, **({"fill_value": fill["_FillValue"]} if fill else {}))
         var.setncatts(attrs)

@@ -29,8 +29,9 @@ GEOD = Geod(ellps="WGS84")
 
 def _uniform(grid: GridSpec) -> xr.DataArray:
     """1 / seconds-per-year kg m-2 s-1: region totals (kg/yr) equal covered areas (m2)."""
-    return xr.DataArray(np.full(grid.shape, 1.0 / SECONDS_PER_YEAR), dims=("latitude", "longitude"),
-                        coords=grid.coords())  # fmt: skip
+    return xr.DataArray(
+        np.full(grid.shape, 1.0 / SECONDS_PER_YEAR), dims=("latitude", "longitude"), coords=grid.coords()
+    )
 
 
 @pytest.fixture(scope="module")

@@ -162,9 +162,7 @@ class GranuleCase:
         return self.id
 
 
-def _write(
-    fmt: str, d: Path, seed: int, mutate: Callable | None = None, start: Any = None
-) -> tuple[Path, xr.Dataset]:
+def _write(fmt: str, d: Path, seed: int, mutate: Callable | None = None, start: Any = None) -> tuple[Path, xr.Dataset]:
     day = pd.Timestamp(start) if start is not None else DAY0 + pd.Timedelta(days=seed % 300)
     src = _source(fmt, seed, start=day)
     if mutate is not None:
@@ -256,9 +254,7 @@ def _time_units(fmt: str, units: str | None) -> Callable[[Path, int], Built]:
 def _unknown_units(fmt: str) -> Callable[[Path, int], Built]:
     def build(d: Path, seed: int) -> Built:
         p, _ = _write(fmt, d, seed)
-        _edit_h5(
-            p, lambda f: f[UNCERTAINTY_VAR[fmt]].attrs.__setitem__("unit", np.array([b"furlongs"]))
-        )
+        _edit_h5(p, lambda f: f[UNCERTAINTY_VAR[fmt]].attrs.__setitem__("unit", np.array([b"furlongs"])))
         return p, 0, 0
 
     return build
@@ -268,9 +264,7 @@ def _some_good(src: xr.Dataset, k: int = 3) -> np.ndarray:
     return np.flatnonzero(_good_mask(src))[:k]
 
 
-def _positions(
-    fmt: str, lat: list[float] | None, lon: list[float] | None
-) -> Callable[[Path, int], Built]:
+def _positions(fmt: str, lat: list[float] | None, lon: list[float] | None) -> Callable[[Path, int], Built]:
     def build(d: Path, seed: int) -> Built:
         idx: list[np.ndarray] = []
 
@@ -292,9 +286,7 @@ def _positions(
 
 def _outside_window(fmt: str) -> Callable[[Path, int], Built]:
     def build(d: Path, seed: int) -> Built:
-        p, src = _write(
-            fmt, d, seed, start=pd.Timestamp("2019-06-01") + pd.Timedelta(days=seed % 100)
-        )
+        p, src = _write(fmt, d, seed, start=pd.Timestamp("2019-06-01") + pd.Timedelta(days=seed % 100))
         return p, _n_good(src), _n_good(src)  # a granule of another year mixed into the run
 
     return build
@@ -498,9 +490,7 @@ def _generic_cases() -> list[GranuleCase]:
             GranuleError,
             ("not a readable netCDF/HDF5 file",),
         ),
-        GranuleCase(
-            "granule:generic:directory", None, directory, "error", GranuleError, ("is a directory",)
-        ),
+        GranuleCase("granule:generic:directory", None, directory, "error", GranuleError, ("is a directory",)),
         GranuleCase(
             "granule:generic:missing-file",
             None,
@@ -523,9 +513,7 @@ def _generic_cases() -> list[GranuleCase]:
 def _format_cases(fmt: str) -> list[GranuleCase]:
     xv, uv, mv = XGAS_VARS[fmt][0], UNCERTAINTY_VAR[fmt], MISSING_VAR[fmt]
     cases = [
-        GranuleCase(
-            f"granule:{fmt}:zero-byte", fmt, _zero_byte(fmt), "error", fragments=("zero-byte",)
-        ),
+        GranuleCase(f"granule:{fmt}:zero-byte", fmt, _zero_byte(fmt), "error", fragments=("zero-byte",)),
         GranuleCase(
             f"granule:{fmt}:truncated",
             fmt,
@@ -540,12 +528,8 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
             "error",
             fragments=("missing variable", mv),
         ),
-        GranuleCase(
-            f"granule:{fmt}:all-fill", fmt, _all_fill(fmt), "error", fragments=("fill values",)
-        ),
-        GranuleCase(
-            f"granule:{fmt}:all-nan", fmt, _all_nan(fmt), "error", fragments=("fill values or NaN",)
-        ),
+        GranuleCase(f"granule:{fmt}:all-fill", fmt, _all_fill(fmt), "error", fragments=("fill values",)),
+        GranuleCase(f"granule:{fmt}:all-nan", fmt, _all_nan(fmt), "error", fragments=("fill values or NaN",)),
         GranuleCase(
             f"granule:{fmt}:wrong-units-scale",
             fmt,
@@ -642,8 +626,11 @@ def _format_cases(fmt: str) -> list[GranuleCase]:
                 fmt,
                 _tropomi_delta_time(None, None, blank_utc=True),
                 "error",
-                fragments=("'PRODUCT/delta_time' has no units attribute", "cannot be derived",
-                           "outside the granule's time_coverage_start/end"),  # fmt: skip
+                fragments=(
+                    "'PRODUCT/delta_time' has no units attribute",
+                    "cannot be derived",
+                    "outside the granule's time_coverage_start/end",
+                ),
             ),
             GranuleCase(
                 f"granule:{fmt}:delta-time-not-milliseconds",
@@ -710,10 +697,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     for case in GRANULE_CASES:
         c.files[case.id] = case.build(c.root, SEED[case.id])
     for k, fmt in enumerate(FORMATS):
-        c.good[fmt] = [
-            _write(fmt, c.root / "good", 10 * k + j, start=DAY0 - pd.Timedelta(days=j + 1))
-            for j in (1, 2)
-        ]
+        c.good[fmt] = [_write(fmt, c.root / "good", 10 * k + j, start=DAY0 - pd.Timedelta(days=j + 1)) for j in (1, 2)]
     return c
 
 
@@ -754,9 +738,7 @@ def _reasons(ds: xr.Dataset) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ granules: API
 @pytest.mark.parametrize("case", ERROR_CASES, ids=str)
-def test_bad_granule_is_a_clear_error(
-    corpus: Corpus, case: GranuleCase, bad_input_corpus: Callable
-) -> None:
+def test_bad_granule_is_a_clear_error(corpus: Corpus, case: GranuleCase, bad_input_corpus: Callable) -> None:
     path = corpus.files[case.id][0]
     with pytest.raises(case.error) as info:
         open_granule(path)
@@ -856,9 +838,7 @@ def test_mixed_batch_keeps_every_good_sounding_and_lists_every_bad_file(
     got = ds.compute()
     for p, src in good:
         sel = got.xgas.values[got.source_file.values == str(p)]
-        np.testing.assert_allclose(
-            np.sort(sel), np.sort(src.xgas.values[_good_mask(src)]), rtol=1e-6
-        )
+        np.testing.assert_allclose(np.sort(sel), np.sort(src.xgas.values[_good_mask(src)]), rtol=1e-6)
     # the quality filter then drops exactly the spoilt soundings, each with its reason
     out = apply_quality_filter(ds, time_range=WINDOW)
     dropped = json.loads(out.attrs["quality_filter_dropped"])
@@ -869,15 +849,11 @@ def test_mixed_batch_keeps_every_good_sounding_and_lists_every_bad_file(
     bad_input_corpus(f"granule:{fmt}:mixed-batch", "api-skip")
 
 
-def test_batch_context_faults_are_skipped_with_reason(
-    corpus: Corpus, bad_input_corpus: Callable
-) -> None:
+def test_batch_context_faults_are_skipped_with_reason(corpus: Corpus, bad_input_corpus: Callable) -> None:
     ocpr = corpus.good["cci_ocpr"][0][0]
     acos = corpus.good["acos_lite"][0][0]
     srfp_name = granule_filename("cci_srfp", "2020-04-04", gas="CH4")
-    srfp_ch4 = write_granule(
-        _source("cci_srfp", 78, gas="CH4"), corpus.root / "levels" / srfp_name, "cci_srfp"
-    )
+    srfp_ch4 = write_granule(_source("cci_srfp", 78, gas="CH4"), corpus.root / "levels" / srfp_name, "cci_srfp")
     for case_id, paths, gas, frag in (
         ("granule:batch:other-gas", [ocpr, acos], "CH4", "holds CO2"),
         ("granule:batch:other-level-count", [ocpr, srfp_ch4], None, "has 12 levels"),
@@ -894,15 +870,16 @@ def test_batch_context_faults_are_skipped_with_reason(
 
 # ------------------------------------------------------------------------------ duplicates
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_granule_delivered_twice_counts_once(
-    tmp_path: Path, fmt: str, bad_input_corpus: Callable
-) -> None:
+def test_a_granule_delivered_twice_counts_once(tmp_path: Path, fmt: str, bad_input_corpus: Callable) -> None:
     src = _source(fmt, 5, start="2020-05-01")
     a = write_granule(src, tmp_path / granule_filename(fmt, "2020-05-01"), fmt)
     # the same soundings again, under another day's name (the blended product's name carries the
     # orbit's times, checked against the soundings: there, a later production of the same orbit)
-    other = (granule_filename(fmt, "2020-05-02") if fmt != "tropomi_blended_ch4"
-             else a.name.replace("_20230614T000922.", "_20240101T000000."))  # fmt: skip
+    other = (
+        granule_filename(fmt, "2020-05-02")
+        if fmt != "tropomi_blended_ch4"
+        else a.name.replace("_20230614T000922.", "_20240101T000000.")
+    )
     b = tmp_path / "copy" / other
     b.parent.mkdir()
     shutil.copy(a, b)
@@ -919,17 +896,11 @@ def test_a_granule_delivered_twice_counts_once(
     bad_input_corpus(f"granule:{fmt}:duplicate-file", "api-dedupe")
 
 
-def test_overlapping_granules_keep_each_sounding_once(
-    tmp_path: Path, bad_input_corpus: Callable
-) -> None:
+def test_overlapping_granules_keep_each_sounding_once(tmp_path: Path, bad_input_corpus: Callable) -> None:
     fmt = "acos_lite"
     src = _source(fmt, 6)
-    a = write_granule(
-        src.isel(sounding=slice(0, 30)), tmp_path / granule_filename(fmt, "2020-05-01"), fmt
-    )
-    b = write_granule(
-        src.isel(sounding=slice(20, 40)), tmp_path / granule_filename(fmt, "2020-05-02"), fmt
-    )
+    a = write_granule(src.isel(sounding=slice(0, 30)), tmp_path / granule_filename(fmt, "2020-05-01"), fmt)
+    b = write_granule(src.isel(sounding=slice(20, 40)), tmp_path / granule_filename(fmt, "2020-05-02"), fmt)
     good = _good_mask(src)
     overlap = int(good[20:30].sum())
     with pytest.warns(UserWarning, match="already read"):
@@ -1032,9 +1003,7 @@ REPORTED_CASES: list[tuple[str, bytes, tuple[str, ...]]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "fragments"), REPORTED_CASES, ids=[c[0] for c in REPORTED_CASES]
-)
+@pytest.mark.parametrize(("name", "content", "fragments"), REPORTED_CASES, ids=[c[0] for c in REPORTED_CASES])
 def test_bad_reported_totals_name_line_column_and_value(
     tmp_path: Path,
     name: str,
@@ -1084,9 +1053,15 @@ def _no_tables(d: Path) -> Path:
 
 def _primap_nc(d: Path, units: str | None = "CH4 * kt / a", area: bool = True) -> Path:
     dims = ("time", "area (ISO3)" if area else "country", "category (IPCC2006_PRIMAP)", "source")
-    ds = xr.Dataset({"CH4": (dims, np.ones((2, 1, 1, 1)), {"entity": "CH4", **({"units": units} if units else {})})},
-                    coords={"time": pd.to_datetime(["2019-01-01", "2020-01-01"]), dims[1]: ["DEU"],
-                            dims[2]: ["M.0.EL"], "source": ["CRF 2023, 240108"]})  # fmt: skip
+    ds = xr.Dataset(
+        {"CH4": (dims, np.ones((2, 1, 1, 1)), {"entity": "CH4", **({"units": units} if units else {})})},
+        coords={
+            "time": pd.to_datetime(["2019-01-01", "2020-01-01"]),
+            dims[1]: ["DEU"],
+            dims[2]: ["M.0.EL"],
+            "source": ["CRF 2023, 240108"],
+        },
+    )
     ds.to_netcdf(d / "primap.nc")
     return d / "primap.nc"
 
@@ -1099,31 +1074,63 @@ def _oco2(d: Path, header: str, rows: str) -> Path:
 _OCO2_COLS = "Alpha 3 Code,Year,LNLG NCE (TgCO2),LNLG NCE unc (TgCO2),FF (TgCO2),FF unc (TgCO2)"
 
 REPORTED_FILE_CASES: list[tuple[str, Callable[[Path], tuple[Path, dict[str, Any]]], tuple[str, ...]]] = [
-    ("crf-not-a-workbook", lambda d: ((d / _CRF_NAME).write_bytes(b"<html>403</html>") and d / _CRF_NAME, {}),
-     ("not an Excel workbook openpyxl can read",)),
+    (
+        "crf-not-a-workbook",
+        lambda d: ((d / _CRF_NAME).write_bytes(b"<html>403</html>") and d / _CRF_NAME, {}),
+        ("not an Excel workbook openpyxl can read",),
+    ),
     ("crf-no-tables", lambda d: (_no_tables(d), {}), ("no Table10s* trend sheet", "'Sheet1'")),
-    ("crf-unknown-party", lambda d: (_crf(d, "uk_inventory.xlsx"), {}),
-     ("cannot tell the party", "GBR_2023_2021_13042023_170954.xlsx")),
-    ("crf-text-in-a-cell", lambda d: (_crf(d, table={"1": ["12,5", 9.0]}), {}),
-     ("sheet 'Table10s3' row 7, column value: '12,5'", "notation key")),
-    ("crf-summary-disagrees", lambda d: (_crf(d, summary_ch4=999.0), {}),
-     ("sheet 'Summary1.As1' row 6", "differs from sheet 'Table10s3'", "inconsistent")),
+    (
+        "crf-unknown-party",
+        lambda d: (_crf(d, "uk_inventory.xlsx"), {}),
+        ("cannot tell the party", "GBR_2023_2021_13042023_170954.xlsx"),
+    ),
+    (
+        "crf-text-in-a-cell",
+        lambda d: (_crf(d, table={"1": ["12,5", 9.0]}), {}),
+        ("sheet 'Table10s3' row 7, column value: '12,5'", "notation key"),
+    ),
+    (
+        "crf-summary-disagrees",
+        lambda d: (_crf(d, summary_ch4=999.0), {}),
+        ("sheet 'Summary1.As1' row 6", "differs from sheet 'Table10s3'", "inconsistent"),
+    ),
     ("crf-bad-format-name", lambda d: (_crf(d), {"format": "unfccc"}), ("unknown format 'unfccc'", "crf")),
     ("primap-nc-not-primap", lambda d: (_primap_nc(d, area=False), {}), ("not the primap2 layout", "country")),
     ("primap-nc-no-units", lambda d: (_primap_nc(d, units=None), {}), ("variable 'CH4': no 'units' attribute",)),
-    ("primap-nc-unknown-source", lambda d: (_primap_nc(d), {"source": "EDGAR 9"}),
-     ("source: 'EDGAR 9' is not in the table", "CRF 2023, 240108")),
-    ("primap-nc-mangled-unit", lambda d: (_primap_nc(d, units="CH4 * blorbs / a"), {"gases": ["CH4"]}),
-     ("variable 'CH4' at area=DEU, category=M.0.EL, source=CRF 2023, 240108, time=2019, column unit", "blorbs")),
-    ("oco2mip-missing-columns", lambda d: (_oco2(d, "Alpha 3 Code,Year,LNLG NCE (TgCO2),LNLG NCE unc (TgCO2)",
-                                                 "JPN,2019,1,1\n"), {"format": "oco2mip"}),
-     ("column FF (TgCO2): required column missing",)),
-    ("oco2mip-unknown-experiment", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\n"), {"experiment": "OG"}),
-     ("experiment: 'OG' is not one of",)),
-    ("oco2mip-short-row", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\nJPN,2020,1,1\n"), {"format": "oco2mip"}),
-     ("line 55: 4 fields but the header has 6",)),
-    ("oco2mip-negative-sigma", lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,-2\n"), {}),
-     ("line 54, column uncertainty_abs: negative uncertainty",)),
+    (
+        "primap-nc-unknown-source",
+        lambda d: (_primap_nc(d), {"source": "EDGAR 9"}),
+        ("source: 'EDGAR 9' is not in the table", "CRF 2023, 240108"),
+    ),
+    (
+        "primap-nc-mangled-unit",
+        lambda d: (_primap_nc(d, units="CH4 * blorbs / a"), {"gases": ["CH4"]}),
+        ("variable 'CH4' at area=DEU, category=M.0.EL, source=CRF 2023, 240108, time=2019, column unit", "blorbs"),
+    ),
+    (
+        "oco2mip-missing-columns",
+        lambda d: (
+            _oco2(d, "Alpha 3 Code,Year,LNLG NCE (TgCO2),LNLG NCE unc (TgCO2)", "JPN,2019,1,1\n"),
+            {"format": "oco2mip"},
+        ),
+        ("column FF (TgCO2): required column missing",),
+    ),
+    (
+        "oco2mip-unknown-experiment",
+        lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\n"), {"experiment": "OG"}),
+        ("experiment: 'OG' is not one of",),
+    ),
+    (
+        "oco2mip-short-row",
+        lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,2\nJPN,2020,1,1\n"), {"format": "oco2mip"}),
+        ("line 55: 4 fields but the header has 6",),
+    ),
+    (
+        "oco2mip-negative-sigma",
+        lambda d: (_oco2(d, _OCO2_COLS, "JPN,2019,1,1,2,-2\n"), {}),
+        ("line 54, column uncertainty_abs: negative uncertainty",),
+    ),
 ]
 
 
@@ -1231,9 +1238,7 @@ def test_bad_boundaries_name_the_feature(
     bad_input_corpus(f"boundaries:{name}", "api-raise")
 
 
-def test_missing_boundary_file_and_repairable_geometry(
-    tmp_path: Path, bad_input_corpus: Callable
-) -> None:
+def test_missing_boundary_file_and_repairable_geometry(tmp_path: Path, bad_input_corpus: Callable) -> None:
     with pytest.raises(BoundaryError, match="cannot read"):
         load_boundaries(tmp_path / "nope.geojson")
     bad_input_corpus("boundaries:missing-file", "api-raise")
@@ -1318,9 +1323,7 @@ def _config_file(tmp_path: Path, name: str, spec: Callable[[dict], None] | str) 
     return p
 
 
-@pytest.mark.parametrize(
-    ("name", "spec", "fragments"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES]
-)
+@pytest.mark.parametrize(("name", "spec", "fragments"), CONFIG_CASES, ids=[c[0] for c in CONFIG_CASES])
 def test_bad_config_api_and_cli_validate(
     tmp_path: Path,
     name: str,
@@ -1356,9 +1359,7 @@ def test_config_with_several_problems_lists_each_on_its_line(
     lines = err.splitlines()
     assert rc == 2 and "Traceback" not in err
     assert lines[0] == f"gosat-pipeline: error: {p}: 3 problems:" and len(lines) == 4
-    assert any("domain.resolutoin" in ln for ln in lines[1:]) and any(
-        '"two"' in ln for ln in lines[1:]
-    )
+    assert any("domain.resolutoin" in ln for ln in lines[1:]) and any('"two"' in ln for ln in lines[1:])
     assert any("cluster.n_workers" in ln and "boolean" in ln for ln in lines[1:])
     rc, _, err = cli(["validate", str(tmp_path / "missing.yaml")])
     assert rc == 2
@@ -1369,9 +1370,7 @@ def test_config_with_several_problems_lists_each_on_its_line(
 
 # ------------------------------------------------------------------------------ the real console script
 @pytest.mark.timeout(120)
-def test_console_script_on_bad_inputs(
-    corpus: Corpus, tmp_path: Path, bad_input_corpus: Callable
-) -> None:
+def test_console_script_on_bad_inputs(corpus: Corpus, tmp_path: Path, bad_input_corpus: Callable) -> None:
     """The installed ``gosat-pipeline``, in its own process: exit 2, one line, no traceback."""
     exe = Path(sys.executable).with_name("gosat-pipeline")
     config = _config_file(tmp_path, "bad", _set("domain.resolution", "fine"))

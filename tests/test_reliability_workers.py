@@ -43,8 +43,17 @@ N_BLOCKS = 60
 BLOCK = 5000  # 300 000 soundings
 N_LEVELS = 4
 PERIOD = ("2020-01-01", "2020-02-01")
-_VARIABLES = ("latitude", "longitude", "time", "xgas", "xgas_uncertainty", "surface_pressure",
-              "averaging_kernel", "pressure_weight", "pressure")  # fmt: skip
+_VARIABLES = (
+    "latitude",
+    "longitude",
+    "time",
+    "xgas",
+    "xgas_uncertainty",
+    "surface_pressure",
+    "averaging_kernel",
+    "pressure_weight",
+    "pressure",
+)
 
 # the block generator below runs on the workers: ship it by value (workers need not import tests/)
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -63,22 +72,25 @@ def _pick(block: dict[str, np.ndarray], name: str) -> np.ndarray:
 
 def lazy_soundings(delay: float = 0.0) -> xr.Dataset:
     """A dask-backed canonical soundings dataset generated chunk by chunk inside the graph."""
-    blocks = [dask.delayed(_block, pure=True)(b, delay, dask_key_name=f"synth-soundings-{delay}-{b}")
-              for b in range(N_BLOCKS)]  # fmt: skip
+    blocks = [
+        dask.delayed(_block, pure=True)(b, delay, dask_key_name=f"synth-soundings-{delay}-{b}") for b in range(N_BLOCKS)
+    ]
     meta = _block(0, 0.0)
     arrays = {}
     for name in _VARIABLES:
         shape, dtype = meta[name].shape, meta[name].dtype
-        parts = [da.from_delayed(dask.delayed(_pick, pure=True)(blk, name), shape=shape, dtype=dtype)
-                 for blk in blocks]  # fmt: skip
+        parts = [da.from_delayed(dask.delayed(_pick, pure=True)(blk, name), shape=shape, dtype=dtype) for blk in blocks]
         arrays[name] = da.concatenate(parts, axis=0)
     level = ("sounding", "level")
     return xr.Dataset(
-        {name: (level if arrays[name].ndim == 2 else ("sounding",), arrays[name])
-         for name in _VARIABLES if name not in ("latitude", "longitude", "time")},
+        {
+            name: (level if arrays[name].ndim == 2 else ("sounding",), arrays[name])
+            for name in _VARIABLES
+            if name not in ("latitude", "longitude", "time")
+        },
         coords={name: ("sounding", arrays[name]) for name in ("latitude", "longitude", "time")},
         attrs={"gas": "CH4", "product": "synthetic"},
-    )  # fmt: skip
+    )
 
 
 def _grid(ds: xr.Dataset) -> xr.Dataset:
@@ -91,8 +103,7 @@ def _held_partials(dask_scheduler: Any) -> dict[str, list[str]]:
     """Per worker, the chunk partials of the gridding that only this worker holds."""
     out: dict[str, list[str]] = {}
     for addr, ws in dask_scheduler.workers.items():
-        out[addr] = [str(ts.key) for ts in ws.has_what
-                     if "gosat-grid-chunk" in str(ts.key) and len(ts.who_has) == 1]  # fmt: skip
+        out[addr] = [str(ts.key) for ts in ws.has_what if "gosat-grid-chunk" in str(ts.key) and len(ts.who_has) == 1]
     return out
 
 
@@ -124,8 +135,12 @@ def reference() -> xr.Dataset:
 @pytest.mark.slow
 def test_worker_killed_while_gridding_does_not_change_the_result(reference: xr.Dataset) -> None:
     kill: dict[str, Any] = {}
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:  # fmt: skip
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=40
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         pids = client.run(os.getpid)
         assert len(set(pids.values())) == 2
         client.register_plugin(CountResults())
@@ -159,9 +174,7 @@ def test_worker_killed_while_gridding_does_not_change_the_result(reference: xr.D
         np.testing.assert_array_equal(result[name].values, reference[name].values, err_msg=name)
 
 
-def test_each_granule_is_read_once_when_gridding_lazily(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_granule_is_read_once_when_gridding_lazily(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from gosat_pipeline.io import open_granules
     from gosat_pipeline.io.cci_ocpr import CciOcprReader
     from gosat_pipeline.quality import apply_quality_filter
@@ -184,9 +197,7 @@ def test_each_granule_is_read_once_when_gridding_lazily(
         assert sorted(reads) == sorted(map(str, files)), scheduler
     reads.clear()
     screened = apply_quality_filter(ds)  # computes the mask: one read of each file
-    l3 = grid_soundings(
-        screened, 5.0, time_bin=None, time_range=("2020-01-01", "2020-01-10")
-    ).compute()
+    l3 = grid_soundings(screened, 5.0, time_bin=None, time_range=("2020-01-01", "2020-01-10")).compute()
     assert sorted(reads) == sorted([str(f) for f in files] * 2)
     assert int(l3.n_soundings.sum()) == screened.sizes["sounding"]
     calls: list[int] = []
@@ -198,6 +209,4 @@ def test_each_granule_is_read_once_when_gridding_lazily(
 
     monkeypatch.setattr(sys.modules[__name__], "make_soundings", counting_factory)
     _grid(lazy_soundings()).compute(scheduler="synchronous")
-    assert (
-        len(calls) == N_BLOCKS + 1
-    )  # one per block, plus the block lazy_soundings() reads for shapes
+    assert len(calls) == N_BLOCKS + 1  # one per block, plus the block lazy_soundings() reads for shapes

@@ -83,23 +83,38 @@ def test_report_is_self_contained(report_html):
     page = assert_self_contained(report_html)
     alts = [a.get("alt") for t, a in page.tags if t == "img"]
     # maps: observations, emissions (prior | posterior | difference), constraint; bars of the countries
-    assert alts == ["CH4 totals of the countries, 2019", "Satellite observations (CH4)", "Emissions (CH4)",
-                    "What the satellite data constrain (CH4)"]  # fmt: skip
+    assert alts == [
+        "CH4 totals of the countries, 2019",
+        "Satellite observations (CH4)",
+        "Emissions (CH4)",
+        "What the satellite data constrain (CH4)",
+    ]
 
 
 def test_headline_in_plain_language(report_html):
     page = parse(report_html)
     text = " ".join(page.text)
     headline = report_html.split('id="headline-sentence">')[1].split("</p>")[0]
-    assert headline == ("1 of 4 CH4 totals differs from the national submission: Indonesia\u2019s CH4 emissions "
-                        "appear about 70 % above the reported 8.0 million tonnes a year.")  # fmt: skip
-    assert ("Of the other 3 CH4 totals, 2 agree with the reported value within the uncertainties and 1 cannot be "
-            "checked with these satellite data.") in text  # fmt: skip
+    assert headline == (
+        "1 of 4 CH4 totals differs from the national submission: Indonesia\u2019s CH4 emissions "
+        "appear about 70 % above the reported 8.0 million tonnes a year."
+    )
+    assert (
+        "Of the other 3 CH4 totals, 2 agree with the reported value within the uncertainties and 1 cannot be "
+        "checked with these satellite data."
+    ) in text
     assert any(t == "table" and a.get("id") == "findings-table" for t, a in page.tags)
     # the box that explains the units, the uncertainty, z and "not constrained" once
     howto = report_html.split('id="how-to-read"')[1].split("</section>")[0]
-    for words in ("1 Tg = 1 million tonnes", "2 chances in 3", "19 chances in 20", "combined", "uncertainty",
-                  "5 times in 100", "<strong>not</strong> a finding"):  # fmt: skip
+    for words in (
+        "1 Tg = 1 million tonnes",
+        "2 chances in 3",
+        "19 chances in 20",
+        "combined",
+        "uncertainty",
+        "5 times in 100",
+        "<strong>not</strong> a finding",
+    ):
         assert words in howto, words
     assert "The satellite estimate, 13.5 \u00b1 0.792 Tg CH4/yr, is 68 % above the reported 8.00 \u00b1 1.20" in text
     assert "No verdict: the satellite data do not shrink the uncertainty of this total at all (20 % needed)" in text
@@ -110,8 +125,19 @@ def test_headline_in_plain_language(report_html):
     # thresholds printed, method and provenance present
     assert "min_observations" in text and "z_critical" in text
     # run-wide sections, then one section per gas (ids suffixed with the gas)
-    for section in ("how-to-read", "findings", "method", "provenance", "details", "gas-CH4", "maps-CH4",
-                    "bars-CH4", "inversion-CH4", "verdict-meanings", "stage-table"):  # fmt: skip
+    for section in (
+        "how-to-read",
+        "findings",
+        "method",
+        "provenance",
+        "details",
+        "gas-CH4",
+        "maps-CH4",
+        "bars-CH4",
+        "inversion-CH4",
+        "verdict-meanings",
+        "stage-table",
+    ):
         assert any(a.get("id") == section for _, a in page.tags), section
     assert "0" * 64 in text  # config hash from the manifest
     assert "synthetic/granule_001.h5" in text
@@ -134,8 +160,10 @@ def test_synthetic_banner(run_dir, report_html, tmp_path):
 
 
 def test_missing_optional_files_degrade_gracefully(tmp_path):
-    d = write_run_dir(tmp_path / "sparse", skip=("emissions.nc", "gridded.nc", "boundaries.geojson",
-                                                  "manifest.json", "config.resolved.yaml"))  # fmt: skip
+    d = write_run_dir(
+        tmp_path / "sparse",
+        skip=("emissions.nc", "gridded.nc", "boundaries.geojson", "manifest.json", "config.resolved.yaml"),
+    )
     html = write_report(d).read_text()
     page = assert_self_contained(html)  # the bar chart is still there
     text = " ".join(page.text)
@@ -235,9 +263,14 @@ def test_hostile_strings_are_never_markup(tmp_path):
         "stages": {HOSTILE[1]: {"seconds": HOSTILE[0]}},
         HOSTILE[2]: HOSTILE[3],
     }
-    d = write_run_dir(tmp_path / '"><img src=x onerror=alert(1)>', posterior=post, reported=rep,
-                      regions=regions, manifest=manifest,
-                      compare_kwargs={"aggregates": {HOSTILE[0]: ["IDN", "MYS"]}})  # fmt: skip
+    d = write_run_dir(
+        tmp_path / '"><img src=x onerror=alert(1)>',
+        posterior=post,
+        reported=rep,
+        regions=regions,
+        manifest=manifest,
+        compare_kwargs={"aggregates": {HOSTILE[0]: ["IDN", "MYS"]}},
+    )
     (d / "config.resolved.yaml").write_text(f"name: '{HOSTILE[0]}'\nnote: '{HOSTILE[1]}'\n")
     html = write_report(d, title=HOSTILE[0]).read_text()
     page = assert_self_contained(html)

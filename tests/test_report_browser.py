@@ -36,8 +36,15 @@ pytestmark = [
 ]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[\w.-]+/)+[\w.*-]*")
 SOLVED = {"IDN", "MYS", "THA", "VNM"}  # the synthetic run directory's regions
 
@@ -46,9 +53,12 @@ SOLVED = {"IDN", "MYS", "THA", "VNM"}  # the synthetic run directory's regions
 def runs(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("browser")
     inputs = base / "data_samples" / "granule_001.nc"
-    manifest = {"status": "complete", "wall_time_s": 12.5,
-                "inputs": [{"path": str(inputs), "sha256": "ab" * 32, "kind": "granule:CH4"}],
-                "config_path": str(base / "configs" / "x.yaml")}  # fmt: skip
+    manifest = {
+        "status": "complete",
+        "wall_time_s": 12.5,
+        "inputs": [{"path": str(inputs), "sha256": "ab" * 32, "kind": "granule:CH4"}],
+        "config_path": str(base / "configs" / "x.yaml"),
+    }
     single = write_run_dir(base / "outputs" / "single", manifest=manifest)
     (single / "config.resolved.yaml").write_text(f"run:\n  output_dir: {base / 'outputs'}\n")
     multi = write_run_dir(base / "outputs" / "multi", gases=("CH4", "CO2"), manifest=manifest)
@@ -94,8 +104,9 @@ def test_desktop_loads_cleanly_and_the_full_table_fits(browser, runs, tmp_path):
     for name, n_images in (("single", 4), ("multi", 8)):
         page, out = _open(browser, runs[name] / "report.html", 1400, tmp_path / f"{name}.png")
         assert not out["console"] and not out["page"] and not out["foreign"], out
-        images = page.evaluate("Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0,"
-                               " src: i.src.slice(0, 22)}))")  # fmt: skip
+        images = page.evaluate(
+            "Array.from(document.images).map(i => ({ok: i.complete && i.naturalWidth > 0, src: i.src.slice(0, 22)}))"
+        )
         assert len(images) == n_images and all(i["ok"] and i["src"] == "data:image/png;base64," for i in images)
         assert page.is_visible("#synthetic-banner")
         fit = page.evaluate("""() => { const t = document.querySelector('#detail-table');

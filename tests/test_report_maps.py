@@ -41,8 +41,14 @@ def test_maps_draw_the_borders_of_countries_that_are_not_solved(tmp_path: Path):
     # one outline, far from the solved regions: the Philippines-like triangle at 120-124E, 8-16N
     tri = {"type": "Polygon", "coordinates": [[[120, 8], [124, 8], [122, 16], [120, 8]]]}
     path = tmp_path / "outline.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"ISO_A3": "PHL"}, "geometry": tri}]}))  # fmt: skip
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [{"type": "Feature", "properties": {"ISO_A3": "PHL"}, "geometry": tri}],
+            }
+        )
+    )
     l3 = make_gridded_l3("CH4")
     l3["xgas_mean"][:] = np.nan  # an empty map: only lines are drawn
     extent = (95.0, 125.0, -10.0, 20.0)
@@ -74,20 +80,37 @@ def test_periods_get_one_emission_figure_each():
     em = make_flux_maps(make_posterior())
     em2 = xr.concat([em, em * 1.1], dim=xr.DataArray(["2019", "2020"], dims="period", name="period"))
     titles = [f.title for f in map_figures(em2, None, [], "CO2")]
-    assert titles == ["Emissions, period 2019 (CO2)", "Emissions, period 2020 (CO2)",
-                      "What the satellite data constrain, period 2019 (CO2)",
-                      "What the satellite data constrain, period 2020 (CO2)"]  # fmt: skip
+    assert titles == [
+        "Emissions, period 2019 (CO2)",
+        "Emissions, period 2020 (CO2)",
+        "What the satellite data constrain, period 2019 (CO2)",
+        "What the satellite data constrain, period 2020 (CO2)",
+    ]
 
 
 @pytest.mark.parametrize("with_group", [False, True])
 def test_bar_panels_aggregates_on_their_own_axis(with_group):
-    rows = [{"region": c, "region_name": c, "period": "2020", "reference": "national submission",
-             "prior_total": v, "prior_sigma": v / 2, "posterior_total": v, "posterior_sigma": v / 4,
-             "reported_total": v * 1.1, "reported_sigma": v / 10, "verdict": "consistent", "members": ""}
-            for c, v in (("IDN", 12.0), ("SGP", 0.004), ("THA", 7.0))]  # fmt: skip
+    rows = [
+        {
+            "region": c,
+            "region_name": c,
+            "period": "2020",
+            "reference": "national submission",
+            "prior_total": v,
+            "prior_sigma": v / 2,
+            "posterior_total": v,
+            "posterior_sigma": v / 4,
+            "reported_total": v * 1.1,
+            "reported_sigma": v / 10,
+            "verdict": "consistent",
+            "members": "",
+        }
+        for c, v in (("IDN", 12.0), ("SGP", 0.004), ("THA", 7.0))
+    ]
     if with_group:
         rows.append({**rows[0], "region": "ASEAN", "posterior_total": 30.0, "members": "IDN SGP THA"})
     figs = bar_figures(rows, "CH4", names={"SGP": "Singapore"})
     assert [f.title for f in figs] == ["CH4 totals of the countries, 2020"] + (
-        ["CH4 totals of the groups of countries, 2020"] if with_group else [])  # fmt: skip
+        ["CH4 totals of the groups of countries, 2020"] if with_group else []
+    )
     assert "own scale" in figs[0].caption

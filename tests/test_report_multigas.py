@@ -79,9 +79,7 @@ def test_write_run_dir_writes_the_pipeline_names(run_dir):
     data = load_run(run_dir)
     assert list(data.gases) == list(GASES)
     for gas, gd in data.gases.items():
-        assert (
-            gd.posterior.attrs["gas"] == gas and gd.emissions is not None and gd.gridded is not None
-        )
+        assert gd.posterior.attrs["gas"] == gas and gd.emissions is not None and gd.gridded is not None
         assert not gd.missing
     assert {r["gas"] for r in data.discrepancies["rows"]} == set(GASES)
 
@@ -126,8 +124,10 @@ def test_headline_has_the_rows_of_every_gas(report_html):
     assert "Totals in Tg of the row's gas per year" in text  # the units line of the detail table
     headline = report_html.split('id="headline-sentence">')[1].split("</p>")[0]
     # every flagged total is named, per gas, before anything else
-    assert headline.startswith("2 of 8 CH4 totals differ from the national submission: Indonesia\u2019s CH4 "
-                               "emissions in 2020 appear about 65 % above the reported 8.0 million tonnes a year")
+    assert headline.startswith(
+        "2 of 8 CH4 totals differ from the national submission: Indonesia\u2019s CH4 "
+        "emissions in 2020 appear about 65 % above the reported 8.0 million tonnes a year"
+    )
     assert "; 2 of 8 CO2 totals differ from the national submission: Malaysia\u2019s CO2 emissions in 2020" in headline
 
 
@@ -157,12 +157,8 @@ def test_missing_emissions_of_one_gas_is_a_note(tmp_path):
 
 
 def test_no_posterior_at_all_raises_naming_the_files(tmp_path):
-    d = write_run_dir(
-        tmp_path / "nopost", gases=GASES, skip=("posterior_CH4.nc", "posterior_CO2.nc")
-    )
-    with pytest.raises(
-        GosatPipelineError, match=r"no posterior file found.*posterior_CH4\.nc.*posterior\.nc"
-    ):
+    d = write_run_dir(tmp_path / "nopost", gases=GASES, skip=("posterior_CH4.nc", "posterior_CO2.nc"))
+    with pytest.raises(GosatPipelineError, match=r"no posterior file found.*posterior_CH4\.nc.*posterior\.nc"):
         write_report(d)
     assert main(["-q", "report", str(d)]) != 0  # the CLI turns it into an error exit
 
@@ -202,16 +198,12 @@ def test_legacy_gas_from_rows_and_odd_names(tmp_path):
     # a legacy file next to the per-gas file of the same gas: the per-gas file wins
     write_netcdf(make_posterior(gas="CH4", seed=3), d / "posterior_CH4.nc")
     data = load_run(d)
-    assert (
-        list(data.gases) == ["CH4"] and data.gases["CH4"].files["posterior"] == "posterior_CH4.nc"
-    )
+    assert list(data.gases) == ["CH4"] and data.gases["CH4"].files["posterior"] == "posterior_CH4.nc"
     assert any("posterior.nc ignored: it does not record its gas" in n for n in data.notes)
     post.attrs["gas"] = "CH4"
     write_netcdf(post, d / "posterior.nc")
     data = load_run(d)
-    assert (
-        list(data.gases) == ["CH4"] and data.gases["CH4"].files["posterior"] == "posterior_CH4.nc"
-    )
+    assert list(data.gases) == ["CH4"] and data.gases["CH4"].files["posterior"] == "posterior_CH4.nc"
     assert any("posterior.nc (gas CH4) ignored" in n for n in data.notes)
 
 

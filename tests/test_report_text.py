@@ -39,11 +39,27 @@ ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[\w.-]+/)+[\w.*-]*")
 
 
 def row(region: str, verdict: str | None, z: float = 0.0, **kw) -> dict:
-    base = {"region": region, "region_name": region.title(), "gas": "CH4", "period": "2020",
-            "reference": "national submission", "prior_total": 3.0, "prior_sigma": 1.5, "posterior_total": 4.0,
-            "posterior_sigma": 0.5, "reported_total": 3.0, "reported_sigma": 0.6, "reported_total_smoothed": 3.1,
-            "relative_difference": 1 / 3, "z_score": z, "z_form": "direct", "error_reduction": 0.6,
-            "sensitivity": 0.7, "n_observations": 50, "verdict": verdict}  # fmt: skip
+    base = {
+        "region": region,
+        "region_name": region.title(),
+        "gas": "CH4",
+        "period": "2020",
+        "reference": "national submission",
+        "prior_total": 3.0,
+        "prior_sigma": 1.5,
+        "posterior_total": 4.0,
+        "posterior_sigma": 0.5,
+        "reported_total": 3.0,
+        "reported_sigma": 0.6,
+        "reported_total_smoothed": 3.1,
+        "relative_difference": 1 / 3,
+        "z_score": z,
+        "z_form": "direct",
+        "error_reduction": 0.6,
+        "sensitivity": 0.7,
+        "n_observations": 50,
+        "verdict": verdict,
+    }
     base.update(kw)
     return base
 
@@ -65,20 +81,29 @@ def test_unknown_verdict_has_a_fallback_and_no_verdict_is_explained():
 
 # ---------------------------------------------------------------------------- headline and order
 def test_headline_names_every_flagged_region_first_largest_z_first():
-    rows = [row("IDN", "consistent"), row("LAO", "not constrained", error_reduction=0.1),
-            row("THA", "higher than reported", 2.9, relative_difference=0.79, reported_total=4.0),
-            row("VNM", "lower than reported", -3.5, relative_difference=-0.3, reported_total=4.5),
-            row("XXX", "no reported value"), row("REST", None, region_name="rest of domain"),
-            row("BRN", "consistent", gas="CO2"), row("SGP", "not constrained", gas="CO2")]  # fmt: skip
+    rows = [
+        row("IDN", "consistent"),
+        row("LAO", "not constrained", error_reduction=0.1),
+        row("THA", "higher than reported", 2.9, relative_difference=0.79, reported_total=4.0),
+        row("VNM", "lower than reported", -3.5, relative_difference=-0.3, reported_total=4.5),
+        row("XXX", "no reported value"),
+        row("REST", None, region_name="rest of domain"),
+        row("BRN", "consistent", gas="CO2"),
+        row("SGP", "not constrained", gas="CO2"),
+    ]
     first, second = headline_sentences(rows, NAMES)
-    assert first == ("2 of 4 CH4 totals differ from the national submission: Viet Nam\u2019s CH4 emissions appear "
-                     "about 30 % below the reported 4.5 million tonnes a year and Thailand\u2019s CH4 emissions "
-                     "appear about 80 % above the reported 4.0 million tonnes a year.")  # fmt: skip
-    assert second == ("Of the other 2 CH4 totals, 1 agrees with the reported value within the uncertainties and 1 "
-                      "cannot be checked with these satellite data; 1 CH4 total has no reported value and 1 CH4 "
-                      "total is estimated but not compared (not a reporting country); none of the 2 CO2 totals "
-                      "differs from the reported value: 1 agrees with the reported value within the uncertainties "
-                      "and 1 cannot be checked with these satellite data.")  # fmt: skip
+    assert first == (
+        "2 of 4 CH4 totals differ from the national submission: Viet Nam\u2019s CH4 emissions appear "
+        "about 30 % below the reported 4.5 million tonnes a year and Thailand\u2019s CH4 emissions "
+        "appear about 80 % above the reported 4.0 million tonnes a year."
+    )
+    assert second == (
+        "Of the other 2 CH4 totals, 1 agrees with the reported value within the uncertainties and 1 "
+        "cannot be checked with these satellite data; 1 CH4 total has no reported value and 1 CH4 "
+        "total is estimated but not compared (not a reporting country); none of the 2 CO2 totals "
+        "differs from the reported value: 1 agrees with the reported value within the uncertainties "
+        "and 1 cannot be checked with these satellite data."
+    )
     order = [r["code"] for r in findings_rows(rows, NAMES, THR)]
     assert order == ["VNM", "THA", "IDN", "BRN", "LAO", "SGP", "XXX", "REST"]
 
@@ -94,8 +119,10 @@ def test_headline_without_differences_and_without_rows():
 
 
 # ---------------------------------------------------------------------------- numbers that add up
-_ARITH = re.compile(r"z = \(([-\u2212\d.,]+) \u2212 ([-\u2212\d.,]+)\) / \u221a\(([\d.,]+)\u00b2 ([+\u2212]) ([\d.,]+)\u00b2\) "
-                    r"= ([+\u2212]?[\d.]+)")  # fmt: skip
+_ARITH = re.compile(
+    r"z = \(([-\u2212\d.,]+) \u2212 ([-\u2212\d.,]+)\) / \u221a\(([\d.,]+)\u00b2 ([+\u2212]) ([\d.,]+)\u00b2\) "
+    r"= ([+\u2212]?[\d.]+)"
+)
 
 
 _SHIFT = re.compile(r"z = \(([-\u2212\d.,]+) \u2212 ([-\u2212\d.,]+)\) / ([\d.,]+) = ([+\u2212]?[\d.]+)")
@@ -109,9 +136,12 @@ def _f(text: str) -> float:
 def test_each_sentence_shows_the_numbers_its_z_was_computed_from(tmp_path, prior_is_reported):
     post = make_posterior(truth={"IDN": 1.6, "THA": 0.7})
     rep = make_reported(post)
-    d = write_run_dir(tmp_path / "z", posterior=post, reported=rep,
-                      compare_kwargs={"prior_is_reported": prior_is_reported,
-                                      "max_detectable_difference": 5.0})  # fmt: skip  (every row gets a z verdict)
+    d = write_run_dir(
+        tmp_path / "z",
+        posterior=post,
+        reported=rep,
+        compare_kwargs={"prior_is_reported": prior_is_reported, "max_detectable_difference": 5.0},
+    )  # (every row gets a z verdict)
     rows = json.loads((d / "discrepancies.json").read_text())["rows"]
     checked = 0
     for r in rows:
@@ -123,7 +153,9 @@ def test_each_sentence_shows_the_numbers_its_z_was_computed_from(tmp_path, prior
             assert m, test
             a, b, c, z = m.groups()
             assert "started from" in test
-            for shown, value in zip((a, b, c), (r["posterior_total"], r["prior_total"], r["compared_sigma"]), strict=True):
+            for shown, value in zip(
+                (a, b, c), (r["posterior_total"], r["prior_total"], r["compared_sigma"]), strict=True
+            ):
                 assert math.isclose(_f(shown), value, rel_tol=6e-3, abs_tol=1e-9), (shown, value)
             assert math.isclose((_f(a) - _f(b)) / _f(c), _f(z), rel_tol=0.02, abs_tol=0.02)
             assert math.isclose(_f(z), r["z_score"], abs_tol=0.006)
@@ -155,12 +187,20 @@ def test_each_sentence_shows_the_numbers_its_z_was_computed_from(tmp_path, prior
 def test_not_constrained_sentence_says_why_in_plain_words():
     r = row("LAO", "not constrained", error_reduction=0.13, sensitivity=0.05, n_observations=3)
     main, test = row_text(r, NAMES, THR)
-    assert main == ("No verdict: the satellite data shrink the uncertainty of this total by only 13 % (20 % needed), "
-                    "5 % of the estimate comes from the satellite data rather than the starting inventory (10 % "
-                    "needed) and only 3 satellite observations see this region (5 needed).")  # fmt: skip
-    assert test == "The satellite estimate is 4.00 \u00b1 0.500 Tg CH4/yr; reported 3.00 \u00b1 0.600 Tg CH4/yr (national submission)."
+    assert main == (
+        "No verdict: the satellite data shrink the uncertainty of this total by only 13 % (20 % needed), "
+        "5 % of the estimate comes from the satellite data rather than the starting inventory (10 % "
+        "needed) and only 3 satellite observations see this region (5 needed)."
+    )
+    assert (
+        test
+        == "The satellite estimate is 4.00 \u00b1 0.500 Tg CH4/yr; reported 3.00 \u00b1 0.600 Tg CH4/yr (national submission)."
+    )
     ts = row("LAO", "not constrained (transport-sensitive)", ensemble_spread=1.25)
-    assert "across an ensemble of plausible transport settings the verdict changes (ensemble spread 1.25)" in row_text(ts, NAMES, THR)[0]
+    assert (
+        "across an ensemble of plausible transport settings the verdict changes (ensemble spread 1.25)"
+        in row_text(ts, NAMES, THR)[0]
+    )
     out = row("MYS", "partly outside the domain", domain_share=0.4)
     assert "Only part of Malaysia lies inside the area analysed (about 40 % of it)" in row_text(out, NAMES, THR)[0]
 
@@ -173,16 +213,34 @@ def test_unknown_columns_verdicts_and_non_verdict_rows_are_shown_plainly(tmp_pat
     rows[0].update(verdict="partly outside the domain", domain_share=0.42)
     rows[1].update(verdict="not constrained (transport-sensitive)", ensemble_spread=0.8, ensemble_members=12)
     rows[2].update(verdict="under review", future_column={"a": 1})
-    rows.append({**rows[3], "region": "REST", "region_name": "rest of domain", "verdict": None,
-                 "reported_total": None, "z_score": None, "reason": ""})  # fmt: skip
+    rows.append(
+        {
+            **rows[3],
+            "region": "REST",
+            "region_name": "rest of domain",
+            "verdict": None,
+            "reported_total": None,
+            "z_score": None,
+            "reason": "",
+        }
+    )
     rows.append({"region": "ODD"})  # a row with almost nothing in it
     (d / "discrepancies.json").write_text(json.dumps(doc))
     html = write_report(d).read_text()
     assert_self_contained(html)
     text = " ".join(parse(html).text)
-    for words in ("partly outside the domain", "not constrained (transport-sensitive)", "under review",
-                  "rest of domain", "estimate only", "Share in domain", "Ensemble spread", "Inversions",
-                  "future_column", "ODD"):  # fmt: skip
+    for words in (
+        "partly outside the domain",
+        "not constrained (transport-sensitive)",
+        "under review",
+        "rest of domain",
+        "estimate only",
+        "Share in domain",
+        "Ensemble spread",
+        "Inversions",
+        "future_column",
+        "ODD",
+    ):
         assert words in text, words
     assert "Technical columns (including future_column)" in text
     tech = technical_table(rows)
@@ -212,17 +270,29 @@ def test_provenance_paths_are_relative_and_status_is_shown(tmp_path):
     run = tmp_path / "outputs" / "demo"
     src = tmp_path / "data_samples" / "granules" / "CH4" / "a.nc"
     manifest = {
-        "status": "complete", "wall_time_s": 14.2, "config_path": str(tmp_path / "configs" / "demo.yaml"),
+        "status": "complete",
+        "wall_time_s": 14.2,
+        "config_path": str(tmp_path / "configs" / "demo.yaml"),
         "inputs": [{"path": str(src), "sha256": "ab" * 32, "kind": "granule:CH4", "bytes": 2048}],
         "skipped_inputs": [{"path": str(src), "reason": f"unreadable: {src} is empty"}],
         "platform": {"argv": [str(tmp_path / ".venv" / "bin" / "gosat-pipeline"), "run", "configs/demo.yaml"]},
-        "stages": {"ingest:CH4": {"status": "done", "wall_time_s": 2.3, "finished": "2026-01-01T00:00:00+00:00",
-                                  "outputs": ["soundings_CH4.nc"]}},
-        "screening": {"CH4": {"soundings_kept": 10, "quality_filter_dropped": {"flagged": 2}, "duplicate_soundings": []}},
-    }  # fmt: skip
+        "stages": {
+            "ingest:CH4": {
+                "status": "done",
+                "wall_time_s": 2.3,
+                "finished": "2026-01-01T00:00:00+00:00",
+                "outputs": ["soundings_CH4.nc"],
+            }
+        },
+        "screening": {
+            "CH4": {"soundings_kept": 10, "quality_filter_dropped": {"flagged": 2}, "duplicate_soundings": []}
+        },
+    }
     d = write_run_dir(run, manifest=manifest)
-    (d / "config.resolved.yaml").write_text(f"run:\n  output_dir: {tmp_path / 'outputs'}\ngases:\n- granules:\n"
-                                            f"  - {tmp_path / 'data_samples'}/granules/CH4/*.nc\n")  # fmt: skip
+    (d / "config.resolved.yaml").write_text(
+        f"run:\n  output_dir: {tmp_path / 'outputs'}\ngases:\n- granules:\n"
+        f"  - {tmp_path / 'data_samples'}/granules/CH4/*.nc\n"
+    )
     html = write_report(d).read_text()
     assert str(tmp_path) not in html
     text = " ".join(parse(html).text)
@@ -250,8 +320,9 @@ def test_status_while_the_report_is_being_written():
 # ---------------------------------------------------------------------------- cross-check
 def test_mass_balance_cross_check_has_units_and_a_reading(tmp_path):
     d = write_run_dir(tmp_path / "mb")
-    pd.DataFrame({"region": ["IDN", "VNM"], "region_name": ["Indonesia", "Vietnam"],
-                  "mass_balance_emission": [20.0, np.nan]}).to_csv(d / "mass_balance.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        {"region": ["IDN", "VNM"], "region_name": ["Indonesia", "Vietnam"], "mass_balance_emission": [20.0, np.nan]}
+    ).to_csv(d / "mass_balance.csv", index=False)
     html = write_report(d).read_text()
     section = html.split('id="mass-balance-CH4"')[1].split("</details>")[0]
     assert "Mass balance (Tg CH4/yr)" in section and "Ratio (mass balance &divide; inversion)" in section

@@ -48,12 +48,17 @@ def _gridded(gas: str = "CO2") -> xr.Dataset:
     zeros = np.zeros((1, 2, 3))
     units = {"CO2": "ppm", "CH4": "ppb"}[gas]
     return xr.Dataset(
-        {"n_soundings": (dims, zeros.astype("int32"), {"units": "1"}),
-         **{n: (dims, zeros, {"units": units}) for n in ("xgas_mean", "xgas_weighted_mean", "xgas_std")}},
-        coords={"time": ("time", np.array(["2020-01-01"], dtype="datetime64[ns]")),
-                "latitude": ("latitude", [0.5, 1.5]), "longitude": ("longitude", [0.5, 1.5, 2.5])},
+        {
+            "n_soundings": (dims, zeros.astype("int32"), {"units": "1"}),
+            **{n: (dims, zeros, {"units": units}) for n in ("xgas_mean", "xgas_weighted_mean", "xgas_std")},
+        },
+        coords={
+            "time": ("time", np.array(["2020-01-01"], dtype="datetime64[ns]")),
+            "latitude": ("latitude", [0.5, 1.5]),
+            "longitude": ("longitude", [0.5, 1.5, 2.5]),
+        },
         attrs={"gas": gas},
-    )  # fmt: skip
+    )
 
 
 def test_schema_error_is_a_package_error() -> None:

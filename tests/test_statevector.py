@@ -13,8 +13,16 @@ def _sv() -> StateVector:
     recs = []
     for p in ("2020-01", "2020-02"):
         for r, pe in (("AAA", 2e9), ("BBB", 1e9), (REST_REGION, 5e8)):
-            recs.append({"kind": "emission", "region": r, "region_name": f"name {r}", "period": p,
-                         "role": "rest" if r == REST_REGION else "requested", "prior_emission": pe})
+            recs.append(
+                {
+                    "kind": "emission",
+                    "region": r,
+                    "region_name": f"name {r}",
+                    "period": p,
+                    "role": "rest" if r == REST_REGION else "requested",
+                    "prior_emission": pe,
+                }
+            )
         recs.append({"kind": "background", "sector": "offset", "period": p, "units": "ppb"})
         recs.append({"kind": "inflow", "sector": "west", "period": p, "units": "ppb"})
     return StateVector.from_records(recs)
@@ -37,8 +45,11 @@ def test_records_round_trip_through_coordinates() -> None:
 
 
 def test_older_files_without_new_coordinates_read_with_defaults() -> None:
-    da = xr.DataArray(np.zeros(2), dims="state", coords={"state_kind": ("state", ["emission", "background"]),
-                                                         "state_region": ("state", ["AAA", ""])})  # fmt: skip
+    da = xr.DataArray(
+        np.zeros(2),
+        dims="state",
+        coords={"state_kind": ("state", ["emission", "background"]), "state_region": ("state", ["AAA", ""])},
+    )
     sv = StateVector.from_coords(da)
     assert list(sv.role) == ["requested", ""]
     assert sv.domain_share_area.tolist() == [1.0, 1.0] and np.isnan(sv.area_km2).all()

@@ -39,7 +39,9 @@ def _green(x: np.ndarray, y: np.ndarray, u: float, kx: float, ky: float, n_air: 
     with Kx = Ky = K this is Q/(2 pi K N) exp(u x/(2K)) K0(r sqrt(u^2/(4K^2) + 1/(K tau))).
     """
     rho = np.sqrt(x**2 / kx + y**2 / ky)
-    return np.exp(u * x / (2 * kx)) * k0(np.sqrt(u**2 / (4 * kx) + 1 / TAU) * rho) / (2 * np.pi * np.sqrt(kx * ky) * n_air)
+    return (
+        np.exp(u * x / (2 * kx)) * k0(np.sqrt(u**2 / (4 * kx) + 1 / TAU) * rho) / (2 * np.pi * np.sqrt(kx * ky) * n_air)
+    )
 
 
 OFFSETS = [(3, 0), (6, 0), (10, 0), (-3, 0), (-6, 0), (0, 5), (0, 10), (5, 5), (-4, 7)]
@@ -226,15 +228,20 @@ def test_footprint_operator_equals_simple_transport(case: dict, tmp_path) -> Non
     jac = build_jacobian(obs, prior, masks, winds=winds, settings=TransportSettings(inflow=False))
     grid = GridSpec.from_coords(obs.latitude, obs.longitude)
     tp = case["transport"]
-    op = SimpleTransport(grid, winds["u"], winds["v"], eddy_diffusivity=tp["eddy_diffusivity"],
-                         ventilation_time=tp["ventilation_time"])  # fmt: skip
+    op = SimpleTransport(
+        grid, winds["u"], winds["v"], eddy_diffusivity=tp["eddy_diffusivity"], ventilation_time=tp["ventilation_time"]
+    )
     # write in "ppb (kg m-2 s-1)-1": d(ppb)/d(kg m-2 s-1) = fp[m2 s mol-1] / 1e-9 / M
     fp = op.footprints(jac["obs_cell"].values) / 1e-9 / 16.0425e-3
     ds = xr.Dataset(
         {"footprint": (("obs", "latitude", "longitude"), fp, {"units": "ppb (kg m-2 s-1)-1"})},
-        coords={"obs_latitude": ("obs", jac["obs_latitude"].values), "obs_longitude": ("obs", jac["obs_longitude"].values),
-                "obs_time": ("obs", jac["obs_time"].values + np.timedelta64(3, "h")), **grid.coords()},
-    )  # fmt: skip
+        coords={
+            "obs_latitude": ("obs", jac["obs_latitude"].values),
+            "obs_longitude": ("obs", jac["obs_longitude"].values),
+            "obs_time": ("obs", jac["obs_time"].values + np.timedelta64(3, "h")),
+            **grid.coords(),
+        },
+    )
     path = tmp_path / "footprints.nc"
     ds.to_netcdf(path)
     jfp = build_jacobian(obs, prior, masks, footprints=path)
@@ -265,14 +272,22 @@ def _daily_case(n_days: int = 40) -> tuple[xr.Dataset, xr.DataArray, xr.DataArra
     dims = ("time", "latitude", "longitude")
     y = np.where(n > 0, 1850.0, np.nan)
     obs = xr.Dataset(
-        {"n_soundings": (dims, n), "xgas_mean": (dims, y), "xgas_weighted_mean": (dims, y),
-         "xgas_uncertainty_mean": (dims, np.where(n > 0, 12.0, np.nan)),
-         "time_bounds": (("time", "nv"), np.column_stack([times.values, (times + pd.Timedelta(days=1)).values]))},
-        coords={"time": times.values, **g.coords()}, attrs={"gas": "CH4"},
-    )  # fmt: skip
+        {
+            "n_soundings": (dims, n),
+            "xgas_mean": (dims, y),
+            "xgas_weighted_mean": (dims, y),
+            "xgas_uncertainty_mean": (dims, np.where(n > 0, 12.0, np.nan)),
+            "time_bounds": (("time", "nv"), np.column_stack([times.values, (times + pd.Timedelta(days=1)).values])),
+        },
+        coords={"time": times.values, **g.coords()},
+        attrs={"gas": "CH4"},
+    )
     flux = xr.DataArray(np.full(g.shape, 1e-9), dims=("latitude", "longitude"), coords=g.coords())
-    masks = xr.DataArray(np.zeros((2, *g.shape)), dims=("region", "latitude", "longitude"),
-                         coords={"region": ["AAA", "BBB"], **g.coords()})  # fmt: skip
+    masks = xr.DataArray(
+        np.zeros((2, *g.shape)),
+        dims=("region", "latitude", "longitude"),
+        coords={"region": ["AAA", "BBB"], **g.coords()},
+    )
     masks[0, 3:7, 3:7] = 1.0
     masks[1, 6:10, 9:14] = 1.0
     return obs, flux, masks, g
@@ -285,9 +300,13 @@ def _winds(g: GridSpec, u, v, start="2019-12-01", end="2020-03-01") -> xr.Datase
     shape = (t.size, *g.shape)
     uu = np.broadcast_to(np.asarray(u, dtype=float).reshape(-1, 1, 1) if np.ndim(u) else u, shape)
     vv = np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, 1, 1) if np.ndim(v) else v, shape)
-    return xr.Dataset({"u": (("time", "latitude", "longitude"), np.array(uu, dtype=float)),
-                       "v": (("time", "latitude", "longitude"), np.array(vv, dtype=float))},
-                      coords={"time": t, **g.coords()})  # fmt: skip
+    return xr.Dataset(
+        {
+            "u": (("time", "latitude", "longitude"), np.array(uu, dtype=float)),
+            "v": (("time", "latitude", "longitude"), np.array(vv, dtype=float)),
+        },
+        coords={"time": t, **g.coords()},
+    )
 
 
 def test_time_resolved_operator_converges_to_the_steady_one_under_constant_winds() -> None:
@@ -338,12 +357,14 @@ def test_time_resolved_needs_winds_in_time_and_short_steps() -> None:
 
 @pytest.mark.parametrize(
     ("split", "labels"),
-    [("MS", ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05", "2020-06"]),
-     ("QS", ["2020-01-01/2020-04-01", "2020-04-01/2020-07-01"]),
-     ("6MS", ["2020-01-01/2020-07-01"]),
-     ("2QS", ["2020-01-01/2020-07-01"]),
-     ("YS", ["2020-01-01/2020-07-01"]),
-     ("4MS", ["2020-01-01/2020-05-01", "2020-05-01/2020-07-01"])],
+    [
+        ("MS", ["2020-01", "2020-02", "2020-03", "2020-04", "2020-05", "2020-06"]),
+        ("QS", ["2020-01-01/2020-04-01", "2020-04-01/2020-07-01"]),
+        ("6MS", ["2020-01-01/2020-07-01"]),
+        ("2QS", ["2020-01-01/2020-07-01"]),
+        ("YS", ["2020-01-01/2020-07-01"]),
+        ("4MS", ["2020-01-01/2020-05-01", "2020-05-01/2020-07-01"]),
+    ],
 )
 def test_split_yields_exactly_the_periods_it_names(split: str, labels: list[str]) -> None:
     import pandas as pd

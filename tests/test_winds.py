@@ -50,8 +50,7 @@ def test_era5_pressure_levels_pbl_mean(tmp_path, expected, new_cds):
 def test_era5_single_levels_merra2_and_geosfp_agree(tmp_path, expected):
     u, v = _linear(SRC)
     era = open_winds(write_era5_like(tmp_path / "e.nc", SRC, u, v, pressure_levels=False), grid=TARGET)
-    merra = open_winds(write_merra2_like(tmp_path / "MERRA2_400.tavg1_2d_slv_Nx.20200101.nc4", SRC, u, v),
-                       grid=TARGET)  # fmt: skip
+    merra = open_winds(write_merra2_like(tmp_path / "MERRA2_400.tavg1_2d_slv_Nx.20200101.nc4", SRC, u, v), grid=TARGET)
     files = write_geosfp_like(tmp_path / "geosfp", SRC, u, v, n_times=3)
     assert files[0].name == "GEOS.fp.asm.tavg1_2d_slv_Nx.20200101_0030.V01.nc4"
     geos = open_winds(tmp_path / "geosfp", grid=TARGET)
@@ -93,8 +92,9 @@ def test_time_range_selects_and_errors(tmp_path, expected):
 
 
 def test_missing_variables_and_domain(tmp_path):
-    xr.Dataset({"t2m": (("latitude", "longitude"), np.zeros(SRC.shape))},
-               coords={"latitude": SRC.lat, "longitude": SRC.lon}).to_netcdf(tmp_path / "t.nc")  # fmt: skip
+    xr.Dataset(
+        {"t2m": (("latitude", "longitude"), np.zeros(SRC.shape))}, coords={"latitude": SRC.lat, "longitude": SRC.lon}
+    ).to_netcdf(tmp_path / "t.nc")
     with pytest.raises(WindError, match="t2m"):
         open_winds(tmp_path / "t.nc", grid=TARGET)
     u, v = _linear(SRC)
@@ -125,9 +125,13 @@ def test_month_axes_and_unreadable_time_axes(tmp_path) -> None:
     grid = SRC
     lat, lon = grid.lat, grid.lon
     u = np.stack([np.full(grid.shape, -3.0), np.full(grid.shape, 5.0)])[:, None]
-    base = xr.Dataset({"u": (("month", "level", "latitude", "longitude"), u, {"units": "m s**-1"}),
-                       "v": (("month", "level", "latitude", "longitude"), np.zeros_like(u), {"units": "m s**-1"})},
-                      coords={"month": [1, 7], "level": [850], "latitude": lat, "longitude": lon})  # fmt: skip
+    base = xr.Dataset(
+        {
+            "u": (("month", "level", "latitude", "longitude"), u, {"units": "m s**-1"}),
+            "v": (("month", "level", "latitude", "longitude"), np.zeros_like(u), {"units": "m s**-1"}),
+        },
+        coords={"month": [1, 7], "level": [850], "latitude": lat, "longitude": lon},
+    )
     base.to_netcdf(tmp_path / "clim.nc")
     mean = open_winds(tmp_path / "clim.nc", grid=TARGET)
     np.testing.assert_allclose(mean["u"].values, 1.0)  # the mean of January and July

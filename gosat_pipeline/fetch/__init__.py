@@ -41,15 +41,31 @@ from gosat_pipeline.fetch.cache import INDEX_NAME, Cache, provenance_for
 from gosat_pipeline.fetch.fetcher import FetchReport, Progress
 
 __all__ = [
-    "CHECKS", "INDEX_NAME", "Cache", "CorruptFileError", "CredentialError", "FetchError", "FetchReport",
-    "FileSpec", "MissingClientError", "Plan", "Progress", "Request", "config_requests", "fetch",
-    "link_problems", "plan", "plan_for_config", "plan_source", "provenance_for", "source_names",
-]  # fmt: skip
+    "CHECKS",
+    "INDEX_NAME",
+    "Cache",
+    "CorruptFileError",
+    "CredentialError",
+    "FetchError",
+    "FetchReport",
+    "FileSpec",
+    "MissingClientError",
+    "Plan",
+    "Progress",
+    "Request",
+    "config_requests",
+    "fetch",
+    "link_problems",
+    "plan",
+    "plan_for_config",
+    "plan_source",
+    "provenance_for",
+    "source_names",
+]
 
 logger = logging.getLogger(__name__)
 
-_OPTION_KEYS = ("product", "version", "year", "url", "base_url", "record", "file_pattern", "stream",
-                "overpass_filter")  # fmt: skip
+_OPTION_KEYS = ("product", "version", "year", "url", "base_url", "record", "file_pattern", "stream", "overpass_filter")
 
 
 def source_names() -> list[str]:
@@ -76,8 +92,17 @@ def plan(requests: Sequence[Request], *, retries: int = 4, backoff: float = 1.0)
     return out
 
 
-def plan_source(source: str, start: date, end: date, bbox: tuple[float, float, float, float] = (-180, -90, 180, 90),
-                *, gas: str | None = None, retries: int = 4, backoff: float = 1.0, **options: Any) -> Plan:  # fmt: skip
+def plan_source(
+    source: str,
+    start: date,
+    end: date,
+    bbox: tuple[float, float, float, float] = (-180, -90, 180, 90),
+    *,
+    gas: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    **options: Any,
+) -> Plan:
     """The plan of one source for a period (UTC, ``end`` exclusive) and box.
 
     Parameters
@@ -111,8 +136,11 @@ def plan_for_config(cfg: Any) -> Plan:
 
     if not cfg.fetch.sources:
         raise ConfigError("fetch.sources: empty; list what to download (see configs/template.yaml)")
-    bad = [f"fetch.sources[{i}].source: unknown {s.source!r} (known: {', '.join(SOURCES)})"
-           for i, s in enumerate(cfg.fetch.sources) if s.source not in SOURCES]  # fmt: skip
+    bad = [
+        f"fetch.sources[{i}].source: unknown {s.source!r} (known: {', '.join(SOURCES)})"
+        for i, s in enumerate(cfg.fetch.sources)
+        if s.source not in SOURCES
+    ]
     if bad:
         raise ConfigError(bad)
     out = plan(config_requests(cfg), retries=cfg.fetch.retries)
@@ -134,12 +162,16 @@ def link_problems(cfg: Any, the_plan: Plan) -> list[str]:
         l2 = [p for p in files if p.suffix != ".tar"] or [p.with_name("x.h5") for p in files]
         if l2 and not any(_matches(gs.granules, p) for p in l2):
             folder = l2[0].parent
-            notes.append(f"gases[{gs.gas}].granules {gs.granules} matches none of the fetched files; "
-                         f"set it to '{folder}/*{l2[0].suffix}'")  # fmt: skip
+            notes.append(
+                f"gases[{gs.gas}].granules {gs.granules} matches none of the fetched files; "
+                f"set it to '{folder}/*{l2[0].suffix}'"
+            )
         priors = [root / f.relpath for f in the_plan.files if f.role == f"prior:{gs.gas}"]
         if priors and Path(gs.prior.path).resolve().parent != priors[0].parent:
-            notes.append(f"gases[{gs.gas}].prior.path is {gs.prior.path}; the fetched prior is extracted from "
-                         f"{priors[0]} into {priors[0].parent}")  # fmt: skip
+            notes.append(
+                f"gases[{gs.gas}].prior.path is {gs.prior.path}; the fetched prior is extracted from "
+                f"{priors[0]} into {priors[0].parent}"
+            )
     winds = [root / f.relpath for f in the_plan.files if f.role == "winds"]
     if winds and (cfg.winds.path is None or winds[0].parent != Path(cfg.winds.path).resolve()):
         notes.append(f"winds.path is {cfg.winds.path}; the fetched ERA5 files are in {winds[0].parent}")
@@ -180,8 +212,11 @@ def _make_transport(cred: str | None, the_plan: Plan, retries: int, backoff: flo
     if cred == "earthdata":
         from gosat_pipeline.fetch.earthdata import earthdata_session_factory
 
-        return _HttpTransport(HttpClient(earthdata_session_factory(), retries=retries, backoff=backoff,
-                                         on_unauthorised=_refused("earthdata")))  # fmt: skip
+        return _HttpTransport(
+            HttpClient(
+                earthdata_session_factory(), retries=retries, backoff=backoff, on_unauthorised=_refused("earthdata")
+            )
+        )
     if cred == "nies":
         return _HttpTransport(_nies_client(the_plan, retries, backoff))
     if cred == "gosat2":
@@ -201,8 +236,10 @@ def _refused(key: str) -> Any:
 
     def make(url: str, status: int) -> Exception:
         host = public_url(url).split("/")[2].split(":")[0]
-        return CredentialError(f"{CREDENTIALS[key].title} refused access to {public_url(url)} (HTTP {status}): "
-                               f"check the credentials; {how_to_set(CREDENTIALS[key], host)}")  # fmt: skip
+        return CredentialError(
+            f"{CREDENTIALS[key].title} refused access to {public_url(url)} (HTTP {status}): "
+            f"check the credentials; {how_to_set(CREDENTIALS[key], host)}"
+        )
 
     return make
 
@@ -242,16 +279,26 @@ class _SftpTransport:
 
         host, port, path = sftp_address(spec.url)
         if (host, port) != (self.client.host, self.client.port):
-            raise FetchError(f"{spec.relpath}: {host}:{port} is not the archive this fetch logged in to "
-                             f"({self.client.address}); fetch the sources of each archive separately")  # fmt: skip
+            raise FetchError(
+                f"{spec.relpath}: {host}:{port} is not the archive this fetch logged in to "
+                f"({self.client.address}); fetch the sources of each archive separately"
+            )
         self.client.download(path, part, expected=spec.size, progress=on_bytes)
 
     def close(self) -> None:
         self.client.close()
 
 
-def fetch(the_plan: Plan, cache_dir: str | os.PathLike[str], *, workers: int = 4, retries: int = 4,
-          backoff: float = 1.0, progress: Progress | None = None, verify: bool = False) -> FetchReport:  # fmt: skip
+def fetch(
+    the_plan: Plan,
+    cache_dir: str | os.PathLike[str],
+    *,
+    workers: int = 4,
+    retries: int = 4,
+    backoff: float = 1.0,
+    progress: Progress | None = None,
+    verify: bool = False,
+) -> FetchReport:
     """Make ``cache_dir`` hold every file of ``the_plan`` (see :mod:`gosat_pipeline.fetch.fetcher`).
 
     Parameters
@@ -296,6 +343,8 @@ def fetch(the_plan: Plan, cache_dir: str | os.PathLike[str], *, workers: int = 4
                 close()
     if report.failed:
         first = next(iter(report.failed.values()))
-        raise FetchError(f"{len(report.failed)} of {len(the_plan.files)} file(s) could not be fetched "
-                         f"(the others are in {cache.root}); first: {first}")  # fmt: skip
+        raise FetchError(
+            f"{len(report.failed)} of {len(the_plan.files)} file(s) could not be fetched "
+            f"(the others are in {cache.root}); first: {first}"
+        )
     return report

@@ -140,8 +140,9 @@ class Plan:
 
     def to_json(self) -> str:
         """The plan as JSON (read back by :meth:`from_json`); holds no credential."""
-        return json.dumps({"version": 1, "files": [asdict(f) for f in self.files], "notes": self.notes},
-                          indent=1, default=str)  # fmt: skip
+        return json.dumps(
+            {"version": 1, "files": [asdict(f) for f in self.files], "notes": self.notes}, indent=1, default=str
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Plan:

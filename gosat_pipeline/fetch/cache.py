@@ -90,8 +90,18 @@ class Cache:
         st = p.stat()
         return st.st_size == rec.get("bytes") and abs(st.st_mtime - rec.get("mtime", -1.0)) < 1e-3
 
-    def record(self, relpath: str, *, source: str, url: str, sha256: str, published_checksum: str | None,
-               retrieved: str | None = None, how: str = "downloaded", **extra: Any) -> dict[str, Any]:
+    def record(
+        self,
+        relpath: str,
+        *,
+        source: str,
+        url: str,
+        sha256: str,
+        published_checksum: str | None,
+        retrieved: str | None = None,
+        how: str = "downloaded",
+        **extra: Any,
+    ) -> dict[str, Any]:
         """Store a checked file in the index and save it atomically."""
         st = self.path(relpath).stat()
         rec = {

@@ -32,9 +32,11 @@ logger = logging.getLogger(__name__)
 #: ERA5 pressure levels inside winds.PBL_PRESSURE_RANGE_HPA (1000 to 850 hPa).
 PRESSURE_LEVELS_HPA = ("850", "875", "900", "925", "950", "975", "1000")
 TIMES = ("00:00", "06:00", "12:00", "18:00")
-HOW_TO = ("set CDSAPI_URL=https://cds.climate.copernicus.eu/api and CDSAPI_KEY=<your API key>, or write them as "
-          "'url:' and 'key:' lines in ~/.cdsapirc; account: https://cds.climate.copernicus.eu (accept the ERA5 "
-          "licences on the dataset pages)")  # fmt: skip
+HOW_TO = (
+    "set CDSAPI_URL=https://cds.climate.copernicus.eu/api and CDSAPI_KEY=<your API key>, or write them as "
+    "'url:' and 'key:' lines in ~/.cdsapirc; account: https://cds.climate.copernicus.eu (accept the ERA5 "
+    "licences on the dataset pages)"
+)
 
 
 def _area(bbox: tuple[float, float, float, float]) -> list[float]:
@@ -58,23 +60,47 @@ def era5_plan(req: Request) -> Plan:
         months.setdefault((d.year, d.month), []).append(f"{d.day:02d}")
         d += timedelta(days=1)
     for (year, month), days in months.items():
-        common = {"product_type": ["reanalysis"], "year": [str(year)], "month": [f"{month:02d}"], "day": days,
-                  "time": list(TIMES), "area": area, "data_format": "netcdf", "download_format": "unarchived"}
+        common = {
+            "product_type": ["reanalysis"],
+            "year": [str(year)],
+            "month": [f"{month:02d}"],
+            "day": days,
+            "time": list(TIMES),
+            "area": area,
+            "data_format": "netcdf",
+            "download_format": "unarchived",
+        }
         full = len(days) == calendar.monthrange(year, month)[1]
         span = f"{year}{month:02d}" if full else f"{year}{month:02d}{days[0]}-{days[-1]}"
         for dataset, extra, kind, variables in (
-            ("reanalysis-era5-pressure-levels",
-             {"variable": ["u_component_of_wind", "v_component_of_wind"], "pressure_level": list(PRESSURE_LEVELS_HPA)},
-             "uv_1000-850hPa", ("u", "v")),
+            (
+                "reanalysis-era5-pressure-levels",
+                {
+                    "variable": ["u_component_of_wind", "v_component_of_wind"],
+                    "pressure_level": list(PRESSURE_LEVELS_HPA),
+                },
+                "uv_1000-850hPa",
+                ("u", "v"),
+            ),
             ("reanalysis-era5-single-levels", {"variable": ["boundary_layer_height"]}, "blh", ("blh",)),
         ):
             name = f"era5_{kind}_{span}_{_tag(req.bbox)}.nc"
-            plan.files.append(FileSpec(
-                source="era5", url=f"cds://{dataset}/{span}", relpath=f"era5/{name}", check="netcdf",
-                role="winds", credential="cds", variables=variables,
-                request={"dataset": dataset, "request": {**common, **extra}, "url": base}))  # fmt: skip
-    plan.notes.append(f"era5: u, v on {len(PRESSURE_LEVELS_HPA)} levels 1000-850 hPa and boundary-layer height, "
-                      f"6-hourly, area N/W/S/E {area}; point winds.path at the era5/ folder")  # fmt: skip
+            plan.files.append(
+                FileSpec(
+                    source="era5",
+                    url=f"cds://{dataset}/{span}",
+                    relpath=f"era5/{name}",
+                    check="netcdf",
+                    role="winds",
+                    credential="cds",
+                    variables=variables,
+                    request={"dataset": dataset, "request": {**common, **extra}, "url": base},
+                )
+            )
+    plan.notes.append(
+        f"era5: u, v on {len(PRESSURE_LEVELS_HPA)} levels 1000-850 hPa and boundary-layer height, "
+        f"6-hourly, area N/W/S/E {area}; point winds.path at the era5/ folder"
+    )
     return plan
 
 
@@ -106,8 +132,14 @@ class CdsTransport:
     def download(self, spec: FileSpec, part: Path, on_bytes: Callable[[int], None]) -> None:
         """Submit the request, wait for it, download the result into ``part``."""
         assert spec.request is not None
-        client = self._cdsapi.Client(url=spec.request.get("url") or self.url, key=self._key, quiet=True,
-                                     progress=False, retry_max=max(1, self.retries), sleep_max=10)  # fmt: skip
+        client = self._cdsapi.Client(
+            url=spec.request.get("url") or self.url,
+            key=self._key,
+            quiet=True,
+            progress=False,
+            retry_max=max(1, self.retries),
+            sleep_max=10,
+        )
         part.unlink(missing_ok=True)
         try:
             client.retrieve(spec.request["dataset"], spec.request["request"], str(part))

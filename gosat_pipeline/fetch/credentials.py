@@ -18,8 +18,15 @@ from pathlib import Path
 
 from gosat_pipeline.fetch._errors import CredentialError
 
-__all__ = ["CREDENTIALS", "Credential", "RedactingFilter", "install_redaction", "login_for", "register_secret",
-           "redact"]  # fmt: skip
+__all__ = [
+    "CREDENTIALS",
+    "Credential",
+    "RedactingFilter",
+    "install_redaction",
+    "login_for",
+    "register_secret",
+    "redact",
+]
 
 
 @dataclass(frozen=True)
@@ -37,18 +44,31 @@ class Credential:
 
 CREDENTIALS: dict[str, Credential] = {
     "earthdata": Credential(
-        "earthdata", "NASA Earthdata Login", "urs.earthdata.nasa.gov", "EARTHDATA_USERNAME",
-        "EARTHDATA_PASSWORD", "https://urs.earthdata.nasa.gov/users/new", env_token="EARTHDATA_TOKEN",
+        "earthdata",
+        "NASA Earthdata Login",
+        "urs.earthdata.nasa.gov",
+        "EARTHDATA_USERNAME",
+        "EARTHDATA_PASSWORD",
+        "https://urs.earthdata.nasa.gov/users/new",
+        env_token="EARTHDATA_TOKEN",
     ),
     "nies": Credential(
-        "nies", "NIES GOSAT Data Archive Service", "data2.gosat.nies.go.jp", "GOSAT_DAS_USERNAME",
-        "GOSAT_DAS_PASSWORD", "https://data2.gosat.nies.go.jp/ (user registration)",
+        "nies",
+        "NIES GOSAT Data Archive Service",
+        "data2.gosat.nies.go.jp",
+        "GOSAT_DAS_USERNAME",
+        "GOSAT_DAS_PASSWORD",
+        "https://data2.gosat.nies.go.jp/ (user registration)",
     ),
     "gosat2": Credential(
-        "gosat2", "NIES GOSAT-2 Product Archive", "prdct.gosat-2.nies.go.jp", "GOSAT2_USERNAME", "GOSAT2_PASSWORD",
+        "gosat2",
+        "NIES GOSAT-2 Product Archive",
+        "prdct.gosat-2.nies.go.jp",
+        "GOSAT2_USERNAME",
+        "GOSAT2_PASSWORD",
         "https://prdct.gosat-2.nies.go.jp/ (User Registration; the login is your e-mail address)",
     ),
-}  # fmt: skip
+}
 
 _SECRETS: set[str] = set()
 _SECRETS_LOCK = threading.Lock()
@@ -85,8 +105,18 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-_THIRD_PARTY = ("earthaccess", "cdsapi", "asyncssh", "ecmwf", "ecmwf.datastores", "ecmwf.datastores.legacy_client",
-                "ecmwf.datastores.processing", "multiurl", "urllib3", "requests")  # fmt: skip
+_THIRD_PARTY = (
+    "earthaccess",
+    "cdsapi",
+    "asyncssh",
+    "ecmwf",
+    "ecmwf.datastores",
+    "ecmwf.datastores.legacy_client",
+    "ecmwf.datastores.processing",
+    "multiurl",
+    "urllib3",
+    "requests",
+)
 
 
 def install_redaction() -> None:
@@ -117,8 +147,10 @@ def how_to_set(cred: Credential, host: str | None = None) -> str:
     """One line saying how to provide ``cred``."""
     host = host or cred.netrc_host
     token = f"set {cred.env_token}, or " if cred.env_token else ""
-    return (f"{token}set {cred.env_user} and {cred.env_password}, or add 'machine {host} login USER "
-            f"password PASSWORD' to ~/.netrc (chmod 600); account: {cred.signup}")  # fmt: skip
+    return (
+        f"{token}set {cred.env_user} and {cred.env_password}, or add 'machine {host} login USER "
+        f"password PASSWORD' to ~/.netrc (chmod 600); account: {cred.signup}"
+    )
 
 
 def login_for(key: str, host: str | None = None) -> tuple[str, str]:
@@ -140,8 +172,10 @@ def login_for(key: str, host: str | None = None) -> tuple[str, str]:
     user, password = os.environ.get(cred.env_user), os.environ.get(cred.env_password)
     if bool(user) != bool(password):
         missing = cred.env_password if user else cred.env_user
-        raise CredentialError(f"{cred.title}: {missing} is not set (set both {cred.env_user} and "
-                              f"{cred.env_password}, or neither to use ~/.netrc)")  # fmt: skip
+        raise CredentialError(
+            f"{cred.title}: {missing} is not set (set both {cred.env_user} and "
+            f"{cred.env_password}, or neither to use ~/.netrc)"
+        )
     if not user:
         found = _netrc_login(host or cred.netrc_host)
         if found is None:

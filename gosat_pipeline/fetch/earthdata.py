@@ -35,7 +35,9 @@ def _earthaccess() -> Any:
     try:
         import earthaccess
     except ImportError:
-        raise MissingClientError("NASA Earthdata sources need earthaccess: pip install 'gosat_pipeline[fetch]'") from None
+        raise MissingClientError(
+            "NASA Earthdata sources need earthaccess: pip install 'gosat_pipeline[fetch]'"
+        ) from None
     return earthaccess
 
 
@@ -128,12 +130,15 @@ def earthdata_session_factory() -> Any:
             else:
                 auth.login(strategy="netrc", system=system)
     except LoginAttemptFailure:
-        raise CredentialError(f"NASA Earthdata Login refused the credentials; check them: "
-                              f"{how_to_set(CREDENTIALS['earthdata'], host)}") from None  # fmt: skip
+        raise CredentialError(
+            f"NASA Earthdata Login refused the credentials; check them: {how_to_set(CREDENTIALS['earthdata'], host)}"
+        ) from None
     except requests.RequestException as exc:  # connection, TLS or timeout failure of the login request
         detail = " ".join(str(exc).split())[:300]
-        raise FetchError(f"NASA Earthdata Login (https://{system.edl_hostname}) could not be reached to log in: "
-                         f"{type(exc).__name__}: {detail}") from None  # fmt: skip
+        raise FetchError(
+            f"NASA Earthdata Login (https://{system.edl_hostname}) could not be reached to log in: "
+            f"{type(exc).__name__}: {detail}"
+        ) from None
     if not auth.authenticated:
         raise CredentialError(f"missing NASA Earthdata Login credentials: {how_to_set(CREDENTIALS['earthdata'], host)}")
     if auth.token:

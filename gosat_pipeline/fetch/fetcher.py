@@ -87,9 +87,11 @@ class FetchReport:
 
     def summary(self) -> str:
         """One line."""
-        return (f"{len(self.downloaded)} downloaded ({self.bytes_received / 1e6:.1f} MB), "
-                f"{len(self.cached) + len(self.verified)} already in the cache, {len(self.replaced)} corrupt "
-                f"file(s) replaced, {len(self.failed)} failed")  # fmt: skip
+        return (
+            f"{len(self.downloaded)} downloaded ({self.bytes_received / 1e6:.1f} MB), "
+            f"{len(self.cached) + len(self.verified)} already in the cache, {len(self.replaced)} corrupt "
+            f"file(s) replaced, {len(self.failed)} failed"
+        )
 
 
 class _Executor:
@@ -143,9 +145,15 @@ class _Executor:
                 self.cache.forget(spec.relpath)
                 replaced = True
             else:
-                self.cache.record(spec.relpath, source=spec.source, url=public_url(spec.url), sha256=sha,
-                                  published_checksum=spec.checksum, retrieved=prev.get("retrieved"),
-                                  how=prev.get("how", "found in the cache and checked"))  # fmt: skip
+                self.cache.record(
+                    spec.relpath,
+                    source=spec.source,
+                    url=public_url(spec.url),
+                    sha256=sha,
+                    published_checksum=spec.checksum,
+                    retrieved=prev.get("retrieved"),
+                    how=prev.get("how", "found in the cache and checked"),
+                )
                 self._note("verified", spec.relpath)
                 return "verified"
         self._download_checked(spec)
@@ -165,12 +173,15 @@ class _Executor:
             except CorruptFileError as exc:
                 part.unlink(missing_ok=True)
                 if attempt == 2:
-                    raise CorruptFileError(spec.relpath, f"downloaded twice and failed both times: {exc.reason}") from None
+                    raise CorruptFileError(
+                        spec.relpath, f"downloaded twice and failed both times: {exc.reason}"
+                    ) from None
                 logger.warning("%s; downloading it again", exc)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, dest)
-        self.cache.record(spec.relpath, source=spec.source, url=public_url(spec.url), sha256=sha,
-                          published_checksum=spec.checksum)  # fmt: skip
+        self.cache.record(
+            spec.relpath, source=spec.source, url=public_url(spec.url), sha256=sha, published_checksum=spec.checksum
+        )
 
     def _extract(self, spec: FileSpec) -> None:
         """Extract the archive members ``spec.extract`` selects (by name, and date if given), each checked."""
@@ -211,16 +222,35 @@ class _Executor:
         with src, open(part, "wb") as out:
             shutil.copyfileobj(src, out)
         assert spec.extract is not None
-        mspec = FileSpec(source=spec.source, url=f"{spec.url}#{member}", relpath=rel,
-                         check=spec.extract.get("check", "l2"), role=spec.role)  # fmt: skip
+        mspec = FileSpec(
+            source=spec.source,
+            url=f"{spec.url}#{member}",
+            relpath=rel,
+            check=spec.extract.get("check", "l2"),
+            role=spec.role,
+        )
         sha = check_file(part, mspec)
         os.replace(part, self.cache.path(rel))
-        self.cache.record(rel, source=spec.source, url=public_url(spec.url) + f"#{member}", sha256=sha,
-                          published_checksum=None, how="extracted", container=spec.relpath)  # fmt: skip
+        self.cache.record(
+            rel,
+            source=spec.source,
+            url=public_url(spec.url) + f"#{member}",
+            sha256=sha,
+            published_checksum=None,
+            how="extracted",
+            container=spec.relpath,
+        )
 
 
-def execute_plan(plan: Plan, cache: Cache, transports: dict[str, Any], *, workers: int = 4,
-                 progress: Progress | None = None, verify: bool = False) -> FetchReport:  # fmt: skip
+def execute_plan(
+    plan: Plan,
+    cache: Cache,
+    transports: dict[str, Any],
+    *,
+    workers: int = 4,
+    progress: Progress | None = None,
+    verify: bool = False,
+) -> FetchReport:
     """Make the cache hold every file of ``plan``; see the module docstring.
 
     Parameters

@@ -63,9 +63,15 @@ class HttpClient:
         Returns the :class:`CredentialError` to raise on 401/403 for a URL.
     """
 
-    def __init__(self, session_factory: Callable[[], Any] | None = None, *, retries: int = 4,
-                 backoff: float = 1.0, timeout: float = 60.0,
-                 on_unauthorised: Callable[[str, int], Exception] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        session_factory: Callable[[], Any] | None = None,
+        *,
+        retries: int = 4,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        on_unauthorised: Callable[[str, int], Exception] | None = None,
+    ) -> None:
         self._requests = requests_module()
         self._factory = session_factory or self._requests.Session
         self._local = threading.local()
@@ -88,11 +94,19 @@ class HttpClient:
     def _refused(self, url: str, status: int) -> Exception:
         if self.on_unauthorised is not None:
             return self.on_unauthorised(url, status)
-        return CredentialError(f"{public_url(url)}: the archive refused access (HTTP {status}); "
-                               "it needs a login that this source does not have")  # fmt: skip
+        return CredentialError(
+            f"{public_url(url)}: the archive refused access (HTTP {status}); "
+            "it needs a login that this source does not have"
+        )
 
-    def get(self, url: str, *, stream: bool = False, headers: dict[str, str] | None = None,
-            params: dict[str, Any] | None = None) -> Any:  # fmt: skip
+    def get(
+        self,
+        url: str,
+        *,
+        stream: bool = False,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         """GET with retries; returns the response of the first non-transient status."""
         err: Exception | None = None
         for attempt in range(self.retries + 1):
@@ -100,8 +114,9 @@ class HttpClient:
                 r = self.session.get(url, stream=stream, headers=headers, params=params, timeout=self.timeout)
             except (self._requests.ConnectionError, self._requests.Timeout) as exc:
                 err = exc
-                logger.info("GET %s: %s (attempt %d of %d)", public_url(url), type(exc).__name__, attempt + 1,
-                            self.retries + 1)  # fmt: skip
+                logger.info(
+                    "GET %s: %s (attempt %d of %d)", public_url(url), type(exc).__name__, attempt + 1, self.retries + 1
+                )
             else:
                 if r.status_code in (401, 403):
                     r.close()
@@ -109,8 +124,9 @@ class HttpClient:
                 if r.status_code not in _RETRY_STATUS:
                     return r
                 err = FetchError(f"HTTP {r.status_code}")
-                logger.info("GET %s: HTTP %d (attempt %d of %d)", public_url(url), r.status_code, attempt + 1,
-                            self.retries + 1)  # fmt: skip
+                logger.info(
+                    "GET %s: HTTP %d (attempt %d of %d)", public_url(url), r.status_code, attempt + 1, self.retries + 1
+                )
                 r.close()
             if attempt < self.retries:
                 self._sleep(attempt)
@@ -135,8 +151,9 @@ class HttpClient:
         return int(n) if r.status_code == 200 and n and n.isdigit() else None
 
     # ------------------------------------------------------------------ downloads
-    def download(self, url: str, part: Path, *, expected: int | None,
-                 progress: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    def download(
+        self, url: str, part: Path, *, expected: int | None, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Download ``url`` into ``part``, resuming what is already there.
 
         Ends when the transfer is complete (the server's length, or ``expected``);
@@ -149,20 +166,25 @@ class HttpClient:
                     meta.unlink(missing_ok=True)
                     return
                 reason = "connection closed before the end of the file"
-            except (self._requests.ConnectionError, self._requests.Timeout,
-                    self._requests.exceptions.ChunkedEncodingError) as exc:  # fmt: skip
+            except (
+                self._requests.ConnectionError,
+                self._requests.Timeout,
+                self._requests.exceptions.ChunkedEncodingError,
+            ) as exc:
                 reason = type(exc).__name__
             except _Transient as exc:
                 reason = str(exc)
             have = part.stat().st_size if part.exists() else 0
-            logger.info("%s: %s at %d bytes (attempt %d of %d)", public_url(url), reason, have, attempt + 1,
-                        self.retries + 1)  # fmt: skip
+            logger.info(
+                "%s: %s at %d bytes (attempt %d of %d)", public_url(url), reason, have, attempt + 1, self.retries + 1
+            )
             if attempt < self.retries:
                 self._sleep(attempt)
         raise FetchError(f"{public_url(url)}: download incomplete after {self.retries + 1} attempts ({reason})")
 
-    def _attempt(self, url: str, part: Path, meta: Path, expected: int | None,
-                 progress: Callable[[int], None] | None) -> bool:  # fmt: skip
+    def _attempt(
+        self, url: str, part: Path, meta: Path, expected: int | None, progress: Callable[[int], None] | None
+    ) -> bool:
         offset = part.stat().st_size if part.exists() else 0
         validator = json.loads(meta.read_text()).get("validator") if offset and meta.is_file() else None
         if offset and expected is not None and offset > expected:

@@ -37,8 +37,15 @@ from urllib.parse import urlsplit
 
 from gosat_pipeline.fetch._errors import CredentialError, FetchError, MissingClientError
 
-__all__ = ["RemoteEntry", "RemoteNotFound", "SftpClient", "asyncssh_module", "known_hosts_path", "login_client",
-           "sftp_address"]  # fmt: skip
+__all__ = [
+    "RemoteEntry",
+    "RemoteNotFound",
+    "SftpClient",
+    "asyncssh_module",
+    "known_hosts_path",
+    "login_client",
+    "sftp_address",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +61,9 @@ def asyncssh_module() -> Any:
     try:
         import asyncssh
     except ImportError:
-        raise MissingClientError("the GOSAT-2 Product Archive (SFTP) needs asyncssh: "
-                                 "pip install 'gosat_pipeline[fetch]'") from None  # fmt: skip
+        raise MissingClientError(
+            "the GOSAT-2 Product Archive (SFTP) needs asyncssh: pip install 'gosat_pipeline[fetch]'"
+        ) from None
     return asyncssh
 
 
@@ -109,9 +117,18 @@ class SftpClient:
         Returns the :class:`CredentialError` to raise when the server refuses the login.
     """
 
-    def __init__(self, host: str, port: int, username: str, password: str, *, retries: int = 4,
-                 backoff: float = 1.0, timeout: float = 60.0,
-                 refused: Callable[[str], Exception] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        retries: int = 4,
+        backoff: float = 1.0,
+        timeout: float = 60.0,
+        refused: Callable[[str], Exception] | None = None,
+    ) -> None:
         self._ssh = asyncssh_module()
         self.host, self.port = host, port
         self._username, self._password = username, password
@@ -182,9 +199,16 @@ class SftpClient:
                 if owner._accepted_key is not None:  # a reconnection must meet the same key
                     return fingerprint == owner._accepted_key
                 owner._accepted_key = fingerprint
-                logger.warning("%s: host key %s is not in %s; accepting it for this session (pin it with "
-                               "'ssh-keyscan -p %d %s >> %s')", host, fingerprint, known_hosts_path(),
-                               port, host, known_hosts_path())  # fmt: skip
+                logger.warning(
+                    "%s: host key %s is not in %s; accepting it for this session (pin it with "
+                    "'ssh-keyscan -p %d %s >> %s')",
+                    host,
+                    fingerprint,
+                    known_hosts_path(),
+                    port,
+                    host,
+                    known_hosts_path(),
+                )
                 return True
 
         return _Client
@@ -201,20 +225,34 @@ class SftpClient:
             ssh = self._ssh
             kh = known_hosts_path()
             try:
-                conn = await asyncio.wait_for(ssh.connect(
-                    self.host, self.port, username=self._username, password=self._password,
-                    known_hosts=str(kh) if kh.is_file() else b"", client_factory=self._client_factory(),
-                    client_keys=None, agent_path=None, preferred_auth="password,keyboard-interactive",
-                    config=None, connect_timeout=self.timeout, login_timeout=self.timeout,
-                    keepalive_interval=30), self.timeout * 2)  # fmt: skip
+                conn = await asyncio.wait_for(
+                    ssh.connect(
+                        self.host,
+                        self.port,
+                        username=self._username,
+                        password=self._password,
+                        known_hosts=str(kh) if kh.is_file() else b"",
+                        client_factory=self._client_factory(),
+                        client_keys=None,
+                        agent_path=None,
+                        preferred_auth="password,keyboard-interactive",
+                        config=None,
+                        connect_timeout=self.timeout,
+                        login_timeout=self.timeout,
+                        keepalive_interval=30,
+                    ),
+                    self.timeout * 2,
+                )
             except ssh.PermissionDenied:
                 self._refusal_seen = self._refusal()
                 raise self._refusal_seen from None
             except ssh.HostKeyNotVerifiable:
-                raise FetchError(f"{self.address}: the server's host key does not match the one listed for "
-                                 f"{self.host} in {kh} (or the one it showed earlier in this fetch); if the archive "
-                                 f"really changed its key, remove the old line (ssh-keygen -R '[{self.host}]:"
-                                 f"{self.port}' -f {kh})") from None  # fmt: skip
+                raise FetchError(
+                    f"{self.address}: the server's host key does not match the one listed for "
+                    f"{self.host} in {kh} (or the one it showed earlier in this fetch); if the archive "
+                    f"really changed its key, remove the old line (ssh-keygen -R '[{self.host}]:"
+                    f"{self.port}' -f {kh})"
+                ) from None
             except (OSError, TimeoutError, ssh.Error) as exc:
                 raise _Transient(f"cannot connect ({type(exc).__name__}: {exc})") from None
             try:
@@ -246,17 +284,29 @@ class SftpClient:
     def _map_error(self, exc: BaseException, path: str) -> Exception:
         ssh = self._ssh
         if isinstance(exc, ssh.SFTPNoSuchFile | ssh.SFTPNoSuchPath):
-            return RemoteNotFound(f"{self.address}{path}: not found on the archive; it may have moved the file "
-                              "(plan again, or give version:/base_url:)")  # fmt: skip
+            return RemoteNotFound(
+                f"{self.address}{path}: not found on the archive; it may have moved the file "
+                "(plan again, or give version:/base_url:)"
+            )
         if isinstance(exc, ssh.SFTPPermissionDenied):
-            return CredentialError(f"{self.address}{path}: the archive refused to serve it (SFTP permission "
-                                   "denied); the account may lack access to this product")  # fmt: skip
+            return CredentialError(
+                f"{self.address}{path}: the archive refused to serve it (SFTP permission "
+                "denied); the account may lack access to this product"
+            )
         return FetchError(f"{self.address}{path}: {type(exc).__name__}: {exc}")
 
     def _transient(self, exc: BaseException) -> bool:
         ssh = self._ssh
-        return isinstance(exc, OSError | TimeoutError | ssh.ConnectionLost | ssh.SFTPConnectionLost |
-                          ssh.SFTPNoConnection | ssh.DisconnectError | ssh.ChannelOpenError)  # fmt: skip
+        return isinstance(
+            exc,
+            OSError
+            | TimeoutError
+            | ssh.ConnectionLost
+            | ssh.SFTPConnectionLost
+            | ssh.SFTPNoConnection
+            | ssh.DisconnectError
+            | ssh.ChannelOpenError,
+        )
 
     # ------------------------------------------------------------------ listing
     def listdir(self, path: str) -> list[RemoteEntry]:
@@ -287,15 +337,17 @@ class SftpClient:
                     continue
                 a = n.attrs
                 is_dir = a.type == self._ssh.FILEXFER_TYPE_DIRECTORY or (
-                    a.permissions is not None and stat.S_ISDIR(a.permissions))
+                    a.permissions is not None and stat.S_ISDIR(a.permissions)
+                )
                 out.append(RemoteEntry(name, a.size, a.mtime, bool(is_dir)))
             return sorted(out, key=lambda e: e.name)
 
         return self._with_retries(f" listing {path}", op)
 
     # ------------------------------------------------------------------ downloads
-    def download(self, path: str, part: Path, *, expected: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> None:  # fmt: skip
+    def download(
+        self, path: str, part: Path, *, expected: int | None = None, progress: Callable[[int], None] | None = None
+    ) -> None:
         """Download remote ``path`` into ``part``, resuming what is already there.
 
         Ends when ``part`` holds as many bytes as the remote file; raises
@@ -303,8 +355,9 @@ class SftpClient:
         """
         self._with_retries(f"{path}", lambda: self._download(path, part, expected, progress))
 
-    async def _download(self, path: str, part: Path, expected: int | None,
-                        progress: Callable[[int], None] | None) -> None:  # fmt: skip
+    async def _download(
+        self, path: str, part: Path, expected: int | None, progress: Callable[[int], None] | None
+    ) -> None:
         sftp = await self._session()
         conn = self._conn
         meta = part.with_name(part.name + ".json")
@@ -339,14 +392,16 @@ class SftpClient:
         except (OSError, ValueError):
             seen = None  # no record of what was being fetched: start again
         if seen != stamp or offset > stamp["size"]:
-            logger.info("%s%s: changed on the archive since the interrupted transfer; starting again",
-                        self.address, path)  # fmt: skip
+            logger.info(
+                "%s%s: changed on the archive since the interrupted transfer; starting again", self.address, path
+            )
             part.unlink()
             return 0
         return offset
 
-    async def _copy(self, sftp: Any, path: str, part: Path, offset: int, size: int,
-                    progress: Callable[[int], None] | None) -> None:  # fmt: skip
+    async def _copy(
+        self, sftp: Any, path: str, part: Path, offset: int, size: int, progress: Callable[[int], None] | None
+    ) -> None:
         """Append bytes ``offset:size`` of remote ``path`` to ``part``, piece by piece."""
         async with sftp.open(path, "rb") as f:
             with open(part, "ab") as out:
@@ -369,13 +424,16 @@ def _listed_keys(ssh: Any, host: str, addr: str, port: int) -> bool:
     try:
         found = ssh.read_known_hosts(str(kh)).match(host, addr, port if port != 22 else None)
     except (OSError, ValueError, ssh.KeyImportError) as exc:
-        raise FetchError(f"{kh}: cannot be read as an OpenSSH known_hosts file ({exc}); fix it or set "
-                         "GOSAT_PIPELINE_KNOWN_HOSTS to another file") from None  # fmt: skip
+        raise FetchError(
+            f"{kh}: cannot be read as an OpenSSH known_hosts file ({exc}); fix it or set "
+            "GOSAT_PIPELINE_KNOWN_HOSTS to another file"
+        ) from None
     return bool(found[0] or found[1])
 
 
-def login_client(url: str, credential: str, *, retries: int = 4, backoff: float = 1.0,
-                 timeout: float = 60.0) -> SftpClient:  # fmt: skip
+def login_client(
+    url: str, credential: str, *, retries: int = 4, backoff: float = 1.0, timeout: float = 60.0
+) -> SftpClient:
     """An :class:`SftpClient` for the archive of ``url``, with the login of ``credential``.
 
     The login comes from the credential's environment variables or ``~/.netrc`` (machine:
@@ -395,7 +453,8 @@ def login_client(url: str, credential: str, *, retries: int = 4, backoff: float 
     user, password = login_for(credential, host=machine)
 
     def refused(address: str) -> Exception:
-        return CredentialError(f"{cred.title} refused the login at {address}: check the credentials; "
-                               f"{how_to_set(cred, machine)}")  # fmt: skip
+        return CredentialError(
+            f"{cred.title} refused the login at {address}: check the credentials; {how_to_set(cred, machine)}"
+        )
 
     return SftpClient(host, port, user, password, retries=retries, backoff=backoff, timeout=timeout, refused=refused)

@@ -85,8 +85,9 @@ def _s3_list(http: HttpClient, base: str, prefix: str) -> list[tuple[str, int, s
             raise FetchError(f"{base}: the bucket listing is not S3 XML ({exc})") from None
         ns = root.tag.partition("}")[0] + "}" if root.tag.startswith("{") else ""
         for c in root.iter(f"{ns}Contents"):
-            out.append((c.findtext(f"{ns}Key", ""), int(c.findtext(f"{ns}Size", "0")),
-                        c.findtext(f"{ns}ETag", "").strip('"')))  # fmt: skip
+            out.append(
+                (c.findtext(f"{ns}Key", ""), int(c.findtext(f"{ns}Size", "0")), c.findtext(f"{ns}ETag", "").strip('"'))
+            )
         if root.findtext(f"{ns}IsTruncated", "false") != "true":
             return out
         token = root.findtext(f"{ns}NextContinuationToken")
@@ -119,15 +120,19 @@ _CCI_NAME = re.compile(r"^(?:ESACCI|UoL|EOCIS|C3S)-GHG-L2-(CH4|CO2)-([A-Z0-9-]+?
 def _plan_cci(req: Request, http: HttpClient) -> Plan:
     product = req.opt("product", "CH4_GOS_OCPR" if req.gas != "CO2" else "CO2_GOS_OCFP")
     if product not in CCI_PRODUCTS and not req.opt("url"):
-        raise FetchError(f"cci_ghg: unknown product {product!r}; choose one of {sorted(CCI_PRODUCTS)} "
-                         "or give url: (the product folder on the archive)")  # fmt: skip
+        raise FetchError(
+            f"cci_ghg: unknown product {product!r}; choose one of {sorted(CCI_PRODUCTS)} "
+            "or give url: (the product folder on the archive)"
+        )
     folder, default_version, gas = CCI_PRODUCTS.get(product, ("", "", req.gas or "CH4"))
     version = req.opt("version", default_version)
     url = req.opt("url")
     if url is None:
         if "{version}" in folder and not version:
-            raise FetchError(f"cci_ghg: product {product} needs version: (the folder name on the archive, "
-                             "e.g. v2.3.8); see https://catalogue.ceda.ac.uk (GHG_cci)")  # fmt: skip
+            raise FetchError(
+                f"cci_ghg: product {product} needs version: (the folder name on the archive, "
+                "e.g. v2.3.8); see https://catalogue.ceda.ac.uk (GHG_cci)"
+            )
         url = req.opt("base_url", "https://data.ceda.ac.uk/neodc").rstrip("/") + "/" + folder.format(version=version)
     algo = product.split("_")[-1] if product != "CH4_GOS_OCPR_UOL" else "OCPR"
     plan = Plan()
@@ -138,10 +143,20 @@ def _plan_cci(req: Request, http: HttpClient) -> Plan:
             m = _CCI_NAME.match(name)
             if not m or m.group(1) != gas or not m.group(2).endswith(algo) or not lo <= m.group(3) < hi:
                 continue
-            plan.files.append(FileSpec(source="cci_ghg", url=furl, relpath=f"cci_ghg/{product}/{version or 'any'}/{name}",
-                                       size=http.head_size(furl), check="l2", role=f"granule:{gas}"))  # fmt: skip
-    plan.notes.append(f"cci_ghg {product}: one global file per day, so the box selects nothing; "
-                      f"{len(plan.files)} day file(s) in {req.start}..{req.end - timedelta(days=1)}")  # fmt: skip
+            plan.files.append(
+                FileSpec(
+                    source="cci_ghg",
+                    url=furl,
+                    relpath=f"cci_ghg/{product}/{version or 'any'}/{name}",
+                    size=http.head_size(furl),
+                    check="l2",
+                    role=f"granule:{gas}",
+                )
+            )
+    plan.notes.append(
+        f"cci_ghg {product}: one global file per day, so the box selects nothing; "
+        f"{len(plan.files)} day file(s) in {req.start}..{req.end - timedelta(days=1)}"
+    )
     return plan
 
 
@@ -173,13 +188,23 @@ def _plan_lite(req: Request, http: HttpClient) -> Plan:
         build = re.search(r"_B(\d+)", name)
         stamp = re.search(r"_(\d{12})s", name)
         rank = (build.group(1).zfill(6) if build else "", stamp.group(1) if stamp else "")
-        spec = FileSpec(source=req.source, url=url, relpath=f"{req.source}/{name}", size=size, checksum=checksum,
-                        check="l2", role="granule:CO2", credential="earthdata")  # fmt: skip
+        spec = FileSpec(
+            source=req.source,
+            url=url,
+            relpath=f"{req.source}/{name}",
+            size=size,
+            checksum=checksum,
+            check="l2",
+            role="granule:CO2",
+            credential="earthdata",
+        )
         if m.group(1) not in best or rank > best[m.group(1)][0]:
             best[m.group(1)] = (rank, spec)
     plan = Plan(files=[best[k][1] for k in sorted(best)])
-    plan.notes.append(f"{req.source} ({short_name}): CMR search by period and box; {len(plan.files)} day file(s), "
-                      "the newest build kept where a day has several")  # fmt: skip
+    plan.notes.append(
+        f"{req.source} ({short_name}): CMR search by period and box; {len(plan.files)} day file(s), "
+        "the newest build kept where a day has several"
+    )
     return plan
 
 
@@ -202,13 +227,25 @@ def _plan_nies(req: Request, http: HttpClient) -> Plan:
         first = max(req.start, date(year, month, 1))
         nxt = date(year + month // 12, month % 12 + 1, 1)
         last = min(req.end, nxt)
-        plan.files.append(FileSpec(
-            source="nies_gosat", url=f"{base}/wgetdata/GU/{tag}/{year}/{name}",
-            relpath=f"nies_gosat/{tag}/{version}/{name}", check="tar", role=f"granule:{gas}", credential="nies",
-            extract={"pattern": rf"^GOSATTFTS(\d{{8}})_02{code}V\d{{4}}R\d{{6}}GU000\.h5$",
-                     "start": first.strftime("%Y%m%d"), "end": last.strftime("%Y%m%d")}))  # fmt: skip
-    plan.notes.append(f"nies_gosat {tag}: monthly tarballs (global daily files inside); the days of the period "
-                      "are extracted next to them")  # fmt: skip
+        plan.files.append(
+            FileSpec(
+                source="nies_gosat",
+                url=f"{base}/wgetdata/GU/{tag}/{year}/{name}",
+                relpath=f"nies_gosat/{tag}/{version}/{name}",
+                check="tar",
+                role=f"granule:{gas}",
+                credential="nies",
+                extract={
+                    "pattern": rf"^GOSATTFTS(\d{{8}})_02{code}V\d{{4}}R\d{{6}}GU000\.h5$",
+                    "start": first.strftime("%Y%m%d"),
+                    "end": last.strftime("%Y%m%d"),
+                },
+            )
+        )
+    plan.notes.append(
+        f"nies_gosat {tag}: monthly tarballs (global daily files inside); the days of the period "
+        "are extracted next to them"
+    )
     return plan
 
 
@@ -254,8 +291,10 @@ def _plan_gosat2(req: Request, http: HttpClient) -> Plan:
             if not found:
                 raise FetchError(f"nies_gosat2: no version folder under {base}/FTS-2_L2/{product}/")
             version = max(found)
-            plan.notes.append(f"nies_gosat2 {product}: newest version on the archive, {version} (of {', '.join(found)}); "
-                              "version: picks another")  # fmt: skip
+            plan.notes.append(
+                f"nies_gosat2 {product}: newest version on the archive, {version} (of {', '.join(found)}); "
+                "version: picks another"
+            )
         else:
             version = gosat2_version(version)
         lo, hi = req.start.strftime("%Y%m%d"), req.end.strftime("%Y%m%d")
@@ -266,29 +305,41 @@ def _plan_gosat2(req: Request, http: HttpClient) -> Plan:
                 entries = sftp.listdir(ydir)
             except RemoteNotFound:
                 years = [e.name for e in sftp.listdir(f"{folder}/{version}") if e.is_dir]
-                raise FetchError(f"nies_gosat2: {product} version {version} has no {year} folder on the archive "
-                                 f"(it has {', '.join(years) or 'none'}); GOSAT-2 data begin in 2019") from None  # fmt: skip
+                raise FetchError(
+                    f"nies_gosat2: {product} version {version} has no {year} folder on the archive "
+                    f"(it has {', '.join(years) or 'none'}); GOSAT-2 data begin in 2019"
+                ) from None
             for e in entries:
                 m = _GOSAT2_NAME.match(e.name)
                 if e.is_dir or not m or m.group(2) != product or not lo <= m.group(1) < hi:
                     continue
-                spec = FileSpec(source="nies_gosat2", url=f"{base}/FTS-2_L2/{product}/{version}/{year}/{e.name}",
-                                relpath=f"nies_gosat2/{product}/{version}/{e.name}", size=e.size, check="hdf5",
-                                role=f"granule:{gas}", credential="gosat2")  # fmt: skip
+                spec = FileSpec(
+                    source="nies_gosat2",
+                    url=f"{base}/FTS-2_L2/{product}/{version}/{year}/{e.name}",
+                    relpath=f"nies_gosat2/{product}/{version}/{e.name}",
+                    size=e.size,
+                    check="hdf5",
+                    role=f"granule:{gas}",
+                    credential="gosat2",
+                )
                 if m.group(1) not in best or m.group(3) > best[m.group(1)][0]:
                     best[m.group(1)] = (m.group(3), spec)
     plan.files = [best[k][1] for k in sorted(best)]
-    plan.notes.append(f"nies_gosat2 {product} ({GOSAT2_PRODUCTS[product]}): SFTP listing; one global file per day, "
-                      f"so the box selects nothing; {len(plan.files)} day file(s) in "
-                      f"{req.start}..{req.end - timedelta(days=1)}, the highest file version kept where a day has "
-                      "several; checked as complete HDF5 (the reader's layout is unconfirmed on a real file)")  # fmt: skip
+    plan.notes.append(
+        f"nies_gosat2 {product} ({GOSAT2_PRODUCTS[product]}): SFTP listing; one global file per day, "
+        f"so the box selects nothing; {len(plan.files)} day file(s) in "
+        f"{req.start}..{req.end - timedelta(days=1)}, the highest file version kept where a day has "
+        "several; checked as complete HDF5 (the reader's layout is unconfirmed on a real file)"
+    )
     return plan
 
 
 # --------------------------------------------------------------------------- TROPOMI
 
-_S5P_NAME = re.compile(r"^S5P_(OFFL|RPRO|NRTI|BLND)_L2__CH4____(\d{8}T\d{6})_(\d{8}T\d{6})_(\d{5})_(\d{2})_(\d{6})_"
-                       r"(\d{8}T\d{6})\.nc$")  # fmt: skip
+_S5P_NAME = re.compile(
+    r"^S5P_(OFFL|RPRO|NRTI|BLND)_L2__CH4____(\d{8}T\d{6})_(\d{8}T\d{6})_(\d{5})_(\d{2})_(\d{6})_"
+    r"(\d{8}T\d{6})\.nc$"
+)
 
 
 def overpass_longitude(start: datetime, end: datetime) -> float:
@@ -313,14 +364,21 @@ def _overpass_hits(name_start: str, name_end: str, bbox: tuple[float, float, flo
         return True
     lat = min(75.0, max(abs(s), abs(n)))
     margin = 12.0 + 11.7 / math.cos(math.radians(lat)) + 10.0
-    lon = overpass_longitude(datetime.strptime(name_start, "%Y%m%dT%H%M%S"),
-                             datetime.strptime(name_end, "%Y%m%dT%H%M%S"))  # fmt: skip
+    lon = overpass_longitude(
+        datetime.strptime(name_start, "%Y%m%dT%H%M%S"), datetime.strptime(name_end, "%Y%m%dT%H%M%S")
+    )
     centre, half = (w + e) / 2, (e - w) / 2 + margin
     return abs((lon - centre + 180.0) % 360.0 - 180.0) <= half
 
 
-def _s5p_select(req: Request, objects: list[tuple[str, int, str]], base: str, source: str,
-                check: str = "l2", variables: tuple[str, ...] = ()) -> Plan:  # fmt: skip
+def _s5p_select(
+    req: Request,
+    objects: list[tuple[str, int, str]],
+    base: str,
+    source: str,
+    check: str = "l2",
+    variables: tuple[str, ...] = (),
+) -> Plan:
     plan = Plan()
     use_box = bool(req.opt("overpass_filter", True))
     lo = datetime.combine(req.start, datetime.min.time())
@@ -337,10 +395,21 @@ def _s5p_select(req: Request, objects: list[tuple[str, int, str]], base: str, so
         if use_box and not _overpass_hits(m.group(2), m.group(3), req.bbox):
             dropped += 1
             continue
-        plan.files.append(FileSpec(source=source, url=f"{base.rstrip('/')}/{key}", relpath=f"{source}/{name}",
-                                   size=size, check=check, role="granule:CH4", variables=variables))  # fmt: skip
-    plan.notes.append(f"{source}: {len(plan.files)} orbit file(s); {dropped} more in the period whose daytime "
-                      "overpass misses the box (overpass_filter: false keeps them)")  # fmt: skip
+        plan.files.append(
+            FileSpec(
+                source=source,
+                url=f"{base.rstrip('/')}/{key}",
+                relpath=f"{source}/{name}",
+                size=size,
+                check=check,
+                role="granule:CH4",
+                variables=variables,
+            )
+        )
+    plan.notes.append(
+        f"{source}: {len(plan.files)} orbit file(s); {dropped} more in the period whose daytime "
+        "overpass misses the box (overpass_filter: false keeps them)"
+    )
     return plan
 
 
@@ -390,11 +459,20 @@ def _plan_edgar(req: Request, http: HttpClient) -> Plan:
         name = f"v8.0_FT2022_GHG_{gas}_{year}_{sector}_flx_nc.zip"
         url = f"{base}/EDGAR/datasets/v80_FT2022_GHG/{gas}/{sector}/flx_nc/{name}"
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    plan.files.append(FileSpec(source="edgar", url=url, relpath=f"edgar/{name}", size=http.head_size(url),
-                               check="zip", role=f"prior:{gas}",
-                               extract={"pattern": r"\.nc$", "check": "netcdf"}))  # fmt: skip
-    plan.notes.append(f"edgar: {name} kept as published; its netCDF is extracted next to it for "
-                      f"gases[{gas}].prior.path")  # fmt: skip
+    plan.files.append(
+        FileSpec(
+            source="edgar",
+            url=url,
+            relpath=f"edgar/{name}",
+            size=http.head_size(url),
+            check="zip",
+            role=f"prior:{gas}",
+            extract={"pattern": r"\.nc$", "check": "netcdf"},
+        )
+    )
+    plan.notes.append(
+        f"edgar: {name} kept as published; its netCDF is extracted next to it for gases[{gas}].prior.path"
+    )
     return plan
 
 
@@ -418,9 +496,17 @@ def _plan_primap(req: Request, http: HttpClient) -> Plan:
             continue
         url = (f.get("links") or {}).get("self") or f"{base}/records/{record}/files/{name}"
         checksum = f.get("checksum")
-        plan.files.append(FileSpec(source="primap_hist", url=url, relpath=f"primap_hist/{record}/{name}",
-                                   size=f.get("size"), checksum=checksum if checksum and ":" in checksum else None,
-                                   check="csv" if name.endswith(".csv") else "netcdf", role="reported"))  # fmt: skip
+        plan.files.append(
+            FileSpec(
+                source="primap_hist",
+                url=url,
+                relpath=f"primap_hist/{record}/{name}",
+                size=f.get("size"),
+                checksum=checksum if checksum and ":" in checksum else None,
+                check="csv" if name.endswith(".csv") else "netcdf",
+                role="reported",
+            )
+        )
     if not plan.files:
         raise FetchError(f"primap_hist: no file of Zenodo record {record} matches {pattern!r}; it has {names}")
     plan.notes.append(f"primap_hist: Zenodo record {record} (versioned; md5 and size as published)")
@@ -435,8 +521,9 @@ def _plan_url(source: str, default: str | None, role: str) -> Planner:
         name = unquote(urlsplit(url).path.rsplit("/", 1)[-1]) or "download"
         check = "xlsx" if name.lower().endswith((".xlsx", ".xlsm")) else "zip" if name.endswith(".zip") else "csv"
         size = http.head_size(url)
-        return Plan(files=[FileSpec(source=source, url=url, relpath=f"{source}/{name}", size=size, check=check,
-                                    role=role)])  # fmt: skip
+        return Plan(
+            files=[FileSpec(source=source, url=url, relpath=f"{source}/{name}", size=size, check=check, role=role)]
+        )
 
     return planner
 
@@ -447,35 +534,98 @@ def _plan_era5(req: Request, http: HttpClient) -> Plan:
     return era5_plan(req)
 
 
-SOURCES: dict[str, Source] = {s.name: s for s in (
-    Source("cci_ghg", "ESA CCI / C3S GOSAT L2 (CEDA archive, public HTTPS)", _plan_cci, None,
-           "product, version, url, base_url"),
-    Source("acos_lite", "NASA ACOS GOSAT Lite XCO2 (GES DISC via earthaccess)", _plan_lite, "earthdata",
-           "version, base_url (CMR search URL)"),
-    Source("oco2_lite", "NASA OCO-2 Lite XCO2 (GES DISC via earthaccess)", _plan_lite, "earthdata",
-           "version, base_url (CMR search URL)"),
-    Source("oco3_lite", "NASA OCO-3 Lite XCO2 (GES DISC via earthaccess)", _plan_lite, "earthdata",
-           "version, base_url (CMR search URL)"),
-    Source("nies_gosat", "NIES GOSAT TANSO-FTS SWIR L2 (GOSAT Data Archive Service, login)", _plan_nies, "nies",
-           "gas, version, base_url"),
-    Source("nies_gosat2", "NIES GOSAT-2 TANSO-FTS-2 SWIR L2 (GOSAT-2 Product Archive, SFTP, login)", _plan_gosat2,
-           "gosat2", "gas, product (SWFP or SWPR), version, base_url (sftp://...)"),
-    Source("tropomi_ch4", "Sentinel-5P TROPOMI CH4 L2 (public S3 bucket meeo-s5p)", _plan_tropomi, None,
-           "stream (OFFL/RPRO), overpass_filter, base_url"),
-    Source("tropomi_blended", "Blended TROPOMI+GOSAT CH4 (public S3 bucket)", _plan_blended, None,
-           "overpass_filter, base_url"),
-    Source("edgar", "EDGAR gridded emissions v8.0, zip as published (JRC)", _plan_edgar, None,
-           "gas, year, product (sector, TOTALS), version, url, base_url"),
-    Source("primap_hist", "PRIMAP-hist national totals (versioned Zenodo record)", _plan_primap, None,
-           "record, file_pattern, base_url"),
-    Source("oco2_mip", "OCO-2 v10 MIP pilot national CO2 budgets (CEOS)",
-           _plan_url("oco2_mip", "https://ceos.org/gst/files/pilot_topdown_CO2_Budget_countries_v1.csv", "reference"),
-           None, "url"),
-    Source("unfccc", "UNFCCC CRF/CRT workbook (the URL you give)", _plan_url("unfccc", None, "reported"), None,
-           "url"),
-    Source("era5", "ERA5 winds u, v 1000-850 hPa and boundary-layer height (Copernicus CDS via cdsapi)",
-           _plan_era5, "cds", "base_url (CDS API URL, default from CDSAPI_URL or ~/.cdsapirc)"),
-)}  # fmt: skip
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in (
+        Source(
+            "cci_ghg",
+            "ESA CCI / C3S GOSAT L2 (CEDA archive, public HTTPS)",
+            _plan_cci,
+            None,
+            "product, version, url, base_url",
+        ),
+        Source(
+            "acos_lite",
+            "NASA ACOS GOSAT Lite XCO2 (GES DISC via earthaccess)",
+            _plan_lite,
+            "earthdata",
+            "version, base_url (CMR search URL)",
+        ),
+        Source(
+            "oco2_lite",
+            "NASA OCO-2 Lite XCO2 (GES DISC via earthaccess)",
+            _plan_lite,
+            "earthdata",
+            "version, base_url (CMR search URL)",
+        ),
+        Source(
+            "oco3_lite",
+            "NASA OCO-3 Lite XCO2 (GES DISC via earthaccess)",
+            _plan_lite,
+            "earthdata",
+            "version, base_url (CMR search URL)",
+        ),
+        Source(
+            "nies_gosat",
+            "NIES GOSAT TANSO-FTS SWIR L2 (GOSAT Data Archive Service, login)",
+            _plan_nies,
+            "nies",
+            "gas, version, base_url",
+        ),
+        Source(
+            "nies_gosat2",
+            "NIES GOSAT-2 TANSO-FTS-2 SWIR L2 (GOSAT-2 Product Archive, SFTP, login)",
+            _plan_gosat2,
+            "gosat2",
+            "gas, product (SWFP or SWPR), version, base_url (sftp://...)",
+        ),
+        Source(
+            "tropomi_ch4",
+            "Sentinel-5P TROPOMI CH4 L2 (public S3 bucket meeo-s5p)",
+            _plan_tropomi,
+            None,
+            "stream (OFFL/RPRO), overpass_filter, base_url",
+        ),
+        Source(
+            "tropomi_blended",
+            "Blended TROPOMI+GOSAT CH4 (public S3 bucket)",
+            _plan_blended,
+            None,
+            "overpass_filter, base_url",
+        ),
+        Source(
+            "edgar",
+            "EDGAR gridded emissions v8.0, zip as published (JRC)",
+            _plan_edgar,
+            None,
+            "gas, year, product (sector, TOTALS), version, url, base_url",
+        ),
+        Source(
+            "primap_hist",
+            "PRIMAP-hist national totals (versioned Zenodo record)",
+            _plan_primap,
+            None,
+            "record, file_pattern, base_url",
+        ),
+        Source(
+            "oco2_mip",
+            "OCO-2 v10 MIP pilot national CO2 budgets (CEOS)",
+            _plan_url("oco2_mip", "https://ceos.org/gst/files/pilot_topdown_CO2_Budget_countries_v1.csv", "reference"),
+            None,
+            "url",
+        ),
+        Source(
+            "unfccc", "UNFCCC CRF/CRT workbook (the URL you give)", _plan_url("unfccc", None, "reported"), None, "url"
+        ),
+        Source(
+            "era5",
+            "ERA5 winds u, v 1000-850 hPa and boundary-layer height (Copernicus CDS via cdsapi)",
+            _plan_era5,
+            "cds",
+            "base_url (CDS API URL, default from CDSAPI_URL or ~/.cdsapirc)",
+        ),
+    )
+}
 
 
 def plan_request(req: Request, http: HttpClient) -> Plan:

@@ -54,13 +54,17 @@ def _read_task(reader: GranuleReader, plan: GranulePlan, bias_corrected: bool) -
     except GranuleError:
         raise
     except _READ_FAULTS as exc:  # a fault scan() did not catch: still name the file, never a bare traceback
-        raise GranuleError(plan.path, f"reader {reader.name} failed while reading (after a successful scan): "
-                                      f"{type(exc).__name__}: {exc}") from exc  # fmt: skip
+        raise GranuleError(
+            plan.path,
+            f"reader {reader.name} failed while reading (after a successful scan): {type(exc).__name__}: {exc}",
+        ) from exc
     return out
 
 
 def _read_group(
-    group: list[tuple[GranuleReader, GranulePlan, int]], bias_corrected: bool, variables: dict[str, str],
+    group: list[tuple[GranuleReader, GranulePlan, int]],
+    bias_corrected: bool,
+    variables: dict[str, str],
     n_levels: int,
 ) -> dict[str, np.ndarray]:
     """Read consecutive files and concatenate them per variable (one task of the graph).
@@ -119,7 +123,10 @@ def _fill(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _lazy_arrays(
-    parts: list[tuple[GranuleReader, GranulePlan]], variables: dict[str, str], n_levels: int, bias_corrected: bool,
+    parts: list[tuple[GranuleReader, GranulePlan]],
+    variables: dict[str, str],
+    n_levels: int,
+    bias_corrected: bool,
     chunk: int | None,
 ) -> dict[str, da.Array]:
     """One dask array per variable; one read task per group of files feeds every variable.
@@ -147,8 +154,10 @@ def _lazy_arrays(
             out[name] = da.from_array(_fill(dtype, (0, n_levels) if level else (0,)), chunks=-1)
             continue
         vname = f"{name}-{token}"
-        layer = {((vname, i, 0) if level else (vname, i)): (operator.getitem, (read_name, i), name)
-                 for i in range(len(groups))}  # fmt: skip
+        layer = {
+            ((vname, i, 0) if level else (vname, i)): (operator.getitem, (read_name, i), name)
+            for i in range(len(groups))
+        }
         graph = HighLevelGraph({read_name: read_layer, vname: layer}, {read_name: set(), vname: {read_name}})
         chunks = (sizes, (n_levels,)) if level else (sizes,)
         out[name] = da.Array(graph, vname, chunks, dtype=np.dtype(dtype))
@@ -156,7 +165,10 @@ def _lazy_arrays(
 
 
 def _assemble(
-    parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool, screen: bool,
+    parts: list[tuple[GranuleReader, GranulePlan]],
+    gas: str,
+    bias_corrected: bool,
+    screen: bool,
     chunk: int | None = None,
 ) -> xr.Dataset:
     variables: dict[str, str] = {}
@@ -176,10 +188,16 @@ def _assemble(
         attrs = _var_attrs(name, gas)
         (coords if name in _COORDS else data_vars)[name] = (dims, arr, attrs)
     paths = [p.path for _, p in parts]
-    data_vars[GRANULE_PATH] = (GRANULE_DIM, da.from_array(np.array(paths, dtype=object), chunks=-1),
-                               _var_attrs(GRANULE_PATH, gas))  # fmt: skip
-    data_vars["source_file"] = (SOUNDING_DIM, decode_source_file(arrays[FILE_INDEX], paths),
-                                _var_attrs("source_file", gas))  # fmt: skip
+    data_vars[GRANULE_PATH] = (
+        GRANULE_DIM,
+        da.from_array(np.array(paths, dtype=object), chunks=-1),
+        _var_attrs(GRANULE_PATH, gas),
+    )
+    data_vars["source_file"] = (
+        SOUNDING_DIM,
+        decode_source_file(arrays[FILE_INDEX], paths),
+        _var_attrs("source_file", gas),
+    )
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update(_global_attrs(parts, gas, bias_corrected, screen))
     return ds
@@ -252,8 +270,9 @@ def _merge_plan_attrs(plans: list[GranulePlan]) -> dict[str, str]:
     return out
 
 
-def _global_attrs(parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool,
-                  screen: bool) -> dict[str, Any]:  # fmt: skip
+def _global_attrs(
+    parts: list[tuple[GranuleReader, GranulePlan]], gas: str, bias_corrected: bool, screen: bool
+) -> dict[str, Any]:
     plans = [p for _, p in parts]
     return {
         "gas": gas,

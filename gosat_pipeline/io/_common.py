@@ -30,9 +30,18 @@ from gosat_pipeline.io._layout import ReaderLayout, VarSpec, as_layout
 from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
 from gosat_pipeline.schema import LEVEL_VARIABLES
 
-__all__ = ["NcTableReader", "summarise_file", "open_nc", "mask_fill", "cf_time", "time_epoch", "check_gas",
-           "check_time_coverage",
-           "check_plausible_units", "wrap_longitude"]
+__all__ = [
+    "NcTableReader",
+    "summarise_file",
+    "open_nc",
+    "mask_fill",
+    "cf_time",
+    "time_epoch",
+    "check_gas",
+    "check_time_coverage",
+    "check_plausible_units",
+    "wrap_longitude",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +88,19 @@ def summarise_file(path: str) -> FileSummary:
 
 
 #: HDF5 attributes that netCDF-4 uses for its own bookkeeping (not netCDF attributes).
-_HIDDEN_ATTRS = frozenset({"DIMENSION_LIST", "REFERENCE_LIST", "CLASS", "NAME", "_Netcdf4Dimid",
-                           "_Netcdf4Coordinates", "_nc3_strict", "_NCProperties", "_IsNetcdf4"})  # fmt: skip
+_HIDDEN_ATTRS = frozenset(
+    {
+        "DIMENSION_LIST",
+        "REFERENCE_LIST",
+        "CLASS",
+        "NAME",
+        "_Netcdf4Dimid",
+        "_Netcdf4Coordinates",
+        "_nc3_strict",
+        "_NCProperties",
+        "_IsNetcdf4",
+    }
+)
 #: The ``NAME`` attribute netCDF-4 gives a dimension that has no coordinate variable.
 _PURE_DIMENSION = b"This is a netCDF dimension but not a netCDF variable"
 
@@ -187,8 +207,9 @@ class H5NcVariable:
             return out if key is Ellipsis else out[key]
         values = np.asarray(h5py.Dataset(self._obj())[key])  # scalars, strings, compound types
         if values.dtype.kind == "O":  # variable-length strings arrive as bytes
-            values = np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else v
-                               for v in values.reshape(-1)], dtype=object).reshape(values.shape)  # fmt: skip
+            values = np.array(
+                [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in values.reshape(-1)], dtype=object
+            ).reshape(values.shape)
         return values
 
 
@@ -342,7 +363,7 @@ def cached_nc(path: str) -> Iterator[NcHandle]:
         ds = _CACHE.pop(key, None)
         if ds is None:
             for stale in [k for k in _CACHE if k[0] == key[0]]:  # the file was rewritten: HDF5 would reuse the
-                _CACHE.pop(stale).close()                        # open file (same inode) and serve the old data
+                _CACHE.pop(stale).close()  # open file (same inode) and serve the old data
             ds = open_granule_file(path)
         _CACHE[key] = ds
         while len(_CACHE) > max(1, _CACHE_SIZE):  # the oldest, never the handle about to be used
@@ -361,8 +382,9 @@ def open_nc(path: str) -> netCDF4.Dataset:
         return netCDF4.Dataset(path, "r")
     except OSError as exc:
         size = os.path.getsize(path)
-        raise GranuleError(path, f"not a readable netCDF/HDF5 file ({size} bytes; truncated or corrupt?): "
-                                 f"{exc}") from None  # fmt: skip
+        raise GranuleError(
+            path, f"not a readable netCDF/HDF5 file ({size} bytes; truncated or corrupt?): {exc}"
+        ) from None
 
 
 def get_var(ds: NcHandle, vpath: str, path: str) -> NcVariable:
@@ -415,8 +437,13 @@ def mask_fill(values: np.ndarray, attrs: dict[str, Any], bare_fill: float | None
 
 
 _TIME_UNITS = re.compile(r"\s*(seconds|milliseconds|minutes|hours|days)\s+since\s+(.+)")
-_UNIT_NS = {"seconds": 10**9, "milliseconds": 10**6, "minutes": 60 * 10**9, "hours": 3600 * 10**9,
-            "days": 86400 * 10**9}  # fmt: skip
+_UNIT_NS = {
+    "seconds": 10**9,
+    "milliseconds": 10**6,
+    "minutes": 60 * 10**9,
+    "hours": 3600 * 10**9,
+    "days": 86400 * 10**9,
+}
 
 
 def time_epoch(units: Any, path: str, vpath: str = "time") -> tuple[str, pd.Timestamp]:
@@ -454,8 +481,16 @@ def _iso(t: Any) -> str:
     return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def check_time_coverage(path: str, times: np.ndarray, start: Any, end: Any, vpath: str, what: str,
-                        tolerance: pd.Timedelta | None = None, hint: str = "") -> None:  # fmt: skip
+def check_time_coverage(
+    path: str,
+    times: np.ndarray,
+    start: Any,
+    end: Any,
+    vpath: str,
+    what: str,
+    tolerance: pd.Timedelta | None = None,
+    hint: str = "",
+) -> None:
     """GranuleError naming ``vpath`` when a sounding time falls outside the granule's own coverage.
 
     A time decoded with the wrong unit or epoch lands days or months away from the
@@ -481,15 +516,20 @@ def check_time_coverage(path: str, times: np.ndarray, start: Any, end: Any, vpat
     if t.size == 0:
         return
     tolerance = pd.Timedelta(0) if tolerance is None else pd.Timedelta(tolerance)
-    lo = np.datetime64(pd.Timestamp(start).tz_localize(None) if pd.Timestamp(start).tzinfo else pd.Timestamp(start),
-                       "ns") - np.timedelta64(tolerance.value, "ns")  # fmt: skip
-    hi = np.datetime64(pd.Timestamp(end).tz_localize(None) if pd.Timestamp(end).tzinfo else pd.Timestamp(end),
-                       "ns") + np.timedelta64(tolerance.value, "ns")  # fmt: skip
+    lo = np.datetime64(
+        pd.Timestamp(start).tz_localize(None) if pd.Timestamp(start).tzinfo else pd.Timestamp(start), "ns"
+    ) - np.timedelta64(tolerance.value, "ns")
+    hi = np.datetime64(
+        pd.Timestamp(end).tz_localize(None) if pd.Timestamp(end).tzinfo else pd.Timestamp(end), "ns"
+    ) + np.timedelta64(tolerance.value, "ns")
     out = (t < lo) | (t > hi)
     if out.any():
-        raise GranuleError(path, f"variable {vpath!r}: {int(out.sum())} of {t.size} sounding times fall outside "
-                                 f"{what} ({_iso(start)} to {_iso(end)}); found {_iso(t.min())} to {_iso(t.max())}"
-                                 f"{'; ' + hint if hint else ''}")  # fmt: skip
+        raise GranuleError(
+            path,
+            f"variable {vpath!r}: {int(out.sum())} of {t.size} sounding times fall outside "
+            f"{what} ({_iso(start)} to {_iso(end)}); found {_iso(t.min())} to {_iso(t.max())}"
+            f"{'; ' + hint if hint else ''}",
+        )
 
 
 def check_gas(path: str, found: str, requested: str | None) -> str:
@@ -536,14 +576,27 @@ def check_plausible_units(path: str, gas: str, xgas: np.ndarray, variable: str) 
     med = float(np.median(valid))
     if not lo <= med <= hi:
         units = {"CO2": "ppm", "CH4": "ppb"}[gas]
-        raise GranuleError(path, f"variable {variable!r}: median {gas} value {med:.6g} is not plausible in {units} "
-                                 f"(expected {lo:g}-{hi:g} after the reader's unit conversion); wrong units "
-                                 "or another quantity in the file")  # fmt: skip
+        raise GranuleError(
+            path,
+            f"variable {variable!r}: median {gas} value {med:.6g} is not plausible in {units} "
+            f"(expected {lo:g}-{hi:g} after the reader's unit conversion); wrong units "
+            "or another quantity in the file",
+        )
 
 
-def plan_from_flags(path: str, gas: str, xgas: np.ndarray, flag_bad: np.ndarray, *, screen: bool,
-                    n_levels: int, attrs: dict[str, Any], extra: dict[str, Any] | None = None,
-                    ids: np.ndarray | None = None, variable: str = "xgas") -> GranulePlan:  # fmt: skip
+def plan_from_flags(
+    path: str,
+    gas: str,
+    xgas: np.ndarray,
+    flag_bad: np.ndarray,
+    *,
+    screen: bool,
+    n_levels: int,
+    attrs: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    ids: np.ndarray | None = None,
+    variable: str = "xgas",
+) -> GranulePlan:
     """Build a plan from the file's gas values and its translated quality flag.
 
     A sounding whose gas value is a fill is flagged bad. A file with no valid gas
@@ -553,8 +606,9 @@ def plan_from_flags(path: str, gas: str, xgas: np.ndarray, flag_bad: np.ndarray,
     """
     valid = np.isfinite(xgas)
     if xgas.size and not valid.any():
-        raise GranuleError(path, f"all {xgas.size} soundings are fill values or NaN (no valid {gas} column "
-                                 f"in {variable!r})")  # fmt: skip
+        raise GranuleError(
+            path, f"all {xgas.size} soundings are fill values or NaN (no valid {gas} column in {variable!r})"
+        )
     check_plausible_units(path, gas, xgas, variable)
     bad = np.asarray(flag_bad, dtype=bool) | ~valid
     good = ~bad
@@ -658,11 +712,13 @@ class NcTableReader(GranuleReader):
             if gas not in self.gases:
                 raise ReaderContractError(f"reader {who}: variable_map has gas {gas!r} not in gases {self.gases}")
             if not self.flag_variable.get(gas):
-                raise ReaderContractError(f"reader {who}: flag_variable has no path for gas {gas!r} "
-                                          "(the product quality flag, 0 = good)")  # fmt: skip
+                raise ReaderContractError(
+                    f"reader {who}: flag_variable has no path for gas {gas!r} (the product quality flag, 0 = good)"
+                )
         if self.level_order not in ("surface_first", "toa_first"):
-            raise ReaderContractError(f"reader {who}: level_order {self.level_order!r}; expected "
-                                      "'surface_first' or 'toa_first'")  # fmt: skip
+            raise ReaderContractError(
+                f"reader {who}: level_order {self.level_order!r}; expected 'surface_first' or 'toa_first'"
+            )
 
     # -- scan -------------------------------------------------------------------------------
     def file_gas(self, ds: NcHandle, path: str) -> str:
@@ -702,12 +758,19 @@ class NcTableReader(GranuleReader):
             for spec in vmap.values():  # what read() would fail on must fail here, where a batch can skip it
                 if spec.transform == "time":
                     time_epoch(_attrs(get_var(ds, spec.path, path), "units").get("units"), path, spec.path)
-            attrs = {"product": self.product, "product_version": self.product_version(ds, path),
-                     "reader": self.name}  # fmt: skip
+            attrs = {"product": self.product, "product_version": self.product_version(ds, path), "reader": self.name}
             self._check_shapes(ds, vmap, path, n_levels)
             variables = self._variables(ds, vmap)
-            plan = plan_from_flags(path, found, xgas, ~(flag == 0), screen=screen, n_levels=n_levels, attrs=attrs,
-                                   variable=vmap["xgas"].path)  # fmt: skip
+            plan = plan_from_flags(
+                path,
+                found,
+                xgas,
+                ~(flag == 0),
+                screen=screen,
+                n_levels=n_levels,
+                attrs=attrs,
+                variable=vmap["xgas"].path,
+            )
             sid = vmap.get("sounding_id")
             if sid is not None and _has(ds, sid.path):  # ids of the planned soundings (duplicate check)
                 # text ids stay fixed-width bytes: scan results travel from the workers, and
@@ -738,8 +801,9 @@ class NcTableReader(GranuleReader):
                 m = n_levels + 1 if spec.transform == "layer_mid" else n_levels
                 ok, want = shape[1] == m, f"(soundings, {m} levels) like the averaging kernel"
             if not ok:
-                raise GranuleError(path, f"variable {spec.path!r} ({name}) has shape {shape}; the {self.name} "
-                                         f"layout expects {want}")  # fmt: skip
+                raise GranuleError(
+                    path, f"variable {spec.path!r} ({name}) has shape {shape}; the {self.name} layout expects {want}"
+                )
 
     @staticmethod
     def _variables(ds: NcHandle, vmap: Mapping[str, VarSpec]) -> dict[str, str]:
@@ -777,8 +841,14 @@ class NcTableReader(GranuleReader):
                     out[name] = arr[:, ::-1]
         return add_apriori_column(out)
 
-    def _read_one(self, ds: NcHandle, spec: VarSpec, idx: np.ndarray, path: str,  # noqa: C901 - one branch per transform
-                  text_as_bytes: bool = False) -> np.ndarray:  # fmt: skip
+    def _read_one(  # noqa: C901 - one branch per transform
+        self,
+        ds: NcHandle,
+        spec: VarSpec,
+        idx: np.ndarray,
+        path: str,
+        text_as_bytes: bool = False,
+    ) -> np.ndarray:
         var = get_var(ds, spec.path, path)
         raw = read_raw(var, path)
         if idx.size != raw.shape[0]:  # the plan's index is sorted and unique: same size = every sounding
@@ -817,8 +887,9 @@ _DTYPES = {"time": "datetime64[ns]", "chars": "object", "int": "int64", "glint_e
 def _checked_map(value: Any, who: str) -> dict[str, ReaderLayout]:
     """``variable_map`` with every layout checked (plain dicts converted), errors naming ``who``."""
     if not isinstance(value, Mapping):
-        raise ReaderContractError(f"reader {who}: variable_map must map each gas to a ReaderLayout, "
-                                  f"found {type(value).__name__}")  # fmt: skip
+        raise ReaderContractError(
+            f"reader {who}: variable_map must map each gas to a ReaderLayout, found {type(value).__name__}"
+        )
     return {gas: as_layout(layout, f"{who} ({gas})") for gas, layout in value.items()}
 
 

@@ -101,15 +101,20 @@ class VarSpec:
         if not isinstance(self.path, str) or not self.path:
             raise ReaderContractError(f"path must be a non-empty string, found {self.path!r}")
         if self.transform not in TRANSFORMS:
-            raise ReaderContractError(f"unknown transform {self.transform!r} (path {self.path!r}); "
-                                      f"expected one of {list(TRANSFORMS)}")  # fmt: skip
-        if isinstance(self.factor, bool) or not isinstance(self.factor, (int, float)) or not (
-            math.isfinite(self.factor) and self.factor != 0
+            raise ReaderContractError(
+                f"unknown transform {self.transform!r} (path {self.path!r}); expected one of {list(TRANSFORMS)}"
+            )
+        if (
+            isinstance(self.factor, bool)
+            or not isinstance(self.factor, (int, float))
+            or not (math.isfinite(self.factor) and self.factor != 0)
         ):
             raise ReaderContractError(f"factor must be a finite non-zero number, found {self.factor!r}")
         if self.factor != 1.0 and self.transform not in _FLOAT_READS:
-            raise ReaderContractError(f"factor {self.factor!r} given with transform {self.transform!r}, "
-                                      f"which does not read floats (allowed with {list(_FLOAT_READS)})")  # fmt: skip
+            raise ReaderContractError(
+                f"factor {self.factor!r} given with transform {self.transform!r}, "
+                f"which does not read floats (allowed with {list(_FLOAT_READS)})"
+            )
         if not isinstance(self.required, bool):
             raise ReaderContractError(f"required must be True or False, found {self.required!r}")
 
@@ -161,13 +166,16 @@ class ReaderLayout(Mapping[str, VarSpec]):
         if isinstance(variables, ReaderLayout):
             variables = variables._vars
         if not isinstance(variables, Mapping):
-            raise ReaderContractError(f"{where}: a layout maps canonical names to VarSpec; "
-                                      f"found {type(variables).__name__}")  # fmt: skip
+            raise ReaderContractError(
+                f"{where}: a layout maps canonical names to VarSpec; found {type(variables).__name__}"
+            )
         out: dict[str, VarSpec] = {}
         for name, spec in variables.items():
             try:
                 if name not in CANONICAL_VARIABLES:
-                    raise ReaderContractError(f"not a canonical variable; expected one of {sorted(CANONICAL_VARIABLES)}")
+                    raise ReaderContractError(
+                        f"not a canonical variable; expected one of {sorted(CANONICAL_VARIABLES)}"
+                    )
                 if isinstance(spec, Mapping):
                     spec = VarSpec.from_mapping(spec)
                 elif not isinstance(spec, VarSpec):
@@ -230,11 +238,13 @@ def _check_fit(name: str, spec: VarSpec) -> None:
         raise ReaderContractError(f"'sounding_id' must use transform 'chars' or 'int', found {t!r}")
     level = name in LEVEL_VARIABLES
     if level and t in _SCALAR_ONLY:
-        raise ReaderContractError(f"transform {t!r} gives one value per sounding; {name!r} is a level "
-                                  "variable (dims sounding, level)")  # fmt: skip
+        raise ReaderContractError(
+            f"transform {t!r} gives one value per sounding; {name!r} is a level variable (dims sounding, level)"
+        )
     if not level and t in _LEVEL_ONLY:
-        raise ReaderContractError(f"transform {t!r} gives a profile (dims sounding, level); {name!r} "
-                                  "is a per-sounding variable")  # fmt: skip
+        raise ReaderContractError(
+            f"transform {t!r} gives a profile (dims sounding, level); {name!r} is a per-sounding variable"
+        )
 
 
 def as_layout(value: Any, reader: str) -> ReaderLayout:

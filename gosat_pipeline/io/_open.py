@@ -1,5 +1,4 @@
-"""Open: the public entry points that chain plan (:mod:`._scan`) and assemble (:mod:`._assemble`).
-"""
+"""Open: the public entry points that chain plan (:mod:`._scan`) and assemble (:mod:`._assemble`)."""
 
 from __future__ import annotations
 
@@ -86,13 +85,26 @@ def open_granules(
         ``errors="raise"`` and a bad file; or no file at all is readable (every
         reason listed).
     """
-    ds, _, _ = _open(paths_or_glob, gas=gas, format=format, chunks=chunks, screen=screen,
-                     bias_corrected=bias_corrected, errors=errors)  # fmt: skip
+    ds, _, _ = _open(
+        paths_or_glob,
+        gas=gas,
+        format=format,
+        chunks=chunks,
+        screen=screen,
+        bias_corrected=bias_corrected,
+        errors=errors,
+    )
     return ds
 
 
 def _open(
-    paths_or_glob: Any, *, gas: str | None, format: str | None, chunks: Any, screen: bool, bias_corrected: bool,
+    paths_or_glob: Any,
+    *,
+    gas: str | None,
+    format: str | None,
+    chunks: Any,
+    screen: bool,
+    bias_corrected: bool,
     errors: str,
 ) -> tuple[xr.Dataset, np.ndarray, list[tuple[str, int, int]]]:
     """:func:`open_granules`, also returning the duplicate-check key of each sounding (``S``; b"" if none)
@@ -112,8 +124,10 @@ def _open(
     # the ids have done their work: keep them out of the read graph (readers read them again)
     parts = [(r, dataclasses.replace(p, ids=None)) for r, p in parts]
     for rec in duplicates:
-        msg = (f"dropping {rec['n_duplicates']} soundings of {rec['path']} whose sounding_id was already read "
-               f"from {rec['duplicates_of']} (kept the first)")  # fmt: skip
+        msg = (
+            f"dropping {rec['n_duplicates']} soundings of {rec['path']} whose sounding_id was already read "
+            f"from {rec['duplicates_of']} (kept the first)"
+        )
         warnings.warn(msg, stacklevel=3)
         logger.warning(msg)
     skipped += dup_skipped
@@ -125,8 +139,7 @@ def _open(
     ds.attrs["skipped_inputs"] = json.dumps(skipped)
     ds.attrs["duplicate_soundings"] = json.dumps(duplicates)
     ds.attrs["n_duplicate_soundings"] = int(sum(r["n_duplicates"] for r in duplicates))
-    logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts),
-                len(skipped))  # fmt: skip
+    logger.info("ingest: %d soundings from %d file(s), %d skipped", ds.sizes[SOUNDING_DIM], len(parts), len(skipped))
     counts = [(p.path, int(p.n_total), int(p.n_good)) for _, p in parts]
     return ds, np.concatenate(keys) if keys else np.zeros(0, dtype="S1"), counts
 
@@ -158,8 +171,13 @@ class GroupRead:
 
 
 def read_granule_group(
-    paths: list[str], *, gas: str | None = None, format: str | None = None, screen: bool = True,
-    bias_corrected: bool = True, errors: str = "skip",
+    paths: list[str],
+    *,
+    gas: str | None = None,
+    format: str | None = None,
+    screen: bool = True,
+    bias_corrected: bool = True,
+    errors: str = "skip",
 ) -> GroupRead:
     """Scan and read a few granules into memory in this process, each file opened and read once.
 
@@ -170,8 +188,9 @@ def read_granule_group(
     with dask.config.set(scheduler="synchronous"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # every skip and duplicate is returned as a record
         try:
-            ds, keys, files = _open(paths, gas=gas, format=format, chunks=0, screen=screen,
-                                    bias_corrected=bias_corrected, errors=errors)  # fmt: skip
+            ds, keys, files = _open(
+                paths, gas=gas, format=format, chunks=0, screen=screen, bias_corrected=bias_corrected, errors=errors
+            )
         except GranuleError as exc:
             if errors == "raise" or not exc.reason.startswith("no readable granule"):
                 raise
@@ -194,8 +213,7 @@ def open_granule(
     Parameters are those of :func:`open_granules`; any problem with the file raises a
     :class:`GranuleError` naming it.
     """
-    return open_granules([path], gas=gas, format=format, screen=screen, bias_corrected=bias_corrected,
-                         errors="raise")  # fmt: skip
+    return open_granules([path], gas=gas, format=format, screen=screen, bias_corrected=bias_corrected, errors="raise")
 
 
 #: Decimals of the rounded values ``inspect_granule`` reports, per canonical unit.

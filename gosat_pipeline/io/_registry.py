@@ -193,8 +193,7 @@ class GranuleReader:
         """
 
 
-_REQUIRED_METHODS = {"guess_can_open": ["path"], "scan": ["path", "gas", "screen"],
-                     "read": ["plan", "bias_corrected"]}  # fmt: skip
+_REQUIRED_METHODS = {"guess_can_open": ["path"], "scan": ["path", "gas", "screen"], "read": ["plan", "bias_corrected"]}
 
 
 def _check_contract(reader: GranuleReader) -> None:
@@ -213,8 +212,7 @@ def _check_contract(reader: GranuleReader) -> None:
         sig = inspect.signature(fn)
         kinds = {p.kind for p in sig.parameters.values()}
         if inspect.Parameter.VAR_POSITIONAL in kinds or inspect.Parameter.VAR_KEYWORD in kinds:
-            raise ReaderContractError(f"reader {where}.{meth} may not take *args/**kwargs; "
-                                     f"declare {params}")  # fmt: skip
+            raise ReaderContractError(f"reader {where}.{meth} may not take *args/**kwargs; declare {params}")
         missing = [p for p in params if p not in sig.parameters]
         if missing:
             raise ReaderContractError(f"reader {where}.{meth} lacks parameter(s) {missing}")
@@ -239,8 +237,10 @@ def register_reader(reader: type[GranuleReader] | GranuleReader, *, overwrite: b
     _check_contract(inst)
     _load_all()
     if inst.name in _REGISTERED and not overwrite:
-        raise GosatPipelineError(f"a reader named {inst.name!r} is already registered "
-                                 f"({type(_REGISTERED[inst.name]).__qualname__}); pass overwrite=True")  # fmt: skip
+        raise GosatPipelineError(
+            f"a reader named {inst.name!r} is already registered "
+            f"({type(_REGISTERED[inst.name]).__qualname__}); pass overwrite=True"
+        )
     _REGISTERED[inst.name] = inst
     return inst
 
@@ -271,8 +271,7 @@ def _load_all() -> None:
             inst = obj() if isinstance(obj, type) else obj
             _check_contract(inst)
         except Exception as exc:  # a broken plug-in must not break the built-in readers
-            logger.warning("entry point %s = %s in group %s not loaded: %s", ep.name, ep.value,
-                           ENTRY_POINT_GROUP, exc)  # fmt: skip
+            logger.warning("entry point %s = %s in group %s not loaded: %s", ep.name, ep.value, ENTRY_POINT_GROUP, exc)
             continue
         if inst.name in _REGISTERED:
             logger.warning("entry point %s: reader name %r already taken; ignored", ep.value, inst.name)

@@ -60,8 +60,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     for name in candidates:
         if readers[name].sniff(summary):
             return name
-    raise UnknownFormatError(p, f"no reader recognised {Path(p).name!r} by name or content; "
-                                f"installed: {sorted(readers)}; pass format=")  # fmt: skip
+    raise UnknownFormatError(
+        p, f"no reader recognised {Path(p).name!r} by name or content; installed: {sorted(readers)}; pass format="
+    )
 
 
 def _expand(paths_or_glob: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -130,7 +131,7 @@ def _scan_all(paths: list[str], gas: str | None, fmt: str | None, screen: bool) 
     # a few tasks per worker thread, each scanning a run of files: one task per file costs more in
     # scheduling and messages than scanning a small granule
     per_task = -(-len(paths) // (2 * _threads(sched)))
-    batches = [list(zip(paths[i:i + per_task], resolved[i:i + per_task])) for i in range(0, len(paths), per_task)]
+    batches = [list(zip(paths[i : i + per_task], resolved[i : i + per_task])) for i in range(0, len(paths), per_task)]
     tasks = [dask.delayed(_scan_batch, pure=False)(b, gas, screen) for b in batches]
     return [res for batch in dask.compute(*tasks) for res in batch]
 
@@ -185,8 +186,11 @@ def sounding_keys(ids: Any) -> np.ndarray:
         raw = np.ascontiguousarray(text).view(np.uint8).reshape(n, text.itemsize)
         tag = _KEY_TAGS["text"]
     else:
-        raise GranuleError("<ids>", f"sounding identifiers of shape {a.shape} and dtype {a.dtype} are not "
-                                    "supported (integers, integer rows or text)")  # fmt: skip
+        raise GranuleError(
+            "<ids>",
+            f"sounding identifiers of shape {a.shape} and dtype {a.dtype} are not "
+            "supported (integers, integer rows or text)",
+        )
     out = np.empty((n, raw.shape[1] + 1), dtype=np.uint8)
     out[:, 0] = tag[0]
     out[:, 1:] = raw
@@ -309,11 +313,16 @@ def _drop_duplicates(
         dup = np.flatnonzero(~mine) + bounds[j]
         owners = np.searchsorted(bounds, first[dup], "right") - 1
         sources = sorted({plans[i].path for i in owners.tolist()})
-        records.append({"path": plan.path, "n_duplicates": int(dup.size), "n_kept": int(mine.sum()),
-                        "duplicates_of": sources})  # fmt: skip
+        records.append(
+            {"path": plan.path, "n_duplicates": int(dup.size), "n_kept": int(mine.sum()), "duplicates_of": sources}
+        )
         if not mine.any():
-            skipped.append({"path": plan.path, "reason": f"all {plan.n} soundings duplicate sounding_id values "
-                                                         f"already read from {sources}"})  # fmt: skip
+            skipped.append(
+                {
+                    "path": plan.path,
+                    "reason": f"all {plan.n} soundings duplicate sounding_id values already read from {sources}",
+                }
+            )
             out[k] = None
         else:
             out[k] = (parts[k][0], dataclasses.replace(plan, index=plan.index[mine], ids=plan.ids[mine]))
@@ -337,8 +346,7 @@ def _scan_checked(
             if want is not None and plan.gas != want:
                 raise GranuleError(plan.path, f"file holds {plan.gas}, but the batch is {want}")
             if parts and plan.n_levels != parts[0][1].n_levels and plan.n_levels and parts[0][1].n_levels:
-                raise GranuleError(plan.path, f"has {plan.n_levels} levels; earlier files have "
-                                              f"{parts[0][1].n_levels}")  # fmt: skip
+                raise GranuleError(plan.path, f"has {plan.n_levels} levels; earlier files have {parts[0][1].n_levels}")
         except GranuleError as exc:
             if errors == "raise":
                 raise

@@ -86,7 +86,9 @@ class CciOcfpReader(NcTableReader):
     def sniff(self, summary: FileSummary) -> bool:
         """``xco2`` + ``xco2_quality_flag`` on the flat ``n``/``m`` layout (no ``sounding_dim`` names)."""
         v = summary.variables
-        return {"xco2", "xco2_quality_flag", "pressure_levels"} <= v and "flag_sunglint" not in v and "/" not in "".join(v)
+        return (
+            {"xco2", "xco2_quality_flag", "pressure_levels"} <= v and "flag_sunglint" not in v and "/" not in "".join(v)
+        )
 
 
 class CciSrfpReader(NcTableReader):

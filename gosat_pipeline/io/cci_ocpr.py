@@ -52,8 +52,10 @@ class CciOcprReader(NcTableReader):
     name = "cci_ocpr"
     description = "ESA CCI / Univ. of Leicester GOSAT proxy XCH4 (OCPR v7.x, v9), netCDF"
     gases = ("CH4",)
-    filename_patterns = (r"ESACCI-GHG-L2-CH4-GOSAT-OCPR-\d{8}-fv[\d.]+\.nc",
-                         r"UoL-GHG-L2-CH4-GOSAT-OCPR-\d{8}-fv[\d.]+\.nc")  # fmt: skip
+    filename_patterns = (
+        r"ESACCI-GHG-L2-CH4-GOSAT-OCPR-\d{8}-fv[\d.]+\.nc",
+        r"UoL-GHG-L2-CH4-GOSAT-OCPR-\d{8}-fv[\d.]+\.nc",
+    )
     screen = "xch4_quality_flag == 0 and xch4 not -9999.99"
     product = "CCI GOSAT OCPR XCH4"
     variable_map: ClassVar[Mapping[str, ReaderLayout]] = {"CH4": OCPR_VARIABLES}
@@ -65,4 +67,3 @@ class CciOcprReader(NcTableReader):
         """OCPR: ``xch4``, ``raw_xch4``, ``xch4_quality_flag``, ``retr_flag``; not SRFP (``flag_sunglint``)."""
         v = summary.variables
         return {"xch4", "raw_xch4", "xch4_quality_flag", "retr_flag"} <= v and "flag_sunglint" not in v
-

@@ -93,16 +93,30 @@ from gosat_pipeline.io._common import (
 )
 from gosat_pipeline.io._registry import FileSummary, GranulePlan, GranuleReader
 
-__all__ = ["NiesGosatReader", "NiesGosat2Reader", "NIES_GOSAT_VARIABLES", "NIES_GOSAT2_VARIABLES",
-           "dry_air_layers", "uncertainty_from_components"]  # fmt: skip
+__all__ = [
+    "NiesGosatReader",
+    "NiesGosat2Reader",
+    "NIES_GOSAT_VARIABLES",
+    "NIES_GOSAT2_VARIABLES",
+    "dry_air_layers",
+    "uncertainty_from_components",
+]
 
 logger = logging.getLogger(__name__)
 
 _UNIT_FACTORS = {
-    ("CO2", "ppm"): 1.0, ("CO2", "ppmv"): 1.0, ("CO2", "1e-6"): 1.0, ("CO2", "ppb"): 1e-3, ("CO2", "ppbv"): 1e-3,
-    ("CH4", "ppb"): 1.0, ("CH4", "ppbv"): 1.0, ("CH4", "1e-9"): 1.0, ("CH4", "ppm"): 1e3,
-    ("CH4", "ppmv"): 1e3, ("CH4", "1e-6"): 1e3,
-}  # fmt: skip
+    ("CO2", "ppm"): 1.0,
+    ("CO2", "ppmv"): 1.0,
+    ("CO2", "1e-6"): 1.0,
+    ("CO2", "ppb"): 1e-3,
+    ("CO2", "ppbv"): 1e-3,
+    ("CH4", "ppb"): 1.0,
+    ("CH4", "ppbv"): 1.0,
+    ("CH4", "1e-9"): 1.0,
+    ("CH4", "ppm"): 1e3,
+    ("CH4", "ppmv"): 1e3,
+    ("CH4", "1e-6"): 1e3,
+}
 _PRESSURE_FACTORS = {"hpa": 1.0, "mb": 1.0, "mbar": 1.0, "pa": 0.01}
 
 _ERROR_COMPONENTS = ("ExternalError", "InterferenceError", "RetrievalNoise", "SmoothingError")
@@ -124,8 +138,10 @@ def _gosat_map(gas: str) -> dict[str, Any]:
         "pressure": "scanAttribute/referenceData/pressure",  # not in V02.80 [FILE]; used when a version has it
         "pressure_is_edges": False,
         "pressure_weight": "Data/retrievalQuality/pressureWeightingFunction",  # not in V02.80 [FILE]
-        "surface_pressure": ["scanAttribute/referenceData/surfacePressure",  # FILE, the a-priori grid's
-                             "Data/auxiliaryParameter/surfacePressure"],  # fmt: skip  FILE, retrieved
+        "surface_pressure": [
+            "scanAttribute/referenceData/surfacePressure",  # FILE, the a-priori grid's
+            "Data/auxiliaryParameter/surfacePressure",
+        ],  # FILE, retrieved
         "solar_zenith_angle": "Data/geolocation/solarZenith",  # FILE
         "glint_flag": "scanAttribute/sensor/sunglintModeFlag",  # FILE, 1 = glint
         "land_fraction": "Data/geolocation/landFraction",  # FILE, percent
@@ -305,8 +321,7 @@ def _masked(ds: NcHandle, vpath: str, path: str) -> np.ndarray:
 def _gas_factor(gas: str, unit: Any, default: str, path: str, vpath: str) -> float:
     u = (_text(unit) if unit is not None else default).lower()
     if (gas, u) not in _UNIT_FACTORS:
-        raise GranuleError(path, f"variable {vpath!r}: unit {u!r} not understood for {gas}; expected ppm(v) or "
-                                 "ppb(v)")  # fmt: skip
+        raise GranuleError(path, f"variable {vpath!r}: unit {u!r} not understood for {gas}; expected ppm(v) or ppb(v)")
     return _UNIT_FACTORS[(gas, u)]
 
 
@@ -320,8 +335,9 @@ def _pressure_factor(unit: Any, path: str, vpath: str) -> float:
 def _parse_times(raw: np.ndarray) -> np.ndarray:
     strs = [s.decode("ascii", "replace") if isinstance(s, bytes) else str(s) for s in np.asarray(raw).reshape(-1)]
     strs = [s.strip().rstrip("Z").replace("T", " ") for s in strs]
-    return pd.to_datetime(pd.Series(strs, dtype=object), format="%Y-%m-%d %H:%M:%S.%f",
-                          errors="coerce").to_numpy("datetime64[ns]")  # fmt: skip
+    return pd.to_datetime(pd.Series(strs, dtype=object), format="%Y-%m-%d %H:%M:%S.%f", errors="coerce").to_numpy(
+        "datetime64[ns]"
+    )
 
 
 def _day(value: Any) -> pd.Timestamp | None:
@@ -403,43 +419,71 @@ class _NiesBase(GranuleReader):
                 bad = ~(_masked(ds, vmap["flag"], path) == 0)
             _, used, left = self._uncertainty(ds, vmap, found, path, present)
             if n and not used:
-                raise GranuleError(path, f"no uncertainty component holds a value: every value of {present} is a "
-                                         "fill value; xgas_uncertainty cannot be built")  # fmt: skip
+                raise GranuleError(
+                    path,
+                    f"no uncertainty component holds a value: every value of {present} is a "
+                    "fill value; xgas_uncertainty cannot be built",
+                )
             times = _parse_times(read_raw(get_var(ds, vmap["time"], path), path))
             if times.size != n:
                 raise GranuleError(path, f"variable {vmap['time']!r} has {times.size} values for {n} soundings")
             window = self.coverage(ds, vmap, path)
             if window is not None:
-                check_time_coverage(path, times[np.isfinite(xgas)], window[0], window[1], vmap["time"],
-                                    "the file's day (metadata or name)")  # fmt: skip
+                check_time_coverage(
+                    path,
+                    times[np.isfinite(xgas)],
+                    window[0],
+                    window[1],
+                    vmap["time"],
+                    "the file's day (metadata or name)",
+                )
             levels = self._level_plan(ds, vmap, path)
             left_out = [f"{p}: {why}" for p, why in left.items()]
             left_out += [f"{p}: absent" for p in vmap["uncertainty"] if p not in present]
             if vmap["xgas_bc"] and not bc:
-                left_out.append(f"{vmap['xgas_bc']}: not in this product version; xgas is {vmap['xgas']} as "
-                                "released (no bias correction applied)")  # fmt: skip
+                left_out.append(
+                    f"{vmap['xgas_bc']}: not in this product version; xgas is {vmap['xgas']} as "
+                    "released (no bias correction applied)"
+                )
             left_out += levels["left_out"]
-            attrs = {"product": self.product, "product_version": self.product_version(ds, path), "reader": self.name,
-                     "xgas_uncertainty_components": " ".join(used), "components_left_out": left_out,
-                     "vertical_grid": levels["description"]}  # fmt: skip
+            attrs = {
+                "product": self.product,
+                "product_version": self.product_version(ds, path),
+                "reader": self.name,
+                "xgas_uncertainty_components": " ".join(used),
+                "components_left_out": left_out,
+                "vertical_grid": levels["description"],
+            }
             ref = vmap["reference_levels"]
             if ref and _has(ds, ref):
                 attrs["reference_pressure_levels_hPa"] = " ".join(f"{v:g}" for v in _masked(ds, ref, path))
             variables = self._variables(ds, vmap, levels)
             ids = self._ids(ds, vmap, path)
-        plan = plan_from_flags(path, found, xgas, bad, screen=screen, n_levels=levels["n_levels"], attrs=attrs,
-                               ids=ids, variable=xpath, extra={"levels": levels, "xgas_path": xpath,
-                                                               "uncertainty": present})  # fmt: skip
+        plan = plan_from_flags(
+            path,
+            found,
+            xgas,
+            bad,
+            screen=screen,
+            n_levels=levels["n_levels"],
+            attrs=attrs,
+            ids=ids,
+            variable=xpath,
+            extra={"levels": levels, "xgas_path": xpath, "uncertainty": present},
+        )
         plan.variables = variables
         return plan
 
     def _xgas(self, ds: NcHandle, vmap: dict[str, Any], gas: str, path: str, vpath: str) -> np.ndarray:
         return _masked(ds, vpath, path) * _gas_factor(gas, _attr(ds, vpath, "unit"), vmap["gas_units"], path, vpath)
 
-    def _uncertainty(self, ds: NcHandle, vmap: dict[str, Any], gas: str, path: str,
-                     present: list[str]) -> tuple[np.ndarray, list[str], dict[str, str]]:  # fmt: skip
-        parts = {p: _masked(ds, p, path) * _gas_factor(gas, _attr(ds, p, "unit"), vmap["gas_units"], path, p)
-                 for p in present}  # fmt: skip
+    def _uncertainty(
+        self, ds: NcHandle, vmap: dict[str, Any], gas: str, path: str, present: list[str]
+    ) -> tuple[np.ndarray, list[str], dict[str, str]]:
+        parts = {
+            p: _masked(ds, p, path) * _gas_factor(gas, _attr(ds, p, "unit"), vmap["gas_units"], path, p)
+            for p in present
+        }
         return uncertainty_from_components(parts)
 
     @staticmethod
@@ -452,10 +496,13 @@ class _NiesBase(GranuleReader):
             if p and _has(ds, p):
                 _pressure_factor(_attr(ds, p, "unit"), path, p)
 
-    def _level_plan(self, ds: NcHandle, vmap: dict[str, Any], path: str) -> dict[str, Any]:  # noqa: C901 - io/ is being restructured (issue 20, readers)
+    def _level_plan(self, ds: NcHandle, vmap: dict[str, Any], path: str) -> dict[str, Any]:  # noqa: C901 - one branch per layout variant of the NIES products
         """Which level arrays exist, their order in the file and how weights and pressures are made."""
-        have = {k: vmap[k] for k in ("averaging_kernel", "profile_apriori", "dry_air", "pressure", "pressure_weight")
-                if vmap[k] and _has(ds, vmap[k])}  # fmt: skip
+        have = {
+            k: vmap[k]
+            for k in ("averaging_kernel", "profile_apriori", "dry_air", "pressure", "pressure_weight")
+            if vmap[k] and _has(ds, vmap[k])
+        }
         sp = next((p for p in vmap["surface_pressure"] if _has(ds, p)), None)
         out: dict[str, Any] = {"have": have, "surface_pressure": sp, "left_out": [], "n_levels": 0, "order": None}
         layered = [k for k in ("averaging_kernel", "profile_apriori", "dry_air", "pressure_weight") if k in have]
@@ -465,18 +512,24 @@ class _NiesBase(GranuleReader):
         widths = {k: int(ds[have[k]].shape[-1]) if len(ds[have[k]].shape) == 2 else -1 for k in layered}
         n_levels = widths[layered[0]]
         if any(w != n_levels for w in widths.values()) or n_levels < 1:
-            raise GranuleError(path, f"level arrays disagree on the number of levels: "
-                                     f"{ {have[k]: w for k, w in widths.items()} }")  # fmt: skip
+            raise GranuleError(
+                path, f"level arrays disagree on the number of levels: { {have[k]: w for k, w in widths.items()} }"
+            )
         if "pressure" in have:
             p = _masked(ds, have["pressure"], path)
             want = n_levels + 1 if vmap["pressure_is_edges"] else n_levels
             if p.ndim != 2 or p.shape[1] != want:
-                raise GranuleError(path, f"variable {have['pressure']!r} has shape {p.shape}; expected (n, {want}) "
-                                         f"for {n_levels} layers")  # fmt: skip
+                raise GranuleError(
+                    path,
+                    f"variable {have['pressure']!r} has shape {p.shape}; expected (n, {want}) for {n_levels} layers",
+                )
             med = np.nanmedian(p[:, 0] - p[:, -1]) if np.isfinite(p).any() else np.nan
             if not np.isfinite(med) or med == 0:
-                raise GranuleError(path, f"variable {have['pressure']!r}: cannot tell the level order (no valid "
-                                         "pressure difference between the first and last level)")  # fmt: skip
+                raise GranuleError(
+                    path,
+                    f"variable {have['pressure']!r}: cannot tell the level order (no valid "
+                    "pressure difference between the first and last level)",
+                )
             out["order"] = "surface_first" if med > 0 else "toa_first"
             how = f"levels from {have['pressure']} ({out['order'].replace('_', ' ')} in the file)"
         elif vmap["layer_order"]:
@@ -484,8 +537,10 @@ class _NiesBase(GranuleReader):
             how = f"{n_levels} layers stored {out['order'].replace('_', ' ')} (product documentation)"
         else:
             names = [have[k] for k in layered]
-            out["left_out"].append(f"{', '.join(names)}: no pressure grid in the file to tell the order of the "
-                                   "levels; level arrays not returned")  # fmt: skip
+            out["left_out"].append(
+                f"{', '.join(names)}: no pressure grid in the file to tell the order of the "
+                "levels; level arrays not returned"
+            )
             out["description"] = "level arrays left out (order unknown)"
             out["have"] = {}
             return out
@@ -517,9 +572,15 @@ class _NiesBase(GranuleReader):
         return raw.astype(np.int64)
 
     @staticmethod
-    def _variables(ds: NcHandle, vmap: dict[str, Any], levels: dict[str, Any]) -> dict[str, str]:  # noqa: C901 - io/ is being restructured (issue 20, readers)
-        out = {"time": "datetime64[ns]", "latitude": "float64", "longitude": "float64", "xgas": "float64",
-               "xgas_uncertainty": "float64", "quality_flag": "int8"}  # fmt: skip
+    def _variables(ds: NcHandle, vmap: dict[str, Any], levels: dict[str, Any]) -> dict[str, str]:  # noqa: C901 - one branch per layout variant of the NIES products
+        out = {
+            "time": "datetime64[ns]",
+            "latitude": "float64",
+            "longitude": "float64",
+            "xgas": "float64",
+            "xgas_uncertainty": "float64",
+            "quality_flag": "int8",
+        }
         have = levels["have"]
         if levels["n_levels"]:
             for name in ("averaging_kernel", "profile_apriori"):
@@ -535,8 +596,9 @@ class _NiesBase(GranuleReader):
             out["surface_pressure"] = "float64"
         if _has(ds, vmap["solar_zenith_angle"]):
             out["solar_zenith_angle"] = "float64"
-        if (vmap["glint_flag"] and _has(ds, vmap["glint_flag"])) or (vmap["land_fraction"]
-                                                                     and _has(ds, vmap["land_fraction"])):  # fmt: skip
+        if (vmap["glint_flag"] and _has(ds, vmap["glint_flag"])) or (
+            vmap["land_fraction"] and _has(ds, vmap["land_fraction"])
+        ):
             out["surface_type"] = "int8"
         sid = vmap["sounding_id"]
         if _has(ds, sid):
@@ -575,8 +637,15 @@ class _NiesBase(GranuleReader):
         return out
 
     @staticmethod
-    def _read_levels(ds: NcHandle, vmap: dict[str, Any], gas: str, path: str, idx: np.ndarray,
-                     levels: dict[str, Any], ps: np.ndarray | None) -> dict[str, np.ndarray]:  # fmt: skip
+    def _read_levels(
+        ds: NcHandle,
+        vmap: dict[str, Any],
+        gas: str,
+        path: str,
+        idx: np.ndarray,
+        levels: dict[str, Any],
+        ps: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
         have = levels["have"]
         arr = {k: _masked(ds, p, path)[idx] for k, p in have.items()}
         if "profile_apriori" in arr:
@@ -629,7 +698,9 @@ class NiesGosatReader(_NiesBase):
     description = "NIES GOSAT TANSO-FTS SWIR L2 XCO2/XCH4 (C01S/C02S, V02.xx), HDF5"
     gases = ("CO2", "CH4")
     filename_patterns = (r"GOSATTFTS\d{8}_02C0[12]SV\d{4}R\d{6}GU000\.h5",)
-    screen = "no product flag (the general-user file holds NIES-screened retrievals); soundings without a gas value dropped"
+    screen = (
+        "no product flag (the general-user file holds NIES-screened retrievals); soundings without a gas value dropped"
+    )
     product = "NIES GOSAT TANSO-FTS SWIR L2"
     variable_map: ClassVar[dict[str, dict[str, Any]]] = NIES_GOSAT_VARIABLES
     name_day = r"GOSATTFTS(\d{8})_"

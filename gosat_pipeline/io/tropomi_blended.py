@@ -110,8 +110,10 @@ class TropomiBlendedCh4Reader(GranuleReader):
     description = "Blended TROPOMI+GOSAT XCH4 (Balasus et al. 2023; S5P_BLND_L2__CH4____*.nc), flat netCDF-4"
     gases = ("CH4",)
     filename_patterns = (r"S5P_BLND_L2__CH4____\d{8}T\d{6}_\d{8}T\d{6}_\d{5}_\d{2}_\d{6}_\d{8}T\d{6}\.nc4?",)
-    screen = (f"qa_value >= 0.5, not coastal (surface_classification & 3 == 3), not inland water with "
-              f"chi_square_SWIR > {CHI2_SWIR_INLAND_WATER_MAX:g} (Balasus et al. 2023), and a valid methane value")  # fmt: skip
+    screen = (
+        f"qa_value >= 0.5, not coastal (surface_classification & 3 == 3), not inland water with "
+        f"chi_square_SWIR > {CHI2_SWIR_INLAND_WATER_MAX:g} (Balasus et al. 2023), and a valid methane value"
+    )
 
     def sniff(self, summary: FileSummary) -> bool:
         """Blended: ``methane_mixing_ratio_blended`` with the flat TROPOMI-like layout."""
@@ -136,18 +138,35 @@ class TropomiBlendedCh4Reader(GranuleReader):
             lat = _field(ds, "latitude", path).reshape(-1).astype(np.float64)
             lon = _field(ds, "longitude", path).reshape(-1).astype(np.float64)
             keys = np.stack([times.view(np.int64), lat.view(np.int64), lon.view(np.int64)], axis=1)
-            attrs = {"product": "Blended TROPOMI+GOSAT CH4 (Balasus et al. 2023)", "reader": self.name,
-                     "product_version": _version(path), "time_source": BLENDED_VARIABLES["time_utc"]}  # fmt: skip
+            attrs = {
+                "product": "Blended TROPOMI+GOSAT CH4 (Balasus et al. 2023)",
+                "reader": self.name,
+                "product_version": _version(path),
+                "time_source": BLENDED_VARIABLES["time_utc"],
+            }
             orbit = _orbit(ds, path)
             if not _has(ds, BLENDED_VARIABLES["xgas_raw"]):
-                attrs["components_left_out"] = [f"{BLENDED_VARIABLES['xgas_raw']}: absent; bias_corrected=False "
-                                                 "returns the blended value"]  # fmt: skip
-        variables = {n: "float64" for n in ("latitude", "longitude", "xgas", "xgas_uncertainty", "surface_pressure",
-                                             "xgas_apriori")}  # fmt: skip
+                attrs["components_left_out"] = [
+                    f"{BLENDED_VARIABLES['xgas_raw']}: absent; bias_corrected=False returns the blended value"
+                ]
+        variables = {
+            n: "float64"
+            for n in ("latitude", "longitude", "xgas", "xgas_uncertainty", "surface_pressure", "xgas_apriori")
+        }
         variables.update({n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori", "pressure")})
         variables.update(time="datetime64[ns]", quality_flag="int8", sounding_id="int64", surface_type="int8")
-        plan = plan_from_flags(path, found, xgas, bad, screen=screen, n_levels=n_levels, attrs=attrs, ids=keys,
-                               extra={"orbit": orbit}, variable=BLENDED_VARIABLES["xgas"])  # fmt: skip
+        plan = plan_from_flags(
+            path,
+            found,
+            xgas,
+            bad,
+            screen=screen,
+            n_levels=n_levels,
+            attrs=attrs,
+            ids=keys,
+            extra={"orbit": orbit},
+            variable=BLENDED_VARIABLES["xgas"],
+        )
         plan.variables = variables
         return plan
 
@@ -158,8 +177,16 @@ class TropomiBlendedCh4Reader(GranuleReader):
         times = parse_iso_times(read_raw(get_var(ds, vpath, path), path)).reshape(-1)
         coverage = granule_coverage(ds, path)
         if coverage is not None:
-            check_time_coverage(path, times[needed], coverage[0], coverage[1], vpath, coverage[2], COVERAGE_TOLERANCE,
-                                hint="wrong time strings, or a file renamed to another orbit")  # fmt: skip
+            check_time_coverage(
+                path,
+                times[needed],
+                coverage[0],
+                coverage[1],
+                vpath,
+                coverage[2],
+                COVERAGE_TOLERANCE,
+                hint="wrong time strings, or a file renamed to another orbit",
+            )
         return times
 
     def read(self, plan: GranulePlan, *, bias_corrected: bool) -> dict[str, np.ndarray]:
@@ -167,14 +194,18 @@ class TropomiBlendedCh4Reader(GranuleReader):
         path, idx = plan.path, plan.index
         out: dict[str, np.ndarray] = {}
         with cached_nc(path) as ds:
-            out["time"] = parse_iso_times(read_raw(get_var(ds, BLENDED_VARIABLES["time_utc"], path), path)).reshape(-1)[idx]
+            out["time"] = parse_iso_times(read_raw(get_var(ds, BLENDED_VARIABLES["time_utc"], path), path)).reshape(-1)[
+                idx
+            ]
             out["latitude"] = _field(ds, "latitude", path).reshape(-1)[idx]
             out["longitude"] = wrap_longitude(_field(ds, "longitude", path).reshape(-1)[idx])
             role = "xgas" if bias_corrected or not _has(ds, BLENDED_VARIABLES["xgas_raw"]) else "xgas_raw"
             out["xgas"] = _field(ds, role, path).reshape(-1)[idx]
             out["xgas_uncertainty"] = _field(ds, "xgas_uncertainty", path).reshape(-1)[idx]
-            layer = {r: _field(ds, r, path).reshape(-1, plan.n_levels)[idx][:, ::-1]  # top first in the file
-                     for r in ("averaging_kernel", "apriori_subcolumns", "dry_air_subcolumns")}  # fmt: skip
+            layer = {
+                r: _field(ds, r, path).reshape(-1, plan.n_levels)[idx][:, ::-1]  # top first in the file
+                for r in ("averaging_kernel", "apriori_subcolumns", "dry_air_subcolumns")
+            }
             ps = _field(ds, "surface_pressure", path).reshape(-1)[idx]
             dp = _field(ds, "pressure_interval", path).reshape(-1)[idx]
             sc = read_raw(get_var(ds, BLENDED_VARIABLES["surface_classification"], path), path).reshape(-1)[idx]
@@ -185,4 +216,3 @@ class TropomiBlendedCh4Reader(GranuleReader):
         if np.isnan(out["xgas"]).any():
             out["quality_flag"] = np.where(np.isnan(out["xgas"]), 1, out["quality_flag"]).astype(np.int8)
         return out
-

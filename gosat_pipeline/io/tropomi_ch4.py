@@ -96,8 +96,10 @@ class TropomiCh4Reader(GranuleReader):
     name = "tropomi_ch4"
     description = "Sentinel-5P TROPOMI CH4 L2 (OFFL/RPRO/NRTI), netCDF-4 groups, partial-column AK"
     gases = ("CH4",)
-    filename_patterns = (r"S5P_(OFFL|RPRO|NRTI)_L2__CH4____\d{8}T\d{6}_\d{8}T\d{6}_\d{5}_\d{2}_\d{6}_\d{8}T\d{6}"
-                         r"(\.SUB)?\.nc4?",)  # fmt: skip
+    filename_patterns = (
+        r"S5P_(OFFL|RPRO|NRTI)_L2__CH4____\d{8}T\d{6}_\d{8}T\d{6}_\d{5}_\d{2}_\d{6}_\d{8}T\d{6}"
+        r"(\.SUB)?\.nc4?",
+    )
     screen = "qa_value >= 0.5 (decoded) and a valid methane value"
 
     def sniff(self, summary: FileSummary) -> bool:
@@ -118,28 +120,47 @@ class TropomiCh4Reader(GranuleReader):
             raw = _field(ds, "xgas_raw", path).reshape(-1)
             cand = np.flatnonzero(np.isfinite(raw))
             if raw.size and cand.size == 0:
-                raise GranuleError(path, f"all {raw.size} pixels are fill values or NaN (no methane retrieval in "
-                                         f"{TROPOMI_VARIABLES['xgas_raw']!r})")  # fmt: skip
+                raise GranuleError(
+                    path,
+                    f"all {raw.size} pixels are fill values or NaN (no methane retrieval in "
+                    f"{TROPOMI_VARIABLES['xgas_raw']!r})",
+                )
             qa = _field(ds, "qa_value", path).reshape(-1)[cand]
             bad = ~(qa >= 0.5)
             n_levels = int(get_var(ds, TROPOMI_VARIABLES["averaging_kernel"], path).shape[-1])
-            attrs = {"product": "S5P TROPOMI CH4 L2", "reader": self.name,
-                     "product_version": str(ds.getncattr("processor_version")) if "processor_version" in ds.ncattrs()
-                     else _version_from_name(path)}  # fmt: skip
+            attrs = {
+                "product": "S5P TROPOMI CH4 L2",
+                "reader": self.name,
+                "product_version": str(ds.getncattr("processor_version"))
+                if "processor_version" in ds.ncattrs()
+                else _version_from_name(path),
+            }
             orbit = int(ds.getncattr("orbit")) if "orbit" in ds.ncattrs() else 0
             keys, attrs["time_source"] = self._sounding_keys(ds, path, cand)
-            variables = {n: "float64" for n in ("latitude", "longitude", "xgas", "xgas_uncertainty",
-                                                 "surface_pressure", "xgas_apriori")}  # fmt: skip
-            variables.update({n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori",
-                                                    "pressure")})  # fmt: skip
+            variables = {
+                n: "float64"
+                for n in ("latitude", "longitude", "xgas", "xgas_uncertainty", "surface_pressure", "xgas_apriori")
+            }
+            variables.update(
+                {n: "float32" for n in ("averaging_kernel", "pressure_weight", "profile_apriori", "pressure")}
+            )
             variables.update(time="datetime64[ns]", quality_flag="int8", sounding_id="int64")
             if _has(ds, TROPOMI_VARIABLES["solar_zenith_angle"]):
                 variables["solar_zenith_angle"] = "float64"
             if _has(ds, TROPOMI_VARIABLES["surface_classification"]):
                 variables["surface_type"] = "int8"
-        plan = plan_from_flags(path, found, raw[cand], bad, screen=screen, n_levels=n_levels, attrs=attrs,
-                               extra={"pixels": cand, "orbit": orbit}, ids=keys,
-                               variable=TROPOMI_VARIABLES["xgas_raw"])  # fmt: skip
+        plan = plan_from_flags(
+            path,
+            found,
+            raw[cand],
+            bad,
+            screen=screen,
+            n_levels=n_levels,
+            attrs=attrs,
+            extra={"pixels": cand, "orbit": orbit},
+            ids=keys,
+            variable=TROPOMI_VARIABLES["xgas_raw"],
+        )
         plan.variables = variables
         return plan
 
@@ -156,8 +177,10 @@ class TropomiCh4Reader(GranuleReader):
             role = "xgas_bc" if bias_corrected and _has(ds, TROPOMI_VARIABLES["xgas_bc"]) else "xgas_raw"
             out["xgas"] = _field(ds, role, path).reshape(-1)[pix]
             out["xgas_uncertainty"] = _field(ds, "xgas_uncertainty", path).reshape(-1)[pix]
-            layer = {r: _field(ds, r, path).reshape(-1, plan.n_levels)[pix][:, ::-1]
-                     for r in ("averaging_kernel", "apriori_subcolumns", "dry_air_subcolumns")}  # fmt: skip
+            layer = {
+                r: _field(ds, r, path).reshape(-1, plan.n_levels)[pix][:, ::-1]
+                for r in ("averaging_kernel", "apriori_subcolumns", "dry_air_subcolumns")
+            }
             ps = _field(ds, "surface_pressure", path).reshape(-1)[pix]
             dp = _field(ds, "pressure_interval", path).reshape(-1)[pix]
             if _has(ds, TROPOMI_VARIABLES["solar_zenith_angle"]):
@@ -198,16 +221,19 @@ class TropomiCh4Reader(GranuleReader):
             xa_col = 1e9 * ca.sum(axis=1) / dsum
         k = np.arange(d.shape[1]) + 0.5
         p_mid = (ps[:, None] - k[None, :] * dp[:, None]) / 100.0
-        return {"averaging_kernel": layer["averaging_kernel"].astype(np.float32),
-                "pressure_weight": h.astype(np.float32), "profile_apriori": xa.astype(np.float32),
-                "pressure": p_mid.astype(np.float32), "surface_pressure": ps / 100.0,
-                "xgas_apriori": xa_col}  # fmt: skip
+        return {
+            "averaging_kernel": layer["averaging_kernel"].astype(np.float32),
+            "pressure_weight": h.astype(np.float32),
+            "profile_apriori": xa.astype(np.float32),
+            "pressure": p_mid.astype(np.float32),
+            "surface_pressure": ps / 100.0,
+            "xgas_apriori": xa_col,
+        }
 
 
 #: Overshoot allowed beyond ``time_coverage_start/end`` (the attributes are whole seconds).
 COVERAGE_TOLERANCE = pd.Timedelta(seconds=60)
-_DURATION_NS = {"milliseconds": 10**6, "millisecond": 10**6, "ms": 10**6, "seconds": 10**9, "second": 10**9,
-                "s": 10**9}  # fmt: skip
+_DURATION_NS = {"milliseconds": 10**6, "millisecond": 10**6, "ms": 10**6, "seconds": 10**9, "second": 10**9, "s": 10**9}
 _NAME_TIMES = re.compile(r"_(\d{8}T\d{6})_(\d{8}T\d{6})_")
 
 
@@ -244,13 +270,13 @@ def _line_times_from_delta(ds: NcHandle, path: str, units: str) -> np.ndarray:
         return cf_time(dt, units, path, TROPOMI_VARIABLES["delta_time"])
     tvar = get_var(ds, TROPOMI_VARIABLES["time"], path)
     t0 = mask_fill(read_raw(tvar, path), _attrs(tvar), None).reshape(-1)
-    ref = cf_time(t0, tvar.getncattr("units") if "units" in tvar.ncattrs() else None, path,
-                  TROPOMI_VARIABLES["time"])  # fmt: skip
+    ref = cf_time(t0, tvar.getncattr("units") if "units" in tvar.ncattrs() else None, path, TROPOMI_VARIABLES["time"])
     ns = np.round(dt * _DURATION_NS[unit])
     out = np.full(dt.shape, np.datetime64("NaT"), dtype="datetime64[ns]")
     ok = np.isfinite(ns) & ~np.isnat(ref)[:, None]
     out[ok] = (np.broadcast_to(ref.view(np.int64)[:, None], dt.shape)[ok] + ns[ok].astype(np.int64)).view(
-        "datetime64[ns]")  # fmt: skip
+        "datetime64[ns]"
+    )
     return out
 
 
@@ -280,26 +306,46 @@ def pixel_times(ds: NcHandle, path: str, shape: tuple[int, ...], pixels: np.ndar
         utc = parse_iso_times(read_raw(get_var(ds, upath, path), path)).reshape(-1) if _has(ds, upath) else None
         if utc is None or utc.size <= (needed.max() if needed.size else -1) or np.isnat(utc[needed]).any():
             found = "no units attribute" if units is None else f"units {units!r} (not a duration or CF time unit)"
-            bad = 0 if utc is None or utc.size <= (needed.max() if needed.size else -1) else int(
-                np.isnat(utc[needed]).sum())  # fmt: skip
-            utc_state = (f"no {upath!r}" if utc is None else f"{upath!r} has no valid time for {bad or needed.size} "
-                         f"of the {needed.size} scanlines with a retrieval")  # fmt: skip
+            bad = (
+                0
+                if utc is None or utc.size <= (needed.max() if needed.size else -1)
+                else int(np.isnat(utc[needed]).sum())
+            )
+            utc_state = (
+                f"no {upath!r}"
+                if utc is None
+                else f"{upath!r} has no valid time for {bad or needed.size} "
+                f"of the {needed.size} scanlines with a retrieval"
+            )
             hint = ""
             if coverage is not None and units is None:
                 guess = _line_times_from_delta(ds, path, "milliseconds").reshape(-1)[needed]
                 guess = guess[~np.isnat(guess)]
                 if guess.size:
-                    hint = (f"; read as milliseconds since {TROPOMI_VARIABLES['time']!r} its values would put soundings "
-                            f"at {_iso(guess.min())} to {_iso(guess.max())}, outside {coverage[2]} "
-                            f"({_iso(coverage[0])} to {_iso(coverage[1])})")  # fmt: skip
-            raise GranuleError(path, f"variable {dpath!r} has {found}, and {utc_state}: the sounding times cannot be "
-                                     f"derived{hint}. The file may have been altered by a subsetting service; use "
-                                     "the original granule or a subset that keeps delta_time's units or time_utc")  # fmt: skip
+                    hint = (
+                        f"; read as milliseconds since {TROPOMI_VARIABLES['time']!r} its values would put soundings "
+                        f"at {_iso(guess.min())} to {_iso(guess.max())}, outside {coverage[2]} "
+                        f"({_iso(coverage[0])} to {_iso(coverage[1])})"
+                    )
+            raise GranuleError(
+                path,
+                f"variable {dpath!r} has {found}, and {utc_state}: the sounding times cannot be "
+                f"derived{hint}. The file may have been altered by a subsetting service; use "
+                "the original granule or a subset that keeps delta_time's units or time_utc",
+            )
         per_line, source = utc, upath
     times = per_line[lines]
     if coverage is not None:
-        check_time_coverage(path, times, coverage[0], coverage[1], source, coverage[2], COVERAGE_TOLERANCE,
-                            hint="wrong units or values of the time variables; use the original granule")  # fmt: skip
+        check_time_coverage(
+            path,
+            times,
+            coverage[0],
+            coverage[1],
+            source,
+            coverage[2],
+            COVERAGE_TOLERANCE,
+            hint="wrong units or values of the time variables; use the original granule",
+        )
     return times, source
 
 

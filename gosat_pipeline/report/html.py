@@ -71,14 +71,16 @@ _THRESHOLD_TEXT = {
 }
 
 _PARAMETER_TEXT = {
-    "gas": "gas", "mode": "inversion mode (linear: analytic Gaussian)", "solver_form": "form of the solution",
+    "gas": "gas",
+    "mode": "inversion mode (linear: analytic Gaussian)",
+    "solver_form": "form of the solution",
     "prior_error": "prior uncertainty, as a fraction of the prior emissions",
     "prior_correlation_length_km": "prior error correlation length (km; 0 = none)",
     "obs_correlation_length_km": "observation error correlation length (km; 0 = none)",
     "background_prior_sigma": "prior uncertainty of the background offsets (gas units)",
     "sigma_model": "model error added to each observation (gas units)",
     "sensitivity_fraction": "fraction used for the sensitivity maps",
-}  # fmt: skip
+}
 
 
 def _environment() -> jinja2.Environment:
@@ -139,20 +141,37 @@ def _inversion(post: xr.Dataset | None) -> dict[str, list[tuple[str, str, str]]]
     if post is None:
         return {"parameters": [], "diagnostics": []}
     attrs = post.attrs
-    keep = ("gas", "mode", "solver_form", "prior_error", "prior_correlation_length_km",
-            "obs_correlation_length_km", "background_prior_sigma", "sigma_model", "sensitivity_fraction")  # fmt: skip
+    keep = (
+        "gas",
+        "mode",
+        "solver_form",
+        "prior_error",
+        "prior_correlation_length_km",
+        "obs_correlation_length_km",
+        "background_prior_sigma",
+        "sigma_model",
+        "sensitivity_fraction",
+    )
     params = [(k, _PARAMETER_TEXT.get(k, ""), str(attrs[k])) for k in keep if k in attrs]
     params += [(str(k), "", str(v)) for k, v in attrs.items() if str(k).startswith(("transport", "footprints"))]
     return {
         "parameters": params,
-        "diagnostics": [("dofs", "Degrees of freedom for signal: how many independent pieces of information the "
-                                 "data give", _scalar(post, "dofs")),
-                        ("chi2_obs", "Observation chi-square per observation (about 1 when the assumed errors are "
-                                     "right)", _scalar(post, "chi2_obs")),
-                        ("chi2_state", "State chi-square per element", _scalar(post, "chi2_state")),
-                        ("n_observations", "Observations used", _scalar(post, "n_observations")),
-                        ("status", "Inversion status (0 = completed normally)", _scalar(post, "status"))],
-    }  # fmt: skip
+        "diagnostics": [
+            (
+                "dofs",
+                "Degrees of freedom for signal: how many independent pieces of information the data give",
+                _scalar(post, "dofs"),
+            ),
+            (
+                "chi2_obs",
+                "Observation chi-square per observation (about 1 when the assumed errors are right)",
+                _scalar(post, "chi2_obs"),
+            ),
+            ("chi2_state", "State chi-square per element", _scalar(post, "chi2_state")),
+            ("n_observations", "Observations used", _scalar(post, "n_observations")),
+            ("status", "Inversion status (0 = completed normally)", _scalar(post, "status")),
+        ],
+    }
 
 
 def _row_gas(row: Mapping[str, Any]) -> str:
@@ -181,17 +200,20 @@ def _mass_balance(gd: GasData, rows: list[Mapping[str, Any]], names: Mapping[str
         sig = num(mine[0].get("posterior_sigma")) if mine else math.nan
         mb = num(rec.get("mass_balance_emission"))
         ratio = mb / post if math.isfinite(mb) and math.isfinite(post) and post > 0 else math.nan
-        out.append({
-            "region": display_name(mine[0] if mine else rec, names),
-            "mass_balance": fmt(mb) if math.isfinite(mb) else "no estimate (no observations over the region)",
-            "inversion": f"{fmt(post)} \u00b1 {fmt(sig)}" if math.isfinite(post) else "n/a",
-            "ratio": f"{ratio:.2f}" if math.isfinite(ratio) else "n/a",
-        })  # fmt: skip
+        out.append(
+            {
+                "region": display_name(mine[0] if mine else rec, names),
+                "mass_balance": fmt(mb) if math.isfinite(mb) else "no estimate (no observations over the region)",
+                "inversion": f"{fmt(post)} \u00b1 {fmt(sig)}" if math.isfinite(post) else "n/a",
+                "ratio": f"{ratio:.2f}" if math.isfinite(ratio) else "n/a",
+            }
+        )
     return out
 
 
-def _gas_sections(data: RunData, rows: list[Mapping[str, Any]], names: Mapping[str, str],
-                  background: dict[str, list[Outline]]) -> list[dict[str, Any]]:  # fmt: skip
+def _gas_sections(
+    data: RunData, rows: list[Mapping[str, Any]], names: Mapping[str, str], background: dict[str, list[Outline]]
+) -> list[dict[str, Any]]:
     """One section per gas: its rows' bars, its maps, its cross-check, its inversion details."""
     sections = []
     taken: set[str] = set()
@@ -206,21 +228,25 @@ def _gas_sections(data: RunData, rows: list[Mapping[str, Any]], names: Mapping[s
         maps = map_figures(gd.emissions, gd.gridded, data.boundaries, gas, background=background.get(gas, []))
         if gd.posterior is not None and gd.emissions is None and gd.gridded is None:
             missing.append(("maps", f"no {gd.files['emissions']} or {gd.files['gridded']}: no maps drawn"))
-        sections.append({
-            "gas": gas,
-            "label": gas or "unknown gas",
-            "unit": unit(gas),
-            "id": anchor,
-            "files": [name for role, name in gd.files.items() if getattr(gd, role) is not None],
-            "has_posterior": gd.posterior is not None,
-            "counts": [(v, verdict_class(v), n) for v, n in sorted(counts.items(), key=lambda kv: verdict_rank(kv[0]))],
-            "bars": bar_figures(mine, gas, names=names),
-            "maps": maps,
-            "mass_balance": _mass_balance(gd, mine, names),
-            "mass_balance_file": gd.files["mass_balance"],
-            "missing": missing,
-            **_inversion(gd.posterior),
-        })  # fmt: skip
+        sections.append(
+            {
+                "gas": gas,
+                "label": gas or "unknown gas",
+                "unit": unit(gas),
+                "id": anchor,
+                "files": [name for role, name in gd.files.items() if getattr(gd, role) is not None],
+                "has_posterior": gd.posterior is not None,
+                "counts": [
+                    (v, verdict_class(v), n) for v, n in sorted(counts.items(), key=lambda kv: verdict_rank(kv[0]))
+                ],
+                "bars": bar_figures(mine, gas, names=names),
+                "maps": maps,
+                "mass_balance": _mass_balance(gd, mine, names),
+                "mass_balance_file": gd.files["mass_balance"],
+                "missing": missing,
+                **_inversion(gd.posterior),
+            }
+        )
     return sections
 
 
@@ -259,13 +285,16 @@ def _background(data: RunData, outlines: str | None, notes: list[str]) -> dict[s
             out[gas] = read_outlines(outlines, extent)
         except Exception as exc:  # an unreadable outline file degrades to a note
             logger.warning("report: cannot read outlines %s: %s", outlines, exc)
-            notes.append(f"country outlines could not be read ({type(exc).__name__}); maps show the solved regions only")
+            notes.append(
+                f"country outlines could not be read ({type(exc).__name__}); maps show the solved regions only"
+            )
             return {}
     return out
 
 
-def _context(data: RunData, title: str | None, names_override: Mapping[str, Any] | None,
-             outlines: str | None) -> dict[str, Any]:  # fmt: skip
+def _context(
+    data: RunData, title: str | None, names_override: Mapping[str, Any] | None, outlines: str | None
+) -> dict[str, Any]:
     doc = data.discrepancies
     rows = [r for r in doc.get("rows", []) if isinstance(r, Mapping)]
     thresholds = doc.get("thresholds") if isinstance(doc.get("thresholds"), Mapping) else {}
@@ -286,13 +315,17 @@ def _context(data: RunData, title: str | None, names_override: Mapping[str, Any]
     if any(s["maps"] for s in sections) and not data.boundaries and "boundaries.geojson" not in unreadable:
         notes.append("maps are drawn without the solved regions' outlines (boundaries.geojson has no polygons)")
     if any(s["maps"] for s in sections) and not outlines:
-        notes.append("maps show the solved regions' outlines only: no file of country outlines was given "
-                     "(gosat-pipeline report uses the bundled Natural Earth countries; from Python, pass "
-                     "outlines=gosat_pipeline.regions.default_boundaries_path() to write_report)")  # fmt: skip
+        notes.append(
+            "maps show the solved regions' outlines only: no file of country outlines was given "
+            "(gosat-pipeline report uses the bundled Natural Earth countries; from Python, pass "
+            "outlines=gosat_pipeline.regions.default_boundaries_path() to write_report)"
+        )
     named = [g for g in gases if g]
     zc = thr.base["z_critical"]
     detail = detail_table(rows, names)
-    change_table = change_rows([r for r in changes.get("rows", []) if isinstance(r, Mapping)], names) if changes else None
+    change_table = (
+        change_rows([r for r in changes.get("rows", []) if isinstance(r, Mapping)], names) if changes else None
+    )
     return {
         "title": title or settings.get("title") or _title(gases),
         "generated": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -321,11 +354,16 @@ def _context(data: RunData, title: str | None, names_override: Mapping[str, Any]
         "schema_version": str(doc.get("schema_version", "unknown")),
         "expected_schema": DISCREPANCY_SCHEMA_VERSION,
         "threshold_line": ", ".join(f"{k} = {v}" for k, v in thresholds.items()),
-    }  # fmt: skip
+    }
 
 
-def render_report(run_dir: str | Path, *, title: str | None = None,
-                  region_names: Mapping[str, Any] | None = None, outlines: str | None = None) -> str:  # fmt: skip
+def render_report(
+    run_dir: str | Path,
+    *,
+    title: str | None = None,
+    region_names: Mapping[str, Any] | None = None,
+    outlines: str | None = None,
+) -> str:
     """The report HTML of a run directory as a string.
 
     Parameters
@@ -342,8 +380,13 @@ def render_report(run_dir: str | Path, *, title: str | None = None,
     return _environment().get_template("report.html").render(**_context(data, title, region_names, outlines))
 
 
-def write_report(run_dir: str | Path, *, title: str | None = None,
-                 region_names: Mapping[str, Any] | None = None, outlines: str | None = None) -> Path:  # fmt: skip
+def write_report(
+    run_dir: str | Path,
+    *,
+    title: str | None = None,
+    region_names: Mapping[str, Any] | None = None,
+    outlines: str | None = None,
+) -> Path:
     """Build ``report.html`` in ``run_dir`` from the stored outputs of the run.
 
     Parameters

@@ -185,8 +185,10 @@ def _discover(run_dir: Path, doc: dict[str, Any], notes: list[str]) -> dict[str,
         if gas in gases:
             notes.append(f"posterior.nc (gas {gas}) ignored: posterior_{gas}.nc is the output of this run")
         elif not gas and gases:
-            notes.append("posterior.nc ignored: it does not record its gas, and the posterior_<GAS>.nc files "
-                         f"({', '.join(gases)}) cover every gas of discrepancies.json")  # fmt: skip
+            notes.append(
+                "posterior.nc ignored: it does not record its gas, and the posterior_<GAS>.nc files "
+                f"({', '.join(gases)}) cover every gas of discrepancies.json"
+            )
         else:
             gases[gas] = GasData(gas, gas_files(gas, legacy=True), posterior=post)
     return gases
@@ -221,7 +223,9 @@ def _read_mass_balance(run_dir: Path, gd: GasData) -> None:
         gd.mass_balance = df
     except Exception as exc:  # any failure of an optional file degrades to a note
         logger.warning("report: cannot read %s: %s", path, exc)
-        gd.missing.append((name, f"could not be read ({type(exc).__name__}: {exc}): mass-balance cross-check not shown"))
+        gd.missing.append(
+            (name, f"could not be read ({type(exc).__name__}: {exc}): mass-balance cross-check not shown")
+        )
 
 
 def _read_boundaries(path: Path) -> list[dict[str, Any]]:
@@ -235,8 +239,9 @@ def _read_boundaries(path: Path) -> list[dict[str, Any]]:
         if not geom:
             continue
         props = feat.get("properties") or {}
-        out.append({"region": str(props.get("region", "")), "name": str(props.get("name", "")),
-                    "geometry": shape(geom)})  # fmt: skip
+        out.append(
+            {"region": str(props.get("region", "")), "name": str(props.get("name", "")), "geometry": shape(geom)}
+        )
     return out
 
 
@@ -245,7 +250,7 @@ def _read_optional(data: RunData) -> None:
         "boundaries.geojson": lambda p: setattr(data, "boundaries", _read_boundaries(p)),
         "manifest.json": lambda p: setattr(data, "manifest", _manifest(json.loads(p.read_text(encoding="utf-8")))),
         "config.resolved.yaml": lambda p: setattr(data, "config_text", p.read_text(encoding="utf-8")),
-    }  # fmt: skip
+    }
     for name, read in readers.items():
         path = data.run_dir / name
         if not path.is_file():
@@ -303,14 +308,18 @@ def load_run(run_dir: str | Path) -> RunData:
         )
     for gas in _row_gases(doc):
         if gas not in gases:
-            notes.append(f"discrepancies.json has rows for {gas} but the run directory has no posterior_{gas}.nc: "
-                         f"its maps and inversion diagnostics are not shown")  # fmt: skip
+            notes.append(
+                f"discrepancies.json has rows for {gas} but the run directory has no posterior_{gas}.nc: "
+                f"its maps and inversion diagnostics are not shown"
+            )
             gases[gas] = GasData(gas, gas_files(gas))
     data = RunData(run_dir=run_dir, discrepancies=doc, gases=dict(sorted(gases.items())), notes=notes)
     version = doc.get("schema_version")
     if version != DISCREPANCY_SCHEMA_VERSION:
-        data.notes.append(f"discrepancies.json has schema version {version!s}; this report expects "
-                          f"{DISCREPANCY_SCHEMA_VERSION} (columns may be missing)")  # fmt: skip
+        data.notes.append(
+            f"discrepancies.json has schema version {version!s}; this report expects "
+            f"{DISCREPANCY_SCHEMA_VERSION} (columns may be missing)"
+        )
     for gd in data.gases.values():
         if gd.posterior is not None:
             _read_gas_optional(run_dir, gd)

@@ -37,8 +37,16 @@ from gosat_pipeline.report.tables import unit
 from gosat_pipeline.report.verdicts import verdict_of
 from gosat_pipeline.schema import SECONDS_PER_YEAR
 
-__all__ = ["Figure", "Outline", "read_outlines", "map_figures", "bar_figures", "no_cartopy_downloads",
-           "mpl_text", "FLUX_TO_T_KM2_YR"]  # fmt: skip
+__all__ = [
+    "Figure",
+    "Outline",
+    "read_outlines",
+    "map_figures",
+    "bar_figures",
+    "no_cartopy_downloads",
+    "mpl_text",
+    "FLUX_TO_T_KM2_YR",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -152,8 +160,12 @@ def _extent(da: xr.DataArray) -> list[float]:
     lon, lat = da["longitude"].values, da["latitude"].values
     dlon = float(np.abs(np.diff(lon)).min()) if lon.size > 1 else 1.0
     dlat = float(np.abs(np.diff(lat)).min()) if lat.size > 1 else 1.0
-    return [float(lon.min()) - dlon / 2, float(lon.max()) + dlon / 2,
-            float(lat.min()) - dlat / 2, float(lat.max()) + dlat / 2]  # fmt: skip
+    return [
+        float(lon.min()) - dlon / 2,
+        float(lon.max()) + dlon / 2,
+        float(lat.min()) - dlat / 2,
+        float(lat.max()) + dlat / 2,
+    ]
 
 
 def _periods(da: xr.DataArray) -> list[tuple[str, xr.DataArray]]:
@@ -201,18 +213,27 @@ class _Panel:
     extend: str
 
 
-def _draw(ax: Any, p: _Panel, extent: list[float], background: Sequence[Outline],
-          solved: Sequence[Mapping[str, Any]]) -> Any:  # fmt: skip
+def _draw(
+    ax: Any, p: _Panel, extent: list[float], background: Sequence[Outline], solved: Sequence[Mapping[str, Any]]
+) -> Any:
     import cartopy.crs as ccrs
 
     pc = ccrs.PlateCarree()
     ax.set_extent(extent, crs=pc)
     values = np.ma.masked_invalid(np.asarray(p.field.transpose("latitude", "longitude").values, dtype="float64"))
-    mesh = ax.pcolormesh(p.field["longitude"].values, p.field["latitude"].values, values, transform=pc,
-                         shading="nearest", cmap=p.cmap, norm=p.norm)  # fmt: skip
+    mesh = ax.pcolormesh(
+        p.field["longitude"].values,
+        p.field["latitude"].values,
+        values,
+        transform=pc,
+        shading="nearest",
+        cmap=p.cmap,
+        norm=p.norm,
+    )
     if background:
-        ax.add_geometries([o.geometry for o in background], crs=pc, facecolor="none", edgecolor="#333333",
-                          linewidth=0.45)  # fmt: skip
+        ax.add_geometries(
+            [o.geometry for o in background], crs=pc, facecolor="none", edgecolor="#333333", linewidth=0.45
+        )
     geoms = [b["geometry"] for b in solved if b.get("geometry") is not None]
     if geoms:
         ax.add_geometries(geoms, crs=pc, facecolor="none", edgecolor="black", linewidth=1.1)
@@ -231,8 +252,15 @@ def _draw(ax: Any, p: _Panel, extent: list[float], background: Sequence[Outline]
     return mesh
 
 
-def _figure(panels: list[_Panel], shared: list[list[int]], suptitle: str, title: str, caption: str,
-            background: Sequence[Outline], solved: Sequence[Mapping[str, Any]]) -> Figure:  # fmt: skip
+def _figure(
+    panels: list[_Panel],
+    shared: list[list[int]],
+    suptitle: str,
+    title: str,
+    caption: str,
+    background: Sequence[Outline],
+    solved: Sequence[Mapping[str, Any]],
+) -> Figure:
     """Panels side by side; each group of ``shared`` panel indices gets one horizontal colour bar below.
 
     The layout is computed in inches (no layout engine: measuring every cartopy label is
@@ -294,16 +322,32 @@ def _obs_panels(gridded: xr.Dataset | None, gas: str) -> list[_Panel]:
     vals = _finite(mean.values)
     lo, hi = _robust(vals, 2, 98, (0.0, 1.0))
     label = f"X{gas} in {units}" if gas else f"column mole fraction ({units})"
-    panels = [_Panel(mean, f"Mean X{gas or ' column'} of the soundings", "viridis", Normalize(lo, hi),
-                     f"{label} (colours span the 2nd to 98th percentile)", _extend(vals, lo, hi))]  # fmt: skip
+    panels = [
+        _Panel(
+            mean,
+            f"Mean X{gas or ' column'} of the soundings",
+            "viridis",
+            Normalize(lo, hi),
+            f"{label} (colours span the 2nd to 98th percentile)",
+            _extend(vals, lo, hi),
+        )
+    ]
     if "n_soundings" in gridded:
         n = gridded["n_soundings"]
         n = n.sum("time") if "time" in n.dims else n
         n = n.where(n > 0)
         nv = _finite(n.values)
         top = max(1.0, float(np.percentile(nv, 99))) if nv.size else 1.0
-        panels.append(_Panel(n, "Soundings per cell", "magma_r", Normalize(0, top),
-                             "quality-filtered soundings per grid cell, whole run", _extend(nv, 0, top)))  # fmt: skip
+        panels.append(
+            _Panel(
+                n,
+                "Soundings per cell",
+                "magma_r",
+                Normalize(0, top),
+                "quality-filtered soundings per grid cell, whole run",
+                _extend(nv, 0, top),
+            )
+        )
     return panels
 
 
@@ -322,12 +366,24 @@ def _emission_panels(emissions: xr.Dataset, gas: str, i: int) -> tuple[list[_Pan
     lim = float(np.percentile(nz, 98)) if nz.size else 1.0
     lim = lim if lim > 0 else 1.0
     panels = [
-        _Panel(prior[1], "Prior: the inventory the inversion started from", "YlOrRd", norm,
-               f"Emissions, {unit} (prior and posterior on this one scale)", _extend(vals, 0.0, top)),
+        _Panel(
+            prior[1],
+            "Prior: the inventory the inversion started from",
+            "YlOrRd",
+            norm,
+            f"Emissions, {unit} (prior and posterior on this one scale)",
+            _extend(vals, 0.0, top),
+        ),
         _Panel(post[1], "Posterior: after the satellite data", "YlOrRd", norm, "", "neither"),
-        _Panel(diff, "Difference: posterior \u2212 prior", "RdBu_r", Normalize(-lim, lim),
-               f"Posterior \u2212 prior, {unit_short} (red: above the prior)", _extend(dv, -lim, lim)),
-    ]  # fmt: skip
+        _Panel(
+            diff,
+            "Difference: posterior \u2212 prior",
+            "RdBu_r",
+            Normalize(-lim, lim),
+            f"Posterior \u2212 prior, {unit_short} (red: above the prior)",
+            _extend(dv, -lim, lim),
+        ),
+    ]
     return panels, prior[0]
 
 
@@ -335,55 +391,96 @@ def _constraint_panels(emissions: xr.Dataset, gas: str, i: int) -> list[_Panel]:
     panels = []
     if "averaging_kernel_sensitivity" in emissions:
         ak = _periods(emissions["averaging_kernel_sensitivity"])[i][1]
-        panels.append(_Panel(ak, "How much the satellite data inform each region", "YlGnBu", Normalize(0.0, 1.0),
-                             "Share of the estimate that comes from the satellite data (0 = none, 1 = all)",
-                             _extend(_finite(ak.values), 0.0, 1.0)))  # fmt: skip
+        panels.append(
+            _Panel(
+                ak,
+                "How much the satellite data inform each region",
+                "YlGnBu",
+                Normalize(0.0, 1.0),
+                "Share of the estimate that comes from the satellite data (0 = none, 1 = all)",
+                _extend(_finite(ak.values), 0.0, 1.0),
+            )
+        )
     if "scale_factor" in emissions:
         sf = _periods(emissions["scale_factor"])[i][1]
         sv = _finite(sf.values)
         d = float(np.percentile(np.abs(sv - 1.0), 98)) if sv.size else 0.5
         d = max(d, 0.05)
-        panels.append(_Panel(sf, "Posterior \u00f7 prior emissions", "RdBu_r", Normalize(1.0 - d, 1.0 + d),
-                             "Posterior ÷ prior (1 = unchanged; above 1: more than the prior)",
-                             _extend(sv, 1.0 - d, 1.0 + d)))  # fmt: skip
+        panels.append(
+            _Panel(
+                sf,
+                "Posterior \u00f7 prior emissions",
+                "RdBu_r",
+                Normalize(1.0 - d, 1.0 + d),
+                "Posterior ÷ prior (1 = unchanged; above 1: more than the prior)",
+                _extend(sv, 1.0 - d, 1.0 + d),
+            )
+        )
     return panels
 
 
-def _maps(emissions: xr.Dataset | None, gridded: xr.Dataset | None, gas: str, background: Sequence[Outline],
-          solved: Sequence[Mapping[str, Any]]) -> list[Figure]:  # fmt: skip
+def _maps(
+    emissions: xr.Dataset | None,
+    gridded: xr.Dataset | None,
+    gas: str,
+    background: Sequence[Outline],
+    solved: Sequence[Mapping[str, Any]],
+) -> list[Figure]:
     figs = []
     obs = _obs_panels(gridded, gas)
     if obs and {"latitude", "longitude"} <= set(obs[0].field.dims):
-        figs.append(_figure(obs, [[i] for i in range(len(obs))], _of("Satellite observations", gas),
-                            _of("Satellite observations", gas),
-                            "Left: the mean column-averaged dry-air mole fraction of the quality-filtered soundings "
-                            "over the whole run (white: no good sounding). Right: how many soundings fell in each "
-                            "grid cell; the inversion can only see emissions where there are soundings downwind.",
-                            background, solved))  # fmt: skip
+        figs.append(
+            _figure(
+                obs,
+                [[i] for i in range(len(obs))],
+                _of("Satellite observations", gas),
+                _of("Satellite observations", gas),
+                "Left: the mean column-averaged dry-air mole fraction of the quality-filtered soundings "
+                "over the whole run (white: no good sounding). Right: how many soundings fell in each "
+                "grid cell; the inversion can only see emissions where there are soundings downwind.",
+                background,
+                solved,
+            )
+        )
     if emissions is None:
         return figs
     if {"prior_flux", "posterior_flux"} <= set(emissions.data_vars):
         for i in range(len(_periods(emissions["prior_flux"]))):
             panels, label = _emission_panels(emissions, gas, i)
             when = f", {label}" if label else ""
-            figs.append(_figure(panels, [[0, 1], [2]], _of(f"Emissions{when}", gas), _of(f"Emissions{when}", gas),
-                                "Left and middle: prior and posterior emissions on one shared colour scale (its "
-                                "top is the 99th percentile; the arrow marks cells above it). Right: their "
-                                "difference. The inversion adjusts whole regions, so the difference follows the "
-                                "region outlines.", background, solved))  # fmt: skip
+            figs.append(
+                _figure(
+                    panels,
+                    [[0, 1], [2]],
+                    _of(f"Emissions{when}", gas),
+                    _of(f"Emissions{when}", gas),
+                    "Left and middle: prior and posterior emissions on one shared colour scale (its "
+                    "top is the 99th percentile; the arrow marks cells above it). Right: their "
+                    "difference. The inversion adjusts whole regions, so the difference follows the "
+                    "region outlines.",
+                    background,
+                    solved,
+                )
+            )
     if {"averaging_kernel_sensitivity", "scale_factor"} & set(emissions.data_vars):
         base = "averaging_kernel_sensitivity" if "averaging_kernel_sensitivity" in emissions else "scale_factor"
         for i in range(len(_periods(emissions[base]))):
             panels = _constraint_panels(emissions, gas, i)
             label = _periods(emissions[base])[i][0]
             when = f", {label}" if label else ""
-            figs.append(_figure(panels, [[j] for j in range(len(panels))],
-                                _of(f"What the satellite data constrain{when}", gas),
-                                _of(f"What the satellite data constrain{when}", gas),
-                                "Left: how much of each region's estimate comes from the satellite data (1) rather "
-                                "than from the prior (0); where it is low, the data cannot confirm or contradict "
-                                "the inventory. Right: the posterior as a multiple of the prior.",
-                                background, solved))  # fmt: skip
+            figs.append(
+                _figure(
+                    panels,
+                    [[j] for j in range(len(panels))],
+                    _of(f"What the satellite data constrain{when}", gas),
+                    _of(f"What the satellite data constrain{when}", gas),
+                    "Left: how much of each region's estimate comes from the satellite data (1) rather "
+                    "than from the prior (0); where it is low, the data cannot confirm or contradict "
+                    "the inventory. Right: the posterior as a multiple of the prior.",
+                    background,
+                    solved,
+                )
+            )
     return figs
 
 
@@ -454,8 +551,10 @@ def _bar_panel(ax: Any, name: str, rows: Sequence[Mapping[str, Any]], refs: list
     """One region's bars: prior, estimate, each reference; value labels; its own x scale."""
     colours = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b"]
     first = rows[0]
-    bars = [("Prior", _val(first, "prior_total"), _val(first, "prior_sigma"), "#bbbbbb"),
-            ("Satellite estimate", _val(first, "posterior_total"), _val(first, "posterior_sigma"), "#1f77b4")]  # fmt: skip
+    bars = [
+        ("Prior", _val(first, "prior_total"), _val(first, "prior_sigma"), "#bbbbbb"),
+        ("Satellite estimate", _val(first, "posterior_total"), _val(first, "posterior_sigma"), "#1f77b4"),
+    ]
     for j, ref in enumerate(refs):
         r = next((x for x in rows if str(x.get("reference")) == ref), None)
         v, s = (_val(r, "reported_total"), _val(r, "reported_sigma")) if r is not None else (math.nan, math.nan)
@@ -468,8 +567,7 @@ def _bar_panel(ax: Any, name: str, rows: Sequence[Mapping[str, Any]], refs: list
     top = top if top > 0 else 1.0
     ax.set_xlim(0, top * 1.3)
     for yi, v in zip(y, vals, strict=True):
-        ax.text(top * 1.28, yi, "no value" if not math.isfinite(v) else _short(v), va="center", ha="right",
-                fontsize=8)  # fmt: skip
+        ax.text(top * 1.28, yi, "no value" if not math.isfinite(v) else _short(v), va="center", ha="right", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels([mpl_text(b[0], 32) for b in bars], fontsize=8)
     ax.invert_yaxis()
@@ -480,8 +578,9 @@ def _bar_panel(ax: Any, name: str, rows: Sequence[Mapping[str, Any]], refs: list
     ax.set_title(mpl_text(title, 60), fontsize=9, loc="left", color=_VERDICT_COLOURS.get(verdict, "#333333"))
 
 
-def _small_multiples(groups: list[tuple[str, list[Mapping[str, Any]]]], refs: list[str], gas: str, title: str,
-                     caption: str) -> Figure:  # fmt: skip
+def _small_multiples(
+    groups: list[tuple[str, list[Mapping[str, Any]]]], refs: list[str], gas: str, title: str, caption: str
+) -> Figure:
     """Panels on a fixed grid (inches), so no layout engine has to measure every label (it is slow)."""
     ncol = 3 if len(groups) > 2 else max(1, len(groups))
     nrow = math.ceil(len(groups) / ncol)
@@ -492,21 +591,27 @@ def _small_multiples(groups: list[tuple[str, list[Mapping[str, Any]]]], refs: li
     fig_w = max(fig_w, 7.0)
     fig_h = nrow * ax_h + (nrow - 1) * gap_h + top + bottom
     fig = MplFigure(figsize=(fig_w, fig_h))
-    fig.subplots_adjust(left=label_w / fig_w, right=(label_w + ncol * (label_w + ax_w) - label_w) / fig_w,
-                        bottom=bottom / fig_h, top=1 - top / fig_h, wspace=label_w / ax_w,
-                        hspace=gap_h / ax_h)  # fmt: skip
+    fig.subplots_adjust(
+        left=label_w / fig_w,
+        right=(label_w + ncol * (label_w + ax_w) - label_w) / fig_w,
+        bottom=bottom / fig_h,
+        top=1 - top / fig_h,
+        wspace=label_w / ax_w,
+        hspace=gap_h / ax_h,
+    )
     axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, (name, rows) in zip(axes.ravel(), groups, strict=False):
         _bar_panel(ax, name, rows, refs)
-    for ax in axes.ravel()[len(groups):]:
+    for ax in axes.ravel()[len(groups) :]:
         ax.set_visible(False)
     fig.suptitle(mpl_text(title, 110), fontsize=11, x=0.02, ha="left")
     fig.text(0.5, 0.12 / fig_h, mpl_text(f"{unit(gas)}, each panel on its own scale"), ha="center", fontsize=9)
     return _png(fig, title, caption)
 
 
-def bar_figures(rows: Sequence[Mapping[str, Any]], gas: str = "", max_periods: int = 4,
-                names: Mapping[str, str] | None = None) -> list[Figure]:  # fmt: skip
+def bar_figures(
+    rows: Sequence[Mapping[str, Any]], gas: str = "", max_periods: int = 4, names: Mapping[str, str] | None = None
+) -> list[Figure]:
     """Prior, estimate and reported totals with 1-sigma error bars, one small panel per region.
 
     Every region gets its own panel and x scale, so a small country is as readable as a
@@ -540,14 +645,21 @@ def bar_figures(rows: Sequence[Mapping[str, Any]], gas: str = "", max_periods: i
             if not sub:
                 continue
             regions = list(dict.fromkeys(str(r.get("region")) for r in sub))
-            groups = [(display_name(next(r for r in sub if str(r.get("region")) == code), names),
-                       [r for r in sub if str(r.get("region")) == code]) for code in regions]  # fmt: skip
+            groups = [
+                (
+                    display_name(next(r for r in sub if str(r.get("region")) == code), names),
+                    [r for r in sub if str(r.get("region")) == code],
+                )
+                for code in regions
+            ]
             what = "groups of countries" if aggregate else "countries"
             title = f"{gas + ' totals' if gas else 'Totals'} of the {what}, {p}"
             ref = f" ({refs[0]})" if len(refs) == 1 else ""
-            caption = (f"Prior (grey), satellite estimate (blue) and reported total{ref} (red) of each "
-                       f"{'group' if aggregate else 'country'}, with 1-sigma error bars; the numbers are the bar "
-                       "values in Tg per year. Each panel has its own scale, so that small and large emitters "
-                       "are equally readable: compare the bars within a panel. Panel titles give the verdict.")  # fmt: skip
+            caption = (
+                f"Prior (grey), satellite estimate (blue) and reported total{ref} (red) of each "
+                f"{'group' if aggregate else 'country'}, with 1-sigma error bars; the numbers are the bar "
+                "values in Tg per year. Each panel has its own scale, so that small and large emitters "
+                "are equally readable: compare the bars within a panel. Panel titles give the verdict."
+            )
             figs.append(_small_multiples(groups, refs, gas, title, caption))
     return figs

@@ -33,11 +33,20 @@ INSTALL_HINT = (
     "GOSAT_PIPELINE_BROWSER at a Chromium or Chrome executable"
 )
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
-_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]  # fmt: skip
-_FOOTER = ('<div style="font-size:7.5pt; width:100%; padding:0 10mm; color:#555; display:flex; '
-           'justify-content:space-between;"><span class="title"></span>'
-           '<span>page <span class="pageNumber"></span> of <span class="totalPages"></span></span></div>')  # fmt: skip
+_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+_FOOTER = (
+    '<div style="font-size:7.5pt; width:100%; padding:0 10mm; color:#555; display:flex; '
+    'justify-content:space-between;"><span class="title"></span>'
+    '<span>page <span class="pageNumber"></span> of <span class="totalPages"></span></span></div>'
+)
 
 
 def _playwright_chromium() -> str | None:
@@ -66,8 +75,15 @@ def _print(browser: Any, html: Path, timeout_s: float) -> bytes:
     page.goto(url, wait_until="load", timeout=timeout_s * 1000)
     page.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
     page.emulate_media(media="print")
-    return page.pdf(prefer_css_page_size=True, print_background=True, display_header_footer=True,
-                    header_template="<span></span>", footer_template=_FOOTER, outline=True, tagged=True)  # fmt: skip
+    return page.pdf(
+        prefer_css_page_size=True,
+        print_background=True,
+        display_header_footer=True,
+        header_template="<span></span>",
+        footer_template=_FOOTER,
+        outline=True,
+        tagged=True,
+    )
 
 
 def find_browser(browser: str | os.PathLike[str] | None = None) -> str | None:
@@ -100,8 +116,13 @@ def find_browser(browser: str | os.PathLike[str] | None = None) -> str | None:
     return _playwright_chromium()
 
 
-def write_pdf(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, *,
-              browser: str | os.PathLike[str] | None = None, timeout_s: float = 120.0) -> Path:  # fmt: skip
+def write_pdf(
+    run_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    browser: str | os.PathLike[str] | None = None,
+    timeout_s: float = 120.0,
+) -> Path:
     """Print ``report.html`` of a run directory to PDF.
 
     Parameters

@@ -124,8 +124,14 @@ def _grouped(items: Sequence[Any], base: Path) -> tuple[list[Any], list[dict[str
         paths = [str(it.get("path") or "") for it in group]
         folder = relative_path(str(Path(os.path.commonpath(paths))), base) if all(paths) else ""
         size = sum(float(it.get("bytes") or 0) for it in group)
-        rows.append({"path": f"{len(group)} files in {folder}", "detail": kind,
-                     "size": f"{size / 1024:,.0f} KiB", "sha256": "each file's in manifest.json"})  # fmt: skip
+        rows.append(
+            {
+                "path": f"{len(group)} files in {folder}",
+                "detail": kind,
+                "size": f"{size / 1024:,.0f} KiB",
+                "sha256": "each file's in manifest.json",
+            }
+        )
     return keep, rows
 
 
@@ -142,9 +148,14 @@ def _inputs(items: Any, base: Path) -> list[dict[str, str]]:
             path = it.get("path") or it.get("file") or it.get("name") or ""
             detail = it.get("reason") or it.get("kind") or it.get("reader") or it.get("format") or ""
             size = it.get("bytes")
-            out.append({"path": relative_path(path, base) if path else "", "sha256": _str(it.get("sha256")),
-                        "detail": relativise_text(_str(detail), base),
-                        "size": f"{float(size) / 1024:,.0f} KiB" if isinstance(size, int | float) else ""})  # fmt: skip
+            out.append(
+                {
+                    "path": relative_path(path, base) if path else "",
+                    "sha256": _str(it.get("sha256")),
+                    "detail": relativise_text(_str(detail), base),
+                    "size": f"{float(size) / 1024:,.0f} KiB" if isinstance(size, int | float) else "",
+                }
+            )
         else:
             out.append({"path": relative_path(it, base), "sha256": "", "detail": "", "size": ""})
     return out
@@ -158,13 +169,15 @@ def _stages(stages: Any, base: Path) -> list[dict[str, str]]:
         rec = rec if isinstance(rec, Mapping) else {"status": rec}
         outputs = rec.get("outputs")
         outputs = outputs if isinstance(outputs, list) else ([] if outputs is None else [outputs])
-        rows.append({
-            "stage": str(name),
-            "status": _str(rec.get("status")) or "recorded",
-            "seconds": _seconds(rec.get("wall_time_s", rec.get("seconds"))),
-            "finished": _str(rec.get("finished")),
-            "outputs": ", ".join(relative_path(o, base) for o in outputs),
-        })  # fmt: skip
+        rows.append(
+            {
+                "stage": str(name),
+                "status": _str(rec.get("status")) or "recorded",
+                "seconds": _seconds(rec.get("wall_time_s", rec.get("seconds"))),
+                "finished": _str(rec.get("finished")),
+                "outputs": ", ".join(relative_path(o, base) for o in outputs),
+            }
+        )
     return rows
 
 
@@ -191,16 +204,37 @@ def _screening(screening: Any) -> list[dict[str, str]]:
         if not isinstance(rec, Mapping):
             continue
         dropped = rec.get("quality_filter_dropped")
-        drops = (", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v)
-                 if isinstance(dropped, Mapping) else _str(dropped))  # fmt: skip
+        drops = (
+            ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in dropped.items() if v)
+            if isinstance(dropped, Mapping)
+            else _str(dropped)
+        )
         dups = rec.get("duplicate_soundings")
-        out.append({"gas": str(gas), "kept": _str(rec.get("soundings_kept")), "dropped": drops or "none",
-                    "duplicates": str(len(dups)) if isinstance(dups, list) else _str(dups) or "0"})  # fmt: skip
+        out.append(
+            {
+                "gas": str(gas),
+                "kept": _str(rec.get("soundings_kept")),
+                "dropped": drops or "none",
+                "duplicates": str(len(dups)) if isinstance(dups, list) else _str(dups) or "0",
+            }
+        )
     return out
 
 
-_SHOWN = {"inputs", "skipped_inputs", "versions", "config_sha256", "stages", "synthetic", "status", "wall_time_s",
-          "current_stage", "screening", "platform", "cluster"}  # fmt: skip
+_SHOWN = {
+    "inputs",
+    "skipped_inputs",
+    "versions",
+    "config_sha256",
+    "stages",
+    "synthetic",
+    "status",
+    "wall_time_s",
+    "current_stage",
+    "screening",
+    "platform",
+    "cluster",
+}
 
 
 def _flat(prefix: str, v: Any, base: Path) -> list[tuple[str, str]]:

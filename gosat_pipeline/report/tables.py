@@ -138,26 +138,36 @@ def _z_arithmetic(row: Mapping[str, Any]) -> str:
     if form == "shift":
         sig = num(row.get("compared_sigma"))
         if math.isfinite(sig):  # sqrt(prior variance - posterior variance + ensemble spread^2 + transport error^2)
-            return (f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / {fmt(sig)} = {_signed(z)}, where "
-                    f"{fmt(sig)} is the spread the shift would have if the report were right")  # fmt: skip
-        return (f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / "
-                f"\u221a({fmt(row.get('prior_sigma'))}\u00b2 \u2212 {fmt(psig)}\u00b2) = {_signed(z)}")  # fmt: skip
+            return (
+                f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / {fmt(sig)} = {_signed(z)}, where "
+                f"{fmt(sig)} is the spread the shift would have if the report were right"
+            )
+        return (
+            f"z = ({fmt(post)} \u2212 {fmt(row.get('prior_total'))}) / "
+            f"\u221a({fmt(row.get('prior_sigma'))}\u00b2 \u2212 {fmt(psig)}\u00b2) = {_signed(z)}"
+        )
     smoothed = row.get("reported_total_smoothed")
     compared = smoothed if math.isfinite(num(smoothed)) else row.get("reported_total")
-    return (f"z = ({fmt(post)} \u2212 {fmt(compared)}) / "
-            f"\u221a({fmt(psig)}\u00b2 + {fmt(row.get('reported_sigma'))}\u00b2) = {_signed(z)}")  # fmt: skip
+    return (
+        f"z = ({fmt(post)} \u2212 {fmt(compared)}) / "
+        f"\u221a({fmt(psig)}\u00b2 + {fmt(row.get('reported_sigma'))}\u00b2) = {_signed(z)}"
+    )
 
 
 def _what_z_compares(row: Mapping[str, Any]) -> str:
     form = _text(row.get("z_form")).lower()
     u = unit(row.get("gas"))
     if form == "shift":
-        return ("The verdict tests how far the satellite data moved the estimate away from the inventory it "
-                f"started from, which here is the reported inventory itself (prior {fmt(row.get('prior_total'))} {u}): ")  # fmt: skip
+        return (
+            "The verdict tests how far the satellite data moved the estimate away from the inventory it "
+            f"started from, which here is the reported inventory itself (prior {fmt(row.get('prior_total'))} {u}): "
+        )
     smoothed = num(row.get("reported_total_smoothed"))
     if math.isfinite(smoothed):
-        return (f"The verdict compares the estimate with {fmt(smoothed)} {u}, the reported total as these "
-                "satellite data see it: ")  # fmt: skip
+        return (
+            f"The verdict compares the estimate with {fmt(smoothed)} {u}, the reported total as these "
+            "satellite data see it: "
+        )
     return "The verdict compares the estimate with the reported total: "
 
 
@@ -188,8 +198,10 @@ def _gates(row: Mapping[str, Any], thr: Thresholds) -> list[str]:
             out.append(f"the satellite data shrink the uncertainty of this total by {by} ({_pct(t_er)} needed)")
     if math.isfinite(t_sens) and not sens >= t_sens:
         share = ("none" if sens <= 0 else _pct(sens)) if math.isfinite(sens) else "an unknown share"
-        out.append(f"{share} of the estimate comes from the satellite data rather than the starting inventory "
-                   f"({_pct(t_sens)} needed)")  # fmt: skip
+        out.append(
+            f"{share} of the estimate comes from the satellite data rather than the starting inventory "
+            f"({_pct(t_sens)} needed)"
+        )
     if math.isfinite(t_obs) and math.isfinite(nobs) and nobs < t_obs:
         out.append(f"only {int(nobs)} satellite observations see this region ({int(t_obs)} needed)")
     return out
@@ -199,8 +211,9 @@ def _why_not_constrained(row: Mapping[str, Any], thr: Thresholds, verdict: str) 
     if verdict != "not constrained":
         spread = [(k, num(v)) for k, v in row.items() if "spread" in str(k).lower() and math.isfinite(num(v))]
         extra = "; ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in spread)
-        return ("across an ensemble of plausible transport settings the verdict changes"
-                + (f" ({extra})" if extra else ""))  # fmt: skip
+        return "across an ensemble of plausible transport settings the verdict changes" + (
+            f" ({extra})" if extra else ""
+        )
     gates = _gates(row, thr)
     if gates:
         return _join(gates, "and")
@@ -233,9 +246,11 @@ def row_text(row: Mapping[str, Any], names: Mapping[str, str], thr: Thresholds) 
     if verdict == "partly outside the domain":
         share = num(row.get("domain_share"))
         part = f" (about {_pct(share)} of it)" if math.isfinite(share) else ""
-        return (f"Only part of {display_name(row, names)} lies inside the area analysed{part}: the satellite "
-                f"estimate for that part is {est}.",
-                f"It is not compared with the national total of {rep} ({ref}).")  # fmt: skip
+        return (
+            f"Only part of {display_name(row, names)} lies inside the area analysed{part}: the satellite "
+            f"estimate for that part is {est}.",
+            f"It is not compared with the national total of {rep} ({ref}).",
+        )
     if verdict == "no reported value":
         return f"The satellite estimate is {est}; {ref} has no value for this region and period to compare with.", ""
     if verdict == NO_VERDICT:
@@ -345,11 +360,17 @@ def _rest_phrase(gas: str, rows: Sequence[Mapping[str, Any]], n_flagged: int) ->
     for v in verdicts:
         if v not in COMPARED:
             other[v] = other.get(v, 0) + 1
-    words = {"no reported value": ("has no reported value", "have no reported value"),
-             "partly outside the domain": ("lies only partly inside the area analysed",
-                                           "lie only partly inside the area analysed"),
-             NO_VERDICT: ("is estimated but not compared (not a reporting country)",
-                          "are estimated but not compared (not reporting countries)")}  # fmt: skip
+    words = {
+        "no reported value": ("has no reported value", "have no reported value"),
+        "partly outside the domain": (
+            "lies only partly inside the area analysed",
+            "lie only partly inside the area analysed",
+        ),
+        NO_VERDICT: (
+            "is estimated but not compared (not a reporting country)",
+            "are estimated but not compared (not reporting countries)",
+        ),
+    }
     extras = []
     for v, k in other.items():
         one, many = words.get(v, (f"has the verdict \u201c{v}\u201d", f"have the verdict \u201c{v}\u201d"))
@@ -382,8 +403,10 @@ def headline_sentences(rows: Sequence[Mapping[str, Any]], names: Mapping[str, st
         return ["The comparison has no rows: there is nothing to report."]
     gases = list(dict.fromkeys(_text(r.get("gas")) for r in rows))
     by_gas = {g: [r for r in rows if _text(r.get("gas")) == g] for g in gases}
-    flagged = {g: sorted((r for r in rs if verdict_of(r) in FLAGGED), key=lambda r: -abs(num(r.get("z_score"))))
-               for g, rs in by_gas.items()}  # fmt: skip
+    flagged = {
+        g: sorted((r for r in rs if verdict_of(r) in FLAGGED), key=lambda r: -abs(num(r.get("z_score"))))
+        for g, rs in by_gas.items()
+    }
     order = sorted(gases, key=lambda g: (not flagged[g], gases.index(g)))
     first = []
     for g in order:
@@ -395,8 +418,10 @@ def headline_sentences(rows: Sequence[Mapping[str, Any]], names: Mapping[str, st
         many_periods = len({_text(r.get("period")) for r in rs}) > 1
         clauses = [_flag_clause(r, names, many_periods) for r in flagged[g]]
         label = f"{g} " if g else ""
-        first.append(f"{k} of {n} {label}{_plural(n, 'total', 'totals')} {_plural(k, 'differs', 'differ')} from "
-                     f"{_ref_phrase(rs)}: " + _join(clauses, "and"))  # fmt: skip
+        first.append(
+            f"{k} of {n} {label}{_plural(n, 'total', 'totals')} {_plural(k, 'differs', 'differ')} from "
+            f"{_ref_phrase(rs)}: " + _join(clauses, "and")
+        )
     if not first:
         first.append(f"No total differs significantly from {_ref_phrase(rows)}")
     rest = "; ".join(p for p in (_rest_phrase(g, by_gas[g], len(flagged[g])) for g in order) if p)
@@ -407,31 +432,36 @@ def headline_sentences(rows: Sequence[Mapping[str, Any]], names: Mapping[str, st
 
 
 # ---------------------------------------------------------------------------- tables
-def findings_rows(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str],
-                  thr: Thresholds) -> list[dict[str, str]]:  # fmt: skip
+def findings_rows(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str], thr: Thresholds) -> list[dict[str, str]]:
     """Rows of the findings table, differences first, then agreement, not constrained, the rest.
 
     Within a group, the largest |z| comes first; ties keep the file order.
     """
     indexed = list(enumerate(rows))
-    indexed.sort(key=lambda ir: (verdict_rank(verdict_of(ir[1])),
-                                 -abs(num(ir[1].get("z_score"))) if verdict_of(ir[1]) in FLAGGED else 0.0,
-                                 ir[0]))  # fmt: skip
+    indexed.sort(
+        key=lambda ir: (
+            verdict_rank(verdict_of(ir[1])),
+            -abs(num(ir[1].get("z_score"))) if verdict_of(ir[1]) in FLAGGED else 0.0,
+            ir[0],
+        )
+    )
     out = []
     for _, r in indexed:
         v = verdict_of(r)
         text = row_text(r, names, thr)
-        out.append({
-            "region": display_name(r, names),
-            "code": _text(r.get("region")),
-            "gas": _text(r.get("gas")),
-            "period": _text(r.get("period")),
-            "reference": _text(r.get("reference")),
-            "verdict": v,
-            "css": verdict_class(v),
-            "sentence": text[0],
-            "test": text[1],
-        })  # fmt: skip
+        out.append(
+            {
+                "region": display_name(r, names),
+                "code": _text(r.get("region")),
+                "gas": _text(r.get("gas")),
+                "period": _text(r.get("period")),
+                "reference": _text(r.get("reference")),
+                "verdict": v,
+                "css": verdict_class(v),
+                "sentence": text[0],
+                "test": text[1],
+            }
+        )
     return out
 
 
@@ -465,20 +495,39 @@ DETAIL_COLUMNS: tuple[tuple[Any, str, str, str], ...] = (
     ("period", "Period", "text", "the period the totals cover"),
     ("reference", "Reference", "text", "the reported inventory compared with"),
     ("prior_total", "Prior", "num", "the inventory the inversion started from"),
-    (("posterior_total", "posterior_sigma"), "Estimate \u00b1 1\u03c3", "pm", "satellite estimate and its 1-sigma uncertainty"),
-    (("reported_total", "reported_sigma"), "Reported \u00b1 1\u03c3", "pm", "reported total and its 1-sigma uncertainty"),
-    ("reported_total_smoothed", "Reported, as the data see it", "num",
-     "the reported inventory seen through the satellite data's limited view: what the verdict compares with (z form direct)"),
+    (
+        ("posterior_total", "posterior_sigma"),
+        "Estimate \u00b1 1\u03c3",
+        "pm",
+        "satellite estimate and its 1-sigma uncertainty",
+    ),
+    (
+        ("reported_total", "reported_sigma"),
+        "Reported \u00b1 1\u03c3",
+        "pm",
+        "reported total and its 1-sigma uncertainty",
+    ),
+    (
+        "reported_total_smoothed",
+        "Reported, as the data see it",
+        "num",
+        "the reported inventory seen through the satellite data's limited view: what the verdict compares with (z form direct)",
+    ),
     ("difference", "Difference", "num", "estimate minus reported"),
     ("relative_difference", "Relative", "pct", "difference divided by the reported total"),
     ("z_score", "z", "z", "difference in units of the combined uncertainty (see How to read this)"),
-    ("z_form", "z form", "text", "direct: estimate vs reported as the data see it; shift: how far the data moved the "
-     "estimate from the reported inventory used as the prior"),
+    (
+        "z_form",
+        "z form",
+        "text",
+        "direct: estimate vs reported as the data see it; shift: how far the data moved the "
+        "estimate from the reported inventory used as the prior",
+    ),
     ("error_reduction", "Error reduction", "pct", "how much the satellite data shrink the uncertainty of the prior"),
     ("sensitivity", "Sensitivity", "num", "share of the estimate that comes from the satellite data (0 to 1)"),
     ("n_observations", "Obs.", "int", "number of gridded satellite observations that see the region"),
     ("verdict", "Verdict", "verdict", "see the verdict meanings under Method"),
-)  # fmt: skip
+)
 
 
 def detail_table(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> dict[str, Any]:
@@ -499,20 +548,42 @@ def detail_table(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) ->
 
 
 _SHOWN = {k for k, _, kind, _ in DETAIL_COLUMNS if kind != "pm"} | {
-    "posterior_total", "posterior_sigma", "reported_total", "reported_sigma"}  # fmt: skip
+    "posterior_total",
+    "posterior_sigma",
+    "reported_total",
+    "reported_sigma",
+}
 _RUN_WIDE = {"z_critical", "min_error_reduction", "min_sensitivity", "min_observations", "gosat_pipeline_version"}
 _TECH_LABELS = {
-    "region": "Code", "region_name": "Name in the inputs", "gas": "Gas", "period": "Period", "reference": "Reference", "members": "Members",
-    "reported_year": "Reported year", "uncertainty_source": "Reported uncertainty from", "prior_sigma": "Prior 1\u03c3",
-    "z_direct": "z direct", "z_shift": "z shift", "reason": "Reason recorded by the comparison",
-    "compared_value": "Compared with", "compared_sigma": "z denominator",
-    "posterior_sigma_analytic": "Analytic 1\u03c3", "ensemble_spread": "Ensemble spread",
-    "transport_error_sigma": "Transport error 1\u03c3", "detectable_difference": "Smallest detectable difference",
-    "ensemble_members": "Inversions", "ensemble_min": "Lowest member", "ensemble_max": "Highest member",
-    "z_min": "Lowest member z", "z_max": "Highest member z", "chi2_state": "State \u03c7\u00b2 ratio",
-    "chi2_obs": "Observation \u03c7\u00b2 ratio", "domain_share": "Share in domain",
-    "domain_share_area": "Area share in domain", "domain_share_emission": "Emission share in domain",
-}  # fmt: skip
+    "region": "Code",
+    "region_name": "Name in the inputs",
+    "gas": "Gas",
+    "period": "Period",
+    "reference": "Reference",
+    "members": "Members",
+    "reported_year": "Reported year",
+    "uncertainty_source": "Reported uncertainty from",
+    "prior_sigma": "Prior 1\u03c3",
+    "z_direct": "z direct",
+    "z_shift": "z shift",
+    "reason": "Reason recorded by the comparison",
+    "compared_value": "Compared with",
+    "compared_sigma": "z denominator",
+    "posterior_sigma_analytic": "Analytic 1\u03c3",
+    "ensemble_spread": "Ensemble spread",
+    "transport_error_sigma": "Transport error 1\u03c3",
+    "detectable_difference": "Smallest detectable difference",
+    "ensemble_members": "Inversions",
+    "ensemble_min": "Lowest member",
+    "ensemble_max": "Highest member",
+    "z_min": "Lowest member z",
+    "z_max": "Highest member z",
+    "chi2_state": "State \u03c7\u00b2 ratio",
+    "chi2_obs": "Observation \u03c7\u00b2 ratio",
+    "domain_share": "Share in domain",
+    "domain_share_area": "Area share in domain",
+    "domain_share_emission": "Emission share in domain",
+}
 #: value columns per printed part of the technical table (the identifying columns repeat in each part)
 _TECH_PART = 8
 
@@ -560,18 +631,25 @@ def technical_table(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     rest = [i for i in range(len(keep)) if i not in ids]
     parts = []
     for start in range(0, len(rest), _TECH_PART):  # narrow enough for a printed page
-        cols = ids + rest[start:start + _TECH_PART]
+        cols = ids + rest[start : start + _TECH_PART]
         parts.append({"header": [header[i] for i in cols], "rows": [[row[i] for i in cols] for row in cells]})
     return {"header": header, "keys": keep, "rows": cells, "unknown": unknown, "parts": parts}
 
 
 _CHANGE = (
-    ("region", "Region", None), ("gas", "Gas", None), ("reference", "Reference", None), ("period_a", "From", None),
-    ("period_b", "To", None), ("posterior_change", "Estimated change", "num"),
-    ("posterior_change_sigma", "\u00b1", "num"), ("change_z", "z", "z"), ("change_verdict", "In the atmosphere", None),
-    ("reported_change", "Reported change", "num"), ("reported_change_sigma", "\u00b1", "num"),
+    ("region", "Region", None),
+    ("gas", "Gas", None),
+    ("reference", "Reference", None),
+    ("period_a", "From", None),
+    ("period_b", "To", None),
+    ("posterior_change", "Estimated change", "num"),
+    ("posterior_change_sigma", "\u00b1", "num"),
+    ("change_z", "z", "z"),
+    ("change_verdict", "In the atmosphere", None),
+    ("reported_change", "Reported change", "num"),
+    ("reported_change_sigma", "\u00b1", "num"),
     ("verdict", "Estimated vs reported", None),
-)  # fmt: skip
+)
 
 
 def change_rows(rows: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:

@@ -75,9 +75,14 @@ UNKNOWN_EXPLANATION = (
 FLAGGED: frozenset[str] = frozenset({"higher than reported", "lower than reported"})
 #: Verdicts of a total that was compared with a reported value (constrained or not).
 COMPARED: frozenset[str] = frozenset(
-    {"higher than reported", "lower than reported", "consistent", "not constrained",
-     "not constrained (transport-sensitive)"}
-)  # fmt: skip
+    {
+        "higher than reported",
+        "lower than reported",
+        "consistent",
+        "not constrained",
+        "not constrained (transport-sensitive)",
+    }
+)
 
 _CLASS = {
     "higher than reported": "high",

@@ -67,9 +67,7 @@ def _season(times: pd.DatetimeIndex) -> np.ndarray:
     return np.cos(2.0 * np.pi * (doy - 15.0) / 365.25)
 
 
-def monsoon_climatology(
-    lat: np.ndarray, lon: np.ndarray, times: pd.DatetimeIndex
-) -> tuple[np.ndarray, np.ndarray]:
+def monsoon_climatology(lat: np.ndarray, lon: np.ndarray, times: pd.DatetimeIndex) -> tuple[np.ndarray, np.ndarray]:
     """Seasonal-mean 850 hPa wind over Southeast Asia, m s-1, shape (time, lat, lon).
 
     North of the equator the wind is north-easterly in boreal winter (u = -6, v = -4 m s-1)
@@ -98,8 +96,17 @@ class _Eddies:
     amp: np.ndarray  # (n_times, n_modes)
 
     @classmethod
-    def draw(cls, n_times: int, dt_hours: float, *, rms: float, decorrelation_hours: float,
-             wavelengths_km: tuple[float, float], n_modes: int, rng: np.random.Generator) -> _Eddies:  # fmt: skip
+    def draw(
+        cls,
+        n_times: int,
+        dt_hours: float,
+        *,
+        rms: float,
+        decorrelation_hours: float,
+        wavelengths_km: tuple[float, float],
+        n_modes: int,
+        rng: np.random.Generator,
+    ) -> _Eddies:
         lam = rng.uniform(*wavelengths_km, n_modes) * 1e3
         ang = rng.uniform(0.0, 2.0 * np.pi, n_modes)
         k = 2.0 * np.pi / lam
@@ -172,8 +179,9 @@ def make_monsoon_winds(
     times = pd.date_range(start, end, freq=freq, inclusive="left")
     step_h = pd.Timedelta(pd.tseries.frequencies.to_offset(freq)).total_seconds() / 3600.0
     rng = np.random.default_rng(seed)
-    eddies = _Eddies.draw(times.size, step_h, rms=eddy_rms, decorrelation_hours=48.0,
-                          wavelengths_km=(1200.0, 3500.0), n_modes=24, rng=rng)  # fmt: skip
+    eddies = _Eddies.draw(
+        times.size, step_h, rms=eddy_rms, decorrelation_hours=48.0, wavelengths_km=(1200.0, 3500.0), n_modes=24, rng=rng
+    )
     uc, vc = monsoon_climatology(grid.lat, grid.lon, times)
     ue = np.empty_like(uc)
     ve = np.empty_like(vc)
@@ -187,12 +195,18 @@ def make_monsoon_winds(
             "u": (dims, (u850[:, None] * fac).astype("float32"), {"units": "m s-1", "standard_name": "eastward_wind"}),
             "v": (dims, (v850[:, None] * fac).astype("float32"), {"units": "m s-1", "standard_name": "northward_wind"}),
         },
-        coords={"time": times.values, "level": ("level", np.array(WIND_LEVELS), {"units": "hPa"}),
-                "latitude": ("latitude", grid.lat, {"units": "degrees_north"}),
-                "longitude": ("longitude", grid.lon, {"units": "degrees_east"})},
-        attrs={"title": "synthetic ERA5-like monsoon winds (gosat_pipeline.testing.atmosphere)",
-               "synthetic": "true", "seed": seed},
-    )  # fmt: skip
+        coords={
+            "time": times.values,
+            "level": ("level", np.array(WIND_LEVELS), {"units": "hPa"}),
+            "latitude": ("latitude", grid.lat, {"units": "degrees_north"}),
+            "longitude": ("longitude", grid.lon, {"units": "degrees_east"}),
+        },
+        attrs={
+            "title": "synthetic ERA5-like monsoon winds (gosat_pipeline.testing.atmosphere)",
+            "synthetic": "true",
+            "seed": seed,
+        },
+    )
     return ds
 
 
@@ -334,8 +348,15 @@ class TruthAtmosphere:
         if kdt / min(dy, float(dx.min())) ** 2 > 0.24:
             raise ValueError("explicit diffusion unstable: lower eddy_diffusivity or dt")
         rng = np.random.default_rng(self.seed)
-        eddies = _Eddies.draw(nsteps + 2, self.dt / 3600.0, rms=self.unresolved_rms, decorrelation_hours=9.0,
-                              wavelengths_km=(300.0, 900.0), n_modes=16, rng=rng)  # fmt: skip
+        eddies = _Eddies.draw(
+            nsteps + 2,
+            self.dt / 3600.0,
+            rms=self.unresolved_rms,
+            decorrelation_hours=9.0,
+            wavelengths_km=(300.0, 900.0),
+            n_modes=16,
+            rng=rng,
+        )
         c = np.zeros((f.shape[0], ny, nx))
         out = np.zeros((f.shape[0], t_pts.size))
         nxt = 0
@@ -365,8 +386,9 @@ class TruthAtmosphere:
         return out[0] if single else out
 
 
-def background_field(gas: str, lat: Any, lon: Any, t: Any, *, seed: int = 0, curvature: float = 0.012,
-                     synoptic: float = 3.0) -> np.ndarray:  # fmt: skip
+def background_field(
+    gas: str, lat: Any, lon: Any, t: Any, *, seed: int = 0, curvature: float = 0.012, synoptic: float = 3.0
+) -> np.ndarray:
     """The true background column (gas units) at each sounding: not a plane.
 
     Seasonal cycle, a latitude gradient that steepens north of 10 N (inter-hemispheric
@@ -388,7 +410,9 @@ def background_field(gas: str, lat: Any, lon: Any, t: Any, *, seed: int = 0, cur
     days = np.unique(times.normalize().values)
     day_index = np.searchsorted(days, times.normalize().values)
     a = rng.normal(0.0, synoptic, (days.size, 3))
-    synoptic = a[day_index, 0] + a[day_index, 1] * np.sin(np.deg2rad(lat) * 6) + a[day_index, 2] * np.cos(
-        np.deg2rad(lon - 90.0) * 4
+    synoptic = (
+        a[day_index, 0]
+        + a[day_index, 1] * np.sin(np.deg2rad(lat) * 6)
+        + a[day_index, 2] * np.cos(np.deg2rad(lon - 90.0) * 4)
     )
     return BACKGROUND_XGAS[gas] + scale * (seasonal + grad + synoptic)

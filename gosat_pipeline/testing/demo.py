@@ -75,14 +75,59 @@ SOURCE_RESOLUTION = 0.25  # degrees: the inventory's own resolution
 
 #: Reported national totals (Tg yr-1), of the order of the countries' real inventories.
 REPORTED_TG: dict[str, dict[str, float]] = {
-    "CH4": {"IDN": 14.0, "THA": 4.0, "VNM": 4.5, "MMR": 4.0, "PHL": 3.0, "MYS": 2.0, "KHM": 1.5, "LAO": 0.6,
-            "BRN": 0.1, "SGP": 0.1, "CHN": 55.0, "IND": 30.0, "BGD": 4.5, "AUS": 4.5, "JPN": 1.2, "PAK": 5.0,
-            "NPL": 1.3, "LKA": 0.5, "MNG": 0.6, "KOR": 1.2, "PRK": 0.7, "TWN": 0.9, "PNG": 0.35, "TLS": 0.06},
-    "CO2": {"IDN": 600.0, "THA": 280.0, "VNM": 330.0, "MYS": 260.0, "PHL": 150.0, "SGP": 50.0, "MMR": 40.0,
-            "KHM": 15.0, "LAO": 20.0, "BRN": 8.0, "CHN": 11500.0, "IND": 2600.0, "BGD": 95.0, "AUS": 390.0,
-            "JPN": 1050.0, "PAK": 230.0, "NPL": 15.0, "LKA": 22.0, "MNG": 50.0, "KOR": 600.0, "PRK": 40.0,
-            "TWN": 270.0, "PNG": 7.0, "TLS": 0.5},
-}  # fmt: skip
+    "CH4": {
+        "IDN": 14.0,
+        "THA": 4.0,
+        "VNM": 4.5,
+        "MMR": 4.0,
+        "PHL": 3.0,
+        "MYS": 2.0,
+        "KHM": 1.5,
+        "LAO": 0.6,
+        "BRN": 0.1,
+        "SGP": 0.1,
+        "CHN": 55.0,
+        "IND": 30.0,
+        "BGD": 4.5,
+        "AUS": 4.5,
+        "JPN": 1.2,
+        "PAK": 5.0,
+        "NPL": 1.3,
+        "LKA": 0.5,
+        "MNG": 0.6,
+        "KOR": 1.2,
+        "PRK": 0.7,
+        "TWN": 0.9,
+        "PNG": 0.35,
+        "TLS": 0.06,
+    },
+    "CO2": {
+        "IDN": 600.0,
+        "THA": 280.0,
+        "VNM": 330.0,
+        "MYS": 260.0,
+        "PHL": 150.0,
+        "SGP": 50.0,
+        "MMR": 40.0,
+        "KHM": 15.0,
+        "LAO": 20.0,
+        "BRN": 8.0,
+        "CHN": 11500.0,
+        "IND": 2600.0,
+        "BGD": 95.0,
+        "AUS": 390.0,
+        "JPN": 1050.0,
+        "PAK": 230.0,
+        "NPL": 15.0,
+        "LKA": 22.0,
+        "MNG": 50.0,
+        "KOR": 600.0,
+        "PRK": 40.0,
+        "TWN": 270.0,
+        "PNG": 7.0,
+        "TLS": 0.5,
+    },
+}
 #: Emission density (Tg yr-1 per million km2) of the countries without a reported total.
 _DENSITY: dict[str, float] = {"CH4": 1.0, "CO2": 60.0}
 
@@ -123,8 +168,13 @@ def _countries(masks: xr.DataArray, gas: str, area: np.ndarray) -> dict[str, flo
     return out
 
 
-def _solve_flux(masks: xr.DataArray, pattern: np.ndarray, totals: Mapping[str, float], area: np.ndarray,
-                reported: Sequence[str] = ()) -> np.ndarray:  # fmt: skip
+def _solve_flux(
+    masks: xr.DataArray,
+    pattern: np.ndarray,
+    totals: Mapping[str, float],
+    area: np.ndarray,
+    reported: Sequence[str] = (),
+) -> np.ndarray:
     """A flux (kg m-2 s-1) sum_r f_r h k_r whose land-rule attributed totals match ``totals``.
 
     The attributed total of r is sum_q k_q sum_cells (f_r f_q / s) h A (s = sum of fractions):
@@ -184,8 +234,11 @@ def _write_winds(path: Path, winds: xr.Dataset) -> Path:
     for v in ("u", "v"):
         ds[v].attrs = {"units": "m s**-1", "standard_name": {"u": "eastward_wind", "v": "northward_wind"}[v]}
     ds["pressure_level"].attrs = {"units": "hPa", "long_name": "pressure"}
-    ds.attrs = {"source": "synthetic ERA5-like monsoon winds (gosat_pipeline.testing.atmosphere)", "synthetic": "true",
-                "Conventions": "CF-1.7"}  # fmt: skip
+    ds.attrs = {
+        "source": "synthetic ERA5-like monsoon winds (gosat_pipeline.testing.atmosphere)",
+        "synthetic": "true",
+        "Conventions": "CF-1.7",
+    }
     # 0.1 m s-1 is far below the winds' own error; quantising to it lets zlib shrink the file
     enc = {v: {"zlib": True, "complevel": 4, "dtype": "float32", "least_significant_digit": 1} for v in ("u", "v")}
     tmp = path.with_suffix(".tmp")
@@ -194,8 +247,14 @@ def _write_winds(path: Path, winds: xr.Dataset) -> Path:
     return path
 
 
-def _truth_fields(masks: xr.DataArray, hot: np.ndarray, area: np.ndarray, planted: Sequence[Mapping],
-                  rng: np.random.Generator, pattern_error: float = _PATTERN_ERROR) -> dict[str, np.ndarray]:  # fmt: skip
+def _truth_fields(
+    masks: xr.DataArray,
+    hot: np.ndarray,
+    area: np.ndarray,
+    planted: Sequence[Mapping],
+    rng: np.random.Generator,
+    pattern_error: float = _PATTERN_ERROR,
+) -> dict[str, np.ndarray]:
     """True fluxes: the prior's pattern with correlated lognormal errors, national totals as reported
     (times the planted factors); ``pattern_error=0`` keeps the prior's pattern."""
     out = {}
@@ -209,22 +268,24 @@ def _truth_fields(masks: xr.DataArray, hot: np.ndarray, area: np.ndarray, plante
     return out
 
 
-def true_totals(truth_flux: np.ndarray, masks: xr.DataArray, grid: GridSpec,
-                bbox: tuple[float, float, float, float] | None = None) -> dict[str, float]:  # fmt: skip
+def true_totals(
+    truth_flux: np.ndarray, masks: xr.DataArray, grid: GridSpec, bbox: tuple[float, float, float, float] | None = None
+) -> dict[str, float]:
     """National (or, with ``bbox``, in-box) totals of a flux, Tg yr-1, attributed by the land rule."""
     da = xr.DataArray(truth_flux, dims=("latitude", "longitude"), coords=grid.coords())
     fields = attribute_emissions(da, masks, rule="land", rest=False)
     area = grid.cell_area()
     if bbox is not None:
         w, s, e, n = bbox
-        inside = ((grid.lat[:, None] > s) & (grid.lat[:, None] < n) & (grid.lon[None, :] > w) & (grid.lon[None, :] < e))
+        inside = (grid.lat[:, None] > s) & (grid.lat[:, None] < n) & (grid.lon[None, :] > w) & (grid.lon[None, :] < e)
         area = area * inside
     tot = (fields.values * area).sum(axis=(1, 2)) * SECONDS_PER_YEAR / 1e9
     return {str(c): float(v) for c, v in zip(fields["region"].values, tot, strict=True)}
 
 
-def _identical_enhancement(gas: str, flux_src: np.ndarray, src: GridSpec, winds: xr.Dataset,
-                           snd: pd.DataFrame) -> np.ndarray:  # fmt: skip
+def _identical_enhancement(
+    gas: str, flux_src: np.ndarray, src: GridSpec, winds: xr.Dataset, snd: pd.DataFrame
+) -> np.ndarray:
     """The teaching twin: the inversion's own steady operator on the 1-degree domain grid."""
     from gosat_pipeline.inventory import regrid_conservative
     from gosat_pipeline.transport import SimpleTransport
@@ -240,22 +301,38 @@ def _identical_enhancement(gas: str, flux_src: np.ndarray, src: GridSpec, winds:
     return c[np.maximum(i, 0), np.maximum(j, 0)]
 
 
-def _granules(gas: str, snd: pd.DataFrame, enh: np.ndarray, out: Path, rng: np.random.Generator,
-              background: Mapping[str, Any]) -> list[Path]:  # fmt: skip
+def _granules(
+    gas: str, snd: pd.DataFrame, enh: np.ndarray, out: Path, rng: np.random.Generator, background: Mapping[str, Any]
+) -> list[Path]:
     """Write one granule per observing day in the gas's real layout."""
     from gosat_pipeline.testing.atmosphere import background_field
     from gosat_pipeline.testing.granules import granule_filename, write_granule
 
     n = len(snd)
-    pool = make_soundings(n, gas, seed=int(rng.integers(0, 2**31)), bbox=DEMO_BBOX, start=f"{YEAR}-01-01",
-                          end=f"{YEAR + 1}-01-01", bad_fraction=0.08)  # fmt: skip
-    ds = pool.assign_coords(time=("sounding", snd["time"].values.astype("datetime64[ns]")),
-                            latitude=("sounding", snd["latitude"].values),
-                            longitude=("sounding", snd["longitude"].values))  # fmt: skip
+    pool = make_soundings(
+        n,
+        gas,
+        seed=int(rng.integers(0, 2**31)),
+        bbox=DEMO_BBOX,
+        start=f"{YEAR}-01-01",
+        end=f"{YEAR + 1}-01-01",
+        bad_fraction=0.08,
+    )
+    ds = pool.assign_coords(
+        time=("sounding", snd["time"].values.astype("datetime64[ns]")),
+        latitude=("sounding", snd["latitude"].values),
+        longitude=("sounding", snd["longitude"].values),
+    )
     ps = ds["surface_pressure"].values if "surface_pressure" in ds else None
     ak = boundary_layer_ak(ds["averaging_kernel"].values, ds["pressure_weight"].values, ds["pressure"].values, ps)
-    bg = background_field(gas, snd["latitude"].values, snd["longitude"].values, snd["time"].values,
-                          seed=int(rng.integers(0, 2**31)), **dict(background))  # fmt: skip
+    bg = background_field(
+        gas,
+        snd["latitude"].values,
+        snd["longitude"].values,
+        snd["time"].values,
+        seed=int(rng.integers(0, 2**31)),
+        **dict(background),
+    )
     noise = ds["xgas_uncertainty"].values * rng.standard_normal(n)
     ds["xgas"] = ds["xgas"].copy(data=bg + np.where(np.isfinite(ak), ak, 1.0) * enh + noise)
     ds.attrs["synthetic"] = "true"
@@ -278,12 +355,20 @@ def _reported_table() -> pd.DataFrame:
     rows = []
     for gas, totals in REPORTED_TG.items():
         for area, tg in totals.items():
-            rows.append({"area": area, "year": YEAR, "gas": gas, "category": "M.0.EL",
-                         "value": round(tg * 1000.0, 3), "unit": f"kt {gas}/yr",
-                         "source": "Synthetic national submission (demo)",
-                         "category_scheme": "IPCC2006_PRIMAP",
-                         "uncertainty_rel": REPORTED_UNCERTAINTY[gas],
-                         "notes": "synthetic demonstration value"})  # fmt: skip
+            rows.append(
+                {
+                    "area": area,
+                    "year": YEAR,
+                    "gas": gas,
+                    "category": "M.0.EL",
+                    "value": round(tg * 1000.0, 3),
+                    "unit": f"kt {gas}/yr",
+                    "source": "Synthetic national submission (demo)",
+                    "category_scheme": "IPCC2006_PRIMAP",
+                    "uncertainty_rel": REPORTED_UNCERTAINTY[gas],
+                    "notes": "synthetic demonstration value",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -352,21 +437,36 @@ def build_demo_samples(
     for gas in ("CH4", "CO2"):
         prior[gas] = _solve_flux(masks, hot, _countries(masks, gas, area), area, REPORTED_TG[gas])
         p = out / f"prior_{gas}.nc"
-        da = xr.DataArray(prior[gas], dims=("latitude", "longitude"), coords=src.coords(), attrs={"units": "kg m-2 s-1"})
+        da = xr.DataArray(
+            prior[gas], dims=("latitude", "longitude"), coords=src.coords(), attrs={"units": "kg m-2 s-1"}
+        )
         write_edgar_like(p, da, gas=gas, layout="v8_fluxes", year=YEAR)
         written.append(p)
     # the teaching twin keeps the prior's pattern (the inversion's state can represent it exactly)
     truth_flux = _truth_fields(masks, hot, area, planted, r_truth, 0.0 if truth == "identical" else _PATTERN_ERROR)
-    wgrid = GridSpec.from_resolution(2.5, (TRUTH_BBOX[0] - 2.5, TRUTH_BBOX[1] - 2.5, TRUTH_BBOX[2] + 2.5,
-                                           TRUTH_BBOX[3] + 2.5))  # fmt: skip
+    wgrid = GridSpec.from_resolution(
+        2.5, (TRUTH_BBOX[0] - 2.5, TRUTH_BBOX[1] - 2.5, TRUTH_BBOX[2] + 2.5, TRUTH_BBOX[3] + 2.5)
+    )
     winds = make_monsoon_winds(wgrid, f"{YEAR - 1}-12-15", f"{YEAR + 1}-01-01", seed=int(r_winds.integers(0, 2**31)))
     wpath = _write_winds(out / "winds_era5.nc", winds)
     written.append(wpath)
     sgrid = GridSpec.from_resolution(1.0, DEMO_BBOX)
     land = region_masks(bnd[bnd["region"].isin(list(inbox["region"]))], sgrid, min_fraction=0.0).sum("region").values
     samples = {g: _gosat_sampling(g, (sgrid, land), r_sample) for g in ("CH4", "CO2")}
-    enh = _truth_enhancements(truth, truth_flux, src, winds, wpath, samples, bnd, inbox, r_atm, out,
-                              key=_cache_key(seed, truth, planted, atmosphere), atmosphere=atmosphere or {})  # fmt: skip
+    enh = _truth_enhancements(
+        truth,
+        truth_flux,
+        src,
+        winds,
+        wpath,
+        samples,
+        bnd,
+        inbox,
+        r_atm,
+        out,
+        key=_cache_key(seed, truth, planted, atmosphere),
+        atmosphere=atmosphere or {},
+    )
     for k, gas in enumerate(("CH4", "CO2")):
         written += _granules(gas, samples[gas], enh[gas], out, r_noise[k], background or {})
     rep = out / "reported_totals.csv"
@@ -377,27 +477,43 @@ def build_demo_samples(
         "truth_model": truth,
         "planted": planted,
         "reported_tg_per_yr": REPORTED_TG,
-        "true_tg_per_yr": {g: {c: round(v, 4) for c, v in true_totals(truth_flux[g], masks, src).items()
-                               if c in REPORTED_TG[g]} for g in truth_flux},
-        "true_in_domain_tg_per_yr": {g: {c: round(v, 4) for c, v in true_totals(truth_flux[g], masks, src,
-                                                                                  DEMO_BBOX).items() if v > 0}
-                                     for g in truth_flux},
-        "prior_tg_per_yr": {g: {c: round(v, 4) for c, v in true_totals(prior[g], masks, src).items()
-                                if c in REPORTED_TG[g]} for g in prior},
+        "true_tg_per_yr": {
+            g: {c: round(v, 4) for c, v in true_totals(truth_flux[g], masks, src).items() if c in REPORTED_TG[g]}
+            for g in truth_flux
+        },
+        "true_in_domain_tg_per_yr": {
+            g: {c: round(v, 4) for c, v in true_totals(truth_flux[g], masks, src, DEMO_BBOX).items() if v > 0}
+            for g in truth_flux
+        },
+        "prior_tg_per_yr": {
+            g: {c: round(v, 4) for c, v in true_totals(prior[g], masks, src).items() if c in REPORTED_TG[g]}
+            for g in prior
+        },
         "soundings": {g: len(samples[g]) for g in samples},
         "seed": seed,
         "noise_seed": seed if noise_seed is None else noise_seed,
-    }  # fmt: skip
+    }
     path = out / "truth.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     written.append(path)
     return written
 
 
-def _truth_enhancements(truth: str, flux: dict[str, np.ndarray], src: GridSpec, winds: xr.Dataset, wpath: Path,
-                        samples: dict[str, pd.DataFrame], bnd: Any, inbox: pd.DataFrame,
-                        rng: np.random.Generator, out: Path, *, key: str,
-                        atmosphere: Mapping[str, Any]) -> dict[str, np.ndarray]:  # fmt: skip
+def _truth_enhancements(
+    truth: str,
+    flux: dict[str, np.ndarray],
+    src: GridSpec,
+    winds: xr.Dataset,
+    wpath: Path,
+    samples: dict[str, pd.DataFrame],
+    bnd: Any,
+    inbox: pd.DataFrame,
+    rng: np.random.Generator,
+    out: Path,
+    *,
+    key: str,
+    atmosphere: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
     """Each sounding's true boundary-layer enhancement (gas units), cached by the truth's key."""
     cache = out / f".truth_enhancement_{key}.npz"
     if cache.is_file():
@@ -415,9 +531,16 @@ def _truth_enhancements(truth: str, flux: dict[str, np.ndarray], src: GridSpec, 
     return res
 
 
-def _independent_enhancement(flux: dict[str, np.ndarray], src: GridSpec, winds: xr.Dataset,
-                             samples: dict[str, pd.DataFrame], bnd: Any, inbox: pd.DataFrame,
-                             rng: np.random.Generator, atmosphere: Mapping[str, Any]) -> dict[str, np.ndarray]:  # fmt: skip
+def _independent_enhancement(
+    flux: dict[str, np.ndarray],
+    src: GridSpec,
+    winds: xr.Dataset,
+    samples: dict[str, pd.DataFrame],
+    bnd: Any,
+    inbox: pd.DataFrame,
+    rng: np.random.Generator,
+    atmosphere: Mapping[str, Any],
+) -> dict[str, np.ndarray]:
     from gosat_pipeline.inventory import regrid_conservative
     from gosat_pipeline.regions import region_masks
     from gosat_pipeline.testing.atmosphere import TruthAtmosphere
@@ -425,15 +548,28 @@ def _independent_enhancement(flux: dict[str, np.ndarray], src: GridSpec, winds: 
     tgrid = GridSpec.from_resolution(0.5, TRUTH_BBOX)
     land = region_masks(bnd[bnd["region"].isin(list(inbox["region"]))], tgrid, min_fraction=0.0).sum("region").values
     gases = list(samples)
-    fields = np.stack([regrid_conservative(xr.DataArray(flux[g], dims=("latitude", "longitude"),
-                                                        coords=src.coords()), tgrid).values for g in gases])  # fmt: skip
+    fields = np.stack(
+        [
+            regrid_conservative(
+                xr.DataArray(flux[g], dims=("latitude", "longitude"), coords=src.coords()), tgrid
+            ).values
+            for g in gases
+        ]
+    )
     atm = TruthAtmosphere(tgrid, winds, land=land, seed=int(rng.integers(0, 2**31)), **dict(atmosphere))
     pts = pd.concat(list(samples.values()), ignore_index=True)
-    vals = atm.run(fields, gases, f"{YEAR}-01-01", f"{YEAR + 1}-01-01", pts["time"].values, pts["latitude"].values,
-                   pts["longitude"].values)  # fmt: skip
+    vals = atm.run(
+        fields,
+        gases,
+        f"{YEAR}-01-01",
+        f"{YEAR + 1}-01-01",
+        pts["time"].values,
+        pts["latitude"].values,
+        pts["longitude"].values,
+    )
     out, k0 = {}, 0
     for k, g in enumerate(gases):
         n = len(samples[g])
-        out[g] = vals[k, k0:k0 + n]
+        out[g] = vals[k, k0 : k0 + n]
         k0 += n
     return out

@@ -110,10 +110,12 @@ def granule_filename(format: str, date: Any, *, gas: str | None = None) -> str:
         "oco3_lite": f"oco3_LtCO2_{yymmdd}_B10400Br_220317000000s.nc4",
         "nies_gosat_l2": f"GOSATTFTS{ymd}_02{'C01S' if gas == 'CO2' else 'C02S'}V0280R{yymmdd}GU000.h5",
         "nies_gosat2_l2": f"GOSAT2TFTS2{ymd}_02SWFPV0220000018.h5",
-        "tropomi_ch4": (f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_"
-                        f"{ymd}T120000.nc"),  # fmt: skip
-        "tropomi_blended_ch4": (f"S5P_BLND_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_"
-                                f"020400_20230614T000922.nc"),  # fmt: skip
+        "tropomi_ch4": (
+            f"S5P_OFFL_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_{ymd}T120000.nc"
+        ),
+        "tropomi_blended_ch4": (
+            f"S5P_BLND_L2__CH4____{ymd}T000000_{ymd}T235959_{10000 + d.day_of_year:05d}_03_020400_20230614T000922.nc"
+        ),
     }
     return names[format]
 
@@ -150,8 +152,9 @@ def granule_soundings(
     t1 = pd.Timestamp(end) if end else t0 + pd.Timedelta(hours=23, minutes=59)
     if format == "nies_gosat_l2":
         bad_fraction = 0.0  # the general-user product holds only soundings NIES screened as good
-    ds = make_soundings(n, gas, seed=seed, bbox=bbox, start=str(t0), end=str(t1), n_levels=n_levels,
-                        bad_fraction=bad_fraction)  # fmt: skip
+    ds = make_soundings(
+        n, gas, seed=seed, bbox=bbox, start=str(t0), end=str(t1), n_levels=n_levels, bad_fraction=bad_fraction
+    )
     rng = np.random.default_rng(seed + 7)
     ds["surface_type"] = ("sounding", (rng.uniform(size=n) < 0.3).astype("int8"), cf_attrs("surface_type"))
     ps = ds.surface_pressure.values
@@ -164,8 +167,9 @@ def granule_soundings(
     elif format == "nies_gosat_l2":
         # 15 layers of nearly equal dry-air mass, the upper ones slightly heavier (lower gravity, drier air),
         # as in the real V02.80 files; pressures in the reader's dry-air-mass coordinate
-        w = np.broadcast_to(1.0 + 0.02 * np.linspace(0.0, 1.0, n_levels) + 0.004 * rng.standard_normal(n_levels),
-                            (n, n_levels))  # fmt: skip
+        w = np.broadcast_to(
+            1.0 + 0.02 * np.linspace(0.0, 1.0, n_levels) + 0.004 * rng.standard_normal(n_levels), (n, n_levels)
+        )
         h = w / w.sum(axis=1, keepdims=True)
         below = np.cumsum(h, axis=1) - h
         ds["pressure"] = (("sounding", "level"), ps[:, None] * (1.0 - below - 0.5 * h), ds.pressure.attrs)
@@ -173,10 +177,16 @@ def granule_soundings(
         # a stratospheric top: the a-priori CO2 (CH4) of the upper layers falls off as in the real files
         frac = np.linspace(0.0, 1.0, n_levels) ** 4
         drop = {"CO2": 8.0, "CH4": 250.0}[gas]
-        ds["profile_apriori"] = (("sounding", "level"), ds.profile_apriori.values - drop * frac[None, :],
-                                 ds.profile_apriori.attrs)  # fmt: skip
-    ds["xgas_apriori"] = ("sounding", (ds.profile_apriori.values * ds.pressure_weight.values).sum(axis=1),
-                          ds.xgas_apriori.attrs)  # fmt: skip
+        ds["profile_apriori"] = (
+            ("sounding", "level"),
+            ds.profile_apriori.values - drop * frac[None, :],
+            ds.profile_apriori.attrs,
+        )
+    ds["xgas_apriori"] = (
+        "sounding",
+        (ds.profile_apriori.values * ds.pressure_weight.values).sum(axis=1),
+        ds.xgas_apriori.attrs,
+    )
     ds.attrs["gas"] = gas
     return ds
 
@@ -243,8 +253,13 @@ def _write_cci_flat(ds: xr.Dataset, path: Path, gas: str) -> None:
             v.units = units
             v[:] = _f32(values, _CCI_FILL) if dtype == "f4" else values
 
-        var("time", np.nan_to_num(_epoch_seconds(ds), nan=float(_CCI_FILL)), ("n",),
-            "seconds since 1970-01-01 00:00:00", "f8")  # fmt: skip
+        var(
+            "time",
+            np.nan_to_num(_epoch_seconds(ds), nan=float(_CCI_FILL)),
+            ("n",),
+            "seconds since 1970-01-01 00:00:00",
+            "f8",
+        )
         var("latitude", ds.latitude.values, ("n",), "degrees_north")
         var("longitude", ds.longitude.values, ("n",), "degrees_east")
         var(f"x{g}", ds.xgas.values, ("n",), unit)
@@ -269,11 +284,20 @@ def _write_cci_flat(ds: xr.Dataset, path: Path, gas: str) -> None:
         v = nc.createVariable("exposure_id", "S1", ("n", "string_length"), **_deflate(nc, ("n", "string_length"), 4))
         v.units = "1"
         v[:] = netCDF4.stringtochar(np.array(ids, dtype="S22")) if n else np.zeros((0, 22), "S1")
-        nc.setncatts({"title": f"ESA CCI GOSAT {'OCPR CH4' if gas == 'CH4' else 'OCFP CO2'}",
-                      "institution": "University of Leicester", "Conventions": "CF-1.6",
-                      "product_version": "v7.2" if gas == "CH4" else "v7.3", "filter_used": "default",
-                      "total_retrievals": np.int32(n), "total_good_retrievals": np.int32(int((flag == 0).sum())),
-                      "platform": "GOSAT", "sensor": "TANSO-FTS", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+        nc.setncatts(
+            {
+                "title": f"ESA CCI GOSAT {'OCPR CH4' if gas == 'CH4' else 'OCFP CO2'}",
+                "institution": "University of Leicester",
+                "Conventions": "CF-1.6",
+                "product_version": "v7.2" if gas == "CH4" else "v7.3",
+                "filter_used": "default",
+                "total_retrievals": np.int32(n),
+                "total_good_retrievals": np.int32(int((flag == 0).sum())),
+                "platform": "GOSAT",
+                "sensor": "TANSO-FTS",
+                "comment": "synthetic (gosat_pipeline.testing)",
+            }
+        )
 
 
 def _level_edges(mid: np.ndarray, ps: np.ndarray) -> np.ndarray:
@@ -318,8 +342,15 @@ def _write_cci_srfp(ds: xr.Dataset, path: Path, gas: str) -> None:
         var("flag_landtype", (1 - _surface(ds)).astype(np.int32), s, "1", "i4")
         ids = _ids(ds)
         var("exposure_id", ids.astype(np.int64) if ids.dtype.kind in "iu" else np.arange(n), s, "1", "i8")
-        nc.setncatts({"title": f"ESA CCI GOSAT-2 SRFP X{gas}", "institution": "SRON", "product_version": "v2.0.0",
-                      "Conventions": "CF-1.6", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+        nc.setncatts(
+            {
+                "title": f"ESA CCI GOSAT-2 SRFP X{gas}",
+                "institution": "SRON",
+                "product_version": "v2.0.0",
+                "Conventions": "CF-1.6",
+                "comment": "synthetic (gosat_pipeline.testing)",
+            }
+        )
 
 
 # -- Lite ------------------------------------------------------------------------------------
@@ -345,8 +376,14 @@ def _write_lite(ds: xr.Dataset, path: Path, platform: str) -> None:
         s, lv = ("sounding_id",), ("sounding_id", "levels")
         ids = _ids(ds)
         var(nc, "sounding_id", ids.astype(np.int64) if ids.dtype.kind in "iu" else np.arange(n), s, "1", "i8")
-        var(nc, "time", np.nan_to_num(_epoch_seconds(ds), nan=float(_LITE_FILL)), s,
-            "seconds since 1970-01-01 00:00:00", "f8")  # fmt: skip
+        var(
+            nc,
+            "time",
+            np.nan_to_num(_epoch_seconds(ds), nan=float(_LITE_FILL)),
+            s,
+            "seconds since 1970-01-01 00:00:00",
+            "f8",
+        )
         nc["time"].missing_value = np.float64(_LITE_FILL)
         t = pd.DatetimeIndex(ds.time.values)
         date = np.stack([t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond // 1000], axis=1)
@@ -376,13 +413,24 @@ def _write_lite(ds: xr.Dataset, path: Path, platform: str) -> None:
             gain[:] = np.full(n, b"H", dtype="S1")
         var(ret, "psurf", _opt(ds, "surface_pressure", np.nan), s, "hPa")
         var(ret, "xco2_raw", ds.xgas.values + RAW_OFFSET["CO2"], s, "ppm")
-        nc.setncatts({"title": f"{'ACOS GOSAT' if not oco else platform} Lite XCO2", "platform": platform,
-                      "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+        nc.setncatts(
+            {
+                "title": f"{'ACOS GOSAT' if not oco else platform} Lite XCO2",
+                "platform": platform,
+                "comment": "synthetic (gosat_pipeline.testing)",
+            }
+        )
 
 
 # -- NIES HDF5 -------------------------------------------------------------------------------
-def _h5(f: h5py.File, name: str, values: Any, unit: str | None = "", invalid: float | None = None,
-        valid: tuple[float, float] | None = None) -> None:  # fmt: skip
+def _h5(
+    f: h5py.File,
+    name: str,
+    values: Any,
+    unit: str | None = "",
+    invalid: float | None = None,
+    valid: tuple[float, float] | None = None,
+) -> None:
     """A dataset with the NIES attributes: ``unit``/``longName`` string arrays, numeric ``invalidValue``."""
     arr = np.asarray(values)
     d = f.create_dataset(name, data=arr)
@@ -409,8 +457,10 @@ def _time_strings(ds: xr.Dataset, sep: str, z: str) -> np.ndarray:
 
 
 #: NIES GOSAT reference levels (``ancillary/FTSL2DataInformation/prsRefLevel``, V02.80), hPa.
-NIES_REFERENCE_LEVELS = np.array([1000, 975, 950, 925, 900, 850, 800, 700, 600, 500, 400, 300, 250, 200, 150, 100,
-                                  70, 50, 30, 20, 10], dtype=np.float32)  # fmt: skip
+NIES_REFERENCE_LEVELS = np.array(
+    [1000, 975, 950, 925, 900, 850, 800, 700, 600, 500, 400, 300, 250, 200, 150, 100, 70, 50, 30, 20, 10],
+    dtype=np.float32,
+)
 #: Split of the canonical uncertainty into the NIES error components (root-sum-square = 1).
 NIES_ERROR_SPLIT = {"InterferenceError": 0.3, "RetrievalNoise": 0.8, "SmoothingError": float(np.sqrt(1 - 0.09 - 0.64))}
 _AVOGADRO = 6.02214076e23
@@ -427,31 +477,49 @@ def _write_nies_gosat(ds: xr.Dataset, path: Path, gas: str) -> None:
     g = gas.upper()
     to_file = 1e-3 if g == "CH4" else 1.0  # NIES mixing ratios are in ppm for both gases
     n = ds.sizes["sounding"]
-    day = pd.Timestamp(ds.time.values[~np.isnat(ds.time.values)].min() if n and (~np.isnat(ds.time.values)).any()
-                       else pd.Timestamp(str(path.name)[9:17])).normalize()  # fmt: skip
+    day = pd.Timestamp(
+        ds.time.values[~np.isnat(ds.time.values)].min()
+        if n and (~np.isnat(ds.time.values)).any()
+        else pd.Timestamp(str(path.name)[9:17])
+    ).normalize()
     with h5py.File(path, "w") as f:
-        for k, v in {"operationLevel": "L2", "productCode": "C01S" if g == "CO2" else "C02S",
-                     "productName": f"L2 {g} column amount (SWIR)", "productVersion": "V02.80",
-                     "satelliteName": "GOSAT", "sensorName": "TANSO-FTS"}.items():  # fmt: skip
+        for k, v in {
+            "operationLevel": "L2",
+            "productCode": "C01S" if g == "CO2" else "C02S",
+            "productName": f"L2 {g} column amount (SWIR)",
+            "productVersion": "V02.80",
+            "satelliteName": "GOSAT",
+            "sensorName": "TANSO-FTS",
+        }.items():
             f.create_dataset(f"Global/metadata/{k}", data=np.array([v.encode()]))
-        ext = ("Global/MD_Metadata/identificationInfo/MD_DataIdentification/extent/temporalElement/"
-               "EX_TemporalExtent/extent/beginEnd/")  # fmt: skip
+        ext = (
+            "Global/MD_Metadata/identificationInfo/MD_DataIdentification/extent/temporalElement/"
+            "EX_TemporalExtent/extent/beginEnd/"
+        )
         for k in ("begin", "end"):
             f.create_dataset(ext + k, data=np.array([f"{day:%Y-%m-%d}".encode()]))
         f.create_dataset("Global/MD_Metadata/fileIdentifier", data=np.array([path.stem.encode()]))
         _h5(f, "scanAttribute/time", _time_strings(ds, " ", ""), "none")
         f["scanAttribute/time"].attrs["longName"] = np.array([b"time of the observation (UTC)"])
         ids = [str(i) for i in _ids(ds)]
-        _h5(f, "scanAttribute/scanID", np.array([i.encode() for i in ids], dtype=f"S{max(19, *map(len, ids), 1)}"),
-            None)  # fmt: skip
+        _h5(
+            f, "scanAttribute/scanID", np.array([i.encode() for i in ids], dtype=f"S{max(19, *map(len, ids), 1)}"), None
+        )
         _h5(f, "scanAttribute/numScan", np.array([n], dtype=np.int32), None)
         _h5(f, "Data/geolocation/latitude", _nan_to(ds.latitude.values, -9999.0), "deg", -9999.0, (-90, 90))
         _h5(f, "Data/geolocation/longitude", _nan_to(ds.longitude.values, -9999.0), "deg", -9999.0, (-180, 180))
-        _h5(f, "Data/geolocation/solarZenith", _nan_to(_opt(ds, "solar_zenith_angle", np.nan), -9999.0), "deg",
-            -9999.0, (0, 180))  # fmt: skip
+        _h5(
+            f,
+            "Data/geolocation/solarZenith",
+            _nan_to(_opt(ds, "solar_zenith_angle", np.nan), -9999.0),
+            "deg",
+            -9999.0,
+            (0, 180),
+        )
         glint = _surface(ds)
-        _h5(f, "Data/geolocation/landFraction", np.where(glint == 0, 100.0, 0.0).astype("f4"), "none", -9999.0,
-            (0, 100))  # fmt: skip
+        _h5(
+            f, "Data/geolocation/landFraction", np.where(glint == 0, 100.0, 0.0).astype("f4"), "none", -9999.0, (0, 100)
+        )
         _h5(f, "scanAttribute/sensor/sunglintModeFlag", glint.astype(np.int8), None)
         _h5(f, "Data/retrievalQuality/totalPostScreeningResult", np.zeros(n, dtype=np.int8), None)
         _h5(f, f"Data/mixingRatio/X{g}", _nan_to(ds.xgas.values * to_file, -9999.0), "ppmv", -9999.0, (0, 1000))
@@ -460,17 +528,39 @@ def _write_nies_gosat(ds: xr.Dataset, path: Path, gas: str) -> None:
         for e, share in NIES_ERROR_SPLIT.items():
             _h5(f, f"Data/mixingRatio/X{g}{e}", _nan_to(sigma * share, -9999.0), "ppmv", -9999.0, (0, 300))
         # 15-layer arrays: top of atmosphere first, as in the product
-        _h5(f, "Data/retrievalQuality/columnAveragingKernel", _nan_to(ds.averaging_kernel.values[:, ::-1], -9999.0),
-            "none")  # fmt: skip
-        _h5(f, f"scanAttribute/referenceData/{g}Profile", _nan_to(ds.profile_apriori.values[:, ::-1] * to_file,
-                                                                  -9999.0), "ppmv", -9999.0, (0, 1000))  # fmt: skip
+        _h5(
+            f,
+            "Data/retrievalQuality/columnAveragingKernel",
+            _nan_to(ds.averaging_kernel.values[:, ::-1], -9999.0),
+            "none",
+        )
+        _h5(
+            f,
+            f"scanAttribute/referenceData/{g}Profile",
+            _nan_to(ds.profile_apriori.values[:, ::-1] * to_file, -9999.0),
+            "ppmv",
+            -9999.0,
+            (0, 1000),
+        )
         ps = _opt(ds, "surface_pressure", np.nan)
         n_air = ps * 100.0 / (_G * _M_AIR) * _AVOGADRO * 1e-4  # molecules cm-2 of the whole column
         dry = ds.pressure_weight.values * n_air[:, None]
-        _h5(f, "scanAttribute/referenceData/dryAirPartialColumn", _nan_to(dry[:, ::-1], -1e30), "molecules/cm^2",
-            -1e30, (0, 3e24))  # fmt: skip
-        _h5(f, f"scanAttribute/referenceData/X{g}", _nan_to(_opt(ds, "xgas_apriori", np.nan) * to_file, -9999.0),
-            "ppmv", -9999.0, (0, 1000))  # fmt: skip
+        _h5(
+            f,
+            "scanAttribute/referenceData/dryAirPartialColumn",
+            _nan_to(dry[:, ::-1], -1e30),
+            "molecules/cm^2",
+            -1e30,
+            (0, 3e24),
+        )
+        _h5(
+            f,
+            f"scanAttribute/referenceData/X{g}",
+            _nan_to(_opt(ds, "xgas_apriori", np.nan) * to_file, -9999.0),
+            "ppmv",
+            -9999.0,
+            (0, 1000),
+        )
         _h5(f, "scanAttribute/referenceData/surfacePressure", _nan_to(ps, -9999.0), "hPa", -9999.0, (300, 1100))
         _h5(f, "Data/auxiliaryParameter/surfacePressure", _nan_to(ps - 1.5, -9999.0), "hPa", -9999.0, (0, 1200))
         _h5(f, "Data/auxiliaryParameter/dryAirTotalColumn", _nan_to(n_air, -1e30), "molecules/cm^2", -1e30)
@@ -495,13 +585,21 @@ def _write_nies_gosat2(ds: xr.Dataset, path: Path, gas: str) -> None:
     t0 = pd.Timestamp(valid.min()) if valid.size else pd.Timestamp("2020-01-01")
     t1 = pd.Timestamp(valid.max()) if valid.size else t0
     with h5py.File(path, "w") as f:
-        for k, v in {"sensorName": "TANSO-FTS-2", "algorithmVersion": "02.20", "processingDate": "20240101",
-                     "startDate": f"{t0:%Y-%m-%d}T00:00:00", "endDate": f"{t1:%Y-%m-%d}T23:59:59"}.items():  # fmt: skip
+        for k, v in {
+            "sensorName": "TANSO-FTS-2",
+            "algorithmVersion": "02.20",
+            "processingDate": "20240101",
+            "startDate": f"{t0:%Y-%m-%d}T00:00:00",
+            "endDate": f"{t1:%Y-%m-%d}T23:59:59",
+        }.items():
             f.create_dataset(f"Metadata/{k}", data=np.array([v.encode()]))
         _h5(f, "SoundingAttribute/observationTime", _time_strings(ds, "T", "Z"))
         ids = _ids(ds)
-        _h5(f, "SoundingAttribute/soundingUniqueID", ids.astype(np.int64) if ids.dtype.kind in "iu" else
-            np.array([str(i).encode() for i in ids]))  # fmt: skip
+        _h5(
+            f,
+            "SoundingAttribute/soundingUniqueID",
+            ids.astype(np.int64) if ids.dtype.kind in "iu" else np.array([str(i).encode() for i in ids]),
+        )
         _h5(f, "SceneAttribute/numSounding", np.array([n], dtype=np.int32), None)
         _h5(f, "SoundingGeometry/latitude", _nan_to(ds.latitude.values, -9999.0), "deg", -9999.0)
         _h5(f, "SoundingGeometry/longitude", _nan_to(ds.longitude.values, -9999.0), "deg", -9999.0)
@@ -512,8 +610,13 @@ def _write_nies_gosat2(ds: xr.Dataset, path: Path, gas: str) -> None:
         _h5(f, f"RetrievalResult/x{g}_quality_flag", np.asarray(ds.quality_flag.values, dtype=np.int8), None)
         # level arrays top of atmosphere first
         _h5(f, f"RetrievalResult/x{g}_column_averaging_kernel", _nan_to(ds.averaging_kernel.values[:, ::-1], -9999.0))
-        _h5(f, f"RetrievalResult/{g}_profile_apriori", _nan_to(ds.profile_apriori.values[:, ::-1], -9999.0), unit,
-            -9999.0)  # fmt: skip
+        _h5(
+            f,
+            f"RetrievalResult/{g}_profile_apriori",
+            _nan_to(ds.profile_apriori.values[:, ::-1], -9999.0),
+            unit,
+            -9999.0,
+        )
         edges = _level_edges(ds.pressure.values, ps)
         _h5(f, "RetrievalResult/pressure_level", _nan_to(edges[:, ::-1], -9999.0), "hPa", -9999.0)
         _h5(f, "RetrievalResult/surface_pressure", _nan_to(ps, -9999.0), "hPa", -9999.0)
@@ -540,14 +643,27 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
     x3 = ("time", "scanline", "ground_pixel")
     with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
         prod = nc.createGroup("PRODUCT")
-        for dim, size in (("time", 1), ("scanline", n), ("ground_pixel", 1), ("corner", 4), ("layer", nl),
-                          ("level", nl + 1)):  # fmt: skip
+        for dim, size in (
+            ("time", 1),
+            ("scanline", n),
+            ("ground_pixel", 1),
+            ("corner", 4),
+            ("layer", nl),
+            ("level", nl + 1),
+        ):
             prod.createDimension(dim, size)
         sup = prod.createGroup("SUPPORT_DATA")
         geo, det, inp = (sup.createGroup(k) for k in ("GEOLOCATIONS", "DETAILED_RESULTS", "INPUT_DATA"))
 
-        def var(grp: Any, name: str, values: Any, dims: tuple[str, ...], units: str | None, dtype: str = "f4",
-                fill: Any = _S5P_FILL) -> Any:  # fmt: skip
+        def var(
+            grp: Any,
+            name: str,
+            values: Any,
+            dims: tuple[str, ...],
+            units: str | None,
+            dtype: str = "f4",
+            fill: Any = _S5P_FILL,
+        ) -> Any:
             v = grp.createVariable(name, dtype, dims, fill_value=fill, **_deflate(grp, dims, 3))
             if units is not None:
                 v.units = units
@@ -555,13 +671,21 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
             if dtype == "f4":
                 arr = _f32(arr, _S5P_FILL)
             v.set_auto_maskandscale(False)
-            v[:] = arr.reshape(tuple(len(grp.dimensions[k]) if k in grp.dimensions else len(prod.dimensions[k])
-                                     for k in dims))  # fmt: skip
+            v[:] = arr.reshape(
+                tuple(len(grp.dimensions[k]) if k in grp.dimensions else len(prod.dimensions[k]) for k in dims)
+            )
             return v
 
         var(prod, "time", [t_ref], ("time",), "seconds since 2010-01-01 00:00:00", "i4", np.int32(-2147483647))
-        var(prod, "delta_time", np.nan_to_num(delta_ms, nan=-2147483647).astype(np.int32), ("time", "scanline"),
-            "milliseconds", "i4", np.int32(-2147483647))  # fmt: skip
+        var(
+            prod,
+            "delta_time",
+            np.nan_to_num(delta_ms, nan=-2147483647).astype(np.int32),
+            ("time", "scanline"),
+            "milliseconds",
+            "i4",
+            np.int32(-2147483647),
+        )
         utc = prod.createVariable("time_utc", str, ("time", "scanline"))
         utc.long_name = "Time of observation as ISO 8601 date-time string"
         stamps = pd.DatetimeIndex(t).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -586,12 +710,20 @@ def _write_tropomi(ds: xr.Dataset, path: Path) -> None:
         var(inp, "surface_pressure", ps, x3, "Pa")
         var(inp, "pressure_interval", dp, x3, "Pa")
         var(inp, "surface_classification", _surface(ds).astype(np.uint8), x3, None, "u1", np.uint8(255))
-        nc.setncatts({"Conventions": "CF-1.7", "institution": "KNMI/SRON", "processor_version": "2.4.0",
-                      "product_version": "2.4.0", "orbit": np.int32(10000 + pd.Timestamp(day).day_of_year),
-                      "time_reference": f"{pd.Timestamp(day):%Y-%m-%d}T00:00:00Z",
-                      "time_coverage_start": f"{pd.Timestamp(t0).floor('s'):%Y-%m-%dT%H:%M:%S}Z",
-                      "time_coverage_end": f"{pd.Timestamp(t1).ceil('s'):%Y-%m-%dT%H:%M:%S}Z",
-                      "title": "TROPOMI/S5P Methane 1-Orbit L2 Swath", "comment": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+        nc.setncatts(
+            {
+                "Conventions": "CF-1.7",
+                "institution": "KNMI/SRON",
+                "processor_version": "2.4.0",
+                "product_version": "2.4.0",
+                "orbit": np.int32(10000 + pd.Timestamp(day).day_of_year),
+                "time_reference": f"{pd.Timestamp(day):%Y-%m-%d}T00:00:00Z",
+                "time_coverage_start": f"{pd.Timestamp(t0).floor('s'):%Y-%m-%dT%H:%M:%S}Z",
+                "time_coverage_end": f"{pd.Timestamp(t1).ceil('s'):%Y-%m-%dT%H:%M:%S}Z",
+                "title": "TROPOMI/S5P Methane 1-Orbit L2 Swath",
+                "comment": "synthetic (gosat_pipeline.testing)",
+            }
+        )
 
 
 def _write_blended(ds: xr.Dataset, path: Path) -> None:
@@ -609,8 +741,9 @@ def _write_blended(ds: xr.Dataset, path: Path) -> None:
         nc.createDimension("layer", nl)
         nc.createDimension("corner", 4)
 
-        def var(name: str, values: Any, dims: tuple[str, ...], units: str | None, dtype: str = "f4",
-                fill: Any = _S5P_FILL) -> Any:  # fmt: skip
+        def var(
+            name: str, values: Any, dims: tuple[str, ...], units: str | None, dtype: str = "f4", fill: Any = _S5P_FILL
+        ) -> Any:
             v = nc.createVariable(name, dtype, dims, fill_value=fill, **_deflate(nc, dims, 4))
             if units is not None:
                 v.units = units
@@ -646,8 +779,9 @@ def _write_blended(ds: xr.Dataset, path: Path) -> None:
         var("dry_air_subcolumns", d[:, ::-1], ("nobs", "layer"), "mol m-2")
         b = var("methane_mixing_ratio_blended", ds.xgas.values, ("nobs",), "1e-9")
         b.comment = "produced as described in Balasus et al. (2023)"
-        nc.setncatts({"Title": "Blended TROPOMI+GOSAT Methane Product",
-                      "Contact": "synthetic (gosat_pipeline.testing)"})  # fmt: skip
+        nc.setncatts(
+            {"Title": "Blended TROPOMI+GOSAT Methane Product", "Contact": "synthetic (gosat_pipeline.testing)"}
+        )
 
 
 def write_granule(ds: xr.Dataset, path: str | Path, format: str) -> Path:
@@ -718,7 +852,8 @@ def make_granule_files(
     paths = []
     for i in range(n_files):
         day = pd.Timestamp(start).normalize() + pd.Timedelta(days=i)
-        ds = granule_soundings(format, n_per_file, gas, seed=seed + i, bbox=bbox, start=str(day),
-                               bad_fraction=bad_fraction)  # fmt: skip
+        ds = granule_soundings(
+            format, n_per_file, gas, seed=seed + i, bbox=bbox, start=str(day), bad_fraction=bad_fraction
+        )
         paths.append(write_granule(ds, out / granule_filename(format, day, gas=gas), format))
     return paths

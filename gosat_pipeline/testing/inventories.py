@@ -77,8 +77,13 @@ def make_prior_flux(
     coords = grid.coords()
     attrs = {"units": "kg m-2 s-1", "gas": gas.upper(), "long_name": f"{gas.upper()} emission flux"}
     if sectors:
-        return xr.DataArray(np.stack(fields), dims=("sector", "latitude", "longitude"),
-                            coords={"sector": list(sectors), **coords}, name="flux", attrs=attrs)  # fmt: skip
+        return xr.DataArray(
+            np.stack(fields),
+            dims=("sector", "latitude", "longitude"),
+            coords={"sector": list(sectors), **coords},
+            name="flux",
+            attrs=attrs,
+        )
     return xr.DataArray(fields[0], dims=("latitude", "longitude"), coords=coords, name="flux", attrs=attrs)
 
 
@@ -89,8 +94,9 @@ def _field(grid_or_flux: GridSpec | xr.DataArray, gas: str, seed: int) -> tuple[
     return GridSpec.from_coords(da["latitude"].values, da["longitude"].values), np.asarray(da.values, "float64")
 
 
-def _raw_coords(grid: GridSpec, values: np.ndarray, *, lon360: bool, lat_desc: bool = False,
-                names: tuple[str, str] = ("lat", "lon")) -> tuple[dict[str, Any], np.ndarray]:  # fmt: skip
+def _raw_coords(
+    grid: GridSpec, values: np.ndarray, *, lon360: bool, lat_desc: bool = False, names: tuple[str, str] = ("lat", "lon")
+) -> tuple[dict[str, Any], np.ndarray]:
     lat, lon = grid.lat, grid.lon
     if lon360:
         lon = np.mod(lon, 360.0)
@@ -98,8 +104,10 @@ def _raw_coords(grid: GridSpec, values: np.ndarray, *, lon360: bool, lat_desc: b
         lon, values = lon[order], values[..., order]
     if lat_desc:
         lat, values = lat[::-1], values[..., ::-1, :]
-    coords = {names[0]: (names[0], lat, {"units": "degrees_north", "standard_name": "latitude"}),
-              names[1]: (names[1], lon, {"units": "degrees_east", "standard_name": "longitude"})}  # fmt: skip
+    coords = {
+        names[0]: (names[0], lat, {"units": "degrees_north", "standard_name": "latitude"}),
+        names[1]: (names[1], lon, {"units": "degrees_east", "standard_name": "longitude"}),
+    }
     return coords, values
 
 
@@ -139,32 +147,58 @@ def write_edgar_like(
     if layout == "v7_emi":
         coords, vals = _raw_coords(g, flux, lon360=True)
         tot = float((flux * g.cell_area()).sum() * _EDGAR_YEAR_S)
-        var = {f"emi_{gl}": (("lat", "lon"), vals.astype("float32"), {
-            "units": "kg m-2 s-1", "cell_method": "time: mean (interval: 1 year, 365 days)",
-            "total_emi_" + gl: f"{tot:.5e} kg/year"})}  # fmt: skip
+        var = {
+            f"emi_{gl}": (
+                ("lat", "lon"),
+                vals.astype("float32"),
+                {
+                    "units": "kg m-2 s-1",
+                    "cell_method": "time: mean (interval: 1 year, 365 days)",
+                    "total_emi_" + gl: f"{tot:.5e} kg/year",
+                },
+            )
+        }
         ds = xr.Dataset(var, coords=coords)
     elif layout == "v8_fluxes":
         coords, vals = _raw_coords(g, flux, lon360=True)
-        ds = xr.Dataset({"fluxes": (("lat", "lon"), vals, {"units": "kg m-2 s-1", "substance": gas.upper()})},
-                        coords=coords)  # fmt: skip
+        ds = xr.Dataset(
+            {"fluxes": (("lat", "lon"), vals, {"units": "kg m-2 s-1", "substance": gas.upper()})}, coords=coords
+        )
     elif layout == "v8_emissions":
         tonnes = flux * g.cell_area() * _EDGAR_YEAR_S / 1000.0
         coords, vals = _raw_coords(g, tonnes, lon360=True)
-        ds = xr.Dataset({"emissions": (("lat", "lon"), vals, {"units": "Tonnes", "substance": gas.upper()})},
-                        coords=coords)  # fmt: skip
+        ds = xr.Dataset(
+            {"emissions": (("lat", "lon"), vals, {"units": "Tonnes", "substance": gas.upper()})}, coords=coords
+        )
     elif layout == "2024":
         t, fac = _monthly_factors(year, seed)
         coords, vals = _raw_coords(g, flux, lon360=True)
         data = (fac[:, None, None] * vals[None]).astype("float32")
         data[data == 0] = np.nan
         coords["time"] = ("time", t)
-        ds = xr.Dataset({"fluxes": (("time", "lat", "lon"), data, {
-            "units": "kg m-2 s-1", "substance": gas.upper(), "year": str(year), "release": "EDGARv2024ghg",
-            "long_name": sector})}, coords=coords)  # fmt: skip
+        ds = xr.Dataset(
+            {
+                "fluxes": (
+                    ("time", "lat", "lon"),
+                    data,
+                    {
+                        "units": "kg m-2 s-1",
+                        "substance": gas.upper(),
+                        "year": str(year),
+                        "release": "EDGARv2024ghg",
+                        "long_name": sector,
+                    },
+                )
+            },
+            coords=coords,
+        )
     else:
         raise ValueError(f"layout must be v7_emi, v8_fluxes, v8_emissions or 2024; got {layout!r}")
-    ds.attrs.update(institution="European Commission, Joint Research Centre (synthetic copy)",
-                    source="synthetic EDGAR-like file (gosat_pipeline.testing)", Conventions="CF-1.0")  # fmt: skip
+    ds.attrs.update(
+        institution="European Commission, Joint Research Centre (synthetic copy)",
+        source="synthetic EDGAR-like file (gosat_pipeline.testing)",
+        Conventions="CF-1.0",
+    )
     return _write(ds, path)
 
 
@@ -180,13 +214,17 @@ def write_gfei_like(path: str | Path, grid: GridSpec | xr.DataArray, *, seed: in
     """GFEI-like ``emis_ch4`` in Mg km-2 a-1 (365-day year), lat/lon cell centres."""
     g, flux = _field(grid, "CH4", seed)
     coords, vals = _raw_coords(g, flux * _EDGAR_YEAR_S * 1e6 / 1e3, lon360=False)
-    ds = xr.Dataset({"emis_ch4": (("lat", "lon"), vals, {"units": "Mg km-2 a-1", "long_name": "CH4 emissions"})},
-                    coords=coords, attrs={"source": "synthetic GFEI-like file"})  # fmt: skip
+    ds = xr.Dataset(
+        {"emis_ch4": (("lat", "lon"), vals, {"units": "Mg km-2 a-1", "long_name": "CH4 emissions"})},
+        coords=coords,
+        attrs={"source": "synthetic GFEI-like file"},
+    )
     return _write(ds, path)
 
 
-def write_odiac_like(path: str | Path, grid: GridSpec | xr.DataArray, *, year: int = 2020, seed: int = 0,
-                     bunker_fraction: float = 0.1) -> Path:  # fmt: skip
+def write_odiac_like(
+    path: str | Path, grid: GridSpec | xr.DataArray, *, year: int = 2020, seed: int = 0, bunker_fraction: float = 0.1
+) -> Path:
     """ODIAC-like 1x1 degree file: ``land`` + ``intl_bunker`` in gC m-2 d-1 on ``(month, lat, lon)``.
 
     The CO2 flux is split into land (1 - ``bunker_fraction``) and bunker parts and
@@ -200,14 +238,26 @@ def write_odiac_like(path: str | Path, grid: GridSpec | xr.DataArray, *, year: i
     land = fac[:, None, None] * vals[None] * (1 - bunker_fraction)
     bunk = fac[:, None, None] * vals[None] * bunker_fraction
     u = "gC/m2/d"
-    ds = xr.Dataset({"land": (("month", "lat", "lon"), land, {"units": u}),
-                     "intl_bunker": (("month", "lat", "lon"), bunk, {"units": u})}, coords=coords,
-                    attrs={"source": "synthetic ODIAC-like file"})  # fmt: skip
+    ds = xr.Dataset(
+        {
+            "land": (("month", "lat", "lon"), land, {"units": u}),
+            "intl_bunker": (("month", "lat", "lon"), bunk, {"units": u}),
+        },
+        coords=coords,
+        attrs={"source": "synthetic ODIAC-like file"},
+    )
     return _write(ds, path)
 
 
-def write_cams_like(path: str | Path, grid: GridSpec | xr.DataArray, gas: str = "CH4", *, year: int = 2020,
-                    seed: int = 0, sectors: Sequence[str] = ("ene", "fef", "agl", "swd")) -> Path:  # fmt: skip
+def write_cams_like(
+    path: str | Path,
+    grid: GridSpec | xr.DataArray,
+    gas: str = "CH4",
+    *,
+    year: int = 2020,
+    seed: int = 0,
+    sectors: Sequence[str] = ("ene", "fef", "agl", "swd"),
+) -> Path:
     """CAMS-GLOB-ANT-like monthly file: one variable per sector plus ``sum`` (kg m-2 s-1), lon 0..360.
 
     The sectors split the flux with fixed shares; ``sum`` is their sum.
@@ -218,8 +268,10 @@ def write_cams_like(path: str | Path, grid: GridSpec | xr.DataArray, gas: str = 
     shares = shares / shares.sum()
     coords, vals = _raw_coords(g, flux, lon360=True)
     coords["time"] = ("time", t)
-    data = {s: (("time", "lat", "lon"), fac[:, None, None] * vals[None] * w, {"units": "kg m-2 s-1"})
-            for s, w in zip(sectors, shares, strict=True)}  # fmt: skip
+    data = {
+        s: (("time", "lat", "lon"), fac[:, None, None] * vals[None] * w, {"units": "kg m-2 s-1"})
+        for s, w in zip(sectors, shares, strict=True)
+    }
     data["sum"] = (("time", "lat", "lon"), fac[:, None, None] * vals[None], {"units": "kg m-2 s-1"})
     return _write(xr.Dataset(data, coords=coords, attrs={"source": "synthetic CAMS-GLOB-ANT-like file"}), path)
 
@@ -247,10 +299,20 @@ def make_reported_totals(
     rows = []
     for y in years:
         for a, tg in totals.items():
-            rows.append({"area": a, "year": y, "gas": gas, "category": "M.0.EL", "value": tg * 1000.0,
-                         "unit": unit, "source": source, "category_scheme": "IPCC2006_PRIMAP",
-                         "uncertainty_rel": "" if uncertainty_rel is None else uncertainty_rel,
-                         "notes": "synthetic"})  # fmt: skip
+            rows.append(
+                {
+                    "area": a,
+                    "year": y,
+                    "gas": gas,
+                    "category": "M.0.EL",
+                    "value": tg * 1000.0,
+                    "unit": unit,
+                    "source": source,
+                    "category_scheme": "IPCC2006_PRIMAP",
+                    "uncertainty_rel": "" if uncertainty_rel is None else uncertainty_rel,
+                    "notes": "synthetic",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -263,8 +325,14 @@ def write_reported_totals_csv(path: str | Path, rows: pd.DataFrame | Iterable[Ma
     return p
 
 
-def write_primap_csv(path: str | Path, df: pd.DataFrame, *, scenario: str = "HISTCR",
-                     source: str = "PRIMAP-hist_v2.6", yaml: bool = False) -> Path:  # fmt: skip
+def write_primap_csv(
+    path: str | Path,
+    df: pd.DataFrame,
+    *,
+    scenario: str = "HISTCR",
+    source: str = "PRIMAP-hist_v2.6",
+    yaml: bool = False,
+) -> Path:
     """Write a long table as a PRIMAP-hist / primap2 interchange wide CSV (Gg / a units).
 
     ``df`` needs ``area, year, gas, category, value_gg`` or ``value`` + ``unit`` in kt
@@ -273,12 +341,21 @@ def write_primap_csv(path: str | Path, df: pd.DataFrame, *, scenario: str = "HIS
     d = df.copy()
     d["entity"] = d["gas"]
     d["unit"] = d["gas"].map(lambda g: f"{g} * gigagram / a")
-    wide = d.pivot_table(index=["area", "category", "entity", "unit"], columns="year", values="value",
-                         aggfunc="first").reset_index()  # fmt: skip
+    wide = d.pivot_table(
+        index=["area", "category", "entity", "unit"], columns="year", values="value", aggfunc="first"
+    ).reset_index()
     wide.columns = [str(c) for c in wide.columns]
-    out = pd.DataFrame({"source": source, "scenario (PRIMAP-hist)": scenario, "provenance": "derived",
-                        "area (ISO3)": wide["area"], "entity": wide["entity"], "unit": wide["unit"],
-                        "category (IPCC2006_PRIMAP)": wide["category"]})  # fmt: skip
+    out = pd.DataFrame(
+        {
+            "source": source,
+            "scenario (PRIMAP-hist)": scenario,
+            "provenance": "derived",
+            "area (ISO3)": wide["area"],
+            "entity": wide["entity"],
+            "unit": wide["unit"],
+            "category (IPCC2006_PRIMAP)": wide["category"],
+        }
+    )
     for c in wide.columns:
         if c.isdigit():
             out[c] = wide[c]
@@ -293,21 +370,38 @@ def write_primap_csv(path: str | Path, df: pd.DataFrame, *, scenario: str = "HIS
         )
     return p
 
+
 #: Row labels of the CRF/CRT CH4 trend table (Table10s3) written by :func:`write_crf_workbook`.
 CRF_CH4_ROWS: tuple[tuple[str, str], ...] = (
-    ("1. Energy", "1"), ("A. Fuel combustion (sectoral approach)", "1.A"), ("1.  Energy industries", "1.A.1"),
-    ("B. Fugitive emissions from fuels", "1.B"), ("1.  Solid fuels", "1.B.1"),
+    ("1. Energy", "1"),
+    ("A. Fuel combustion (sectoral approach)", "1.A"),
+    ("1.  Energy industries", "1.A.1"),
+    ("B. Fugitive emissions from fuels", "1.B"),
+    ("1.  Solid fuels", "1.B.1"),
     ("2.  Oil and natural gas and other emissions from energy production", "1.B.2"),
-    ("2.  Industrial processes", "2"), ("3.  Agriculture", "3"), ("A.  Enteric fermentation", "3.A"),
-    ("C.  Rice cultivation", "3.C"), ("4. Land use, land-use change and forestry", "4"), ("5.  Waste", "5"),
-    ("A.  Solid waste disposal ", "5.A"), ("6.  Other (as specified in summary 1.A)", "6"),
-    ("Total CH4 emissions without CH4 from LULUCF", "M.0.EL"), ("Total CH4 emissions with CH4 from LULUCF", "0"),
-    ("Memo items:", ""), ("International bunkers", "M.Memo.Int"),
-)  # fmt: skip
+    ("2.  Industrial processes", "2"),
+    ("3.  Agriculture", "3"),
+    ("A.  Enteric fermentation", "3.A"),
+    ("C.  Rice cultivation", "3.C"),
+    ("4. Land use, land-use change and forestry", "4"),
+    ("5.  Waste", "5"),
+    ("A.  Solid waste disposal ", "5.A"),
+    ("6.  Other (as specified in summary 1.A)", "6"),
+    ("Total CH4 emissions without CH4 from LULUCF", "M.0.EL"),
+    ("Total CH4 emissions with CH4 from LULUCF", "0"),
+    ("Memo items:", ""),
+    ("International bunkers", "M.Memo.Int"),
+)
 
 
-def write_crf_workbook(path: str | Path, ch4_kt: Mapping[str, Sequence[Any]], years: Sequence[int], *,
-                       summary_ch4: float | None = None, party_name: str = "SYNTHETIA") -> Path:  # fmt: skip
+def write_crf_workbook(
+    path: str | Path,
+    ch4_kt: Mapping[str, Sequence[Any]],
+    years: Sequence[int],
+    *,
+    summary_ch4: float | None = None,
+    party_name: str = "SYNTHETIA",
+) -> Path:
     """Write a workbook in the layout of the UNFCCC CRF/CRT tables (``Table10s3`` and ``Summary1.As1``).
 
     Parameters
@@ -334,8 +428,14 @@ def write_crf_workbook(path: str | Path, ch4_kt: Mapping[str, Sequence[Any]], ye
     ws.append(["CH4"] + [None] * (last - 1) + ["Submission 2023 v1"])
     ws.append(["(Sheet 3 of 6)"] + [None] * (last - 1) + [party_name])
     ws.append([])
-    ws.append(["GREENHOUSE GAS SOURCE AND SINK CATEGORIES", "Base year(1)", *[str(y) for y in years],
-               "Change from base to latest reported year"])  # fmt: skip
+    ws.append(
+        [
+            "GREENHOUSE GAS SOURCE AND SINK CATEGORIES",
+            "Base year(1)",
+            *[str(y) for y in years],
+            "Change from base to latest reported year",
+        ]
+    )
     ws.append([None, "(kt)", *[None] * len(years), "%"])
     for label, code in CRF_CH4_ROWS:
         if not code:
@@ -347,12 +447,18 @@ def write_crf_workbook(path: str | Path, ch4_kt: Mapping[str, Sequence[Any]], ye
     ws.append(["Note: All footnotes for this table are given at the end of the table on sheet 6."])
     summ = wb.create_sheet("Summary1.As1")
     total = summary_ch4 if summary_ch4 is not None else list(ch4_kt.get("0", [None]))[-1]
-    summ.append(["SUMMARY 1.A  SUMMARY REPORT FOR NATIONAL GREENHOUSE GAS INVENTORIES", None, None, None,
-                 f"Inventory {years[-1]}"])  # fmt: skip
+    summ.append(
+        [
+            "SUMMARY 1.A  SUMMARY REPORT FOR NATIONAL GREENHOUSE GAS INVENTORIES",
+            None,
+            None,
+            None,
+            f"Inventory {years[-1]}",
+        ]
+    )
     summ.append(["(Sheet 1 of 3)", None, None, None, "Submission 2023 v1"])
     summ.append([])
-    summ.append(["GREENHOUSE GAS SOURCE AND SINK CATEGORIES", "Net CO2 emissions/removals", "CH4", "N2O",
-                 "HFCs(1)"])  # fmt: skip
+    summ.append(["GREENHOUSE GAS SOURCE AND SINK CATEGORIES", "Net CO2 emissions/removals", "CH4", "N2O", "HFCs(1)"])
     summ.append([None, "(kt)", None, None, "(kt CO2 equivalent)"])
     summ.append(["Total national emissions and removals", "NE", total, "NE", 10.0])
     p = Path(path)
@@ -373,16 +479,29 @@ def make_box_boundaries(
         Default: ``XAA`` (10..20E, 0..10N), ``XAB`` (20..32E, 0..8N), ``XAC``
         (10..14E, 12..15N) and a tiny ``XAD`` (30.1..30.3E, 12.1..12.3N).
     """
-    boxes = boxes or {"XAA": (10.0, 0.0, 20.0, 10.0), "XAB": (20.0, 0.0, 32.0, 8.0),
-                      "XAC": (10.0, 12.0, 14.0, 15.0), "XAD": (30.1, 12.1, 30.3, 12.3)}  # fmt: skip
-    return gpd.GeoDataFrame({"region": list(boxes), "name": [f"Boxland {c}" for c in boxes],
-                             "geometry": [shapely.box(*b) for b in boxes.values()]}, geometry="geometry", crs=4326)  # fmt: skip
+    boxes = boxes or {
+        "XAA": (10.0, 0.0, 20.0, 10.0),
+        "XAB": (20.0, 0.0, 32.0, 8.0),
+        "XAC": (10.0, 12.0, 14.0, 15.0),
+        "XAD": (30.1, 12.1, 30.3, 12.3),
+    }
+    return gpd.GeoDataFrame(
+        {
+            "region": list(boxes),
+            "name": [f"Boxland {c}" for c in boxes],
+            "geometry": [shapely.box(*b) for b in boxes.values()],
+        },
+        geometry="geometry",
+        crs=4326,
+    )
 
 
 # ------------------------------------------------------------------------ winds
 def _wind_arrays(grid: GridSpec, u: Any, v: Any) -> tuple[np.ndarray, np.ndarray]:
-    return (np.broadcast_to(np.asarray(u, "float64"), grid.shape).copy(),
-            np.broadcast_to(np.asarray(v, "float64"), grid.shape).copy())  # fmt: skip
+    return (
+        np.broadcast_to(np.asarray(u, "float64"), grid.shape).copy(),
+        np.broadcast_to(np.asarray(v, "float64"), grid.shape).copy(),
+    )
 
 
 def _time_wiggle(n: int) -> np.ndarray:
@@ -418,10 +537,11 @@ def write_era5_like(
     fix = lambda a: _raw_coords(grid, a, lon360=grid.is_global_lon, lat_desc=True)[1]  # noqa: E731
     coords[tname] = (tname, times)
     coords["number"] = 0
-    data = {"u10": ((tname, "latitude", "longitude"), fix(uu)[None] + wig, {"units": "m s**-1"}),
-            "v10": ((tname, "latitude", "longitude"), fix(vv)[None] - wig, {"units": "m s**-1"}),
-            "blh": ((tname, "latitude", "longitude"), np.full((n_times, *grid.shape), blh) + 100 * wig,
-                    {"units": "m"})}  # fmt: skip
+    data = {
+        "u10": ((tname, "latitude", "longitude"), fix(uu)[None] + wig, {"units": "m s**-1"}),
+        "v10": ((tname, "latitude", "longitude"), fix(vv)[None] - wig, {"units": "m s**-1"}),
+        "blh": ((tname, "latitude", "longitude"), np.full((n_times, *grid.shape), blh) + 100 * wig, {"units": "m"}),
+    }
     if pressure_levels:
         levels = np.array([1000.0, 925.0, 850.0, 500.0])
         dev = np.array([-1.0, 1.0, -1.0, 0.0])  # zero pressure-weighted mean over 1000-850 (weights 37.5, 75, 37.5)
@@ -434,16 +554,19 @@ def write_era5_like(
     return _write(ds, path)
 
 
-def _merra_ds(grid: GridSpec, uu: np.ndarray, vv: np.ndarray, times: pd.DatetimeIndex, *, levels: bool,
-              blh: float) -> xr.Dataset:  # fmt: skip
+def _merra_ds(
+    grid: GridSpec, uu: np.ndarray, vv: np.ndarray, times: pd.DatetimeIndex, *, levels: bool, blh: float
+) -> xr.Dataset:
     n = times.size
     wig = _time_wiggle(n)[:, None, None] if n > 1 else np.zeros((1, 1, 1))
     coords, uu = _raw_coords(grid, uu, lon360=False)
     _, vv = _raw_coords(grid, vv, lon360=False)
     coords["time"] = ("time", times)
-    data = {"U10M": (("time", "lat", "lon"), uu[None] + wig, {"units": "m s-1"}),
-            "V10M": (("time", "lat", "lon"), vv[None] - wig, {"units": "m s-1"}),
-            "PBLH": (("time", "lat", "lon"), np.full((n, *grid.shape), blh) + 50 * wig, {"units": "m"})}  # fmt: skip
+    data = {
+        "U10M": (("time", "lat", "lon"), uu[None] + wig, {"units": "m s-1"}),
+        "V10M": (("time", "lat", "lon"), vv[None] - wig, {"units": "m s-1"}),
+        "PBLH": (("time", "lat", "lon"), np.full((n, *grid.shape), blh) + 50 * wig, {"units": "m"}),
+    }
     if levels:
         lev = np.array([1000.0, 975.0, 950.0, 925.0, 900.0, 875.0, 850.0, 700.0])
         coords["lev"] = ("lev", lev, {"units": "hPa"})
@@ -456,8 +579,17 @@ def _merra_ds(grid: GridSpec, uu: np.ndarray, vv: np.ndarray, times: pd.Datetime
     return xr.Dataset(data, coords=coords)
 
 
-def write_merra2_like(path: str | Path, grid: GridSpec, u: Any, v: Any, *, year: int = 2020, n_times: int = 4,
-                      blh: float = 800.0, pressure_levels: bool = True) -> Path:  # fmt: skip
+def write_merra2_like(
+    path: str | Path,
+    grid: GridSpec,
+    u: Any,
+    v: Any,
+    *,
+    year: int = 2020,
+    n_times: int = 4,
+    blh: float = 800.0,
+    pressure_levels: bool = True,
+) -> Path:
     """MERRA-2-like file (``U10M``, ``V10M``, ``PBLH``; ``U``/``V`` on ``lev`` with a 1e15 fill
     at 1000 hPa) whose time mean and 1000-850 hPa mean are ``u``, ``v``; lon -180..180, lat ascending."""
     uu, vv = _wind_arrays(grid, u, v)
@@ -467,8 +599,9 @@ def write_merra2_like(path: str | Path, grid: GridSpec, u: Any, v: Any, *, year:
     return _write(ds, path)
 
 
-def write_geosfp_like(directory: str | Path, grid: GridSpec, u: Any, v: Any, *, year: int = 2020,
-                      n_times: int = 4, blh: float = 800.0) -> list[Path]:  # fmt: skip
+def write_geosfp_like(
+    directory: str | Path, grid: GridSpec, u: Any, v: Any, *, year: int = 2020, n_times: int = 4, blh: float = 800.0
+) -> list[Path]:
     """GEOS-FP-like ``tavg1_2d_slv_Nx`` files, one per hour (``GEOS.fp.asm...YYYYMMDD_HH30.V01.nc4``)."""
     uu, vv = _wind_arrays(grid, u, v)
     times = pd.date_range(f"{year}-01-01T00:30", periods=n_times, freq="1h")

@@ -96,12 +96,16 @@ def _masks(grid: GridSpec, boxes: dict[str, Any]) -> xr.DataArray:
         fr.append(np.outer(fy, fx))
     codes = list(boxes)
     return xr.DataArray(
-        np.array(fr), dims=("region", "latitude", "longitude"),
-        coords={"region": np.array(codes, dtype=str),
-                "region_name": ("region", np.array([f"Synthetic region {c[1:]}" for c in codes], dtype=str)),
-                **grid.coords()},
-        name="region_fraction", attrs={"units": "1", "long_name": "fraction of the cell area in the region"},
-    )  # fmt: skip
+        np.array(fr),
+        dims=("region", "latitude", "longitude"),
+        coords={
+            "region": np.array(codes, dtype=str),
+            "region_name": ("region", np.array([f"Synthetic region {c[1:]}" for c in codes], dtype=str)),
+            **grid.coords(),
+        },
+        name="region_fraction",
+        attrs={"units": "1", "long_name": "fraction of the cell area in the region"},
+    )
 
 
 def _prior_flux(grid: GridSpec, masks: xr.DataArray, gas: str, rng: np.random.Generator) -> xr.DataArray:
@@ -118,12 +122,23 @@ def _prior_flux(grid: GridSpec, masks: xr.DataArray, gas: str, rng: np.random.Ge
     outside = np.clip(1.0 - fr.sum(0), 0.0, 1.0)
     # weak unscaled emissions between the regions: 5 % of the mean regional flux density
     flux += outside * 0.05 * flux[fr.sum(0) > 0.5].mean() * hot
-    return xr.DataArray(flux, dims=("latitude", "longitude"), coords=grid.coords(), name="flux",
-                        attrs={"units": "kg m-2 s-1", "long_name": f"prior {gas} emission flux"})  # fmt: skip
+    return xr.DataArray(
+        flux,
+        dims=("latitude", "longitude"),
+        coords=grid.coords(),
+        name="flux",
+        attrs={"units": "kg m-2 s-1", "long_name": f"prior {gas} emission flux"},
+    )
 
 
-def _sampling(shape: tuple[int, int, int], land: np.ndarray, fraction: float, per_cell: float,
-              sampling: str, rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def _sampling(
+    shape: tuple[int, int, int],
+    land: np.ndarray,
+    fraction: float,
+    per_cell: float,
+    sampling: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Soundings per (time, cell): GOSAT-like sparse sampling, mostly over the regions."""
     nt = shape[0]
     if sampling == "full":
@@ -260,8 +275,10 @@ def make_osse_case(
     if truth not in TRUTH_MODELS:
         raise ConfigError(f"make_osse_case: truth={truth!r}; allowed: {list(TRUTH_MODELS)}")
     if truth == "independent" and not (margin >= 0 and truth_resolution > 0 and pattern_error >= 0):
-        raise ConfigError(f"make_osse_case: margin >= 0, truth_resolution > 0 and pattern_error >= 0 are needed; got "
-                          f"{margin}, {truth_resolution}, {pattern_error}")  # fmt: skip
+        raise ConfigError(
+            f"make_osse_case: margin >= 0, truth_resolution > 0 and pattern_error >= 0 are needed; got "
+            f"{margin}, {truth_resolution}, {pattern_error}"
+        )
     gas = gas.upper()
     rng = np.random.default_rng(seed)
     grid = grid or GridSpec.from_resolution(1.0, OSSE_BBOX)
@@ -277,37 +294,67 @@ def make_osse_case(
     prior = _prior_flux(grid, masks, gas, rng)
     sr_default, sm_default, _ = _GAS_DEFAULTS[gas]
     sr = sr_default if sigma_retrieval is None else float(sigma_retrieval)
-    common = {"gas": gas, "grid": grid, "masks": masks, "prior": prior, "scales": scales, "sr": sr, "start": start,
-              "n_months": n_months, "obs_fraction": obs_fraction, "per_cell": soundings_per_cell,
-              "sampling": sampling, "seed": seed}  # fmt: skip
+    common = {
+        "gas": gas,
+        "grid": grid,
+        "masks": masks,
+        "prior": prior,
+        "scales": scales,
+        "sr": sr,
+        "start": start,
+        "n_months": n_months,
+        "obs_fraction": obs_fraction,
+        "per_cell": soundings_per_cell,
+        "sampling": sampling,
+        "seed": seed,
+    }
     if truth == "identical":
         sm = sm_default if sigma_model is None else float(sigma_model)
         case = _identical_case(common, rng, u, v, eddy_diffusivity, ventilation_time, sm)
     else:
         sm = DEFAULT_SIGMA_MODEL[gas] if sigma_model is None else float(sigma_model)
-        case = _independent_case(common, boxes, margin=margin, resolution=truth_resolution,
-                                 pattern_error=pattern_error, atmosphere=atmosphere or {},
-                                 background=background or {}, ventilation_time=ventilation_time)  # fmt: skip
-    case.update({
-        "prior_flux": prior,
-        "masks": masks,
-        "grid": grid,
-        "gas": gas,
-        "sigma_model": sm,
-        "prior_error": prior_error,
-        "period_split": period_split,
-        "transport": {"u": u, "v": v, "eddy_diffusivity": eddy_diffusivity, "ventilation_time": ventilation_time},
-        "truth_model": truth,
-        "seed": seed,
-    })  # fmt: skip
-    logger.info("OSSE case (%s truth): %d regions, %d months, %d observed cell-bins", truth, len(codes), n_months,
-                int((case["obs"]["n_soundings"].values > 0).sum()))  # fmt: skip
+        case = _independent_case(
+            common,
+            boxes,
+            margin=margin,
+            resolution=truth_resolution,
+            pattern_error=pattern_error,
+            atmosphere=atmosphere or {},
+            background=background or {},
+            ventilation_time=ventilation_time,
+        )
+    case.update(
+        {
+            "prior_flux": prior,
+            "masks": masks,
+            "grid": grid,
+            "gas": gas,
+            "sigma_model": sm,
+            "prior_error": prior_error,
+            "period_split": period_split,
+            "transport": {"u": u, "v": v, "eddy_diffusivity": eddy_diffusivity, "ventilation_time": ventilation_time},
+            "truth_model": truth,
+            "seed": seed,
+        }
+    )
+    logger.info(
+        "OSSE case (%s truth): %d regions, %d months, %d observed cell-bins",
+        truth,
+        len(codes),
+        n_months,
+        int((case["obs"]["n_soundings"].values > 0).sum()),
+    )
     return case
 
 
 def _region_da(values: np.ndarray, masks: xr.DataArray, name: str, units: str) -> xr.DataArray:
-    return xr.DataArray(np.asarray(values, dtype="float64"), dims="region", coords={"region": masks["region"].values},
-                        name=name, attrs={"units": units})  # fmt: skip
+    return xr.DataArray(
+        np.asarray(values, dtype="float64"),
+        dims="region",
+        coords={"region": masks["region"].values},
+        name=name,
+        attrs={"units": units},
+    )
 
 
 def _area_totals(flux: np.ndarray, fractions: np.ndarray, area: np.ndarray) -> np.ndarray:
@@ -315,8 +362,15 @@ def _area_totals(flux: np.ndarray, fractions: np.ndarray, area: np.ndarray) -> n
     return np.einsum("rij,ij,ij->r", fractions, flux, area) * SECONDS_PER_YEAR / 1e9
 
 
-def _identical_case(c: dict[str, Any], rng: np.random.Generator, u: float, v: float, eddy_diffusivity: float,
-                    ventilation_time: float, sm: float) -> dict[str, Any]:  # fmt: skip
+def _identical_case(
+    c: dict[str, Any],
+    rng: np.random.Generator,
+    u: float,
+    v: float,
+    eddy_diffusivity: float,
+    ventilation_time: float,
+    sm: float,
+) -> dict[str, Any]:
     """The teaching twin: the truth made by the inversion's own steady operator (monthly bins)."""
     gas, grid, masks, prior, sr = c["gas"], c["grid"], c["masks"], c["prior"], c["sr"]
     units = gas_units(gas)
@@ -350,15 +404,19 @@ def _identical_case(c: dict[str, Any], rng: np.random.Generator, u: float, v: fl
             "averaging_kernel_pbl": (dims, nanif(ak), cf_attrs("averaging_kernel_pbl")),
             "time_bounds": (("time", "nv"), np.column_stack([times.values, ends.values])),
         },
-        coords={"time": ("time", times.values, {"long_name": "start of the time bin", "bounds": "time_bounds"}),
-                **grid.coords()},
+        coords={
+            "time": ("time", times.values, {"long_name": "start of the time bin", "bounds": "time_bounds"}),
+            **grid.coords(),
+        },
         attrs={"gas": gas, "title": f"OSSE synthetic L3 {gas}", "synthetic": "true", "seed": c["seed"]},
-    )  # fmt: skip
+    )
     winds = xr.Dataset(
-        {"u": (("latitude", "longitude"), np.full(grid.shape, float(u)), {"units": "m s-1"}),
-         "v": (("latitude", "longitude"), np.full(grid.shape, float(v)), {"units": "m s-1"})},
+        {
+            "u": (("latitude", "longitude"), np.full(grid.shape, float(u)), {"units": "m s-1"}),
+            "v": (("latitude", "longitude"), np.full(grid.shape, float(v)), {"units": "m s-1"}),
+        },
         coords=grid.coords(),
-    )  # fmt: skip
+    )
     totals = _area_totals(truth_flux.values, fr, grid.cell_area())
     return {
         "obs": obs,
@@ -366,8 +424,9 @@ def _identical_case(c: dict[str, Any], rng: np.random.Generator, u: float, v: fl
         "winds": winds,
         "truth_scale": _region_da(svec, masks, "truth_scale", "1"),
         "truth_totals": _region_da(totals, masks, "truth_total", "Tg yr-1"),
-        "background": xr.DataArray(bg, dims="time", coords={"time": times.values}, name="background",
-                                   attrs={"units": units}),  # fmt: skip
+        "background": xr.DataArray(
+            bg, dims="time", coords={"time": times.values}, name="background", attrs={"units": units}
+        ),
     }
 
 
@@ -381,12 +440,15 @@ def _smooth_field(shape: tuple[int, int], cells: float, rng: np.random.Generator
 
 def _truth_grid(grid: GridSpec, margin: float, resolution: float) -> GridSpec:
     w, s, e, n = grid.bbox
-    return GridSpec.from_resolution(float(resolution), (max(w - margin, -180.0), max(s - margin, -90.0),
-                                                        min(e + margin, 180.0), min(n + margin, 90.0)))  # fmt: skip
+    return GridSpec.from_resolution(
+        float(resolution),
+        (max(w - margin, -180.0), max(s - margin, -90.0), min(e + margin, 180.0), min(n + margin, 90.0)),
+    )
 
 
-def _independent_flux(c: dict[str, Any], boxes: dict[str, Any], tgrid: GridSpec, pattern_error: float,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def _independent_flux(
+    c: dict[str, Any], boxes: dict[str, Any], tgrid: GridSpec, pattern_error: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The true flux on the truth grid (kg m-2 s-1) and its land fraction (the regions).
 
     Inside region r: prior x k_r x eps (eps a correlated lognormal pattern error, k_r such
@@ -413,8 +475,9 @@ def _independent_flux(c: dict[str, Any], boxes: dict[str, Any], tgrid: GridSpec,
         k = max(target - fixed, 0.0) / scaled if scaled > 0 else 0.0
         flux = flux + fr[r] * pf * eps * k
     w, s, e, n = grid.bbox
-    outside = ~((tgrid.lat[:, None] > s) & (tgrid.lat[:, None] < n) & (tgrid.lon[None, :] > w)
-                & (tgrid.lon[None, :] < e))  # fmt: skip
+    outside = ~(
+        (tgrid.lat[:, None] > s) & (tgrid.lat[:, None] < n) & (tgrid.lon[None, :] > w) & (tgrid.lon[None, :] < e)
+    )
     dense = prior.values[fr_c.sum(0) > 0.5]
     level = 0.05 * float(dense.mean()) if dense.size else 0.0
     flux = flux + outside * level * np.exp(rng.normal(0.0, 0.7, tgrid.shape))
@@ -439,8 +502,11 @@ def _overpasses(c: dict[str, Any], rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     for d, day in enumerate(days):
         ii, jj = np.nonzero((phase == d % 3) & (rng.uniform(size=grid.shape) < p))
-        n = 1 + rng.poisson(max(c["per_cell"] - 1.0, 0.0), ii.size) if c["sampling"] == "gosat" else \
-            np.full(ii.size, max(1, round(c["per_cell"])))  # fmt: skip
+        n = (
+            1 + rng.poisson(max(c["per_cell"] - 1.0, 0.0), ii.size)
+            if c["sampling"] == "gosat"
+            else np.full(ii.size, max(1, round(c["per_cell"])))
+        )
         i, j = np.repeat(ii, n), np.repeat(jj, n)
         lat = grid.lat_edges[i] + dlat[i] * rng.uniform(0.02, 0.98, i.size)
         lon = grid.lon_edges[j] + dlon[j] * rng.uniform(0.02, 0.98, j.size)
@@ -452,8 +518,9 @@ def _overpasses(c: dict[str, Any], rng: np.random.Generator) -> pd.DataFrame:
     return df[(df["time"] >= t0) & (df["time"] < end)].sort_values("time").reset_index(drop=True)
 
 
-def _wind_files(c: dict[str, Any], tgrid: GridSpec, ventilation_time: float,
-                rng: np.random.Generator) -> tuple[xr.Dataset, xr.Dataset, float]:  # fmt: skip
+def _wind_files(
+    c: dict[str, Any], tgrid: GridSpec, ventilation_time: float, rng: np.random.Generator
+) -> tuple[xr.Dataset, xr.Dataset, float]:
     """The ERA5-like monsoon winds, and what the run reads from their file (open_winds, time-resolved)."""
     import tempfile
     from pathlib import Path
@@ -462,8 +529,9 @@ def _wind_files(c: dict[str, Any], tgrid: GridSpec, ventilation_time: float,
     from gosat_pipeline.winds import open_winds
 
     w, s, e, n = tgrid.bbox
-    wgrid = GridSpec.from_resolution(2.5, (max(w - 2.5, -180.0), max(s - 2.5, -90.0), min(e + 2.5, 180.0),
-                                           min(n + 2.5, 90.0)))  # fmt: skip
+    wgrid = GridSpec.from_resolution(
+        2.5, (max(w - 2.5, -180.0), max(s - 2.5, -90.0), min(e + 2.5, 180.0), min(n + 2.5, 90.0))
+    )
     t0 = pd.Timestamp(c["start"])
     t1 = t0 + pd.DateOffset(months=c["n_months"])
     spinup = 5.0 * ventilation_time
@@ -472,8 +540,9 @@ def _wind_files(c: dict[str, Any], tgrid: GridSpec, ventilation_time: float,
     with tempfile.TemporaryDirectory(prefix="gosat_osse_") as tmp:
         path = Path(tmp) / "winds_era5.nc"
         era5.to_netcdf(path)
-        winds = open_winds(path, grid=c["grid"], time_range=(str(t0 - pd.Timedelta(seconds=spinup)), str(t1)),
-                           time_resolved=True)  # fmt: skip
+        winds = open_winds(
+            path, grid=c["grid"], time_range=(str(t0 - pd.Timedelta(seconds=spinup)), str(t1)), time_resolved=True
+        )
     winds.attrs["wind_source"] = "synthetic ERA5-like monsoon winds (gosat_pipeline.testing.atmosphere)"
     return era5, winds, spinup
 
@@ -484,29 +553,40 @@ def _grid_values(c: dict[str, Any], snd: pd.DataFrame, values: np.ndarray, ak: n
 
     t0 = pd.Timestamp(c["start"])
     ds = xr.Dataset(
-        {"xgas": ("sounding", values, {"units": gas_units(c["gas"])}),
-         "xgas_uncertainty": ("sounding", np.full(values.size, c["sr"]), {"units": gas_units(c["gas"])}),
-         "time": ("sounding", snd["time"].values.astype("datetime64[ns]")),
-         "latitude": ("sounding", snd["latitude"].values), "longitude": ("sounding", snd["longitude"].values)},
+        {
+            "xgas": ("sounding", values, {"units": gas_units(c["gas"])}),
+            "xgas_uncertainty": ("sounding", np.full(values.size, c["sr"]), {"units": gas_units(c["gas"])}),
+            "time": ("sounding", snd["time"].values.astype("datetime64[ns]")),
+            "latitude": ("sounding", snd["latitude"].values),
+            "longitude": ("sounding", snd["longitude"].values),
+        },
         attrs={"gas": c["gas"], "product": "OSSE synthetic soundings"},
-    )  # fmt: skip
+    )
     if ak is not None:
         ds["averaging_kernel"] = (("sounding", "level"), ak[:, None])
         ds["pressure_weight"] = (("sounding", "level"), np.ones((ak.size, 1)))
-    return grid_soundings(ds, grid=c["grid"], time_bin="1D",
-                          time_range=(t0, t0 + pd.DateOffset(months=c["n_months"])))  # fmt: skip
+    return grid_soundings(ds, grid=c["grid"], time_bin="1D", time_range=(t0, t0 + pd.DateOffset(months=c["n_months"])))
 
 
-def _independent_case(c: dict[str, Any], boxes: dict[str, Any], *, margin: float, resolution: float,
-                      pattern_error: float, atmosphere: Mapping[str, Any], background: Mapping[str, Any],
-                      ventilation_time: float) -> dict[str, Any]:  # fmt: skip
+def _independent_case(
+    c: dict[str, Any],
+    boxes: dict[str, Any],
+    *,
+    margin: float,
+    resolution: float,
+    pattern_error: float,
+    atmosphere: Mapping[str, Any],
+    background: Mapping[str, Any],
+    ventilation_time: float,
+) -> dict[str, Any]:
     """A non-identical twin: the truth from an atmosphere that is not the inversion's operator."""
     from gosat_pipeline.inventory import regrid_conservative
     from gosat_pipeline.testing.atmosphere import TruthAtmosphere, background_field
 
     gas, grid, masks, prior = c["gas"], c["grid"], c["masks"], c["prior"]
     r_flux, r_winds, r_sample, r_atm, r_noise, r_bg = (
-        np.random.default_rng(s) for s in np.random.SeedSequence([c["seed"], 15]).spawn(6))
+        np.random.default_rng(s) for s in np.random.SeedSequence([c["seed"], 15]).spawn(6)
+    )
     tgrid = _truth_grid(grid, float(margin), float(resolution))
     flux_fine, land = _independent_flux(c, boxes, tgrid, float(pattern_error), r_flux)
     era5, winds, _spinup = _wind_files(c, tgrid, ventilation_time, r_winds)
@@ -516,32 +596,59 @@ def _independent_case(c: dict[str, Any], boxes: dict[str, Any], *, margin: float
     atm = TruthAtmosphere(tgrid, era5, land=land, seed=int(r_atm.integers(0, 2**31)), **dict(atmosphere))
     enh = atm.run(flux_fine, gas, t0, t1, snd["time"].values, snd["latitude"].values, snd["longitude"].values)
     ak = r_noise.uniform(0.7, 1.0, len(snd))
-    bg = background_field(gas, snd["latitude"].values, snd["longitude"].values, snd["time"].values,
-                          seed=int(r_bg.integers(0, 2**31)), **dict(background))  # fmt: skip
+    bg = background_field(
+        gas,
+        snd["latitude"].values,
+        snd["longitude"].values,
+        snd["time"].values,
+        seed=int(r_bg.integers(0, 2**31)),
+        **dict(background),
+    )
     clean = bg + ak * enh
     noisy = clean + c["sr"] * r_noise.standard_normal(len(snd))
     obs = _grid_values(c, snd, noisy, ak)
-    obs.attrs.update(title=f"OSSE synthetic L3 {gas} (independent truth)", synthetic="true", seed=c["seed"],
-                     truth_model="independent")  # fmt: skip
+    obs.attrs.update(
+        title=f"OSSE synthetic L3 {gas} (independent truth)",
+        synthetic="true",
+        seed=c["seed"],
+        truth_model="independent",
+    )
     fr_fine = _masks(tgrid, boxes).values
     totals = _area_totals(flux_fine, fr_fine, tgrid.cell_area())
     prior_tot = _area_totals(prior.values, masks.values, grid.cell_area())
     w, s, e, n = grid.bbox
-    inside = ((tgrid.lat[:, None] > s) & (tgrid.lat[:, None] < n) & (tgrid.lon[None, :] > w)
-              & (tgrid.lon[None, :] < e))  # fmt: skip
+    inside = (tgrid.lat[:, None] > s) & (tgrid.lat[:, None] < n) & (tgrid.lon[None, :] > w) & (tgrid.lon[None, :] < e)
     rest_true = _area_totals(flux_fine, (inside * np.clip(1.0 - fr_fine.sum(0), 0.0, 1.0))[None], tgrid.cell_area())
     rest_prior = _area_totals(prior.values, np.clip(1.0 - masks.values.sum(0), 0.0, 1.0)[None], grid.cell_area())
-    fine = xr.DataArray(flux_fine, dims=("latitude", "longitude"), coords=tgrid.coords(), name="truth_flux",
-                        attrs={"units": "kg m-2 s-1", "long_name": f"true {gas} emission flux (truth grid)"})  # fmt: skip
+    fine = xr.DataArray(
+        flux_fine,
+        dims=("latitude", "longitude"),
+        coords=tgrid.coords(),
+        name="truth_flux",
+        attrs={"units": "kg m-2 s-1", "long_name": f"true {gas} emission flux (truth grid)"},
+    )
     truth_flux = regrid_conservative(fine, grid).rename("truth_flux")
     truth_flux.attrs = {"units": "kg m-2 s-1", "long_name": f"true {gas} emission flux"}
     bg_l3 = _grid_values(c, snd, bg, None)["xgas_mean"].rename("background")
     bg_l3.attrs = {"units": gas_units(gas), "long_name": "true background column of the soundings, cell-day mean"}
-    settings = {"truth_grid_resolution_deg": float(resolution), "margin_deg": float(margin),
-                "pattern_error": float(pattern_error),
-                **{k: getattr(atm, k) for k in ("eddy_diffusivity", "ventilation_land", "ventilation_ocean",
-                                                "wind_speedup", "wind_veer_deg", "unresolved_rms", "dt")},
-                **{f"background_{k}": v for k, v in dict(background).items()}}  # fmt: skip
+    settings = {
+        "truth_grid_resolution_deg": float(resolution),
+        "margin_deg": float(margin),
+        "pattern_error": float(pattern_error),
+        **{
+            k: getattr(atm, k)
+            for k in (
+                "eddy_diffusivity",
+                "ventilation_land",
+                "ventilation_ocean",
+                "wind_speedup",
+                "wind_veer_deg",
+                "unresolved_rms",
+                "dt",
+            )
+        },
+        **{f"background_{k}": v for k, v in dict(background).items()},
+    }
     return {
         "obs": obs,
         "truth_flux": truth_flux,
@@ -570,8 +677,11 @@ def _truth_per_element(case: dict[str, Any], post: xr.Dataset) -> np.ndarray:
     truth[REST_REGION] = float(case.get("truth_rest_scale", 1.0))
     independent = case.get("truth_model", "identical") == "independent"
     bg = case["background"]
-    bg_by_label = {} if independent else {f"{pd.Timestamp(t):%Y-%m}": float(v)
-                                          for t, v in zip(bg["time"].values, bg.values, strict=True)}  # fmt: skip
+    bg_by_label = (
+        {}
+        if independent
+        else {f"{pd.Timestamp(t):%Y-%m}": float(v) for t, v in zip(bg["time"].values, bg.values, strict=True)}
+    )
     sv = StateVector.from_coords(post)
     out = []
     for kind, reg, sec, per in zip(sv.kind, sv.region, sv.sector, sv.period, strict=True):
@@ -609,9 +719,12 @@ def osse_inversion_inputs(case: dict[str, Any]) -> dict[str, Any]:
 
     tp = case["transport"]
     if case.get("truth_model", "identical") == "independent":
-        settings = TransportSettings(mode="time_resolved", eddy_diffusivity=tp["eddy_diffusivity"],
-                                     ventilation_time=tp["ventilation_time"],
-                                     spinup=5.0 * float(tp["ventilation_time"]))  # fmt: skip
+        settings = TransportSettings(
+            mode="time_resolved",
+            eddy_diffusivity=tp["eddy_diffusivity"],
+            ventilation_time=tp["ventilation_time"],
+            spinup=5.0 * float(tp["ventilation_time"]),
+        )
     else:
         settings = TransportSettings(eddy_diffusivity=tp["eddy_diffusivity"], ventilation_time=tp["ventilation_time"])
     return {
@@ -635,15 +748,28 @@ def _element_table(post: xr.Dataset, truth: np.ndarray, constrained_threshold: f
     constrained = ((er >= constrained_threshold) | (aii >= constrained_threshold)) & scored
     within = scored & (np.abs(xp - truth) <= 2.0 * sp_)
     sv = StateVector.from_coords(post)
-    return pd.DataFrame({
-        "element": sv.labels(), "kind": sv.kind, "region": sv.region, "period": sv.period, "truth": truth, "prior": post["x_prior"].values,
-        "posterior": xp, "posterior_sigma": sp_, "prior_sigma": sa, "error_reduction": er,
-        "averaging_kernel": aii, "constrained": constrained, "within_2sigma": within,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "element": sv.labels(),
+            "kind": sv.kind,
+            "region": sv.region,
+            "period": sv.period,
+            "truth": truth,
+            "prior": post["x_prior"].values,
+            "posterior": xp,
+            "posterior_sigma": sp_,
+            "prior_sigma": sa,
+            "error_reduction": er,
+            "averaging_kernel": aii,
+            "constrained": constrained,
+            "within_2sigma": within,
+        }
+    )
 
 
-def _region_rows(case: dict[str, Any], posts: list[xr.Dataset], transport_error: float,
-                 constrained_threshold: float) -> list[dict[str, Any]]:  # fmt: skip
+def _region_rows(
+    case: dict[str, Any], posts: list[xr.Dataset], transport_error: float, constrained_threshold: float
+) -> list[dict[str, Any]]:
     """Per (region, period): truth, prior, estimate with analytic and combined sigma, coverage."""
     from gosat_pipeline.compare import domain_budget
 
@@ -651,7 +777,7 @@ def _region_rows(case: dict[str, Any], posts: list[xr.Dataset], transport_error:
     budget = domain_budget(post, ensemble=posts if len(posts) > 1 else None, transport_error=transport_error)
     combined = {(str(r.region), str(r.period)): r for r in budget.itertuples()}
     winds = case["winds"]
-    mean = (lambda da: da.mean("time") if "time" in da.dims else da)  # noqa: E731
+    mean = lambda da: da.mean("time") if "time" in da.dims else da  # noqa: E731
     mb = mass_balance(case["obs"], case["masks"], u=mean(winds["u"]), v=mean(winds["v"]), gas=case["gas"])
     truth = dict(zip(case["truth_totals"]["region"].values.astype(str), case["truth_totals"].values, strict=True))
     keys = list(zip(post["total_region"].values.astype(str), post["total_period"].values.astype(str), strict=True))
@@ -666,16 +792,24 @@ def _region_rows(case: dict[str, Any], posts: list[xr.Dataset], transport_error:
         true_tg = float(truth[key[0]])
         er = float(post["total_error_reduction"].values[t])
         sig = float(b.posterior_sigma)
-        rows.append({
-            "region": key[0], "period": key[1], "truth": true_tg, "prior": float(post["total_prior"].values[t]),
-            "posterior": float(b.posterior_total), "posterior_sigma": sig, "analytic_sigma": analytic,
-            "ensemble_spread": float(est.std(ddof=1)) if est.size > 1 else 0.0,
-            "structural_sigma": transport_error * abs(float(b.posterior_total)),
-            "error_reduction": er, "constrained": bool(er >= constrained_threshold),
-            "within_2sigma": bool(abs(float(b.posterior_total) - true_tg) <= 2.0 * sig),
-            "within_2sigma_analytic": bool(abs(float(est.mean()) - true_tg) <= 2.0 * analytic),
-            "mass_balance": float(mb.sel(region=key[0])),
-        })  # fmt: skip
+        rows.append(
+            {
+                "region": key[0],
+                "period": key[1],
+                "truth": true_tg,
+                "prior": float(post["total_prior"].values[t]),
+                "posterior": float(b.posterior_total),
+                "posterior_sigma": sig,
+                "analytic_sigma": analytic,
+                "ensemble_spread": float(est.std(ddof=1)) if est.size > 1 else 0.0,
+                "structural_sigma": transport_error * abs(float(b.posterior_total)),
+                "error_reduction": er,
+                "constrained": bool(er >= constrained_threshold),
+                "within_2sigma": bool(abs(float(b.posterior_total) - true_tg) <= 2.0 * sig),
+                "within_2sigma_analytic": bool(abs(float(est.mean()) - true_tg) <= 2.0 * analytic),
+                "mass_balance": float(mb.sel(region=key[0])),
+            }
+        )
     return rows
 
 
@@ -743,8 +877,14 @@ def run_osse(
     :math:`\\sigma^2 = \\overline{\\sigma_m^2} + s^2_{E_m} + (f_T \\bar E)^2`.
     """
     inp = osse_inversion_inputs(case)
-    jac = build_jacobian(inp["obs"], inp["emissions"], winds=inp["winds"], settings=inp["settings"],
-                         sigma_model=inp["sigma_model"], **inp["jacobian_kwargs"])  # fmt: skip
+    jac = build_jacobian(
+        inp["obs"],
+        inp["emissions"],
+        winds=inp["winds"],
+        settings=inp["settings"],
+        sigma_model=inp["sigma_model"],
+        **inp["jacobian_kwargs"],
+    )
     post = invert(jac, **{"prior_error": inp["prior_error"], **invert_kwargs})
     truth = _truth_per_element(case, post)
     table = _element_table(post, truth, constrained_threshold)
@@ -784,9 +924,17 @@ def run_osse(
         "region_coverage_analytic": sum(t["within_2sigma_analytic"] for t in rc) / len(rc) if rc else math.nan,
         "table": table,
     }
-    logger.info("OSSE: DOFS %.2f, %d/%d constrained elements within 2 sigma; %d/%d constrained regions within "
-                "2 combined sigma (%d inversions, transport error %.0f %%)", summary["dofs"],
-                summary["n_constrained_within_2sigma"], nc, n_in, len(rc), len(posts), 100 * f_t)  # fmt: skip
+    logger.info(
+        "OSSE: DOFS %.2f, %d/%d constrained elements within 2 sigma; %d/%d constrained regions within "
+        "2 combined sigma (%d inversions, transport error %.0f %%)",
+        summary["dofs"],
+        summary["n_constrained_within_2sigma"],
+        nc,
+        n_in,
+        len(rc),
+        len(posts),
+        100 * f_t,
+    )
     return summary
 
 

@@ -84,8 +84,9 @@ def _per_region(value: float | Mapping[str, float], code: str, default: float) -
     return float(value)
 
 
-def _prior_covariance(sv: StateVector, prior_error: float, period_corr: float, region_corr: float,
-                      bg_sigma: float) -> np.ndarray:  # fmt: skip
+def _prior_covariance(
+    sv: StateVector, prior_error: float, period_corr: float, region_corr: float, bg_sigma: float
+) -> np.ndarray:
     n = len(sv)
     Sa = np.zeros((n, n))
     meta = list(zip(sv.kind, sv.region, sv.sector, sv.period, strict=True))
@@ -164,9 +165,22 @@ def make_posterior(
     codes = list(regs)
     units = gas_units(gas)
     sv = StateVector.from_records(
-        [{"kind": "emission", "region": r, "region_name": regs[r][0], "role": "requested", "sector": s, "period": p,
-          "prior_emission": regs[r][1] * 1e9 / len(sectors)} for p in periods for r in codes for s in sectors]
-        + [{"kind": "background", "sector": "total", "period": p, "units": units} for p in periods])  # fmt: skip
+        [
+            {
+                "kind": "emission",
+                "region": r,
+                "region_name": regs[r][0],
+                "role": "requested",
+                "sector": s,
+                "period": p,
+                "prior_emission": regs[r][1] * 1e9 / len(sectors),
+            }
+            for p in periods
+            for r in codes
+            for s in sectors
+        ]
+        + [{"kind": "background", "sector": "total", "period": p, "units": units} for p in periods]
+    )
     n = len(sv)
     rng = np.random.default_rng(seed)
     rows = []
@@ -201,38 +215,52 @@ def make_posterior(
     dx = x_hat - xa
     ds["chi2_state"] = ((), float(dx @ Sa_inv @ dx / n), {"units": "1", "long_name": "J_a / n"})
     ds["n_observations"] = ((), np.int64(K.shape[0]), {"units": "1", "long_name": "number of observations"})
-    ds["status"] = ((), np.int8(0), {"units": "1", "long_name": "inversion status",
-                                     **status_attrs(INVERSION_STATUS)})  # fmt: skip
+    ds["status"] = ((), np.int8(0), {"units": "1", "long_name": "inversion status", **status_attrs(INVERSION_STATUS)})
     totals = region_totals(ds, K=K, region_names={c: regs[c][0] for c in codes})
     ds = xr.merge([ds, totals], combine_attrs="override")
     ds.attrs = global_attrs(
-        f"{gas} posterior emissions (synthetic)", source="gosat_pipeline.testing.make_posterior",
-        gas=gas.upper(), prior_error=float(prior_error), obs_sigma=float(obs_sigma), seed=int(seed),
-        synthetic="true" if synthetic else "false", transport_model="synthetic Jacobian",
-    )  # fmt: skip
+        f"{gas} posterior emissions (synthetic)",
+        source="gosat_pipeline.testing.make_posterior",
+        gas=gas.upper(),
+        prior_error=float(prior_error),
+        obs_sigma=float(obs_sigma),
+        seed=int(seed),
+        synthetic="true" if synthetic else "false",
+        transport_model="synthetic Jacobian",
+    )
     return ds
 
 
-def _posterior_dataset(sv: StateVector, xa: np.ndarray, x_hat: np.ndarray, Sa: np.ndarray, S_hat: np.ndarray,
-                       A: np.ndarray) -> xr.Dataset:  # fmt: skip
+def _posterior_dataset(
+    sv: StateVector, xa: np.ndarray, x_hat: np.ndarray, Sa: np.ndarray, S_hat: np.ndarray, A: np.ndarray
+) -> xr.Dataset:
     n = len(sv)
     coords: dict[str, Any] = {
         "state": ("state", np.arange(n), {"long_name": "state element index", "units": "1"}),
         "state2": ("state2", np.arange(n), {"long_name": "state element index (second matrix dim)", "units": "1"}),
         **sv.to_coords(),
-    }  # fmt: skip
+    }
     # element units differ (1 for scale factors, gas units for backgrounds): state_units says which;
     # the variable units are "1" so that the file is CF-valid (udunits-parseable).
     note = "see state_units: 1 for emission scale factors, gas units for background offsets"
     ds = xr.Dataset(coords=coords)
-    for name, val, ln in (("x_prior", xa, "prior state"), ("x_posterior", x_hat, "posterior state (mean)"),
-                          ("x_posterior_sigma", np.sqrt(np.diag(S_hat)), "posterior 1-sigma"),
-                          ("x_prior_sigma", np.sqrt(np.diag(Sa)), "prior 1-sigma")):  # fmt: skip
+    for name, val, ln in (
+        ("x_prior", xa, "prior state"),
+        ("x_posterior", x_hat, "posterior state (mean)"),
+        ("x_posterior_sigma", np.sqrt(np.diag(S_hat)), "posterior 1-sigma"),
+        ("x_prior_sigma", np.sqrt(np.diag(Sa)), "prior 1-sigma"),
+    ):
         ds[name] = ("state", val, {"units": "1", "long_name": ln, "comment": note})
-    for name, val, ln in (("S_prior", Sa, "prior error covariance"), ("S_posterior", S_hat, "posterior error covariance"),
-                          ("averaging_kernel", A, "averaging kernel d x_hat / d x_true")):  # fmt: skip
-        ds[name] = (("state", "state2"), val, {"units": "1", "long_name": ln,
-                                               "comment": "element units: product of the two elements' state_units"})  # fmt: skip
+    for name, val, ln in (
+        ("S_prior", Sa, "prior error covariance"),
+        ("S_posterior", S_hat, "posterior error covariance"),
+        ("averaging_kernel", A, "averaging kernel d x_hat / d x_true"),
+    ):
+        ds[name] = (
+            ("state", "state2"),
+            val,
+            {"units": "1", "long_name": ln, "comment": "element units: product of the two elements' state_units"},
+        )
     return ds
 
 
@@ -260,9 +288,18 @@ def make_reported(
             continue
         year = int(str(p)[:4]) if years is None else int(years[list(pers).index(p) % len(years)])
         v = float(values[r]) if values is not None else float(e)
-        rows.append({"area": r, "year": year, "gas": gas, "category": category, "source": source,
-                     "value_tg_per_yr": v, "sigma_tg_per_yr": abs(v) * relative_sigma,
-                     "uncertainty_source": f"default model ({relative_sigma:.0%})"})  # fmt: skip
+        rows.append(
+            {
+                "area": r,
+                "year": year,
+                "gas": gas,
+                "category": category,
+                "source": source,
+                "value_tg_per_yr": v,
+                "sigma_tg_per_yr": abs(v) * relative_sigma,
+                "uncertainty_source": f"default model ({relative_sigma:.0%})",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -308,14 +345,21 @@ def make_flux_maps(posterior: xr.Dataset, regions: Mapping[str, tuple] | None = 
             "prior_flux": (("latitude", "longitude"), prior, {"units": fu, "long_name": "prior emission flux"}),
             "posterior_flux": (("latitude", "longitude"), post, {"units": fu, "long_name": "posterior emission flux"}),
             "scale_factor": (("latitude", "longitude"), scale, {"units": "1", "long_name": "posterior / prior flux"}),
-            "averaging_kernel_sensitivity": (("latitude", "longitude"), aks, {
-                "units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"}),
+            "averaging_kernel_sensitivity": (
+                ("latitude", "longitude"),
+                aks,
+                {"units": "1", "long_name": "diagonal of the averaging kernel mapped to cells"},
+            ),
         },
         coords=grid.coords(),
-    )  # fmt: skip
+    )
     ds = xr.merge([ds, grid.bounds_dataset()[["latitude_bounds", "longitude_bounds"]]])
-    ds.attrs = global_attrs("prior and posterior emission maps (synthetic)", "gosat_pipeline.testing.make_flux_maps",
-                            gas=str(posterior.attrs.get("gas", "CH4")), synthetic=posterior.attrs.get("synthetic", "true"))  # fmt: skip
+    ds.attrs = global_attrs(
+        "prior and posterior emission maps (synthetic)",
+        "gosat_pipeline.testing.make_flux_maps",
+        gas=str(posterior.attrs.get("gas", "CH4")),
+        synthetic=posterior.attrs.get("synthetic", "true"),
+    )
     return ds
 
 
@@ -329,19 +373,26 @@ def make_gridded_l3(gas: str = "CH4", *, n_times: int = 2, seed: int = 0, synthe
     n = rng.poisson(0.6, shape).astype("int32")
     mean = np.where(n > 0, base + rng.normal(0, 8.0 if gas.upper() == "CH4" else 1.0, shape), np.nan)
     times = pd.date_range("2019-01-01", periods=n_times, freq="MS")
-    coords = {"time": ("time", times.values, {"standard_name": "time", "long_name": "start of time bin"}), **grid.coords()}
+    coords = {
+        "time": ("time", times.values, {"standard_name": "time", "long_name": "start of time bin"}),
+        **grid.coords(),
+    }
     ds = xr.Dataset(
         {
             "n_soundings": (("time", "latitude", "longitude"), n, cf_attrs("n_soundings")),
             "xgas_mean": (("time", "latitude", "longitude"), mean, cf_attrs("xgas_mean", gas)),
         },
         coords=coords,
-    )  # fmt: skip
+    )
     ds["xgas_mean"].attrs["ancillary_variables"] = "n_soundings"
     ds["xgas_mean"].attrs["standard_name"] = GAS_STANDARD_NAMES[gas.upper()]
     ds["xgas_mean"].attrs["units"] = units
-    ds.attrs = global_attrs(f"{gas} L3 (synthetic)", "gosat_pipeline.testing.make_gridded_l3", gas=gas.upper(),
-                            synthetic="true" if synthetic else "false")  # fmt: skip
+    ds.attrs = global_attrs(
+        f"{gas} L3 (synthetic)",
+        "gosat_pipeline.testing.make_gridded_l3",
+        gas=gas.upper(),
+        synthetic="true" if synthetic else "false",
+    )
     return ds
 
 
@@ -350,8 +401,13 @@ def boundaries_geojson(regions: Mapping[str, tuple] | None = None) -> dict[str, 
     feats = []
     for code, (name, _total, (w, s, e, n)) in _regions(regions).items():
         ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
-        feats.append({"type": "Feature", "properties": {"region": code, "name": name},
-                      "geometry": {"type": "Polygon", "coordinates": [ring]}})  # fmt: skip
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"region": code, "name": name},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
     return {"type": "FeatureCollection", "features": feats}
 
 
@@ -360,8 +416,9 @@ def write_netcdf(ds: xr.Dataset, path: str | Path) -> Path:
     return atomic_write_netcdf(ds, path, encoding=cf_encoding(ds))
 
 
-def _default_posterior(regs: Mapping[str, tuple], gas: str, index: int, periods: Sequence[str],
-                       synthetic: bool) -> xr.Dataset:  # fmt: skip
+def _default_posterior(
+    regs: Mapping[str, tuple], gas: str, index: int, periods: Sequence[str], synthetic: bool
+) -> xr.Dataset:
     """A posterior with a planted discrepancy (region ``index`` mod n) and an unseen last region."""
     codes = list(regs)
     planted = codes[index % len(codes)]
@@ -369,8 +426,9 @@ def _default_posterior(regs: Mapping[str, tuple], gas: str, index: int, periods:
     if index % 2:  # the second gas has its discrepancy the other way round
         truth[planted] = 0.5
     constraint = {c: (0.0 if i == len(codes) - 1 else 30.0) for i, c in enumerate(codes)}
-    return make_posterior(regs, gas=gas, periods=periods, truth=truth, constraint=constraint, seed=index,
-                          synthetic=synthetic)  # fmt: skip
+    return make_posterior(
+        regs, gas=gas, periods=periods, truth=truth, constraint=constraint, seed=index, synthetic=synthetic
+    )
 
 
 def _gas_regions(regs: Mapping[str, tuple], gas: str, scaled: bool) -> dict[str, tuple]:
@@ -474,8 +532,9 @@ def write_run_dir(
             f"posterior{suffix}.nc": lambda p, post=post: write_netcdf(post, p),
             f"emissions{suffix}.nc": lambda p, post=post, gregs=gregs: write_netcdf(make_flux_maps(post, gregs), p),
             f"gridded{suffix}.nc": lambda p, gas=gas, i=i: write_netcdf(
-                make_gridded_l3(gas, seed=i, synthetic=synthetic), p),
-        }  # fmt: skip
+                make_gridded_l3(gas, seed=i, synthetic=synthetic), p
+            ),
+        }
         for name, write in files.items():
             if name not in skip:
                 write(run_dir / name)
@@ -483,14 +542,17 @@ def write_run_dir(
         "boundaries.geojson": lambda p: atomic_write_text(json.dumps(boundaries_geojson(regs)), p),
         "config.resolved.yaml": lambda p: atomic_write_text(
             f"run:\n  name: synthetic demo\ngases: [{', '.join(per_gas)}]\n"
-            "compare:\n  z_critical: 2.0\n  min_error_reduction: 0.2\n", p),
-    }  # fmt: skip
+            "compare:\n  z_critical: 2.0\n  min_error_reduction: 0.2\n",
+            p,
+        ),
+    }
     for name, write in shared.items():
         if name not in skip:
             write(run_dir / name)
     if "discrepancies.json" not in skip:
-        _write_comparison(run_dir, per_gas, reported, {"transport_error": 0.0, **dict(compare_kwargs or {})}, change,
-                          legacy)  # fmt: skip
+        _write_comparison(
+            run_dir, per_gas, reported, {"transport_error": 0.0, **dict(compare_kwargs or {})}, change, legacy
+        )
     man: dict[str, Any] = {
         "synthetic": bool(synthetic),
         "config_sha256": "0" * 64,
@@ -505,8 +567,14 @@ def write_run_dir(
     return run_dir
 
 
-def _write_comparison(run_dir: Path, per_gas: Mapping[str, tuple[xr.Dataset, Any]], reported: pd.DataFrame,
-                      compare_kwargs: dict[str, Any], change: tuple[str, str] | None, legacy: bool) -> None:  # fmt: skip
+def _write_comparison(
+    run_dir: Path,
+    per_gas: Mapping[str, tuple[xr.Dataset, Any]],
+    reported: pd.DataFrame,
+    compare_kwargs: dict[str, Any],
+    change: tuple[str, str] | None,
+    legacy: bool,
+) -> None:
     """discrepancies.* of every gas (the pipeline's compare stage on the synthetic posteriors)."""
     frames, changes = [], []
     for gas, (post, _) in per_gas.items():
@@ -514,8 +582,15 @@ def _write_comparison(run_dir: Path, per_gas: Mapping[str, tuple[xr.Dataset, Any
         sub = reported if legacy or "gas" not in reported else reported[reported["gas"].str.upper() == gas]
         frames.append(compare_to_inventory(post, sub, **compare_kwargs))
         if change is not None:
-            changes.append(period_change(post, sub, period_a=change[0], period_b=change[1],
-                                         transport_error=compare_kwargs.get("transport_error")))  # fmt: skip
+            changes.append(
+                period_change(
+                    post,
+                    sub,
+                    period_a=change[0],
+                    period_b=change[1],
+                    transport_error=compare_kwargs.get("transport_error"),
+                )
+            )
     df = pd.concat(frames, ignore_index=True)
     df.attrs = frames[0].attrs
     write_discrepancies(df, run_dir, changes=pd.concat(changes, ignore_index=True) if changes else None)

@@ -68,12 +68,27 @@ from gosat_pipeline.schema import LEVEL_VARIABLES, gas_units, validate_soundings
 from gosat_pipeline.testing.granules import granule_filename, granule_soundings, write_granule
 from gosat_pipeline.testing.soundings import make_soundings
 
-__all__ = ["ReaderContractTests", "BuiltinReaderContract", "ReaderFacts", "BUILTIN_READER_FACTS",
-           "CONTRACT_SCALARS", "rename_variable"]  # fmt: skip
+__all__ = [
+    "ReaderContractTests",
+    "BuiltinReaderContract",
+    "ReaderFacts",
+    "BUILTIN_READER_FACTS",
+    "CONTRACT_SCALARS",
+    "rename_variable",
+]
 
 #: Per-sounding canonical variables the round trip compares (with the level variables).
-CONTRACT_SCALARS: tuple[str, ...] = ("xgas", "xgas_uncertainty", "xgas_apriori", "latitude", "longitude",
-                                     "quality_flag", "surface_type", "surface_pressure", "solar_zenith_angle")  # fmt: skip
+CONTRACT_SCALARS: tuple[str, ...] = (
+    "xgas",
+    "xgas_uncertainty",
+    "xgas_apriori",
+    "latitude",
+    "longitude",
+    "quality_flag",
+    "surface_type",
+    "surface_pressure",
+    "solar_zenith_angle",
+)
 
 
 def _raise_on_compute(dsk: Any, keys: Any, **kwargs: Any) -> Any:
@@ -198,8 +213,13 @@ class ReaderContractTests:
             if name not in src:  # the sample does not hold it (plug-in samples may be leaner)
                 continue
             assert name in ds, f"{self.reader} does not return {name!r}, which the sample file holds"
-            np.testing.assert_allclose(ds[name].values.astype(float), src[name].values.astype(float),
-                                       rtol=self.rtol, atol=self.atol, err_msg=f"{self.reader} {name}")  # fmt: skip
+            np.testing.assert_allclose(
+                ds[name].values.astype(float),
+                src[name].values.astype(float),
+                rtol=self.rtol,
+                atol=self.atol,
+                err_msg=f"{self.reader} {name}",
+            )
         dt = np.abs((ds.time.values - src.time.values).astype("timedelta64[ns]").astype(np.int64))
         assert dt.max() <= self.time_tolerance_ns
         assert ds.attrs["gas"] == self.gas and ds.attrs["reader"] == self.reader
@@ -319,10 +339,12 @@ class ReaderFacts:
             return None if text is None else text.format(g=gas.lower(), G=gas.upper())
 
         return dataclasses.replace(
-            self, gas_variables=tuple(fill(v) or "" for v in self.gas_variables),
+            self,
+            gas_variables=tuple(fill(v) or "" for v in self.gas_variables),
             uncertainty_variable=fill(self.uncertainty_variable) or "",
-            required_variable=fill(self.required_variable) or "", time_variable=fill(self.time_variable),
-        )  # fmt: skip
+            required_variable=fill(self.required_variable) or "",
+            time_variable=fill(self.time_variable),
+        )
 
 
 def _lite() -> ReaderFacts:
@@ -339,17 +361,29 @@ BUILTIN_READER_FACTS: dict[str, ReaderFacts] = {
     "oco3_lite": _lite(),
     # V02.80: no bias-corrected value; the uncertainty is built from components of which any
     # one may be absent, so the missing-variable case takes the latitude
-    "nies_gosat_l2": ReaderFacts(("Data/mixingRatio/X{G}",), "Data/mixingRatio/X{G}RetrievalNoise",
-                                 required_variable="Data/geolocation/latitude", time_variable=None,
-                                 file_holds_screened_only=True, netcdf=False),  # fmt: skip
-    "nies_gosat2_l2": ReaderFacts(("RetrievalResult/x{g}",), "RetrievalResult/x{g}_uncertainty", time_variable=None,
-                                  netcdf=False),  # fmt: skip
-    "tropomi_ch4": ReaderFacts(("PRODUCT/methane_mixing_ratio_bias_corrected", "PRODUCT/methane_mixing_ratio"),
-                               "PRODUCT/methane_mixing_ratio_precision", time_variable="PRODUCT/time"),  # fmt: skip
+    "nies_gosat_l2": ReaderFacts(
+        ("Data/mixingRatio/X{G}",),
+        "Data/mixingRatio/X{G}RetrievalNoise",
+        required_variable="Data/geolocation/latitude",
+        time_variable=None,
+        file_holds_screened_only=True,
+        netcdf=False,
+    ),
+    "nies_gosat2_l2": ReaderFacts(
+        ("RetrievalResult/x{g}",), "RetrievalResult/x{g}_uncertainty", time_variable=None, netcdf=False
+    ),
+    "tropomi_ch4": ReaderFacts(
+        ("PRODUCT/methane_mixing_ratio_bias_corrected", "PRODUCT/methane_mixing_ratio"),
+        "PRODUCT/methane_mixing_ratio_precision",
+        time_variable="PRODUCT/time",
+    ),
     # times are ISO strings only (time_utc); no solar zenith angle in the product
-    "tropomi_blended_ch4": ReaderFacts(("methane_mixing_ratio_blended", "methane_mixing_ratio"),
-                                       "methane_mixing_ratio_precision", time_variable=None,
-                                       not_in_product=frozenset({"solar_zenith_angle"})),  # fmt: skip
+    "tropomi_blended_ch4": ReaderFacts(
+        ("methane_mixing_ratio_blended", "methane_mixing_ratio"),
+        "methane_mixing_ratio_precision",
+        time_variable=None,
+        not_in_product=frozenset({"solar_zenith_angle"}),
+    ),
 }
 
 
@@ -370,8 +404,9 @@ class BuiltinReaderContract(ReaderContractTests):
 
     def sample_soundings(self) -> xr.Dataset:
         """Soundings of the product's kind, worldwide, on 2021-03-04."""
-        return granule_soundings(self.reader, self.n_soundings, self.gas, seed=11, bbox=(-179.9, -80, 179.9, 80),
-                                 start="2021-03-04")  # fmt: skip
+        return granule_soundings(
+            self.reader, self.n_soundings, self.gas, seed=11, bbox=(-179.9, -80, 179.9, 80), start="2021-03-04"
+        )
 
     def write_sample(self, source: xr.Dataset, directory: Path) -> Path:
         """The product's real layout and file name (:func:`~gosat_pipeline.testing.granules.write_granule`)."""

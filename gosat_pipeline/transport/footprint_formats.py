@@ -62,8 +62,13 @@ __all__ = [
 
 #: STILT footprint units (R-STILT v2 writes the first; older releases the others): ppm per
 #: umol m-2 s-1 = mol mol-1 per mol m-2 s-1 = m2 s mol-1.
-STILT_UNITS: tuple[str, ...] = ("ppm (umol-1 m2 s)", "ppm (umol m-2 s-1)-1", "ppm/(umol m-2 s-1)",
-                                "ppm / (umol m-2 s-1)", "ppm m2 s umol-1")  # fmt: skip
+STILT_UNITS: tuple[str, ...] = (
+    "ppm (umol-1 m2 s)",
+    "ppm (umol m-2 s-1)-1",
+    "ppm/(umol m-2 s-1)",
+    "ppm / (umol m-2 s-1)",
+    "ppm m2 s umol-1",
+)
 #: NAME footprints processed to netCDF (ACRG / OpenGHG layout): already m2 s mol-1.
 NAME_UNITS: tuple[str, ...] = ("(mol/mol)/(mol/m2/s)", "mol/mol/(mol/m2/s)", "(mol mol-1) (mol m-2 s-1)-1")
 #: FLEXPART backward runs with a mass source and a mass-mixing-ratio receptor
@@ -114,8 +119,9 @@ def open_netcdf(path: Path, *, decode_times: bool = True) -> xr.Dataset:
     except FileNotFoundError:
         raise FootprintError(str(path), "does not exist; check the path") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is an unreadable file
-        raise FootprintError(str(path), f"cannot be read as netCDF ({type(exc).__name__}: {exc}); "
-                             "is it a complete netCDF file?") from None  # fmt: skip
+        raise FootprintError(
+            str(path), f"cannot be read as netCDF ({type(exc).__name__}: {exc}); is it a complete netCDF file?"
+        ) from None
 
 
 def edges_from_centres(c: np.ndarray, where: str, name: str, *, clip: tuple[float, float] | None = None) -> np.ndarray:
@@ -125,8 +131,11 @@ def edges_from_centres(c: np.ndarray, where: str, name: str, *, clip: tuple[floa
         raise FootprintError(where, f"coordinate {name!r} has {c.size} value(s); need at least 2 cell centres")
     d = np.diff(c)
     if not np.all(d > 0) or not np.allclose(d, d[0], rtol=1e-4, atol=0.0):
-        raise FootprintError(where, f"coordinate {name!r} is not equally spaced and ascending "
-                             f"(steps {d.min():g}..{d.max():g}); only regular latitude/longitude grids are read")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"coordinate {name!r} is not equally spaced and ascending "
+            f"(steps {d.min():g}..{d.max():g}); only regular latitude/longitude grids are read",
+        )
     step = float(np.mean(d))
     e = np.concatenate([c - step / 2, c[-1:] + step / 2])
     return np.clip(e, *clip) if clip else e
@@ -166,17 +175,22 @@ def _str_attr(obj: Any, name: str) -> str:
 # ------------------------------------------------------------------------------ STILT
 #: R-STILT simulation id: yyyymmddHHMM (or yyyymmddHH in STILT-R v1) _ long _ lati _ zagl, the
 #: zagl of a column receptor being "X"; an optional foot id before "_foot.nc".
-STILT_NAME = re.compile(r"^(?P<time>\d{12}|\d{10})_(?P<lon>[-+]?\d+(?:\.\d*)?)_(?P<lat>[-+]?\d+(?:\.\d*)?)_"
-                        r"(?P<zagl>X|[-+]?\d+(?:\.\d*)?)(?:_[^/]*)?_foot\.nc$")  # fmt: skip
+STILT_NAME = re.compile(
+    r"^(?P<time>\d{12}|\d{10})_(?P<lon>[-+]?\d+(?:\.\d*)?)_(?P<lat>[-+]?\d+(?:\.\d*)?)_"
+    r"(?P<zagl>X|[-+]?\d+(?:\.\d*)?)(?:_[^/]*)?_foot\.nc$"
+)
 
 
 def stilt_receptor(path: Path) -> tuple[pd.Timestamp, float, float, str]:
     """Receptor time (UTC), latitude, longitude and zagl from a STILT footprint's file name."""
     m = STILT_NAME.match(path.name)
     if m is None:
-        raise FootprintError(str(path), "file name is not a STILT simulation id: expected "
-                             "'yyyymmddHHMM_<longitude>_<latitude>_<zagl or X>[_<foot id>]_foot.nc' "
-                             "(R-STILT writes <simulation_id>_foot.nc); rename the file or use the generic layout")  # fmt: skip
+        raise FootprintError(
+            str(path),
+            "file name is not a STILT simulation id: expected "
+            "'yyyymmddHHMM_<longitude>_<latitude>_<zagl or X>[_<foot id>]_foot.nc' "
+            "(R-STILT writes <simulation_id>_foot.nc); rename the file or use the generic layout",
+        )
     t = m["time"]
     time = pd.Timestamp(f"{t[:8]}T{t[8:10]}{t[10:12] if len(t) == 12 else '00'}")
     return time, float(m["lat"]), float(m["lon"]), m["zagl"]
@@ -192,20 +206,25 @@ def _stilt_foot(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise FootprintError(str(path), f"cannot be read as netCDF ({exc}); is it a complete netCDF file?") from None
     with nc:
         if "foot" not in nc.variables:
-            raise FootprintError(str(path), f"has no variable 'foot' (found {sorted(nc.variables)}); "
-                                 "not an R-STILT footprint file")  # fmt: skip
+            raise FootprintError(
+                str(path), f"has no variable 'foot' (found {sorted(nc.variables)}); not an R-STILT footprint file"
+            )
         foot = nc["foot"]
         dims = tuple(foot.dimensions)
         crs = str(nc.getncattr("crs")).replace(" ", "") if "crs" in nc.ncattrs() else ""
         if "x" in dims or "y" in dims or (crs and "+proj=longlat" not in crs):
-            raise FootprintError(str(path), f"footprint is on a projected grid (crs {crs!r}, dims {dims}); rerun "
-                                 "calc_footprint with projection '+proj=longlat'")  # fmt: skip
+            raise FootprintError(
+                str(path),
+                f"footprint is on a projected grid (crs {crs!r}, dims {dims}); rerun "
+                "calc_footprint with projection '+proj=longlat'",
+            )
         if not {"lat", "lon"} <= set(dims) or not set(dims) <= {"time", "lat", "lon"}:
             raise FootprintError(str(path), f"variable 'foot' has dims {dims}; expected (time, lat, lon)")
         units = str(foot.getncattr("units")).strip() if "units" in foot.ncattrs() else ""
         if units not in STILT_UNITS:
-            raise FootprintError(str(path), f"'foot' units {units!r}; expected {STILT_UNITS[0]!r} "
-                                 "(ppm per umol m-2 s-1)")  # fmt: skip
+            raise FootprintError(
+                str(path), f"'foot' units {units!r}; expected {STILT_UNITS[0]!r} (ppm per umol m-2 s-1)"
+            )
         raw = np.ma.filled(np.ma.asarray(foot[...]).astype("float64"), 0.0)  # _FillValue -1: no particle there
         order = [dims.index(d) for d in ("time", "lat", "lon") if d in dims]
         f = np.nan_to_num(np.transpose(raw, order), nan=0.0)
@@ -241,16 +260,28 @@ def read_stilt(paths: list[Path]) -> list[Block]:
     for path in paths:
         time, lat, lon, zagl = stilt_receptor(path)
         if zagl != "X":
-            raise FootprintError(str(path), f"is a point receptor (zagl {zagl} m): its footprint is the sensitivity "
-                                 "of a near-surface mole fraction, not of a column average. Use column receptors "
-                                 "(R-STILT Column receptor or X-STILT, simulation id ending in '_X')")  # fmt: skip
+            raise FootprintError(
+                str(path),
+                f"is a point receptor (zagl {zagl} m): its footprint is the sensitivity "
+                "of a near-surface mole fraction, not of a column average. Use column receptors "
+                "(R-STILT Column receptor or X-STILT, simulation id ending in '_X')",
+            )
         f, lat_c, lon_c = _stilt_foot(path)
         if np.any(f < 0):
             raise FootprintError(str(path), f"'foot' has {int((f < 0).sum())} negative value(s); footprints are >= 0")
         f, lat_c, lon_c = _ascending(f, np.asarray(lat_c), np.asarray(lon_c))
-        blocks.append(Block(f[None], edges_from_centres(lat_c, str(path), "lat", clip=(-90.0, 90.0)),
-                            edges_from_centres(lon_c, str(path), "lon"), np.array([lat]), np.array([lon]),
-                            np.array([time.to_datetime64()], dtype="datetime64[ns]"), [path.name], str(path)))  # fmt: skip
+        blocks.append(
+            Block(
+                f[None],
+                edges_from_centres(lat_c, str(path), "lat", clip=(-90.0, 90.0)),
+                edges_from_centres(lon_c, str(path), "lon"),
+                np.array([lat]),
+                np.array([lon]),
+                np.array([time.to_datetime64()], dtype="datetime64[ns]"),
+                [path.name],
+                str(path),
+            )
+        )
     return blocks
 
 
@@ -267,23 +298,32 @@ def _flexpart_reference(ds: xr.Dataset, where: str) -> pd.Timestamp:
         return pd.Timestamp(year=y, month=mo, day=d, hour=h, minute=mi, second=s)
     if "iedate" in ds.attrs and "ietime" in ds.attrs:
         return pd.Timestamp(f"{_str_attr(ds, 'iedate')}T{_str_attr(ds, 'ietime').zfill(6)}")
-    raise FootprintError(where, "cannot tell the simulation's reference time: 'time' has no 'seconds since' units "
-                         "and there are no iedate/ietime attributes")  # fmt: skip
+    raise FootprintError(
+        where,
+        "cannot tell the simulation's reference time: 'time' has no 'seconds since' units "
+        "and there are no iedate/ietime attributes",
+    )
 
 
 def _flexpart_spec(ds: xr.Dataset, gas: str, where: str) -> str:
     names = [v for v in ds.data_vars if _SPEC.match(str(v))]
     if not names:
-        raise FootprintError(where, f"no 'specNNN_mr' variable (found {sorted(ds.data_vars)}); FLEXPART writes the "
-                             "source-receptor relationship there when IOUT is 1, 3 or 5")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"no 'specNNN_mr' variable (found {sorted(ds.data_vars)}); FLEXPART writes the "
+            "source-receptor relationship there when IOUT is 1, 3 or 5",
+        )
     if len(names) == 1:
         return names[0]
     named = [v for v in names if _str_attr(ds[v], "long_name").strip().upper() == gas.upper()]
     if len(named) == 1:
         return named[0]
-    raise FootprintError(where, f"{len(names)} species {names} (long_name "
-                         f"{[_str_attr(ds[v], 'long_name') for v in names]}) and none, or several, named {gas}; "
-                         "write one species per file or name the species after the gas")  # fmt: skip
+    raise FootprintError(
+        where,
+        f"{len(names)} species {names} (long_name "
+        f"{[_str_attr(ds[v], 'long_name') for v in names]}) and none, or several, named {gas}; "
+        "write one species per file or name the species after the gas",
+    )
 
 
 def _relcom(ds: xr.Dataset, n: int) -> list[str]:
@@ -308,8 +348,11 @@ def column_weights(z1: np.ndarray, z2: np.ndarray, kindz: np.ndarray, where: str
     """
     kinds = set(int(k) for k in kindz)
     if len(kinds) != 1 or kinds - {1, 2, 3}:
-        raise FootprintError(where, f"releases {names} mix or use unknown RELKINDZ {sorted(kinds)}; "
-                             "use 1 (m above ground), 2 (m above sea level) or 3 (hPa) for every layer of a column")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"releases {names} mix or use unknown RELKINDZ {sorted(kinds)}; "
+            "use 1 (m above ground), 2 (m above sea level) or 3 (hPa) for every layer of a column",
+        )
     if kinds == {3}:
         lo, hi = np.maximum(z1, z2), np.minimum(z1, z2)
         w = (lo - hi) / lo.max()
@@ -319,9 +362,12 @@ def column_weights(z1: np.ndarray, z2: np.ndarray, kindz: np.ndarray, where: str
         w = standard_atmosphere_pressure(bottom - base) - standard_atmosphere_pressure(top - base)
     if np.any(w <= 0):
         bad = [names[k] for k in np.flatnonzero(w <= 0)]
-        raise FootprintError(where, f"release(s) {bad} have no vertical extent (RELZZ1 == RELZZ2): a point receptor's "
-                             "footprint is not a column footprint. Release a column: several layers from the "
-                             "surface up (Z1 < Z2 in RELEASES), as for satellite receptors")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"release(s) {bad} have no vertical extent (RELZZ1 == RELZZ2): a point receptor's "
+            "footprint is not a column footprint. Release a column: several layers from the "
+            "surface up (Z1 < Z2 in RELEASES), as for satellite receptors",
+        )
     return w
 
 
@@ -330,24 +376,37 @@ def _check_flexpart_layout(ds: Any, name: str, where: str) -> int:
     spec = ds[name]
     units = _str_attr(spec, "units").strip()
     if units != FLEXPART_UNITS:
-        hint = (" (IND_RECEPTOR = 1, a mass-concentration receptor; rerun with IND_RECEPTOR = 2, mass mixing ratio)"
-                if units == "s" else "")  # fmt: skip
-        raise FootprintError(where, f"{name} units {units!r}; expected {FLEXPART_UNITS!r} (backward run with "
-                             f"IND_SOURCE = 1 and IND_RECEPTOR = 2){hint}")  # fmt: skip
+        hint = (
+            " (IND_RECEPTOR = 1, a mass-concentration receptor; rerun with IND_RECEPTOR = 2, mass mixing ratio)"
+            if units == "s"
+            else ""
+        )
+        raise FootprintError(
+            where,
+            f"{name} units {units!r}; expected {FLEXPART_UNITS!r} (backward run with "
+            f"IND_SOURCE = 1 and IND_RECEPTOR = 2){hint}",
+        )
     need = {"pointspec", "time", "height", "latitude", "longitude"}
     if not need <= set(spec.dims) or not set(spec.dims) <= need | {"nageclass"}:
-        raise FootprintError(where, f"{name} has dims {spec.dims}; expected "
-                             "(nageclass, pointspec, time, height, latitude, longitude)")  # fmt: skip
+        raise FootprintError(
+            where, f"{name} has dims {spec.dims}; expected (nageclass, pointspec, time, height, latitude, longitude)"
+        )
     rel = ["RELLAT1", "RELLNG1", "RELSTART", "RELEND", "RELZZ1", "RELZZ2"]
     missing = [v for v in rel if v not in ds.variables]
     if missing:
-        raise FootprintError(where, f"no release metadata {missing}; FLEXPART writes RELLAT1/RELLNG1/RELZZ1/"
-                             "RELZZ2/RELSTART/RELEND unless write_releases is switched off")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"no release metadata {missing}; FLEXPART writes RELLAT1/RELLNG1/RELZZ1/"
+            "RELZZ2/RELSTART/RELEND unless write_releases is switched off",
+        )
     npoint = int(ds["RELLAT1"].size)
     if spec.sizes["pointspec"] != npoint:
-        raise FootprintError(where, f"{name} has {spec.sizes['pointspec']} pointspec entries for {npoint} releases: "
-                             "the releases were summed (IOUTPUTFOREACHRELEASE = 0); rerun with "
-                             "IOUTPUTFOREACHRELEASE = 1 so that each release keeps its own footprint")  # fmt: skip
+        raise FootprintError(
+            where,
+            f"{name} has {spec.sizes['pointspec']} pointspec entries for {npoint} releases: "
+            "the releases were summed (IOUTPUTFOREACHRELEASE = 0); rerun with "
+            "IOUTPUTFOREACHRELEASE = 1 so that each release keeps its own footprint",
+        )
     return npoint
 
 
@@ -380,15 +439,19 @@ def read_flexpart(path: Path, gas: str) -> list[Block]:
     where = str(path)
     with open_netcdf(path, decode_times=False) as ds:
         if "ldirect" in ds.attrs and int(ds.attrs["ldirect"]) != -1:
-            raise FootprintError(where, f"is a forward run (ldirect = {int(ds.attrs['ldirect'])}); footprints come from "
-                                 "backward runs (LDIRECT = -1 in COMMAND)")  # fmt: skip
+            raise FootprintError(
+                where,
+                f"is a forward run (ldirect = {int(ds.attrs['ldirect'])}); footprints come from "
+                "backward runs (LDIRECT = -1 in COMMAND)",
+            )
         name = _flexpart_spec(ds, gas, where)
         spec = ds[name]
         npoint = _check_flexpart_layout(ds, name, where)
         h = ds["height"].values.astype("float64") if "height" in ds.variables else np.array([])
         if h.size == 0 or not h[0] > 0:
-            raise FootprintError(where, "cannot read the top of the lowest output layer ('height'); "
-                                 "need OUTHEIGHTS > 0 m")  # fmt: skip
+            raise FootprintError(
+                where, "cannot read the top of the lowest output layer ('height'); need OUTHEIGHTS > 0 m"
+            )
         ref = _flexpart_reference(ds, where)
         sp = spec.isel(height=0).astype("float64")  # sum in double precision
         if "nageclass" in sp.dims:
@@ -439,21 +502,28 @@ def read_name(path: Path) -> list[Block]:
     where = str(path)
     with open_netcdf(path) as ds:
         if "fp" not in ds.data_vars:
-            raise FootprintError(where, f"has no variable 'fp' (found {sorted(ds.data_vars)}); not a processed NAME "
-                                 "footprint file")  # fmt: skip
+            raise FootprintError(
+                where, f"has no variable 'fp' (found {sorted(ds.data_vars)}); not a processed NAME footprint file"
+            )
         fp = ds["fp"]
         if not {"lat", "lon", "time"} <= set(fp.dims) or not set(fp.dims) <= {"lat", "lon", "time", "lev"}:
             raise FootprintError(where, f"'fp' has dims {fp.dims}; expected (lat, lon, time)")
         units = _str_attr(fp, "units").strip()
         if units not in NAME_UNITS:
             raise FootprintError(where, f"'fp' units {units!r}; expected {NAME_UNITS[0]!r}")
-        lev = [str(v.decode() if isinstance(v, bytes) else v).strip() for v in np.atleast_1d(ds["lev"].values)] \
-            if "lev" in ds.variables else []  # fmt: skip
+        lev = (
+            [str(v.decode() if isinstance(v, bytes) else v).strip() for v in np.atleast_1d(ds["lev"].values)]
+            if "lev" in ds.variables
+            else []
+        )
         if lev != ["column"]:
             found = f"lev = {lev}" if lev else "no 'lev' coordinate"
-            raise FootprintError(where, f"is not a satellite column footprint ({found}); a NAME release at one height "
-                                 "gives the sensitivity of a near-surface mole fraction. Process a column release "
-                                 "with ACRG's satellite option (lev 'column')")  # fmt: skip
+            raise FootprintError(
+                where,
+                f"is not a satellite column footprint ({found}); a NAME release at one height "
+                "gives the sensitivity of a near-surface mole fraction. Process a column release "
+                "with ACRG's satellite option (lev 'column')",
+            )
         missing = [v for v in ("release_lat", "release_lon") if v not in ds.variables]
         if missing:
             raise FootprintError(where, f"no receptor position {missing} on 'time'")
@@ -471,18 +541,38 @@ def read_name(path: Path) -> list[Block]:
         raise FootprintError(where, "'fp' has negative values; footprints are >= 0")
     vals, lat_c, lon_c = _ascending(vals, np.asarray(lat_c, "float64"), np.asarray(lon_c, "float64"))
     ids = [f"{path.name}:{k}" for k in range(vals.shape[0])]
-    return [Block(vals, edges_from_centres(lat_c, where, "lat", clip=(-90.0, 90.0)), edges_from_centres(lon_c, where, "lon"),
-                  rlat, rlon, times.values.astype("datetime64[ns]"), ids, where)]  # fmt: skip
+    return [
+        Block(
+            vals,
+            edges_from_centres(lat_c, where, "lat", clip=(-90.0, 90.0)),
+            edges_from_centres(lon_c, where, "lon"),
+            rlat,
+            rlon,
+            times.values.astype("datetime64[ns]"),
+            ids,
+            where,
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------ IMI
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickle plain containers and numpy arrays only: a pickle can run code, so nothing else is built."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("numpy", "ndarray"),
-                ("numpy", "dtype"), ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-                ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("collections", "OrderedDict")}  # fmt: skip
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("collections", "OrderedDict"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._ALLOWED:
@@ -497,15 +587,21 @@ def load_imi_pickle(path: Path) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise FootprintError(str(path), "does not exist") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign pickle
-        raise FootprintError(str(path), f"cannot be read as an IMI Jacobian pickle ({type(exc).__name__}: {exc})") from None
+        raise FootprintError(
+            str(path), f"cannot be read as an IMI Jacobian pickle ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(obj, dict) or "obs_GC" not in obj or "K" not in obj:
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise FootprintError(str(path), f"holds {found}; an IMI Jacobian file is a dict with 'obs_GC' and 'K' "
-                             "(jacobian.py run with build_jacobian)")  # fmt: skip
+        raise FootprintError(
+            str(path),
+            f"holds {found}; an IMI Jacobian file is a dict with 'obs_GC' and 'K' "
+            "(jacobian.py run with build_jacobian)",
+        )
     obs, k = np.asarray(obj["obs_GC"], dtype="float64"), np.asarray(obj["K"], dtype="float64")
     if obs.ndim != 2 or obs.shape[1] < 4 or k.ndim != 2 or k.shape[0] != obs.shape[0]:
-        raise FootprintError(str(path), f"obs_GC has shape {obs.shape} and K {k.shape}; expected (n, >= 4) and (n, "
-                             "n_elements)")  # fmt: skip
+        raise FootprintError(
+            str(path), f"obs_GC has shape {obs.shape} and K {k.shape}; expected (n, >= 4) and (n, n_elements)"
+        )
     return {"obs_GC": obs, "K": k}
 
 
@@ -522,8 +618,11 @@ def imi_time(path: Path) -> np.datetime64:
     m1 = _STAMP.search(path.name)
     if m1:
         return pd.Timestamp(m1.group(1)).to_datetime64()
-    raise FootprintError(str(path), "no observation time in the file name: IMI names it after the satellite file "
-                         "(e.g. S5P_..._20200101T041523_20200101T055653_..._GCtoTROPOMI.pkl)")  # fmt: skip
+    raise FootprintError(
+        str(path),
+        "no observation time in the file name: IMI names it after the satellite file "
+        "(e.g. S5P_..._20200101T041523_20200101T055653_..._GCtoTROPOMI.pkl)",
+    )
 
 
 def find_imi_run(source: Path | list[Path]) -> tuple[Path, list[Path], Path, list[Path]]:
@@ -542,16 +641,27 @@ def find_imi_run(source: Path | list[Path]) -> tuple[Path, list[Path], Path, lis
             break
     where = str(source if not isinstance(source, list) else start)
     if run is None:
-        raise FootprintError(where, "no StateVector.nc here or in the 3 folders above: IMI's state vector file "
-                             "(StateVector(lat, lon), element numbers 1..n) is needed to place the Jacobian's columns")  # fmt: skip
+        raise FootprintError(
+            where,
+            "no StateVector.nc here or in the 3 folders above: IMI's state vector file "
+            "(StateVector(lat, lon), element numbers 1..n) is needed to place the Jacobian's columns",
+        )
     if not pkls:
-        raise FootprintError(where, "no Jacobian files (*.pkl) in inversion/data_converted/ or here; run IMI's "
-                             "jacobian.py with build_jacobian (or point to the folder that holds the .pkl files)")  # fmt: skip
-    prior = [str(p) for p in expand_paths(str(run / "hemco_prior_emis" / "OutputDir" / "HEMCO_sa_diagnostics*.nc"),
-                                          recursive=False)]  # fmt: skip
+        raise FootprintError(
+            where,
+            "no Jacobian files (*.pkl) in inversion/data_converted/ or here; run IMI's "
+            "jacobian.py with build_jacobian (or point to the folder that holds the .pkl files)",
+        )
+    prior = [
+        str(p)
+        for p in expand_paths(str(run / "hemco_prior_emis" / "OutputDir" / "HEMCO_sa_diagnostics*.nc"), recursive=False)
+    ]
     if not prior:
-        raise FootprintError(str(run), "no prior emissions hemco_prior_emis/OutputDir/HEMCO_sa_diagnostics*.nc: IMI's "
-                             "Jacobian is per unit scale factor of its prior, which is needed to turn it into footprints")  # fmt: skip
+        raise FootprintError(
+            str(run),
+            "no prior emissions hemco_prior_emis/OutputDir/HEMCO_sa_diagnostics*.nc: IMI's "
+            "Jacobian is per unit scale factor of its prior, which is needed to turn it into footprints",
+        )
     return run, pkls, run / "StateVector.nc", [Path(p) for p in prior]
 
 
@@ -631,15 +741,23 @@ def read_imi(source: Path | list[Path], gas: str, grid: Any = None) -> tuple[lis
         basis, shape, (ge_lat, ge_lon) = onehot, lab.shape, (lat_e, lon_e)
     cells_per_element = np.asarray(onehot.sum(axis=1)).ravel()
     scale = np.divide(1.0, totals, out=np.zeros(n_el), where=totals > 0)
-    info = {"imi_extra_columns": 0, "imi_rows_dropped": 0, "imi_elements_without_prior": int((totals <= 0).sum()),
-            "imi_elements": n_el, "imi_run": str(run)}  # fmt: skip
+    info = {
+        "imi_extra_columns": 0,
+        "imi_rows_dropped": 0,
+        "imi_elements_without_prior": int((totals <= 0).sum()),
+        "imi_elements": n_el,
+        "imi_run": str(run),
+    }
     blocks = []
     for p in pkls:
         d = load_imi_pickle(p)
         k = d["K"]
         if k.shape[1] < n_el:
-            raise FootprintError(str(p), f"K has {k.shape[1]} columns but {sv_path.name} has {n_el} elements; the "
-                                 "Jacobian and the state vector are from different runs")  # fmt: skip
+            raise FootprintError(
+                str(p),
+                f"K has {k.shape[1]} columns but {sv_path.name} has {n_el} elements; the "
+                "Jacobian and the state vector are from different runs",
+            )
         info["imi_extra_columns"] = max(info["imi_extra_columns"], k.shape[1] - n_el)
         k = k[:, :n_el]
         good = np.all(np.isfinite(k), axis=1) & np.all(np.isfinite(d["obs_GC"][:, 2:4]), axis=1)
@@ -650,8 +768,19 @@ def read_imi(source: Path | list[Path], gas: str, grid: Any = None) -> tuple[lis
         vals = np.asarray(basis.T.dot(per_el.T)).T.reshape(-1, *shape)
         t = np.full(int(good.sum()), imi_time(p), dtype="datetime64[ns]")
         ids = [f"{p.name}:{i}" for i in np.flatnonzero(good)]
-        blocks.append(Block(vals, ge_lat, ge_lon, d["obs_GC"][good, 3], d["obs_GC"][good, 2], t, ids, str(p),
-                            native_total=per_el @ cells_per_element))  # fmt: skip
+        blocks.append(
+            Block(
+                vals,
+                ge_lat,
+                ge_lon,
+                d["obs_GC"][good, 3],
+                d["obs_GC"][good, 2],
+                t,
+                ids,
+                str(p),
+                native_total=per_el @ cells_per_element,
+            )
+        )
     if not blocks:
         raise FootprintError(str(run), f"none of the {len(pkls)} Jacobian file(s) has a usable observation")
     return blocks, info

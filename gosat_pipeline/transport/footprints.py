@@ -69,9 +69,13 @@ FOOTPRINT_FORMATS: tuple[str, ...] = ("generic", "stilt", "flexpart", "name", "i
 
 #: Whether each format's footprints already include the retrieval's averaging kernel (then
 #: the Jacobian does not multiply them by the boundary-layer column sensitivity again).
-AVERAGING_KERNEL_APPLIED: dict[str, bool] = {"generic": False, "stilt": False, "flexpart": False, "name": True,
-                                             "imi": True}  # fmt: skip
-
+AVERAGING_KERNEL_APPLIED: dict[str, bool] = {
+    "generic": False,
+    "stilt": False,
+    "flexpart": False,
+    "name": True,
+    "imi": True,
+}
 
 
 # ------------------------------------------------------------------------------ sources
@@ -122,8 +126,9 @@ def _sources(source: Any) -> tuple[str, list[Path] | Path | xr.Dataset]:
         if missing:
             raise FootprintError(missing[0], f"does not exist ({len(missing)} of {len(paths)} footprint files missing)")
         return f"{paths[0]} and {len(paths) - 1} more", paths
-    raise FootprintError(repr(source)[:80], "footprints must be a path, a glob pattern, a list of paths or an "
-                         "xarray.Dataset")  # fmt: skip
+    raise FootprintError(
+        repr(source)[:80], "footprints must be a path, a glob pattern, a list of paths or an xarray.Dataset"
+    )
 
 
 def _content_format(ds: xr.Dataset) -> str | None:
@@ -148,9 +153,12 @@ def _file_format(path: Path) -> str:
         fmt = _content_format(ds)
         found = sorted(map(str, ds.data_vars))
     if fmt is None:
-        raise FootprintError(str(path), f"is not a footprint file of a known layout (variables {found[:12]}); expected "
-                             "'footprint' (obs, latitude, longitude), STILT 'foot', FLEXPART 'spec001_mr' or NAME "
-                             "'fp' (see docs/footprints.md)")  # fmt: skip
+        raise FootprintError(
+            str(path),
+            f"is not a footprint file of a known layout (variables {found[:12]}); expected "
+            "'footprint' (obs, latitude, longitude), STILT 'foot', FLEXPART 'spec001_mr' or NAME "
+            "'fp' (see docs/footprints.md)",
+        )
     return fmt
 
 
@@ -179,10 +187,16 @@ def detect_footprint_format(source: str | Path | Sequence[str | Path] | xr.Datas
     if isinstance(src, xr.Dataset):
         fmt = _content_format(src)
         if fmt is None:
-            raise FootprintError(where, f"has none of the known footprint variables (has {sorted(map(str, src.data_vars))})")
+            raise FootprintError(
+                where, f"has none of the known footprint variables (has {sorted(map(str, src.data_vars))})"
+            )
         return fmt
     if isinstance(src, Path) and src.is_dir():
-        if (src / "StateVector.nc").is_file() or any(src.glob("*.pkl")) or any(src.glob("inversion/data_converted/*.pkl")):
+        if (
+            (src / "StateVector.nc").is_file()
+            or any(src.glob("*.pkl"))
+            or any(src.glob("inversion/data_converted/*.pkl"))
+        ):
             return "imi"
         if any(src.glob("*_foot.nc")):
             return "stilt"
@@ -191,8 +205,11 @@ def detect_footprint_format(source: str | Path | Sequence[str | Path] | xr.Datas
         ncs = sorted(src.glob("*.nc"))
         if not ncs:
             listing = sorted(p.name for p in src.iterdir())[:10]
-            raise FootprintError(where, f"holds no footprint files (found {listing}); expected STILT *_foot.nc, FLEXPART "
-                                 "grid_time_*.nc, an IMI run (StateVector.nc, *.pkl) or footprint netCDF files")  # fmt: skip
+            raise FootprintError(
+                where,
+                f"holds no footprint files (found {listing}); expected STILT *_foot.nc, FLEXPART "
+                "grid_time_*.nc, an IMI run (StateVector.nc, *.pkl) or footprint netCDF files",
+            )
         return _file_format(ncs[0])
     paths = [src] if isinstance(src, Path) else src
     fmts = {p: _file_format(p) for p in paths}
@@ -245,12 +262,25 @@ def _read_generic(ds: xr.Dataset, gas: str, where: str) -> tuple[Block, bool | N
     try:
         times = pd.DatetimeIndex(ds["obs_time"].values).values.astype("datetime64[ns]")
     except (TypeError, ValueError):
-        raise FootprintError(where, f"obs_time is not a time ({ds['obs_time'].dtype}); write it with CF time units") from None
+        raise FootprintError(
+            where, f"obs_time is not a time ({ds['obs_time'].dtype}); write it with CF time units"
+        ) from None
     ak = fp.attrs.get("averaging_kernel_applied")
-    ids = ds["obs_id"].values.astype(str).tolist() if "obs_id" in ds.variables else [f"{where}:{k}" for k in range(vals.shape[0])]
-    blk = Block(np.nan_to_num(vals), edges_from_centres(lat, where, "latitude", clip=(-90.0, 90.0)),
-                edges_from_centres(lon, where, "longitude"), ds["obs_latitude"].values.astype("float64"),
-                ds["obs_longitude"].values.astype("float64"), times, ids, where)  # fmt: skip
+    ids = (
+        ds["obs_id"].values.astype(str).tolist()
+        if "obs_id" in ds.variables
+        else [f"{where}:{k}" for k in range(vals.shape[0])]
+    )
+    blk = Block(
+        np.nan_to_num(vals),
+        edges_from_centres(lat, where, "latitude", clip=(-90.0, 90.0)),
+        edges_from_centres(lon, where, "longitude"),
+        ds["obs_latitude"].values.astype("float64"),
+        ds["obs_longitude"].values.astype("float64"),
+        times,
+        ids,
+        where,
+    )
     return blk, (None if ak is None else bool(int(ak)))
 
 
@@ -269,8 +299,9 @@ def _on_grid(blk: Block, grid: GridSpec) -> tuple[np.ndarray, np.ndarray]:
     return vals, np.clip(outside, 0.0, 1.0)
 
 
-def _read_blocks(fmt: str, src: Any, where: str, gas: str, grid: GridSpec | None) -> tuple[
-        list[Block], bool | None, dict[str, Any]]:  # fmt: skip
+def _read_blocks(
+    fmt: str, src: Any, where: str, gas: str, grid: GridSpec | None
+) -> tuple[list[Block], bool | None, dict[str, Any]]:
     """The blocks of one layout, the generic file's averaging-kernel flag and the reader's counts."""
     ak_file: bool | None = None
     info: dict[str, Any] = {}
@@ -354,9 +385,12 @@ def open_footprints(
     else:
         odd = next((b for b in blocks[1:] if not _same_grid(blocks[0], b)), None)
         if odd is not None:
-            raise FootprintError(odd.source, f"is on another grid ({odd.values.shape[-2:]} cells) than "
-                                 f"{blocks[0].source} ({blocks[0].values.shape[-2:]}); pass grid= to sum them onto "
-                                 "one grid")  # fmt: skip
+            raise FootprintError(
+                odd.source,
+                f"is on another grid ({odd.values.shape[-2:]} cells) than "
+                f"{blocks[0].source} ({blocks[0].values.shape[-2:]}); pass grid= to sum them onto "
+                "one grid",
+            )
         vals = np.concatenate([b.values for b in blocks])
         outside = np.zeros(vals.shape[0])
         lat_e, lon_e = blocks[0].lat_edges, blocks[0].lon_edges
@@ -364,12 +398,20 @@ def open_footprints(
     lon = 0.5 * (lon_e[:-1] + lon_e[1:])
     if not np.all(np.isfinite(vals)):
         raise FootprintError(where, "footprints have non-finite values after conversion")
-    ak = averaging_kernel_applied if averaging_kernel_applied is not None else (
-        ak_file if ak_file is not None else AVERAGING_KERNEL_APPLIED[fmt])  # fmt: skip
+    ak = (
+        averaging_kernel_applied
+        if averaging_kernel_applied is not None
+        else (ak_file if ak_file is not None else AVERAGING_KERNEL_APPLIED[fmt])
+    )
     cat = np.concatenate
     ds = xr.Dataset(
-        {"footprint": (("obs", "latitude", "longitude"), vals,
-                       {**output_attrs("footprints", "footprint"), "averaging_kernel_applied": int(ak)})},
+        {
+            "footprint": (
+                ("obs", "latitude", "longitude"),
+                vals,
+                {**output_attrs("footprints", "footprint"), "averaging_kernel_applied": int(ak)},
+            )
+        },
         coords={
             name: (dim, values, output_attrs("footprints", name))
             for name, dim, values in (
@@ -382,16 +424,29 @@ def open_footprints(
                 ("longitude", "longitude", lon),
             )
         },
-        attrs={"footprint_format": fmt, "footprint_source": where, "averaging_kernel_applied": int(ak),
-               "gas": gas, "Conventions": "CF-1.8",
-               **{k: v for k, v in info.items() if isinstance(v, int | float | str)}},
-    )  # fmt: skip
+        attrs={
+            "footprint_format": fmt,
+            "footprint_source": where,
+            "averaging_kernel_applied": int(ak),
+            "gas": gas,
+            "Conventions": "CF-1.8",
+            **{k: v for k, v in info.items() if isinstance(v, int | float | str)},
+        },
+    )
     if grid is not None and ds.sizes["obs"] and float(outside.max()) > 0.05:
-        logger.info("footprints: %d of %d receptors have more than 5 %% of their footprint outside the inversion grid "
-                    "(median %.1f %%)", int((outside > 0.05).sum()), outside.size, 100 * float(np.median(outside)))  # fmt: skip
+        logger.info(
+            "footprints: %d of %d receptors have more than 5 %% of their footprint outside the inversion grid "
+            "(median %.1f %%)",
+            int((outside > 0.05).sum()),
+            outside.size,
+            100 * float(np.median(outside)),
+        )
     if info.get("imi_extra_columns") or info.get("imi_rows_dropped"):
-        logger.info("IMI Jacobian: %s boundary/OH column(s) not used, %s observation row(s) with missing values dropped",
-                    info["imi_extra_columns"], info["imi_rows_dropped"])  # fmt: skip
+        logger.info(
+            "IMI Jacobian: %s boundary/OH column(s) not used, %s observation row(s) with missing values dropped",
+            info["imi_extra_columns"],
+            info["imi_rows_dropped"],
+        )
     return ds
 
 

@@ -90,8 +90,10 @@ def _emission_fields(emissions: xr.DataArray, masks: xr.DataArray | None, grid: 
     require_same_grid(emissions, grid, "prior emissions")
     if "region" not in emissions.dims:
         if masks is None:
-            raise SchemaError("pass region-attributed emissions (dims region, latitude, longitude) or the "
-                              "prior flux together with region masks")  # fmt: skip
+            raise SchemaError(
+                "pass region-attributed emissions (dims region, latitude, longitude) or the "
+                "prior flux together with region masks"
+            )
         require_same_grid(masks, grid, "region masks")
         emissions = attribute_emissions(emissions, masks, rule="area")
     if "sector" not in emissions.dims:
@@ -105,8 +107,9 @@ def _emission_fields(emissions: xr.DataArray, masks: xr.DataArray | None, grid: 
     return em
 
 
-def _windows_for(settings: TransportSettings, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, list[str],
-                                                                                              np.ndarray]:  # fmt: skip
+def _windows_for(
+    settings: TransportSettings, starts: np.ndarray, ends: np.ndarray
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     if settings.background_period == "single" and len(starts):
         st, en = np.asarray(starts, "datetime64[ns]"), np.asarray(ends, "datetime64[ns]")
         bounds = np.array([[st.min(), en.max()]])
@@ -124,8 +127,9 @@ def _plane_basis(lat: np.ndarray, lon: np.ndarray, grid: GridSpec) -> dict[str, 
     return {"offset": np.ones_like(lat), "gradient_north": y, "gradient_east": x}
 
 
-def _background_records(settings: TransportSettings, wi: np.ndarray, wlabels: list[str], ov: xr.Dataset,
-                        units: str) -> tuple[list[tuple[int, str]], list[dict[str, Any]], np.ndarray]:  # fmt: skip
+def _background_records(
+    settings: TransportSettings, wi: np.ndarray, wlabels: list[str], ov: xr.Dataset, units: str
+) -> tuple[list[tuple[int, str]], list[dict[str, Any]], np.ndarray]:
     """(window, component) of every background column, their state records, and the per-observation
     reference (median of the window's observations)."""
     m = ov.sizes["obs"]
@@ -144,15 +148,22 @@ def _background_records(settings: TransportSettings, wi: np.ndarray, wlabels: li
         ref[sel] = np.median(y[sel])
         for comp in comps:
             keys.append((w, comp))
-            recs.append({"kind": "background", "sector": comp, "period": lab,
-                         "units": units if comp == "offset" else f"{units} (1000 km)-1",
-                         "background_reference": float(ref[sel][0]) if comp == "offset" else 0.0})  # fmt: skip
+            recs.append(
+                {
+                    "kind": "background",
+                    "sector": comp,
+                    "period": lab,
+                    "units": units if comp == "offset" else f"{units} (1000 km)-1",
+                    "background_reference": float(ref[sel][0]) if comp == "offset" else 0.0,
+                }
+            )
     return keys, recs, ref
 
 
 # ---------------------------------------------------------------------------- winds
-def _winds_arrays(winds: Any, u: Any, v: Any, grid: GridSpec, settings: TransportSettings) -> tuple[
-    np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _winds_arrays(
+    winds: Any, u: Any, v: Any, grid: GridSpec, settings: TransportSettings
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(times, u, v) with u, v of shape (T, ny, nx) on ``grid``, perturbed by the settings."""
     from gosat_pipeline.transport.operator import _wind_field
 
@@ -176,9 +187,15 @@ def _winds_arrays(winds: Any, u: Any, v: Any, grid: GridSpec, settings: Transpor
 
 
 # ---------------------------------------------------------------------------- responses
-def _forcings(fields: np.ndarray, gas: str, pbounds: np.ndarray, wbounds: np.ndarray, wused: list[int],
-              edges: list[str], spinup: np.timedelta64) -> tuple[list[Forcing], list[tuple[int, int]],
-                                                                  list[tuple[int, str]]]:  # fmt: skip
+def _forcings(
+    fields: np.ndarray,
+    gas: str,
+    pbounds: np.ndarray,
+    wbounds: np.ndarray,
+    wused: list[int],
+    edges: list[str],
+    spinup: np.timedelta64,
+) -> tuple[list[Forcing], list[tuple[int, int]], list[tuple[int, str]]]:
     """Forcings of every emission (period, field) and inflow (window with observations, edge) column."""
     forc: list[Forcing] = []
     emis_keys: list[tuple[int, int]] = []
@@ -197,11 +214,25 @@ def _forcings(fields: np.ndarray, gas: str, pbounds: np.ndarray, wbounds: np.nda
     return forc, emis_keys, inflow_keys
 
 
-def _steady_responses(grid: GridSpec, times: np.ndarray, ua: np.ndarray, va: np.ndarray, settings: TransportSettings,
-                      forcings: list[Forcing], obs_start: np.ndarray, obs_cell: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:  # fmt: skip
+def _steady_responses(
+    grid: GridSpec,
+    times: np.ndarray,
+    ua: np.ndarray,
+    va: np.ndarray,
+    settings: TransportSettings,
+    forcings: list[Forcing],
+    obs_start: np.ndarray,
+    obs_cell: np.ndarray,
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Responses from one steady operator (time-mean winds): the teaching / identical-twin operator."""
-    op = SimpleTransport(grid, ua.mean(axis=0), va.mean(axis=0), eddy_diffusivity=settings.eddy_diffusivity,
-                         ventilation_time=settings.ventilation_time, surface_pressure=settings.surface_pressure)  # fmt: skip
+    op = SimpleTransport(
+        grid,
+        ua.mean(axis=0),
+        va.mean(axis=0),
+        eddy_diffusivity=settings.eddy_diffusivity,
+        ventilation_time=settings.ventilation_time,
+        surface_pressure=settings.surface_pressure,
+    )
     rhs = np.zeros((grid.size, len(forcings)))
     for j, f in enumerate(forcings):
         if f.kind == "flux":
@@ -306,8 +337,12 @@ def build_jacobian(
     units = gas_units(gas)
     grid = GridSpec.from_coords(obs["latitude"].values, obs["longitude"].values)
     em = _emission_fields(emissions, masks, grid)
-    ov = observation_vector(obs, sigma_model=sigma_model, use_weighted_mean=use_weighted_mean,
-                            correlation_length_km=obs_correlation_length_km)  # fmt: skip
+    ov = observation_vector(
+        obs,
+        sigma_model=sigma_model,
+        use_weighted_mean=use_weighted_mean,
+        correlation_length_km=obs_correlation_length_km,
+    )
     starts, ends = time_bins(obs)
     pindex, plabels, pbounds = periods(starts, ends, period_split)
     windex, wlabels, wbounds = _windows_for(s, starts, ends)
@@ -336,10 +371,12 @@ def build_jacobian(
         fs = np.array([f.start for f in forc], dtype="datetime64[ns]")
         fe = np.array([f.end for f in forc], dtype="datetime64[ns]")
         resp = resp * ((obs_start[:, None] >= fs[None]) & (obs_start[:, None] < fe[None]))
-        attrs = {"transport_operator": "external footprints",
-                 "footprints_source": str(fp.attrs.get("footprint_source", "dataset")),
-                 "footprints_format": str(fp.attrs.get("footprint_format", "generic")),
-                 "footprints_averaging_kernel_applied": int(fp_ak_applied)}  # fmt: skip
+        attrs = {
+            "transport_operator": "external footprints",
+            "footprints_source": str(fp.attrs.get("footprint_source", "dataset")),
+            "footprints_format": str(fp.attrs.get("footprint_format", "generic")),
+            "footprints_averaging_kernel_applied": int(fp_ak_applied),
+        }
     bkeys, brecs, ref = _background_records(s, windex, wlabels, ov, units)
     m, n_resp = ov.sizes["obs"], len(forc)
     kmat = np.zeros((m, n_resp + len(bkeys)))  # the Jacobian, held once: responses are written into it
@@ -350,19 +387,40 @@ def build_jacobian(
         times, ua, va = _winds_arrays(winds, u, v, grid, s)
         time_resolved = s.mode == "time_resolved" or (s.mode == "auto" and ua.shape[0] > 1)
         if s.mode == "time_resolved" and ua.shape[0] < 2:
-            raise SchemaError("transport mode 'time_resolved' needs winds with a time axis (winds.path to a "
-                              "reanalysis file with several time steps)")  # fmt: skip
+            raise SchemaError(
+                "transport mode 'time_resolved' needs winds with a time axis (winds.path to a "
+                "reanalysis file with several time steps)"
+            )
         if time_resolved:
-            step = min(s.time_step, float(np.min((ends - starts) / np.timedelta64(1, "s")))) if len(starts) else s.time_step
-            integrate_responses(grid, times, ua, va, forc, obs_start, obs_end, obs_cell,
-                                eddy_diffusivity=s.eddy_diffusivity, ventilation_time=s.ventilation_time,
-                                surface_pressure=s.surface_pressure, time_step=step, progress=progress,
-                                out=kmat[:, :n_resp])  # fmt: skip
-            attrs = {"transport_operator": "time-resolved advection-diffusion-ventilation, explicit "
-                                           "positivity-preserving sub-steps under each wind field (DESIGN.md 5.2)",
-                     "transport_wind_steps": int(ua.shape[0]), "transport_time_step_used_s": step,
-                     "transport_boundaries": "zero inflow plus estimated inflow per edge and window",
-                     **grid.to_attrs()}  # fmt: skip
+            step = (
+                min(s.time_step, float(np.min((ends - starts) / np.timedelta64(1, "s"))))
+                if len(starts)
+                else s.time_step
+            )
+            integrate_responses(
+                grid,
+                times,
+                ua,
+                va,
+                forc,
+                obs_start,
+                obs_end,
+                obs_cell,
+                eddy_diffusivity=s.eddy_diffusivity,
+                ventilation_time=s.ventilation_time,
+                surface_pressure=s.surface_pressure,
+                time_step=step,
+                progress=progress,
+                out=kmat[:, :n_resp],
+            )
+            attrs = {
+                "transport_operator": "time-resolved advection-diffusion-ventilation, explicit "
+                "positivity-preserving sub-steps under each wind field (DESIGN.md 5.2)",
+                "transport_wind_steps": int(ua.shape[0]),
+                "transport_time_step_used_s": step,
+                "transport_boundaries": "zero inflow plus estimated inflow per edge and window",
+                **grid.to_attrs(),
+            }
         else:
             kmat[:, :n_resp], attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
             attrs["transport_operator"] = "steady advection-diffusion-ventilation from the time-mean wind"
@@ -378,8 +436,11 @@ def build_jacobian(
     roles = em["region_role"].values.astype(str)
     codes = em["region"].values.astype(str)
     sectors = em["sector"].values.astype(str)
-    extra = {f: em[f"region_{f}"].values.astype("float64") for f in ("domain_share_area", "domain_share_emission",
-                                                                     "area_km2") if f"region_{f}" in em.coords}  # fmt: skip
+    extra = {
+        f: em[f"region_{f}"].values.astype("float64")
+        for f in ("domain_share_area", "domain_share_emission", "area_km2")
+        if f"region_{f}" in em.coords
+    }
     lat2d, lon2d = np.meshgrid(grid.lat, grid.lon, indexing="ij")
     wmass = fields * area
     wsum = np.where(wmass.sum(axis=(1, 2)) > 0, wmass.sum(axis=(1, 2)), 1.0)
@@ -388,18 +449,39 @@ def build_jacobian(
     recs: list[dict[str, Any]] = []
     for p, k in emis_keys:
         r, sec = divmod(k, nsec)
-        recs.append({"kind": "emission", "region": codes[r], "region_name": names[r], "role": roles[r],
-                     "sector": sectors[sec], "period": plabels[p], "prior_emission": prior_kg_yr[k],
-                     "latitude": cen_lat[k], "longitude": cen_lon[k],
-                     **{f: float(v[r]) for f, v in extra.items()}})  # fmt: skip
+        recs.append(
+            {
+                "kind": "emission",
+                "region": codes[r],
+                "region_name": names[r],
+                "role": roles[r],
+                "sector": sectors[sec],
+                "period": plabels[p],
+                "prior_emission": prior_kg_yr[k],
+                "latitude": cen_lat[k],
+                "longitude": cen_lon[k],
+                **{f: float(v[r]) for f, v in extra.items()},
+            }
+        )
     recs += [{"kind": "inflow", "sector": e, "period": wlabels[w], "units": units} for w, e in inflow_keys]
     recs += brecs
     n_emis = len(emis_keys)
     sv = StateVector.from_records(recs)
     coords: dict[str, Any] = dict(sv.to_coords())
     coords["obs_background_reference"] = ("obs", ref, output_attrs("jacobian", "obs_background_reference", units=units))
-    for name in ("y", "sigma", "sigma_retrieval", "sigma_model", "n", "time", "latitude", "longitude",
-                 "time_index", "cell", "column_sensitivity"):  # fmt: skip
+    for name in (
+        "y",
+        "sigma",
+        "sigma_retrieval",
+        "sigma_model",
+        "n",
+        "time",
+        "latitude",
+        "longitude",
+        "time_index",
+        "cell",
+        "column_sensitivity",
+    ):
         target = "obs_value" if name == "y" else f"obs_{name}"
         coords[target] = ("obs", ov[name].values, dict(ov[name].attrs))
     jac = xr.DataArray(kmat, dims=("obs", "state"), coords=coords, name="jacobian")
@@ -414,9 +496,14 @@ def build_jacobian(
         "obs_correlation_length_km": float(obs_correlation_length_km or 0.0),
         **s.attrs(),
         **attrs,
-    }  # fmt: skip
-    logger.info("Jacobian: %d observations x %d state elements (%d emission, %s)", m, kmat.shape[1], n_emis,
-                attrs["transport_operator"])  # fmt: skip
+    }
+    logger.info(
+        "Jacobian: %d observations x %d state elements (%d emission, %s)",
+        m,
+        kmat.shape[1],
+        n_emis,
+        attrs["transport_operator"],
+    )
     return jac
 
 

@@ -150,17 +150,25 @@ def observation_vector(
         {
             name: ("obs", values, output_attrs("observations", name, units=units, gas=gas, first=first))
             for name, values in (
-                ("y", val[ok]), ("sigma", np.sqrt(var)), ("sigma_retrieval", sig_r[ok]),
-                ("sigma_model", np.full(nn.size, sigma_model)), ("n", nn.astype("int64")),
-                ("column_sensitivity", ak[ok]), ("latitude", grid.lat[li]), ("longitude", grid.lon[lj]),
-                ("time", starts[ti]), ("time_index", ti.astype("int64")),
+                ("y", val[ok]),
+                ("sigma", np.sqrt(var)),
+                ("sigma_retrieval", sig_r[ok]),
+                ("sigma_model", np.full(nn.size, sigma_model)),
+                ("n", nn.astype("int64")),
+                ("column_sensitivity", ak[ok]),
+                ("latitude", grid.lat[li]),
+                ("longitude", grid.lon[lj]),
+                ("time", starts[ti]),
+                ("time_index", ti.astype("int64")),
                 ("cell", (li * grid.shape[1] + lj).astype("int64")),
             )
         },
-        attrs={"gas": gas, "sigma_model": sigma_model, "use_weighted_mean": int(use_weighted_mean),
-               "obs_correlation_length_km": float(correlation_length_km or 0.0)},  # fmt: skip
+        attrs={
+            "gas": gas,
+            "sigma_model": sigma_model,
+            "use_weighted_mean": int(use_weighted_mean),
+            "obs_correlation_length_km": float(correlation_length_km or 0.0),
+        },
     )
     logger.info("observation vector: %d super-observations from %d soundings", nn.size, int(nn.sum()))
     return ds
-
-

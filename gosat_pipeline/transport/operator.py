@@ -207,8 +207,11 @@ class SimpleTransport:
         }
         logger.info(
             "simple transport operator: %d cells, %d non-zeros, K_h=%.3g m2/s, tau=%.3g s",
-            grid.size, self.matrix.nnz, self.eddy_diffusivity, self.ventilation_time,
-        )  # fmt: skip
+            grid.size,
+            self.matrix.nnz,
+            self.eddy_diffusivity,
+            self.ventilation_time,
+        )
 
     def _rhs(self, flux: Any) -> tuple[np.ndarray, tuple[int, ...]]:
         f = np.asarray(flux, dtype="float64")
@@ -339,8 +342,9 @@ def _faces(grid: GridSpec, u: np.ndarray, v: np.ndarray, kh: float) -> list[dict
             dl = np.where(has, dl, dlon)
         dist = r * np.cos(latc)[:, None] * dl[None, :]
         nb = np.where(has[None, :], idx[:, jn_c], -1)
-        out.append({"cell": idx.ravel(), "nb": nb.ravel(), "q": (un * length).ravel(),
-                    "d": (kh * length / dist).ravel()})  # fmt: skip
+        out.append(
+            {"cell": idx.ravel(), "nb": nb.ravel(), "q": (un * length).ravel(), "d": (kh * length / dist).ravel()}
+        )
     # north (+y) and south (-y) faces: length R cos(lat_edge) dlon, distance R dlat_c
     for step in (1, -1):
         i = np.arange(ny)
@@ -353,8 +357,14 @@ def _faces(grid: GridSpec, u: np.ndarray, v: np.ndarray, kh: float) -> list[dict
         vn = np.where(has[:, None], 0.5 * (v + v[in_c, :]), v) * step
         dist = np.where(has, r * np.abs(latc[in_c] - latc), r * dlat)
         nb = np.where(has[:, None], idx[in_c, :], -1)
-        out.append({"cell": idx.ravel(), "nb": nb.ravel(), "q": (vn * length).ravel(),
-                    "d": (kh * length / dist[:, None]).ravel()})  # fmt: skip
+        out.append(
+            {
+                "cell": idx.ravel(),
+                "nb": nb.ravel(),
+                "q": (vn * length).ravel(),
+                "d": (kh * length / dist[:, None]).ravel(),
+            }
+        )
     return out
 
 
@@ -378,8 +388,6 @@ def _assemble(faces: list[dict[str, np.ndarray]], area: np.ndarray, tau: float) 
     vals.append(diag)
     m = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
     return m.tocsc()
-
-
 
 
 def _edge_inflow(faces: list[dict[str, np.ndarray]], area: np.ndarray, edge: str) -> np.ndarray:
@@ -434,8 +442,15 @@ def _winds_at(times: np.ndarray, u: np.ndarray, v: np.ndarray, t: np.datetime64)
     return (1.0 - f) * u[k] + f * u[k + 1], (1.0 - f) * v[k] + f * v[k + 1]
 
 
-def _step_sources(forcings: Sequence[Forcing], active: list[int], starts: np.ndarray, ends: np.ndarray,
-                  t: np.datetime64, flux_src: dict[int, np.ndarray], op: _Stencil) -> np.ndarray:  # fmt: skip
+def _step_sources(
+    forcings: Sequence[Forcing],
+    active: list[int],
+    starts: np.ndarray,
+    ends: np.ndarray,
+    t: np.datetime64,
+    flux_src: dict[int, np.ndarray],
+    op: _Stencil,
+) -> np.ndarray:
     """Source terms (ncell, n_active), s-1, of the active forcings that are on at time t."""
     out = np.zeros((op.grid.size, len(active)))
     inflow: dict[str, np.ndarray] = {}
@@ -464,12 +479,18 @@ class _Sampler:
 
     @classmethod
     def build(cls, obs_start: np.ndarray, obs_end: np.ndarray, obs_cell: np.ndarray) -> _Sampler:
-        keys = np.stack([obs_start.astype("datetime64[ns]").astype("int64"),
-                         obs_end.astype("datetime64[ns]").astype("int64")], axis=1)  # fmt: skip
+        keys = np.stack(
+            [obs_start.astype("datetime64[ns]").astype("int64"), obs_end.astype("datetime64[ns]").astype("int64")],
+            axis=1,
+        )
         uniq, inv = np.unique(keys, axis=0, return_inverse=True) if len(keys) else (np.zeros((0, 2), "int64"), [])
         members = [np.flatnonzero(np.asarray(inv).ravel() == b) for b in range(len(uniq))]
-        return cls(uniq[:, 0].astype("datetime64[ns]"), uniq[:, 1].astype("datetime64[ns]"), members,
-                   [obs_cell[m] for m in members])  # fmt: skip
+        return cls(
+            uniq[:, 0].astype("datetime64[ns]"),
+            uniq[:, 1].astype("datetime64[ns]"),
+            members,
+            [obs_cell[m] for m in members],
+        )
 
     def bins_at(self, t: np.datetime64) -> np.ndarray:
         return np.flatnonzero((self.bin_start <= t) & (t < self.bin_end))
@@ -528,8 +549,9 @@ class _Stencil:
         return np.where(self.valid[k], 0.0, self.coef[k])
 
 
-def _active_forcings(active: list[int], state: np.ndarray, starts: np.ndarray, until: np.ndarray,
-                     t: np.datetime64, dt: np.timedelta64) -> tuple[list[int], np.ndarray]:  # fmt: skip
+def _active_forcings(
+    active: list[int], state: np.ndarray, starts: np.ndarray, until: np.ndarray, t: np.datetime64, dt: np.timedelta64
+) -> tuple[list[int], np.ndarray]:
     """The forcings followed in the step starting at ``t`` and their states (ncell, active).
 
     Forcings starting in the step join with a zero state; those past ``until`` (their end
@@ -635,8 +657,9 @@ def integrate_responses(
     starts = np.array([f.start for f in forcings], dtype="datetime64[ns]")
     ends = np.array([f.end for f in forcings], dtype="datetime64[ns]")
     tail_ns = np.timedelta64(int(round(tail * 1e9)), "ns")
-    sampler = _Sampler.build(np.asarray(obs_start, "datetime64[ns]"), np.asarray(obs_end, "datetime64[ns]"),
-                             np.asarray(obs_cell, "int64"))  # fmt: skip
+    sampler = _Sampler.build(
+        np.asarray(obs_start, "datetime64[ns]"), np.asarray(obs_end, "datetime64[ns]"), np.asarray(obs_cell, "int64")
+    )
     counts = np.zeros(m)
     t = starts.min()
     nsteps = int(np.ceil((sampler.bin_end.max() - t) / dt))

@@ -50,8 +50,9 @@ def _assign(starts: np.ndarray, ends: np.ndarray, edges: pd.DatetimeIndex) -> np
     return np.where(inside, k, -1)
 
 
-def _by_edges(starts: np.ndarray, ends: np.ndarray, edges: pd.DatetimeIndex, what: str) -> tuple[
-    np.ndarray, list[str], np.ndarray]:  # fmt: skip
+def _by_edges(
+    starts: np.ndarray, ends: np.ndarray, edges: pd.DatetimeIndex, what: str
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     st, en = np.asarray(starts, "datetime64[ns]"), np.asarray(ends, "datetime64[ns]")
     k = _assign(st, en, edges)
     if np.any(k < 0):
