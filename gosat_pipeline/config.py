@@ -190,6 +190,17 @@ class ReportedSection(_Model):
     source: str | None = None
     experiment: Literal["IS", "LNLG", "LNLGIS", "LNLGOGIS"] | None = None
 
+    def read_options(self, gases: list[str]) -> dict[str, Any]:
+        """Keyword arguments of :func:`gosat_pipeline.inventory.read_reported_totals` for this table."""
+        return {
+            "format": self.format,
+            "categories": self.categories,
+            "scenario": self.scenario,
+            "source": self.source,
+            "experiment": self.experiment,
+            "gases": gases,
+        }
+
 
 class RegionsSection(_Model):
     """Region boundaries, the regions to solve for, and aggregates."""

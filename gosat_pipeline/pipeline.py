@@ -1076,15 +1076,7 @@ class _Runner:
             outs.append(self.write_nc(winds, "winds.nc"))
             tables = []
             for r in cfg.reported:
-                df = read_reported_totals(
-                    r.path,
-                    format=r.format,
-                    categories=r.categories,
-                    scenario=r.scenario,
-                    source=r.source,
-                    experiment=r.experiment,
-                    gases=[g.gas for g in cfg.gases],
-                )
+                df = read_reported_totals(r.path, **r.read_options([g.gas for g in cfg.gases]))
                 df["reference"] = r.name
                 tables.append(df)
             rep = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -239,15 +239,7 @@ def _check_reported(cfg: RunConfig, wanted: list[str], rep: PreflightReport) -> 
         if not Path(r.path).is_file():
             continue
         try:
-            table = read_reported_totals(
-                r.path,
-                format=r.format,
-                categories=r.categories,
-                scenario=r.scenario,
-                source=r.source,
-                experiment=r.experiment,
-                gases=[g.gas for g in cfg.gases],
-            )
+            table = read_reported_totals(r.path, **r.read_options([g.gas for g in cfg.gases]))
         except GosatPipelineError as exc:
             rep.problems.append(f"reported[{i}].path: {exc}")
             continue
