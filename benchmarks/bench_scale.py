@@ -123,6 +123,7 @@ def make_config(
     end: str,
     boundaries: Path | None = None,
     iso3: list[str] | None = None,
+    split: str | None = None,
 ) -> Path:
     s = root / "samples"
     regions: dict[str, Any] = {"iso3": iso3 or list(ASEAN)}
@@ -132,7 +133,7 @@ def make_config(
         regions["boundaries"] = str(boundaries)
     cfg = {
         "run": {"name": name, "output_dir": str(root / "runs"), "synthetic": True},
-        "period": {"start": start, "end": end, "time_bin": "MS"},
+        "period": {"start": start, "end": end, "time_bin": "MS", **({"split": split} if split else {})},
         "domain": {"bbox": list(DEMO_BBOX), "resolution": resolution},
         "gases": [
             {
@@ -234,7 +235,7 @@ def report(title: str, res: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cases", default="gosat,tropomi-year,tropomi-month")
+    ap.add_argument("--cases", default="gosat,tropomi-year,tropomi-year-monthly,tropomi-month")
     ap.add_argument("--data", type=Path, default=HERE / ".scale-data")
     ap.add_argument("--gosat", type=int, default=366 * 600, help="GOSAT-like soundings in the year")
     ap.add_argument("--tropomi-year", type=int, default=10_000_000, help="TROPOMI-like soundings in the year")
@@ -282,6 +283,13 @@ def main(argv: list[str]) -> int:
         out = run_case(cfg, root / "runs" / "tropomi-year-0.25deg", a.timeout, limit)
         out["n_soundings"] = a.tropomi_year
         report("TROPOMI-like year, 0.25 degree, national state", out)
+    if "tropomi-year-monthly" in cases:  # issue 21: a monthly per-country state (n ~ 130) at 0.1 degree
+        tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
+        name = "tropomi-year-0.1deg-monthly"
+        cfg = make_config(root, name, tdir, "tropomi_ch4", 0.1, start="2020-01-01", end="2021-01-01", split="MS")
+        out = run_case(cfg, root / "runs" / name, a.timeout, limit)
+        out["n_soundings"] = a.tropomi_year
+        report("TROPOMI-like year, 0.1 degree, monthly per-country state", out)
     if "tropomi-month" in cases:
         mdir, gen = make_granules(root, "tropomi_ch4", 31, a.tropomi_month)
         print(f"\n(c) TROPOMI-like month: {a.tropomi_month:,} soundings in 31 granules (generated in {gen:.0f} s)")
