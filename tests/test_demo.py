@@ -70,8 +70,20 @@ def _run(work: Path, config: Path) -> object:
 
 @pytest.fixture(scope="module")
 def light_run(work: Path) -> object:
-    """The light variant on the config's two-process LocalCluster."""
-    return _run(work, work / "light.yaml")
+    """The light variant on an existing two-worker ``dask.distributed`` scheduler, reached by
+    address (``cluster.type: address``), as on a shared cluster; the whole demo covers the
+    config's own two-process LocalCluster."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        text = (
+            (work / "light.yaml")
+            .read_text()
+            .replace("  type: local\n", f"  type: address\n  address: {cluster.scheduler_address}\n")
+        )
+        assert "type: address" in text
+        (work / "light-address.yaml").write_text(text.replace("name: light", "name: light-address"))
+        return _run(work, work / "light-address.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -231,8 +243,8 @@ def test_rerun_skips_unchanged_stages_and_reruns_downstream_of_a_change(
 
 
 @pytest.mark.timeout(300)
-def test_same_answer_on_two_workers_and_on_one_thread(light_run: object, serial_run: object) -> None:
-    assert light_run.manifest["cluster"]["type"] == "local"
+def test_same_answer_on_two_workers_by_address_and_on_one_thread(light_run: object, serial_run: object) -> None:
+    assert light_run.manifest["cluster"]["type"] == "address"
     assert serial_run.manifest["cluster"]["type"] == "synchronous"
     n = assert_same_outputs(light_run.run_dir, serial_run.run_dir)
     assert n == 14 + 5  # netCDF outputs; discrepancies, domain budget, mass balance x 2, reported totals
