@@ -240,10 +240,15 @@ def _select_winds(
     raise WindError(f"level must be 'pbl', '10m' or a pressure in hPa; got {level!r}")
 
 
+#: Values (time steps x cells) interpolated at once when winds are regridded in time.
+_BLOCK_VALUES = 2**24
+
+
 def _to_grid(da: xr.DataArray, grid: GridSpec, name: str) -> np.ndarray:
     """Bilinear interpolation of ([time,] latitude, longitude) onto the grid centres (periodic in lon).
 
-    The weights are computed once and applied to every time step at once.
+    The weights are computed once and applied to the time steps in blocks; with a time axis
+    the result is float32.
     """
     lead = [d for d in da.dims if d not in ("latitude", "longitude")]
     da = da.transpose(*lead, "latitude", "longitude")
@@ -257,10 +262,20 @@ def _to_grid(da: xr.DataArray, grid: GridSpec, name: str) -> np.ndarray:
     tlat = _clamp(grid.lat.copy(), lat, "latitude", name)
     tlon = _clamp(grid.lon.copy(), lon, "longitude", name)
     (i0, i1, wi), (j0, j1, wj) = _weights_1d(lat, tlat), _weights_1d(lon, tlon)
-    a = vals[..., i0, :]
-    b = vals[..., i1, :]
-    rows = a * (1.0 - wi)[:, None] + b * wi[:, None]
-    out = rows[..., j0] * (1.0 - wj) + rows[..., j1] * wj
+
+    def interp(v: np.ndarray) -> np.ndarray:
+        rows = v[..., i0, :] * (1.0 - wi)[:, None] + v[..., i1, :] * wi[:, None]
+        return rows[..., j0] * (1.0 - wj) + rows[..., j1] * wj
+
+    if vals.ndim < 3:
+        return interp(vals)
+    # time steps in blocks, stored as float32 (as the winds file keeps them): a year of 6-hourly
+    # winds on a 0.1 degree ASEAN grid is 1.3 GB per component in float32, and the float64
+    # intermediates of one pass over every step held 10 GiB
+    out = np.empty((*vals.shape[:-2], *grid.shape), dtype="float32")
+    step = max(1, int(_BLOCK_VALUES // max(grid.size, 1)))
+    for k in range(0, vals.shape[0], step):
+        out[k : k + step] = interp(vals[k : k + step])
     return out
 
 
@@ -420,5 +435,5 @@ def _regrid_field(da: xr.DataArray, grid: GridSpec, name: str, keep_time: bool) 
     if "time" in da.dims:
         vals = _to_grid(da.transpose("time", "latitude", "longitude"), grid, name)
         attrs["long_name"] = attrs["long_name"].replace(" (time mean)", "")
-        return ("time", "latitude", "longitude"), vals.astype("float32"), attrs
+        return ("time", "latitude", "longitude"), vals.astype("float32", copy=False), attrs
     return ("latitude", "longitude"), _to_grid(da, grid, name), attrs

@@ -163,3 +163,24 @@ def test_real_era_interim_monthly_means(real_samples) -> None:
     assert float(open_winds(path, grid=grid, level="500")["u"].mean()) != pytest.approx(float(ds["u"].mean()))
     with pytest.raises(WindError, match="925 hPa not in the file"):
         open_winds(path, grid=grid, level="925")
+
+
+def test_time_steps_regridded_in_blocks_equal_one_pass(tmp_path, monkeypatch) -> None:
+    """Fine grids over a year (issue 21): the time steps are interpolated in blocks into float32;
+    the values are those of one pass in float64, cast once."""
+    import gosat_pipeline.winds as winds
+
+    rng = np.random.default_rng(3)
+    src = xr.DataArray(
+        rng.normal(0, 5, (7, 11, 13)),
+        dims=("time", "latitude", "longitude"),
+        coords={"latitude": np.linspace(-10, 10, 11), "longitude": np.linspace(90, 114, 13)},
+    )
+    grid = GridSpec.from_resolution(0.5, (92.0, -8.0, 112.0, 8.0))
+    whole = winds._to_grid(src, grid, "u")
+    monkeypatch.setattr(winds, "_BLOCK_VALUES", 2 * grid.size)  # blocks of two steps, the last of one
+    blocks = winds._to_grid(src, grid, "u")
+    assert whole.dtype == blocks.dtype == np.float32 and blocks.shape == (7, *grid.shape)
+    expected = np.stack([winds._to_grid(src.isel(time=k), grid, "u") for k in range(7)]).astype("float32")
+    np.testing.assert_array_equal(blocks, expected)
+    np.testing.assert_array_equal(whole, expected)
