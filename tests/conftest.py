@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,46 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLES = ROOT.parent / "shared" / "real_samples"
+
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+
+
+def _project_environment_missing() -> bool:
+    """True when this Python lacks the package or its core dependencies (e.g. a bare ``pytest``
+    from the system or pyenv instead of ``.venv/bin/pytest``)."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is None for m in ("gosat_pipeline", "xarray", "netCDF4", "dask"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Run the suite in the project's environment whatever ``pytest`` was called.
+
+    ``make install`` (run by ``make test`` and ``make demo``) puts everything in ``.venv``; a
+    ``pytest`` found first on PATH would fail to import every test module. When that happens and
+    ``.venv`` exists, the same command line is run again with ``.venv/bin/python -m pytest``
+    (once: ``GOSAT_PIPELINE_TEST_REEXEC`` guards against a loop); without ``.venv`` the run stops
+    with one line saying how to install it.
+    """
+    if not _project_environment_missing() or os.environ.get("GOSAT_PIPELINE_TEST_REEXEC"):
+        return
+    if not VENV_PYTHON.is_file():
+        pytest.exit(
+            f"{sys.executable} lacks gosat_pipeline's dependencies and {VENV_PYTHON} does not exist: "
+            "run `make install` (or `make test`), then `.venv/bin/pytest ...`",
+            returncode=4,
+        )
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:  # give the terminal back before this process is replaced
+        capman.suspend_global_capture(in_=True)
+    sys.stderr.write(
+        f"gosat_pipeline tests: {sys.executable} lacks the project's dependencies; "
+        f"running them with {VENV_PYTHON} instead\n"
+    )
+    sys.stderr.flush()
+    os.environ["GOSAT_PIPELINE_TEST_REEXEC"] = "1"
+    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), "-m", "pytest", *config.invocation_params.args])
+
 
 # No test may reach the network: make cartopy and pooch fail fast if anything tries.
 os.environ.setdefault("CARTOPY_OFFLINE", "1")
