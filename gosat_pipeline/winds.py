@@ -271,7 +271,7 @@ def _to_grid(da: xr.DataArray, grid: GridSpec, name: str) -> np.ndarray:
         return interp(vals)
     # time steps in blocks, stored as float32 (as the winds file keeps them): a year of 6-hourly
     # winds on a 0.1 degree ASEAN grid is 1.3 GB per component in float32, and the float64
-    # intermediates of one pass over every step held 10 GiB
+    # intermediates of one pass over every step peaked at 9 GiB (open_winds alone)
     out = np.empty((*vals.shape[:-2], *grid.shape), dtype="float32")
     step = max(1, int(_BLOCK_VALUES // max(grid.size, 1)))
     for k in range(0, vals.shape[0], step):

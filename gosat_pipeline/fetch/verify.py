@@ -24,10 +24,6 @@ __all__ = ["check_file", "open_check"]
 
 logger = logging.getLogger(__name__)
 
-#: The fetcher checks files from a thread pool: every check that opens an HDF5 or netCDF file
-#: holds the package's HDF5 lock (two files opened at once from two threads could crash).
-_HDF5_LOCK = HDF5_IO_LOCK
-
 
 def _check_l2(path: Path) -> None:
     from gosat_pipeline.errors import GosatPipelineError
@@ -111,7 +107,7 @@ def _check_csv(path: Path) -> None:
 def open_check(path: Path, check: str, variables: tuple[str, ...] = ()) -> None:
     """Open ``path`` the way its kind requires; raise :class:`CorruptFileError` if it fails."""
     if check in ("l2", "netcdf", "hdf5"):
-        with _HDF5_LOCK:
+        with HDF5_IO_LOCK:  # checks run from the download pool's threads
             _open_check(path, check, variables)
         return
     _open_check(path, check, variables)
