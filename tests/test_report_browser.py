@@ -22,6 +22,7 @@ import pytest
 from gosat_pipeline.regions import default_boundaries_path
 from gosat_pipeline.report import write_report
 from gosat_pipeline.report.names import region_names
+from gosat_pipeline.report.pdf import _ARGS as _BROWSER_ARGS
 from gosat_pipeline.report.tables import detail_table
 from gosat_pipeline.report.verdicts import FLAGGED
 from gosat_pipeline.testing.posteriors import write_run_dir
@@ -36,15 +37,7 @@ pytestmark = [
 ]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+ARGS = ["--headless", *_BROWSER_ARGS]  # the flags report --pdf launches Chromium with
 ABSOLUTE = re.compile(r"(?<![\w.~:/-])/(?:[\w.-]+/)+[\w.*-]*")
 SOLVED = {"IDN", "MYS", "THA", "VNM"}  # the synthetic run directory's regions
 
