@@ -124,6 +124,8 @@ def make_config(
     boundaries: Path | None = None,
     iso3: list[str] | None = None,
     split: str | None = None,
+    transport_mode: str = "auto",
+    members: int | None = None,
 ) -> Path:
     s = root / "samples"
     regions: dict[str, Any] = {"iso3": iso3 or list(ASEAN)}
@@ -148,8 +150,9 @@ def make_config(
         "reported": [{"path": str(s / "reported_totals.csv"), "name": "national submission"}],
         "regions": regions,
         "winds": {"path": str(s / "winds_era5.nc")},
-        "transport": {"eddy_diffusivity": 50000.0, "ventilation_time": 172800.0},
+        "transport": {"eddy_diffusivity": 50000.0, "ventilation_time": 172800.0, "mode": transport_mode},
         "report": {"enabled": False},
+        **({"ensemble": {"members": members}} if members is not None else {}),
         "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
     }
     path = root / "configs" / f"{name}.yaml"
@@ -243,6 +246,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds a run may take")
     ap.add_argument("--max-memory", type=float, default=18.0, help="GiB the process tree of a run may use")
     ap.add_argument("--quick", action="store_true", help="a hundredth of the soundings")
+    ap.add_argument(
+        "--members", type=int, default=None, help="transport ensemble members of every run (default: the config's, 8)"
+    )
     a = ap.parse_args(argv)
     if a.quick:
         a.gosat, a.tropomi_year, a.tropomi_month = a.gosat // 100, a.tropomi_year // 100, a.tropomi_month // 100
@@ -261,7 +267,9 @@ def main(argv: list[str]) -> int:
         print(f"(a) GOSAT-like year: {a.gosat:,} soundings in 366 CCI granules (generated in {gen:.0f} s)")
         for res in (1.0, 0.5, 0.25):
             name = f"gosat-{res:g}deg-national"
-            cfg = make_config(root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01")
+            cfg = make_config(
+                root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01", members=a.members
+            )
             out = run_case(cfg, root / "runs" / name, a.timeout, limit)
             out["n_soundings"] = a.gosat
             report(f"GOSAT year, {res:g} degree, national state (10 countries)", out)
@@ -271,7 +279,16 @@ def main(argv: list[str]) -> int:
             avoid = set(pd.read_csv(root / "samples" / "reported_totals.csv")["area"].astype(str)) | set(ASEAN)
             codes = per_cell_boundaries(bnd, res, avoid)
             cfg = make_config(
-                root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01", boundaries=bnd, iso3=codes
+                root,
+                name,
+                gdir,
+                "cci_ocpr",
+                res,
+                start="2020-01-01",
+                end="2021-01-01",
+                boundaries=bnd,
+                iso3=codes,
+                members=a.members,
             )
             out = run_case(cfg, root / "runs" / name, a.timeout, limit)
             out["n_soundings"] = a.gosat
@@ -279,21 +296,52 @@ def main(argv: list[str]) -> int:
     if "tropomi-year" in cases:
         tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
         print(f"\n(b) TROPOMI-like year: {a.tropomi_year:,} soundings in 366 granules (generated in {gen:.0f} s)")
-        cfg = make_config(root, "tropomi-year-0.25deg", tdir, "tropomi_ch4", 0.25, start="2020-01-01", end="2021-01-01")
+        cfg = make_config(
+            root,
+            "tropomi-year-0.25deg",
+            tdir,
+            "tropomi_ch4",
+            0.25,
+            start="2020-01-01",
+            end="2021-01-01",
+            members=a.members,
+        )
         out = run_case(cfg, root / "runs" / "tropomi-year-0.25deg", a.timeout, limit)
         out["n_soundings"] = a.tropomi_year
         report("TROPOMI-like year, 0.25 degree, national state", out)
     if "tropomi-year-monthly" in cases:  # issue 21: a monthly per-country state (n ~ 130) at 0.1 degree
         tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
         name = "tropomi-year-0.1deg-monthly"
-        cfg = make_config(root, name, tdir, "tropomi_ch4", 0.1, start="2020-01-01", end="2021-01-01", split="MS")
+        # the steady operator: the time-resolved one at 0.1 degree over a year integrates ~6 000 explicit
+        # sub-steps of 218 400 cells x ~60 forcings, hours on two cores (README, Performance)
+        cfg = make_config(
+            root,
+            name,
+            tdir,
+            "tropomi_ch4",
+            0.1,
+            start="2020-01-01",
+            end="2021-01-01",
+            split="MS",
+            transport_mode="steady",
+            members=a.members,
+        )
         out = run_case(cfg, root / "runs" / name, a.timeout, limit)
         out["n_soundings"] = a.tropomi_year
-        report("TROPOMI-like year, 0.1 degree, monthly per-country state", out)
+        report("TROPOMI-like year, 0.1 degree, monthly per-country state (steady transport)", out)
     if "tropomi-month" in cases:
         mdir, gen = make_granules(root, "tropomi_ch4", 31, a.tropomi_month)
         print(f"\n(c) TROPOMI-like month: {a.tropomi_month:,} soundings in 31 granules (generated in {gen:.0f} s)")
-        cfg = make_config(root, "tropomi-month-0.1deg", mdir, "tropomi_ch4", 0.1, start="2020-01-01", end="2020-02-01")
+        cfg = make_config(
+            root,
+            "tropomi-month-0.1deg",
+            mdir,
+            "tropomi_ch4",
+            0.1,
+            start="2020-01-01",
+            end="2020-02-01",
+            members=a.members,
+        )
         out = run_case(cfg, root / "runs" / "tropomi-month-0.1deg", a.timeout, limit)
         out["n_soundings"] = a.tropomi_month
         report("TROPOMI-like month, 0.1 degree, national state (one period: monthly per-country)", out)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import xarray as xr
 
+from gosat_pipeline.blocksparse import jacobian_matrix, rows_with_nonfinite
 from gosat_pipeline.errors import InversionError, SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, same_grid
 from gosat_pipeline.params import STANDARD_SURFACE_PRESSURE, InversionSettings, with_overrides
@@ -175,9 +176,17 @@ def _symmetrize(S: np.ndarray) -> np.ndarray:
 _MIN_BLOCK_VALUES = 1 << 19
 
 
-def _block_rows(n: int) -> int:
-    """Rows per chunk of the state-space accumulation: n (one n x n work block), or more for small n."""
-    return max(n, 1, -(-_MIN_BLOCK_VALUES // max(n, 1)))
+def _block_rows(n: int, K: Any = None) -> int:
+    """Rows per chunk of the state-space accumulation: n (one n x n work block), or more for small n.
+
+    For a sparse K, as many rows as hold about 2**22 stored values (each chunk is densified
+    over the columns it uses).
+    """
+    rows = max(n, 1, -(-_MIN_BLOCK_VALUES // max(n, 1)))
+    if K is not None and sp.issparse(K) and K.shape[0]:
+        per_row = max(1.0, K.nnz / K.shape[0])
+        rows = max(rows, int(2**22 / per_row))
+    return rows
 
 
 class _NormalAccumulator:
@@ -227,6 +236,9 @@ class _NormalAccumulator:
         self.m += rows
 
     def _add_sparse(self, Kc: Any, yc: np.ndarray, Soc: np.ndarray) -> None:
+        if Soc.ndim == 1:
+            self._add_sparse_diagonal(sp.csr_matrix(Kc), yc, Soc)
+            return
         Kw, yw = _whiten(Kc, Soc, yc)
         assert yw is not None  # y was given
         n = self.n
@@ -237,6 +249,25 @@ class _NormalAccumulator:
             self.C[:n, :n] += Kw.T @ Kw
             self.C[n, :n] += Kw.T @ yw
         self.C[n, n] += float(yw @ yw)
+
+    def _add_sparse_diagonal(self, Kc: sp.csr_matrix, yc: np.ndarray, Soc: np.ndarray) -> None:
+        r"""A sparse chunk with diagonal S_o: one dsyrk over the columns the chunk uses.
+
+        Rows of one time bin see the same few columns of a block-sparse Jacobian, so the
+        chunk is densified over those columns only (:math:`u \ll n`) and its
+        :math:`(u + 1)^2` lower triangle added to the matching rows and columns of C.
+        """
+        if not np.all(Soc > 0):
+            raise np.linalg.LinAlgError("observation error variances must be > 0")
+        w = 1.0 / np.sqrt(Soc)
+        used = np.unique(Kc.indices)
+        A = np.empty((yc.size, used.size + 1))
+        A[:, : used.size] = Kc[:, used].toarray()
+        A[:, : used.size] *= w[:, None]
+        np.multiply(yc, w, out=A[:, used.size])
+        local = sla.blas.dsyrk(1.0, A.T, trans=0, lower=1)
+        idx = np.append(used, self.n)
+        self.C[np.ix_(idx, idx)] += np.tril(local)
 
     def result(self) -> NormalEquations:
         """The accumulated sums, G symmetric (lower triangle mirrored)."""
@@ -552,7 +583,7 @@ def analytic_inversion(
     if form != "state":
         raise InversionError(f"form={form!r}; allowed: 'auto', 'state', 'observation'")
     try:
-        ne = _normal_in_chunks(K, y, So, chunk_size or _block_rows(n))
+        ne = _normal_in_chunks(K, y, So, chunk_size or _block_rows(n, K))
     except (np.linalg.LinAlgError, sla.LinAlgError) as exc:
         logger.warning("So is not positive definite (%s): returning the prior (status 2)", exc)
         return _prior_result(xa, Sa, 2, m)
@@ -887,8 +918,8 @@ def invert(
     bg_sigma = DEFAULT_BACKGROUND_PRIOR_SIGMA[gas] if background_prior_sigma is None else float(background_prior_sigma)
     if obs_correlation_length_km is None:
         obs_correlation_length_km = float(jac.attrs.get("obs_correlation_length_km", 0.0)) or None
-    K = np.asarray(jac.values, dtype="float64")  # no copy of a float64 Jacobian
-    ok = np.isfinite(y) & np.isfinite(sigma) & (sigma > 0) & np.all(np.isfinite(K), axis=1)
+    K = jacobian_matrix(jac)  # the CSR matrix of a block-sparse Jacobian; no copy of a dense float64 one
+    ok = np.isfinite(y) & np.isfinite(sigma) & (sigma > 0) & ~rows_with_nonfinite(K)
     if not ok.all():
         logger.warning("dropping %d observations with non-finite values", int((~ok).sum()))
         jac, K, y, sigma = jac.isel(obs=np.flatnonzero(ok)), K[ok], y[ok], sigma[ok]
@@ -966,7 +997,7 @@ def _invert_lognormal(
     if m == 0:
         ne = NormalEquations(np.zeros((n, n)), np.zeros(n), 0.0, 0)
     else:
-        ne = _chunk_normal(K, y, So)
+        ne = _normal_in_chunks(K, y, So, _block_rows(n, K))
     res = lognormal_map(ne, emis, za, Sa_z, gradient_tolerance=tol)
     z, Sz = res.x_hat, res.S_hat
     mean = np.where(emis, np.exp(np.where(emis, z + 0.5 * np.diag(Sz), 0.0)), z)
@@ -1161,15 +1192,10 @@ def region_totals(
     nobs = np.zeros(len(keys), dtype="int64")
     chi_o = np.full(len(keys), np.nan)
     if K is not None and K.shape[0]:
-        # the region's column: response to all its elements' prior emissions (sum of columns)
-        ind = (W != 0).astype("float64")
-        col = np.abs(np.asarray(ind @ K.T).T)
-        mx = col.max(axis=0)
-        seen = (col > sensitivity_fraction * mx[None, :]) & (mx[None, :] > 0)
-        nobs = seen.sum(axis=0).astype("int64")
+        r2 = None
         if whitened_residual is not None and whitened_residual.size == K.shape[0]:
             r2 = whitened_residual**2
-            chi_o = np.array([float(r2[seen[:, t]].mean()) if nobs[t] else np.nan for t in range(len(keys))])
+        nobs, chi_o = _observations_seeing(K, sp.csr_matrix(W != 0, dtype="float64"), sensitivity_fraction, r2)
     status = np.where(np.asarray(W.sum(axis=1)).ravel() <= 0, 2, np.where(nobs == 0, 1, 0)).astype("int8")
 
     def tot(name: str, dims: str | tuple[str, ...], values: Any) -> tuple[Any, Any, dict[str, Any]]:
@@ -1202,14 +1228,87 @@ def region_totals(
     return ds
 
 
+def _observations_seeing(
+    K: Any, ind: sp.csr_matrix, fraction: float, r2: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per total: observations that see it and their mean squared whitened residual.
+
+    An observation sees a total when its response to all the total's elements (the sum of
+    their columns) exceeds ``fraction`` of the largest such response. Two passes over row
+    chunks (the largest response, then the counts), so no (observations x totals) array is
+    held; ``K`` dense or sparse.
+    """
+    m, ntot = K.shape[0], ind.shape[0]
+    if sp.issparse(K):
+        return _observations_seeing_sparse(sp.csr_matrix(K), ind, fraction, r2)
+    rows = max(1024, _MIN_BLOCK_VALUES // max(ntot, 1))
+    indT = ind.T
+
+    def cols(i: int) -> np.ndarray:
+        c = K[i : i + rows] @ indT
+        return np.abs(c.toarray() if sp.issparse(c) else np.asarray(c))
+
+    mx = np.zeros(ntot)
+    for i in range(0, m, rows):
+        np.maximum(mx, cols(i).max(axis=0), out=mx)
+    nobs = np.zeros(ntot, dtype="int64")
+    r2sum = np.zeros(ntot)
+    for i in range(0, m, rows):
+        seen = (cols(i) > fraction * mx[None, :]) & (mx[None, :] > 0)
+        nobs += seen.sum(axis=0)
+        if r2 is not None:
+            r2sum += r2[i : i + rows] @ seen
+    chi = np.full(ntot, np.nan)
+    if r2 is not None:
+        chi = np.where(nobs > 0, r2sum / np.maximum(nobs, 1), np.nan)
+    return nobs, chi
+
+
+def _observations_seeing_sparse(
+    K: sp.csr_matrix, ind: sp.csr_matrix, fraction: float, r2: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_observations_seeing` on the non-zeros of a sparse K @ ind^T, row chunk by row chunk."""
+    m, ntot = K.shape[0], ind.shape[0]
+    rows = max(1024, int(2**22 / max(1.0, K.nnz / max(m, 1))))
+    indT = ind.T.tocsr()
+
+    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        for i in range(0, m, rows):
+            c = (K[i : i + rows] @ indT).tocoo()
+            yield i + c.row, c.col, np.abs(c.data)
+
+    mx = np.zeros(ntot)
+    for _, col, v in chunks():
+        if v.size:
+            np.maximum.at(mx, col, v)
+    nobs = np.zeros(ntot, dtype="int64")
+    r2sum = np.zeros(ntot)
+    for row, col, v in chunks():  # computed again rather than held: K @ ind^T has K's non-zeros
+        seen = (v > fraction * mx[col]) & (mx[col] > 0)
+        nobs += np.bincount(col[seen], minlength=ntot)
+        if r2 is not None:
+            r2sum += np.bincount(col[seen], weights=r2[row[seen]], minlength=ntot)
+    chi = np.full(ntot, np.nan)
+    if r2 is not None:
+        chi = np.where(nobs > 0, r2sum / np.maximum(nobs, 1), np.nan)
+    return nobs, chi
+
+
 def _region_state_chi2(W: Any, xa: np.ndarray, xp: np.ndarray, Sa: np.ndarray, Sp: np.ndarray) -> np.ndarray:
     """Per target: J_a of its elements over its expected value tr(S_a,R^-1 (S_a - S_hat)_RR)."""
     out = np.full(W.shape[0], np.nan)
     W = sp.csr_matrix(W)
-    for t in range(W.shape[0]):
+    size = np.diff(W.indptr)
+    one = np.flatnonzero(size == 1)  # one element (a per-cell state): the same ratio, vectorised
+    if one.size:
+        j = W.indices[W.indptr[one]]
+        sa, d = Sa[j, j], xp[j] - xa[j]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected = np.where(sa > 0, (sa - Sp[j, j]) / np.where(sa > 0, sa, 1.0), np.nan)
+            ratio = np.where(sa > 0, d * d / np.where(sa > 0, sa, 1.0), np.nan) / expected
+        out[one] = np.where(expected > 1e-9, ratio, np.nan)
+    for t in np.flatnonzero(size > 1):
         idx = W.indices[W.indptr[t] : W.indptr[t + 1]]
-        if idx.size == 0:
-            continue
         sa = Sa[np.ix_(idx, idx)]
         d = xp[idx] - xa[idx]
         try:
@@ -1266,31 +1365,35 @@ def posterior_flux_maps(
     em = emissions if "sector" in emissions.dims else emissions.expand_dims(sector=["total"], axis=1)
     em = em.transpose("region", "sector", "latitude", "longitude")
     codes, sectors = em["region"].values.astype(str), em["sector"].values.astype(str)
-    fields = em.values.astype("float64")
+    fields = np.asarray(em.values, dtype="float64")  # no copy of float64 emissions
     ny, nx = fields.shape[-2:]
     sv = StateVector.from_coords(posterior)
     xp = posterior["x_posterior"].values
     S = posterior["S_posterior"].values
     Adiag = np.diag(posterior["averaging_kernel"].values)
     prior = fields.sum(axis=(0, 1))
+    # each (region, sector) field as a sparse row: a region's field is zero outside it
+    F_all = sp.csr_matrix(fields.reshape(len(codes) * len(sectors), ny * nx))
+    del fields
+    first: dict[tuple[str, str, str], int] = {}
+    for i in np.flatnonzero(sv.emission):
+        first.setdefault((str(sv.region[i]), str(sv.period[i]), str(sv.sector[i])), int(i))
     periods = sv.periods() or ["all"]
     post, sigma, scale, aks = [], [], [], []
     for p in periods:
-        idx, flds = [], []
-        held = np.zeros((ny, nx))
+        rows, idx = [], []
         for r_i, r in enumerate(codes):
             for s_i, sec in enumerate(sectors):
-                hit = np.flatnonzero(sv.emission & (sv.region == r) & (sv.period == p) & (sv.sector == sec))
-                if hit.size:
-                    idx.append(int(hit[0]))
-                    flds.append(fields[r_i, s_i].ravel())
-                    held += fields[r_i, s_i]
-        F = np.array(flds) if flds else np.zeros((0, ny * nx))
+                hit = first.get((r, p, sec))
+                if hit is not None:
+                    rows.append(r_i * len(sectors) + s_i)
+                    idx.append(hit)
         ix = np.array(idx, dtype="int64")
-        fpost = (xp[ix] @ F).reshape(ny, nx) + (prior - held)
-        var = np.einsum("ec,ec->c", F, S[np.ix_(ix, ix)] @ F).reshape(ny, nx) if ix.size else np.zeros((ny, nx))
+        fpost, var, akw, held = _period_maps(F_all[rows], xp[ix], S[np.ix_(ix, ix)], Adiag[ix])
+        held, var = held.reshape(ny, nx), var.reshape(ny, nx)
+        fpost = fpost.reshape(ny, nx) + (prior - held)
         with np.errstate(invalid="ignore", divide="ignore"):
-            akm = np.where(held > 0, (Adiag[ix] @ F).reshape(ny, nx) / np.where(held > 0, held, 1.0), 0.0)
+            akm = np.where(held > 0, akw.reshape(ny, nx) / np.where(held > 0, held, 1.0), 0.0)
             scale.append(np.where(prior != 0, fpost / np.where(prior != 0, prior, 1.0), 1.0))
         post.append(fpost)
         sigma.append(np.sqrt(np.clip(var, 0.0, None)))
@@ -1329,6 +1432,30 @@ def posterior_flux_maps(
     if "period" in ds.coords:
         _char_encoding(ds["period"])
     return ds
+
+
+def _period_maps(
+    F: sp.csr_matrix, x: np.ndarray, S: np.ndarray, a: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per cell: :math:`\\sum_e F_e x_e`, :math:`\\sum_{e,f} F_e F_f S_{ef}`, :math:`\\sum_e F_e a_e`, :math:`\\sum_e F_e`.
+
+    ``F`` (elements, cells) sparse: the variance is taken on F's non-zeros only, over
+    blocks of cells, :math:`\\sigma^2_c = \\sum_e F_{ec} (F^T S)_{ce}`, so the cost is
+    (non-zeros of F) x (elements) and no (elements x cells) dense array is formed.
+    """
+    ncell = F.shape[1]
+    if F.shape[0] == 0:
+        z = np.zeros(ncell)
+        return z, z.copy(), z.copy(), z.copy()
+    Ft = F.T.tocsr()  # (cells, elements)
+    var = np.zeros(ncell)
+    block = max(1, _MIN_BLOCK_VALUES // max(F.shape[0], 1))
+    for c in range(0, ncell, block):
+        part = Ft[c : c + block]
+        if part.nnz:
+            var[c : c + block] = np.asarray(part.multiply(part @ S).sum(axis=1)).ravel()
+    held = np.asarray(Ft.sum(axis=1)).ravel()
+    return Ft @ x, var, Ft @ a, held
 
 
 def _char_encoding(coord: xr.DataArray) -> None:

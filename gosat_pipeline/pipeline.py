@@ -857,7 +857,7 @@ class _Runner:
         self.ran.append(key)
         return True
 
-    def write_nc(self, ds: xr.Dataset, name: str) -> str:
+    def write_nc(self, ds: xr.Dataset, name: str, encoding: dict[str, dict[str, Any]] | None = None) -> str:
         ds = ds.copy()
         for vname, var in ds.variables.items():
             if var.dtype.kind == "O" and var.chunks is not None:
@@ -869,7 +869,10 @@ class _Runner:
         ds.attrs["history"] = f"{_now()} gosat_pipeline {__version__} run {self.cfg.run.name}"
         if self.synthetic:
             ds.attrs["synthetic"] = "true"
-        atomic_write_netcdf(ds, self.run_dir / name, encoding=cf_encoding(ds))
+        enc = cf_encoding(ds)
+        for vname, extra in (encoding or {}).items():
+            enc[vname] = {**enc.get(vname, {}), **extra}
+        atomic_write_netcdf(ds, self.run_dir / name, encoding=enc)
         return name
 
     def open_nc(self, name: str) -> xr.Dataset:
@@ -1086,6 +1089,21 @@ class _Runner:
 
         self.stage(key, fp, work)
 
+    def _winds_for_transport(self) -> tuple[xr.Dataset, TransportSettings]:
+        """The run's winds as the configured operator uses them, and its settings.
+
+        The steady operator only needs the time mean, which is read a block of time steps
+        at a time (a year of 6-hourly winds at 0.1 degree is 2.6 GB); the time-resolved
+        one needs every step.
+        """
+        from gosat_pipeline.transport import steady_winds
+
+        with xr.open_dataset(self.run_dir / "winds.nc") as lazy:
+            settings = self._transport_settings(lazy)
+            if settings.mode == "steady" and "time" in lazy["u"].dims:
+                return steady_winds(lazy), settings
+            return lazy.load(), settings
+
     def _transport_settings(self, winds: xr.Dataset) -> TransportSettings:
         """The configured operator; ``auto`` is time-resolved only when the winds cover the period."""
         tp = self.cfg.transport
@@ -1136,9 +1154,8 @@ class _Runner:
             l3 = _contract(validate_gridded, self.open_nc(f"gridded_{gs.gas}.nc"), f"{key} input gridded_{gs.gas}.nc")
             emissions = _emissions_from_dataset(self.open_nc(f"prior_{gs.gas}.nc"))
             masks = _masks_from_dataset(self.open_nc("regions.nc"))
-            winds = self.open_nc("winds.nc")
+            winds, settings = self._winds_for_transport()
             tp = cfg.transport
-            settings = self._transport_settings(winds)
             jkw = {
                 "use_weighted_mean": cfg.inversion.use_weighted_mean,
                 "period_split": cfg.period.split,
@@ -1162,7 +1179,7 @@ class _Runner:
             from gosat_pipeline.inversion import invert
 
             post = _contract(validate_posterior, invert(jac, **ikw), f"{key} output posterior_{gs.gas}.nc")
-            outs = [self.write_nc(jac.to_dataset(name="jacobian"), f"jacobian_{gs.gas}.nc")]
+            outs = [self._write_jacobian(jac, f"jacobian_{gs.gas}.nc")]
             if len(members) > 1:
                 others = invert_ensemble(
                     l3, emissions, members[1:], winds=winds, jacobian_kwargs=jkw, invert_kwargs=ikw
@@ -1188,6 +1205,20 @@ class _Runner:
             ]
 
         self.stage(key, fp, work)
+
+    def _write_jacobian(self, jac: xr.DataArray, name: str) -> str:
+        """The Jacobian file; a block-sparse (lazy) one is densified row chunk by row chunk.
+
+        Its chunks are computed in this process (threads), never shipped to a cluster's
+        workers, and compressed (mostly exact zeros: the time blocks it does not see).
+        """
+        import dask
+
+        if jac.chunks is None:
+            return self.write_nc(jac.to_dataset(name="jacobian"), name)
+        enc = {"jacobian": {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": jac.data.chunksize}}
+        with dask.config.set(scheduler="threads"):
+            return self.write_nc(jac.to_dataset(name="jacobian"), name, encoding=enc)
 
     def compare(self) -> None:
         from gosat_pipeline.compare import (

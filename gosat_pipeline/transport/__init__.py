@@ -20,6 +20,7 @@ DESIGN.md 5.1 multiplies every row: the retrieved enhancement is
 
 from __future__ import annotations
 
+from gosat_pipeline.blocksparse import jacobian_matrix
 from gosat_pipeline.schema import G0, SECONDS_PER_YEAR
 from gosat_pipeline.transport.footprints import (
     AVERAGING_KERNEL_APPLIED,
@@ -36,6 +37,7 @@ from gosat_pipeline.transport.jacobian import (
     TransportSettings,
     build_jacobian,
     describe_state,
+    steady_winds,
 )
 from gosat_pipeline.transport.observations import (
     DEFAULT_SIGMA_MODEL,
@@ -52,6 +54,7 @@ from gosat_pipeline.transport.operator import (
     SimpleTransport,
     dry_air_column,
     integrate_responses,
+    response_blocks,
 )
 from gosat_pipeline.transport.state import period_edges, periods, windows
 
@@ -77,12 +80,15 @@ __all__ = [
     "describe_state",
     "dry_air_column",
     "integrate_responses",
+    "jacobian_matrix",
     "observation_vector",
     "open_footprints",
     "period_edges",
     "period_label",
     "periods",
     "read_footprints",
+    "response_blocks",
+    "steady_winds",
     "time_bins",
     "windows",
 ]

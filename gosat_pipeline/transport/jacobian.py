@@ -24,7 +24,6 @@ satellite observations, Geosci. Model Dev. 15, 5787-5805.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from gosat_pipeline.attribution import attribute_emissions
+from gosat_pipeline.blocksparse import csr_from_blocks, wrap_jacobian
 from gosat_pipeline.errors import SchemaError
 from gosat_pipeline.grids import EARTH_RADIUS_M, GridSpec, require_same_grid
 from gosat_pipeline.params import (
@@ -58,11 +58,12 @@ from gosat_pipeline.transport.operator import (
     SimpleTransport,
     _edge_inflow,
     _resolve_winds,
-    integrate_responses,
+    response_blocks,
+    rotate_winds,
 )
 from gosat_pipeline.transport.state import periods, windows
 
-__all__ = ["BACKGROUND_MODES", "TRANSPORT_MODES", "TransportSettings", "build_jacobian"]
+__all__ = ["BACKGROUND_MODES", "TRANSPORT_MODES", "TransportSettings", "build_jacobian", "steady_winds"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,29 +162,82 @@ def _background_records(
 
 
 # ---------------------------------------------------------------------------- winds
+def _time_mean(w: xr.DataArray, block: int = 64) -> np.ndarray:
+    """Mean over ``time`` of a (time, latitude, longitude) field, float64, read ``block`` steps at a time.
+
+    The steps are added one after the other into a float64 sum (the order of
+    ``numpy.mean(axis=0)`` on the whole array, so the same value to the bit) and no
+    float64 copy of all the steps is made; ``w`` may be lazily loaded from a file.
+    """
+    w = w.transpose("time", "latitude", "longitude")
+    total = np.zeros(w.shape[1:])
+    nt = w.sizes["time"]
+    for a in range(0, nt, block):
+        part = np.asarray(w.isel(time=slice(a, a + block)).values, dtype="float64")
+        for k in range(part.shape[0]):
+            total += part[k]
+    return total / nt
+
+
+def steady_winds(winds: xr.Dataset) -> xr.Dataset:
+    """The time mean of ``u`` and ``v`` (float64, dims latitude, longitude): what the steady operator uses.
+
+    Parameters
+    ----------
+    winds : xarray.Dataset
+        ``u``, ``v`` (m s-1) with or without ``time``; may be lazily opened (read in blocks
+        of time steps, so a year at 0.1 degree is never held whole).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``u``, ``v`` on the same grid, attributes kept.
+    """
+    out = {}
+    for name in ("u", "v"):
+        w = winds[name]
+        mean = _time_mean(w) if "time" in w.dims else np.asarray(w.values, dtype="float64")
+        out[name] = (("latitude", "longitude"), mean, dict(w.attrs))
+    return xr.Dataset(out, coords={c: winds[c] for c in ("latitude", "longitude")}, attrs=dict(winds.attrs))
+
+
 def _winds_arrays(
     winds: Any, u: Any, v: Any, grid: GridSpec, settings: TransportSettings
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(times, u, v) with u, v of shape (T, ny, nx) on ``grid``, perturbed by the settings."""
+) -> tuple[np.ndarray, Any, Any, bool]:
+    """(times, u, v, time_resolved): the winds on ``grid`` as the operator of ``settings`` uses them.
+
+    Time-resolved: ``u``, ``v`` (T, ny, nx) as stored (float32 stays float32; the settings'
+    scale and rotation are applied step by step during the integration). Steady: the
+    time mean (1, ny, nx), float64, already scaled and turned, computed without a float64
+    copy of every step.
+    """
     from gosat_pipeline.transport.operator import _wind_field
 
     uu, vv = _resolve_winds(u, v, winds)
-    if isinstance(uu, xr.DataArray) and "time" in uu.dims and uu.sizes["time"] > 1:
+    in_time = isinstance(uu, xr.DataArray) and "time" in uu.dims and uu.sizes["time"] > 1
+    if settings.mode == "time_resolved" and not in_time:
+        raise SchemaError(
+            "transport mode 'time_resolved' needs winds with a time axis (winds.path to a "
+            "reanalysis file with several time steps)"
+        )
+    time_resolved = in_time and settings.mode in ("time_resolved", "auto")
+    perturb = (settings.wind_scale, settings.wind_rotation)
+    if in_time:
         require_same_grid(uu, grid, "winds")
+        for name, w in (("u", uu), ("v", vv)):
+            if not bool(np.isfinite(w).all()):
+                raise SchemaError(f"winds have non-finite values of {name} on the inversion grid")
+    if time_resolved:
         times = pd.DatetimeIndex(uu["time"].values).values
-        ua = uu.transpose("time", "latitude", "longitude").values.astype("float64")
-        va = vv.transpose("time", "latitude", "longitude").values.astype("float64")
-        if not (np.all(np.isfinite(ua)) and np.all(np.isfinite(va))):
-            raise SchemaError("winds have non-finite values on the inversion grid")
+        ua = np.asarray(uu.transpose("time", "latitude", "longitude").values)
+        va = np.asarray(vv.transpose("time", "latitude", "longitude").values)
+        return times, ua, va, True
+    times = np.array([np.datetime64("NaT")])
+    if in_time:  # the steady operator's time mean, accumulated in float64
+        ur, vr = rotate_winds(_time_mean(uu), _time_mean(vv), *perturb)
     else:
-        times = np.array([np.datetime64("NaT")])
-        ua = _wind_field(uu, grid, "u")[None]
-        va = _wind_field(vv, grid, "v")[None]
-    ang = math.radians(settings.wind_rotation)
-    c, s = math.cos(ang), math.sin(ang)
-    ur = settings.wind_scale * (ua * c - va * s)
-    vr = settings.wind_scale * (ua * s + va * c)
-    return times, ur, vr
+        ur, vr = rotate_winds(_wind_field(uu, grid, "u"), _wind_field(vv, grid, "v"), *perturb)
+    return times, ur[None], vr[None], False
 
 
 # ---------------------------------------------------------------------------- responses
@@ -214,6 +268,25 @@ def _forcings(
     return forc, emis_keys, inflow_keys
 
 
+def _bin_groups(obs_start: np.ndarray) -> list[np.ndarray]:
+    """Observation indices per time bin (same bin start), in order of first appearance."""
+    keys = np.asarray(obs_start, "datetime64[ns]").astype("int64")
+    if keys.size == 0:
+        return []
+    _, first, inv = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(inv.ravel(), kind="stable")
+    bounds = np.flatnonzero(np.diff(inv.ravel()[order])) + 1
+    groups = np.split(order, bounds)
+    return [groups[i] for i in np.argsort(first, kind="stable")]
+
+
+def _on_columns(forcings: list[Forcing], start: np.datetime64) -> np.ndarray:
+    """Forcings on at ``start`` (their window holds it): the columns a steady response sees."""
+    fs = np.array([f.start for f in forcings], dtype="datetime64[ns]")
+    fe = np.array([f.end for f in forcings], dtype="datetime64[ns]")
+    return np.flatnonzero((start >= fs) & (start < fe))
+
+
 def _steady_responses(
     grid: GridSpec,
     times: np.ndarray,
@@ -223,8 +296,12 @@ def _steady_responses(
     forcings: list[Forcing],
     obs_start: np.ndarray,
     obs_cell: np.ndarray,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Responses from one steady operator (time-mean winds): the teaching / identical-twin operator."""
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray] | None], dict[str, Any]]:
+    """Responses from one steady operator (time-mean winds), one block per time bin.
+
+    The teaching / identical-twin operator: an observation sees the forcings on at its
+    bin's start, with their steady responses.
+    """
     op = SimpleTransport(
         grid,
         ua.mean(axis=0),
@@ -240,11 +317,61 @@ def _steady_responses(
         else:
             rhs[:, j] = _edge_inflow(op._faces, op.area, str(f.edge)) * f.scale
     resp = op._lu.solve(rhs) if len(forcings) else rhs
-    K = resp[obs_cell]
-    start = np.array([f.start for f in forcings], dtype="datetime64[ns]")
-    end = np.array([f.end for f in forcings], dtype="datetime64[ns]")
-    on = (obs_start[:, None] >= start[None]) & (obs_start[:, None] < end[None])
-    return K * on, dict(op.attrs)
+    del rhs
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    for rows in _bin_groups(obs_start):
+        cols = _on_columns(forcings, obs_start[rows[0]])
+        blocks.append((rows, cols, resp[np.ix_(obs_cell[rows], cols)]))
+    return blocks, dict(op.attrs)
+
+
+def _footprint_blocks(
+    sens: Any, forcings: list[Forcing], obs_start: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """External footprints times the emission patterns on at each bin's start, one block per bin."""
+    pats = np.array([f.pattern for f in forcings if f.kind == "flux"])
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+    for rows in _bin_groups(obs_start):
+        cols = _on_columns(forcings, obs_start[rows[0]])
+        values = np.asarray(sens[rows] @ pats[cols].T) if cols.size and len(pats) else np.zeros((rows.size, 0))
+        blocks.append((rows, cols, values))
+    return blocks
+
+
+def _complete_blocks(
+    blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None],
+    m: int,
+    n_resp: int,
+    row_scale: np.ndarray,
+    background: tuple[list[tuple[int, str]], dict[str, np.ndarray], np.ndarray],
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """Scale the response columns by ``row_scale`` and add each block's background columns.
+
+    Rows without any response (no forcing on) get a block of their background columns only.
+    """
+    bkeys, basis, obs_w = background
+    covered = np.zeros(m, dtype=bool)
+    for blk in blocks:
+        if blk is not None:
+            covered[blk[0]] = True
+    if not covered.all():
+        blocks = [*blocks, (np.flatnonzero(~covered), np.zeros(0, "int64"), np.zeros(((~covered).sum(), 0)))]
+    for i, blk in enumerate(blocks):
+        if blk is None:
+            continue
+        rows, cols, values = blk
+        values *= row_scale[rows][:, None]
+        wins = set(obs_w[rows].tolist())
+        bcols = [j for j, (w, _) in enumerate(bkeys) if w in wins]
+        if bcols:
+            extra = np.empty((rows.size, len(bcols)))
+            for c, j in enumerate(bcols):
+                w, comp = bkeys[j]
+                extra[:, c] = np.where(obs_w[rows] == w, basis[comp][rows], 0.0)
+            cols = np.concatenate([np.asarray(cols, "int64"), n_resp + np.asarray(bcols, "int64")])
+            values = np.concatenate([values, extra], axis=1)
+        blocks[i] = (rows, cols, values)
+    return blocks
 
 
 def _edges_of(grid: GridSpec, settings: TransportSettings, footprints: Any) -> list[str]:
@@ -277,6 +404,7 @@ def build_jacobian(
     period_split: str | None = None,
     obs_correlation_length_km: float | None = None,
     progress: Any = None,
+    dense_max_bytes: int | None = None,
     **overrides: Any,
 ) -> xr.DataArray:
     """Jacobian of the super-observations with respect to the state vector.
@@ -315,6 +443,13 @@ def build_jacobian(
         Pandas frequency splitting the emission state in time (:func:`periods`).
     progress : callable, optional
         Receives (steps done, steps total) from the time-resolved integration.
+    dense_max_bytes : int, optional
+        The Jacobian is built block-sparse (each time bin over the columns it sees) and
+        returned dense when it takes at most this many bytes dense (default
+        :data:`gosat_pipeline.blocksparse.DENSE_MAX_BYTES`, 512 MiB); larger
+        ones are a lazy dask array over the sparse matrix
+        (:func:`gosat_pipeline.blocksparse.jacobian_matrix` gives it back to the
+        inversion), so the dense matrix is never held.
     **overrides
         Fields of :class:`TransportSettings` that replace those of ``settings``
         (``build_jacobian(..., eddy_diffusivity=3e4)``); ``background`` also accepts the
@@ -366,11 +501,8 @@ def build_jacobian(
         tidx, obs_start, obs_cell = tidx[kept], obs_start[kept], obs_cell[kept]
         forc = forc[: len(emis_keys)]  # footprint models bring their own boundary treatment
         inflow_keys = []
-        pats = np.array([f.pattern for f in forc if f.kind == "flux"])
-        resp = sens @ pats.T if len(pats) else np.zeros((len(kept), 0))
-        fs = np.array([f.start for f in forc], dtype="datetime64[ns]")
-        fe = np.array([f.end for f in forc], dtype="datetime64[ns]")
-        resp = resp * ((obs_start[:, None] >= fs[None]) & (obs_start[:, None] < fe[None]))
+        blocks = _footprint_blocks(sens, forc, obs_start)
+        del sens
         attrs = {
             "transport_operator": "external footprints",
             "footprints_source": str(fp.attrs.get("footprint_source", "dataset")),
@@ -379,39 +511,32 @@ def build_jacobian(
         }
     bkeys, brecs, ref = _background_records(s, windex, wlabels, ov, units)
     m, n_resp = ov.sizes["obs"], len(forc)
-    kmat = np.zeros((m, n_resp + len(bkeys)))  # the Jacobian, held once: responses are written into it
-    if footprints is not None:
-        kmat[:, :n_resp] = resp
-        del resp
-    else:
-        times, ua, va = _winds_arrays(winds, u, v, grid, s)
-        time_resolved = s.mode == "time_resolved" or (s.mode == "auto" and ua.shape[0] > 1)
-        if s.mode == "time_resolved" and ua.shape[0] < 2:
-            raise SchemaError(
-                "transport mode 'time_resolved' needs winds with a time axis (winds.path to a "
-                "reanalysis file with several time steps)"
-            )
+    if footprints is None:
+        times, ua, va, time_resolved = _winds_arrays(winds, u, v, grid, s)
         if time_resolved:
             step = (
                 min(s.time_step, float(np.min((ends - starts) / np.timedelta64(1, "s"))))
                 if len(starts)
                 else s.time_step
             )
-            integrate_responses(
-                grid,
-                times,
-                ua,
-                va,
-                forc,
-                obs_start,
-                obs_end,
-                obs_cell,
-                eddy_diffusivity=s.eddy_diffusivity,
-                ventilation_time=s.ventilation_time,
-                surface_pressure=s.surface_pressure,
-                time_step=step,
-                progress=progress,
-                out=kmat[:, :n_resp],
+            blocks = list(
+                response_blocks(
+                    grid,
+                    times,
+                    ua,
+                    va,
+                    forc,
+                    obs_start,
+                    obs_end,
+                    obs_cell,
+                    eddy_diffusivity=s.eddy_diffusivity,
+                    ventilation_time=s.ventilation_time,
+                    surface_pressure=s.surface_pressure,
+                    time_step=step,
+                    progress=progress,
+                    wind_scale=s.wind_scale,
+                    wind_rotation=s.wind_rotation,
+                )
             )
             attrs = {
                 "transport_operator": "time-resolved advection-diffusion-ventilation, explicit "
@@ -422,16 +547,17 @@ def build_jacobian(
                 **grid.to_attrs(),
             }
         else:
-            kmat[:, :n_resp], attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
+            blocks, attrs = _steady_responses(grid, times, ua, va, s, forc, obs_start, obs_cell)
             attrs["transport_operator"] = "steady advection-diffusion-ventilation from the time-mean wind"
-    # mol mol-1 -> gas units, times the boundary-layer column sensitivity, in place (not for footprints
-    # whose model already applied the retrieval's averaging kernel)
+        del ua, va
+    # mol mol-1 -> gas units, times the boundary-layer column sensitivity (not for footprints whose
+    # model already applied the retrieval's averaging kernel); the background plane per window
     ak = np.ones(m) if fp_ak_applied else ov["column_sensitivity"].values
-    kmat[:, :n_resp] *= ak[:, None] / GAS_UNIT_TO_MOLMOL[gas]
     basis = _plane_basis(ov["latitude"].values, ov["longitude"].values, grid)
-    obs_w = windex[tidx]
-    for j, (w, comp) in enumerate(bkeys):
-        kmat[:, n_resp + j] = np.where(obs_w == w, basis[comp], 0.0)
+    blocks = _complete_blocks(blocks, m, n_resp, ak / GAS_UNIT_TO_MOLMOL[gas], (bkeys, basis, windex[tidx]))
+    # the Jacobian, held once: block-sparse by time bin (issue 21), dense in the DataArray when small
+    kcsr = csr_from_blocks((m, n_resp + len(bkeys)), blocks)
+    kdata = wrap_jacobian(kcsr, dense_max_bytes)
     names = em["region_name"].values.astype(str)
     roles = em["region_role"].values.astype(str)
     codes = em["region"].values.astype(str)
@@ -484,7 +610,7 @@ def build_jacobian(
     ):
         target = "obs_value" if name == "y" else f"obs_{name}"
         coords[target] = ("obs", ov[name].values, dict(ov[name].attrs))
-    jac = xr.DataArray(kmat, dims=("obs", "state"), coords=coords, name="jacobian")
+    jac = xr.DataArray(kdata, dims=("obs", "state"), coords=coords, name="jacobian")
     jac.attrs = {
         **output_attrs("jacobian", "jacobian", units=units, gas=gas),
         "gas": gas,
@@ -498,11 +624,13 @@ def build_jacobian(
         **attrs,
     }
     logger.info(
-        "Jacobian: %d observations x %d state elements (%d emission, %s)",
+        "Jacobian: %d observations x %d state elements (%d emission, %s); %.1f %% of it non-zero, held %s",
         m,
-        kmat.shape[1],
+        kcsr.shape[1],
         n_emis,
         attrs["transport_operator"],
+        100.0 * kcsr.nnz / max(kcsr.shape[0] * kcsr.shape[1], 1),
+        "dense" if isinstance(kdata, np.ndarray) else "sparse",
     )
     return jac
 

@@ -19,7 +19,8 @@ sources), central diffusion and linear ventilation.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ __all__ = [
     "SimpleTransport",
     "dry_air_column",
     "integrate_responses",
+    "response_blocks",
+    "rotate_winds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -431,15 +434,40 @@ class Forcing:
     scale: float = 1.0
 
 
-def _winds_at(times: np.ndarray, u: np.ndarray, v: np.ndarray, t: np.datetime64) -> tuple[np.ndarray, np.ndarray]:
-    """Winds (ny, nx) at time t, linear in time between the given steps, constant outside them."""
+def rotate_winds(u: Any, v: Any, scale: float = 1.0, rotation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Winds scaled by ``scale`` and turned anticlockwise by ``rotation`` degrees, float64.
+
+    :math:`u' = s (u \\cos\\theta - v \\sin\\theta)`, :math:`v' = s (u \\sin\\theta + v \\cos\\theta)`
+    (the transport ensemble's wind perturbations, :class:`TransportSettings`).
+    """
+    u = np.asarray(u, dtype="float64")
+    v = np.asarray(v, dtype="float64")
+    ang = math.radians(rotation)
+    c, s = math.cos(ang), math.sin(ang)
+    return scale * (u * c - v * s), scale * (u * s + v * c)
+
+
+def _winds_at(
+    times: np.ndarray, u: Any, v: Any, t: np.datetime64, perturbation: tuple[float, float] = (1.0, 0.0)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Winds (ny, nx) at time t, linear in time between the given steps, constant outside them.
+
+    ``u``, ``v`` (T, ny, nx) of any float type are read one step at a time, and each step
+    is scaled and turned by ``perturbation`` (scale, degrees) before the interpolation, so
+    no perturbed float64 copy of all the steps is made.
+    """
+
+    def step(k: int) -> tuple[np.ndarray, np.ndarray]:
+        return rotate_winds(u[k], v[k], *perturbation)
+
     if times.size == 1 or t <= times[0]:
-        return u[0], v[0]
+        return step(0)
     if t >= times[-1]:
-        return u[-1], v[-1]
+        return step(-1)
     k = int(np.searchsorted(times, t, side="right") - 1)
     f = float((t - times[k]) / (times[k + 1] - times[k]))
-    return (1.0 - f) * u[k] + f * u[k + 1], (1.0 - f) * v[k] + f * v[k + 1]
+    (u0, v0), (u1, v1) = step(k), step(k + 1)
+    return (1.0 - f) * u0 + f * u1, (1.0 - f) * v0 + f * v1
 
 
 def _step_sources(
@@ -639,16 +667,110 @@ def integrate_responses(
     :math:`e^{-6}`). Integration starts at the earliest forcing and ends at the last
     observation bin.
     """
-    if not eddy_diffusivity >= 0 or not ventilation_time > 0 or not time_step > 0:
-        raise SchemaError("eddy_diffusivity >= 0, ventilation_time > 0 and time_step > 0 are required")
     m = obs_cell.size
     n = len(forcings)
     if out is not None and out.shape != (m, n):
         raise SchemaError(f"out has shape {out.shape}; expected {(m, n)}")
     K = np.zeros((m, n)) if out is None else out
     K[...] = 0.0
-    if m == 0 or n == 0:
-        return K
+    blocks = response_blocks(
+        grid,
+        wind_times,
+        u,
+        v,
+        forcings,
+        obs_start,
+        obs_end,
+        obs_cell,
+        eddy_diffusivity=eddy_diffusivity,
+        ventilation_time=ventilation_time,
+        surface_pressure=surface_pressure,
+        time_step=time_step,
+        tail=tail,
+        progress=progress,
+    )
+    for rows, cols, values in blocks:
+        K[np.ix_(rows, cols)] = values
+    return K
+
+
+@dataclass
+class _OpenBin:
+    """The responses sampled so far for one observation time bin: columns, their sums, samples."""
+
+    rows: np.ndarray
+    cells: np.ndarray
+    position: dict[int, int]
+    sums: np.ndarray
+    count: int = 0
+
+    def add(self, active: list[int], state: np.ndarray) -> None:
+        new = [k for k in active if k not in self.position]
+        if new:
+            for k in new:
+                self.position[k] = len(self.position)
+            grown = np.zeros((self.sums.shape[0], len(self.position)))
+            grown[:, : self.sums.shape[1]] = self.sums
+            self.sums = grown
+        if active:
+            self.sums[:, [self.position[k] for k in active]] += state[self.cells]
+        self.count += 1
+
+    def block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cols = np.fromiter(self.position, dtype="int64", count=len(self.position))
+        self.sums /= self.count
+        return self.rows, cols, self.sums
+
+
+def _close_bins(
+    open_bins: dict[int, _OpenBin], done: np.ndarray, bin_end: np.ndarray, next_sample: np.datetime64 | None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield (and forget) the open bins that the next sample no longer reaches (all when None)."""
+    for b in [b for b in open_bins if next_sample is None or bin_end[b] <= next_sample]:
+        done[b] = True
+        yield open_bins.pop(b).block()
+
+
+def response_blocks(
+    grid: GridSpec,
+    wind_times: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    forcings: Sequence[Forcing],
+    obs_start: np.ndarray,
+    obs_end: np.ndarray,
+    obs_cell: np.ndarray,
+    *,
+    eddy_diffusivity: float = DEFAULT_EDDY_DIFFUSIVITY,
+    ventilation_time: float = DEFAULT_VENTILATION_TIME,
+    surface_pressure: float = STANDARD_SURFACE_PRESSURE,
+    time_step: float = DEFAULT_TIME_STEP,
+    tail: float | None = None,
+    progress: Any = None,
+    wind_scale: float = 1.0,
+    wind_rotation: float = 0.0,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The responses of :func:`integrate_responses`, one dense block per observation time bin.
+
+    Parameters are those of :func:`integrate_responses`, and ``wind_scale``,
+    ``wind_rotation`` (degrees anticlockwise) applied to each wind step as it is read
+    (:func:`rotate_winds`); ``u``, ``v`` may be float32 and are never copied whole.
+
+    Yields
+    ------
+    (rows, cols, values)
+        ``rows`` (r,) the observations of one time bin, ``cols`` (c,) the forcings that were
+        followed while the bin was sampled, ``values`` (r, c) their responses averaged over
+        the bin. Every other element of the Jacobian is exactly zero: a forcing is followed
+        from its start until ``tail`` after its end, so an observation only sees the
+        forcings of its own and the preceding periods. A bin is yielded as soon as its last
+        step end is past, so only the bins open at one time are held (the Jacobian's
+        block-sparse structure, issue 21).
+    """
+    if not eddy_diffusivity >= 0 or not ventilation_time > 0 or not time_step > 0:
+        raise SchemaError("eddy_diffusivity >= 0, ventilation_time > 0 and time_step > 0 are required")
+    if obs_cell.size == 0 or len(forcings) == 0:
+        return
     tail = 6.0 * ventilation_time if tail is None else float(tail)
     n_air = dry_air_column(surface_pressure)
     op = _Stencil(grid, eddy_diffusivity, ventilation_time)
@@ -660,32 +782,34 @@ def integrate_responses(
     sampler = _Sampler.build(
         np.asarray(obs_start, "datetime64[ns]"), np.asarray(obs_end, "datetime64[ns]"), np.asarray(obs_cell, "int64")
     )
-    counts = np.zeros(m)
     t = starts.min()
     nsteps = int(np.ceil((sampler.bin_end.max() - t) / dt))
     wind_times = np.asarray(wind_times, "datetime64[ns]")
     active: list[int] = []
     state = np.zeros((ncell, 0))
     flux_src = {k: f.pattern / n_air for k, f in enumerate(forcings) if f.kind == "flux" and f.pattern is not None}
+    open_bins: dict[int, _OpenBin] = {}
+    done = np.zeros(len(sampler.members), dtype=bool)
     for step in range(nsteps):
         active, state = _active_forcings(active, state, starts, ends + tail_ns, t, dt)
         if active:
-            op.update(*_winds_at(wind_times, u, v, t + dt // 2))
+            op.update(*_winds_at(wind_times, u, v, t + dt // 2, (wind_scale, wind_rotation)))
             src = _step_sources(forcings, active, starts, ends, t, flux_src, op)
             _advance(state, src, op, time_step)
         t = t + dt
         for b in sampler.bins_at(t):
-            rows = sampler.members[b]
-            if active:
-                K[np.ix_(rows, active)] += state[sampler.cells[b]]
-            counts[rows] += 1.0
+            if b not in open_bins:
+                open_bins[b] = _OpenBin(
+                    sampler.members[b], sampler.cells[b], {}, np.zeros((sampler.members[b].size, 0))
+                )
+            open_bins[b].add(active, state)
+        yield from _close_bins(open_bins, done, sampler.bin_end, t + dt)
         if progress is not None and (step % 200 == 0 or step == nsteps - 1):
             progress(step + 1, nsteps)
-    missing = counts == 0
-    if missing.any():
+    yield from _close_bins(open_bins, done, sampler.bin_end, None)
+    if not done.all():
+        missing = sum(sampler.members[b].size for b in np.flatnonzero(~done))
         raise SchemaError(
-            f"{int(missing.sum())} observations lie in time bins without a model step end; use a time_step "
+            f"{missing} observations lie in time bins without a model step end; use a time_step "
             f"no longer than the shortest time bin (time_step = {time_step:g} s)"
         )
-    K /= counts[:, None]
-    return K
