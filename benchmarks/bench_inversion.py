@@ -11,7 +11,14 @@
     a Python generator and a dask array, peak resident memory (psutil, sampled) against
     2 GB.
 
-Usage: ``.venv/bin/python benchmarks/bench_inversion.py [--quick]`` (quick: m / 5).
+(3) state size (issue 19): n = 5 000 emission elements (one per cell of a 100 x 100 grid with
+    land on half of it: a per-cell state), m = 25 000 observations of a sparse Jacobian. The
+    solve (``analytic_inversion``: normal equations, factorisation, posterior covariance and
+    averaging kernel) against the regional totals (``region_totals``: sums, covariances,
+    sensitivities, observation counts) and the posterior flux maps (``posterior_flux_maps``);
+    target: totals and maps <= 10 % of the solve.
+
+Usage: ``.venv/bin/python benchmarks/bench_inversion.py [--quick]`` (quick: m / 5, n / 2).
 """
 
 from __future__ import annotations
@@ -26,7 +33,13 @@ import numpy as np
 import psutil
 from scipy.linalg import blas
 
-from gosat_pipeline.inversion import analytic_inversion, analytic_inversion_chunked
+from gosat_pipeline.inversion import (
+    analytic_inversion,
+    analytic_inversion_chunked,
+    invert,
+    posterior_flux_maps,
+    region_totals,
+)
 
 
 class PeakRSS:
@@ -135,6 +148,66 @@ def streamed_case(m: int, n: int, rows: int) -> dict[str, float]:
     }
 
 
+def state_size_case(n: int, m: int) -> dict[str, float]:
+    """A per-cell state: n single-cell regions, a sparse K, one period; times of solve, totals, maps."""
+    import scipy.sparse as sp
+    import xarray as xr
+
+    from gosat_pipeline.grids import GridSpec
+    from gosat_pipeline.statevector import StateVector
+
+    rng = np.random.default_rng(3)
+    side = int(np.ceil(np.sqrt(2 * n)))
+    grid = GridSpec.from_resolution(0.25, (100.0, 0.0, 100.0 + side * 0.25, side * 0.25))
+    cells = np.sort(rng.choice(grid.size, size=n, replace=False))  # the "land" cells, one region each
+    codes = np.array([f"C{i:05d}" for i in range(n)])
+    flux = rng.uniform(1e-10, 1e-9, n)  # kg m-2 s-1
+    em = np.zeros((n, grid.size))
+    em[np.arange(n), cells] = flux
+    emissions = xr.DataArray(
+        em.reshape(n, 1, *grid.shape),
+        dims=("region", "sector", "latitude", "longitude"),
+        coords={
+            "region": codes,
+            "sector": ["total"],
+            "region_name": ("region", codes),
+            "region_role": ("region", np.full(n, "requested")),
+            **grid.coords(),
+        },
+    )
+    area = grid.cell_area().ravel()[cells]
+    recs = [
+        {"kind": "emission", "region": c, "region_name": c, "role": "requested", "period": "2020", "prior_emission": e}
+        for c, e in zip(codes, flux * area * 365.25 * 86400, strict=True)
+    ]
+    sv = StateVector.from_records(recs)
+    # each observation sees its cell's ~12 nearest elements
+    obs_el = rng.integers(0, n, m)
+    cols = np.clip(obs_el[:, None] + np.arange(-6, 6)[None, :], 0, n - 1)
+    vals = rng.uniform(0.1, 1.0, cols.shape) * 5.0
+    K = sp.csr_matrix((vals.ravel(), cols.ravel(), np.arange(0, cols.size + 1, cols.shape[1])), shape=(m, n))
+    K.sum_duplicates()
+    y = K @ np.full(n, 1.2) + rng.standard_normal(m) * 8.0
+    jac = xr.DataArray(
+        K.toarray(),
+        dims=("obs", "state"),
+        coords={**sv.to_coords(), "obs_value": ("obs", y), "obs_sigma": ("obs", np.full(m, 8.0))},
+        attrs={"gas": "CH4"},
+    )
+    xa, sa, so = np.ones(n), np.full(n, 0.25), np.full(m, 64.0)
+    t0 = time.perf_counter()
+    analytic_inversion(K, y, xa, sa, so, form="state")
+    t_solve = time.perf_counter() - t0
+    post = invert(jac)
+    t0 = time.perf_counter()
+    region_totals(post, K=K, whitened_residual=rng.standard_normal(m))
+    t_tot = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    posterior_flux_maps(post, emissions)
+    t_maps = time.perf_counter() - t0
+    return {"n": n, "m": m, "t_solve": t_solve, "t_totals": t_tot, "t_maps": t_maps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="m / 5 for a fast check")
@@ -167,6 +240,16 @@ def main() -> None:
         f"    dask:      {s['t_dask']:.2f} s, {s['m'] / s['t_dask']:.0f} obs/s, peak RSS {s['peak_dask'] / mb:.0f} MiB"
     )
     print(f"    DOFS generator {s['dofs_gen']:.2f}, dask {s['dofs_dask']:.2f}")
+    z = state_size_case(5_000 // (2 if args.quick else 1), 25_000 // f)
+    print(f"(3) state size: n={z['n']} per-cell elements, m={z['m']}, sparse K")
+    print(f"    solve (analytic_inversion)   {z['t_solve']:.2f} s")
+    print(
+        f"    regional totals              {z['t_totals']:.2f} s   ratio {z['t_totals'] / z['t_solve']:.3f} of the solve"
+    )
+    print(
+        f"    posterior flux maps          {z['t_maps']:.2f} s   ratio {z['t_maps'] / z['t_solve']:.3f} of the solve"
+        f"   (target: totals + maps <= 0.10; {(z['t_totals'] + z['t_maps']) / z['t_solve']:.3f})"
+    )
 
 
 if __name__ == "__main__":

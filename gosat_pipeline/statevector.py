@@ -247,8 +247,13 @@ class StateVector:
         """Sparse W (n_targets, n) whose rows are :meth:`region_weights` of (members, period)."""
         rows, cols, vals = [], [], []
         pe = self.prior_emission / 1e9
+        # emission elements by (region, period), once: each target is then a lookup, not a scan of the state
+        by_key: dict[tuple[str, str], list[int]] = {}
+        for i in np.flatnonzero(self.emission):
+            by_key.setdefault((str(self.region[i]), str(self.period[i])), []).append(int(i))
         for t, (members, period) in enumerate(targets):
-            idx = np.flatnonzero(self.emission & np.isin(self.region, list(members)) & (self.period == period))
+            found = [i for m in dict.fromkeys(members) for i in by_key.get((str(m), str(period)), [])]
+            idx = np.unique(np.asarray(found, dtype="int64"))
             rows.append(np.full(idx.size, t))
             cols.append(idx)
             vals.append(pe[idx])
@@ -260,6 +265,10 @@ class StateVector:
 
 
 # ---------------------------------------------------------------------------- region totals
+#: Targets (rows of W) per block of the region-total products.
+_TARGET_BLOCK = 256
+
+
 def _rows(W: Any) -> sp.csr_matrix:
     return W.tocsr() if sp.issparse(W) else sp.csr_matrix(np.atleast_2d(np.asarray(W, dtype="float64")))
 
@@ -291,14 +300,25 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.
     """
     W = _rows(W)
     totals = np.asarray(W @ x).ravel()
-    WS = np.asarray(W @ S)
-    return totals, np.asarray((W @ WS.T).T)
+    # S is symmetric: take the C-ordered view of a Fortran-ordered one (the inversion's posterior) so
+    # that the sparse product does not copy it
+    S = S.T if S.flags.f_contiguous and not S.flags.c_contiguous else S
+    nt = W.shape[0]
+    C = np.empty((nt, nt))
+    Wt = W.T.tocsr()
+    for a in range(0, nt, _TARGET_BLOCK):  # W S W^T by blocks of targets: no (targets x n) temporary
+        WS = np.asarray(W[a : a + _TARGET_BLOCK] @ S)
+        C[a : a + _TARGET_BLOCK] = np.asarray(WS @ Wt)
+    return totals, C
 
 
 def total_sensitivity(W: Any, A: np.ndarray) -> np.ndarray:
     """Averaging-kernel sensitivity of each total, :math:`w^T A w / w^T w` (0 for an empty row), 1."""
     W = _rows(W)
+    wAw = np.zeros(W.shape[0])
+    for a in range(0, W.shape[0], _TARGET_BLOCK):  # only the diagonal of W A W^T, by blocks of targets
+        Wb = W[a : a + _TARGET_BLOCK]
+        wAw[a : a + _TARGET_BLOCK] = np.asarray(Wb.multiply(np.asarray(Wb @ A)).sum(axis=1)).ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
         ww = np.asarray(W.multiply(W).sum(axis=1)).ravel()
-        wAw = np.asarray(W.multiply(np.asarray(W @ A)).sum(axis=1)).ravel()
         return np.where(ww > 0, wAw / np.where(ww > 0, ww, 1.0), 0.0)

@@ -199,6 +199,25 @@ def test_posterior_flux_maps(case: dict, jac: xr.DataArray) -> None:
     assert float(maps["averaging_kernel_sensitivity"].max()) <= 1.0
 
 
+def test_posterior_flux_sigma_is_the_full_covariance_sum(case: dict, jac: xr.DataArray) -> None:
+    """sigma_c^2 = sum_ef F_ec F_fc S_ef with every element's field dense (the maps take it sparse)."""
+    from gosat_pipeline.attribution import attribute_emissions
+
+    post = invert(jac)
+    maps = posterior_flux_maps(post, case["prior_flux"], case["masks"])
+    em = attribute_emissions(case["prior_flux"], case["masks"], rule="area")
+    fields = em.transpose("region", "latitude", "longitude").values.reshape(em.sizes["region"], -1)
+    S = post["S_posterior"].values
+    x = post["x_posterior"].values
+    kind, reg, per = (post[f"state_{c}"].values.astype(str) for c in ("kind", "region", "period"))
+    for k, p in enumerate(maps["period"].values):
+        ix = [int(np.flatnonzero((kind == "emission") & (reg == r) & (per == p))[0]) for r in em["region"].values]
+        var = np.einsum("ec,ef,fc->c", fields, S[np.ix_(ix, ix)], fields).reshape(maps["posterior_flux"].shape[1:])
+        np.testing.assert_allclose(maps["posterior_flux_sigma"].values[k], np.sqrt(var), rtol=1e-10, atol=1e-30)
+        flux = (x[ix] @ fields).reshape(var.shape)
+        np.testing.assert_allclose(maps["posterior_flux"].values[k], flux, rtol=1e-10, atol=1e-30)
+
+
 def test_mass_balance_cross_check(case: dict) -> None:
     mb = mass_balance(case["obs"], case["masks"], u=case["winds"]["u"], v=case["winds"]["v"], gas="CH4")
     assert mb.attrs["units"] == "Tg yr-1" and mb.dims == ("region",)
