@@ -44,6 +44,7 @@ _API: dict[str, str] = {
     "open_winds": "gosat_pipeline.winds",
     # transport and inversion
     "build_jacobian": "gosat_pipeline.transport",
+    "jacobian_matrix": "gosat_pipeline.blocksparse",
     "invert": "gosat_pipeline.inversion",
     "StateVector": "gosat_pipeline.statevector",
     "design_members": "gosat_pipeline.ensemble",
@@ -63,6 +64,7 @@ __all__ = ["__version__", *_API]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see of the lazy API below (tests keep the two equal)
     from gosat_pipeline.attribution import attribute_emissions
+    from gosat_pipeline.blocksparse import jacobian_matrix
     from gosat_pipeline.compare import compare_to_inventory, domain_budget, period_change
     from gosat_pipeline.config import load_config
     from gosat_pipeline.domain import prior_emissions

@@ -108,6 +108,7 @@ JSON Schema of :func:`discrepancy_json_schema` beside it (``discrepancies.schema
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -131,7 +132,7 @@ from gosat_pipeline.schema import (
     VERDICTS,
     status_text,
 )
-from gosat_pipeline.statevector import StateVector, total_moments, total_sensitivity
+from gosat_pipeline.statevector import StateVector, total_moments, total_sensitivity, total_variances
 
 __all__ = [
     "BUDGET_COLUMNS",
@@ -343,6 +344,20 @@ class _State:
     def base(self) -> _Member:
         return self.members[0]
 
+    @functools.cached_property
+    def index(self) -> dict[tuple[str, str], np.ndarray]:
+        """(region, period) -> its elements (all sectors), once: no scan of the state per target."""
+        out: dict[tuple[str, str], list[int]] = {}
+        for i, (r, p) in enumerate(zip(self.sv.region.tolist(), self.sv.period.tolist(), strict=True)):
+            out.setdefault((str(r), str(p)), []).append(i)
+        return {k: np.asarray(v, dtype="int64") for k, v in out.items()}
+
+    def elements(self, members: Sequence[str], period: str) -> np.ndarray:
+        """The elements of ``members`` in ``period`` (sorted)."""
+        parts = [self.index.get((str(r), str(period))) for r in dict.fromkeys(members)]
+        found = [a for a in parts if a is not None]
+        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype="int64")
+
 
 def _total_maps(
     posterior: xr.Dataset,
@@ -381,20 +396,25 @@ def _state_from_posterior(posterior: xr.Dataset, ensemble: Any = None) -> _State
         )
     sv_all = StateVector.from_coords(posterior)
     e = np.flatnonzero(sv_all.emission)
-    ix = np.ix_(e, e)
+    # the emission elements come first in the state (build_jacobian): a slice, not a fancy index
+    ix: Any = (slice(0, e.size), slice(0, e.size)) if np.array_equal(e, np.arange(e.size)) else np.ix_(e, e)
+
+    def block(name: str) -> np.ndarray:  # a view when the emission elements come first
+        return np.asarray(posterior[name].values[ix], dtype="float64")
+
     base = _Member(
-        posterior["x_posterior"].values[e].astype("float64"),
-        posterior["S_posterior"].values[ix].astype("float64"),
-        posterior["averaging_kernel"].values[ix].astype("float64"),
-        posterior["S_prior"].values[ix].astype("float64"),
+        np.asarray(posterior["x_posterior"].values[e], dtype="float64"),
+        block("S_posterior"),
+        block("averaging_kernel"),
+        block("S_prior"),
     )
     sv = sv_all.subset(e)
     members = [base] if ensemble is None else ensemble_members(ensemble, sv)
     n_obs, chi_s, chi_o = _total_maps(posterior)
     return _State(
         sv=sv,
-        xa=posterior["x_prior"].values[e].astype("float64"),
-        Sa=posterior["S_prior"].values[ix].astype("float64"),
+        xa=np.asarray(posterior["x_prior"].values[e], dtype="float64"),
+        Sa=base.Sa,
         members=members,
         gas=str(posterior.attrs.get("gas", "")).upper(),
         status=int(posterior["status"].values) if "status" in posterior else 0,
@@ -538,28 +558,54 @@ def _moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def _totals(st: _State, w: np.ndarray, structural: float = 0.0) -> _Totals:
-    """A target's totals from weights ``w`` (Tg yr-1 per unit of the emission state), by
-    :func:`gosat_pipeline.statevector.total_moments` (the calculation of ``region_totals``)."""
-    W = sp.csr_matrix(w[None, :])
-    b = st.base
-    prior, cov_a = _moments(W, st.xa, st.Sa)
-    posts = [_moments(W, m.xh, m.Sh) for m in st.members]
-    return _Totals(
-        structural=structural,
-        prior=float(prior[0]),
-        prior_sigma=_sqrt(float(np.mean([_moments(W, m.xh, m.Sa)[1][0, 0] for m in st.members]))),
-        estimates=np.array([float(t[0]) for t, _ in posts]),
-        variances=np.array([float(c[0, 0]) for _, c in posts]) * st.inflation,
-        sensitivity=float(total_sensitivity(W, b.A)[0]),
-        shift_sigma=_sqrt(float(cov_a[0, 0]) - float(posts[0][1][0, 0])),
-    )
+    """A target's totals from weights ``w`` (Tg yr-1 per unit of the emission state)."""
+    return _totals_many(st, sp.csr_matrix(w[None, :]), structural)[0]
+
+
+def _totals_many(st: _State, W: sp.csr_matrix, structural: float = 0.0) -> list[_Totals]:
+    """Totals of every row of W (targets x emission elements), by the calculation of ``region_totals``.
+
+    Each target needs only its own variance, the diagonal of :math:`W S W^T`
+    (:func:`gosat_pipeline.statevector.total_variances`): all targets at once, per member.
+    """
+    W = sp.csr_matrix(W)
+    prior, var_a = np.asarray(W @ st.xa).ravel(), total_variances(W, st.Sa)
+    est = np.array([np.asarray(W @ m.xh).ravel() for m in st.members])  # (members, targets)
+    var = np.array([total_variances(W, m.Sh) for m in st.members])
+    prior_var = np.mean([total_variances(W, m.Sa) for m in st.members], axis=0)
+    sens = total_sensitivity(W, st.base.A)
+    return [
+        _Totals(
+            structural=structural,
+            prior=float(prior[t]),
+            prior_sigma=_sqrt(float(prior_var[t])),
+            estimates=est[:, t].copy(),
+            variances=var[:, t] * st.inflation,
+            sensitivity=float(sens[t]),
+            shift_sigma=_sqrt(float(var_a[t]) - float(var[0, t])),
+        )
+        for t in range(W.shape[0])
+    ]
+
+
+def _target_weights(st: _State, keys: Sequence[tuple[Sequence[str], str]]) -> sp.csr_matrix:
+    """W (targets, elements): row t = prior emissions (Tg yr-1) of the members' elements in the period."""
+    pe = st.sv.prior_emission / 1e9
+    rows, cols = [], []
+    for t, (members, period) in enumerate(keys):
+        idx = st.elements(members, period)
+        rows.append(np.full(idx.size, t))
+        cols.append(idx)
+    r = np.concatenate(rows) if rows else np.zeros(0, "int64")
+    c = np.concatenate(cols) if cols else np.zeros(0, "int64")
+    return sp.csr_matrix((pe[c], (r, c)), shape=(len(keys), len(st.sv)))
 
 
 def _national_prior(st: _State, members: Sequence[str], period: str) -> float:
     """The whole regions' prior (in-domain prior / emission share), Tg yr-1."""
     tot = 0.0
     for r in members:
-        sel = st.sv.emission & (st.sv.region == r) & (st.sv.period == period)
+        sel = st.elements((r,), period)
         inside = float((st.sv.prior_emission[sel] / 1e9) @ st.xa[sel])
         share = st.sv.domain_share_emission[sel]
         share = float(share[0]) if share.size and np.isfinite(share[0]) and share[0] > 0 else 1.0
@@ -570,12 +616,12 @@ def _national_prior(st: _State, members: Sequence[str], period: str) -> float:
 def _reported_state(st: _State, table: Mapping[str, Mapping[Any, _Reported]]) -> np.ndarray:
     """The reported inventory in state space: x_rep = x_a * r_R / P_R (P_R the whole region's prior)."""
     x_rep = st.xa.copy()
-    for r in st.sv.regions():
-        for p in dict.fromkeys(st.sv.period[st.sv.region == r]):
-            rep = _lookup(table, r, p)
-            sel = (st.sv.region == r) & (st.sv.period == p)
+    for r, p in st.index:
+        rep = _lookup(table, r, p)
+        if rep is not None:
+            sel = st.index[(r, p)]
             whole = _national_prior(st, (r,), p)
-            if rep is not None and whole > 0:
+            if whole > 0:
                 x_rep[sel] = st.xa[sel] * rep.value / whole
     return x_rep
 
@@ -602,10 +648,10 @@ def _domain_share(st: _State, members: Sequence[str], period: str) -> tuple[floa
     e_known = True
     a_shares = []
     for r in members:
-        sel = (st.sv.region == r) & (st.sv.period == period)
-        if not sel.any():
+        sel = st.elements((r,), period)
+        if not sel.size:
             continue
-        i = int(np.flatnonzero(sel)[0])
+        i = int(sel[0])
         sa, se, ak = float(st.sv.domain_share_area[i]), float(st.sv.domain_share_emission[i]), float(st.sv.area_km2[i])
         a_shares.append(sa)
         if math.isfinite(ak):
@@ -767,10 +813,14 @@ def _row(
     x_rep: np.ndarray,
     shift: bool,
     thr: Thresholds,
+    tot: _Totals | None = None,
 ) -> dict[str, Any]:
     code, name, members = target
-    w = st.sv.region_weights(members, period)[st.sv.emission]
-    tot = _totals(st, w, thr.transport_error)
+    idx = st.elements(members, period)
+    w = np.zeros(len(st.sv))
+    w[idx] = st.sv.prior_emission[idx] / 1e9  # the target's weights (StateVector.region_weights)
+    if tot is None:
+        tot = _totals(st, w, thr.transport_error)
     rep, own_row = _aggregate_reported(table, code, members, period)
     nobs = _n_observations(st, members, period)
     share, share_a, share_e = _domain_share(st, members, period)
@@ -954,13 +1004,14 @@ def compare_to_inventory(
         if unused:
             logger.info("reference %r: reported areas %s are not regions of the posterior", source, unused)
     rows = []
+    pairs = [(t, p) for t in targets for p in periods if st.elements(t[2], p).size]
+    # every target's totals at once (they do not depend on the reference)
+    tots = _totals_many(st, _target_weights(st, [(t[2], p) for t, p in pairs]), thr.transport_error)
     for source, table in tables.items():
         x_rep = _reported_state(st, table)
         shift = _shift_for(prior_is_reported, source)
-        for target in targets:
-            for p in periods:
-                if np.any(np.isin(st.sv.region, target[2]) & (st.sv.period == p)):
-                    rows.append(_row(st, target, p, source, table, x_rep, shift, thr))
+        for (target, p), tot in zip(pairs, tots, strict=True):
+            rows.append(_row(st, target, p, source, table, x_rep, shift, thr, tot))
     df = _finish(
         rows,
         DISCREPANCY_COLUMNS,
@@ -991,28 +1042,29 @@ def domain_budget(posterior: xr.Dataset, *, ensemble: Any = None, transport_erro
     f_t = _thresholds(None, {"transport_error": transport_error}).transport_error
     names = st.sv.names()
     rows = []
-    for r in st.sv.regions():
-        role = str(st.sv.role[np.flatnonzero(st.sv.region == r)[0]])
-        for p in st.sv.periods():
-            if not np.any((st.sv.region == r) & (st.sv.period == p)):
-                continue
-            tot = _totals(st, st.sv.region_weights((r,), p)[st.sv.emission], f_t)
-            _, sa, se = _domain_share(st, (r,), p)
-            rows.append(
-                {
-                    "region": r,
-                    "region_name": names.get(r, r),
-                    "role": role,
-                    "gas": st.gas,
-                    "period": p,
-                    "prior_total": tot.prior,
-                    "posterior_total": tot.mean,
-                    "posterior_sigma": tot.sigma,
-                    "error_reduction": tot.error_reduction,
-                    "domain_share_area": sa,
-                    "domain_share_emission": se,
-                }
-            )
+    roles: dict[str, str] = {}
+    for r, ro in zip(st.sv.region, st.sv.role, strict=True):
+        roles.setdefault(str(r), str(ro))
+    pairs = [(r, p) for r in st.sv.regions() for p in st.sv.periods() if (r, p) in st.index]
+    tots = _totals_many(st, _target_weights(st, [((r,), p) for r, p in pairs]), f_t)
+    for (r, p), tot in zip(pairs, tots, strict=True):
+        role = roles[r]
+        _, sa, se = _domain_share(st, (r,), p)
+        rows.append(
+            {
+                "region": r,
+                "region_name": names.get(r, r),
+                "role": role,
+                "gas": st.gas,
+                "period": p,
+                "prior_total": tot.prior,
+                "posterior_total": tot.mean,
+                "posterior_sigma": tot.sigma,
+                "error_reduction": tot.error_reduction,
+                "domain_share_area": sa,
+                "domain_share_emission": se,
+            }
+        )
     return pd.DataFrame(rows, columns=list(BUDGET_COLUMNS))
 
 

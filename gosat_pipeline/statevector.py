@@ -32,7 +32,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["ELEMENT_KINDS", "REGION_ROLES", "REST_REGION", "StateVector", "total_moments", "total_sensitivity"]
+__all__ = [
+    "ELEMENT_KINDS",
+    "REGION_ROLES",
+    "REST_REGION",
+    "StateVector",
+    "total_moments",
+    "total_sensitivity",
+    "total_variances",
+]
 
 #: Kinds of state elements.
 ELEMENT_KINDS: tuple[str, ...] = ("emission", "background", "inflow")
@@ -269,6 +277,33 @@ class StateVector:
 _TARGET_BLOCK = 256
 
 
+def _c_ordered(S: np.ndarray, symmetric: bool) -> np.ndarray:
+    """S as a C-contiguous float64 array, copied at most once (a sparse product copies it on every call
+    otherwise); a Fortran-ordered symmetric matrix is its own transpose, a view."""
+    S = np.asarray(S, dtype="float64")
+    if S.flags.c_contiguous:
+        return S
+    if symmetric and S.flags.f_contiguous:
+        return S.T
+    return np.ascontiguousarray(S)
+
+
+def _compact(W: sp.csr_matrix, S: np.ndarray, symmetric: bool) -> tuple[sp.csr_matrix, np.ndarray]:
+    """W and S restricted to the columns W uses: :math:`W S W^T = W_c S_{cc} W_c^T`.
+
+    A few targets (a comparison row, a block of them) touch a few elements: their block of S
+    is gathered instead of a product with all of S (which a strided view, such as the emission
+    block of a posterior, would also have to copy whole). When W uses every column, S itself
+    is used, C-ordered (a Fortran-ordered symmetric S as its transpose, a view).
+    """
+    W = sp.csr_matrix(W)
+    cols = np.unique(W.indices)
+    if cols.size == S.shape[0]:
+        return W, _c_ordered(S, symmetric)
+    Wc = sp.csr_matrix((W.data, np.searchsorted(cols, W.indices), W.indptr), shape=(W.shape[0], cols.size))
+    return Wc, np.ascontiguousarray(S[np.ix_(cols, cols)], dtype="float64")
+
+
 def _rows(W: Any) -> sp.csr_matrix:
     return W.tocsr() if sp.issparse(W) else sp.csr_matrix(np.atleast_2d(np.asarray(W, dtype="float64")))
 
@@ -300,9 +335,7 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.
     """
     W = _rows(W)
     totals = np.asarray(W @ x).ravel()
-    # S is symmetric: take the C-ordered view of a Fortran-ordered one (the inversion's posterior) so
-    # that the sparse product does not copy it
-    S = S.T if S.flags.f_contiguous and not S.flags.c_contiguous else S
+    W, S = _compact(W, S, symmetric=True)
     nt = W.shape[0]
     C = np.empty((nt, nt))
     Wt = W.T.tocsr()
@@ -312,13 +345,29 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.
     return totals, C
 
 
+def total_variances(W: Any, S: np.ndarray) -> np.ndarray:
+    """The variances of the totals alone, :math:`\\mathrm{diag}(W S W^T)`, Tg2 yr-2 (as :func:`total_moments`).
+
+    By blocks of targets, :math:`\\sum_j (W S)_{tj} W_{tj}` over each row's non-zeros: no
+    (targets x targets) matrix when only each target's own variance is needed (a comparison
+    row per day of a daily state).
+    """
+    return _diagonal(_rows(W), S, symmetric=True)
+
+
+def _diagonal(W: sp.csr_matrix, S: np.ndarray, symmetric: bool) -> np.ndarray:
+    """diag(W S W^T) by blocks of targets, each on the columns its rows use."""
+    out = np.zeros(W.shape[0])
+    for a in range(0, W.shape[0], _TARGET_BLOCK):
+        Wb, Sb = _compact(W[a : a + _TARGET_BLOCK], S, symmetric)
+        out[a : a + _TARGET_BLOCK] = np.asarray(Wb.multiply(np.asarray(Wb @ Sb)).sum(axis=1)).ravel()
+    return out
+
+
 def total_sensitivity(W: Any, A: np.ndarray) -> np.ndarray:
     """Averaging-kernel sensitivity of each total, :math:`w^T A w / w^T w` (0 for an empty row), 1."""
     W = _rows(W)
-    wAw = np.zeros(W.shape[0])
-    for a in range(0, W.shape[0], _TARGET_BLOCK):  # only the diagonal of W A W^T, by blocks of targets
-        Wb = W[a : a + _TARGET_BLOCK]
-        wAw[a : a + _TARGET_BLOCK] = np.asarray(Wb.multiply(np.asarray(Wb @ A)).sum(axis=1)).ravel()
+    wAw = _diagonal(W, A, symmetric=False)  # only the diagonal of W A W^T
     with np.errstate(invalid="ignore", divide="ignore"):
         ww = np.asarray(W.multiply(W).sum(axis=1)).ravel()
         return np.where(ww > 0, wAw / np.where(ww > 0, ww, 1.0), 0.0)
