@@ -1302,11 +1302,11 @@ def _region_state_chi2(W: Any, xa: np.ndarray, xp: np.ndarray, Sa: np.ndarray, S
     one = np.flatnonzero(size == 1)  # one element (a per-cell state): the same ratio, vectorised
     if one.size:
         j = W.indices[W.indptr[one]]
-        sa, d = Sa[j, j], xp[j] - xa[j]
+        s1, d1 = Sa[j, j], xp[j] - xa[j]
         with np.errstate(invalid="ignore", divide="ignore"):
-            expected = np.where(sa > 0, (sa - Sp[j, j]) / np.where(sa > 0, sa, 1.0), np.nan)
-            ratio = np.where(sa > 0, d * d / np.where(sa > 0, sa, 1.0), np.nan) / expected
-        out[one] = np.where(expected > 1e-9, ratio, np.nan)
+            e1 = np.where(s1 > 0, (s1 - Sp[j, j]) / np.where(s1 > 0, s1, 1.0), np.nan)
+            ratio = np.where(s1 > 0, d1 * d1 / np.where(s1 > 0, s1, 1.0), np.nan) / e1
+        out[one] = np.where(e1 > 1e-9, ratio, np.nan)
     for t in np.flatnonzero(size > 1):
         idx = W.indices[W.indptr[t] : W.indptr[t + 1]]
         sa = Sa[np.ix_(idx, idx)]

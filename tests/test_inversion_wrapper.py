@@ -233,3 +233,26 @@ def test_region_totals_function_is_reusable(jac: xr.DataArray) -> None:
     post = invert(jac)
     again = region_totals(post, K=jac.values)
     np.testing.assert_allclose(again["total_posterior"], post["total_posterior"])
+
+
+def test_state_chi2_of_one_element_targets_is_the_general_formula() -> None:
+    """The per-cell shortcut (one element per target) gives J_a / tr(S_a^-1 (S_a - S_hat)) like larger targets."""
+    import scipy.sparse as sp
+
+    from gosat_pipeline.inversion import _region_state_chi2
+
+    rng = np.random.default_rng(4)
+    n = 6
+    B = rng.normal(size=(n, n))
+    Sa = B @ B.T + n * np.eye(n)
+    Sp = 0.4 * Sa - 0.05 * np.eye(n)
+    xa, xp = np.ones(n), 1.0 + rng.normal(scale=0.5, size=n)
+    groups = [[0], [1, 2], [3], [4, 5]]
+    rows = np.concatenate([[t] * len(g) for t, g in enumerate(groups)])
+    W = sp.csr_matrix((np.ones(rows.size), (rows, np.concatenate(groups))), shape=(len(groups), n))
+    got = _region_state_chi2(W, xa, xp, Sa, Sp)
+    for t, g in enumerate(groups):
+        S, d = Sa[np.ix_(g, g)], (xp - xa)[g]
+        ja = d @ np.linalg.solve(S, d)
+        expected = np.trace(np.linalg.solve(S, S - Sp[np.ix_(g, g)]))
+        assert got[t] == pytest.approx(ja / expected, rel=1e-12)

@@ -69,3 +69,32 @@ def test_weights_and_weight_matrix_agree() -> None:
     W = sv.weight_matrix([(("AAA", "BBB"), "2020-02"), (("AAA",), "2020-01")])
     np.testing.assert_allclose(W.toarray()[0], w)
     np.testing.assert_allclose(W.toarray()[1], sv.region_weights(["AAA"], "2020-01"))
+
+
+def test_total_variances_is_the_diagonal_of_total_moments_on_any_layout() -> None:
+    """Targets on a few elements take their block of S; a strided view or a Fortran-ordered S gives the same."""
+    import scipy.sparse as sp
+
+    from gosat_pipeline.statevector import total_moments, total_sensitivity, total_variances
+
+    rng = np.random.default_rng(7)
+    n = 40
+    B = rng.normal(size=(n, n))
+    S = B @ B.T + np.eye(n)
+    big = np.zeros((n + 5, n + 5))
+    big[:n, :n] = S
+    view = big[:n, :n]  # the emission block of a posterior: not contiguous
+    W = sp.random(30, n, density=0.08, random_state=3, format="csr")
+    W = sp.vstack([W, sp.csr_matrix(np.ones((1, n)))]).tocsr()  # one target on every element
+    x = rng.normal(size=n)
+    tot, C = total_moments(W, x, S)
+    np.testing.assert_allclose(tot, W @ x, rtol=1e-12)
+    np.testing.assert_allclose(C, W.toarray() @ S @ W.toarray().T, rtol=1e-10, atol=1e-12)
+    for layout in (S, view, np.asfortranarray(S)):
+        np.testing.assert_allclose(total_variances(W, layout), np.diag(C), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(total_moments(W, x, layout)[1], C, rtol=1e-12, atol=1e-12)
+    A = rng.normal(size=(n, n))  # not symmetric
+    Wd = W.toarray()
+    ww = (Wd**2).sum(axis=1)
+    expected = np.where(ww > 0, np.einsum("ti,ij,tj->t", Wd, A, Wd) / np.where(ww > 0, ww, 1.0), 0.0)
+    np.testing.assert_allclose(total_sensitivity(W, np.asfortranarray(A)), expected, rtol=1e-10, atol=1e-12)
