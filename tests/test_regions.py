@@ -161,3 +161,28 @@ def test_fractions_computed_in_bands_of_rows_equal_one_pass(asean):
     for max_cells in (grid.shape[1] * 2, grid.shape[1] * 3 + 5, 1):
         np.testing.assert_array_equal(_frac_regionmask(gdf, grid, max_cells=max_cells), whole)
     assert whole.sum() > 100  # THA, KHM, VNM, LAO, MYS ... cover many cells
+
+
+def test_default_bands_shrink_with_the_number_of_regions(asean, monkeypatch):
+    """regionmask holds (regions x 100 samples x cells) per call: the default band keeps regions x
+    cells bounded, so a per-cell state's many regions take thinner bands, same fractions."""
+    import gosat_pipeline.regions as regions_mod
+    from gosat_pipeline.regions import _crop, _frac_regionmask
+
+    grid = GridSpec.from_resolution(0.5, (96.0, 0.0, 110.0, 20.5))
+    gdf = _crop(asean[~asean["is_group"].astype(bool)].reset_index(drop=True), grid)
+    gdf = gdf[~gdf.geometry.is_empty].reset_index(drop=True)
+    whole = _frac_regionmask(gdf, grid, max_cells=10**9)
+    calls = []
+    import regionmask
+
+    orig = regionmask.Regions.mask_3D_frac_approx
+
+    def counting(self, lon, lat, **kw):
+        calls.append(len(lat))
+        return orig(self, lon, lat, **kw)
+
+    monkeypatch.setattr(regionmask.Regions, "mask_3D_frac_approx", counting)
+    monkeypatch.setattr(regions_mod, "_MASK_REGION_CELLS", len(gdf) * grid.shape[1] * 5)  # 5 rows a band
+    np.testing.assert_array_equal(_frac_regionmask(gdf, grid), whole)
+    assert max(calls) <= 5 and len(calls) >= grid.shape[0] // 5
