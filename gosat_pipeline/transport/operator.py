@@ -777,7 +777,11 @@ class _OpenBin:
             grown[:, : self.sums.shape[1]] = self.sums
             self.sums = grown
         if active:
-            self.sums[:, [self.position[k] for k in active]] += state[self.cells]
+            cols = [self.position[k] for k in active]
+            if cols == list(range(self.sums.shape[1])):  # the usual case: the same columns in order
+                self.sums += state[self.cells]
+            else:
+                self.sums[:, cols] += state[self.cells]
         self.count += 1
 
     def block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
