@@ -56,6 +56,7 @@ def csr_from_blocks(
     """
     m, n = shape
     per_row = np.zeros(m, dtype="int64")
+    seen = np.zeros(m, dtype=bool)
     for i, blk in enumerate(blocks):
         if blk is None:
             continue
@@ -63,8 +64,9 @@ def csr_from_blocks(
         keep = np.flatnonzero(np.any(values != 0.0, axis=0)) if values.size else np.zeros(0, "int64")
         order = keep[np.argsort(cols[keep], kind="stable")]
         blocks[i] = (np.asarray(rows, "int64"), np.asarray(cols, "int64")[order], values[:, order])
-        if np.any(per_row[rows]):
+        if np.any(seen[rows]) or np.unique(rows).size != rows.size:
             raise ValueError("csr_from_blocks: a row appears in two blocks")
+        seen[rows] = True
         per_row[rows] = order.size
     indptr = np.zeros(m + 1, dtype="int64")
     np.cumsum(per_row, out=indptr[1:])

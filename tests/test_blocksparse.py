@@ -56,6 +56,10 @@ def test_a_row_in_two_blocks_is_an_error() -> None:
     two = (np.array([1, 2]), np.array([1]), np.ones((2, 1)))
     with pytest.raises(ValueError, match="two blocks"):
         csr_from_blocks((3, 2), [one, two])
+    # also when the first block stored nothing for the row (all its columns zero)
+    empty = (np.array([0, 1]), np.array([0]), np.zeros((2, 1)))
+    with pytest.raises(ValueError, match="two blocks"):
+        csr_from_blocks((3, 2), [empty, (np.array([1, 2]), np.array([1]), np.ones((2, 1)))])
 
 
 def test_block_sparse_jacobian_equals_the_dense_one(jacobians: tuple[xr.DataArray, xr.DataArray]) -> None:
@@ -175,3 +179,67 @@ def test_time_bins_are_handed_over_as_soon_as_they_are_complete() -> None:
     assert len(seen) == 10 and seen == sorted(seen) and seen[0] < seen[-1] / 5
     K = integrate_responses(grid, times, u, v, forcings, obs_start, obs_start + day, obs_cell)
     assert K.shape == (50, 1) and np.all(K > 0)
+
+
+def test_steady_winds_are_the_time_mean_read_in_blocks(tmp_path: Path) -> None:
+    """The steady operator's winds: the float64 time mean of every step, the same to the bit from a
+    lazily opened file read a block of steps at a time, and the Jacobian built from them equals the
+    one built from all the steps."""
+    from gosat_pipeline.transport import steady_winds
+
+    rng = np.random.default_rng(2)
+    grid = GridSpec.from_resolution(1.0, (100.0, 0.0, 110.0, 8.0))
+    t = pd.date_range("2020-01-01", periods=150, freq="6h")
+    shape = (t.size, *grid.shape)
+    winds = xr.Dataset(
+        {
+            "u": (("time", "latitude", "longitude"), (3 + rng.normal(size=shape)).astype("float32")),
+            "v": (("time", "latitude", "longitude"), rng.normal(size=shape).astype("float32")),
+        },
+        coords={"time": t, **grid.coords()},
+    )
+    path = tmp_path / "winds.nc"
+    winds.to_netcdf(path)
+    expected = np.mean(winds["u"].values.astype("float64"), axis=0)
+    np.testing.assert_array_equal(steady_winds(winds)["u"].values, expected)
+    with xr.open_dataset(path) as lazy:
+        mean = steady_winds(lazy)
+    np.testing.assert_array_equal(mean["u"].values, expected)
+    assert mean["u"].dims == ("latitude", "longitude") and mean["u"].dtype == np.float64
+
+
+def test_steady_jacobian_from_the_mean_winds_equals_the_one_from_every_step(case: dict) -> None:
+    from gosat_pipeline.transport import TransportSettings, steady_winds
+
+    kw = {"period_split": "MS", "settings": TransportSettings(mode="steady")}
+    full = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=case["winds"], **kw)
+    mean = build_jacobian(case["obs"], case["prior_flux"], case["masks"], winds=steady_winds(case["winds"]), **kw)
+    np.testing.assert_array_equal(mean.values, full.values)
+
+
+def test_the_pipeline_writes_a_lazy_jacobian_compressed_and_whole(
+    jacobians: tuple[xr.DataArray, xr.DataArray], tmp_path: Path
+) -> None:
+    """The run's jacobian file from a block-sparse Jacobian: computed chunk by chunk on local threads
+    (also when a distributed client is the default scheduler), compressed, the same values."""
+    import types
+
+    from distributed import Client, LocalCluster
+
+    from gosat_pipeline.pipeline import _Runner
+
+    dense, lazy = jacobians
+    stub = types.SimpleNamespace(run_dir=tmp_path, cfg=types.SimpleNamespace(run=types.SimpleNamespace(name="t")))
+    stub.synthetic = True
+    stub.write_nc = lambda ds, name, encoding=None: _Runner.write_nc(stub, ds, name, encoding)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        with Client(cl) as client:
+            name = _Runner._write_jacobian(stub, lazy, "jacobian_CH4.nc")
+            # nothing went through the cluster's scheduler: the chunks were computed here
+            assert client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log)) == 0
+    with xr.open_dataset(tmp_path / name) as back:
+        assert back["jacobian"].encoding.get("zlib") is True
+        np.testing.assert_array_equal(back["jacobian"].values, dense.values)
+    assert _Runner._write_jacobian(stub, dense, "jacobian_CO2.nc") == "jacobian_CO2.nc"
+    with xr.open_dataset(tmp_path / "jacobian_CO2.nc") as back:
+        np.testing.assert_array_equal(back["jacobian"].values, dense.values)
