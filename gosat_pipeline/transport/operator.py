@@ -471,45 +471,72 @@ def _winds_at(
     return (1.0 - f) * u0 + f * u1, (1.0 - f) * v0 + f * v1
 
 
+def _sparse_by_cell(cells: np.ndarray, cols: np.ndarray, vals: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Source terms as a (ncell, n_active) CSR matrix: each cell's non-zero columns (no duplicates)."""
+    return sp.csr_matrix((vals, (cells, cols)), shape=shape)
+
+
+def _flux_sources(forcings: Sequence[Forcing], n_air: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Each emission forcing's source, s-1, on its non-zero cells only: {forcing: (cells, values)}."""
+    out = {}
+    for k, f in enumerate(forcings):
+        if f.kind == "flux" and f.pattern is not None:
+            pattern = np.ravel(f.pattern)
+            cells = np.flatnonzero(pattern)
+            out[k] = (cells, pattern[cells] / n_air)
+    return out
+
+
 def _step_sources(
     forcings: Sequence[Forcing],
     active: list[int],
     starts: np.ndarray,
     ends: np.ndarray,
     t: np.datetime64,
-    flux_src: dict[int, np.ndarray],
+    flux_src: dict[int, tuple[np.ndarray, np.ndarray]],
     op: _Stencil,
     cache: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """Source terms (ncell, n_active), s-1, of the active forcings that are on at time t.
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Source terms (s-1) of the active forcings that are on at time t: (emission, inflow).
 
-    With ``cache``, the emission columns are kept from the previous step while the same
-    forcings are active and on (they do not change); only the inflow columns, which follow the
-    winds, are written again.
+    Two sparse (ncell, n_active) matrices by cell: an emission pattern covers its region's
+    cells, an inflow only the cells along its edge, so the dense (ncell, n_active) array,
+    mostly zeros, is never made nor read at every sub-step. With ``cache``, the emission
+    matrix is kept from the previous step while the same forcings are active and on (it does
+    not change); only the inflow, which follows the winds, is built again.
     """
     act = np.asarray(active, dtype="int64")
+    shape = (op.grid.size, len(active))
     on = (starts[act] <= t) & (t < ends[act]) if act.size else np.zeros(0, dtype=bool)
     key = (tuple(active), on.tobytes())
     if cache is not None and cache.get("key") == key:
-        out = cache["out"]
+        emission = cache["emission"]
     else:
-        out = np.zeros((op.grid.size, len(active)))
-        for col in np.flatnonzero(on):
-            k = int(act[col])
-            if forcings[k].kind == "flux":
-                out[:, col] = flux_src[k]
+        parts = [(flux_src[int(act[c])], c) for c in np.flatnonzero(on) if int(act[c]) in flux_src]
+        emission = _sparse_by_cell(
+            np.concatenate([cells for (cells, _), _ in parts]) if parts else np.zeros(0, "int64"),
+            np.concatenate([np.full(cells.size, c) for (cells, _), c in parts]) if parts else np.zeros(0, "int64"),
+            np.concatenate([vals for (_, vals), _ in parts]) if parts else np.zeros(0),
+            shape,
+        )
         if cache is not None:
-            cache.update(key=key, out=out)
-    inflow: dict[str, np.ndarray] = {}
+            cache.update(key=key, emission=emission)
+    cells, cols, vals = [], [], []
     for col in np.flatnonzero(on):
         f = forcings[int(act[col])]
         if f.kind == "flux":
             continue
-        edge = str(f.edge)
-        if edge not in inflow:
-            inflow[edge] = op.edge_inflow(edge)
-        out[:, col] = inflow[edge] * f.scale
-    return out
+        edge_cells, coef = op.edge_inflow_cells(str(f.edge))
+        cells.append(edge_cells)
+        cols.append(np.full(edge_cells.size, col))
+        vals.append(coef * f.scale)
+    inflow = _sparse_by_cell(
+        np.concatenate(cells) if cells else np.zeros(0, "int64"),
+        np.concatenate(cols) if cols else np.zeros(0, "int64"),
+        np.concatenate(vals) if vals else np.zeros(0),
+        shape,
+    )
+    return emission, inflow
 
 
 @dataclass
@@ -575,6 +602,7 @@ class _Stencil:
         self.valid_arr = np.ascontiguousarray(np.array(self.valid, dtype=bool))
         self.coef_arr = np.zeros((4, n))
         self.diag = np.full(n, 1.0 / self.tau)
+        self.edge_cells = [np.flatnonzero(~ok) for ok in self.valid]
 
     def update(self, u: np.ndarray, v: np.ndarray) -> None:
         """Set the coefficients for winds ``u``, ``v`` (ny, nx), m s-1."""
@@ -599,6 +627,12 @@ class _Stencil:
         k = EDGES.index(edge)
         return np.where(self.valid[k], 0.0, self.coef[k])
 
+    def edge_inflow_cells(self, edge: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`edge_inflow` on the cells along ``edge`` only: (cells, s-1)."""
+        k = EDGES.index(edge)
+        cells = self.edge_cells[k]
+        return cells, self.coef[k][cells]
+
 
 def _active_forcings(
     active: list[int], state: np.ndarray, starts: np.ndarray, until: np.ndarray, t: np.datetime64, dt: np.timedelta64
@@ -620,7 +654,9 @@ def _active_forcings(
 def _explicit_substeps(
     state: np.ndarray,
     work: np.ndarray,
-    src: np.ndarray,
+    src_ptr: np.ndarray,
+    src_col: np.ndarray,
+    src_val: np.ndarray,
     diag: np.ndarray,
     coef: np.ndarray,
     nb: np.ndarray,
@@ -633,7 +669,11 @@ def _explicit_substeps(
     :math:`(M c)_P = d_P c_P - \\sum_f a_{f,P} c_{nb(f,P)}` over the valid faces; the two
     buffers alternate and the result ends in ``state``. One pass over the state per
     sub-step instead of a sparse product and three array operations (numba, no GIL held,
-    so dask threads can run several integrations at once).
+    so dask threads can run several integrations at once). The sources are a CSR matrix
+    by cell (``src_ptr``, ``src_col``, ``src_val``), so the mostly-zero dense source
+    array is neither held nor read at each sub-step: an entry without a source takes
+    :math:`c - h (Mc)`, one with a source :math:`c + h (s - (Mc))`, the arithmetic of a
+    dense source array to the bit.
     """
     n, ncol = state.shape
     a, b = state, work
@@ -648,21 +688,31 @@ def _explicit_substeps(
             n0, n1, n2, n3 = nb[0, p], nb[1, p], nb[2, p], nb[3, p]
             for k in range(ncol):
                 acc = d * a[p, k] - c0 * a[n0, k] - c1 * a[n1, k] - c2 * a[n2, k] - c3 * a[n3, k]
-                b[p, k] = a[p, k] + h * (src[p, k] - acc)
+                b[p, k] = a[p, k] - h * acc
+            for j in range(src_ptr[p], src_ptr[p + 1]):
+                k = src_col[j]
+                acc = d * a[p, k] - c0 * a[n0, k] - c1 * a[n1, k] - c2 * a[n2, k] - c3 * a[n3, k]
+                b[p, k] = a[p, k] + h * (src_val[j] - acc)
         a, b = b, a
     if nsub % 2:
         state[:, :] = work
 
 
-def _advance(state: np.ndarray, src: np.ndarray, op: Any, time_step: float) -> None:
-    """Advance ``state`` in place over ``time_step`` s: forward-Euler sub-steps with h max M_PP <= 0.95."""
+def _advance(state: np.ndarray, sources: Sequence[sp.csr_matrix], op: Any, time_step: float) -> None:
+    """Advance ``state`` in place over ``time_step`` s: forward-Euler sub-steps with h max M_PP <= 0.95.
+
+    ``sources``: sparse (ncell, ncol) matrices of source terms, s-1 (:func:`_step_sources`),
+    summed (they hold different columns).
+    """
     nsub = max(1, int(np.ceil(time_step * op.diag_max / 0.95)))
     h = time_step / nsub
     if not state.size:
         return
-    _explicit_substeps(
-        state, np.empty_like(state), np.ascontiguousarray(src), op.diag, op.coef_arr, op.nb_arr, op.valid_arr, h, nsub
-    )
+    total = sp.csr_matrix(state.shape)
+    for m in sources:
+        total = total + sp.csr_matrix(m)
+    src = (total.indptr.astype("int64"), total.indices.astype("int64"), np.asarray(total.data, dtype="float64"))
+    _explicit_substeps(state, np.empty_like(state), *src, op.diag, op.coef_arr, op.nb_arr, op.valid_arr, h, nsub)
 
 
 def integrate_responses(
@@ -855,7 +905,7 @@ def response_blocks(
     wind_times = np.asarray(wind_times, "datetime64[ns]")
     active: list[int] = []
     state = np.zeros((ncell, 0))
-    flux_src = {k: f.pattern / n_air for k, f in enumerate(forcings) if f.kind == "flux" and f.pattern is not None}
+    flux_src = _flux_sources(forcings, n_air)
     src_cache: dict[str, Any] = {}
     open_bins: dict[int, _OpenBin] = {}
     done = np.zeros(len(sampler.members), dtype=bool)
