@@ -44,7 +44,7 @@ from gosat_pipeline.schema import (
     global_attrs,
     output_attrs,
 )
-from gosat_pipeline.statevector import StateVector, total_moments, total_sensitivity
+from gosat_pipeline.statevector import StateVector, _c_ordered, total_moments, total_sensitivity
 
 __all__ = [
     "DEFAULT_BACKGROUND_PRIOR_SIGMA",
@@ -1369,11 +1369,11 @@ def posterior_flux_maps(
     ny, nx = fields.shape[-2:]
     sv = StateVector.from_coords(posterior)
     xp = posterior["x_posterior"].values
-    S = posterior["S_posterior"].values
+    S = _c_ordered(posterior["S_posterior"].values, symmetric=True)
     Adiag = np.diag(posterior["averaging_kernel"].values)
     prior = fields.sum(axis=(0, 1))
     # each (region, sector) field as a sparse row: a region's field is zero outside it
-    F_all = sp.csr_matrix(fields.reshape(len(codes) * len(sectors), ny * nx))
+    F_all = _dense_to_csr(fields.reshape(len(codes) * len(sectors), ny * nx))
     del fields
     first: dict[tuple[str, str, str], int] = {}
     for i in np.flatnonzero(sv.emission):
@@ -1389,7 +1389,7 @@ def posterior_flux_maps(
                     rows.append(r_i * len(sectors) + s_i)
                     idx.append(hit)
         ix = np.array(idx, dtype="int64")
-        fpost, var, akw, held = _period_maps(F_all[rows], xp[ix], S[np.ix_(ix, ix)], Adiag[ix])
+        fpost, var, akw, held = _period_maps(F_all[rows], ix, xp, S, Adiag)
         held, var = held.reshape(ny, nx), var.reshape(ny, nx)
         fpost = fpost.reshape(ny, nx) + (prior - held)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -1435,27 +1435,43 @@ def posterior_flux_maps(
 
 
 def _period_maps(
-    F: sp.csr_matrix, x: np.ndarray, S: np.ndarray, a: np.ndarray
+    F: sp.csr_matrix, index: np.ndarray, x: np.ndarray, S: np.ndarray, a: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per cell: :math:`\\sum_e F_e x_e`, :math:`\\sum_{e,f} F_e F_f S_{ef}`, :math:`\\sum_e F_e a_e`, :math:`\\sum_e F_e`.
 
-    ``F`` (elements, cells) sparse: the variance is taken on F's non-zeros only, over
+    ``F`` (elements, cells) sparse, its row e the field of state element ``index[e]`` of
+    ``x``, ``S`` (C-ordered) and ``a``: the variance is taken on F's non-zeros only, over
     blocks of cells, :math:`\\sigma^2_c = \\sum_e F_{ec} (F^T S)_{ce}`, so the cost is
-    (non-zeros of F) x (elements) and no (elements x cells) dense array is formed.
+    (non-zeros of F) x (elements) and no (elements x cells) dense array is formed. A
+    period holding most of the state (one period, a per-cell state) uses S in place
+    rather than a copy of its block.
     """
     ncell = F.shape[1]
     if F.shape[0] == 0:
         z = np.zeros(ncell)
         return z, z.copy(), z.copy(), z.copy()
-    Ft = F.T.tocsr()  # (cells, elements)
+    index = np.asarray(index, dtype="int64")
+    if 2 * index.size < x.size:  # a period's few elements: their block of S (small), in F's order
+        x, S, a, index = x[index], S[np.ix_(index, index)], a[index], np.arange(index.size)
+    Ft = F.T.tocsr()  # (cells, elements): its columns moved to the elements' places in x
+    Ft = sp.csr_matrix((Ft.data, index[Ft.indices], Ft.indptr), shape=(ncell, x.size))
     var = np.zeros(ncell)
-    block = max(1, _MIN_BLOCK_VALUES // max(F.shape[0], 1))
+    block = max(1, _MIN_BLOCK_VALUES // max(x.size, 1))
     for c in range(0, ncell, block):
         part = Ft[c : c + block]
         if part.nnz:
             var[c : c + block] = np.asarray(part.multiply(part @ S).sum(axis=1)).ravel()
     held = np.asarray(Ft.sum(axis=1)).ravel()
     return Ft @ x, var, Ft @ a, held
+
+
+def _dense_to_csr(a: np.ndarray) -> sp.csr_matrix:
+    """A 2-D array's non-zeros as CSR, in one pass over it (``scipy.sparse.csr_matrix(a)`` makes two)."""
+    nrow, ncol = a.shape
+    flat = np.flatnonzero(a)
+    rows = flat // max(ncol, 1)
+    indptr = np.searchsorted(rows, np.arange(nrow + 1))
+    return sp.csr_matrix((a.reshape(-1)[flat], flat - rows * ncol, indptr), shape=(nrow, ncol))
 
 
 def _char_encoding(coord: xr.DataArray) -> None:

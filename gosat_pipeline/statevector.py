@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -338,11 +339,31 @@ def total_moments(W: Any, x: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.
     W, S = _compact(W, S, symmetric=True)
     nt = W.shape[0]
     C = np.empty((nt, nt))
-    Wt = W.T.tocsr()
+    ptr, idx, val = W.indptr.astype("int64"), W.indices.astype("int64"), W.data.astype("float64")
     for a in range(0, nt, _TARGET_BLOCK):  # W S W^T by blocks of targets: no (targets x n) temporary
-        WS = np.asarray(W[a : a + _TARGET_BLOCK] @ S)
-        C[a : a + _TARGET_BLOCK] = np.asarray(WS @ Wt)
+        WS = np.ascontiguousarray(W[a : a + _TARGET_BLOCK] @ S)  # sparse x dense: C-ordered rows
+        _times_rows_transposed(WS, ptr, idx, val, C[a : a + _TARGET_BLOCK])
     return totals, C
+
+
+@numba.njit(cache=True, nogil=True)
+def _times_rows_transposed(
+    T: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``out = T @ W^T`` for a CSR matrix W (``ptr``, ``idx``, ``val``): each output row in place.
+
+    :math:`out_{tu} = \\sum_{j \\in row\\,u} T_{t,idx_j} val_j`, written row by row into a
+    C-ordered block of the covariance (a dense-by-sparse product through scipy gives the
+    transposed layout, and its copy into the block cost more than the product).
+    """
+    nb, nu = out.shape
+    for t in range(nb):
+        row = T[t]
+        for u in range(nu):
+            acc = 0.0
+            for j in range(ptr[u], ptr[u + 1]):
+                acc += row[idx[j]] * val[j]
+            out[t, u] = acc
 
 
 def total_variances(W: Any, S: np.ndarray) -> np.ndarray:
