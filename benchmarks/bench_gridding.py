@@ -26,7 +26,8 @@ scheduler, 2 threads; wall time, rate and peak resident memory above the input
 (psutil sampling) against the size of the output. Targets (issue 19): >= 20 M
 soundings/s, peak <= output + 1 GB. Also prints how long this machine takes to
 first write a fresh array of the output's size (page faults), a floor that any
-gridding producing that output pays.
+gridding producing that output pays, with and without numpy's hugepage advice; the
+gridding runs under a pipeline run's process settings (``gosat_pipeline.runtime``).
 
 ``--scale``: 1e8 synthetic soundings generated lazily chunk by chunk (never
 materialised), gridded monthly over one year on the 1 degree grid, peak resident
@@ -357,15 +358,22 @@ def _year_soundings(n: int, seed: int = 2) -> dict[str, np.ndarray]:
     return d
 
 
-def first_touch_seconds(nbytes: int) -> float:
-    """Seconds to allocate and first write ``nbytes`` in a fresh process (page faults on this machine)."""
+def first_touch_seconds(nbytes: int, hugepage_advice: bool | None = None) -> float:
+    """Seconds to allocate and first write ``nbytes`` in a fresh process (page faults on this machine).
+
+    ``hugepage_advice``: numpy's ``NUMPY_MADVISE_HUGEPAGE`` in that process (None: as here).
+    """
+    import os
     import subprocess
 
     code = (
         f"import time, numpy as np; t = time.perf_counter(); a = np.empty({nbytes // 8}); a.fill(1.0); "
         "print(time.perf_counter() - t)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    env = dict(os.environ)
+    if hugepage_advice is not None:
+        env["NUMPY_MADVISE_HUGEPAGE"] = str(int(hugepage_advice))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     time.sleep(3)  # let the machine take the freed memory back, as it would before a run
     return float(out.stdout)
 
@@ -404,7 +412,8 @@ def run_fine(n: int, chunk: int, res: float = 0.1) -> int:
     grid = GridSpec.from_resolution(res)
     nt = 12
     out_bytes = nt * grid.size * (6 * 8 + 4)  # six float64 statistics and int32 n_soundings
-    floor = first_touch_seconds(out_bytes)
+    floor_advised = first_touch_seconds(out_bytes, True)
+    floor = first_touch_seconds(out_bytes, False)
     ours_dask(chunked_soundings(make_data(1000), 500))  # load the cached numba kernels
     d = _year_soundings(n)
     ds = chunked_soundings(d, chunk)
@@ -413,11 +422,18 @@ def run_fine(n: int, chunk: int, res: float = 0.1) -> int:
         f"(L3 {out_bytes / 2**30:.2f} GiB), dask chunks of {chunk:,}, threads x2"
     )
     print(
-        f"  first write of a fresh {out_bytes / 2**30:.2f} GiB array on this machine: {floor:.2f} s "
-        f"(page faults, paid by any gridding that produces this output)"
+        f"  first write of a fresh {out_bytes / 2**30:.2f} GiB array on this machine: {floor:.2f} s without numpy's "
+        f"hugepage advice, {floor_advised:.2f} s with it (page faults, paid by any gridding that produces this output)"
     )
+    from gosat_pipeline.runtime import hugepage_advice
+
     rc = 0
-    with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="threads", num_workers=2):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        dask.config.set(scheduler="threads", num_workers=2),
+        hugepage_advice() as memory,
+    ):
+        print(f"  under a run's process settings: numpy hugepage advice {memory['numpy_madvise_hugepage']}")
         for mode in ("to_netcdf", "compute"):
             with PeakRSS() as pk:
                 l3 = grid_soundings(ds, grid=grid, time_bin="MS", time_range=("2020-01-01", "2021-01-01"))

@@ -16,7 +16,9 @@
     solve (``analytic_inversion``: normal equations, factorisation, posterior covariance and
     averaging kernel) against the regional totals (``region_totals``: sums, covariances,
     sensitivities, observation counts) and the posterior flux maps (``posterior_flux_maps``);
-    target: totals and maps <= 10 % of the solve.
+    target: totals and maps <= 10 % of the solve. Run under the process settings of a
+    pipeline run (``gosat_pipeline.runtime.hugepage_advice``: numpy's hugepage advice off
+    where the kernel would compact memory at each fault), then again with numpy's default.
 
 Usage: ``.venv/bin/python benchmarks/bench_inversion.py [--quick]`` (quick: m / 5, n / 2).
 """
@@ -240,8 +242,18 @@ def main() -> None:
         f"    dask:      {s['t_dask']:.2f} s, {s['m'] / s['t_dask']:.0f} obs/s, peak RSS {s['peak_dask'] / mb:.0f} MiB"
     )
     print(f"    DOFS generator {s['dofs_gen']:.2f}, dask {s['dofs_dask']:.2f}")
-    z = state_size_case(5_000 // (2 if args.quick else 1), 25_000 // f)
+    from gosat_pipeline.runtime import hugepage_advice
+
+    with hugepage_advice() as memory:
+        z = state_size_case(5_000 // (2 if args.quick else 1), 25_000 // f)
     print(f"(3) state size: n={z['n']} per-cell elements, m={z['m']}, sparse K")
+    _print_state_size(z, f"a run's settings: numpy hugepage advice {memory['numpy_madvise_hugepage']}")
+    z = state_size_case(5_000 // (2 if args.quick else 1), 25_000 // f)
+    _print_state_size(z, f"numpy's default advice (kernel THP {memory['thp_enabled']}, defrag {memory['thp_defrag']})")
+
+
+def _print_state_size(z: dict[str, float], title: str) -> None:
+    print(f"    [{title}]")
     print(f"    solve (analytic_inversion)   {z['t_solve']:.2f} s")
     print(
         f"    regional totals              {z['t_totals']:.2f} s   ratio {z['t_totals'] / z['t_solve']:.3f} of the solve"

@@ -59,6 +59,7 @@ from gosat_pipeline.outputs import (
 )
 from gosat_pipeline.params import QualityScreens, TransportSettings
 from gosat_pipeline.paths import expand_paths
+from gosat_pipeline.runtime import hugepage_advice
 from gosat_pipeline.schema import (
     cf_attrs,
     cf_encoding,
@@ -1368,6 +1369,14 @@ def run(
     Returns
     -------
     PipelineResult
+
+    Notes
+    -----
+    While it runs, numpy gives the kernel no transparent-hugepage advice where the
+    kernel's policy would compact memory at every fault of a large array
+    (:func:`gosat_pipeline.runtime.hugepage_advice`; its Dask workers inherit the
+    setting; ``NUMPY_MADVISE_HUGEPAGE`` set by the user wins). Recorded in the
+    manifest under ``memory``.
     """
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage {until!r}; choose one of {list(STAGES)}")
@@ -1377,7 +1386,8 @@ def run(
     m.setdefault("skipped_inputs", [])
     r.manifest.save()
     try:
-        with dask_cluster(cfg.cluster, input_bytes=input_bytes) as cluster_info:
+        with hugepage_advice() as memory, dask_cluster(cfg.cluster, input_bytes=input_bytes) as cluster_info:
+            m["memory"] = memory
             m["cluster"] = cluster_info
             r.manifest.save()
             try:

@@ -1,6 +1,6 @@
 """The one-way import rule of STYLE.md section c, checked by scanning imports with ast.
 
-Layer 0 ``errors, schema, grids, outputs, statevector, attribution, paths, params, blocksparse`` <- layer 1 stages (``io, quality, gridding,
+Layer 0 ``errors, schema, grids, outputs, statevector, attribution, paths, params, blocksparse, runtime`` <- layer 1 stages (``io, quality, gridding,
 inventory, regions, winds, transport, inversion, compare, report``), which import only
 layer 0 <- layer 2 ``config``, ``ensemble`` (inversions over transport choices: it runs the
 transport and inversion stages), ``domain`` (domain accounting: regions and inventories) and
@@ -17,7 +17,18 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "gosat_pipeline"
 
-LAYER0 = {"errors", "schema", "grids", "outputs", "statevector", "attribution", "paths", "params", "blocksparse"}
+LAYER0 = {
+    "errors",
+    "schema",
+    "grids",
+    "outputs",
+    "statevector",
+    "attribution",
+    "paths",
+    "params",
+    "blocksparse",
+    "runtime",
+}
 STAGES = {"io", "quality", "gridding", "inventory", "regions", "winds", "transport", "inversion", "compare", "report"}
 ALLOWED: dict[str, set[str]] = {
     **{m: LAYER0 for m in LAYER0},

@@ -164,6 +164,8 @@ def test_demo_run_directory_contract(demo_run: tuple[Path, object]) -> None:
     man = json.loads((rd / "manifest.json").read_text())
     assert man["status"] == "complete" and man["synthetic"] is True
     assert man["cluster"]["type"] == "local" and man["cluster"]["workers"] == 2
+    # the process's hugepage setting during the run (gosat_pipeline.runtime), with its reason
+    assert {"numpy_madvise_hugepage", "thp_enabled", "thp_defrag", "reason"} <= set(man["memory"])
     assert {s.split(":")[0] for s in man["stages"]} == set(STAGES)
     for rec in man["stages"].values():
         assert rec["status"] == "done" and rec["wall_time_s"] >= 0

@@ -1,0 +1,67 @@
+"""The run's process settings: numpy's transparent-hugepage advice (gosat_pipeline.runtime)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gosat_pipeline import runtime
+
+
+def _policy(tmp_path: Path, enabled: str, defrag: str) -> Path:
+    d = tmp_path / "thp"
+    d.mkdir()
+    (d / "enabled").write_text(enabled + "\n")
+    (d / "defrag").write_text(defrag + "\n")
+    return d
+
+
+@pytest.mark.parametrize(
+    ("enabled", "defrag", "stalls"),
+    [
+        ("always [madvise] never", "always defer defer+madvise [madvise] never", True),
+        ("[always] madvise never", "always defer [defer+madvise] madvise never", True),
+        ("always [madvise] never", "always [defer] defer+madvise madvise never", False),
+        ("always madvise [never]", "[always] defer defer+madvise madvise never", False),
+    ],
+)
+def test_policy_read_from_sysfs_files(tmp_path: Path, enabled: str, defrag: str, stalls: bool) -> None:
+    d = _policy(tmp_path, enabled, defrag)
+    policy = runtime.hugepage_policy(d)
+    assert policy["enabled"] == enabled.split("[")[1].split("]")[0]
+    assert runtime.advice_stalls(policy) is stalls
+    assert runtime.hugepage_policy(tmp_path / "absent") == {"enabled": None, "defrag": None}
+
+
+def test_advice_off_inside_and_restored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    setter = runtime._numpy_setter()
+    assert setter is not None  # numpy 1.26-2.x have the switch
+    monkeypatch.delenv(runtime.ENV, raising=False)
+    before = runtime._current(setter)
+    d = _policy(tmp_path, "always [madvise] never", "always defer defer+madvise [madvise] never")
+    with runtime.hugepage_advice(d) as rec:
+        assert rec["numpy_madvise_hugepage"] is False and runtime._current(setter) is False
+        assert os.environ[runtime.ENV] == "0"  # inherited by the Dask workers a run spawns
+        assert rec["thp_defrag"] == "madvise" and "compacts memory" in rec["reason"]
+    assert runtime._current(setter) is before and runtime.ENV not in os.environ
+
+
+def test_advice_untouched_when_the_user_chose_or_the_kernel_does_not_stall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setter = runtime._numpy_setter()
+    before = runtime._current(setter)
+    stalling = _policy(tmp_path, "always [madvise] never", "always defer defer+madvise [madvise] never")
+    monkeypatch.setenv(runtime.ENV, "1")
+    with runtime.hugepage_advice(stalling) as rec:
+        assert runtime._current(setter) is before and "set by the user" in rec["reason"]
+    monkeypatch.delenv(runtime.ENV)
+    calm = tmp_path / "calm"
+    calm.mkdir()
+    (calm / "enabled").write_text("always [madvise] never\n")
+    (calm / "defrag").write_text("always [defer] defer+madvise madvise never\n")
+    with runtime.hugepage_advice(calm) as rec:
+        assert runtime._current(setter) is before and runtime.ENV not in os.environ
+        assert rec["numpy_madvise_hugepage"] is before and "does not compact" in rec["reason"]
