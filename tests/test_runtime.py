@@ -65,3 +65,15 @@ def test_advice_untouched_when_the_user_chose_or_the_kernel_does_not_stall(
     with runtime.hugepage_advice(calm) as rec:
         assert runtime._current(setter) is before and runtime.ENV not in os.environ
         assert rec["numpy_madvise_hugepage"] is before and "does not compact" in rec["reason"]
+
+
+def test_hugepage_zeros_are_writable_zeros_of_any_size() -> None:
+    import numpy as np
+
+    big = runtime.hugepage_zeros((1024, 1030))  # 8.4 MB: an advised anonymous mapping
+    small = runtime.hugepage_zeros((3, 4))  # numpy's own allocation
+    for a in (big, small):
+        assert a.dtype == np.float64 and a.flags.writeable and a.flags.c_contiguous
+        assert not a.any()
+    big[5, 7] = 2.5
+    assert big.sum() == 2.5 and big.shape == (1024, 1030) and small.shape == (3, 4)

@@ -480,3 +480,19 @@ def test_integrate_responses_sparse_sources_match_dense_reference():
     ref = acc / count
     assert np.count_nonzero(K[:, -1]) > 0 and np.all(K >= 0)
     np.testing.assert_allclose(K, ref, rtol=1e-10, atol=1e-14 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_bin_sampling_adds_rows_in_place(ordered: bool) -> None:
+    """_add_rows: sums[i, cols] += state[cells[i]], the columns in order or scattered."""
+    from gosat_pipeline.transport.operator import _add_rows
+
+    rng = np.random.default_rng(8)
+    state = rng.random((50, 6))
+    cells = rng.choice(50, 9, replace=False)
+    cols = np.arange(6) if ordered else np.array([4, 0, 7, 2, 5, 1])
+    sums = rng.random((9, 8 if not ordered else 6))
+    ref = sums.copy()
+    ref[:, cols] += state[cells]
+    _add_rows(sums, state, cells.astype("int64"), cols.astype("int64"), ordered)
+    assert np.array_equal(sums, ref)

@@ -38,6 +38,7 @@ from gosat_pipeline.params import (
     DEFAULT_VENTILATION_TIME,
     STANDARD_SURFACE_PRESSURE,
 )
+from gosat_pipeline.runtime import hugepage_zeros
 from gosat_pipeline.schema import G0, MOLAR_MASS
 
 __all__ = [
@@ -642,11 +643,14 @@ def _active_forcings(
     Forcings starting in the step join with a zero state; those past ``until`` (their end
     plus the tail) are dropped.
     """
-    new = [k for k in np.flatnonzero((starts <= t) & (t < starts + dt)) if k not in active]
-    keep = [i for i, k in enumerate(active) if t < until[k]]
+    followed = set(active)
+    new = [k for k in np.flatnonzero((starts <= t) & (t < starts + dt)) if k not in followed]
+    keep = np.flatnonzero(t < until[np.asarray(active, dtype="int64")]) if active else np.zeros(0, "int64")
     if len(keep) < len(active) or new:
-        state = np.concatenate([state[:, keep], np.zeros((state.shape[0], len(new)))], axis=1)
-        active = [active[i] for i in keep] + [int(k) for k in new]
+        grown = hugepage_zeros((state.shape[0], len(keep) + len(new)))  # swept at every sub-step
+        grown[:, : len(keep)] = state[:, keep]
+        state = grown
+        active = [active[int(i)] for i in keep] + [int(k) for k in new]
     return active, state
 
 
@@ -698,11 +702,18 @@ def _explicit_substeps(
         state[:, :] = work
 
 
-def _advance(state: np.ndarray, sources: Sequence[sp.csr_matrix], op: Any, time_step: float) -> None:
+def _advance(
+    state: np.ndarray,
+    sources: Sequence[sp.csr_matrix],
+    op: Any,
+    time_step: float,
+    work: np.ndarray | None = None,
+) -> None:
     """Advance ``state`` in place over ``time_step`` s: forward-Euler sub-steps with h max M_PP <= 0.95.
 
     ``sources``: sparse (ncell, ncol) matrices of source terms, s-1 (:func:`_step_sources`),
-    summed (they hold different columns).
+    summed (they hold different columns). ``work``: a buffer of the state's shape, kept by
+    the caller from one step to the next (a fresh one every step costs its page faults).
     """
     nsub = max(1, int(np.ceil(time_step * op.diag_max / 0.95)))
     h = time_step / nsub
@@ -712,7 +723,9 @@ def _advance(state: np.ndarray, sources: Sequence[sp.csr_matrix], op: Any, time_
     for m in sources:
         total = total + sp.csr_matrix(m)
     src = (total.indptr.astype("int64"), total.indices.astype("int64"), np.asarray(total.data, dtype="float64"))
-    _explicit_substeps(state, np.empty_like(state), *src, op.diag, op.coef_arr, op.nb_arr, op.valid_arr, h, nsub)
+    if work is None or work.shape != state.shape:
+        work = np.empty_like(state)
+    _explicit_substeps(state, work, *src, op.diag, op.coef_arr, op.nb_arr, op.valid_arr, h, nsub)
 
 
 def integrate_responses(
@@ -808,6 +821,26 @@ def integrate_responses(
     return K
 
 
+@numba.njit(cache=True, nogil=True)
+def _add_rows(
+    sums: np.ndarray, state: np.ndarray, cells: np.ndarray, cols: np.ndarray, ordered: bool
+) -> None:  # pragma: no cover - compiled
+    """``sums[i, cols] += state[cells[i]]`` in place, row by row: no (rows x columns) gathered copy.
+
+    The bin's observations sample the state at every step end; gathering their rows into a
+    temporary first cost as much as the transport's sub-steps for a per-cell state.
+    """
+    for i in range(cells.size):
+        src = state[cells[i]]
+        dst = sums[i]
+        if ordered:
+            for k in range(src.size):
+                dst[k] += src[k]
+        else:
+            for k in range(src.size):
+                dst[cols[k]] += src[k]
+
+
 @dataclass
 class _OpenBin:
     """The responses sampled so far for one observation time bin: columns, their sums, samples."""
@@ -828,10 +861,8 @@ class _OpenBin:
             self.sums = grown
         if active:
             cols = [self.position[k] for k in active]
-            if cols == list(range(self.sums.shape[1])):  # the usual case: the same columns in order
-                self.sums += state[self.cells]
-            else:
-                self.sums[:, cols] += state[self.cells]
+            ordered = cols == list(range(self.sums.shape[1]))  # the usual case: the same columns in order
+            _add_rows(self.sums, state, self.cells, np.asarray(cols, dtype="int64"), ordered)
         self.count += 1
 
     def block(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -905,6 +936,7 @@ def response_blocks(
     wind_times = np.asarray(wind_times, "datetime64[ns]")
     active: list[int] = []
     state = np.zeros((ncell, 0))
+    work = state
     flux_src = _flux_sources(forcings, n_air)
     src_cache: dict[str, Any] = {}
     open_bins: dict[int, _OpenBin] = {}
@@ -914,7 +946,9 @@ def response_blocks(
         if active:
             op.update(*_winds_at(wind_times, u, v, t + dt // 2, (wind_scale, wind_rotation)))
             src = _step_sources(forcings, active, starts, ends, t, flux_src, op, src_cache)
-            _advance(state, src, op, time_step)
+            if work.shape != state.shape:
+                work = hugepage_zeros(state.shape)
+            _advance(state, src, op, time_step, work)
         t = t + dt
         for b in sampler.bins_at(t):
             if b not in open_bins:
