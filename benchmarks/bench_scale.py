@@ -21,9 +21,15 @@ Dask worker processes included) and of the main process, from ``manifest.json``
 seconds or ``--max-memory`` GiB (process tree) is stopped, and the stage it was in is
 reported with the time and memory reached.
 
+With ``--by-address`` every case runs a second time on a two-worker ``dask.distributed``
+cluster started by this script and reached by address (``cluster: {type: address}``), its
+workers' memory counted, and the two runs' posteriors and discrepancy tables are compared
+(identical to the bit, or their largest difference).
+
 Usage: ``.venv/bin/python benchmarks/bench_scale.py [--cases gosat,tropomi-year,tropomi-month]
-[--tropomi-year N] [--tropomi-month N] [--timeout S] [--max-memory GIB] [--quick]``
-(``--quick``: a hundredth of the soundings, for a check of the script itself).
+[--only RUN,RUN] [--by-address] [--members N] [--tropomi-year N] [--tropomi-month N] [--timeout S]
+[--max-memory GIB] [--quick]`` (``--quick``: a hundredth of the soundings, for a check of the
+script itself; ``--only``: run names such as ``gosat-0.5deg-per-cell``, ``tropomi-year-0.25deg``).
 """
 
 from __future__ import annotations
@@ -126,6 +132,7 @@ def make_config(
     split: str | None = None,
     transport_mode: str = "auto",
     members: int | None = None,
+    cluster: dict[str, Any] | None = None,
 ) -> Path:
     s = root / "samples"
     regions: dict[str, Any] = {"iso3": iso3 or list(ASEAN)}
@@ -153,7 +160,7 @@ def make_config(
         "transport": {"eddy_diffusivity": 50000.0, "ventilation_time": 172800.0, "mode": transport_mode},
         "report": {"enabled": False},
         **({"ensemble": {"members": members}} if members is not None else {}),
-        "cluster": {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
+        "cluster": cluster or {"type": "local", "n_workers": 2, "threads_per_worker": 1, "tiny_job_bytes": 0},
     }
     path = root / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,8 +184,15 @@ def _tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def run_case(config: Path, run_dir: Path, timeout: float, max_memory: float) -> dict[str, Any]:
-    """Run one configuration in a child process; stop it beyond ``timeout`` s or ``max_memory`` bytes."""
+def run_case(
+    config: Path, run_dir: Path, timeout: float, max_memory: float, extra: list[int] | None = None
+) -> dict[str, Any]:
+    """Run one configuration in a child process; stop it beyond ``timeout`` s or ``max_memory`` bytes.
+
+    ``extra``: processes outside the child's tree counted in its memory (the workers of a
+    cluster it reaches by address).
+    """
+    others = [psutil.Process(p) for p in extra or []]
     shutil.rmtree(run_dir, ignore_errors=True)
     child = mp.get_context("spawn").Process(target=_child, args=(str(config),))
     t0 = time.perf_counter()
@@ -187,7 +201,7 @@ def run_case(config: Path, run_dir: Path, timeout: float, max_memory: float) -> 
     peak, stopped = 0, None
     while child.is_alive():
         try:
-            rss = _tree_rss(proc)
+            rss = _tree_rss(proc) + sum(_tree_rss(o) for o in others)
         except psutil.Error:
             rss = 0
         peak = max(peak, rss)
@@ -235,10 +249,94 @@ def report(title: str, res: dict[str, Any]) -> None:
         print(f"    {scr['soundings_kept']:,} soundings kept from {n_in} granules{rate}")
 
 
+# ---------------------------------------------------------------------------- by address
+def start_cluster() -> Any:
+    """A two-worker ``dask.distributed`` cluster in this process, for runs that reach it by address.
+
+    Starting it sets ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` to 1
+    in this process's environment (for its workers); the environment is put back, so the
+    run's own process keeps the BLAS threads a run started from a shell has (one BLAS thread
+    instead of two rounds the inversion's sums differently, in the last bits).
+    """
+    from distributed import LocalCluster
+
+    saved = dict(os.environ)
+    try:
+        return LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def compare_runs(a: Path, b: Path) -> str:
+    """How two runs' posteriors and discrepancy tables compare: identical, or the largest relative difference."""
+    import xarray as xr
+
+    worst, files = 0.0, 0
+    for f in sorted(a.glob("posterior_*.nc")):
+        with xr.open_dataset(f) as x, xr.open_dataset(b / f.name) as y:
+            for v in x.data_vars:
+                p, q = x[v].values, y[v].values
+                if p.dtype.kind != "f":
+                    if not np.array_equal(p, q):
+                        return f"{f.name} {v} differs"
+                    continue
+                if not np.array_equal(np.isnan(p), np.isnan(q)):
+                    return f"{f.name} {v}: NaN in different places"
+                d = np.abs(p - q)[~np.isnan(p)]
+                if d.size:
+                    worst = max(worst, float(np.max(d / np.maximum(np.abs(p[~np.isnan(p)]), 1e-300))))
+        files += 1
+    da, db = pd.read_csv(a / "discrepancies.csv"), pd.read_csv(b / "discrepancies.csv")
+    num = da.select_dtypes("number").columns
+    text_same = da.drop(columns=num).equals(db.drop(columns=num))
+    dnum = float((da[num] - db[num]).abs().max().max()) if len(num) else 0.0
+    if worst == 0.0 and dnum == 0.0 and text_same:
+        return f"identical ({files} posterior file(s) and discrepancies.csv, to the bit)"
+    return (
+        f"posteriors differ by up to {worst:.1e} (relative), discrepancies numbers by up to {dnum:.1e}, "
+        f"verdict text {'identical' if text_same else 'DIFFERENT'}"
+    )
+
+
+def run_and_report(a: argparse.Namespace, root: Path, name: str, title: str, n_soundings: int, **config: Any) -> None:
+    """Run one case (and, with ``--by-address``, again on a cluster reached by address), print both."""
+    if a.only and name not in a.only:
+        return
+    limit = a.max_memory * GIB
+    cfg = make_config(root, name, members=a.members, **config)
+    out = run_case(cfg, root / "runs" / name, a.timeout, limit)
+    out["n_soundings"] = n_soundings
+    report(title, out)
+    if not a.by_address:
+        return
+    with start_cluster() as cluster:
+        cfg2 = make_config(
+            root,
+            f"{name}-address",
+            members=a.members,
+            cluster={"type": "address", "address": cluster.scheduler_address},
+            **config,
+        )
+        out2 = run_case(cfg2, root / "runs" / f"{name}-address", a.timeout, limit, extra=_worker_pids(cluster))
+    out2["n_soundings"] = n_soundings
+    report(f"{title}, on a two-worker cluster by address", out2)
+    if out["status"] == out2["status"] == "complete":
+        print(
+            f"    by address vs local cluster: {compare_runs(root / 'runs' / name, root / 'runs' / f'{name}-address')}"
+        )
+
+
+def _worker_pids(cluster: Any) -> list[int]:
+    """The worker processes' ids (each worker is a Nanny: ``pid`` of the process it watches)."""
+    return [int(w.pid) for w in cluster.workers.values() if getattr(w, "pid", None)]
+
+
 # ---------------------------------------------------------------------------- main
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", default="gosat,tropomi-year,tropomi-year-monthly,tropomi-month")
+    ap.add_argument("--only", default="", help="comma-separated run names of those cases (e.g. gosat-0.5deg-per-cell)")
     ap.add_argument("--data", type=Path, default=HERE / ".scale-data")
     ap.add_argument("--gosat", type=int, default=366 * 600, help="GOSAT-like soundings in the year")
     ap.add_argument("--tropomi-year", type=int, default=10_000_000, help="TROPOMI-like soundings in the year")
@@ -249,7 +347,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--members", type=int, default=None, help="transport ensemble members of every run (default: the config's, 8)"
     )
+    ap.add_argument(
+        "--by-address",
+        action="store_true",
+        help="run every case again on a two-worker dask.distributed cluster reached by address, and compare",
+    )
     a = ap.parse_args(argv)
+    a.only = {x for x in a.only.split(",") if x}
     if a.quick:
         a.gosat, a.tropomi_year, a.tropomi_month = a.gosat // 100, a.tropomi_year // 100, a.tropomi_month // 100
     root = a.data.resolve()
@@ -257,94 +361,92 @@ def main(argv: list[str]) -> int:
     if not (root / "samples" / "prior_CH4.nc").is_file():
         build_demo_samples(root / "samples")
     cases = a.cases.split(",")
-    limit = a.max_memory * GIB
     print(
         f"bench-scale: {os.cpu_count()} cores, {psutil.virtual_memory().total / GIB:.0f} GiB; runs on a "
-        f"2-process local cluster; data in {root}"
+        f"2-process local cluster{' and again by address' if a.by_address else ''}; data in {root}"
     )
+    year = {"start": "2020-01-01", "end": "2021-01-01"}
     if "gosat" in cases:
         gdir, gen = make_granules(root, "cci_ocpr", 366, a.gosat)
         print(f"(a) GOSAT-like year: {a.gosat:,} soundings in 366 CCI granules (generated in {gen:.0f} s)")
         for res in (1.0, 0.5, 0.25):
-            name = f"gosat-{res:g}deg-national"
-            cfg = make_config(
-                root, name, gdir, "cci_ocpr", res, start="2020-01-01", end="2021-01-01", members=a.members
+            run_and_report(
+                a,
+                root,
+                f"gosat-{res:g}deg-national",
+                f"GOSAT year, {res:g} degree, national state (10 countries)",
+                a.gosat,
+                granules=gdir,
+                fmt="cci_ocpr",
+                resolution=res,
+                **year,
             )
-            out = run_case(cfg, root / "runs" / name, a.timeout, limit)
-            out["n_soundings"] = a.gosat
-            report(f"GOSAT year, {res:g} degree, national state (10 countries)", out)
         for res in (1.0, 0.5):
             name = f"gosat-{res:g}deg-per-cell"
+            if a.only and name not in a.only:
+                continue
             bnd = root / "configs" / f"cells-{res:g}.geojson"
             avoid = set(pd.read_csv(root / "samples" / "reported_totals.csv")["area"].astype(str)) | set(ASEAN)
             codes = per_cell_boundaries(bnd, res, avoid)
-            cfg = make_config(
+            run_and_report(
+                a,
                 root,
                 name,
-                gdir,
-                "cci_ocpr",
-                res,
-                start="2020-01-01",
-                end="2021-01-01",
+                f"GOSAT year, {res:g} degree, per-cell state ({len(codes)} land cells)",
+                a.gosat,
+                granules=gdir,
+                fmt="cci_ocpr",
+                resolution=res,
                 boundaries=bnd,
                 iso3=codes,
-                members=a.members,
+                **year,
             )
-            out = run_case(cfg, root / "runs" / name, a.timeout, limit)
-            out["n_soundings"] = a.gosat
-            report(f"GOSAT year, {res:g} degree, per-cell state ({len(codes)} land cells)", out)
     if "tropomi-year" in cases:
         tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
         print(f"\n(b) TROPOMI-like year: {a.tropomi_year:,} soundings in 366 granules (generated in {gen:.0f} s)")
-        cfg = make_config(
+        run_and_report(
+            a,
             root,
             "tropomi-year-0.25deg",
-            tdir,
-            "tropomi_ch4",
-            0.25,
-            start="2020-01-01",
-            end="2021-01-01",
-            members=a.members,
+            "TROPOMI-like year, 0.25 degree, national state",
+            a.tropomi_year,
+            granules=tdir,
+            fmt="tropomi_ch4",
+            resolution=0.25,
+            **year,
         )
-        out = run_case(cfg, root / "runs" / "tropomi-year-0.25deg", a.timeout, limit)
-        out["n_soundings"] = a.tropomi_year
-        report("TROPOMI-like year, 0.25 degree, national state", out)
     if "tropomi-year-monthly" in cases:  # issue 21: a monthly per-country state (n ~ 130) at 0.1 degree
         tdir, gen = make_granules(root, "tropomi_ch4", 366, a.tropomi_year)
-        name = "tropomi-year-0.1deg-monthly"
         # the steady operator: the time-resolved one at 0.1 degree over a year integrates ~6 000 explicit
         # sub-steps of 218 400 cells x ~60 forcings, hours on two cores (README, Performance)
-        cfg = make_config(
+        run_and_report(
+            a,
             root,
-            name,
-            tdir,
-            "tropomi_ch4",
-            0.1,
-            start="2020-01-01",
-            end="2021-01-01",
+            "tropomi-year-0.1deg-monthly",
+            "TROPOMI-like year, 0.1 degree, monthly per-country state (steady transport)",
+            a.tropomi_year,
+            granules=tdir,
+            fmt="tropomi_ch4",
+            resolution=0.1,
             split="MS",
             transport_mode="steady",
-            members=a.members,
+            **year,
         )
-        out = run_case(cfg, root / "runs" / name, a.timeout, limit)
-        out["n_soundings"] = a.tropomi_year
-        report("TROPOMI-like year, 0.1 degree, monthly per-country state (steady transport)", out)
     if "tropomi-month" in cases:
         mdir, gen = make_granules(root, "tropomi_ch4", 31, a.tropomi_month)
         print(f"\n(c) TROPOMI-like month: {a.tropomi_month:,} soundings in 31 granules (generated in {gen:.0f} s)")
-        cfg = make_config(
+        run_and_report(
+            a,
             root,
             "tropomi-month-0.1deg",
-            mdir,
-            "tropomi_ch4",
-            0.1,
+            "TROPOMI-like month, 0.1 degree, national state (one period: monthly per-country)",
+            a.tropomi_month,
+            granules=mdir,
+            fmt="tropomi_ch4",
+            resolution=0.1,
             start="2020-01-01",
             end="2020-02-01",
-            members=a.members,
         )
-        out = run_case(cfg, root / "runs" / "tropomi-month-0.1deg", a.timeout, limit)
-        out["n_soundings"] = a.tropomi_month
-        report("TROPOMI-like month, 0.1 degree, national state (one period: monthly per-country)", out)
     return 0
 
 
