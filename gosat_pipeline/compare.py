@@ -108,7 +108,6 @@ JSON Schema of :func:`discrepancy_json_schema` beside it (``discrepancies.schema
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -344,19 +343,14 @@ class _State:
     def base(self) -> _Member:
         return self.members[0]
 
-    @functools.cached_property
+    @property
     def index(self) -> dict[tuple[str, str], np.ndarray]:
-        """(region, period) -> its elements (all sectors), once: no scan of the state per target."""
-        out: dict[tuple[str, str], list[int]] = {}
-        for i, (r, p) in enumerate(zip(self.sv.region.tolist(), self.sv.period.tolist(), strict=True)):
-            out.setdefault((str(r), str(p)), []).append(i)
-        return {k: np.asarray(v, dtype="int64") for k, v in out.items()}
+        """(region, period) -> its elements (:attr:`StateVector.element_index`)."""
+        return self.sv.element_index
 
     def elements(self, members: Sequence[str], period: str) -> np.ndarray:
-        """The elements of ``members`` in ``period`` (sorted)."""
-        parts = [self.index.get((str(r), str(period))) for r in dict.fromkeys(members)]
-        found = [a for a in parts if a is not None]
-        return np.sort(np.concatenate(found)) if found else np.zeros(0, dtype="int64")
+        """The elements of ``members`` in ``period`` (:meth:`StateVector.elements`)."""
+        return self.sv.elements(members, period)
 
 
 def _total_maps(
@@ -588,19 +582,6 @@ def _totals_many(st: _State, W: sp.csr_matrix, structural: float = 0.0) -> list[
     ]
 
 
-def _target_weights(st: _State, keys: Sequence[tuple[Sequence[str], str]]) -> sp.csr_matrix:
-    """W (targets, elements): row t = prior emissions (Tg yr-1) of the members' elements in the period."""
-    pe = st.sv.prior_emission / 1e9
-    rows, cols = [], []
-    for t, (members, period) in enumerate(keys):
-        idx = st.elements(members, period)
-        rows.append(np.full(idx.size, t))
-        cols.append(idx)
-    r = np.concatenate(rows) if rows else np.zeros(0, "int64")
-    c = np.concatenate(cols) if cols else np.zeros(0, "int64")
-    return sp.csr_matrix((pe[c], (r, c)), shape=(len(keys), len(st.sv)))
-
-
 def _national_prior(st: _State, members: Sequence[str], period: str) -> float:
     """The whole regions' prior (in-domain prior / emission share), Tg yr-1."""
     tot = 0.0
@@ -813,14 +794,10 @@ def _row(
     x_rep: np.ndarray,
     shift: bool,
     thr: Thresholds,
-    tot: _Totals | None = None,
+    tot: _Totals,
 ) -> dict[str, Any]:
     code, name, members = target
-    idx = st.elements(members, period)
-    w = np.zeros(len(st.sv))
-    w[idx] = st.sv.prior_emission[idx] / 1e9  # the target's weights (StateVector.region_weights)
-    if tot is None:
-        tot = _totals(st, w, thr.transport_error)
+    w = st.sv.weight_matrix([(members, period)]).toarray()[0]  # the target's weights, as tot's
     rep, own_row = _aggregate_reported(table, code, members, period)
     nobs = _n_observations(st, members, period)
     share, share_a, share_e = _domain_share(st, members, period)
@@ -1006,7 +983,7 @@ def compare_to_inventory(
     rows = []
     pairs = [(t, p) for t in targets for p in periods if st.elements(t[2], p).size]
     # every target's totals at once (they do not depend on the reference)
-    tots = _totals_many(st, _target_weights(st, [(t[2], p) for t, p in pairs]), thr.transport_error)
+    tots = _totals_many(st, st.sv.weight_matrix([(t[2], p) for t, p in pairs]), thr.transport_error)
     for source, table in tables.items():
         x_rep = _reported_state(st, table)
         shift = _shift_for(prior_is_reported, source)
@@ -1046,7 +1023,7 @@ def domain_budget(posterior: xr.Dataset, *, ensemble: Any = None, transport_erro
     for r, ro in zip(st.sv.region, st.sv.role, strict=True):
         roles.setdefault(str(r), str(ro))
     pairs = [(r, p) for r in st.sv.regions() for p in st.sv.periods() if (r, p) in st.index]
-    tots = _totals_many(st, _target_weights(st, [((r,), p) for r, p in pairs]), f_t)
+    tots = _totals_many(st, st.sv.weight_matrix([((r,), p) for r, p in pairs]), f_t)
     for (r, p), tot in zip(pairs, tots, strict=True):
         role = roles[r]
         _, sa, se = _domain_share(st, (r,), p)

@@ -25,6 +25,7 @@ Element kinds
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -252,25 +253,28 @@ class StateVector:
             w += np.where(sel & (self.period == p), pe, 0.0)
         return w / len(plist)
 
-    def weight_matrix(self, targets: Sequence[tuple[Sequence[str], str]]) -> sp.csr_matrix:
-        """Sparse W (n_targets, n) whose rows are :meth:`region_weights` of (members, period)."""
-        rows, cols, vals = [], [], []
-        pe = self.prior_emission / 1e9
-        # emission elements by (region, period), once: each target is then a lookup, not a scan of the state
+    @functools.cached_property
+    def element_index(self) -> dict[tuple[str, str], np.ndarray]:
+        """(region, period) -> its emission elements (all sectors, ascending), built once per state."""
         by_key: dict[tuple[str, str], list[int]] = {}
         for i in np.flatnonzero(self.emission):
             by_key.setdefault((str(self.region[i]), str(self.period[i])), []).append(int(i))
-        for t, (members, period) in enumerate(targets):
-            found = [i for m in dict.fromkeys(members) for i in by_key.get((str(m), str(period)), [])]
-            idx = np.unique(np.asarray(found, dtype="int64"))
-            rows.append(np.full(idx.size, t))
-            cols.append(idx)
-            vals.append(pe[idx])
-        if not rows:
+        return {k: np.asarray(v, dtype="int64") for k, v in by_key.items()}
+
+    def elements(self, members: Sequence[str], period: str) -> np.ndarray:
+        """The emission elements of ``members`` in ``period``, ascending: a lookup, not a scan of the state."""
+        found = [a for r in dict.fromkeys(members) if (a := self.element_index.get((str(r), str(period)))) is not None]
+        return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype="int64")
+
+    def weight_matrix(self, targets: Sequence[tuple[Sequence[str], str]]) -> sp.csr_matrix:
+        """Sparse W (n_targets, n) whose rows are :meth:`region_weights` of (members, period)."""
+        if not targets:
             return sp.csr_matrix((0, len(self)))
-        return sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(len(targets), len(self))
-        )
+        pe = self.prior_emission / 1e9
+        cols = [self.elements(members, period) for members, period in targets]
+        rows = np.repeat(np.arange(len(targets)), [c.size for c in cols])
+        c = np.concatenate(cols)
+        return sp.csr_matrix((pe[c], (rows, c)), shape=(len(targets), len(self)))
 
 
 # ---------------------------------------------------------------------------- region totals

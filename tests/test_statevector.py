@@ -69,6 +69,10 @@ def test_weights_and_weight_matrix_agree() -> None:
     W = sv.weight_matrix([(("AAA", "BBB"), "2020-02"), (("AAA",), "2020-01")])
     np.testing.assert_allclose(W.toarray()[0], w)
     np.testing.assert_allclose(W.toarray()[1], sv.region_weights(["AAA"], "2020-01"))
+    # the (region, period) lookup behind it: emission elements only, ascending, members deduplicated
+    e = sv.elements(["BBB", "AAA", "AAA"], "2020-02")
+    assert e.tolist() == sorted(np.flatnonzero(w).tolist()) and np.all(sv.emission[e])
+    assert sv.elements(["ZZZ"], "2020-02").size == 0 and sv.weight_matrix([]).shape == (0, len(sv))
 
 
 def test_total_variances_is_the_diagonal_of_total_moments_on_any_layout() -> None:
