@@ -8,7 +8,10 @@ same sub-steps as a scipy sparse product and array operations (the baseline, tim
 same run, best of three), with the largest relative difference of the states; then
 ``integrate_responses`` over whole days end to end. The emission sources are national-like:
 the cells shared among the forcings, each cell under one (a sparse source, as in the
-pipeline).
+pipeline). Last, one step at 0.5 degree with 1430 per-cell forcings (the per-cell GOSAT state)
+under a run's process settings (numpy's hugepage advice off where the kernel would stall on it):
+state and work buffer as the integration allocates them (``runtime.hugepage_zeros``, advised
+for hugepages) against plain numpy arrays, best of three.
 
 Usage: ``.venv/bin/python benchmarks/bench_transport.py [--quick]`` (quick: 0.5 and 0.25 degree
 instead of 0.25 and 0.1).
@@ -23,6 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gosat_pipeline.grids import GridSpec
+from gosat_pipeline.runtime import hugepage_advice, hugepage_zeros
 from gosat_pipeline.transport.operator import Forcing, _advance, _Stencil, integrate_responses
 
 BBOX = (90.0, -12.0, 142.0, 30.0)
@@ -86,6 +90,39 @@ def days_case(res: float, days: int) -> float:
     return time.perf_counter() - tic
 
 
+def hugepage_case(res: float = 0.5, ncol: int = 1430) -> dict[str, float]:
+    """One step of ``ncol`` one-cell forcings: buffers from hugepage_zeros against numpy's, same states."""
+    grid = GridSpec.from_resolution(res, BBOX)
+    op = _Stencil(grid, 5.0e4, 172800.0)
+    rng = np.random.default_rng(2)
+    op.update(5.0 + 3.0 * rng.standard_normal(grid.shape), 2.0 * rng.standard_normal(grid.shape))
+    state0 = rng.random((grid.size, ncol))
+    cells = rng.choice(grid.size, ncol, replace=False)
+    src = sp.csr_matrix((np.full(ncol, 1e-6), (cells, np.arange(ncol))), shape=(grid.size, ncol))
+    with hugepage_advice() as memory:
+        plain, plain_work = np.zeros(state0.shape), np.zeros(state0.shape)
+        advised, advised_work = hugepage_zeros(state0.shape), hugepage_zeros(state0.shape)
+        for a, w in ((plain, plain_work), (advised, advised_work)):  # first touch outside the timing
+            a[:] = state0
+            w[:] = 0.0
+        t_plain, t_advised = [], []
+        for _ in range(3):
+            plain[:] = state0
+            t0 = time.perf_counter()
+            _advance(plain, [src], op, STEP, plain_work)
+            t_plain.append(time.perf_counter() - t0)
+            advised[:] = state0
+            t0 = time.perf_counter()
+            _advance(advised, [src], op, STEP, advised_work)
+            t_advised.append(time.perf_counter() - t0)
+    return {
+        "plain": min(t_plain),
+        "advised": min(t_advised),
+        "same": float(np.array_equal(plain, advised)),
+        "numpy_advice": memory["numpy_madvise_hugepage"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="coarser grids")
@@ -102,6 +139,12 @@ def main() -> None:
     days = 2 if args.quick else 4
     for res in grids:
         print(f"  integrate_responses, {days} days at {res:g} degree: {days_case(res, days):.2f} s")
+    h = hugepage_case()
+    print(
+        f"  one step, 0.5 degree, 1430 one-cell forcings, numpy hugepage advice {h['numpy_advice']}: buffers from "
+        f"hugepage_zeros {h['advised']:.3f} s, numpy's {h['plain']:.3f} s, ratio {h['advised'] / h['plain']:.2f}x "
+        f"(states {'identical' if h['same'] else 'DIFFERENT'})"
+    )
 
 
 if __name__ == "__main__":

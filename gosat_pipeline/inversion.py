@@ -1373,7 +1373,7 @@ def posterior_flux_maps(
     Adiag = np.diag(posterior["averaging_kernel"].values)
     prior = fields.sum(axis=(0, 1))
     # each (region, sector) field as a sparse row: a region's field is zero outside it
-    F_all = _dense_to_csr(fields.reshape(len(codes) * len(sectors), ny * nx))
+    F_all = sp.csr_matrix(fields.reshape(len(codes) * len(sectors), ny * nx))
     del fields
     first: dict[tuple[str, str, str], int] = {}
     for i in np.flatnonzero(sv.emission):
@@ -1463,15 +1463,6 @@ def _period_maps(
             var[c : c + block] = np.asarray(part.multiply(part @ S).sum(axis=1)).ravel()
     held = np.asarray(Ft.sum(axis=1)).ravel()
     return Ft @ x, var, Ft @ a, held
-
-
-def _dense_to_csr(a: np.ndarray) -> sp.csr_matrix:
-    """A 2-D array's non-zeros as CSR, in one pass over it (``scipy.sparse.csr_matrix(a)`` makes two)."""
-    nrow, ncol = a.shape
-    flat = np.flatnonzero(a)
-    rows = flat // max(ncol, 1)
-    indptr = np.searchsorted(rows, np.arange(nrow + 1))
-    return sp.csr_matrix((a.reshape(-1)[flat], flat - rows * ncol, indptr), shape=(nrow, ncol))
 
 
 def _char_encoding(coord: xr.DataArray) -> None:

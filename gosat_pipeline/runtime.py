@@ -7,10 +7,10 @@ every array of 4 MiB or more (`NumPy: madvise hugepage on Linux
 a page fault in such an array *compacts memory synchronously* until a 2 MiB page is free.
 On a machine whose memory has been in use for a while (fragmented), the first write of a
 large array then costs several times the write itself: on this project's 2-core
-reference machine (``enabled`` and ``defrag`` both ``madvise``), a fresh 3.7 GiB array
-took 5.8-8.6 s to fill with the advice and 1.6 s without it; the regional totals of a
-5000-element state (two fresh 200 MB covariances) 1.1 s against 0.4 s
-(README, Performance).
+reference machine (``enabled`` and ``defrag`` both ``madvise``), the first write of a fresh
+3.77 GiB array took 8.2 s with the advice and 2.3 s without it (``bench_gridding.py
+--fine``); the regional totals of a 5000-element state (two fresh 200 MB covariances)
+0.95-0.98 s against 0.45-0.50 s (``bench_inversion.py`` case 3; README, Performance).
 
 :func:`hugepage_advice` turns the advice off for the duration of a run, where the
 kernel's policy would make it stall, and sets ``NUMPY_MADVISE_HUGEPAGE=0`` so that the
@@ -20,8 +20,8 @@ Dask workers a run starts inherit the same setting. A user's own
 The few arrays that are long-lived and swept thousands of times (the time-resolved
 transport's state and work buffers) ask for hugepages themselves
 (:func:`hugepage_zeros`): their one-off fault cost buys fewer TLB misses on every sweep
-(the transport's sub-steps at 0.5 degree with 1430 forcings: 0.13 s with hugepages,
-0.15-0.16 s without).
+(one transport step at 0.5 degree with 1430 forcings: 0.135 s with hugepages, 0.158 s
+without, ``bench_transport.py``).
 """
 
 from __future__ import annotations

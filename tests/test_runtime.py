@@ -77,3 +77,41 @@ def test_hugepage_zeros_are_writable_zeros_of_any_size() -> None:
         assert not a.any()
     big[5, 7] = 2.5
     assert big.sum() == 2.5 and big.shape == (1024, 1030) and small.shape == (3, 4)
+
+
+def _vm_flags(address: int) -> list[str]:
+    """The kernel's VmFlags of the mapping holding ``address`` (``hg``: advised for hugepages)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = (int(x, 16) for x in head[0].split("-"))
+                inside = lo <= address < hi
+            elif inside and line.startswith("VmFlags:"):
+                return head[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").is_file(), reason="needs Linux /proc/self/smaps")
+def test_the_kernel_sees_the_advice_numpy_gives_and_hugepage_zeros_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside hugepage_advice numpy's large arrays carry no MADV_HUGEPAGE; hugepage_zeros' do, always."""
+    import numpy as np
+
+    monkeypatch.delenv(runtime.ENV, raising=False)
+    setter = runtime._numpy_setter()
+    before = setter(True)
+    try:
+        probe = 2**20  # a byte well inside the array (numpy advises from the first page boundary)
+        advised = np.zeros(2**21)  # 16 MiB, above numpy's 4 MiB threshold
+        assert "hg" in _vm_flags(advised.ctypes.data + probe)
+        stalling = _policy(tmp_path, "always [madvise] never", "always defer defer+madvise [madvise] never")
+        with runtime.hugepage_advice(stalling):
+            plain = np.zeros(2**21)
+            ours = runtime.hugepage_zeros((2048, 1024))
+            assert "hg" not in _vm_flags(plain.ctypes.data + probe)
+            assert "hg" in _vm_flags(ours.ctypes.data + probe)
+    finally:
+        setter(before)

@@ -422,6 +422,16 @@ def test_explicit_kernel_sparse_sources_equal_dense_substeps():
     out = state.copy()
     _advance(out, [emission, inflow], op, step)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=0.0)
+    # to the bit: the dense-source update c + h (s - Mc) with M c summed in the kernel's order
+    c = [np.where(op.valid_arr[f], op.coef_arr[f], 0.0)[:, None] for f in range(4)]
+    nb = op.nb_arr
+    same = state.copy()
+    for _ in range(nsub):
+        acc = (
+            op.diag[:, None] * same - c[0] * same[nb[0]] - c[1] * same[nb[1]] - c[2] * same[nb[2]] - c[3] * same[nb[3]]
+        )
+        same = same + h * (dense - acc)
+    assert np.array_equal(out, same)
     # a column without sources decays: the sources reach only their own columns
     none = state.copy()
     _advance(none, [], op, step)

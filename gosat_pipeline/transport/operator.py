@@ -936,7 +936,7 @@ def response_blocks(
     wind_times = np.asarray(wind_times, "datetime64[ns]")
     active: list[int] = []
     state = np.zeros((ncell, 0))
-    work = state
+    work = np.zeros((ncell, 0))  # the kernel's second buffer, kept while the active forcings stay the same
     flux_src = _flux_sources(forcings, n_air)
     src_cache: dict[str, Any] = {}
     open_bins: dict[int, _OpenBin] = {}
