@@ -277,6 +277,8 @@ def compare_runs(a: Path, b: Path) -> str:
         with xr.open_dataset(f) as x, xr.open_dataset(b / f.name) as y:
             for v in x.data_vars:
                 p, q = x[v].values, y[v].values
+                if p.shape != q.shape:
+                    return f"{f.name} {v}: shapes {p.shape} and {q.shape}"
                 if p.dtype.kind != "f":
                     if not np.array_equal(p, q):
                         return f"{f.name} {v} differs"
@@ -290,6 +292,8 @@ def compare_runs(a: Path, b: Path) -> str:
     da, db = pd.read_csv(a / "discrepancies.csv"), pd.read_csv(b / "discrepancies.csv")
     num = da.select_dtypes("number").columns
     text_same = da.drop(columns=num).equals(db.drop(columns=num))
+    if da.shape != db.shape or not da[num].isna().equals(db[num].isna()):
+        return "discrepancies.csv: different rows or missing values in different places"
     dnum = float((da[num] - db[num]).abs().max().max()) if len(num) else 0.0
     if worst == 0.0 and dnum == 0.0 and text_same:
         return f"identical ({files} posterior file(s) and discrepancies.csv, to the bit)"
